@@ -1,0 +1,160 @@
+//! The typed, validated configuration every other layer reads. Nothing downstream
+//! of `config/` sees Corefile text: the parser turns it into these values once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole Corefile: the server blocks in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub servers: Vec<ServerBlock>,
+}
+
+/// Where a value came from, so errors and logs can name file:line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// One zone a server block answers for: a lower-cased FQDN ("." or "cluster.local.").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// Lower-cased, always ending with '.'; the root is ".".
+    pub name: String,
+}
+
+/// One `ZONE[:PORT]... { ... }` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerBlock {
+    /// Zones of the block key, e.g. `cluster.local:53 in-addr.arpa:53`.
+    pub zones: Vec<Zone>,
+    /// The port of the block key (all keys of one block share it; default 53).
+    pub port: u16,
+    /// `bind ADDR...`; empty means the wildcard addresses (0.0.0.0 and ::).
+    pub bind: Vec<IpAddr>,
+    pub cache: Option<CacheConfig>,
+    pub forward: Option<ForwardConfig>,
+    /// `errors`: log failed answers.
+    pub errors: bool,
+    /// `log`: one line per query.
+    pub log: bool,
+    pub health: Option<HealthConfig>,
+    /// `ready [ADDR]`, default 0.0.0.0:8181 when the directive is present.
+    pub ready: Option<SocketAddr>,
+    /// `prometheus [ADDR]`, default 0.0.0.0:9253 when the directive is present.
+    pub prometheus: Option<SocketAddr>,
+    pub reload: Option<ReloadConfig>,
+    /// `loop`: detect forwarding loops at start.
+    pub loop_detect: bool,
+    /// `bufsize SIZE` (512..=4096): the EDNS UDP size advertised upstream.
+    pub bufsize: Option<u16>,
+    /// `whoami`: answer with the client's address instead of forwarding.
+    pub whoami: bool,
+    /// Where the block starts.
+    pub location: Location,
+}
+
+/// `cache` directive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Zones the cache applies to (default: the block's zones).
+    pub zones: Vec<Zone>,
+    pub success: CacheClass,
+    pub denial: CacheClass,
+    pub prefetch: Option<Prefetch>,
+    pub serve_stale: Option<ServeStale>,
+    /// `servfail DURATION`: how long SERVFAIL/NOTIMP answers are cached (default 5 s; 0 = off; max 5 m).
+    pub servfail_ttl: Duration,
+    /// `disable success [ZONES]`: zones for which success answers are not cached (empty = none).
+    pub disable_success: Vec<Zone>,
+    /// `disable denial [ZONES]`.
+    pub disable_denial: Vec<Zone>,
+    /// `keepttl`: answer with the original TTL.
+    pub keepttl: bool,
+    /// Our own `max_bytes SIZE` option: byte budget of the whole cache (None = sized from capacity).
+    pub max_bytes: Option<usize>,
+}
+
+/// Capacity and TTL bounds of one class (success or denial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheClass {
+    /// Entries (default 9984).
+    pub capacity: usize,
+    /// TTL cap (default 3600 s success, 1800 s denial; `cache TTL` sets both).
+    pub ttl_max: Duration,
+    /// MINTTL (default 5 s).
+    pub ttl_min: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    pub amount: u32,
+    /// default 1 m
+    pub duration: Duration,
+    /// 10..=90, default 10
+    pub percentage: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleMode {
+    Immediate,
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeStale {
+    /// default 1 h
+    pub duration: Duration,
+    pub mode: StaleMode,
+}
+
+/// `forward FROM TO... { ... }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    /// FROM zone.
+    pub from: Zone,
+    /// Upstreams (1..=15), port default 53. A resolv.conf path expands to its nameservers.
+    pub to: Vec<SocketAddr>,
+    /// `except NAMES...`: sub-zones not forwarded.
+    pub except: Vec<Zone>,
+    pub force_tcp: bool,
+    pub prefer_udp: bool,
+    /// `expire`, default 10 s.
+    pub expire: Duration,
+    /// `max_fails`, default 2; 0 = never mark down.
+    pub max_fails: u32,
+    pub policy: Policy,
+    /// `health_check DURATION`, default 0.5 s.
+    pub health_check: Duration,
+    /// `health_check ... no_rec`: probe with RD=0.
+    pub health_check_no_rec: bool,
+    /// `health_check ... domain FQDN`, default ".".
+    pub health_check_domain: Zone,
+    /// `max_concurrent N`; None = unlimited.
+    pub max_concurrent: Option<usize>,
+    pub failfast_all_unhealthy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Random,
+    RoundRobin,
+    Sequential,
+}
+
+/// `health [ADDR] { lameduck DURATION }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// default 0.0.0.0:8080
+    pub addr: SocketAddr,
+    pub lameduck: Duration,
+}
+
+/// `reload [INTERVAL [JITTER]]`, defaults 30 s and 15 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    pub interval: Duration,
+    pub jitter: Duration,
+}

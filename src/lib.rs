@@ -1,0 +1,19 @@
+//! nodelocaldns: a thread-per-core io_uring DNS cache for Kubernetes nodes.
+//!
+//! - [`limits`]: every bound of the process, in one place.
+//! - [`wire`]: bounds-checked zero-copy DNS message reader and writer.
+//! - [`cache`]: per-core cache shard, stored answers, classification, eviction.
+//! - [`upstream`]: pipelined TCP and UDP forwarding, health, policies.
+//! - [`config`]: Corefile parser → typed [`config::Config`].
+//! - [`node`]: interface, iptables rules, sync and teardown.
+//! - [`telemetry`]: per-shard counters → CoreDNS metrics, health, readiness.
+//! - [`server`]: executors, listeners, the per-core query loop, shutdown.
+
+pub mod cache;
+pub mod config;
+pub mod limits;
+pub mod node;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,16 @@
+//! Every bound of the process in one place, with units last in the names and the
+//! relationships between them checked at compile time.
+
+/// Largest DNS message over TCP (the 2-byte length prefix bounds it).
+pub const MESSAGE_BYTES_MAX: usize = 65_535;
+/// Largest UDP payload we read or send.
+pub const UDP_PAYLOAD_BYTES_MAX: usize = 4096;
+/// UDP answer size without EDNS (RFC 1035).
+pub const UDP_PAYLOAD_BYTES_LEGACY: usize = 512;
+/// Largest name in wire form, labels and length octets included (RFC 1035).
+pub const NAME_BYTES_MAX: usize = 255;
+/// Largest label.
+pub const LABEL_BYTES_MAX: usize = 63;
+
+const _: () = assert!(UDP_PAYLOAD_BYTES_LEGACY <= UDP_PAYLOAD_BYTES_MAX);
+const _: () = assert!(UDP_PAYLOAD_BYTES_MAX <= MESSAGE_BYTES_MAX);

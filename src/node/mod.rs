@@ -1,0 +1,1 @@
+//! Node setup: the interface, iptables rules, periodic sync and teardown.

@@ -1,0 +1,1 @@
+//! Executor pool and placement, listeners, the per-core query loop, shutdown.

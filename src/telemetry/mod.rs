@@ -1,0 +1,1 @@
+//! Per-shard counters, merged into CoreDNS-named metrics when scraped.

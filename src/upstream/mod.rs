@@ -1,0 +1,1 @@
+//! Forwarding to upstream servers: pipelined TCP, UDP, health, selection policy.

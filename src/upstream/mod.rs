@@ -1,1 +1,285 @@
-//! Forwarding to upstream servers: pipelined TCP, UDP, health, selection policy.
+//! Forwarding to upstream servers (the `forward` directive), per shard: upstream
+//! selection by policy with unhealthy upstreams last, one attempt per upstream
+//! bounded by 2 s, the whole query by 5 s, UDP with a TCP retry on truncation, and
+//! pipelined TCP pools. Nothing here is shared between shards.
+
+mod tcp;
+mod udp;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::{ForwardConfig, Policy};
+use crate::limits;
+use crate::wire;
+
+/// Why a query got no answer from the upstreams.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("upstream {0}: connection closed before the answer")]
+    Closed(SocketAddr),
+    #[error("upstream {0}: waiting before reconnecting after a failed connect")]
+    Backoff(SocketAddr),
+    #[error("upstream {0}: no answer within the attempt deadline")]
+    Timeout(SocketAddr),
+    #[error("every upstream is unhealthy")]
+    AllDown,
+    #[error("more than max_concurrent queries in flight")]
+    MaxConcurrent,
+    #[error("no upstream answered within the query deadline")]
+    Deadline,
+}
+
+/// How the query reached us, which picks the upstream transport unless the
+/// configuration forces one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// One upstream as seen by one shard.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Pipelined connections from this shard.
+    pub tcp: Rc<tcp::TcpPool>,
+    /// Consecutive failures; above `max_fails` the upstream is down.
+    fails: Cell<u32>,
+    /// True while a health-check task probes this upstream.
+    probing: Cell<bool>,
+    /// Failed health checks (for `coredns_proxy_healthcheck_failures_total`).
+    pub healthcheck_failures: Cell<u64>,
+}
+
+/// A shard's forwarder for one `forward` directive.
+pub struct Forwarder {
+    cfg: ForwardConfig,
+    /// Wire forms of `except` zones.
+    except: Vec<Vec<u8>>,
+    upstreams: Vec<Upstream>,
+    /// Round-robin position.
+    next: Cell<usize>,
+    /// Upstream queries in flight from this shard, for `max_concurrent`.
+    inflight: Cell<usize>,
+    /// This shard's share of `max_concurrent`.
+    inflight_max: Option<usize>,
+    /// Queries refused because of `max_concurrent`.
+    pub rejected: Cell<u64>,
+}
+
+impl Forwarder {
+    /// `shards` splits `max_concurrent` between the shards (rounded up).
+    pub fn new(cfg: &ForwardConfig, shards: usize) -> Rc<Forwarder> {
+        let except = cfg
+            .except
+            .iter()
+            .filter_map(|zone| {
+                let mut name = Vec::new();
+                wire::encode_name(&zone.name, &mut name).map(|()| name)
+            })
+            .collect();
+        let upstreams = cfg
+            .to
+            .iter()
+            .map(|&addr| Upstream {
+                addr,
+                tcp: tcp::TcpPool::new(addr, cfg.expire),
+                fails: Cell::new(0),
+                probing: Cell::new(false),
+                healthcheck_failures: Cell::new(0),
+            })
+            .collect();
+        Rc::new(Forwarder {
+            cfg: cfg.clone(),
+            except,
+            upstreams,
+            next: Cell::new(0),
+            inflight: Cell::new(0),
+            inflight_max: cfg.max_concurrent.map(|m| m.div_ceil(shards.max(1))),
+            rejected: Cell::new(0),
+        })
+    }
+
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// False for names under an `except` zone: those are not forwarded.
+    pub fn forwards(&self, qname: &[u8]) -> bool {
+        !self
+            .except
+            .iter()
+            .any(|zone| wire::name_in_zone(qname, zone))
+    }
+
+    /// Resolves `query` (a complete DNS message; its ID is replaced per attempt) and
+    /// returns the upstream's answer, already matched by ID and question.
+    pub async fn resolve(
+        self: &Rc<Self>,
+        query: &[u8],
+        client: Transport,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        if self
+            .inflight_max
+            .is_some_and(|max| self.inflight.get() >= max)
+        {
+            self.rejected.set(self.rejected.get() + 1);
+            return Err(UpstreamError::MaxConcurrent);
+        }
+        if self.cfg.failfast_all_unhealthy && self.upstreams.iter().all(|u| self.is_down(u)) {
+            return Err(UpstreamError::AllDown);
+        }
+        self.inflight.set(self.inflight.get() + 1);
+        let _inflight = InflightGuard(&self.inflight);
+        let deadline = Instant::now() + Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS);
+        let mut last = UpstreamError::Deadline;
+        for index in self.order().into_iter().take(limits::UPSTREAM_ATTEMPTS_MAX) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let upstream = &self.upstreams[index];
+            let budget = remaining.min(Duration::from_millis(limits::UPSTREAM_ATTEMPT_MILLIS));
+            let attempt = self.attempt(upstream, query, client);
+            match with_deadline(budget, attempt).await {
+                Some(Ok(answer)) => {
+                    upstream.fails.set(0);
+                    return Ok(answer);
+                }
+                Some(Err(err)) => last = err,
+                None => last = UpstreamError::Timeout(upstream.addr),
+            }
+            tracing::debug!(error = %last, "upstream attempt failed");
+            self.failed(index);
+        }
+        Err(last)
+    }
+
+    async fn attempt(
+        &self,
+        upstream: &Upstream,
+        query: &[u8],
+        client: Transport,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let transport = match (self.cfg.force_tcp, self.cfg.prefer_udp) {
+            (true, _) => Transport::Tcp,
+            (false, true) => Transport::Udp,
+            (false, false) => client,
+        };
+        if transport == Transport::Tcp {
+            return upstream.tcp.exchange(query).await;
+        }
+        let answer = udp::exchange(upstream.addr, query).await?;
+        if wire::is_truncated(&answer) {
+            return upstream.tcp.exchange(query).await;
+        }
+        Ok(answer)
+    }
+
+    /// Upstream indices in the order to try: by policy, healthy ones first.
+    fn order(&self) -> Vec<usize> {
+        let count = self.upstreams.len();
+        let mut order: Vec<usize> = match self.cfg.policy {
+            Policy::Sequential => (0..count).collect(),
+            Policy::RoundRobin => {
+                let start = self.next.get();
+                self.next.set(start.wrapping_add(1));
+                (0..count).map(|i| (start + i) % count).collect()
+            }
+            Policy::Random => {
+                let mut order: Vec<usize> = (0..count).collect();
+                rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::thread_rng());
+                order
+            }
+        };
+        order.sort_by_key(|&i| self.is_down(&self.upstreams[i]));
+        order
+    }
+
+    fn is_down(&self, upstream: &Upstream) -> bool {
+        self.cfg.max_fails > 0 && upstream.fails.get() > self.cfg.max_fails
+    }
+
+    /// Counts a failure and starts probing the upstream if nobody does yet.
+    fn failed(self: &Rc<Self>, index: usize) {
+        let upstream = &self.upstreams[index];
+        upstream.fails.set(upstream.fails.get().saturating_add(1));
+        if upstream.probing.replace(true) || self.cfg.max_fails == 0 {
+            return;
+        }
+        glommio::spawn_local(probe(Rc::downgrade(self), index)).detach();
+    }
+}
+
+/// Health checks one upstream every `health_check` until it answers; the task ends
+/// with the forwarder (a reload drops it).
+async fn probe(forwarder: Weak<Forwarder>, index: usize) {
+    let Some(query) = forwarder.upgrade().and_then(|f| health_query(&f.cfg)) else {
+        return;
+    };
+    loop {
+        let Some(interval) = forwarder.upgrade().map(|f| f.cfg.health_check) else {
+            return;
+        };
+        glommio::timer::sleep(interval.max(Duration::from_millis(100))).await;
+        let Some(f) = forwarder.upgrade() else {
+            return;
+        };
+        let upstream = &f.upstreams[index];
+        let budget = Duration::from_millis(limits::UPSTREAM_ATTEMPT_MILLIS);
+        let transport = if f.cfg.force_tcp {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let answered = with_deadline(budget, f.attempt(upstream, &query, transport)).await;
+        if let Some(Ok(_)) = answered {
+            upstream.fails.set(0);
+            upstream.probing.set(false);
+            return;
+        }
+        upstream
+            .healthcheck_failures
+            .set(upstream.healthcheck_failures.get() + 1);
+        upstream.fails.set(upstream.fails.get().saturating_add(1));
+    }
+}
+
+/// The health-check query: `<domain> IN NS`, RD unless `no_rec`.
+fn health_query(cfg: &ForwardConfig) -> Option<Vec<u8>> {
+    let flags: u16 = if cfg.health_check_no_rec { 0 } else { 0x0100 };
+    let mut query = vec![0, 0];
+    query.extend_from_slice(&flags.to_be_bytes());
+    query.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    wire::encode_name(&cfg.health_check_domain.name, &mut query)?;
+    query.extend_from_slice(&[0, 2, 0, 1]);
+    Some(query)
+}
+
+/// Runs `work` for at most `budget`; None when the time ran out.
+pub async fn with_deadline<T>(
+    budget: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let work = async { Some(work.await) };
+    let timer = async {
+        glommio::timer::sleep(budget).await;
+        None
+    };
+    futures_lite::future::or(work, timer).await
+}
+
+struct InflightGuard<'a>(&'a Cell<usize>);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}

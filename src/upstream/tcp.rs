@@ -1,0 +1,285 @@
+//! Pipelined TCP to one upstream (RFC 7766): many queries in flight on one
+//! connection, answers matched by ID in any order, idle expiry, and a small pool
+//! per shard that opens another connection only when the open ones are full.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpStream;
+
+use super::UpstreamError;
+use crate::limits;
+use crate::wire;
+
+/// One query waiting for its answer on a connection.
+struct Pending {
+    /// The query as sent, to check the answer's question.
+    query: Vec<u8>,
+    /// Where the reader hands the answer.
+    reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// State shared by a connection's reader and writer tasks and its users.
+struct Conn {
+    /// Queries sent and not yet answered, by the ID they carry on this connection.
+    pending: RefCell<HashMap<u16, Pending>>,
+    /// Frames (length-prefixed) for the writer task; closed when the connection dies.
+    frames: LocalSender<Vec<u8>>,
+    /// Set once the connection failed or expired; a closed connection takes no queries.
+    closed: Cell<bool>,
+    /// Last time a query was queued, for idle expiry.
+    last_used: Cell<Instant>,
+}
+
+impl Conn {
+    fn close(&self) {
+        self.closed.set(true);
+        // Dropping the senders wakes every waiter with an error.
+        self.pending.borrow_mut().clear();
+    }
+}
+
+/// The per-shard pool of pipelined connections to one upstream.
+pub struct TcpPool {
+    addr: SocketAddr,
+    /// Idle connections close after this long (`forward { expire }`).
+    expire: Duration,
+    conns: RefCell<Vec<Rc<Conn>>>,
+    /// Earliest time a new connection may be attempted after a failed connect.
+    retry_at: Cell<Option<Instant>>,
+    /// Current reconnect backoff, doubled on each failed connect.
+    backoff: Cell<Duration>,
+    /// Connections opened (for `coredns_proxy_conn_cache_misses_total`).
+    pub opened: Cell<u64>,
+    /// Queries that reused an open connection (`coredns_proxy_conn_cache_hits_total`).
+    pub reused: Cell<u64>,
+}
+
+impl TcpPool {
+    pub fn new(addr: SocketAddr, expire: Duration) -> Rc<TcpPool> {
+        Rc::new(TcpPool {
+            addr,
+            expire,
+            conns: RefCell::new(Vec::new()),
+            retry_at: Cell::new(None),
+            backoff: Cell::new(Duration::from_millis(limits::UPSTREAM_BACKOFF_MILLIS_MIN)),
+            opened: Cell::new(0),
+            reused: Cell::new(0),
+        })
+    }
+
+    /// Connections currently open (or opening).
+    pub fn open_conns(&self) -> usize {
+        self.conns
+            .borrow()
+            .iter()
+            .filter(|c| !c.closed.get())
+            .count()
+    }
+
+    /// Sends `query` (an unframed DNS message whose ID is overwritten) and waits for
+    /// its answer. The caller bounds the wait.
+    pub async fn exchange(self: &Rc<Self>, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+        let conn = self.pick()?;
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut pending = conn.pending.borrow_mut();
+            let id = free_id(&pending);
+            let mut message = query.to_vec();
+            wire::set_message_id(&mut message, id);
+            let mut frame = Vec::with_capacity(message.len() + 2);
+            frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
+            frame.extend_from_slice(&message);
+            pending.insert(
+                id,
+                Pending {
+                    query: message,
+                    reply: tx,
+                },
+            );
+            if conn.frames.try_send(frame).is_err() {
+                pending.remove(&id);
+                return Err(UpstreamError::Closed(self.addr));
+            }
+            id
+        };
+        conn.last_used.set(Instant::now());
+        // Forget the query however this future ends (answer, error, or the caller's
+        // deadline dropping it), so abandoned IDs never pile up.
+        let _forget = Forget { conn: &conn, id };
+        rx.await.map_err(|_| UpstreamError::Closed(self.addr))
+    }
+
+    /// The open connection with the fewest queries in flight, or a new one when all
+    /// are full and the pool has room.
+    fn pick(self: &Rc<Self>) -> Result<Rc<Conn>, UpstreamError> {
+        let mut conns = self.conns.borrow_mut();
+        conns.retain(|c| !c.closed.get());
+        let best = conns
+            .iter()
+            .min_by_key(|c| c.pending.borrow().len())
+            .cloned();
+        if let Some(conn) = &best {
+            let full = conn.pending.borrow().len() >= limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX;
+            if !full || conns.len() >= limits::UPSTREAM_TCP_CONNS_MAX {
+                self.reused.set(self.reused.get() + 1);
+                return Ok(conn.clone());
+            }
+        }
+        if let Some(at) = self.retry_at.get() {
+            if Instant::now() < at {
+                return best.ok_or(UpstreamError::Backoff(self.addr));
+            }
+        }
+        let conn = self.open();
+        conns.push(conn.clone());
+        Ok(conn)
+    }
+
+    /// Creates a connection at once (queries queue on it) and lets its writer task
+    /// connect, so a burst of misses opens one connection, not one each.
+    fn open(self: &Rc<Self>) -> Rc<Conn> {
+        let (frames, queue) =
+            local_channel::new_bounded(limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX);
+        let conn = Rc::new(Conn {
+            pending: RefCell::new(HashMap::new()),
+            frames,
+            closed: Cell::new(false),
+            last_used: Cell::new(Instant::now()),
+        });
+        self.opened.set(self.opened.get() + 1);
+        let pool = self.clone();
+        let task_conn = conn.clone();
+        glommio::spawn_local(async move {
+            let stream = match TcpStream::connect(pool.addr).await {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::debug!(upstream = %pool.addr, %err, "upstream connect failed");
+                    pool.connect_failed();
+                    task_conn.close();
+                    return;
+                }
+            };
+            pool.connect_succeeded();
+            let _ = stream.set_nodelay(true);
+            let (reader, writer) = futures_lite::io::split(stream);
+            let reading =
+                glommio::spawn_local(read_answers(reader, task_conn.clone(), pool.expire));
+            write_frames(writer, queue, &task_conn).await;
+            task_conn.close();
+            reading.await;
+        })
+        .detach();
+        conn
+    }
+
+    fn connect_failed(&self) {
+        let backoff = self.backoff.get();
+        self.retry_at.set(Some(Instant::now() + backoff));
+        let next = (backoff * 2).min(Duration::from_millis(limits::UPSTREAM_BACKOFF_MILLIS_MAX));
+        self.backoff.set(next);
+    }
+
+    fn connect_succeeded(&self) {
+        self.retry_at.set(None);
+        self.backoff
+            .set(Duration::from_millis(limits::UPSTREAM_BACKOFF_MILLIS_MIN));
+    }
+}
+
+/// Removes a query from its connection's in-flight table when dropped.
+struct Forget<'a> {
+    conn: &'a Conn,
+    id: u16,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.conn.pending.borrow_mut().remove(&self.id);
+    }
+}
+
+/// A random ID not in flight on this connection.
+fn free_id(pending: &HashMap<u16, Pending>) -> u16 {
+    loop {
+        let id: u16 = rand::random();
+        if !pending.contains_key(&id) {
+            return id;
+        }
+    }
+}
+
+/// Drains queued frames into the socket, many per write when they pile up.
+async fn write_frames<W: futures_lite::AsyncWrite + Unpin>(
+    mut writer: W,
+    queue: local_channel::LocalReceiver<Vec<u8>>,
+    conn: &Conn,
+) {
+    let mut batch = Vec::new();
+    while let Some(frame) = queue.recv().await {
+        if conn.closed.get() {
+            return;
+        }
+        batch.clear();
+        batch.extend_from_slice(&frame);
+        while let Some(Some(more)) = futures_lite::future::poll_once(queue.recv()).await {
+            batch.extend_from_slice(&more);
+        }
+        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads answers and hands each to the query with its ID; closes the connection on
+/// error, end of stream, or once idle (nothing in flight) for `expire`.
+async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
+    mut reader: R,
+    conn: Rc<Conn>,
+    expire: Duration,
+) {
+    let mut answer = Vec::new();
+    loop {
+        let mut len = [0u8; 2];
+        let read_len = async { reader.read_exact(&mut len).await.ok() };
+        let idle = async {
+            loop {
+                glommio::timer::sleep(expire).await;
+                let idle_for = conn.last_used.get().elapsed();
+                if conn.pending.borrow().is_empty() && idle_for >= expire {
+                    return None;
+                }
+            }
+        };
+        if futures_lite::future::or(read_len, idle).await.is_none() {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes(len));
+        answer.resize(len, 0);
+        if len == 0 || reader.read_exact(&mut answer).await.is_err() {
+            break;
+        }
+        let Some(id) = wire::message_id(&answer) else {
+            break;
+        };
+        let waiter = conn.pending.borrow_mut().remove(&id);
+        match waiter {
+            Some(p) if wire::answer_matches(&p.query, &answer, id) => {
+                let _ = p.reply.send(std::mem::take(&mut answer));
+            }
+            // A wrong question under a known ID: the stream is not trustworthy.
+            Some(_) => break,
+            // An ID we no longer wait for (timed out): ignore.
+            None => {}
+        }
+    }
+    conn.close();
+    // Wake the writer so it exits.
+    let _ = conn.frames.try_send(Vec::new());
+}

@@ -1,0 +1,173 @@
+//! Matching an upstream answer to the query we sent: same ID and the same question
+//! (name compared without regard to ASCII case, type and class equal).
+
+/// Offset of the question section (after the fixed header).
+const HEADER_BYTES: usize = 12;
+
+/// The message ID, or None when the packet is shorter than two bytes.
+pub fn message_id(packet: &[u8]) -> Option<u16> {
+    let bytes = packet.get(0..2)?;
+    Some(u16::from_be_bytes([bytes[0], bytes[1]]))
+}
+
+/// Overwrites the message ID; false when the packet has no room for one.
+pub fn set_message_id(packet: &mut [u8], id: u16) -> bool {
+    match packet.get_mut(0..2) {
+        Some(bytes) => {
+            bytes.copy_from_slice(&id.to_be_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+/// True when the TC (truncated) bit is set.
+pub fn is_truncated(packet: &[u8]) -> bool {
+    packet.get(2).is_some_and(|flags| flags & 0x02 != 0)
+}
+
+/// The question bytes (name + type + class) of a message with QDCOUNT 1 whose
+/// question name is uncompressed, as every query we send upstream is.
+pub fn question_bytes(packet: &[u8]) -> Option<&[u8]> {
+    let mut at = HEADER_BYTES;
+    let mut hops = 0;
+    loop {
+        let len = usize::from(*packet.get(at)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        if len > crate::limits::LABEL_BYTES_MAX {
+            return None;
+        }
+        at += 1 + len;
+        hops += 1;
+        if at - HEADER_BYTES > crate::limits::NAME_BYTES_MAX || hops > 128 {
+            return None;
+        }
+    }
+    packet.get(HEADER_BYTES..at + 4)
+}
+
+/// True when `answer` is a response (QR=1) with `id`, QDCOUNT 1 and the question of
+/// `query` (names equal without regard to ASCII case).
+pub fn answer_matches(query: &[u8], answer: &[u8], id: u16) -> bool {
+    let Some(flags) = answer.get(2) else {
+        return false;
+    };
+    let qdcount = answer.get(4..6).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    if message_id(answer) != Some(id) || flags & 0x80 == 0 || qdcount != Some(1) {
+        return false;
+    }
+    match (question_bytes(query), question_bytes(answer)) {
+        (Some(asked), Some(got)) => asked.eq_ignore_ascii_case(got),
+        _ => false,
+    }
+}
+
+/// Appends the wire form of a presentation name ("cluster.local." or ".") in lower
+/// case; None when a label is empty or too long or the name is too long.
+pub fn encode_name(text: &str, out: &mut Vec<u8>) -> Option<()> {
+    let start = out.len();
+    for label in text
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|_| text != "." && !text.is_empty())
+    {
+        if label.is_empty() || label.len() > crate::limits::LABEL_BYTES_MAX {
+            return None;
+        }
+        out.push(label.len() as u8);
+        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    out.push(0);
+    (out.len() - start <= crate::limits::NAME_BYTES_MAX).then_some(())
+}
+
+/// True when wire name `name` equals `zone` or lies below it (ASCII case ignored).
+/// `zone` is in wire form; both must be uncompressed.
+pub fn name_in_zone(name: &[u8], zone: &[u8]) -> bool {
+    let Some(offset) = name.len().checked_sub(zone.len()) else {
+        return false;
+    };
+    let Some(tail) = name.get(offset..) else {
+        return false;
+    };
+    if !tail.eq_ignore_ascii_case(zone) {
+        return false;
+    }
+    // The tail must start on a label boundary of `name`.
+    let mut at = 0;
+    while at < offset {
+        match name.get(at) {
+            Some(&len) if len != 0 => at += 1 + usize::from(len),
+            _ => return false,
+        }
+    }
+    at == offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u16, qr: bool, name: &[u8]) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[if qr { 0x81 } else { 0x01 }, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(name);
+        m.extend_from_slice(&[0, 1, 0, 1]);
+        m
+    }
+
+    #[test]
+    fn matches_same_question_any_case() {
+        let q = message(7, false, b"\x03foo\x03com\x00");
+        let a = message(7, true, b"\x03FoO\x03com\x00");
+        assert!(answer_matches(&q, &a, 7));
+        assert!(!answer_matches(&q, &a, 8));
+        assert!(!answer_matches(
+            &q,
+            &message(7, false, b"\x03foo\x03com\x00"),
+            7
+        ));
+        assert!(!answer_matches(
+            &q,
+            &message(7, true, b"\x03bar\x03com\x00"),
+            7
+        ));
+    }
+
+    #[test]
+    fn short_or_garbage_never_matches() {
+        let q = message(7, false, b"\x03foo\x03com\x00");
+        for len in 0..q.len() {
+            assert!(!answer_matches(&q, &q[..len], 7));
+        }
+        assert!(!answer_matches(&q, &[0xff; 40], 0xffff));
+        assert!(question_bytes(&[0u8; 12]).is_none());
+    }
+
+    #[test]
+    fn zones() {
+        let mut zone = Vec::new();
+        encode_name("Cluster.Local.", &mut zone).unwrap();
+        assert_eq!(zone, b"\x07cluster\x05local\x00");
+        let mut root = Vec::new();
+        encode_name(".", &mut root).unwrap();
+        assert_eq!(root, b"\x00");
+        assert!(name_in_zone(b"\x03svc\x07CLUSTER\x05local\x00", &zone));
+        assert!(name_in_zone(b"\x07cluster\x05local\x00", &zone));
+        assert!(!name_in_zone(b"\x02xcluster\x05local\x00", &zone));
+        assert!(!name_in_zone(b"\x05local\x00", &zone));
+        assert!(name_in_zone(b"\x05local\x00", &root));
+        assert!(encode_name("a..b", &mut Vec::new()).is_none());
+    }
+
+    #[test]
+    fn id_patch() {
+        let mut q = message(7, false, b"\x00");
+        assert!(set_message_id(&mut q, 0xbeef));
+        assert_eq!(message_id(&q), Some(0xbeef));
+        assert!(!set_message_id(&mut [0u8; 1], 1));
+    }
+}

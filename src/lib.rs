@@ -7,9 +7,11 @@
 //! - [`config`]: Corefile parser → typed [`config::Config`].
 //! - [`node`]: interface, iptables rules, sync and teardown.
 //! - [`telemetry`]: per-shard counters → CoreDNS metrics, health, readiness.
+//! - [`cli`]: command-line flags, node-cache style.
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
 
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod limits;
 pub mod node;

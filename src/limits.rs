@@ -32,3 +32,32 @@ pub const UPSTREAM_ATTEMPTS_MAX: usize = 3;
 const _: () = assert!(UPSTREAM_ATTEMPT_MILLIS < UPSTREAM_QUERY_MILLIS);
 const _: () = assert!(UPSTREAM_BACKOFF_MILLIS_MIN <= UPSTREAM_BACKOFF_MILLIS_MAX);
 const _: () = assert!(UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX <= u16::MAX as usize);
+
+/// UDP: datagrams read (recvmmsg) and answers sent (sendmmsg) per system call.
+pub const UDP_BATCH_MAX: usize = 32;
+/// UDP: default SO_RCVBUF of a listening socket (the kernel caps it at rmem_max).
+pub const UDP_RCVBUF_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+/// TCP clients: listen backlog.
+pub const TCP_BACKLOG: i32 = 1024;
+/// TCP clients: connections per shard; more are closed at once and counted.
+pub const TCP_CLIENTS_PER_SHARD_MAX: usize = 1024;
+/// TCP clients: queries in flight on one connection before reading pauses.
+pub const TCP_CLIENT_INFLIGHT_MAX: usize = 128;
+/// TCP clients: time to send the first query (CoreDNS: 3 s read timeout).
+pub const TCP_CLIENT_FIRST_READ_MILLIS: u64 = 3_000;
+/// TCP clients: idle time between queries before the connection is closed (CoreDNS: 10 s).
+pub const TCP_CLIENT_IDLE_MILLIS: u64 = 10_000;
+/// Misses of one shard waiting on one in-flight upstream query (coalesced).
+pub const COALESCED_WAITERS_MAX: usize = 4096;
+/// Distinct misses in flight per shard and server block; more get SERVFAIL.
+pub const MISSES_INFLIGHT_MAX: usize = 16_384;
+/// EDNS UDP size we advertise upstream when `bufsize` is not set.
+pub const UPSTREAM_BUFSIZE_DEFAULT: u16 = 1232;
+/// EDNS UDP size we advertise to clients in replies.
+pub const SERVER_BUFSIZE: u16 = 1232;
+
+const _: () = assert!(UDP_BATCH_MAX >= 1 && UDP_BATCH_MAX <= 1024);
+const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
+
+/// Cache entries examined per second by the expiry sweep, per block and shard.
+pub const CACHE_SWEEP_ENTRIES_PER_SECOND: usize = 1024;

@@ -1,1 +1,56 @@
-fn main() {}
+//! `nodelocaldns`: command line → Config → server; then wait for a signal and stop.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use nodelocaldns::cli::{Cli, DEFAULT_COREFILE};
+use nodelocaldns::{config, server};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::parse_from_args(std::env::args()) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nodelocaldns: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = match cli.corefile_path() {
+        Some(path) => config::load_corefile(path)?,
+        None => {
+            tracing::info!("no -conf given: serving the embedded default Corefile");
+            config::parse_corefile(DEFAULT_COREFILE, std::path::Path::new("<embedded default>"))?
+        }
+    };
+    let mut options = server::Options { shards: cli.shards, io_memory_bytes: cli.io_memory_bytes, ..Default::default() };
+    if let Some(bytes) = cli.rcvbuf_bytes {
+        options.rcvbuf_bytes = bytes;
+    }
+    let running = server::start(config, &options).context("starting the server")?;
+    for addr in &running.endpoints {
+        tracing::info!(%addr, "listening (udp+tcp)");
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "stopping");
+    }
+    running.shutdown();
+    running.join();
+    Ok(())
+}

@@ -1,0 +1,26 @@
+# Thin entry points; the logic lives in ci/.
+.PHONY: run test deps build lint bench bench-core fuzz clean
+
+CONF ?= ci/default.Corefile
+
+run: build
+	./target/release/nodelocaldns -conf $(CONF)
+
+build:
+	cargo build --release --workspace
+
+test:
+	ci/test.sh
+
+deps:
+	ci/deps.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench-core: build
+	bench/core-vs-peers.sh
+
+clean:
+	cargo clean

@@ -1,0 +1,205 @@
+//! The per-core query path, top to bottom: parse and check the query, pick the
+//! server block, answer from the cache shard, or forward the miss (one upstream
+//! query per name in flight on this shard) and answer when it returns.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_channel::oneshot;
+
+use super::shard::{Block, Shard};
+use crate::cache::{self, Lookup, StoredAnswer};
+use crate::limits;
+use crate::upstream::{Transport, UpstreamError};
+use crate::wire::{self, Query, Rcode, Rejection};
+
+/// What the caller does with a query it handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// An answer of this many bytes is in the output buffer.
+    Reply(usize),
+    /// A task answers later through the reply path.
+    Later,
+    /// Nothing is sent (unreadable header, or a response sent to us).
+    Drop,
+}
+
+/// The outcome of one upstream resolution, shared by every coalesced waiter.
+pub type Resolution = Rc<Result<StoredAnswer, Rcode>>;
+
+/// Misses in flight on one block of one shard, by cache key (lower-cased name,
+/// type, class, DO, CD): each waiter gets the shared resolution.
+#[derive(Default)]
+pub struct Inflight {
+    waiting: RefCell<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
+}
+
+/// Handles one query that arrived on `endpoint`. Cache hits and errors are written
+/// into `out` at once; misses start a task that answers through `reply`.
+pub fn handle(
+    shard: &Rc<Shard>,
+    endpoint: usize,
+    packet: &[u8],
+    transport: Transport,
+    now: Instant,
+    out: &mut [u8],
+    reply: impl FnOnce(&[u8]) + 'static,
+) -> Handled {
+    shard.counters.queries.set(shard.counters.queries.get() + 1);
+    let query = match wire::parse_query(packet) {
+        Ok(query) => query,
+        Err(Rejection::Drop(_)) => {
+            shard.counters.dropped.set(shard.counters.dropped.get() + 1);
+            return Handled::Drop;
+        }
+        Err(Rejection::Reply(rcode)) => {
+            shard.counters.rejected.set(shard.counters.rejected.get() + 1);
+            return Handled::Reply(wire::write_error_reply(packet, rcode, out));
+        }
+    };
+    let Some(block_index) = shard.block_for(endpoint, query.qname) else {
+        return Handled::Reply(wire::write_error_reply(packet, Rcode::Refused, out));
+    };
+    let block = &shard.blocks[block_index];
+    let max_len = match transport {
+        Transport::Udp => query.udp_limit(),
+        Transport::Tcp => limits::MESSAGE_BYTES_MAX,
+    };
+    if let Some(cache) = &block.cache {
+        if let Lookup::Hit(len) = cache.borrow_mut().lookup(&query, now, out, max_len) {
+            shard.counters.hits.set(shard.counters.hits.get() + 1);
+            return Handled::Reply(len);
+        }
+        shard.counters.misses.set(shard.counters.misses.get() + 1);
+    }
+    if !block.forwarder.as_ref().is_some_and(|f| f.forwards(query.qname)) {
+        return Handled::Reply(wire::write_error_reply(packet, Rcode::ServFail, out));
+    }
+    let task_shard = shard.clone();
+    let packet = packet.to_vec();
+    glommio::spawn_local(async move {
+        let mut out = vec![0u8; max_len];
+        let len = answer_miss(&task_shard, block_index, &packet, transport, max_len, &mut out).await;
+        // An empty answer means "nothing to send" but still ends the query.
+        reply(&out[..len]);
+    })
+    .detach();
+    Handled::Later
+}
+
+/// Resolves a miss (sharing an upstream query already in flight for the same key)
+/// and writes the answer for this client; returns its length.
+async fn answer_miss(
+    shard: &Rc<Shard>,
+    block_index: usize,
+    packet: &[u8],
+    transport: Transport,
+    max_len: usize,
+    out: &mut [u8],
+) -> usize {
+    let Ok(query) = wire::parse_query(packet) else {
+        return 0;
+    };
+    let block = &shard.blocks[block_index];
+    let resolution = resolve_shared(shard, block, &query, transport).await;
+    match resolution.as_ref() {
+        Ok(stored) => {
+            if block.errors && stored.rcode() == Rcode::ServFail {
+                log_error(&query, "upstream answered SERVFAIL");
+            }
+            cache::write_reply(stored, &query, stored.ttl_secs(), false, out, max_len)
+        }
+        Err(rcode) => wire::write_error_reply(packet, *rcode, out),
+    }
+}
+
+/// Joins the upstream query in flight for this key, or starts it.
+async fn resolve_shared(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, transport: Transport) -> Resolution {
+    let key = cache::key_bytes(query);
+    let waiter = {
+        let mut waiting = block.inflight.waiting.borrow_mut();
+        match waiting.get_mut(&key) {
+            Some(waiters) if waiters.len() < limits::COALESCED_WAITERS_MAX => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Some(rx)
+            }
+            Some(_) => return Rc::new(Err(Rcode::ServFail)),
+            None if waiting.len() >= limits::MISSES_INFLIGHT_MAX => return Rc::new(Err(Rcode::ServFail)),
+            None => {
+                waiting.insert(key.clone(), Vec::new());
+                None
+            }
+        }
+    };
+    if let Some(rx) = waiter {
+        shard.counters.coalesced.set(shard.counters.coalesced.get() + 1);
+        return rx.await.unwrap_or_else(|_| Rc::new(Err(Rcode::ServFail)));
+    }
+    // The leader: remove the in-flight entry however this ends, so a dropped
+    // future never leaves waiters parked forever (they see a closed channel).
+    let guard = LeaderGuard { block, key };
+    let resolution = Rc::new(resolve(shard, block, query, transport).await);
+    if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
+        cache.borrow_mut().insert(query, stored.clone(), Instant::now());
+    }
+    for waiter in guard.take() {
+        let _ = waiter.send(resolution.clone());
+    }
+    resolution
+}
+
+/// Asks the upstreams and normalises the answer for the cache and the reply.
+async fn resolve(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, transport: Transport) -> Result<StoredAnswer, Rcode> {
+    let Some(forwarder) = &block.forwarder else {
+        return Err(Rcode::ServFail);
+    };
+    let mut upstream_query = [0u8; limits::UDP_PAYLOAD_BYTES_MAX];
+    let len = wire::write_upstream_query(query, 0, block.bufsize, &mut upstream_query);
+    let answer = match forwarder.resolve(&upstream_query[..len], transport).await {
+        Ok(answer) => answer,
+        Err(UpstreamError::MaxConcurrent) => return Err(Rcode::Refused),
+        Err(err) => {
+            shard.counters.upstream_failures.set(shard.counters.upstream_failures.get() + 1);
+            if block.errors {
+                log_error(query, &err.to_string());
+            }
+            return Err(Rcode::ServFail);
+        }
+    };
+    StoredAnswer::from_upstream(&answer, query, &block.cache_config).map_err(|err| {
+        shard.counters.bad_answers.set(shard.counters.bad_answers.get() + 1);
+        if block.errors {
+            log_error(query, &err.to_string());
+        }
+        Rcode::ServFail
+    })
+}
+
+/// The `errors` directive's line: `RCODE qname QTYPE: error`.
+fn log_error(query: &Query<'_>, error: &str) {
+    tracing::error!(
+        "SERVFAIL {} {}: {error}",
+        wire::name_to_string(query.qname),
+        wire::type_to_string(query.qtype)
+    );
+}
+
+struct LeaderGuard<'a> {
+    block: &'a Block,
+    key: Vec<u8>,
+}
+
+impl LeaderGuard<'_> {
+    fn take(self) -> Vec<oneshot::Sender<Resolution>> {
+        self.block.inflight.waiting.borrow_mut().remove(&self.key).unwrap_or_default()
+    }
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        self.block.inflight.waiting.borrow_mut().remove(&self.key);
+    }
+}

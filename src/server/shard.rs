@@ -1,0 +1,132 @@
+//! One shard's state: its server blocks (cache shard, forwarder, misses in flight)
+//! and its counters. Owned by one thread; nothing in here is shared or locked.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::listen::Endpoint;
+use super::query::Inflight;
+use crate::cache;
+use crate::config::{CacheClass, CacheConfig, Config, ServerBlock};
+use crate::limits;
+use crate::upstream::Forwarder;
+use crate::wire;
+
+/// Plain per-shard counters, read by the control plane when metrics are scraped.
+#[derive(Default)]
+pub struct Counters {
+    pub queries: Cell<u64>,
+    /// Packets dropped without an answer (unreadable header, QR=1).
+    pub dropped: Cell<u64>,
+    /// Queries answered FORMERR/NOTIMP/REFUSED/BADVERS by the checks.
+    pub rejected: Cell<u64>,
+    pub hits: Cell<u64>,
+    pub misses: Cell<u64>,
+    /// Misses that joined an upstream query already in flight.
+    pub coalesced: Cell<u64>,
+    pub upstream_failures: Cell<u64>,
+    /// Upstream answers rejected by validation (wrong question, unparsable).
+    pub bad_answers: Cell<u64>,
+    /// UDP answers the kernel did not take.
+    pub send_failures: Cell<u64>,
+    /// TCP clients refused because the shard had too many.
+    pub tcp_refused: Cell<u64>,
+}
+
+/// A server block as a shard runs it.
+pub struct Block {
+    /// Wire forms of the block's zones (lower case).
+    zones: Vec<Vec<u8>>,
+    pub cache: Option<RefCell<cache::Shard>>,
+    /// Classification and TTL bounds for answers (the cache's, or defaults without one).
+    pub cache_config: CacheConfig,
+    pub forwarder: Option<Rc<Forwarder>>,
+    pub inflight: Inflight,
+    /// EDNS UDP size advertised upstream.
+    pub bufsize: u16,
+    pub errors: bool,
+}
+
+pub struct Shard {
+    pub blocks: Vec<Block>,
+    /// For each endpoint (in listener order), the blocks behind it.
+    endpoint_blocks: Vec<Vec<usize>>,
+    pub counters: Counters,
+}
+
+impl Shard {
+    pub fn new(config: &Config, endpoints: &[Endpoint], shards: usize) -> Rc<Shard> {
+        let blocks = config.servers.iter().map(|block| Block::new(block, shards)).collect();
+        Rc::new(Shard {
+            blocks,
+            endpoint_blocks: endpoints.iter().map(|e| e.blocks.clone()).collect(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The block of `endpoint` with the longest zone containing `qname`.
+    pub fn block_for(&self, endpoint: usize, qname: &[u8]) -> Option<usize> {
+        let candidates = self.endpoint_blocks.get(endpoint)?;
+        let mut best: Option<(usize, usize)> = None;
+        for &index in candidates {
+            for zone in &self.blocks[index].zones {
+                let longer = best.is_none_or(|(_, len)| zone.len() > len);
+                if longer && wire::name_in_zone(qname, zone) {
+                    best = Some((index, zone.len()));
+                }
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+
+    /// Examines up to `budget` cache entries per block and drops the expired ones.
+    pub fn sweep(&self, budget: usize) {
+        let now = std::time::Instant::now();
+        for block in &self.blocks {
+            if let Some(cache) = &block.cache {
+                cache.borrow_mut().sweep(now, budget);
+            }
+        }
+    }
+}
+
+impl Block {
+    fn new(block: &ServerBlock, shards: usize) -> Block {
+        let zones = block
+            .zones
+            .iter()
+            .filter_map(|zone| {
+                let mut name = Vec::new();
+                wire::encode_name(&zone.name, &mut name).map(|()| name)
+            })
+            .collect();
+        let cache_config = block.cache.clone().unwrap_or_else(uncached_defaults);
+        Block {
+            zones,
+            cache: block.cache.as_ref().map(|c| RefCell::new(cache::Shard::new(c))),
+            cache_config,
+            forwarder: block.forward.as_ref().map(|f| Forwarder::new(f, shards)),
+            inflight: Inflight::default(),
+            bufsize: block.bufsize.unwrap_or(limits::UPSTREAM_BUFSIZE_DEFAULT),
+            errors: block.errors,
+        }
+    }
+}
+
+/// Classification bounds for a block without a `cache` directive (CoreDNS defaults).
+fn uncached_defaults() -> CacheConfig {
+    let class = |ttl_max| CacheClass { capacity: 0, ttl_max: Duration::from_secs(ttl_max), ttl_min: Duration::from_secs(5) };
+    CacheConfig {
+        zones: Vec::new(),
+        success: class(3600),
+        denial: class(1800),
+        prefetch: None,
+        serve_stale: None,
+        servfail_ttl: Duration::ZERO,
+        disable_success: Vec::new(),
+        disable_denial: Vec::new(),
+        keepttl: false,
+        max_bytes: None,
+    }
+}

@@ -1,0 +1,285 @@
+//! Batched UDP on a listening socket: recvmmsg drains up to a batch of datagrams per
+//! system call, sendmmsg sends the answers of a batch in one, and io_uring (a
+//! glommio peek) parks the shard while the socket is empty. Each datagram carries
+//! the address it was sent to, so answers on a wildcard socket leave from it.
+
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+use crate::limits;
+
+/// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
+const CONTROL_BYTES: usize = 64;
+
+/// A control-message buffer aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; CONTROL_BYTES]);
+
+/// Where a datagram came from and the local address it was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub client: SocketAddr,
+    /// Destination address of the query (only known on wildcard sockets).
+    pub local: Option<IpAddr>,
+}
+
+/// Buffers for one batch in each direction, allocated once per socket.
+pub struct Batch {
+    pub recv_bufs: Box<[[u8; limits::UDP_PAYLOAD_BYTES_MAX]]>,
+    pub recv_lens: [usize; limits::UDP_BATCH_MAX],
+    pub peers: [Peer; limits::UDP_BATCH_MAX],
+    pub send_bufs: Box<[[u8; limits::UDP_PAYLOAD_BYTES_MAX]]>,
+    pub send_lens: [usize; limits::UDP_BATCH_MAX],
+    pub send_peers: [Peer; limits::UDP_BATCH_MAX],
+    pub send_count: usize,
+    names: Box<[libc::sockaddr_storage]>,
+    controls: Box<[Control]>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        let none = Peer { client: SocketAddr::from(([0, 0, 0, 0], 0)), local: None };
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+        let zero_storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        Batch {
+            recv_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX].into_boxed_slice(),
+            recv_lens: [0; limits::UDP_BATCH_MAX],
+            peers: [none; limits::UDP_BATCH_MAX],
+            send_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX].into_boxed_slice(),
+            send_lens: [0; limits::UDP_BATCH_MAX],
+            send_peers: [none; limits::UDP_BATCH_MAX],
+            send_count: 0,
+            names: vec![zero_storage; limits::UDP_BATCH_MAX].into_boxed_slice(),
+            controls: vec![Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX].into_boxed_slice(),
+        }
+    }
+}
+
+impl Batch {
+    /// Reads up to a batch without blocking; Ok(0) when the socket is empty.
+    pub fn receive(&mut self, fd: RawFd) -> std::io::Result<usize> {
+        // SAFETY: zeroed iovec/msghdr/mmsghdr arrays are valid; every pointer set below
+        // points into buffers owned by `self`, which outlive the call.
+        let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
+        for i in 0..limits::UDP_BATCH_MAX {
+            iovecs[i].iov_base = self.recv_bufs[i].as_mut_ptr().cast();
+            iovecs[i].iov_len = limits::UDP_PAYLOAD_BYTES_MAX;
+            let hdr = &mut msgs[i].msg_hdr;
+            hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_iov = &mut iovecs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = self.controls[i].0.as_mut_ptr().cast();
+            hdr.msg_controllen = CONTROL_BYTES;
+        }
+        // SAFETY: msgs holds UDP_BATCH_MAX initialised headers.
+        let count = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                limits::UDP_BATCH_MAX as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if count < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.kind() {
+                std::io::ErrorKind::WouldBlock => Ok(0),
+                _ => Err(err),
+            };
+        }
+        let count = count as usize;
+        for i in 0..count {
+            self.recv_lens[i] = msgs[i].msg_len as usize;
+            let client = storage_to_addr(&self.names[i]).unwrap_or(self.peers[i].client);
+            // SAFETY: the kernel filled msg_control up to msg_controllen.
+            let local = unsafe { destination(&msgs[i].msg_hdr) };
+            self.peers[i] = Peer { client, local };
+        }
+        Ok(count)
+    }
+
+    /// Queues `len` bytes already written in send slot `send_count` for `peer`.
+    pub fn push_send(&mut self, len: usize, peer: Peer) {
+        if self.send_count < limits::UDP_BATCH_MAX {
+            self.send_lens[self.send_count] = len;
+            self.send_peers[self.send_count] = peer;
+            self.send_count += 1;
+        }
+    }
+
+    /// The next free send buffer.
+    pub fn send_slot(&mut self) -> &mut [u8] {
+        let slot = self.send_count.min(limits::UDP_BATCH_MAX - 1);
+        &mut self.send_bufs[slot]
+    }
+
+    /// Sends every queued answer; returns how many the kernel did not take.
+    pub fn flush(&mut self, fd: RawFd) -> usize {
+        let count = std::mem::take(&mut self.send_count);
+        let mut sent = 0;
+        while sent < count {
+            match send_many(fd, &self.send_bufs[sent..count], &self.send_lens[sent..count], &self.send_peers[sent..count]) {
+                Ok(0) | Err(_) => return count - sent,
+                Ok(n) => sent += n,
+            }
+        }
+        0
+    }
+}
+
+/// Sends one answer outside a batch (answers of misses, written later).
+pub fn send_one(fd: RawFd, buf: &[u8], peer: Peer) -> std::io::Result<()> {
+    let mut one = [[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; 1];
+    let len = buf.len().min(limits::UDP_PAYLOAD_BYTES_MAX);
+    one[0][..len].copy_from_slice(&buf[..len]);
+    match send_many(fd, &one, &[len], &[peer])? {
+        1 => Ok(()),
+        _ => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+    }
+}
+
+fn send_many(
+    fd: RawFd,
+    bufs: &[[u8; limits::UDP_PAYLOAD_BYTES_MAX]],
+    lens: &[usize],
+    peers: &[Peer],
+) -> std::io::Result<usize> {
+    let count = bufs.len().min(lens.len()).min(peers.len()).min(limits::UDP_BATCH_MAX);
+    // SAFETY: as in `receive`; every pointer targets data alive across the call and the
+    // kernel only reads from them.
+    let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut names: [libc::sockaddr_storage; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut controls = [Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX];
+    for i in 0..count {
+        iovecs[i].iov_base = bufs[i].as_ptr() as *mut libc::c_void;
+        iovecs[i].iov_len = lens[i].min(limits::UDP_PAYLOAD_BYTES_MAX);
+        let name_len = addr_to_storage(peers[i].client, &mut names[i]);
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = name_len;
+        hdr.msg_iov = &mut iovecs[i];
+        hdr.msg_iovlen = 1;
+        if let Some(local) = peers[i].local {
+            // SAFETY: the control buffer has room for one pktinfo message.
+            hdr.msg_controllen = unsafe { write_source(&mut controls[i], local) };
+            if hdr.msg_controllen > 0 {
+                hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+            }
+        }
+    }
+    // SAFETY: msgs holds `count` initialised headers.
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+fn storage_to_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
+fn addr_to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough for sockaddr_in.
+            let sin: &mut libc::sockaddr_in = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large enough for sockaddr_in6.
+            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// The destination address from an IP_PKTINFO / IPV6_PKTINFO control message.
+///
+/// # Safety
+/// `hdr` must describe a control buffer filled by the kernel.
+unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
+    if hdr.msg_controllen == 0 {
+        return None;
+    }
+    let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+    while !cmsg.is_null() {
+        let c = &*cmsg;
+        if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
+            let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+            return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+        }
+        if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
+            let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
+            return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+        }
+        cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+    }
+    None
+}
+
+/// Writes a control message that sets the source address; returns its length.
+///
+/// # Safety
+/// `control` is aligned for cmsghdr and CONTROL_BYTES long.
+unsafe fn write_source(control: &mut Control, local: IpAddr) -> usize {
+    let mut hdr: libc::msghdr = MaybeUninit::zeroed().assume_init();
+    hdr.msg_control = control.0.as_mut_ptr().cast();
+    let (level, kind, data_len) = match local {
+        IpAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO, std::mem::size_of::<libc::in_pktinfo>()),
+        IpAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, std::mem::size_of::<libc::in6_pktinfo>()),
+    };
+    let space = libc::CMSG_SPACE(data_len as u32) as usize;
+    if space > CONTROL_BYTES {
+        return 0;
+    }
+    hdr.msg_controllen = space;
+    let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+    if cmsg.is_null() {
+        return 0;
+    }
+    let header = libc::cmsghdr { cmsg_len: libc::CMSG_LEN(data_len as u32) as usize, cmsg_level: level, cmsg_type: kind };
+    std::ptr::write_unaligned(cmsg, header);
+    match local {
+        IpAddr::V4(ip) => {
+            let mut info: libc::in_pktinfo = MaybeUninit::zeroed().assume_init();
+            info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
+        }
+        IpAddr::V6(ip) => {
+            let mut info: libc::in6_pktinfo = MaybeUninit::zeroed().assume_init();
+            info.ipi6_addr.s6_addr = ip.octets();
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo, info);
+        }
+    }
+    space
+}

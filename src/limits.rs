@@ -14,3 +14,12 @@ pub const LABEL_BYTES_MAX: usize = 63;
 
 const _: () = assert!(UDP_PAYLOAD_BYTES_LEGACY <= UDP_PAYLOAD_BYTES_MAX);
 const _: () = assert!(UDP_PAYLOAD_BYTES_MAX <= MESSAGE_BYTES_MAX);
+
+/// UDP payload size we advertise in the OPT of our replies to clients (what we read).
+pub const EDNS_UDP_PAYLOAD_BYTES_OURS: u16 = UDP_PAYLOAD_BYTES_MAX as u16;
+/// Compression pointers followed while reading one name. Pointers must also point
+/// backwards, so loops are impossible anyway; this bounds the work per name.
+pub const NAME_POINTER_HOPS_MAX: usize = 64;
+
+const _: () = assert!(EDNS_UDP_PAYLOAD_BYTES_OURS as usize == UDP_PAYLOAD_BYTES_MAX);
+const _: () = assert!(UDP_PAYLOAD_BYTES_MAX <= u16::MAX as usize);

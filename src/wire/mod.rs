@@ -1,2 +1,21 @@
 //! Bounds-checked, zero-copy reading and writing of DNS messages. The only module
 //! that indexes packet bytes; everything else goes through its types.
+//!
+//! - [`cursor`]: [`Reader`] and [`Writer`], which return [`WireError`] instead of panicking.
+//! - [`header`]: the header, flag bits, rcodes, OPT, record skipping.
+//! - [`name`]: case folding, hashing and zone membership of wire-form names.
+//! - [`query`]: client query checks ([`parse_query`]), error replies, upstream queries.
+
+pub mod cursor;
+pub mod header;
+pub mod name;
+pub mod query;
+
+pub use cursor::{Reader, WireError, Writer};
+pub use header::{flags, Edns, Header, Rcode, HEADER_BYTES, OPT_BYTES};
+pub use query::{
+    parse_query, write_error_reply, write_upstream_query, DropReason, Query, Rejection,
+};
+
+#[cfg(test)]
+mod tests;

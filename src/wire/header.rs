@@ -207,3 +207,47 @@ pub fn record_ttl_offsets(
     }
     Ok(r.pos())
 }
+
+/// A message cut after its (single) question, for storing the records as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split<'a> {
+    pub header: Header,
+    /// Bytes of the question section (name, type, class).
+    pub question_len: usize,
+    /// Every byte after the question: answer, authority and additional records.
+    pub records: &'a [u8],
+    /// Offsets of each record's TTL within `records`.
+    pub ttl_offsets: Vec<u16>,
+}
+
+/// Splits a message with exactly one question into header, question length and
+/// record bytes, finding every record's TTL. Trailing bytes after the last record
+/// are an error, so `records` is exactly the records.
+pub fn split_records(msg: &[u8]) -> Result<Split<'_>, WireError> {
+    let mut r = Reader::new(msg);
+    let header = Header::read(&mut r)?;
+    if header.qdcount != 1 {
+        return Err(WireError::Truncated(4));
+    }
+    r.skip_name()?;
+    r.skip(4)?;
+    let start = r.pos();
+    let count =
+        usize::from(header.ancount) + usize::from(header.nscount) + usize::from(header.arcount);
+    let mut offsets = Vec::with_capacity(count);
+    let end = record_ttl_offsets(msg, start, count, &mut offsets)?;
+    if end != msg.len() {
+        return Err(WireError::Truncated(end));
+    }
+    let ttl_offsets = offsets
+        .into_iter()
+        .map(|o| u16::try_from(o - start).map_err(|_| WireError::Truncated(o)))
+        .collect::<Result<Vec<u16>, WireError>>()?;
+    let records = Reader::at(msg, start).bytes(end - start)?;
+    Ok(Split {
+        header,
+        question_len: start - HEADER_BYTES,
+        records,
+        ttl_offsets,
+    })
+}

@@ -12,7 +12,9 @@ pub mod name;
 pub mod query;
 
 pub use cursor::{Reader, WireError, Writer};
-pub use header::{flags, Edns, Header, Rcode, HEADER_BYTES, OPT_BYTES};
+pub use header::{
+    flags, split_records, write_opt, Edns, Header, Rcode, Split, HEADER_BYTES, OPT_BYTES,
+};
 pub use query::{
     parse_query, write_error_reply, write_upstream_query, DropReason, Query, Rejection,
 };

@@ -12,7 +12,11 @@ pub const DEFAULT_COREFILE: &str = include_str!("../ci/default.Corefile");
 const GO_STYLE_FLAGS: &[&str] = &["conf", "corefile", "version"];
 
 #[derive(Debug, Parser)]
-#[command(name = "nodelocaldns", version, about = "Node-local DNS cache (drop-in for k8s-dns-node-cache)")]
+#[command(
+    name = "nodelocaldns",
+    version,
+    about = "Node-local DNS cache (drop-in for k8s-dns-node-cache)"
+)]
 pub struct Cli {
     /// Corefile to serve (node-cache `-conf`); without it the embedded default runs.
     #[arg(long)]
@@ -61,14 +65,27 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::parse_from_args(std::iter::once("nodelocaldns").chain(args.iter().copied()).map(String::from))
+        Cli::parse_from_args(
+            std::iter::once("nodelocaldns")
+                .chain(args.iter().copied())
+                .map(String::from),
+        )
     }
 
     #[test]
     fn go_and_gnu_styles() {
-        assert_eq!(parse(&["-conf", "a"]).unwrap().corefile_path().unwrap(), &PathBuf::from("a"));
-        assert_eq!(parse(&["-conf=b"]).unwrap().corefile_path().unwrap(), &PathBuf::from("b"));
-        assert_eq!(parse(&["--conf", "c"]).unwrap().corefile_path().unwrap(), &PathBuf::from("c"));
+        assert_eq!(
+            parse(&["-conf", "a"]).unwrap().corefile_path().unwrap(),
+            &PathBuf::from("a")
+        );
+        assert_eq!(
+            parse(&["-conf=b"]).unwrap().corefile_path().unwrap(),
+            &PathBuf::from("b")
+        );
+        assert_eq!(
+            parse(&["--conf", "c"]).unwrap().corefile_path().unwrap(),
+            &PathBuf::from("c")
+        );
         let both = parse(&["-corefile", "x", "-conf", "y"]).unwrap();
         assert_eq!(both.corefile_path().unwrap(), &PathBuf::from("y"));
         assert_eq!(parse(&["--shards", "2"]).unwrap().shards, Some(2));

@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(cli) {
@@ -38,7 +42,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config::parse_corefile(DEFAULT_COREFILE, std::path::Path::new("<embedded default>"))?
         }
     };
-    let mut options = server::Options { shards: cli.shards, io_memory_bytes: cli.io_memory_bytes, ..Default::default() };
+    let mut options = server::Options {
+        shards: cli.shards,
+        io_memory_bytes: cli.io_memory_bytes,
+        ..Default::default()
+    };
     if let Some(bytes) = cli.rcvbuf_bytes {
         options.rcvbuf_bytes = bytes;
     }
@@ -46,7 +54,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for addr in &running.endpoints {
         tracing::info!(%addr, "listening (udp+tcp)");
     }
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping");
     }

@@ -13,7 +13,7 @@ mod tcp;
 mod udp;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,7 +31,11 @@ use shard::Shard;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {proto} {addr}: {source}")]
-    Bind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        proto: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot start shard {shard}: {reason}")]
     Executor { shard: usize, reason: String },
     #[error("the configuration has no server block to listen for")]
@@ -108,22 +112,37 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                 let shard = Shard::new(&config, &endpoints, shards);
                 serve(shard, sockets, stop).await;
             })
-            .map_err(|err| ServerError::Executor { shard: index, reason: err.to_string() })?;
+            .map_err(|err| ServerError::Executor {
+                shard: index,
+                reason: err.to_string(),
+            })?;
         threads.push(std::thread::spawn(move || {
             let _ = thread.join();
         }));
     }
-    Ok(Running { endpoints: endpoints.iter().map(|e| e.addr).collect(), stop, threads })
+    Ok(Running {
+        endpoints: endpoints.iter().map(|e| e.addr).collect(),
+        stop,
+        threads,
+    })
 }
 
 /// Runs one shard's listeners until the stop flag is set.
 async fn serve(shard: Rc<Shard>, sockets: listen::ShardSockets, stop: Arc<AtomicBool>) {
     let mut tasks = Vec::new();
     for (endpoint, socket) in sockets.udp.into_iter().enumerate() {
-        tasks.push(glommio::spawn_local(serve_udp(shard.clone(), endpoint, socket)));
+        tasks.push(glommio::spawn_local(serve_udp(
+            shard.clone(),
+            endpoint,
+            socket,
+        )));
     }
     for (endpoint, socket) in sockets.tcp.into_iter().enumerate() {
-        tasks.push(glommio::spawn_local(tcp::serve(shard.clone(), endpoint, socket)));
+        tasks.push(glommio::spawn_local(tcp::serve(
+            shard.clone(),
+            endpoint,
+            socket,
+        )));
     }
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -141,7 +160,8 @@ async fn serve(shard: Rc<Shard>, sockets: listen::ShardSockets, stop: Arc<Atomic
 /// The UDP loop of one socket: drain a batch, answer hits in the same batch, hand
 /// misses to tasks, send, and park on io_uring when the socket is empty.
 async fn serve_udp(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
-    let socket = Rc::new(glommio::net::UdpSocket::from(socket));
+    // SAFETY: the fd comes from a socket we own and give up here.
+    let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
     let fd = socket.as_raw_fd();
     let mut batch = Box::<udp::Batch>::default();
     let mut probe = [0u8; 1];
@@ -166,7 +186,9 @@ async fn serve_udp(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
             let reply_socket = socket.clone();
             let reply_shard = shard.clone();
             let reply = move |answer: &[u8]| {
-                if !answer.is_empty() && udp::send_one(reply_socket.as_raw_fd(), answer, peer).is_err() {
+                if !answer.is_empty()
+                    && udp::send_one(reply_socket.as_raw_fd(), answer, peer).is_err()
+                {
                     let failures = &reply_shard.counters.send_failures;
                     failures.set(failures.get() + 1);
                 }
@@ -181,7 +203,10 @@ async fn serve_udp(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
         }
         let unsent = batch.flush(fd);
         if unsent > 0 {
-            shard.counters.send_failures.set(shard.counters.send_failures.get() + unsent as u64);
+            shard
+                .counters
+                .send_failures
+                .set(shard.counters.send_failures.get() + unsent as u64);
         }
         glommio::yield_if_needed().await;
     }

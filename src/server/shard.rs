@@ -57,7 +57,11 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(config: &Config, endpoints: &[Endpoint], shards: usize) -> Rc<Shard> {
-        let blocks = config.servers.iter().map(|block| Block::new(block, shards)).collect();
+        let blocks = config
+            .servers
+            .iter()
+            .map(|block| Block::new(block, shards))
+            .collect();
         Rc::new(Shard {
             blocks,
             endpoint_blocks: endpoints.iter().map(|e| e.blocks.clone()).collect(),
@@ -72,7 +76,7 @@ impl Shard {
         for &index in candidates {
             for zone in &self.blocks[index].zones {
                 let longer = best.is_none_or(|(_, len)| zone.len() > len);
-                if longer && wire::name_in_zone(qname, zone) {
+                if longer && wire::name::in_zone(qname, zone) {
                     best = Some((index, zone.len()));
                 }
             }
@@ -96,15 +100,15 @@ impl Block {
         let zones = block
             .zones
             .iter()
-            .filter_map(|zone| {
-                let mut name = Vec::new();
-                wire::encode_name(&zone.name, &mut name).map(|()| name)
-            })
+            .filter_map(|zone| wire::name::zone_to_wire(&zone.name))
             .collect();
         let cache_config = block.cache.clone().unwrap_or_else(uncached_defaults);
         Block {
             zones,
-            cache: block.cache.as_ref().map(|c| RefCell::new(cache::Shard::new(c))),
+            cache: block
+                .cache
+                .as_ref()
+                .map(|c| RefCell::new(cache::Shard::new(c))),
             cache_config,
             forwarder: block.forward.as_ref().map(|f| Forwarder::new(f, shards)),
             inflight: Inflight::default(),
@@ -116,7 +120,11 @@ impl Block {
 
 /// Classification bounds for a block without a `cache` directive (CoreDNS defaults).
 fn uncached_defaults() -> CacheConfig {
-    let class = |ttl_max| CacheClass { capacity: 0, ttl_max: Duration::from_secs(ttl_max), ttl_min: Duration::from_secs(5) };
+    let class = |ttl_max| CacheClass {
+        capacity: 0,
+        ttl_max: Duration::from_secs(ttl_max),
+        ttl_min: Duration::from_secs(5),
+    };
     CacheConfig {
         zones: Vec::new(),
         success: class(3600),

@@ -63,12 +63,15 @@ pub fn parse_corefile_with_env(
 }
 
 /// Two blocks may not serve the same zone on the same port and address (CoreDNS:
-/// "cannot serve ... - it is already defined"); an empty bind is every address.
+/// "cannot serve ... - it is already defined"); an empty bind, or 0.0.0.0 / ::, is
+/// every address.
 fn check_overlap(servers: &[ServerBlock], new: &ServerBlock) -> Result<(), ConfigError> {
+    let everywhere =
+        |s: &ServerBlock| s.bind.is_empty() || s.bind.iter().any(|ip| ip.is_unspecified());
     let clash = |old: &ServerBlock| {
         old.port == new.port
-            && (old.bind.is_empty()
-                || new.bind.is_empty()
+            && (everywhere(old)
+                || everywhere(new)
                 || old.bind.iter().any(|ip| new.bind.contains(ip)))
     };
     for old in servers.iter().filter(|old| clash(old)) {

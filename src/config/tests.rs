@@ -603,6 +603,7 @@ fn fails() {
         ("foo://. {\n}", 1, "unknown scheme"),
         ("a.org {\n}\n\nA.org. {\n}", 4, "zone a.org. on port 53 is already served by the block at line 1"),
         (". {\n bind 10.0.0.1\n}\n. {\n}", 4, "already served"),
+        (". {\n bind 10.0.0.1\n}\n. {\n bind 0.0.0.0\n}", 4, "already served"),
         // Directives.
         (". {\n errors\n\n\n\n\n rewrite name a b\n}", 7, "unknown directive \"rewrite\" (supported: bind, cache, errors, forward, health, log, loop, prometheus, ready, reload, bufsize, whoami)"),
         (". {\n cache\n cache 30\n}", 3, "duplicate \"cache\" (already given at line 2)"),
@@ -740,4 +741,26 @@ fn never_panics() {
             Ok(())
         })
         .expect("no panic");
+}
+
+/// Every `~~~ corefile` example of README.md parses (resolv.conf from a test file).
+#[test]
+fn readme_examples() {
+    let readme = include_str!("README.md");
+    let dir = dir_with_resolv_conf("nameserver 10.0.0.2\n");
+    let resolv_conf = dir.path().join("resolv.conf").display().to_string();
+    let corefile = dir.path().join("Corefile");
+    let mut examples = 0;
+    let mut rest = readme;
+    while let Some(start) = rest.find("~~~ corefile\n") {
+        let body = &rest[start + "~~~ corefile\n".len()..];
+        let end = body.find("~~~").expect("example is closed");
+        let text = body[..end].replace("/etc/resolv.conf", &resolv_conf);
+        if let Err(e) = parse_corefile_with_env(&text, &corefile, &env) {
+            panic!("README example fails: {e}\n{text}");
+        }
+        examples += 1;
+        rest = &body[end..];
+    }
+    assert_eq!(examples, 3);
 }

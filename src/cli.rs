@@ -8,9 +8,6 @@ use clap::Parser;
 /// The Corefile `make run` serves when no `-conf` is given.
 pub const DEFAULT_COREFILE: &str = include_str!("../ci/default.Corefile");
 
-/// Long flags that node-cache spells with a single dash.
-const GO_STYLE_FLAGS: &[&str] = &["conf", "corefile", "version"];
-
 #[derive(Debug, Parser)]
 #[command(
     name = "nodelocaldns",
@@ -47,16 +44,13 @@ impl Cli {
     }
 }
 
-/// `-conf` → `--conf`, `-conf=x` → `--conf=x`; anything else unchanged.
+/// Go style: `-conf` → `--conf`, `-conf=x` → `--conf=x`. Every single-dash word
+/// longer than one letter is a long flag (we have no short flags), so an unknown
+/// one is reported by its whole name.
 fn normalise(arg: &str) -> String {
-    let Some(rest) = arg.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
-        return arg.to_string();
-    };
-    let name = rest.split('=').next().unwrap_or_default();
-    if GO_STYLE_FLAGS.contains(&name) {
-        format!("-{arg}")
-    } else {
-        arg.to_string()
+    match arg.strip_prefix('-') {
+        Some(rest) if !rest.starts_with('-') && rest.len() > 1 => format!("-{arg}"),
+        _ => arg.to_string(),
     }
 }
 
@@ -94,7 +88,7 @@ mod tests {
     #[test]
     fn unknown_flag_is_an_error() {
         let err = parse(&["-bogus"]).unwrap_err().to_string();
-        assert!(err.contains("-b"), "{err}");
+        assert!(err.contains("--bogus"), "{err}");
         assert!(parse(&["--shards", "x"]).is_err());
     }
 }

@@ -108,7 +108,7 @@ impl Block {
             cache: block
                 .cache
                 .as_ref()
-                .map(|c| RefCell::new(cache::Shard::new(c))),
+                .map(|c| RefCell::new(cache::Shard::with_share(c, shards))),
             cache_config,
             forwarder: block.forward.as_ref().map(|f| Forwarder::new(f, shards)),
             inflight: Inflight::default(),

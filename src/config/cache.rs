@@ -65,7 +65,8 @@ pub(crate) fn parse(
     let mut zone_args = line.args.as_slice();
     if let Some((first, rest)) = line.args.split_first() {
         // As CoreDNS: a first argument that is a number is the TTL, otherwise a zone.
-        if first.text.parse::<i64>().is_ok() {
+        let digits = first.text.strip_prefix('-').unwrap_or(&first.text);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
             let ttl = ttl_secs(ctx, first, "cache TTL", 1)?;
             cache.success.ttl_max = ttl;
             cache.denial.ttl_max = ttl;

@@ -1,7 +1,7 @@
 //! Corefile lexer and parser, `{$ENV}` substitution and resolv.conf reading, turning
 //! text into one typed, validated [`Config`]. Errors name file:line and the token.
 //!
-//! The stages: [`lexer`] (text → tokens, env substituted) → [`parser`] (tokens →
+//! The stages: `lexer` (text → tokens, env substituted) → `parser` (tokens →
 //! server blocks and directive lines, braces checked) → `setup` (lines → typed values
 //! with CoreDNS defaults, one module per large directive) → cross-block checks here.
 //! Each supported directive is documented in this directory's README.md.

@@ -9,7 +9,8 @@ use std::path::Path;
 /// A resolv.conf is a few lines; anything bigger is not one.
 const RESOLV_CONF_BYTES_MAX: u64 = 64 * 1024;
 
-/// Reads a file of at most [`RESOLV_CONF_BYTES_MAX`] bytes.
+/// Reads a text file, refusing one larger than `bytes_max` (a Corefile or resolv.conf
+/// is small; a huge one is a mistake, not something to load into memory).
 pub(crate) fn read_bounded(path: &Path, bytes_max: u64) -> std::io::Result<String> {
     let file = std::fs::File::open(path)?;
     let mut text = String::new();

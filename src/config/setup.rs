@@ -175,8 +175,16 @@ fn directive(
             server.log = true;
         }
         "health" => server.health = Some(health(ctx, line)?),
-        "ready" => server.ready = Some(listen(ctx, line, "ready", READY_PORT)?),
-        "prometheus" => server.prometheus = Some(listen(ctx, line, "prometheus", PROMETHEUS_PORT)?),
+        "ready" => server.ready = Some(listen(ctx, line, "ready", "ready [ADDR]", READY_PORT)?),
+        "prometheus" => {
+            server.prometheus = Some(listen(
+                ctx,
+                line,
+                "prometheus",
+                "prometheus [ADDR]",
+                PROMETHEUS_PORT,
+            )?)
+        }
         "reload" => server.reload = Some(reload(ctx, line)?),
         "loop" => server.loop_detect = flag(ctx, line, "loop")?,
         "bufsize" => server.bufsize = Some(bufsize(ctx, line)?),
@@ -271,7 +279,7 @@ fn block_key(ctx: &Ctx<'_>, token: &Token, key: &str) -> Result<(Zone, Option<u1
 }
 
 fn flag(ctx: &Ctx<'_>, line: &LineSyntax, directive: &'static str) -> Result<bool, ConfigError> {
-    ctx.arg_count(line, directive, 0..=0, "takes no arguments")?;
+    ctx.arg_count(line, directive, 0..=0, directive)?;
     ctx.no_options(line, directive)?;
     Ok(true)
 }
@@ -310,14 +318,10 @@ fn listen(
     ctx: &Ctx<'_>,
     line: &LineSyntax,
     directive: &'static str,
+    usage: &'static str,
     default_port: u16,
 ) -> Result<SocketAddr, ConfigError> {
-    ctx.arg_count(
-        line,
-        directive,
-        0..=1,
-        "DIRECTIVE [ADDR] where ADDR is :PORT or IP:PORT",
-    )?;
+    ctx.arg_count(line, directive, 0..=1, usage)?;
     ctx.no_options(line, directive)?;
     match line.args.first() {
         None => Ok(all_v4(default_port)),

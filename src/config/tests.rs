@@ -641,6 +641,8 @@ fn fails() {
         (". {\n cache 0\n}", 2, "cache TTL: invalid \"0\""),
         (". {\n cache -1\n}", 2, "cache TTL: invalid \"-1\""),
         (". {\n cache 30s\n}", 2, "whole seconds"),
+        (". {\n cache 99999999999999999999\n}", 2, "cache TTL: invalid \"99999999999999999999\": out of range"),
+        (". {\n cache 2147483648\n}", 2, "out of range 1..=2147483647"),
         (". {\n cache 30 a..org\n}", 2, "empty label"),
         (". {\n cache {\n  success\n }\n}", 3, "cache success: wrong number of arguments (0)"),
         (". {\n cache {\n  success 1 2 3 4\n }\n}", 3, "cache success: wrong number of arguments (4)"),

@@ -130,9 +130,15 @@ pub(crate) fn parse_int<T>(s: &str, min: T, max: T) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
-    let n: T = s
-        .parse()
-        .map_err(|_| format!("expected a whole number in {min}..={max}"))?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let numeric = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    let parsed: Option<T> = s.parse().ok();
+    let n = match parsed {
+        Some(n) => n,
+        // Digits that do not fit the type are a range error, not a syntax one.
+        None if numeric => return Err(format!("out of range {min}..={max}")),
+        None => return Err(format!("expected a whole number in {min}..={max}")),
+    };
     if n < min || n > max {
         return Err(format!("out of range {min}..={max}"));
     }

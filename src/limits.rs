@@ -87,3 +87,8 @@ pub const ANSWER_TTL_SECS_DEFAULT: u32 = 5;
 
 const _: () = assert!(CACHE_ENTRIES_MAX < 1 << 31);
 const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
+
+/// Control plane → shard: how often a shard reads its control inbox (reload, stop).
+pub const CONTROL_POLL_MILLIS: u64 = 100;
+/// Control plane → shard: messages queued per shard.
+pub const CONTROL_QUEUE_MAX: usize = 16;

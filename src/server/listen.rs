@@ -18,11 +18,15 @@ pub struct Endpoint {
     pub blocks: Vec<usize>,
 }
 
-/// The sockets of one shard, in the order of the endpoints.
-pub struct ShardSockets {
-    pub udp: Vec<Socket>,
-    pub tcp: Vec<Socket>,
+/// One shard's sockets for one endpoint.
+pub struct EndpointSockets {
+    pub addr: SocketAddr,
+    pub udp: Socket,
+    pub tcp: Socket,
 }
+
+/// The sockets of one shard, in the order of the endpoints.
+pub type ShardSockets = Vec<EndpointSockets>;
 
 /// The endpoints of a configuration: each block's bind addresses (the wildcards of
 /// both families when it has none) on its port.
@@ -63,19 +67,13 @@ pub fn open(
     shards: usize,
     rcvbuf_bytes: usize,
 ) -> Result<Vec<ShardSockets>, ServerError> {
-    let mut per_shard: Vec<ShardSockets> = (0..shards)
-        .map(|_| ShardSockets {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-        })
-        .collect();
+    let mut per_shard: Vec<ShardSockets> = (0..shards).map(|_| Vec::new()).collect();
     let mut kept = Vec::new();
     for endpoint in endpoints.drain(..) {
         match open_endpoint(&endpoint, shards, rcvbuf_bytes) {
             Ok((addr, sockets)) => {
                 for (shard, (udp, tcp)) in per_shard.iter_mut().zip(sockets) {
-                    shard.udp.push(udp);
-                    shard.tcp.push(tcp);
+                    shard.push(EndpointSockets { addr, udp, tcp });
                 }
                 kept.push(Endpoint {
                     addr,

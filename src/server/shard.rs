@@ -50,8 +50,8 @@ pub struct Block {
 
 pub struct Shard {
     pub blocks: Vec<Block>,
-    /// For each endpoint (in listener order), the blocks behind it.
-    endpoint_blocks: Vec<Vec<usize>>,
+    /// For each endpoint, its address and the blocks behind it.
+    endpoint_blocks: Vec<(std::net::SocketAddr, Vec<usize>)>,
     pub counters: Counters,
 }
 
@@ -64,14 +64,22 @@ impl Shard {
             .collect();
         Rc::new(Shard {
             blocks,
-            endpoint_blocks: endpoints.iter().map(|e| e.blocks.clone()).collect(),
+            endpoint_blocks: endpoints
+                .iter()
+                .map(|e| (e.addr, e.blocks.clone()))
+                .collect(),
             counters: Counters::default(),
         })
     }
 
+    /// The index of the endpoint listening on `addr`, None once it is gone.
+    pub fn endpoint_index(&self, addr: std::net::SocketAddr) -> Option<usize> {
+        self.endpoint_blocks.iter().position(|(a, _)| *a == addr)
+    }
+
     /// The block of `endpoint` with the longest zone containing `qname`.
     pub fn block_for(&self, endpoint: usize, qname: &[u8]) -> Option<usize> {
-        let candidates = self.endpoint_blocks.get(endpoint)?;
+        let (_, candidates) = self.endpoint_blocks.get(endpoint)?;
         let mut best: Option<(usize, usize)> = None;
         for &index in candidates {
             for zone in &self.blocks[index].zones {

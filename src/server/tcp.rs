@@ -13,12 +13,11 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::query::{self, Handled};
-use super::shard::Shard;
 use crate::limits;
 use crate::upstream::{with_deadline, Transport};
 
 /// Accepts clients until the task is cancelled.
-pub async fn serve(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
+pub async fn serve(current: super::Current, addr: std::net::SocketAddr, socket: socket2::Socket) {
     // SAFETY: the fd comes from a socket we own and give up here.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let clients = Rc::new(Cell::new(0usize));
@@ -31,6 +30,7 @@ pub async fn serve(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
                 continue;
             }
         };
+        let shard = current.borrow().clone();
         if clients.get() >= limits::TCP_CLIENTS_PER_SHARD_MAX {
             shard
                 .counters
@@ -39,9 +39,9 @@ pub async fn serve(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
             continue;
         }
         clients.set(clients.get() + 1);
-        let (shard, clients) = (shard.clone(), clients.clone());
+        let (current, clients) = (current.clone(), clients.clone());
         glommio::spawn_local(async move {
-            serve_client(&shard, endpoint, stream).await;
+            serve_client(&current, addr, stream).await;
             clients.set(clients.get() - 1);
         })
         .detach();
@@ -49,7 +49,7 @@ pub async fn serve(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
 }
 
 /// Reads queries until the client closes, sends garbage framing, or idles out.
-async fn serve_client(shard: &Rc<Shard>, endpoint: usize, stream: TcpStream) {
+async fn serve_client(current: &super::Current, addr: std::net::SocketAddr, stream: TcpStream) {
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (frames, queue) = local_channel::new_bounded(limits::TCP_CLIENT_INFLIGHT_MAX);
     let frames = Rc::new(frames);
@@ -92,8 +92,12 @@ async fn serve_client(shard: &Rc<Shard>, endpoint: usize, stream: TcpStream) {
             later_inflight.set(later_inflight.get() - 1);
         };
         inflight.set(inflight.get() + 1);
+        let shard = current.borrow().clone();
+        let Some(endpoint) = shard.endpoint_index(addr) else {
+            break;
+        };
         match query::handle(
-            shard,
+            &shard,
             endpoint,
             &packet[..len],
             Transport::Tcp,

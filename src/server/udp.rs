@@ -100,11 +100,11 @@ impl Batch {
             };
         }
         let count = count as usize;
-        for i in 0..count {
-            self.recv_lens[i] = msgs[i].msg_len as usize;
+        for (i, msg) in msgs.iter().enumerate().take(count) {
+            self.recv_lens[i] = msg.msg_len as usize;
             let client = storage_to_addr(&self.names[i]).unwrap_or(self.peers[i].client);
             // SAFETY: the kernel filled msg_control up to msg_controllen.
-            let local = unsafe { destination(&msgs[i].msg_hdr) };
+            let local = unsafe { destination(&msg.msg_hdr) };
             self.peers[i] = Peer { client, local };
         }
         Ok(count)

@@ -87,3 +87,10 @@ pub const ANSWER_TTL_SECS_DEFAULT: u32 = 5;
 
 const _: () = assert!(CACHE_ENTRIES_MAX < 1 << 31);
 const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
+
+/// Cache: a refresh (prefetch or serve_stale) the server was told to start and never
+/// reported back (`insert` or `refresh_failed`) is presumed lost after this long, and
+/// the next due hit of that entry asks for another. Longer than a whole upstream query.
+pub const CACHE_REFRESH_MILLIS_MAX: u64 = 2 * UPSTREAM_QUERY_MILLIS;
+
+const _: () = assert!(CACHE_REFRESH_MILLIS_MAX > UPSTREAM_QUERY_MILLIS);

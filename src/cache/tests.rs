@@ -1325,3 +1325,48 @@ proptest! {
         }
     }
 }
+
+// ---- README ----
+
+/// Every `~~~ corefile` example of README.md parses, and its cache makes a shard.
+#[test]
+fn readme_examples() {
+    let readme = include_str!("README.md");
+    let file = std::path::Path::new("README.md");
+    let mut caches = Vec::new();
+    let mut rest = readme;
+    while let Some(start) = rest.find("~~~ corefile\n") {
+        let body = &rest[start + "~~~ corefile\n".len()..];
+        let end = body.find("~~~").expect("example is closed");
+        let text = &body[..end];
+        let config = crate::config::parse_corefile(text, file)
+            .unwrap_or_else(|e| panic!("README example fails: {e}\n{text}"));
+        for server in config.servers {
+            let cache = server.cache.expect("every example has a cache");
+            let shard = Shard::with_share(&cache, 4);
+            assert!(shard.is_empty() && shard.bytes_max() > 0);
+            caches.push(cache);
+        }
+        rest = &body[end..];
+    }
+    assert_eq!(caches.len(), 6);
+    assert_eq!(caches[0].denial.ttl_max, secs(5));
+    assert_eq!(caches[2].zones, vec![zone("example.org.")]);
+    assert_eq!(
+        caches[2].prefetch,
+        Some(Prefetch {
+            amount: 5,
+            duration: secs(10),
+            percentage: 10
+        })
+    );
+    assert_eq!(
+        caches[3].serve_stale.map(|s| s.mode),
+        Some(StaleMode::Verify)
+    );
+    assert_eq!(caches[4].disable_denial, vec![zone("svc.cluster.local.")]);
+    assert_eq!(caches[4].max_bytes, Some(64 << 20));
+    assert!(caches[4].keepttl);
+    assert_eq!(caches[5].servfail_ttl, Duration::ZERO);
+    assert_eq!(caches[5].disable_denial, vec![zone(".")]);
+}

@@ -99,3 +99,8 @@ pub const CONTROL_QUEUE_MAX: usize = 16;
 pub const CACHE_REFRESH_MILLIS_MAX: u64 = 2 * UPSTREAM_QUERY_MILLIS;
 
 const _: () = assert!(CACHE_REFRESH_MILLIS_MAX > UPSTREAM_QUERY_MILLIS);
+
+/// Cross-core miss routing: messages queued between two shards.
+pub const OWNER_CHANNEL_MAX: usize = 1024;
+/// Cross-core miss routing: seed of the key → owner hash (the same on every shard).
+pub const OWNER_HASH_SEED: u64 = 0x6e6f_6465_6c6f_6361;

@@ -8,6 +8,7 @@
 
 mod listen;
 mod loop_detect;
+mod owner;
 pub mod query;
 pub mod shard;
 mod tcp;
@@ -75,6 +76,7 @@ enum Control {
     /// Swap to a new configuration: serve `endpoints`, open the given new sockets,
     /// close the sockets of endpoints that are gone.
     Reload {
+        generation: u64,
         config: Arc<Config>,
         endpoints: Arc<Vec<listen::Endpoint>>,
         opened: listen::ShardSockets,
@@ -88,6 +90,8 @@ pub struct Running {
     config: Config,
     options: Options,
     shards: usize,
+    /// Reloads applied so far.
+    generation: u64,
     controls: Vec<crossbeam_channel::Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -131,8 +135,10 @@ impl Running {
             .retain(|e| self.endpoints.contains(&e.addr) || added.iter().any(|a| a.addr == e.addr));
         let shared_config = Arc::new(config.clone());
         let shared_endpoints = Arc::new(endpoints);
+        self.generation += 1;
         for (control, opened) in self.controls.iter().zip(opened) {
             let message = Control::Reload {
+                generation: self.generation,
                 config: shared_config.clone(),
                 endpoints: shared_endpoints.clone(),
                 opened,
@@ -158,19 +164,26 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
     let endpoints = Arc::new(endpoints);
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
+    let mesh = owner::mesh(shards);
     for (index, sockets) in sockets.into_iter().enumerate() {
         let placement = match cores.get(index % cores.len().max(1)) {
             Some(core) if options.pin => Placement::Fixed(core.id),
             _ => Placement::Unbound,
         };
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
-        let (config, endpoints) = (shared_config.clone(), endpoints.clone());
+        let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
         let thread = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(options.io_memory_bytes)
             .spawn(move || async move {
-                let shard = Shard::new(&config, &endpoints, shards);
-                serve(shard, sockets, inbox, shards).await;
+                let current: Current = Rc::new(RefCell::new(Shard::new(
+                    &config, &endpoints, shards, 0, None,
+                )));
+                if let Some(mesh) = mesh {
+                    let peers = owner::join(mesh, current.clone()).await;
+                    *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
+                }
+                serve(current, sockets, inbox, shards).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -187,6 +200,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         config,
         options: options.clone(),
         shards,
+        generation: 0,
         controls,
         threads,
     })
@@ -217,7 +231,7 @@ fn send_loop_probes(config: &Config, endpoints: &[listen::Endpoint]) {
 
 /// The shard state the socket tasks read at each batch; a reload swaps it, and
 /// misses in flight finish on the state they started with.
-type Current = Rc<RefCell<Rc<Shard>>>;
+pub(crate) type Current = Rc<RefCell<Rc<Shard>>>;
 
 /// The listener tasks of one endpoint.
 struct Listener {
@@ -237,12 +251,11 @@ fn spawn_listener(current: &Current, sockets: listen::EndpointSockets) -> Listen
 
 /// Runs one shard's listeners and applies control messages until told to stop.
 async fn serve(
-    shard: Rc<Shard>,
+    current: Current,
     sockets: listen::ShardSockets,
     inbox: crossbeam_channel::Receiver<Control>,
     shards: usize,
 ) {
-    let current: Current = Rc::new(RefCell::new(shard));
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
         .map(|s| spawn_listener(&current, s))
@@ -260,11 +273,14 @@ async fn serve(
                     return;
                 }
                 Control::Reload {
+                    generation,
                     config,
                     endpoints,
                     opened,
                 } => {
-                    *current.borrow_mut() = Shard::new(&config, &endpoints, shards);
+                    let peers = current.borrow().peers.clone();
+                    *current.borrow_mut() =
+                        Shard::new(&config, &endpoints, shards, generation, peers);
                     let mut kept = Vec::with_capacity(listeners.len());
                     for listener in listeners {
                         if endpoints.iter().any(|e| e.addr == listener.addr) {

@@ -131,7 +131,7 @@ async fn answer_miss(
         return 0;
     };
     let block = &shard.blocks[block_index];
-    let resolution = resolve_shared(shard, block, &query, transport).await;
+    let resolution = resolve_shared(shard, block_index, &query, transport, Route::ToOwner).await;
     let failed = match resolution.as_ref() {
         Ok(stored) => matches!(
             stored.class(),
@@ -167,19 +167,40 @@ async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transpor
         return;
     };
     let block = &shard.blocks[block_index];
-    let resolution = resolve_shared(&shard, block, &query, transport).await;
+    let resolution = resolve_shared(&shard, block_index, &query, transport, Route::ToOwner).await;
     if let (Err(_), Some(cache)) = (resolution.as_ref(), &block.cache) {
         cache.borrow_mut().refresh_failed(&query);
     }
 }
 
-/// Joins the upstream query in flight for this key, or starts it.
-async fn resolve_shared(
+/// Whether a miss may be handed to the shard that owns its key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    ToOwner,
+    /// This shard is the owner (a request from another shard): resolve here.
+    Here,
+}
+
+/// Resolves a miss another shard handed to this one, its owner.
+pub async fn resolve_owned(
     shard: &Rc<Shard>,
-    block: &Block,
+    block_index: usize,
     query: &Query<'_>,
     transport: Transport,
 ) -> Resolution {
+    resolve_shared(shard, block_index, query, transport, Route::Here).await
+}
+
+/// Joins the upstream query in flight for this key, or starts it (on the owner
+/// shard of the key when that is another shard).
+async fn resolve_shared(
+    shard: &Rc<Shard>,
+    block_index: usize,
+    query: &Query<'_>,
+    transport: Transport,
+    route: Route,
+) -> Resolution {
+    let block = &shard.blocks[block_index];
     let key = inflight_key(query);
     let waiter = {
         let mut waiting = block.inflight.waiting.borrow_mut();
@@ -207,8 +228,27 @@ async fn resolve_shared(
     }
     // The leader: remove the in-flight entry however this ends, so a dropped
     // future never leaves waiters parked forever (they see a closed channel).
+    let owner = shard.peers.as_ref().map(|p| (p.owner(&key), p.me()));
     let guard = LeaderGuard { block, key };
-    let resolution = Rc::new(resolve(shard, block, query, transport).await);
+    let from_owner = match (route, owner, &shard.peers) {
+        (Route::ToOwner, Some((owner, me)), Some(peers)) if owner != me => {
+            peers
+                .ask(
+                    owner,
+                    shard.generation,
+                    block_index,
+                    query.packet,
+                    transport,
+                )
+                .await
+        }
+        _ => None,
+    };
+    let result = match from_owner {
+        Some(result) => result,
+        None => resolve(shard, block, query, transport).await,
+    };
+    let resolution = Rc::new(result);
     if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
         cache
             .borrow_mut()

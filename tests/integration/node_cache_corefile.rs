@@ -1,0 +1,118 @@
+//! The Corefile Kubernetes' NodeLocal DNSCache ships, with its placeholders filled in
+//! for 127.0.0.1: four server blocks on one port, `reload`, `loop`, `prometheus`, `health`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::client;
+use crate::harness::{Cache, Knot, Zone};
+use crate::zones::TEST_ZONE;
+
+const CLUSTER_ZONE: &str = r#"$ORIGIN cluster.local.
+$TTL 30
+@                        SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30
+@                        NS  ns.dns
+ns.dns                   A   10.0.0.10
+kube-dns.kube-system.svc A   10.0.0.10
+"#;
+
+const REVERSE4_ZONE: &str = r#"$ORIGIN 10.in-addr.arpa.
+$TTL 30
+@         SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30
+@         NS  ns.dns.cluster.local.
+10.0.0    PTR kube-dns.kube-system.svc.cluster.local.
+"#;
+
+/// `2001:db8::/32` reversed.
+const REVERSE6_ORIGIN: &str = "8.b.d.0.1.0.0.2.ip6.arpa.";
+/// The 24 nibbles of `2001:db8::1` below the /32, reversed.
+const REVERSE6_OWNER: &str = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0";
+
+fn reverse6_zone() -> String {
+    format!(
+        "$ORIGIN {REVERSE6_ORIGIN}\n$TTL 30\n@ SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30\n\
+         @ NS ns.dns.cluster.local.\n{REVERSE6_OWNER} PTR www.test.\n"
+    )
+}
+
+/// node-cache's `Corefile` (k8s.io/dns, nodelocaldns.yaml) for a knot at `knot`.
+fn node_cache_corefile(knot: u16) -> String {
+    let stub = |zone: &str, cache: &str, extra: &str| {
+        format!(
+            "{zone}:$PORT {{\n    errors\n    {cache}\n    reload\n    loop\n    bind 127.0.0.1\n    \
+             forward . 127.0.0.1:{knot} {{\n            force_tcp\n    }}\n    prometheus 127.0.0.1:$FREEPORT1\n{extra}    }}\n"
+        )
+    };
+    let cluster_cache = "cache {\n            success 9984 30\n            denial 9984 5\n    }";
+    stub("cluster.local", cluster_cache, "    health 127.0.0.1:$FREEPORT2\n")
+        + &stub("in-addr.arpa", "cache 30", "")
+        + &stub("ip6.arpa", "cache 30", "")
+        + &format!(
+            ".:$PORT {{\n    errors\n    cache 30\n    reload\n    loop\n    bind 127.0.0.1\n    \
+             forward . 127.0.0.1:{knot}\n    prometheus 127.0.0.1:$FREEPORT1\n    }}\n"
+        )
+}
+
+fn start() -> (Knot, Cache) {
+    let knot = Knot::start(&[
+        Zone::new("cluster.local.", CLUSTER_ZONE),
+        Zone::new("test.", TEST_ZONE),
+        Zone::new("10.in-addr.arpa.", REVERSE4_ZONE),
+        Zone::new(REVERSE6_ORIGIN, &reverse6_zone()),
+    ]);
+    let cache = Cache::start(&node_cache_corefile(knot.port), 2);
+    (knot, cache)
+}
+
+/// One query per server block, over UDP and TCP, each answered with knot's data.
+#[test]
+fn node_cache_corefile_answers_every_block() {
+    let (knot, cache) = start();
+    let reverse6 = format!("{REVERSE6_OWNER}.{REVERSE6_ORIGIN}");
+    let cases = [
+        ("kube-dns.kube-system.svc.cluster.local.", RecordType::A, "10.0.0.10"),
+        ("10.0.0.10.in-addr.arpa.", RecordType::PTR, "kube-dns.kube-system.svc.cluster.local."),
+        (reverse6.as_str(), RecordType::PTR, "www.test."),
+        ("mx1.test.", RecordType::A, "192.0.2.10"),
+    ];
+    for (name, rtype, data) in cases {
+        for over_tcp in [false, true, false] {
+            let query = client::query(name, rtype);
+            let reply = if over_tcp { client::tcp(cache.addr(), &query) } else { client::udp(cache.addr(), &query) };
+            let what = format!("{name} {rtype} (tcp: {over_tcp})");
+            assert_eq!(reply.response_code(), ResponseCode::NoError, "{what}: {reply:?}");
+            let got: Vec<String> = reply.answers().iter().map(|r| r.data().to_string()).collect();
+            assert_eq!(got, [data], "{what}");
+        }
+    }
+    assert!(knot.queries_of_type("PTR") >= 2, "the reverse blocks forward to knot");
+}
+
+/// `health 127.0.0.1:PORT` on the first block: GET /health → 200 OK.
+#[test]
+fn node_cache_corefile_serves_health() {
+    let (_knot, cache) = start();
+    let addr = SocketAddr::from(([127, 0, 0, 1], cache.free_ports[1]));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("health endpoint {addr} not listening: {e}\n{}", cache.log()));
+    stream.set_read_timeout(Some(Duration::from_secs(2))).expect("read timeout");
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"), "GET /health: {response:?}");
+    assert!(response.trim_end().ends_with("OK"), "GET /health body: {response:?}");
+}
+
+/// SIGTERM stops the server promptly and cleanly.
+#[test]
+fn stops_on_sigterm() {
+    let (_knot, mut cache) = start();
+    client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
+    let (status, by_sigterm) = cache.stop();
+    assert!(by_sigterm, "still running 3 s after SIGTERM (SIGKILL'd):\n{}", cache.log());
+    assert!(status.success(), "exit status after SIGTERM: {status}\n{}", cache.log());
+}

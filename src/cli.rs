@@ -8,11 +8,12 @@ use clap::Parser;
 /// The Corefile `make run` serves when no `-conf` is given.
 pub const DEFAULT_COREFILE: &str = include_str!("../ci/default.Corefile");
 
-/// Long flags that node-cache spells with a single dash.
-const GO_STYLE_FLAGS: &[&str] = &["conf", "corefile", "version"];
-
 #[derive(Debug, Parser)]
-#[command(name = "nodelocaldns", version, about = "Node-local DNS cache (drop-in for k8s-dns-node-cache)")]
+#[command(
+    name = "nodelocaldns",
+    version,
+    about = "Node-local DNS cache (drop-in for k8s-dns-node-cache)"
+)]
 pub struct Cli {
     /// Corefile to serve (node-cache `-conf`); without it the embedded default runs.
     #[arg(long)]
@@ -43,16 +44,13 @@ impl Cli {
     }
 }
 
-/// `-conf` → `--conf`, `-conf=x` → `--conf=x`; anything else unchanged.
+/// Go style: `-conf` → `--conf`, `-conf=x` → `--conf=x`. Every single-dash word
+/// longer than one letter is a long flag (we have no short flags), so an unknown
+/// one is reported by its whole name.
 fn normalise(arg: &str) -> String {
-    let Some(rest) = arg.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
-        return arg.to_string();
-    };
-    let name = rest.split('=').next().unwrap_or_default();
-    if GO_STYLE_FLAGS.contains(&name) {
-        format!("-{arg}")
-    } else {
-        arg.to_string()
+    match arg.strip_prefix('-') {
+        Some(rest) if !rest.starts_with('-') && rest.len() > 1 => format!("-{arg}"),
+        _ => arg.to_string(),
     }
 }
 
@@ -61,14 +59,27 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::parse_from_args(std::iter::once("nodelocaldns").chain(args.iter().copied()).map(String::from))
+        Cli::parse_from_args(
+            std::iter::once("nodelocaldns")
+                .chain(args.iter().copied())
+                .map(String::from),
+        )
     }
 
     #[test]
     fn go_and_gnu_styles() {
-        assert_eq!(parse(&["-conf", "a"]).unwrap().corefile_path().unwrap(), &PathBuf::from("a"));
-        assert_eq!(parse(&["-conf=b"]).unwrap().corefile_path().unwrap(), &PathBuf::from("b"));
-        assert_eq!(parse(&["--conf", "c"]).unwrap().corefile_path().unwrap(), &PathBuf::from("c"));
+        assert_eq!(
+            parse(&["-conf", "a"]).unwrap().corefile_path().unwrap(),
+            &PathBuf::from("a")
+        );
+        assert_eq!(
+            parse(&["-conf=b"]).unwrap().corefile_path().unwrap(),
+            &PathBuf::from("b")
+        );
+        assert_eq!(
+            parse(&["--conf", "c"]).unwrap().corefile_path().unwrap(),
+            &PathBuf::from("c")
+        );
         let both = parse(&["-corefile", "x", "-conf", "y"]).unwrap();
         assert_eq!(both.corefile_path().unwrap(), &PathBuf::from("y"));
         assert_eq!(parse(&["--shards", "2"]).unwrap().shards, Some(2));
@@ -77,7 +88,7 @@ mod tests {
     #[test]
     fn unknown_flag_is_an_error() {
         let err = parse(&["-bogus"]).unwrap_err().to_string();
-        assert!(err.contains("-b"), "{err}");
+        assert!(err.contains("--bogus"), "{err}");
         assert!(parse(&["--shards", "x"]).is_err());
     }
 }

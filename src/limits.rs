@@ -61,3 +61,34 @@ const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
 
 /// Cache entries examined per second by the expiry sweep, per block and shard.
 pub const CACHE_SWEEP_ENTRIES_PER_SECOND: usize = 1024;
+
+/// UDP payload size we advertise in the OPT of our replies to clients (what we read).
+pub const EDNS_UDP_PAYLOAD_BYTES_OURS: u16 = UDP_PAYLOAD_BYTES_MAX as u16;
+/// Compression pointers followed while reading one name. Pointers must also point
+/// backwards, so loops are impossible anyway; this bounds the work per name.
+pub const NAME_POINTER_HOPS_MAX: usize = 64;
+
+const _: () = assert!(EDNS_UDP_PAYLOAD_BYTES_OURS as usize == UDP_PAYLOAD_BYTES_MAX);
+const _: () = assert!(UDP_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
+
+/// Byte budget of a cache shard per configured entry when `max_bytes` is not set:
+/// (success.capacity + denial.capacity) × this. An entry's accounted size is its
+/// record bytes, name, TTL offsets and bookkeeping (see `cache::shard`); a typical A /
+/// AAAA answer is ~150–300 B, so this bounds memory without shrinking the entry count.
+pub const CACHE_ENTRY_BYTES_BUDGET: usize = 512;
+/// Most entries one cache class of one shard may hold, whatever the configuration says
+/// (slot ids are 31 bits).
+pub const CACHE_ENTRIES_MAX: usize = 1 << 24;
+/// CoreDNS `dnsutil.MinimalTTL` starts its minimum at 1 h, so no answer TTL exceeds it
+/// before the configured cap applies.
+pub const ANSWER_TTL_SECS_MAX: u32 = 3600;
+/// TTL of a message with no records to take a minimum over (CoreDNS `MinimalDefaultTTL`).
+pub const ANSWER_TTL_SECS_DEFAULT: u32 = 5;
+
+const _: () = assert!(CACHE_ENTRIES_MAX < 1 << 31);
+const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
+
+/// Control plane → shard: how often a shard reads its control inbox (reload, stop).
+pub const CONTROL_POLL_MILLIS: u64 = 100;
+/// Control plane → shard: messages queued per shard.
+pub const CONTROL_QUEUE_MAX: usize = 16;

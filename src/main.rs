@@ -13,21 +13,41 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = match Cli::parse_from_args(std::env::args()) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("nodelocaldns: {err:#}");
+            eprintln!("nodelocaldns: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause once (our errors often quote their source).
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -38,7 +58,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config::parse_corefile(DEFAULT_COREFILE, std::path::Path::new("<embedded default>"))?
         }
     };
-    let mut options = server::Options { shards: cli.shards, io_memory_bytes: cli.io_memory_bytes, ..Default::default() };
+    let mut options = server::Options {
+        shards: cli.shards,
+        io_memory_bytes: cli.io_memory_bytes,
+        ..Default::default()
+    };
     if let Some(bytes) = cli.rcvbuf_bytes {
         options.rcvbuf_bytes = bytes;
     }
@@ -46,7 +70,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for addr in &running.endpoints {
         tracing::info!(%addr, "listening (udp+tcp)");
     }
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping");
     }

@@ -18,24 +18,38 @@ pub struct Endpoint {
     pub blocks: Vec<usize>,
 }
 
-/// The sockets of one shard, in the order of the endpoints.
-pub struct ShardSockets {
-    pub udp: Vec<Socket>,
-    pub tcp: Vec<Socket>,
+/// One shard's sockets for one endpoint.
+pub struct EndpointSockets {
+    pub addr: SocketAddr,
+    pub udp: Socket,
+    pub tcp: Socket,
 }
+
+/// The sockets of one shard, in the order of the endpoints.
+pub type ShardSockets = Vec<EndpointSockets>;
 
 /// The endpoints of a configuration: each block's bind addresses (the wildcards of
 /// both families when it has none) on its port.
 pub fn endpoints(config: &Config) -> Vec<Endpoint> {
     let mut endpoints: Vec<Endpoint> = Vec::new();
     for (index, block) in config.servers.iter().enumerate() {
-        let wildcard = [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)];
-        let addrs = if block.bind.is_empty() { &wildcard[..] } else { &block.bind[..] };
+        let wildcard = [
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ];
+        let addrs = if block.bind.is_empty() {
+            &wildcard[..]
+        } else {
+            &block.bind[..]
+        };
         for &ip in addrs {
             let addr = SocketAddr::new(ip, block.port);
             match endpoints.iter_mut().find(|e| e.addr == addr) {
                 Some(endpoint) => endpoint.blocks.push(index),
-                None => endpoints.push(Endpoint { addr, blocks: vec![index] }),
+                None => endpoints.push(Endpoint {
+                    addr,
+                    blocks: vec![index],
+                }),
             }
         }
     }
@@ -53,18 +67,18 @@ pub fn open(
     shards: usize,
     rcvbuf_bytes: usize,
 ) -> Result<Vec<ShardSockets>, ServerError> {
-    let mut per_shard: Vec<ShardSockets> = (0..shards)
-        .map(|_| ShardSockets { udp: Vec::new(), tcp: Vec::new() })
-        .collect();
+    let mut per_shard: Vec<ShardSockets> = (0..shards).map(|_| Vec::new()).collect();
     let mut kept = Vec::new();
     for endpoint in endpoints.drain(..) {
         match open_endpoint(&endpoint, shards, rcvbuf_bytes) {
             Ok((addr, sockets)) => {
                 for (shard, (udp, tcp)) in per_shard.iter_mut().zip(sockets) {
-                    shard.udp.push(udp);
-                    shard.tcp.push(tcp);
+                    shard.push(EndpointSockets { addr, udp, tcp });
                 }
-                kept.push(Endpoint { addr, blocks: endpoint.blocks });
+                kept.push(Endpoint {
+                    addr,
+                    blocks: endpoint.blocks,
+                });
             }
             Err(err) if is_optional(&endpoint, &err) => {
                 tracing::warn!(%err, "skipping the IPv6 wildcard listener");
@@ -106,7 +120,11 @@ fn local_addr(socket: &Socket, addr: SocketAddr) -> Result<SocketAddr, ServerErr
         .local_addr()
         .ok()
         .and_then(|a| a.as_socket())
-        .ok_or(ServerError::Bind { addr, proto: "udp", source: std::io::Error::other("no local address") })
+        .ok_or(ServerError::Bind {
+            addr,
+            proto: "udp",
+            source: std::io::Error::other("no local address"),
+        })
 }
 
 fn new_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
@@ -123,7 +141,11 @@ fn new_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Resu
 /// A UDP socket; on a wildcard address it also asks for the destination address of
 /// each datagram (IP_PKTINFO / IPV6_RECVPKTINFO) so answers leave from it.
 fn udp_socket(addr: SocketAddr, rcvbuf_bytes: usize) -> Result<Socket, ServerError> {
-    let bind = |source| ServerError::Bind { addr, proto: "udp", source };
+    let bind = |source| ServerError::Bind {
+        addr,
+        proto: "udp",
+        source,
+    };
     let socket = new_socket(addr, Type::DGRAM, Protocol::UDP).map_err(bind)?;
     if let Err(err) = socket.set_recv_buffer_size(rcvbuf_bytes) {
         tracing::warn!(%addr, %err, "could not set SO_RCVBUF");
@@ -136,7 +158,11 @@ fn udp_socket(addr: SocketAddr, rcvbuf_bytes: usize) -> Result<Socket, ServerErr
 }
 
 fn tcp_listener(addr: SocketAddr) -> Result<Socket, ServerError> {
-    let bind = |source| ServerError::Bind { addr, proto: "tcp", source };
+    let bind = |source| ServerError::Bind {
+        addr,
+        proto: "tcp",
+        source,
+    };
     let socket = new_socket(addr, Type::STREAM, Protocol::TCP).map_err(bind)?;
     socket.set_nodelay(true).map_err(bind)?;
     socket.bind(&SockAddr::from(addr)).map_err(bind)?;

@@ -12,10 +12,13 @@ pub mod shard;
 mod tcp;
 mod udp;
 
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,7 +34,11 @@ use shard::Shard;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {proto} {addr}: {source}")]
-    Bind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        proto: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot start shard {shard}: {reason}")]
     Executor { shard: usize, reason: String },
     #[error("the configuration has no server block to listen for")]
@@ -61,17 +68,35 @@ impl Default for Options {
     }
 }
 
-/// A running server: its listening addresses and the handle to stop it.
+/// A message from the control plane to a shard, read by its timer task (every
+/// [`limits::CONTROL_POLL_MILLIS`]), never on the packet path.
+enum Control {
+    /// Swap to a new configuration: serve `endpoints`, open the given new sockets,
+    /// close the sockets of endpoints that are gone.
+    Reload {
+        config: Arc<Config>,
+        endpoints: Arc<Vec<listen::Endpoint>>,
+        opened: listen::ShardSockets,
+    },
+    Stop,
+}
+
+/// A running server: its listening addresses and the handles to reload or stop it.
 pub struct Running {
     pub endpoints: Vec<SocketAddr>,
-    stop: Arc<AtomicBool>,
+    config: Config,
+    options: Options,
+    shards: usize,
+    controls: Vec<crossbeam_channel::Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// Asks every shard to stop; they close their sockets within ~100 ms.
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        for control in &self.controls {
+            let _ = control.send(Control::Stop);
+        }
     }
 
     /// Waits for every shard to finish.
@@ -79,6 +104,43 @@ impl Running {
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+
+    /// The configuration being served.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies `config` to every shard at its next control tick. Sockets of
+    /// endpoints in both configurations stay open (no query is lost); new endpoints
+    /// are opened here first, so a bind error leaves the running configuration
+    /// untouched; endpoints that are gone close.
+    pub fn reload(&mut self, config: Config) -> Result<(), ServerError> {
+        let mut endpoints = listen::endpoints(&config);
+        if endpoints.is_empty() {
+            return Err(ServerError::NothingToServe);
+        }
+        let mut added: Vec<listen::Endpoint> = endpoints
+            .iter()
+            .filter(|e| !self.endpoints.contains(&e.addr))
+            .cloned()
+            .collect();
+        let opened = listen::open(&mut added, self.shards, self.options.rcvbuf_bytes)?;
+        endpoints
+            .retain(|e| self.endpoints.contains(&e.addr) || added.iter().any(|a| a.addr == e.addr));
+        let shared_config = Arc::new(config.clone());
+        let shared_endpoints = Arc::new(endpoints);
+        for (control, opened) in self.controls.iter().zip(opened) {
+            let message = Control::Reload {
+                config: shared_config.clone(),
+                endpoints: shared_endpoints.clone(),
+                opened,
+            };
+            let _ = control.send(message);
+        }
+        self.endpoints = shared_endpoints.iter().map(|e| e.addr).collect();
+        self.config = config;
+        Ok(())
     }
 }
 
@@ -91,57 +153,120 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         return Err(ServerError::NothingToServe);
     }
     let sockets = listen::open(&mut endpoints, shards, options.rcvbuf_bytes)?;
-    let config = Arc::new(config);
+    let shared_config = Arc::new(config.clone());
     let endpoints = Arc::new(endpoints);
-    let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(shards);
+    let mut controls = Vec::with_capacity(shards);
     for (index, sockets) in sockets.into_iter().enumerate() {
         let placement = match cores.get(index % cores.len().max(1)) {
             Some(core) if options.pin => Placement::Fixed(core.id),
             _ => Placement::Unbound,
         };
-        let (config, endpoints, stop) = (config.clone(), endpoints.clone(), stop.clone());
+        let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
+        let (config, endpoints) = (shared_config.clone(), endpoints.clone());
         let thread = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(options.io_memory_bytes)
             .spawn(move || async move {
                 let shard = Shard::new(&config, &endpoints, shards);
-                serve(shard, sockets, stop).await;
+                serve(shard, sockets, inbox, shards).await;
             })
-            .map_err(|err| ServerError::Executor { shard: index, reason: err.to_string() })?;
+            .map_err(|err| ServerError::Executor {
+                shard: index,
+                reason: err.to_string(),
+            })?;
+        controls.push(control);
         threads.push(std::thread::spawn(move || {
             let _ = thread.join();
         }));
     }
-    Ok(Running { endpoints: endpoints.iter().map(|e| e.addr).collect(), stop, threads })
+    Ok(Running {
+        endpoints: endpoints.iter().map(|e| e.addr).collect(),
+        config,
+        options: options.clone(),
+        shards,
+        controls,
+        threads,
+    })
 }
 
-/// Runs one shard's listeners until the stop flag is set.
-async fn serve(shard: Rc<Shard>, sockets: listen::ShardSockets, stop: Arc<AtomicBool>) {
-    let mut tasks = Vec::new();
-    for (endpoint, socket) in sockets.udp.into_iter().enumerate() {
-        tasks.push(glommio::spawn_local(serve_udp(shard.clone(), endpoint, socket)));
+/// The shard state the socket tasks read at each batch; a reload swaps it, and
+/// misses in flight finish on the state they started with.
+type Current = Rc<RefCell<Rc<Shard>>>;
+
+/// The listener tasks of one endpoint.
+struct Listener {
+    addr: SocketAddr,
+    udp: glommio::Task<()>,
+    tcp: glommio::Task<()>,
+}
+
+fn spawn_listener(current: &Current, sockets: listen::EndpointSockets) -> Listener {
+    let addr = sockets.addr;
+    Listener {
+        addr,
+        udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp)),
+        tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp)),
     }
-    for (endpoint, socket) in sockets.tcp.into_iter().enumerate() {
-        tasks.push(glommio::spawn_local(tcp::serve(shard.clone(), endpoint, socket)));
-    }
-    let mut ticks = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(100)).await;
-        ticks += 1;
-        if ticks % 10 == 0 {
+}
+
+/// Runs one shard's listeners and applies control messages until told to stop.
+async fn serve(
+    shard: Rc<Shard>,
+    sockets: listen::ShardSockets,
+    inbox: crossbeam_channel::Receiver<Control>,
+    shards: usize,
+) {
+    let current: Current = Rc::new(RefCell::new(shard));
+    let mut listeners: Vec<Listener> = sockets
+        .into_iter()
+        .map(|s| spawn_listener(&current, s))
+        .collect();
+    let mut last_sweep = Instant::now();
+    loop {
+        glommio::timer::sleep(Duration::from_millis(limits::CONTROL_POLL_MILLIS)).await;
+        while let Ok(message) = inbox.try_recv() {
+            match message {
+                Control::Stop => {
+                    for listener in listeners {
+                        let _ = listener.udp.cancel().await;
+                        let _ = listener.tcp.cancel().await;
+                    }
+                    return;
+                }
+                Control::Reload {
+                    config,
+                    endpoints,
+                    opened,
+                } => {
+                    *current.borrow_mut() = Shard::new(&config, &endpoints, shards);
+                    let mut kept = Vec::with_capacity(listeners.len());
+                    for listener in listeners {
+                        if endpoints.iter().any(|e| e.addr == listener.addr) {
+                            kept.push(listener);
+                        } else {
+                            let _ = listener.udp.cancel().await;
+                            let _ = listener.tcp.cancel().await;
+                        }
+                    }
+                    kept.extend(opened.into_iter().map(|s| spawn_listener(&current, s)));
+                    listeners = kept;
+                }
+            }
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            let shard = current.borrow().clone();
             shard.sweep(limits::CACHE_SWEEP_ENTRIES_PER_SECOND);
         }
-    }
-    for task in tasks {
-        let _ = task.cancel().await;
     }
 }
 
 /// The UDP loop of one socket: drain a batch, answer hits in the same batch, hand
 /// misses to tasks, send, and park on io_uring when the socket is empty.
-async fn serve_udp(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
-    let socket = Rc::new(glommio::net::UdpSocket::from(socket));
+async fn serve_udp(current: Current, addr: SocketAddr, socket: socket2::Socket) {
+    // SAFETY: the fd comes from a socket we own and give up here.
+    let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
     let fd = socket.as_raw_fd();
     let mut batch = Box::<udp::Batch>::default();
     let mut probe = [0u8; 1];
@@ -160,13 +285,19 @@ async fn serve_udp(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
             }
         };
         let now = Instant::now();
+        let shard = current.borrow().clone();
+        let Some(endpoint) = shard.endpoint_index(addr) else {
+            continue;
+        };
         for i in 0..count {
             let peer = batch.peers[i];
             let len = batch.recv_lens[i].min(limits::UDP_PAYLOAD_BYTES_MAX);
             let reply_socket = socket.clone();
             let reply_shard = shard.clone();
             let reply = move |answer: &[u8]| {
-                if !answer.is_empty() && udp::send_one(reply_socket.as_raw_fd(), answer, peer).is_err() {
+                if !answer.is_empty()
+                    && udp::send_one(reply_socket.as_raw_fd(), answer, peer).is_err()
+                {
                     let failures = &reply_shard.counters.send_failures;
                     failures.set(failures.get() + 1);
                 }
@@ -181,7 +312,10 @@ async fn serve_udp(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
         }
         let unsent = batch.flush(fd);
         if unsent > 0 {
-            shard.counters.send_failures.set(shard.counters.send_failures.get() + unsent as u64);
+            shard
+                .counters
+                .send_failures
+                .set(shard.counters.send_failures.get() + unsent as u64);
         }
         glommio::yield_if_needed().await;
     }

@@ -55,7 +55,10 @@ pub fn handle(
             return Handled::Drop;
         }
         Err(Rejection::Reply(rcode)) => {
-            shard.counters.rejected.set(shard.counters.rejected.get() + 1);
+            shard
+                .counters
+                .rejected
+                .set(shard.counters.rejected.get() + 1);
             return Handled::Reply(wire::write_error_reply(packet, rcode, out));
         }
     };
@@ -74,14 +77,26 @@ pub fn handle(
         }
         shard.counters.misses.set(shard.counters.misses.get() + 1);
     }
-    if !block.forwarder.as_ref().is_some_and(|f| f.forwards(query.qname)) {
+    if !block
+        .forwarder
+        .as_ref()
+        .is_some_and(|f| f.forwards(query.qname))
+    {
         return Handled::Reply(wire::write_error_reply(packet, Rcode::ServFail, out));
     }
     let task_shard = shard.clone();
     let packet = packet.to_vec();
     glommio::spawn_local(async move {
         let mut out = vec![0u8; max_len];
-        let len = answer_miss(&task_shard, block_index, &packet, transport, max_len, &mut out).await;
+        let len = answer_miss(
+            &task_shard,
+            block_index,
+            &packet,
+            transport,
+            max_len,
+            &mut out,
+        )
+        .await;
         // An empty answer means "nothing to send" but still ends the query.
         reply(&out[..len]);
     })
@@ -106,7 +121,7 @@ async fn answer_miss(
     let resolution = resolve_shared(shard, block, &query, transport).await;
     match resolution.as_ref() {
         Ok(stored) => {
-            if block.errors && stored.rcode() == Rcode::ServFail {
+            if block.errors && stored.rcode() == Rcode::ServFail.code() {
                 log_error(&query, "upstream answered SERVFAIL");
             }
             cache::write_reply(stored, &query, stored.ttl_secs(), false, out, max_len)
@@ -116,10 +131,16 @@ async fn answer_miss(
 }
 
 /// Joins the upstream query in flight for this key, or starts it.
-async fn resolve_shared(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, transport: Transport) -> Resolution {
-    let key = cache::key_bytes(query);
+async fn resolve_shared(
+    shard: &Rc<Shard>,
+    block: &Block,
+    query: &Query<'_>,
+    transport: Transport,
+) -> Resolution {
+    let key = inflight_key(query);
     let waiter = {
         let mut waiting = block.inflight.waiting.borrow_mut();
+        let full = waiting.len() >= limits::MISSES_INFLIGHT_MAX;
         match waiting.get_mut(&key) {
             Some(waiters) if waiters.len() < limits::COALESCED_WAITERS_MAX => {
                 let (tx, rx) = oneshot::channel();
@@ -127,7 +148,7 @@ async fn resolve_shared(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, tra
                 Some(rx)
             }
             Some(_) => return Rc::new(Err(Rcode::ServFail)),
-            None if waiting.len() >= limits::MISSES_INFLIGHT_MAX => return Rc::new(Err(Rcode::ServFail)),
+            None if full => return Rc::new(Err(Rcode::ServFail)),
             None => {
                 waiting.insert(key.clone(), Vec::new());
                 None
@@ -135,7 +156,10 @@ async fn resolve_shared(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, tra
         }
     };
     if let Some(rx) = waiter {
-        shard.counters.coalesced.set(shard.counters.coalesced.get() + 1);
+        shard
+            .counters
+            .coalesced
+            .set(shard.counters.coalesced.get() + 1);
         return rx.await.unwrap_or_else(|_| Rc::new(Err(Rcode::ServFail)));
     }
     // The leader: remove the in-flight entry however this ends, so a dropped
@@ -143,7 +167,9 @@ async fn resolve_shared(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, tra
     let guard = LeaderGuard { block, key };
     let resolution = Rc::new(resolve(shard, block, query, transport).await);
     if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
-        cache.borrow_mut().insert(query, stored.clone(), Instant::now());
+        cache
+            .borrow_mut()
+            .insert(query, stored.clone(), Instant::now());
     }
     for waiter in guard.take() {
         let _ = waiter.send(resolution.clone());
@@ -152,7 +178,12 @@ async fn resolve_shared(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, tra
 }
 
 /// Asks the upstreams and normalises the answer for the cache and the reply.
-async fn resolve(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, transport: Transport) -> Result<StoredAnswer, Rcode> {
+async fn resolve(
+    shard: &Rc<Shard>,
+    block: &Block,
+    query: &Query<'_>,
+    transport: Transport,
+) -> Result<StoredAnswer, Rcode> {
     let Some(forwarder) = &block.forwarder else {
         return Err(Rcode::ServFail);
     };
@@ -162,7 +193,10 @@ async fn resolve(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, transport:
         Ok(answer) => answer,
         Err(UpstreamError::MaxConcurrent) => return Err(Rcode::Refused),
         Err(err) => {
-            shard.counters.upstream_failures.set(shard.counters.upstream_failures.get() + 1);
+            shard
+                .counters
+                .upstream_failures
+                .set(shard.counters.upstream_failures.get() + 1);
             if block.errors {
                 log_error(query, &err.to_string());
             }
@@ -170,12 +204,27 @@ async fn resolve(shard: &Rc<Shard>, block: &Block, query: &Query<'_>, transport:
         }
     };
     StoredAnswer::from_upstream(&answer, query, &block.cache_config).map_err(|err| {
-        shard.counters.bad_answers.set(shard.counters.bad_answers.get() + 1);
+        shard
+            .counters
+            .bad_answers
+            .set(shard.counters.bad_answers.get() + 1);
         if block.errors {
             log_error(query, &err.to_string());
         }
         Rcode::ServFail
     })
+}
+
+/// The cache key of a query as owned bytes: lower-cased name, type, class, DO, CD.
+fn inflight_key(query: &Query<'_>) -> Vec<u8> {
+    let mut name = [0u8; limits::NAME_BYTES_MAX];
+    let lower = wire::name::lowercase_into(query.qname, &mut name).unwrap_or(query.qname);
+    let mut key = Vec::with_capacity(lower.len() + 5);
+    key.extend_from_slice(lower);
+    key.extend_from_slice(&query.qtype.to_be_bytes());
+    key.extend_from_slice(&query.qclass.to_be_bytes());
+    key.push(u8::from(query.dnssec_ok()) | u8::from(query.cd()) << 1);
+    key
 }
 
 /// The `errors` directive's line: `RCODE qname QTYPE: error`.
@@ -194,7 +243,12 @@ struct LeaderGuard<'a> {
 
 impl LeaderGuard<'_> {
     fn take(self) -> Vec<oneshot::Sender<Resolution>> {
-        self.block.inflight.waiting.borrow_mut().remove(&self.key).unwrap_or_default()
+        self.block
+            .inflight
+            .waiting
+            .borrow_mut()
+            .remove(&self.key)
+            .unwrap_or_default()
     }
 }
 

@@ -50,29 +50,41 @@ pub struct Block {
 
 pub struct Shard {
     pub blocks: Vec<Block>,
-    /// For each endpoint (in listener order), the blocks behind it.
-    endpoint_blocks: Vec<Vec<usize>>,
+    /// For each endpoint, its address and the blocks behind it.
+    endpoint_blocks: Vec<(std::net::SocketAddr, Vec<usize>)>,
     pub counters: Counters,
 }
 
 impl Shard {
     pub fn new(config: &Config, endpoints: &[Endpoint], shards: usize) -> Rc<Shard> {
-        let blocks = config.servers.iter().map(|block| Block::new(block, shards)).collect();
+        let blocks = config
+            .servers
+            .iter()
+            .map(|block| Block::new(block, shards))
+            .collect();
         Rc::new(Shard {
             blocks,
-            endpoint_blocks: endpoints.iter().map(|e| e.blocks.clone()).collect(),
+            endpoint_blocks: endpoints
+                .iter()
+                .map(|e| (e.addr, e.blocks.clone()))
+                .collect(),
             counters: Counters::default(),
         })
     }
 
+    /// The index of the endpoint listening on `addr`, None once it is gone.
+    pub fn endpoint_index(&self, addr: std::net::SocketAddr) -> Option<usize> {
+        self.endpoint_blocks.iter().position(|(a, _)| *a == addr)
+    }
+
     /// The block of `endpoint` with the longest zone containing `qname`.
     pub fn block_for(&self, endpoint: usize, qname: &[u8]) -> Option<usize> {
-        let candidates = self.endpoint_blocks.get(endpoint)?;
+        let (_, candidates) = self.endpoint_blocks.get(endpoint)?;
         let mut best: Option<(usize, usize)> = None;
         for &index in candidates {
             for zone in &self.blocks[index].zones {
                 let longer = best.is_none_or(|(_, len)| zone.len() > len);
-                if longer && wire::name_in_zone(qname, zone) {
+                if longer && wire::name::in_zone(qname, zone) {
                     best = Some((index, zone.len()));
                 }
             }
@@ -96,15 +108,15 @@ impl Block {
         let zones = block
             .zones
             .iter()
-            .filter_map(|zone| {
-                let mut name = Vec::new();
-                wire::encode_name(&zone.name, &mut name).map(|()| name)
-            })
+            .filter_map(|zone| wire::name::zone_to_wire(&zone.name))
             .collect();
         let cache_config = block.cache.clone().unwrap_or_else(uncached_defaults);
         Block {
             zones,
-            cache: block.cache.as_ref().map(|c| RefCell::new(cache::Shard::new(c))),
+            cache: block
+                .cache
+                .as_ref()
+                .map(|c| RefCell::new(cache::Shard::with_share(c, shards))),
             cache_config,
             forwarder: block.forward.as_ref().map(|f| Forwarder::new(f, shards)),
             inflight: Inflight::default(),
@@ -116,7 +128,11 @@ impl Block {
 
 /// Classification bounds for a block without a `cache` directive (CoreDNS defaults).
 fn uncached_defaults() -> CacheConfig {
-    let class = |ttl_max| CacheClass { capacity: 0, ttl_max: Duration::from_secs(ttl_max), ttl_min: Duration::from_secs(5) };
+    let class = |ttl_max| CacheClass {
+        capacity: 0,
+        ttl_max: Duration::from_secs(ttl_max),
+        ttl_min: Duration::from_secs(5),
+    };
     CacheConfig {
         zones: Vec::new(),
         success: class(3600),

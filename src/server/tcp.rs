@@ -13,12 +13,11 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::query::{self, Handled};
-use super::shard::Shard;
 use crate::limits;
 use crate::upstream::{with_deadline, Transport};
 
 /// Accepts clients until the task is cancelled.
-pub async fn serve(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
+pub async fn serve(current: super::Current, addr: std::net::SocketAddr, socket: socket2::Socket) {
     // SAFETY: the fd comes from a socket we own and give up here.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let clients = Rc::new(Cell::new(0usize));
@@ -31,14 +30,18 @@ pub async fn serve(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
                 continue;
             }
         };
+        let shard = current.borrow().clone();
         if clients.get() >= limits::TCP_CLIENTS_PER_SHARD_MAX {
-            shard.counters.tcp_refused.set(shard.counters.tcp_refused.get() + 1);
+            shard
+                .counters
+                .tcp_refused
+                .set(shard.counters.tcp_refused.get() + 1);
             continue;
         }
         clients.set(clients.get() + 1);
-        let (shard, clients) = (shard.clone(), clients.clone());
+        let (current, clients) = (current.clone(), clients.clone());
         glommio::spawn_local(async move {
-            serve_client(&shard, endpoint, stream).await;
+            serve_client(&current, addr, stream).await;
             clients.set(clients.get() - 1);
         })
         .detach();
@@ -46,9 +49,10 @@ pub async fn serve(shard: Rc<Shard>, endpoint: usize, socket: socket2::Socket) {
 }
 
 /// Reads queries until the client closes, sends garbage framing, or idles out.
-async fn serve_client(shard: &Rc<Shard>, endpoint: usize, stream: TcpStream) {
+async fn serve_client(current: &super::Current, addr: std::net::SocketAddr, stream: TcpStream) {
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (frames, queue) = local_channel::new_bounded(limits::TCP_CLIENT_INFLIGHT_MAX);
+    let frames = Rc::new(frames);
     let writing = glommio::spawn_local(write_answers(writer, queue));
     let inflight = Rc::new(Cell::new(0usize));
     let mut packet = vec![0u8; limits::MESSAGE_BYTES_MAX];
@@ -66,7 +70,12 @@ async fn serve_client(shard: &Rc<Shard>, endpoint: usize, stream: TcpStream) {
             break;
         }
         let body = &mut packet[..len];
-        match with_deadline(Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS), reader.read_exact(body)).await {
+        match with_deadline(
+            Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS),
+            reader.read_exact(body),
+        )
+        .await
+        {
             Some(Ok(())) => {}
             _ => break,
         }
@@ -83,7 +92,19 @@ async fn serve_client(shard: &Rc<Shard>, endpoint: usize, stream: TcpStream) {
             later_inflight.set(later_inflight.get() - 1);
         };
         inflight.set(inflight.get() + 1);
-        match query::handle(shard, endpoint, &packet[..len], Transport::Tcp, Instant::now(), &mut out, reply) {
+        let shard = current.borrow().clone();
+        let Some(endpoint) = shard.endpoint_index(addr) else {
+            break;
+        };
+        match query::handle(
+            &shard,
+            endpoint,
+            &packet[..len],
+            Transport::Tcp,
+            Instant::now(),
+            &mut out,
+            reply,
+        ) {
             Handled::Reply(n) => {
                 inflight.set(inflight.get() - 1);
                 if frames.send(frame(&out[..n])).await.is_err() {
@@ -114,7 +135,10 @@ fn frame(answer: &[u8]) -> Vec<u8> {
     framed
 }
 
-async fn write_answers<W: futures_lite::AsyncWrite + Unpin>(mut writer: W, queue: local_channel::LocalReceiver<Vec<u8>>) {
+async fn write_answers<W: futures_lite::AsyncWrite + Unpin>(
+    mut writer: W,
+    queue: local_channel::LocalReceiver<Vec<u8>>,
+) {
     let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
         batch.clear();
@@ -128,4 +152,3 @@ async fn write_answers<W: futures_lite::AsyncWrite + Unpin>(mut writer: W, queue
     }
     let _ = writer.close().await;
 }
-

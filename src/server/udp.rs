@@ -40,14 +40,19 @@ pub struct Batch {
 
 impl Default for Batch {
     fn default() -> Self {
-        let none = Peer { client: SocketAddr::from(([0, 0, 0, 0], 0)), local: None };
+        let none = Peer {
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            local: None,
+        };
         // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
         let zero_storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
         Batch {
-            recv_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX].into_boxed_slice(),
+            recv_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX]
+                .into_boxed_slice(),
             recv_lens: [0; limits::UDP_BATCH_MAX],
             peers: [none; limits::UDP_BATCH_MAX],
-            send_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX].into_boxed_slice(),
+            send_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX]
+                .into_boxed_slice(),
             send_lens: [0; limits::UDP_BATCH_MAX],
             send_peers: [none; limits::UDP_BATCH_MAX],
             send_count: 0,
@@ -62,8 +67,10 @@ impl Batch {
     pub fn receive(&mut self, fd: RawFd) -> std::io::Result<usize> {
         // SAFETY: zeroed iovec/msghdr/mmsghdr arrays are valid; every pointer set below
         // points into buffers owned by `self`, which outlive the call.
-        let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
-        let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] =
+            unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] =
+            unsafe { MaybeUninit::zeroed().assume_init() };
         for i in 0..limits::UDP_BATCH_MAX {
             iovecs[i].iov_base = self.recv_bufs[i].as_mut_ptr().cast();
             iovecs[i].iov_len = limits::UDP_PAYLOAD_BYTES_MAX;
@@ -93,11 +100,11 @@ impl Batch {
             };
         }
         let count = count as usize;
-        for i in 0..count {
-            self.recv_lens[i] = msgs[i].msg_len as usize;
+        for (i, msg) in msgs.iter().enumerate().take(count) {
+            self.recv_lens[i] = msg.msg_len as usize;
             let client = storage_to_addr(&self.names[i]).unwrap_or(self.peers[i].client);
             // SAFETY: the kernel filled msg_control up to msg_controllen.
-            let local = unsafe { destination(&msgs[i].msg_hdr) };
+            let local = unsafe { destination(&msg.msg_hdr) };
             self.peers[i] = Peer { client, local };
         }
         Ok(count)
@@ -112,18 +119,17 @@ impl Batch {
         }
     }
 
-    /// The next free send buffer.
-    pub fn send_slot(&mut self) -> &mut [u8] {
-        let slot = self.send_count.min(limits::UDP_BATCH_MAX - 1);
-        &mut self.send_bufs[slot]
-    }
-
     /// Sends every queued answer; returns how many the kernel did not take.
     pub fn flush(&mut self, fd: RawFd) -> usize {
         let count = std::mem::take(&mut self.send_count);
         let mut sent = 0;
         while sent < count {
-            match send_many(fd, &self.send_bufs[sent..count], &self.send_lens[sent..count], &self.send_peers[sent..count]) {
+            match send_many(
+                fd,
+                &self.send_bufs[sent..count],
+                &self.send_lens[sent..count],
+                &self.send_peers[sent..count],
+            ) {
                 Ok(0) | Err(_) => return count - sent,
                 Ok(n) => sent += n,
             }
@@ -149,12 +155,19 @@ fn send_many(
     lens: &[usize],
     peers: &[Peer],
 ) -> std::io::Result<usize> {
-    let count = bufs.len().min(lens.len()).min(peers.len()).min(limits::UDP_BATCH_MAX);
+    let count = bufs
+        .len()
+        .min(lens.len())
+        .min(peers.len())
+        .min(limits::UDP_BATCH_MAX);
     // SAFETY: as in `receive`; every pointer targets data alive across the call and the
     // kernel only reads from them.
-    let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut names: [libc::sockaddr_storage; limits::UDP_BATCH_MAX] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] =
+        unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] =
+        unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut names: [libc::sockaddr_storage; limits::UDP_BATCH_MAX] =
+        unsafe { MaybeUninit::zeroed().assume_init() };
     let mut controls = [Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX];
     for i in 0..count {
         iovecs[i].iov_base = bufs[i].as_ptr() as *mut libc::c_void;
@@ -174,7 +187,14 @@ fn send_many(
         }
     }
     // SAFETY: msgs holds `count` initialised headers.
-    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
     if sent < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -185,16 +205,26 @@ fn storage_to_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let sin: &libc::sockaddr_in =
+                unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                port,
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
         }
         _ => None,
     }
@@ -204,7 +234,8 @@ fn addr_to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> li
     match addr {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large enough for sockaddr_in.
-            let sin: &mut libc::sockaddr_in = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
+            let sin: &mut libc::sockaddr_in =
+                unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = v4.port().to_be();
             sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
@@ -212,7 +243,8 @@ fn addr_to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> li
         }
         SocketAddr::V6(v6) => {
             // SAFETY: sockaddr_storage is large enough for sockaddr_in6.
-            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
+            let sin6: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = v6.port().to_be();
             sin6.sin6_addr.s6_addr = v6.ip().octets();
@@ -236,7 +268,9 @@ unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
         let c = &*cmsg;
         if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
             let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
-            return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+            return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                info.ipi_addr.s_addr,
+            ))));
         }
         if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
             let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
@@ -255,8 +289,16 @@ unsafe fn write_source(control: &mut Control, local: IpAddr) -> usize {
     let mut hdr: libc::msghdr = MaybeUninit::zeroed().assume_init();
     hdr.msg_control = control.0.as_mut_ptr().cast();
     let (level, kind, data_len) = match local {
-        IpAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO, std::mem::size_of::<libc::in_pktinfo>()),
-        IpAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, std::mem::size_of::<libc::in6_pktinfo>()),
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            std::mem::size_of::<libc::in_pktinfo>(),
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            std::mem::size_of::<libc::in6_pktinfo>(),
+        ),
     };
     let space = libc::CMSG_SPACE(data_len as u32) as usize;
     if space > CONTROL_BYTES {
@@ -267,7 +309,11 @@ unsafe fn write_source(control: &mut Control, local: IpAddr) -> usize {
     if cmsg.is_null() {
         return 0;
     }
-    let header = libc::cmsghdr { cmsg_len: libc::CMSG_LEN(data_len as u32) as usize, cmsg_level: level, cmsg_type: kind };
+    let header = libc::cmsghdr {
+        cmsg_len: libc::CMSG_LEN(data_len as u32) as usize,
+        cmsg_level: level,
+        cmsg_type: kind,
+    };
     std::ptr::write_unaligned(cmsg, header);
     match local {
         IpAddr::V4(ip) => {

@@ -80,10 +80,7 @@ impl Forwarder {
         let except = cfg
             .except
             .iter()
-            .filter_map(|zone| {
-                let mut name = Vec::new();
-                wire::encode_name(&zone.name, &mut name).map(|()| name)
-            })
+            .filter_map(|zone| wire::name::zone_to_wire(&zone.name))
             .collect();
         let upstreams = cfg
             .to
@@ -116,7 +113,7 @@ impl Forwarder {
         !self
             .except
             .iter()
-            .any(|zone| wire::name_in_zone(qname, zone))
+            .any(|zone| wire::name::in_zone(qname, zone))
     }
 
     /// Resolves `query` (a complete DNS message; its ID is replaced per attempt) and
@@ -258,7 +255,7 @@ fn health_query(cfg: &ForwardConfig) -> Option<Vec<u8>> {
     let mut query = vec![0, 0];
     query.extend_from_slice(&flags.to_be_bytes());
     query.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    wire::encode_name(&cfg.health_check_domain.name, &mut query)?;
+    query.extend_from_slice(&wire::name::zone_to_wire(&cfg.health_check_domain.name)?);
     query.extend_from_slice(&[0, 2, 0, 1]);
     Some(query)
 }

@@ -65,46 +65,54 @@ pub fn answer_matches(query: &[u8], answer: &[u8], id: u16) -> bool {
     }
 }
 
-/// Appends the wire form of a presentation name ("cluster.local." or ".") in lower
-/// case; None when a label is empty or too long or the name is too long.
-pub fn encode_name(text: &str, out: &mut Vec<u8>) -> Option<()> {
-    let start = out.len();
-    for label in text
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|_| text != "." && !text.is_empty())
-    {
-        if label.is_empty() || label.len() > crate::limits::LABEL_BYTES_MAX {
-            return None;
-        }
-        out.push(label.len() as u8);
-        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+/// The presentation form of an uncompressed wire name ("www.example.com."), for logs.
+pub fn name_to_string(name: &[u8]) -> String {
+    let mut text = String::new();
+    let mut rest = name;
+    while let Some((&len, tail)) = rest.split_first() {
+        let Some(label) = tail.get(..usize::from(len)).filter(|_| len > 0) else {
+            break;
+        };
+        text.extend(label.iter().map(|&b| {
+            if b.is_ascii_graphic() {
+                char::from(b)
+            } else {
+                '?'
+            }
+        }));
+        text.push('.');
+        rest = &tail[label.len()..];
     }
-    out.push(0);
-    (out.len() - start <= crate::limits::NAME_BYTES_MAX).then_some(())
+    if text.is_empty() {
+        text.push('.');
+    }
+    text
 }
 
-/// True when wire name `name` equals `zone` or lies below it (ASCII case ignored).
-/// `zone` is in wire form; both must be uncompressed.
-pub fn name_in_zone(name: &[u8], zone: &[u8]) -> bool {
-    let Some(offset) = name.len().checked_sub(zone.len()) else {
-        return false;
+/// The mnemonic of common query types, else `TYPEnnn` (RFC 3597).
+pub fn type_to_string(qtype: u16) -> std::borrow::Cow<'static, str> {
+    let known = match qtype {
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        12 => "PTR",
+        13 => "HINFO",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        35 => "NAPTR",
+        41 => "OPT",
+        43 => "DS",
+        46 => "RRSIG",
+        48 => "DNSKEY",
+        64 => "SVCB",
+        65 => "HTTPS",
+        255 => "ANY",
+        _ => return format!("TYPE{qtype}").into(),
     };
-    let Some(tail) = name.get(offset..) else {
-        return false;
-    };
-    if !tail.eq_ignore_ascii_case(zone) {
-        return false;
-    }
-    // The tail must start on a label boundary of `name`.
-    let mut at = 0;
-    while at < offset {
-        match name.get(at) {
-            Some(&len) if len != 0 => at += 1 + usize::from(len),
-            _ => return false,
-        }
-    }
-    at == offset
+    known.into()
 }
 
 #[cfg(test)]
@@ -148,19 +156,12 @@ mod tests {
     }
 
     #[test]
-    fn zones() {
-        let mut zone = Vec::new();
-        encode_name("Cluster.Local.", &mut zone).unwrap();
-        assert_eq!(zone, b"\x07cluster\x05local\x00");
-        let mut root = Vec::new();
-        encode_name(".", &mut root).unwrap();
-        assert_eq!(root, b"\x00");
-        assert!(name_in_zone(b"\x03svc\x07CLUSTER\x05local\x00", &zone));
-        assert!(name_in_zone(b"\x07cluster\x05local\x00", &zone));
-        assert!(!name_in_zone(b"\x02xcluster\x05local\x00", &zone));
-        assert!(!name_in_zone(b"\x05local\x00", &zone));
-        assert!(name_in_zone(b"\x05local\x00", &root));
-        assert!(encode_name("a..b", &mut Vec::new()).is_none());
+    fn presentation() {
+        assert_eq!(name_to_string(b"\x03www\x07Example\x00"), "www.Example.");
+        assert_eq!(name_to_string(b"\x00"), ".");
+        assert_eq!(name_to_string(b"\x05ab"), ".");
+        assert_eq!(type_to_string(28), "AAAA");
+        assert_eq!(type_to_string(999), "TYPE999");
     }
 
     #[test]

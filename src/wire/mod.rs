@@ -1,9 +1,30 @@
 //! Bounds-checked, zero-copy reading and writing of DNS messages. The only module
 //! that indexes packet bytes; everything else goes through its types.
+//!
+//! - [`cursor`]: [`Reader`] and [`Writer`], which return [`WireError`] instead of panicking.
+//! - [`header`]: the header, flag bits, rcodes, OPT, record skipping.
+//! - [`name`]: case folding, hashing and zone membership of wire-form names.
+//! - [`query`]: client query checks ([`parse_query`]), error replies, upstream queries.
+
+pub mod cursor;
+pub mod header;
+pub mod name;
+pub mod query;
+
+pub use cursor::{Reader, WireError, Writer};
+pub use header::{
+    flags, split_records, write_opt, Edns, Header, Rcode, Split, HEADER_BYTES, OPT_BYTES,
+};
+pub use query::{
+    parse_query, write_error_reply, write_upstream_query, DropReason, Query, Rejection,
+};
+
+#[cfg(test)]
+mod tests;
 
 mod matching;
 
 pub use matching::{
-    answer_matches, encode_name, is_truncated, message_id, name_in_zone, question_bytes,
-    set_message_id,
+    answer_matches, is_truncated, message_id, name_to_string, question_bytes, set_message_id,
+    type_to_string,
 };

@@ -1,0 +1,301 @@
+//! An upstream answer normalised for copying: parsed and validated once with
+//! hickory-proto, classified like CoreDNS `response.Typify`, re-encoded without its
+//! OPT, and kept as the bytes after the question plus the offsets of every TTL, so
+//! that a hit is a copy and a few patches.
+
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::ProtoError;
+
+use crate::config::CacheConfig;
+use crate::limits::{
+    ANSWER_TTL_SECS_DEFAULT, ANSWER_TTL_SECS_MAX, EDNS_UDP_PAYLOAD_BYTES_OURS, NAME_BYTES_MAX,
+};
+use crate::wire::{flags, split_records, write_opt, Header, Query, Reader, WireError, Writer};
+
+/// How an answer is cached (CoreDNS `response.Type` folded into cache decisions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerClass {
+    /// NOERROR with answers, NOERROR empty without SOA, delegation.
+    Success,
+    /// NXDOMAIN, NODATA (NOERROR, no answers, SOA in authority).
+    Denial,
+    /// SERVFAIL, NOTIMP: cached for `servfail_ttl`.
+    ServFail,
+    /// REFUSED, FORMERR, other rcodes, NXDOMAIN with answers, TC=1, transfers,
+    /// non-QUERY opcodes: passed through, never cached.
+    Uncacheable,
+}
+
+/// Why an upstream answer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("upstream answer does not parse: {0}")]
+    Parse(#[source] ProtoError),
+    #[error("upstream message is not a response")]
+    NotResponse,
+    #[error("upstream answer's question does not match the query")]
+    QuestionMismatch,
+    #[error("re-encoding the upstream answer failed: {0}")]
+    Encode(#[source] ProtoError),
+    #[error("re-encoded upstream answer unreadable: {0}")]
+    Wire(#[from] WireError),
+}
+
+/// CoreDNS `response.Type`, the finer classification behind [`AnswerClass`] and the TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    NoError,
+    Delegation,
+    NoData,
+    NameError,
+    ServerError,
+    Other,
+}
+
+/// An upstream answer ready to be written to any client that asked the same question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// Answer, authority and additional records (no OPT), compressed against a
+    /// message whose question is `question_len` bytes at offset 12.
+    records: Box<[u8]>,
+    /// Offsets of each record's TTL within `records`, patched on every reply.
+    ttl_offsets: Box<[u16]>,
+    /// ANCOUNT, NSCOUNT, ARCOUNT of `records`.
+    counts: [u16; 3],
+    /// Upstream header flags we pass on: AA, TC, RA, AD.
+    flags: u16,
+    /// Full rcode, extended bits included (they travel in our OPT).
+    rcode: u16,
+    /// Length of the question the records were encoded behind; a reply to a question
+    /// of another length would break the compression pointers.
+    question_len: usize,
+    class: AnswerClass,
+    /// TTL of the entry and of every record in a reply (CoreDNS rewrites all TTLs to it).
+    ttl_secs: u32,
+}
+
+impl StoredAnswer {
+    /// Parses `answer` (ID already matched by the caller), checks it answers `q`,
+    /// classifies it, computes its TTL and re-encodes it without OPT.
+    pub fn from_upstream(
+        answer: &[u8],
+        q: &Query<'_>,
+        cfg: &CacheConfig,
+    ) -> Result<StoredAnswer, AnswerError> {
+        check_question(answer, q)?;
+        let mut msg = Message::from_vec(answer).map_err(AnswerError::Parse)?;
+        if msg.message_type() != MessageType::Response {
+            return Err(AnswerError::NotResponse);
+        }
+        let kind = typify(&msg, q.qtype);
+        let class = match kind {
+            Kind::NoError | Kind::Delegation => AnswerClass::Success,
+            Kind::NoData | Kind::NameError => AnswerClass::Denial,
+            Kind::ServerError => AnswerClass::ServFail,
+            Kind::Other => AnswerClass::Uncacheable,
+        };
+        let ttl_secs = entry_ttl(&msg, kind, cfg);
+        let rcode = u16::from(msg.response_code());
+        // The high rcode bits live in the OPT we drop; keep the header to the low bits.
+        msg.set_response_code(ResponseCode::from_low(msg.response_code().low()));
+        *msg.extensions_mut() = None;
+        let bytes = msg.to_vec().map_err(AnswerError::Encode)?;
+        let split = split_records(&bytes)?;
+        if split.question_len != q.question().len() {
+            return Err(AnswerError::QuestionMismatch);
+        }
+        let h = split.header;
+        Ok(StoredAnswer {
+            records: split.records.into(),
+            ttl_offsets: split.ttl_offsets.into_boxed_slice(),
+            counts: [h.ancount, h.nscount, h.arcount],
+            flags: h.flags & (flags::AA | flags::TC | flags::RA | flags::AD),
+            rcode,
+            question_len: split.question_len,
+            class,
+            ttl_secs,
+        })
+    }
+
+    pub fn class(&self) -> AnswerClass {
+        self.class
+    }
+
+    pub fn ttl_secs(&self) -> u32 {
+        self.ttl_secs
+    }
+
+    /// The full response code.
+    pub fn rcode(&self) -> u16 {
+        self.rcode
+    }
+
+    /// Heap bytes this answer holds (for the cache's byte budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.records.len() + self.ttl_offsets.len() * size_of::<u16>()
+    }
+}
+
+/// Same question, compared on the raw bytes: name ignoring case, type, class.
+fn check_question(answer: &[u8], q: &Query<'_>) -> Result<(), AnswerError> {
+    let mut r = Reader::new(answer);
+    let h = Header::read(&mut r)?;
+    if h.flags & flags::QR == 0 {
+        return Err(AnswerError::NotResponse);
+    }
+    let mut name = [0u8; NAME_BYTES_MAX];
+    let len = r.name_expanded(&mut name)?;
+    let same_name = name
+        .get(..len)
+        .is_some_and(|n| n.eq_ignore_ascii_case(q.qname));
+    if h.qdcount != 1 || !same_name || r.u16()? != q.qtype || r.u16()? != q.qclass {
+        return Err(AnswerError::QuestionMismatch);
+    }
+    Ok(())
+}
+
+/// CoreDNS `response.Typify`, with NXDOMAIN a denial even without SOA.
+fn typify(m: &Message, qtype: u16) -> Kind {
+    let transfer = matches!(RecordType::from(qtype), RecordType::AXFR | RecordType::IXFR);
+    if m.op_code() != OpCode::Query || transfer || m.truncated() {
+        return Kind::Other;
+    }
+    let rcode = m.response_code();
+    let answers = !m.answers().is_empty();
+    let soa = m
+        .name_servers()
+        .iter()
+        .any(|r| r.record_type() == RecordType::SOA);
+    let ns = m
+        .name_servers()
+        .iter()
+        .any(|r| r.record_type() == RecordType::NS);
+    match rcode {
+        ResponseCode::NoError if answers => Kind::NoError,
+        ResponseCode::NoError if soa => Kind::NoData,
+        ResponseCode::NoError if ns => Kind::Delegation,
+        ResponseCode::NoError => Kind::NoError,
+        ResponseCode::NXDomain if answers => Kind::Other,
+        ResponseCode::NXDomain => Kind::NameError,
+        ResponseCode::ServFail | ResponseCode::NotImp => Kind::ServerError,
+        _ => Kind::Other,
+    }
+}
+
+/// CoreDNS `dnsutil.MinimalTTL` then `computeTTL`: min over all records (OPT
+/// excluded) starting from 1 h, 5 s when there is nothing to look at, clamped to the
+/// class's [MINTTL, cap] (cap wins); SERVFAIL uses `servfail_ttl`.
+fn entry_ttl(m: &Message, kind: Kind, cfg: &CacheConfig) -> u32 {
+    if kind == Kind::ServerError {
+        return secs(cfg.servfail_ttl);
+    }
+    let examined = matches!(kind, Kind::NoError | Kind::NameError | Kind::NoData);
+    let msg_ttl = if !examined || m.answers().len() + m.name_servers().len() == 0 {
+        ANSWER_TTL_SECS_DEFAULT
+    } else {
+        let records = m
+            .answers()
+            .iter()
+            .chain(m.name_servers())
+            .chain(m.additionals());
+        records
+            .filter(|r| r.record_type() != RecordType::OPT)
+            .map(Record::ttl)
+            .fold(ANSWER_TTL_SECS_MAX, u32::min)
+    };
+    let bounds = match kind {
+        Kind::NoData | Kind::NameError => cfg.denial,
+        _ => cfg.success,
+    };
+    msg_ttl.max(secs(bounds.ttl_min)).min(secs(bounds.ttl_max))
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Writes a reply to `q` from `stored` into `out` and returns its length (0 if not
+/// even a truncated reply fits in `out`, or if `stored` was built for a question of
+/// another length). Header: client's ID, opcode, RD, CD; QR; AA forced on for a cache
+/// `hit`; RA, TC and rcode from upstream; AD kept only if the query had DO or AD. Then
+/// the client's question verbatim, the records with every TTL set to `ttl_secs`, and
+/// an OPT (our UDP size, client's DO) if the client sent one. A reply longer than
+/// `max_len` becomes header + question + OPT with TC=1.
+pub fn write_reply(
+    stored: &StoredAnswer,
+    q: &Query<'_>,
+    ttl_secs: u32,
+    hit: bool,
+    out: &mut [u8],
+    max_len: usize,
+) -> usize {
+    let question = q.question();
+    if question.len() != stored.question_len {
+        return 0;
+    }
+    let mut f = flags::QR | (q.flags & (flags::OPCODE_MASK | flags::RD | flags::CD)) | stored.flags;
+    f |= stored.rcode & flags::RCODE_MASK;
+    if hit {
+        f |= flags::AA;
+    }
+    if !(q.dnssec_ok() || q.ad()) {
+        f &= !flags::AD;
+    }
+    let opt = u16::from(q.edns.is_some());
+    let mut header = Header {
+        id: q.id,
+        flags: f,
+        qdcount: 1,
+        ancount: stored.counts[0],
+        nscount: stored.counts[1],
+        arcount: stored.counts[2].saturating_add(opt),
+    };
+    let mut w = Writer::with_limit(out, max_len);
+    if write_full(&mut w, &header, question, stored, ttl_secs, q).is_ok() {
+        return w.len();
+    }
+    header.flags |= flags::TC;
+    (header.ancount, header.nscount, header.arcount) = (0, 0, opt);
+    w.truncate(0);
+    let truncated = header
+        .write(&mut w)
+        .and_then(|()| w.bytes(question))
+        .and_then(|()| write_client_opt(&mut w, stored, q));
+    if truncated.is_ok() {
+        w.len()
+    } else {
+        0
+    }
+}
+
+fn write_full(
+    w: &mut Writer<'_>,
+    header: &Header,
+    question: &[u8],
+    stored: &StoredAnswer,
+    ttl_secs: u32,
+    q: &Query<'_>,
+) -> Result<(), WireError> {
+    header.write(w)?;
+    w.bytes(question)?;
+    let base = w.len();
+    w.bytes(&stored.records)?;
+    for &off in stored.ttl_offsets.iter() {
+        w.set_u32(base + usize::from(off), ttl_secs)?;
+    }
+    write_client_opt(w, stored, q)
+}
+
+fn write_client_opt(
+    w: &mut Writer<'_>,
+    stored: &StoredAnswer,
+    q: &Query<'_>,
+) -> Result<(), WireError> {
+    match q.edns {
+        Some(e) => write_opt(w, EDNS_UDP_PAYLOAD_BYTES_OURS, stored.rcode, e.dnssec_ok),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,239 @@
+//! `forward FROM TO... { ... }` with CoreDNS's options and defaults. TO is an address or
+//! a resolv.conf-format file (a relative path is taken from the Corefile's directory)
+//! whose `nameserver` lines expand in place. Only plain DNS upstreams: `tls://` is refused.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::lexer::Token;
+use super::parser::LineSyntax;
+use super::resolv::read_nameservers;
+use super::setup::{Ctx, Once};
+use super::types::{ForwardConfig, Policy, Zone};
+use super::value::parse_upstream_addr;
+
+/// CoreDNS's limit of upstreams per forward.
+pub const UPSTREAMS_MAX: usize = 15;
+pub const EXPIRE_DEFAULT: Duration = Duration::from_secs(10);
+pub const MAX_FAILS_DEFAULT: u32 = 2;
+pub const HEALTH_CHECK_DEFAULT: Duration = Duration::from_millis(500);
+
+const OPTIONS: &str = "except, force_tcp, prefer_udp, expire, max_fails, policy, health_check, \
+                       max_concurrent, failfast_all_unhealthy_upstreams";
+
+pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, ConfigError> {
+    ctx.arg_count(
+        line,
+        "forward",
+        2..=usize::MAX,
+        "forward FROM TO... { OPTIONS }",
+    )?;
+    let Some((from, to_args)) = line.args.split_first() else {
+        return Err(ctx.invalid(&line.name, "forward", "missing FROM"));
+    };
+    let from = ctx.zone(from, "forward FROM")?;
+    let mut to = Vec::new();
+    for token in to_args {
+        to.extend(upstreams(ctx, token)?);
+    }
+    if to.len() > UPSTREAMS_MAX {
+        return Err(ConfigError::Conflict {
+            at: ctx.at(line.name.line),
+            context: "forward".into(),
+            reason: format!("{} upstreams, at most {UPSTREAMS_MAX}", to.len()),
+        });
+    }
+    let mut forward = ForwardConfig {
+        from,
+        to,
+        except: Vec::new(),
+        force_tcp: false,
+        prefer_udp: false,
+        expire: EXPIRE_DEFAULT,
+        max_fails: MAX_FAILS_DEFAULT,
+        policy: Policy::Random,
+        health_check: HEALTH_CHECK_DEFAULT,
+        health_check_no_rec: false,
+        health_check_domain: Zone { name: ".".into() },
+        max_concurrent: None,
+        failfast_all_unhealthy: false,
+    };
+    let mut once = Once::default();
+    for option in line.block.iter().flatten() {
+        if option.name.text != "except" {
+            once.check(ctx, &option.name.text, option.name.line)?;
+        }
+        forward_option(ctx, option, &mut forward)?;
+        if forward.force_tcp && forward.prefer_udp {
+            return Err(ConfigError::Conflict {
+                at: ctx.at(option.name.line),
+                context: "forward".into(),
+                reason: "force_tcp and prefer_udp cannot be used together".into(),
+            });
+        }
+    }
+    Ok(forward)
+}
+
+/// One TO argument: an address (`dns://` allowed) or a resolv.conf file.
+fn upstreams(ctx: &Ctx<'_>, token: &Token) -> Result<Vec<SocketAddr>, ConfigError> {
+    let text = match token.text.split_once("://") {
+        None => token.text.as_str(),
+        Some(("dns", rest)) => rest,
+        Some((scheme @ ("tls" | "https" | "grpc" | "quic"), _)) => {
+            return Err(ConfigError::Unsupported {
+                at: ctx.at(token.line),
+                context: "forward".into(),
+                token: token.text.clone(),
+                reason: format!("{scheme}:// upstreams are not implemented, only plain DNS"),
+            })
+        }
+        Some((scheme, _)) => {
+            return Err(ctx.invalid(token, "forward", format!("unknown scheme \"{scheme}://\"")))
+        }
+    };
+    if let Some(addr) = parse_upstream_addr(text) {
+        return Ok(vec![addr]);
+    }
+    let path = ctx.file.parent().unwrap_or(Path::new("")).join(text);
+    match read_nameservers(&path) {
+        Ok(servers) if servers.is_empty() => {
+            Err(ctx.invalid(token, "forward", "no usable nameserver line in the file"))
+        }
+        Ok(servers) => Ok(servers),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ctx.invalid(
+            token,
+            "forward",
+            "not an IP address, IP:PORT, [IPv6]:PORT or an existing resolv.conf file",
+        )),
+        Err(e) => Err(ctx.invalid(
+            token,
+            "forward",
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+fn forward_option(
+    ctx: &Ctx<'_>,
+    option: &LineSyntax,
+    forward: &mut ForwardConfig,
+) -> Result<(), ConfigError> {
+    let args = option.args.as_slice();
+    let name = option.name.text.as_str();
+    let context = format!("forward {name}");
+    match name {
+        "except" => {
+            ctx.arg_count(option, &context, 1..=usize::MAX, "except NAMES...")?;
+            for token in args {
+                forward.except.push(ctx.zone(token, &context)?);
+            }
+        }
+        "force_tcp" => {
+            ctx.arg_count(option, &context, 0..=0, "force_tcp")?;
+            forward.force_tcp = true;
+        }
+        "prefer_udp" => {
+            ctx.arg_count(option, &context, 0..=0, "prefer_udp")?;
+            forward.prefer_udp = true;
+        }
+        "expire" => {
+            ctx.arg_count(option, &context, 1..=1, "expire DURATION")?;
+            if let Some(token) = args.first() {
+                forward.expire = ctx.duration(token, &context)?;
+            }
+        }
+        "max_fails" => {
+            ctx.arg_count(option, &context, 1..=1, "max_fails INTEGER")?;
+            if let Some(token) = args.first() {
+                forward.max_fails = ctx.int(token, &context, 0, u32::MAX)?;
+            }
+        }
+        "policy" => {
+            ctx.arg_count(
+                option,
+                &context,
+                1..=1,
+                "policy random|round_robin|sequential",
+            )?;
+            if let Some(token) = args.first() {
+                forward.policy = match token.text.as_str() {
+                    "random" => Policy::Random,
+                    "round_robin" => Policy::RoundRobin,
+                    "sequential" => Policy::Sequential,
+                    _ => {
+                        return Err(ctx.invalid(
+                            token,
+                            &context,
+                            "expected random, round_robin or sequential",
+                        ))
+                    }
+                };
+            }
+        }
+        "health_check" => health_check(ctx, option, forward)?,
+        "max_concurrent" => {
+            ctx.arg_count(option, &context, 1..=1, "max_concurrent INTEGER")?;
+            if let Some(token) = args.first() {
+                // 0 means no limit, as in CoreDNS.
+                let n: usize = ctx.int(token, &context, 0, u32::MAX as usize)?;
+                forward.max_concurrent = (n > 0).then_some(n);
+            }
+        }
+        "failfast_all_unhealthy_upstreams" => {
+            ctx.arg_count(option, &context, 0..=0, "failfast_all_unhealthy_upstreams")?;
+            forward.failfast_all_unhealthy = true;
+        }
+        "tls" | "tls_servername" => {
+            return Err(ConfigError::Unsupported {
+                at: ctx.at(option.name.line),
+                context: "forward".into(),
+                token: name.to_string(),
+                reason: "TLS upstreams are not implemented".into(),
+            })
+        }
+        other => {
+            return Err(ConfigError::UnknownOption {
+                at: ctx.at(option.name.line),
+                directive: "forward",
+                option: other.to_string(),
+                supported: OPTIONS,
+            })
+        }
+    }
+    Ok(())
+}
+
+/// `health_check DURATION [no_rec] [domain FQDN]`.
+fn health_check(
+    ctx: &Ctx<'_>,
+    option: &LineSyntax,
+    forward: &mut ForwardConfig,
+) -> Result<(), ConfigError> {
+    let context = "forward health_check";
+    ctx.arg_count(
+        option,
+        context,
+        1..=4,
+        "health_check DURATION [no_rec] [domain FQDN]",
+    )?;
+    let mut args = option.args.iter();
+    if let Some(token) = args.next() {
+        forward.health_check = ctx.duration(token, context)?;
+    }
+    while let Some(token) = args.next() {
+        match token.text.as_str() {
+            "no_rec" => forward.health_check_no_rec = true,
+            "domain" => {
+                let Some(domain) = args.next() else {
+                    return Err(ctx.invalid(token, context, "domain needs a name after it"));
+                };
+                forward.health_check_domain = ctx.zone(domain, context)?;
+            }
+            _ => return Err(ctx.invalid(token, context, "expected no_rec or domain FQDN")),
+        }
+    }
+    Ok(())
+}

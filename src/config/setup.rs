@@ -1,0 +1,397 @@
+//! Syntax tree → typed [`ServerBlock`]s, after CoreDNS's per-plugin `setup.go`: the block
+//! keys give zones and port, each directive line is checked and turned into its typed
+//! value with CoreDNS's defaults. The small directives live here; `cache` and `forward`
+//! have their own modules.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{ConfigError, SUPPORTED_DIRECTIVES};
+use super::lexer::Token;
+use super::parser::{BlockSyntax, LineSyntax};
+use super::types::{HealthConfig, Location, ReloadConfig, ServerBlock, Zone};
+use super::value::{parse_duration, parse_int, parse_listen_addr, parse_zone_name};
+use super::{cache, forward};
+
+/// What every directive parser needs: the file, for locations and relative paths.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub file: &'a Path,
+}
+
+impl Ctx<'_> {
+    pub fn at(&self, line: usize) -> Location {
+        Location {
+            file: self.file.to_path_buf(),
+            line,
+        }
+    }
+
+    pub fn invalid(&self, token: &Token, context: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            at: self.at(token.line),
+            context: context.to_string(),
+            token: token.text.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks the argument count of a directive or option line.
+    pub fn arg_count(
+        &self,
+        line: &LineSyntax,
+        context: &str,
+        range: std::ops::RangeInclusive<usize>,
+        usage: &'static str,
+    ) -> Result<(), ConfigError> {
+        if range.contains(&line.args.len()) {
+            return Ok(());
+        }
+        Err(ConfigError::Arguments {
+            at: self.at(line.name.line),
+            context: context.to_string(),
+            given: line.args.len(),
+            usage,
+        })
+    }
+
+    /// Refuses an option block on a directive that takes none (`{ }` empty is fine).
+    pub fn no_options(
+        &self,
+        line: &LineSyntax,
+        directive: &'static str,
+    ) -> Result<(), ConfigError> {
+        match line.block.as_deref().and_then(<[LineSyntax]>::first) {
+            None => Ok(()),
+            Some(option) => Err(ConfigError::UnknownOption {
+                at: self.at(option.name.line),
+                directive,
+                option: option.name.text.clone(),
+                supported: "none",
+            }),
+        }
+    }
+
+    pub fn duration(&self, token: &Token, context: &str) -> Result<Duration, ConfigError> {
+        parse_duration(&token.text).map_err(|reason| self.invalid(token, context, reason))
+    }
+
+    pub fn zone(&self, token: &Token, context: &str) -> Result<Zone, ConfigError> {
+        parse_zone_name(&token.text).map_err(|reason| self.invalid(token, context, reason))
+    }
+
+    pub fn int<T>(&self, token: &Token, context: &str, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        parse_int(&token.text, min, max).map_err(|reason| self.invalid(token, context, reason))
+    }
+}
+
+/// Remembers the line of each directive or option seen, to refuse a second one.
+#[derive(Default)]
+pub(crate) struct Once(HashMap<String, usize>);
+
+impl Once {
+    pub fn check(&mut self, ctx: &Ctx<'_>, name: &str, line: usize) -> Result<(), ConfigError> {
+        match self.0.insert(name.to_string(), line) {
+            None => Ok(()),
+            Some(first_line) => Err(ConfigError::Duplicate {
+                at: ctx.at(line),
+                name: name.to_string(),
+                first_line,
+            }),
+        }
+    }
+}
+
+const DNS_PORT: u16 = 53;
+const HEALTH_PORT: u16 = 8080;
+const READY_PORT: u16 = 8181;
+const PROMETHEUS_PORT: u16 = 9253;
+/// CoreDNS `bufsize` without an argument: the DNS flag day 2020 size.
+const BUFSIZE_DEFAULT: u16 = 1232;
+const RELOAD_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+const RELOAD_JITTER_DEFAULT: Duration = Duration::from_secs(15);
+const RELOAD_INTERVAL_MIN: Duration = Duration::from_secs(2);
+const RELOAD_JITTER_MIN: Duration = Duration::from_secs(1);
+
+fn all_v4(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerBlock, ConfigError> {
+    let (zones, port) = block_keys(ctx, &block.keys)?;
+    let mut server = ServerBlock {
+        zones,
+        port,
+        bind: Vec::new(),
+        cache: None,
+        forward: None,
+        errors: false,
+        log: false,
+        health: None,
+        ready: None,
+        prometheus: None,
+        reload: None,
+        loop_detect: false,
+        bufsize: None,
+        whoami: false,
+        location: ctx.at(block.line),
+    };
+    let mut once = Once::default();
+    for line in &block.lines {
+        let name = line.name.text.as_str();
+        if !SUPPORTED_DIRECTIVES.contains(&name) {
+            return Err(ConfigError::UnknownDirective {
+                at: ctx.at(line.name.line),
+                name: name.to_string(),
+            });
+        }
+        // CoreDNS accumulates repeated `bind` lines; every other directive is once-only.
+        if name != "bind" {
+            once.check(ctx, name, line.name.line)?;
+        }
+        directive(ctx, line, &mut server)?;
+    }
+    Ok(server)
+}
+
+fn directive(
+    ctx: &Ctx<'_>,
+    line: &LineSyntax,
+    server: &mut ServerBlock,
+) -> Result<(), ConfigError> {
+    match line.name.text.as_str() {
+        "bind" => bind(ctx, line, &mut server.bind)?,
+        "cache" => server.cache = Some(cache::parse(ctx, line, &server.zones)?),
+        "forward" => server.forward = Some(forward::parse(ctx, line)?),
+        "errors" => server.errors = flag(ctx, line, "errors")?,
+        "log" => {
+            // Name filters and formats are accepted for compatibility; we log every query.
+            ctx.no_options(line, "log")?;
+            server.log = true;
+        }
+        "health" => server.health = Some(health(ctx, line)?),
+        "ready" => server.ready = Some(listen(ctx, line, "ready", "ready [ADDR]", READY_PORT)?),
+        "prometheus" => {
+            server.prometheus = Some(listen(
+                ctx,
+                line,
+                "prometheus",
+                "prometheus [ADDR]",
+                PROMETHEUS_PORT,
+            )?)
+        }
+        "reload" => server.reload = Some(reload(ctx, line)?),
+        "loop" => server.loop_detect = flag(ctx, line, "loop")?,
+        "bufsize" => server.bufsize = Some(bufsize(ctx, line)?),
+        "whoami" => server.whoami = flag(ctx, line, "whoami")?,
+        _ => {
+            return Err(ConfigError::UnknownDirective {
+                at: ctx.at(line.name.line),
+                name: line.name.text.clone(),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Zones and the shared port of the block keys `ZONE[:PORT][,ZONE[:PORT]]...`.
+fn block_keys(ctx: &Ctx<'_>, keys: &[Token]) -> Result<(Vec<Zone>, u16), ConfigError> {
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut port: Option<(u16, &str)> = None;
+    for token in keys {
+        for part in token.text.split(',').filter(|p| !p.is_empty()) {
+            let (zone, key_port) = block_key(ctx, token, part)?;
+            let key_port = key_port.unwrap_or(DNS_PORT);
+            match port {
+                None => port = Some((key_port, part)),
+                Some((p, first)) if p != key_port => {
+                    return Err(ConfigError::Conflict {
+                        at: ctx.at(token.line),
+                        context: "server block keys".into(),
+                        reason: format!(
+                            "\"{part}\" has port {key_port} but \"{first}\" has port {p}; the zones of one block share a port"
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+            if zones.contains(&zone) {
+                return Err(ctx.invalid(
+                    token,
+                    "server block keys",
+                    format!("zone {} given twice", zone.name),
+                ));
+            }
+            zones.push(zone);
+        }
+    }
+    match (port, keys.first()) {
+        (Some((p, _)), _) => Ok((zones, p)),
+        (None, Some(token)) => Err(ctx.invalid(token, "server block keys", "no zone")),
+        (None, None) => Err(ConfigError::Syntax {
+            at: ctx.at(1),
+            token: String::new(),
+            reason: "server block without zone keys".into(),
+        }),
+    }
+}
+
+/// One key: `[dns://]ZONE[:PORT]`.
+fn block_key(ctx: &Ctx<'_>, token: &Token, key: &str) -> Result<(Zone, Option<u16>), ConfigError> {
+    let context = "server block keys";
+    let rest = match key.split_once("://") {
+        None => key,
+        Some(("dns", rest)) => rest,
+        Some((scheme @ ("tls" | "https" | "grpc" | "grpcs" | "quic" | "h3"), _)) => {
+            return Err(ConfigError::Unsupported {
+                at: ctx.at(token.line),
+                context: context.into(),
+                token: key.to_string(),
+                reason: format!(
+                    "{scheme}:// servers are not implemented, only dns:// (UDP and TCP)"
+                ),
+            });
+        }
+        Some((scheme, _)) => {
+            return Err(ctx.invalid(token, context, format!("unknown scheme \"{scheme}://\"")));
+        }
+    };
+    let (name, port) = match rest.rsplit_once(':') {
+        None => (rest, None),
+        Some((name, port)) => {
+            let port = port.parse::<u16>().map_err(|_| {
+                ctx.invalid(
+                    token,
+                    context,
+                    format!("invalid port \"{port}\" (0..=65535)"),
+                )
+            })?;
+            (name, Some(port))
+        }
+    };
+    let zone = parse_zone_name(name).map_err(|reason| ctx.invalid(token, context, reason))?;
+    Ok((zone, port))
+}
+
+fn flag(ctx: &Ctx<'_>, line: &LineSyntax, directive: &'static str) -> Result<bool, ConfigError> {
+    ctx.arg_count(line, directive, 0..=0, directive)?;
+    ctx.no_options(line, directive)?;
+    Ok(true)
+}
+
+fn bind(ctx: &Ctx<'_>, line: &LineSyntax, bind: &mut Vec<IpAddr>) -> Result<(), ConfigError> {
+    ctx.arg_count(line, "bind", 1..=usize::MAX, "bind ADDRESS...")?;
+    ctx.no_options(line, "bind")?;
+    for token in &line.args {
+        let ip = token.text.parse::<IpAddr>().map_err(|_| {
+            let looks_like_interface = token
+                .text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+            if looks_like_interface && !token.text.contains('.') {
+                ConfigError::Unsupported {
+                    at: ctx.at(token.line),
+                    context: "bind".into(),
+                    token: token.text.clone(),
+                    reason: "interface names are not supported, give the interface's IP addresses"
+                        .into(),
+                }
+            } else {
+                ctx.invalid(token, "bind", "not an IP address")
+            }
+        })?;
+        if bind.contains(&ip) {
+            return Err(ctx.invalid(token, "bind", "address given twice"));
+        }
+        bind.push(ip);
+    }
+    Ok(())
+}
+
+/// `DIRECTIVE [ADDR]` for the HTTP endpoints.
+fn listen(
+    ctx: &Ctx<'_>,
+    line: &LineSyntax,
+    directive: &'static str,
+    usage: &'static str,
+    default_port: u16,
+) -> Result<SocketAddr, ConfigError> {
+    ctx.arg_count(line, directive, 0..=1, usage)?;
+    ctx.no_options(line, directive)?;
+    match line.args.first() {
+        None => Ok(all_v4(default_port)),
+        Some(token) => {
+            parse_listen_addr(&token.text).map_err(|reason| ctx.invalid(token, directive, reason))
+        }
+    }
+}
+
+fn health(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<HealthConfig, ConfigError> {
+    ctx.arg_count(line, "health", 0..=1, "health [ADDR] { lameduck DURATION }")?;
+    let addr = match line.args.first() {
+        None => all_v4(HEALTH_PORT),
+        Some(token) => {
+            parse_listen_addr(&token.text).map_err(|reason| ctx.invalid(token, "health", reason))?
+        }
+    };
+    let mut lameduck = Duration::ZERO;
+    let mut once = Once::default();
+    for option in line.block.iter().flatten() {
+        match option.name.text.as_str() {
+            "lameduck" => {
+                once.check(ctx, "lameduck", option.name.line)?;
+                ctx.arg_count(option, "health lameduck", 1..=1, "lameduck DURATION")?;
+                if let Some(token) = option.args.first() {
+                    lameduck = ctx.duration(token, "health lameduck")?;
+                }
+            }
+            other => {
+                return Err(ConfigError::UnknownOption {
+                    at: ctx.at(option.name.line),
+                    directive: "health",
+                    option: other.to_string(),
+                    supported: "lameduck",
+                })
+            }
+        }
+    }
+    Ok(HealthConfig { addr, lameduck })
+}
+
+fn reload(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ReloadConfig, ConfigError> {
+    ctx.arg_count(line, "reload", 0..=2, "reload [INTERVAL [JITTER]]")?;
+    ctx.no_options(line, "reload")?;
+    let mut interval = RELOAD_INTERVAL_DEFAULT;
+    let mut jitter = RELOAD_JITTER_DEFAULT;
+    if let Some(token) = line.args.first() {
+        interval = ctx.duration(token, "reload")?;
+        if interval < RELOAD_INTERVAL_MIN {
+            return Err(ctx.invalid(token, "reload", "interval must be at least 2s"));
+        }
+    }
+    if let Some(token) = line.args.get(1) {
+        jitter = ctx.duration(token, "reload")?;
+        if jitter < RELOAD_JITTER_MIN {
+            return Err(ctx.invalid(token, "reload", "jitter must be at least 1s"));
+        }
+    }
+    // CoreDNS caps the jitter at half the interval.
+    Ok(ReloadConfig {
+        interval,
+        jitter: jitter.min(interval / 2),
+    })
+}
+
+fn bufsize(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<u16, ConfigError> {
+    ctx.arg_count(line, "bufsize", 0..=1, "bufsize [SIZE]")?;
+    ctx.no_options(line, "bufsize")?;
+    match line.args.first() {
+        None => Ok(BUFSIZE_DEFAULT),
+        Some(token) => ctx.int(token, "bufsize", 512u16, 4096u16),
+    }
+}

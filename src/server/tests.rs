@@ -1,0 +1,102 @@
+//! Server tests on loopback: a real server started with `start`, answered by
+//! real sockets; blocks without `forward` answer SERVFAIL, which is enough to see
+//! which listeners serve.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use super::{start, Options};
+use crate::config::parse_corefile;
+
+fn free_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+fn corefile(ports: &[u16]) -> crate::config::Config {
+    let text: String = ports
+        .iter()
+        .map(|p| format!(".:{p} {{\n    bind 127.0.0.1\n}}\n"))
+        .collect();
+    parse_corefile(&text, std::path::Path::new("test")).unwrap()
+}
+
+/// Sends a query for `. IN NS` and returns the rcode of the answer, if any.
+fn ask(port: u16) -> Option<u8> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let query = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.send_to(&query, to).ok()?;
+    let mut answer = [0u8; 512];
+    let (len, _) = socket.recv_from(&mut answer).ok()?;
+    (len >= 12 && answer[..2] == [0x12, 0x34]).then_some(answer[3] & 0x0f)
+}
+
+fn ask_until(port: u16, want: Option<u8>) -> Option<u8> {
+    let mut got = None;
+    for _ in 0..30 {
+        got = ask(port);
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    got
+}
+
+#[test]
+fn reload_keeps_unchanged_listeners_and_applies_the_new_set() {
+    let (a, b) = (free_port(), free_port());
+    let options = Options {
+        shards: Some(2),
+        pin: false,
+        ..Default::default()
+    };
+    let mut running = start(corefile(&[a]), &options).unwrap();
+    assert_eq!(
+        ask_until(a, Some(2)),
+        Some(2),
+        "SERVFAIL from the first listener"
+    );
+    assert_eq!(ask(b), None);
+
+    running.reload(corefile(&[a, b])).unwrap();
+    assert_eq!(ask_until(b, Some(2)), Some(2), "the added listener serves");
+    assert_eq!(ask(a), Some(2), "the kept listener still serves");
+
+    running.reload(corefile(&[b])).unwrap();
+    assert_eq!(ask_until(a, None), None, "the removed listener is closed");
+    assert_eq!(ask(b), Some(2));
+    assert_eq!(
+        running.endpoints,
+        vec![SocketAddr::from(([127, 0, 0, 1], b))]
+    );
+
+    running.shutdown();
+    running.join();
+    assert_eq!(ask(b), None, "nothing serves after shutdown");
+}
+
+#[test]
+fn a_bind_error_leaves_the_running_config() {
+    let a = free_port();
+    let options = Options {
+        shards: Some(1),
+        pin: false,
+        ..Default::default()
+    };
+    let mut running = start(corefile(&[a]), &options).unwrap();
+    // 192.0.2.1 is not an address of this host: binding it fails.
+    let bad = parse_corefile(
+        &format!(".:{a} {{\n    bind 192.0.2.1\n}}\n"),
+        std::path::Path::new("t"),
+    )
+    .unwrap();
+    assert!(running.reload(bad).is_err());
+    assert_eq!(ask_until(a, Some(2)), Some(2));
+    running.shutdown();
+    running.join();
+}

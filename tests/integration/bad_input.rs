@@ -36,19 +36,31 @@ fn target() -> Target {
     }
     sleep(Duration::from_millis(200));
     let fd_baseline = cache.fd_count();
-    Target { _knot: knot, cache, fd_baseline }
+    Target {
+        _knot: knot,
+        cache,
+        fd_baseline,
+    }
 }
 
 fn normal_query(cache: &Cache) {
     let reply = client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
-    assert_eq!(reply.response_code(), ResponseCode::NoError, "normal query: {reply:?}");
+    assert_eq!(
+        reply.response_code(),
+        ResponseCode::NoError,
+        "normal query: {reply:?}"
+    );
     assert_eq!(reply.answers().len(), 2, "normal query: {reply:?}");
 }
 
 impl Target {
     /// Still running, still answering, and back to the baseline fd count within 5 s.
     fn assert_healthy(&mut self, after: &str) {
-        assert!(self.cache.alive(), "nodelocaldns died after {after}:\n{}", self.cache.log());
+        assert!(
+            self.cache.alive(),
+            "nodelocaldns died after {after}:\n{}",
+            self.cache.log()
+        );
         normal_query(&self.cache);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut fds = self.cache.fd_count();
@@ -56,7 +68,11 @@ impl Target {
             sleep(Duration::from_millis(100));
             fds = self.cache.fd_count();
         }
-        assert!(fds <= self.fd_baseline, "after {after}: {fds} fds open, baseline {}", self.fd_baseline);
+        assert!(
+            fds <= self.fd_baseline,
+            "after {after}: {fds} fds open, baseline {}",
+            self.fd_baseline
+        );
     }
 
     fn send(&self, bytes: &[u8]) -> Option<Vec<u8>> {
@@ -65,7 +81,10 @@ impl Target {
 }
 
 fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
-    [id, flags, qd, an, ns, ar].iter().flat_map(|v| v.to_be_bytes()).collect()
+    [id, flags, qd, an, ns, ar]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect()
 }
 
 /// Wire name from labels (no compression).
@@ -92,7 +111,10 @@ fn www_test() -> Vec<u8> {
 
 /// The reply's ID, flags and 4-bit rcode, read without a full parse.
 fn reply_header(reply: &[u8]) -> (u16, u16, u16) {
-    assert!(reply.len() >= 12, "reply shorter than a header: {reply:02x?}");
+    assert!(
+        reply.len() >= 12,
+        "reply shorter than a header: {reply:02x?}"
+    );
     let id = u16::from_be_bytes([reply[0], reply[1]]);
     let flags = u16::from_be_bytes([reply[2], reply[3]]);
     (id, flags, flags & 0xf)
@@ -113,7 +135,10 @@ fn assert_formerr_or_silence(reply: Option<Vec<u8>>, id: u16, what: &str) {
         let (got_id, flags, rcode) = reply_header(&reply);
         assert_eq!(got_id, id, "{what}: reply ID");
         assert!(flags & QR != 0, "{what}: reply has QR=0");
-        assert_eq!(rcode, 1, "{what}: only FORMERR is acceptable (reply {reply:02x?})");
+        assert_eq!(
+            rcode, 1,
+            "{what}: only FORMERR is acceptable (reply {reply:02x?})"
+        );
     }
 }
 
@@ -141,7 +166,10 @@ fn random_garbage_datagrams() {
 fn truncated_header() {
     let mut t = target();
     let reply = t.send(&[0x12, 0x34, 0x01, 0x00, 0x00]);
-    assert!(reply.is_none(), "a 5-byte datagram has no header to answer: got {reply:02x?}");
+    assert!(
+        reply.is_none(),
+        "a 5-byte datagram has no header to answer: got {reply:02x?}"
+    );
     t.assert_healthy("a 5-byte datagram");
 }
 
@@ -195,7 +223,12 @@ fn name_over_255_bytes() {
 #[test]
 fn qdcount_0_is_formerr() {
     let mut t = target();
-    assert_rcode(t.send(&header(0x0501, RD, 0, 0, 0, 0)), 0x0501, 1, "QDCOUNT 0");
+    assert_rcode(
+        t.send(&header(0x0501, RD, 0, 0, 0, 0)),
+        0x0501,
+        1,
+        "QDCOUNT 0",
+    );
     t.assert_healthy("QDCOUNT 0");
 }
 
@@ -234,12 +267,24 @@ fn edns_version_1_is_badvers() {
     let mut edns = Edns::new();
     edns.set_max_payload(1232).set_version(1);
     query.set_edns(edns);
-    let reply = t.send(&client::encode(&query)).expect("EDNS version 1: no reply, expected BADVERS");
+    let reply = t
+        .send(&client::encode(&query))
+        .expect("EDNS version 1: no reply, expected BADVERS");
     let reply = client::decode(&reply);
     assert_eq!(reply.id(), query.id());
-    assert!(reply.extensions().is_some(), "BADVERS comes with an OPT record: {reply:?}");
-    assert_eq!(u16::from(reply.response_code()), 16, "extended rcode BADVERS: {reply:?}");
-    assert!(reply.answers().is_empty(), "BADVERS carries no answer: {reply:?}");
+    assert!(
+        reply.extensions().is_some(),
+        "BADVERS comes with an OPT record: {reply:?}"
+    );
+    assert_eq!(
+        u16::from(reply.response_code()),
+        16,
+        "extended rcode BADVERS: {reply:?}"
+    );
+    assert!(
+        reply.answers().is_empty(),
+        "BADVERS carries no answer: {reply:?}"
+    );
     t.assert_healthy("EDNS version 1");
 }
 
@@ -249,7 +294,10 @@ fn response_packet_gets_no_answer() {
     let mut packet = client::query("www.test.", RecordType::A);
     packet.set_message_type(MessageType::Response);
     let reply = t.send(&client::encode(&packet));
-    assert!(reply.is_none(), "a QR=1 packet must not be answered (reflection): got {reply:02x?}");
+    assert!(
+        reply.is_none(),
+        "a QR=1 packet must not be answered (reflection): got {reply:02x?}"
+    );
     t.assert_healthy("a QR=1 packet");
 }
 
@@ -257,10 +305,15 @@ fn response_packet_gets_no_answer() {
 /// (panics if it did not within 6 s).
 fn time_to_close(t: &Target, act: impl FnOnce(&mut TcpStream)) -> Duration {
     let mut stream = client::tcp_connect(t.cache.addr());
-    stream.set_read_timeout(Some(Duration::from_secs(6))).expect("read timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(6)))
+        .expect("read timeout");
     let start = Instant::now();
     act(&mut stream);
-    assert!(client::closed_by_peer(&mut stream), "the server kept the connection open for 6 s");
+    assert!(
+        client::closed_by_peer(&mut stream),
+        "the server kept the connection open for 6 s"
+    );
     start.elapsed()
 }
 
@@ -268,7 +321,10 @@ fn time_to_close(t: &Target, act: impl FnOnce(&mut TcpStream)) -> Duration {
 fn zero_length_tcp_frame_closes_the_connection() {
     let mut t = target();
     let took = time_to_close(&t, |s| s.write_all(&[0, 0]).expect("write"));
-    assert!(took < Duration::from_secs(2), "a zero-length frame should close at once, took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "a zero-length frame should close at once, took {took:?}"
+    );
     t.assert_healthy("a zero-length TCP frame");
 }
 
@@ -276,7 +332,10 @@ fn zero_length_tcp_frame_closes_the_connection() {
 fn silent_tcp_client_is_closed_after_the_read_timeout() {
     let mut t = target();
     let took = time_to_close(&t, |_| {});
-    assert!(took <= Duration::from_millis(4500), "a silent client should be closed within ~3-4 s, took {took:?}");
+    assert!(
+        took <= Duration::from_millis(4500),
+        "a silent client should be closed within ~3-4 s, took {took:?}"
+    );
     t.assert_healthy("a silent TCP client");
 }
 
@@ -288,18 +347,27 @@ fn half_a_tcp_frame_closes_the_connection() {
         frame.extend_from_slice(&header(0x0801, RD, 1, 0, 0, 0)[..10]);
         s.write_all(&frame).expect("write");
     });
-    assert!(took <= Duration::from_millis(4500), "half a frame should be closed within ~3-4 s, took {took:?}");
+    assert!(
+        took <= Duration::from_millis(4500),
+        "half a frame should be closed within ~3-4 s, took {took:?}"
+    );
     t.assert_healthy("half a TCP frame");
 }
 
 #[test]
 fn two_hundred_idle_tcp_connections_do_not_stop_udp() {
     let mut t = target();
-    let idle: Vec<TcpStream> = (0..200).map(|_| client::tcp_connect(t.cache.addr())).collect();
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| client::tcp_connect(t.cache.addr()))
+        .collect();
     sleep(Duration::from_millis(200));
     let start = Instant::now();
     normal_query(&t.cache);
-    assert!(start.elapsed() < Duration::from_secs(1), "UDP answer took {:?} with 200 idle TCP clients", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "UDP answer took {:?} with 200 idle TCP clients",
+        start.elapsed()
+    );
     drop(idle);
     t.assert_healthy("200 idle TCP connections");
 }

@@ -15,8 +15,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// A fresh, hard-to-guess-enough query ID.
 pub fn next_id() -> u16 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let mixed = nanos ^ std::process::id().rotate_left(16) ^ COUNTER.fetch_add(0x9e37, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed =
+        nanos ^ std::process::id().rotate_left(16) ^ COUNTER.fetch_add(0x9e37, Ordering::Relaxed);
     (mixed ^ (mixed >> 16)) as u16
 }
 
@@ -40,7 +44,9 @@ pub fn query_class(name: &str, rtype: RecordType, class: DNSClass) -> Message {
 /// `msg` with an OPT record advertising `payload` bytes and the DO bit `dnssec_ok`.
 pub fn with_edns(mut msg: Message, payload: u16, dnssec_ok: bool) -> Message {
     let mut edns = Edns::new();
-    edns.set_max_payload(payload).set_version(0).set_dnssec_ok(dnssec_ok);
+    edns.set_max_payload(payload)
+        .set_version(0)
+        .set_dnssec_ok(dnssec_ok);
     msg.set_edns(edns);
     msg
 }
@@ -75,13 +81,17 @@ pub fn udp_try(addr: SocketAddr, msg: &Message, timeout: Duration) -> Option<Mes
 
 /// One UDP exchange that must be answered within [`TIMEOUT`].
 pub fn udp(addr: SocketAddr, msg: &Message) -> Message {
-    udp_try(addr, msg, TIMEOUT).unwrap_or_else(|| panic!("no UDP answer from {addr} to {}", describe(msg)))
+    udp_try(addr, msg, TIMEOUT)
+        .unwrap_or_else(|| panic!("no UDP answer from {addr} to {}", describe(msg)))
 }
 
 /// Connects with a read timeout of [`TIMEOUT`].
 pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
     stream.set_nodelay(true).expect("nodelay");
     stream
 }
@@ -106,7 +116,8 @@ pub fn tcp_recv(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 pub fn tcp(addr: SocketAddr, msg: &Message) -> Message {
     let mut stream = tcp_connect(addr);
     tcp_send(&mut stream, &encode(msg));
-    let bytes = tcp_recv(&mut stream).unwrap_or_else(|e| panic!("no TCP answer from {addr} to {}: {e}", describe(msg)));
+    let bytes = tcp_recv(&mut stream)
+        .unwrap_or_else(|e| panic!("no TCP answer from {addr} to {}: {e}", describe(msg)));
     let reply = decode(&bytes);
     assert_eq!(reply.id(), msg.id(), "reply ID differs from query ID");
     reply
@@ -118,7 +129,15 @@ pub fn records(records: &[Record]) -> Vec<String> {
     let mut out: Vec<String> = records
         .iter()
         .filter(|r| r.record_type() != RecordType::OPT)
-        .map(|r| format!("{} {} {} {}", r.name().to_lowercase(), r.dns_class(), r.record_type(), r.data()))
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.name().to_lowercase(),
+                r.dns_class(),
+                r.record_type(),
+                r.data()
+            )
+        })
         .collect();
     out.sort();
     out
@@ -131,7 +150,13 @@ pub fn answer_ttls(msg: &Message) -> Vec<u32> {
 
 pub fn describe(msg: &Message) -> String {
     match msg.query() {
-        Some(q) => format!("{} {} {} (id {})", q.name(), q.query_class(), q.query_type(), msg.id()),
+        Some(q) => format!(
+            "{} {} {} (id {})",
+            q.name(),
+            q.query_class(),
+            q.query_type(),
+            msg.id()
+        ),
         None => format!("<no question> (id {})", msg.id()),
     }
 }
@@ -143,7 +168,14 @@ pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => return true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return true
+            }
             Err(_) => return false,
         }
     }

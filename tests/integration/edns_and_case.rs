@@ -13,13 +13,28 @@ use crate::zones;
 fn question_keeps_the_clients_letter_case() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
-    let expected = records(client::udp(knot.addr(), &client::query("www.test.", RecordType::A)).answers());
-    for (i, name) in ["WwW.TeSt.", "www.test.", "wWw.tEsT.", "WWW.TEST."].into_iter().enumerate() {
+    let expected =
+        records(client::udp(knot.addr(), &client::query("www.test.", RecordType::A)).answers());
+    for (i, name) in ["WwW.TeSt.", "www.test.", "wWw.tEsT.", "WWW.TEST."]
+        .into_iter()
+        .enumerate()
+    {
         for over_tcp in [false, true] {
             let query = client::query(name, RecordType::A);
-            let reply = if over_tcp { client::tcp(cache.addr(), &query) } else { client::udp(cache.addr(), &query) };
-            let asked = reply.query().expect("reply has a question").name().to_ascii();
-            assert_eq!(asked, name, "reply #{i} (tcp: {over_tcp}) must keep the question's case");
+            let reply = if over_tcp {
+                client::tcp(cache.addr(), &query)
+            } else {
+                client::udp(cache.addr(), &query)
+            };
+            let asked = reply
+                .query()
+                .expect("reply has a question")
+                .name()
+                .to_ascii();
+            assert_eq!(
+                asked, name,
+                "reply #{i} (tcp: {over_tcp}) must keep the question's case"
+            );
             assert_eq!(reply.response_code(), ResponseCode::NoError);
             assert_eq!(records(reply.answers()), expected, "answer to {name}");
         }
@@ -33,9 +48,20 @@ fn reply_opt_mirrors_the_clients() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
     // (EDNS?, DO) in an order that alternates across entries.
-    let variants = [(false, false), (true, false), (true, true), (false, false), (true, true), (true, false)];
+    let variants = [
+        (false, false),
+        (true, false),
+        (true, true),
+        (false, false),
+        (true, true),
+        (true, false),
+    ];
     for name in ["www.test.", "txt.test."] {
-        let rtype = if name == "www.test." { RecordType::A } else { RecordType::TXT };
+        let rtype = if name == "www.test." {
+            RecordType::A
+        } else {
+            RecordType::TXT
+        };
         for (i, (edns, dnssec_ok)) in variants.into_iter().enumerate() {
             let mut query = client::query(name, rtype);
             if edns {
@@ -48,13 +74,27 @@ fn reply_opt_mirrors_the_clients() {
             match reply.extensions() {
                 None => assert!(!edns, "{what}: the client sent EDNS, the reply has no OPT"),
                 Some(opt) => {
-                    assert!(edns, "{what}: the client sent no EDNS, the reply has an OPT: {opt:?}");
-                    assert_eq!(opt.flags().dnssec_ok, dnssec_ok, "{what}: DO bit not echoed");
+                    assert!(
+                        edns,
+                        "{what}: the client sent no EDNS, the reply has an OPT: {opt:?}"
+                    );
+                    assert_eq!(
+                        opt.flags().dnssec_ok,
+                        dnssec_ok,
+                        "{what}: DO bit not echoed"
+                    );
                     assert_eq!(opt.version(), 0, "{what}");
                 }
             }
-            let opts = reply.additionals().iter().filter(|r| r.record_type() == RecordType::OPT).count();
-            assert_eq!(opts, 0, "{what}: OPT must not appear as a plain additional record");
+            let opts = reply
+                .additionals()
+                .iter()
+                .filter(|r| r.record_type() == RecordType::OPT)
+                .count();
+            assert_eq!(
+                opts, 0,
+                "{what}: OPT must not appear as a plain additional record"
+            );
         }
     }
 }

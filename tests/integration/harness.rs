@@ -35,7 +35,9 @@ pub fn free_port() -> u16 {
 /// `name` found in PATH or in the sbin directories (knotd lives in /usr/sbin).
 fn find_program(name: &str, package: &str) -> PathBuf {
     let path = std::env::var("PATH").unwrap_or_default();
-    let dirs = path.split(':').chain(["/usr/sbin", "/usr/local/sbin", "/sbin"]);
+    let dirs = path
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"]);
     for dir in dirs.filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(name);
         if candidate.is_file() {
@@ -57,7 +59,10 @@ pub struct Zone {
 
 impl Zone {
     pub fn new(origin: &str, text: &str) -> Zone {
-        Zone { origin: origin.to_string(), text: text.to_string() }
+        Zone {
+            origin: origin.to_string(),
+            text: text.to_string(),
+        }
     }
 }
 
@@ -73,12 +78,16 @@ impl Knot {
     /// Starts knotd and waits until it answers the SOA of the first zone over UDP.
     pub fn start(zones: &[Zone]) -> Knot {
         let knotd = find_program("knotd", "knot");
-        let dir = tempfile::Builder::new().prefix("itk").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("itk")
+            .tempdir()
+            .expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("knot.conf");
         fs::write(&conf, knot_conf(dir.path(), port, zones)).expect("writing knot.conf");
         for zone in zones {
-            fs::write(dir.path().join(zone_file_name(&zone.origin)), &zone.text).expect("writing zone file");
+            fs::write(dir.path().join(zone_file_name(&zone.origin)), &zone.text)
+                .expect("writing zone file");
         }
         let log = fs::File::create(dir.path().join("knotd.log")).expect("knotd.log");
         let child = Command::new(knotd)
@@ -89,7 +98,12 @@ impl Knot {
             .stderr(log)
             .spawn()
             .expect("spawning knotd");
-        let mut knot = Knot { child, dir, conf, port };
+        let mut knot = Knot {
+            child,
+            dir,
+            conf,
+            port,
+        };
         knot.wait_ready(&zones[0].origin);
         knot
     }
@@ -114,7 +128,10 @@ impl Knot {
             }
             sleep(Duration::from_millis(50));
         }
-        panic!("knotd did not answer within {START_TIMEOUT:?}:\n{}", self.log());
+        panic!(
+            "knotd did not answer within {START_TIMEOUT:?}:\n{}",
+            self.log()
+        );
     }
 
     /// Every counter `knotc stats` prints, e.g. `mod-stats.request-protocol[tcp4]`.
@@ -125,7 +142,11 @@ impl Knot {
             .args(["-t", "3", "stats"])
             .output()
             .expect("running knotc stats");
-        assert!(out.status.success(), "knotc stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "knotc stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|line| {
@@ -171,7 +192,11 @@ fn knot_conf(dir: &Path, port: u16, zones: &[Zone]) -> String {
          zone:\n"
     );
     for zone in zones {
-        conf.push_str(&format!("  - domain: {}\n    file: {}\n", zone.origin, zone_file_name(&zone.origin)));
+        conf.push_str(&format!(
+            "  - domain: {}\n    file: {}\n",
+            zone.origin,
+            zone_file_name(&zone.origin)
+        ));
     }
     conf
 }
@@ -202,7 +227,10 @@ impl Cache {
     }
 
     fn try_start(corefile: &str, shards: usize) -> Result<Cache, String> {
-        let dir = tempfile::Builder::new().prefix("itc").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("itc")
+            .tempdir()
+            .expect("tempdir");
         let port = free_port();
         let free_ports = [free_port(), free_port()];
         let text = corefile
@@ -221,7 +249,12 @@ impl Cache {
             .stderr(log)
             .spawn()
             .expect("spawning nodelocaldns");
-        let mut cache = Cache { child, dir, port, free_ports };
+        let mut cache = Cache {
+            child,
+            dir,
+            port,
+            free_ports,
+        };
         match cache.wait_ready() {
             Ok(()) => Ok(cache),
             Err(why) => Err(format!("{why}\n{}", cache.log())),
@@ -244,7 +277,9 @@ impl Cache {
             }
             sleep(Duration::from_millis(50));
         }
-        Err(format!("nodelocaldns did not answer a UDP query within {START_TIMEOUT:?}"))
+        Err(format!(
+            "nodelocaldns did not answer a UDP query within {START_TIMEOUT:?}"
+        ))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -262,7 +297,9 @@ impl Cache {
 
     /// Open file descriptors of the server process.
     pub fn fd_count(&self) -> usize {
-        fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("reading /proc/PID/fd").count()
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("reading /proc/PID/fd")
+            .count()
     }
 
     /// Whether the process is still running.
@@ -302,7 +339,10 @@ pub fn corefile(knot: &Knot, cache: &str, forward_opts: &[&str], block_extra: &[
     for line in block_extra {
         text.push_str(&format!("    {line}\n"));
     }
-    text.push_str(&format!("    {cache}\n    forward . 127.0.0.1:{}", knot.port));
+    text.push_str(&format!(
+        "    {cache}\n    forward . 127.0.0.1:{}",
+        knot.port
+    ));
     if forward_opts.is_empty() {
         text.push('\n');
     } else {

@@ -48,8 +48,11 @@ fn node_cache_corefile(knot: u16) -> String {
         )
     };
     let cluster_cache = "cache {\n            success 9984 30\n            denial 9984 5\n    }";
-    stub("cluster.local", cluster_cache, "    health 127.0.0.1:$FREEPORT2\n")
-        + &stub("in-addr.arpa", "cache 30", "")
+    stub(
+        "cluster.local",
+        cluster_cache,
+        "    health 127.0.0.1:$FREEPORT2\n",
+    ) + &stub("in-addr.arpa", "cache 30", "")
         + &stub("ip6.arpa", "cache 30", "")
         + &format!(
             ".:$PORT {{\n    errors\n    cache 30\n    reload\n    loop\n    bind 127.0.0.1\n    \
@@ -74,22 +77,45 @@ fn node_cache_corefile_answers_every_block() {
     let (knot, cache) = start();
     let reverse6 = format!("{REVERSE6_OWNER}.{REVERSE6_ORIGIN}");
     let cases = [
-        ("kube-dns.kube-system.svc.cluster.local.", RecordType::A, "10.0.0.10"),
-        ("10.0.0.10.in-addr.arpa.", RecordType::PTR, "kube-dns.kube-system.svc.cluster.local."),
+        (
+            "kube-dns.kube-system.svc.cluster.local.",
+            RecordType::A,
+            "10.0.0.10",
+        ),
+        (
+            "10.0.0.10.in-addr.arpa.",
+            RecordType::PTR,
+            "kube-dns.kube-system.svc.cluster.local.",
+        ),
         (reverse6.as_str(), RecordType::PTR, "www.test."),
         ("mx1.test.", RecordType::A, "192.0.2.10"),
     ];
     for (name, rtype, data) in cases {
         for over_tcp in [false, true, false] {
             let query = client::query(name, rtype);
-            let reply = if over_tcp { client::tcp(cache.addr(), &query) } else { client::udp(cache.addr(), &query) };
+            let reply = if over_tcp {
+                client::tcp(cache.addr(), &query)
+            } else {
+                client::udp(cache.addr(), &query)
+            };
             let what = format!("{name} {rtype} (tcp: {over_tcp})");
-            assert_eq!(reply.response_code(), ResponseCode::NoError, "{what}: {reply:?}");
-            let got: Vec<String> = reply.answers().iter().map(|r| r.data().to_string()).collect();
+            assert_eq!(
+                reply.response_code(),
+                ResponseCode::NoError,
+                "{what}: {reply:?}"
+            );
+            let got: Vec<String> = reply
+                .answers()
+                .iter()
+                .map(|r| r.data().to_string())
+                .collect();
             assert_eq!(got, [data], "{what}");
         }
     }
-    assert!(knot.queries_of_type("PTR") >= 2, "the reverse blocks forward to knot");
+    assert!(
+        knot.queries_of_type("PTR") >= 2,
+        "the reverse blocks forward to knot"
+    );
 }
 
 /// `health 127.0.0.1:PORT` on the first block: GET /health → 200 OK.
@@ -99,12 +125,22 @@ fn node_cache_corefile_serves_health() {
     let addr = SocketAddr::from(([127, 0, 0, 1], cache.free_ports[1]));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("health endpoint {addr} not listening: {e}\n{}", cache.log()));
-    stream.set_read_timeout(Some(Duration::from_secs(2))).expect("read timeout");
-    stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("write");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    assert!(response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"), "GET /health: {response:?}");
-    assert!(response.trim_end().ends_with("OK"), "GET /health body: {response:?}");
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "GET /health: {response:?}"
+    );
+    assert!(
+        response.trim_end().ends_with("OK"),
+        "GET /health body: {response:?}"
+    );
 }
 
 /// SIGTERM stops the server promptly and cleanly.
@@ -113,6 +149,14 @@ fn stops_on_sigterm() {
     let (_knot, mut cache) = start();
     client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
     let (status, by_sigterm) = cache.stop();
-    assert!(by_sigterm, "still running 3 s after SIGTERM (SIGKILL'd):\n{}", cache.log());
-    assert!(status.success(), "exit status after SIGTERM: {status}\n{}", cache.log());
+    assert!(
+        by_sigterm,
+        "still running 3 s after SIGTERM (SIGKILL'd):\n{}",
+        cache.log()
+    );
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}\n{}",
+        cache.log()
+    );
 }

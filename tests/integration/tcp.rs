@@ -36,20 +36,39 @@ fn thousand_pipelined_queries_on_one_connection() {
     while answered.len() < QUERIES as usize && Instant::now() < deadline {
         let bytes = match client::tcp_recv(&mut stream) {
             Ok(bytes) => bytes,
-            Err(e) => panic!("after {} answers the connection failed: {e}", answered.len()),
+            Err(e) => panic!(
+                "after {} answers the connection failed: {e}",
+                answered.len()
+            ),
         };
         let reply = client::decode(&bytes);
         let id = reply.id();
         assert!(id < QUERIES, "answer with an ID never sent: {id}");
         assert!(answered.insert(id, ()).is_none(), "two answers for ID {id}");
-        let question = reply.query().expect("answer has a question").name().to_ascii();
-        assert_eq!(question, name_of(id), "answer for ID {id} is for another question");
+        let question = reply
+            .query()
+            .expect("answer has a question")
+            .name()
+            .to_ascii();
+        assert_eq!(
+            question,
+            name_of(id),
+            "answer for ID {id} is for another question"
+        );
         assert_eq!(reply.response_code(), ResponseCode::NoError, "ID {id}");
-        let addrs: Vec<String> = reply.answers().iter().map(|r| r.data().to_string()).collect();
+        let addrs: Vec<String> = reply
+            .answers()
+            .iter()
+            .map(|r| r.data().to_string())
+            .collect();
         assert_eq!(addrs, [MANY_ADDR], "ID {id}");
     }
     sender.join().expect("sender thread");
-    assert_eq!(answered.len(), QUERIES as usize, "answers received on the connection");
+    assert_eq!(
+        answered.len(),
+        QUERIES as usize,
+        "answers received on the connection"
+    );
     assert!(
         knot.queries_of_type("A") <= NAMES as u64 * 2,
         "duplicates should be hits or coalesced, knot saw {} A queries for {NAMES} names",

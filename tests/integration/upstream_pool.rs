@@ -18,11 +18,24 @@ const MISSES: u16 = 128;
 /// Established TCP connections whose destination port is `port`, as `ss` sees them.
 fn established_to(port: u16) -> Vec<String> {
     let out = Command::new("ss")
-        .args(["-Htn", "state", "established", &format!("( dport = :{port} )")])
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
         .output()
         .expect("running ss (iproute2)");
-    assert!(out.status.success(), "ss failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
+    assert!(
+        out.status.success(),
+        "ss failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// 128 distinct misses sent at once with `force_tcp`: all answered, carried on at most
@@ -32,12 +45,16 @@ fn concurrent_misses_share_few_upstream_connections() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &["force_tcp"], &[]), SHARDS);
     // Several client sockets, so the kernel spreads the burst over the shards.
-    let sockets: Vec<UdpSocket> = (0..8).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    let sockets: Vec<UdpSocket> = (0..8)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
     let mut pending = HashSet::new();
     for i in 0..MISSES {
         let mut query = client::query(&format!("c{i}.many.test."), RecordType::A);
         query.set_id(i);
-        sockets[i as usize % sockets.len()].send_to(&client::encode(&query), cache.addr()).expect("send");
+        sockets[i as usize % sockets.len()]
+            .send_to(&client::encode(&query), cache.addr())
+            .expect("send");
         pending.insert(i);
     }
     let deadline = Instant::now() + Duration::from_secs(6);
@@ -51,8 +68,17 @@ fn concurrent_misses_share_few_upstream_connections() {
             while let Ok((n, _)) = sock.recv_from(&mut buf) {
                 got_any = true;
                 let reply = client::decode(&buf[..n]);
-                assert_eq!(reply.response_code(), ResponseCode::NoError, "ID {}", reply.id());
-                assert!(pending.remove(&reply.id()), "unexpected or duplicate answer ID {}", reply.id());
+                assert_eq!(
+                    reply.response_code(),
+                    ResponseCode::NoError,
+                    "ID {}",
+                    reply.id()
+                );
+                assert!(
+                    pending.remove(&reply.id()),
+                    "unexpected or duplicate answer ID {}",
+                    reply.id()
+                );
             }
         }
         if !got_any {
@@ -60,10 +86,23 @@ fn concurrent_misses_share_few_upstream_connections() {
         }
     }
     let connections = established_to(knot.port);
-    assert!(pending.is_empty(), "{} of {MISSES} misses unanswered", pending.len());
-    assert!(knot.queries_of_type("A") >= MISSES as u64, "every miss reached knot");
-    assert!(knot.stat("mod-stats.request-protocol[tcp4]") >= MISSES as u64, "force_tcp: over TCP");
-    assert!(!connections.is_empty(), "the upstream connections stay open (expire 10 s)");
+    assert!(
+        pending.is_empty(),
+        "{} of {MISSES} misses unanswered",
+        pending.len()
+    );
+    assert!(
+        knot.queries_of_type("A") >= MISSES as u64,
+        "every miss reached knot"
+    );
+    assert!(
+        knot.stat("mod-stats.request-protocol[tcp4]") >= MISSES as u64,
+        "force_tcp: over TCP"
+    );
+    assert!(
+        !connections.is_empty(),
+        "the upstream connections stay open (expire 10 s)"
+    );
     assert!(
         connections.len() <= 2 * SHARDS,
         "{} upstream connections for {SHARDS} shards (at most {}):\n{}",

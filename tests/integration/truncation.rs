@@ -50,6 +50,16 @@ fn large_answer_without_edns_over_udp_is_truncated_and_complete_over_tcp() {
             "TCP reply #{i} is the full RRset"
         );
     }
+    // Now cached (from the TCP answers): a hit over UDP without EDNS is truncated too.
+    let reply = client::udp(cache.addr(), &client::query(BIG, RecordType::TXT));
+    assert!(
+        reply.truncated(),
+        "a cache hit larger than 512 bytes over UDP must have TC=1: {reply:?}"
+    );
+    assert!(
+        reply.answers().is_empty(),
+        "a truncated hit carries no records: {reply:?}"
+    );
     // And a client with EDNS 4096 over UDP gets it all too.
     let edns = client::with_edns(client::query(BIG, RecordType::TXT), 4096, false);
     let reply = client::udp(cache.addr(), &edns);

@@ -111,3 +111,33 @@ fn concurrent_misses_share_few_upstream_connections() {
         connections.join("\n")
     );
 }
+
+/// An upstream nobody listens on: the client gets SERVFAIL within the 5 s query
+/// deadline, over UDP (ICMP unreachable) and with `force_tcp` (connection refused).
+#[test]
+fn dead_upstream_gives_servfail() {
+    let dead_port = crate::harness::free_port();
+    for forward_opts in [&[][..], &["force_tcp"][..]] {
+        let corefile = format!(
+            ".:$PORT {{\n    bind 127.0.0.1\n    errors\n    {CACHE_30}\n    forward . 127.0.0.1:{dead_port}{}\n}}\n",
+            if forward_opts.is_empty() { "" } else { " {\n        force_tcp\n    }" }
+        );
+        let cache = Cache::start(&corefile, 1);
+        let query = client::query("www.test.", RecordType::A);
+        let start = Instant::now();
+        let reply =
+            client::udp_try(cache.addr(), &query, Duration::from_secs(7)).unwrap_or_else(|| {
+                panic!("no answer within 7 s from a dead upstream ({forward_opts:?})")
+            });
+        assert_eq!(
+            reply.response_code(),
+            ResponseCode::ServFail,
+            "{forward_opts:?}: {reply:?}"
+        );
+        assert!(
+            start.elapsed() <= Duration::from_millis(5500),
+            "SERVFAIL took {:?}",
+            start.elapsed()
+        );
+    }
+}

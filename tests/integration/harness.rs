@@ -75,8 +75,20 @@ pub struct Knot {
 }
 
 impl Knot {
-    /// Starts knotd and waits until it answers the SOA of the first zone over UDP.
+    /// Starts knotd and waits until it answers the SOA of the first zone over UDP;
+    /// retries on a fresh port if a parallel test took the first one meanwhile.
     pub fn start(zones: &[Zone]) -> Knot {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Knot::try_start(zones) {
+                Ok(knot) => return knot,
+                Err(why) => last = why,
+            }
+        }
+        panic!("knotd did not start (3 tries); last: {last}");
+    }
+
+    fn try_start(zones: &[Zone]) -> Result<Knot, String> {
         let knotd = find_program("knotd", "knot");
         let dir = tempfile::Builder::new()
             .prefix("itk")
@@ -104,8 +116,7 @@ impl Knot {
             conf,
             port,
         };
-        knot.wait_ready(&zones[0].origin);
-        knot
+        knot.wait_ready(&zones[0].origin).map(|()| knot)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -116,22 +127,32 @@ impl Knot {
         fs::read_to_string(self.dir.path().join("knotd.log")).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self, origin: &str) {
+    fn wait_ready(&mut self, origin: &str) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         let probe = client::query(origin, RecordType::SOA);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("knotd exited ({status}) before answering:\n{}", self.log());
+                return Err(format!(
+                    "knotd exited ({status}) before answering:\n{}",
+                    self.log()
+                ));
+            }
+            if self.log().contains("cannot bind") {
+                return Err(format!(
+                    "knotd could not bind 127.0.0.1@{}:\n{}",
+                    self.port,
+                    self.log()
+                ));
             }
             if client::udp_try(self.addr(), &probe, Duration::from_millis(200)).is_some() {
-                return;
+                return Ok(());
             }
             sleep(Duration::from_millis(50));
         }
-        panic!(
+        Err(format!(
             "knotd did not answer within {START_TIMEOUT:?}:\n{}",
             self.log()
-        );
+        ))
     }
 
     /// Every counter `knotc stats` prints, e.g. `mod-stats.request-protocol[tcp4]`.

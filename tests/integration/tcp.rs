@@ -75,3 +75,28 @@ fn thousand_pipelined_queries_on_one_connection() {
         knot.queries_of_type("A")
     );
 }
+
+/// After a first query the connection is idle-timed (10 s), not read-timed (3 s): a
+/// second query 4 s later on the same connection is answered.
+#[test]
+fn tcp_connection_survives_a_pause_between_queries() {
+    let knot = zones::knot();
+    let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
+    let mut stream = client::tcp_connect(cache.addr());
+    for i in 0..2 {
+        if i > 0 {
+            thread::sleep(Duration::from_secs(4));
+        }
+        let query = client::query("www.test.", RecordType::A);
+        client::tcp_send(&mut stream, &client::encode(&query));
+        let bytes = client::tcp_recv(&mut stream).unwrap_or_else(|e| {
+            panic!(
+                "query #{i} on the connection (after a 4 s pause: {}): {e}",
+                i > 0
+            )
+        });
+        let reply = client::decode(&bytes);
+        assert_eq!(reply.id(), query.id());
+        assert_eq!(reply.answers().len(), 2, "query #{i}: {reply:?}");
+    }
+}

@@ -60,6 +60,20 @@ fn large_answer_without_edns_over_udp_is_truncated_and_complete_over_tcp() {
         reply.answers().is_empty(),
         "a truncated hit carries no records: {reply:?}"
     );
+    // A hit is cut to the client's EDNS size too: 600 bytes is less than the RRset.
+    let small = client::with_edns(client::query(BIG, RecordType::TXT), 600, false);
+    let bytes = client::udp_raw(cache.addr(), &client::encode(&small), client::TIMEOUT)
+        .expect("answer to EDNS 600");
+    assert!(
+        bytes.len() <= 600,
+        "reply to an EDNS-600 client is {} bytes",
+        bytes.len()
+    );
+    let reply = client::decode(&bytes);
+    assert!(
+        reply.truncated(),
+        "an RRset over the client's EDNS size 600 must have TC=1: {reply:?}"
+    );
     // And a client with EDNS 4096 over UDP gets it all too.
     let edns = client::with_edns(client::query(BIG, RecordType::TXT), 4096, false);
     let reply = client::udp(cache.addr(), &edns);

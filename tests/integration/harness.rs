@@ -248,6 +248,16 @@ impl Cache {
     }
 
     fn try_start(corefile: &str, shards: usize) -> Result<Cache, String> {
+        let mut cache = Cache::launch(corefile, shards);
+        match cache.wait_ready() {
+            Ok(()) => Ok(cache),
+            Err(why) => Err(format!("{why}\n{}", cache.log())),
+        }
+    }
+
+    /// Writes the Corefile and spawns the server without waiting for it: for tests of
+    /// a server that is expected to refuse to run.
+    pub fn launch(corefile: &str, shards: usize) -> Cache {
         let dir = tempfile::Builder::new()
             .prefix("itc")
             .tempdir()
@@ -270,16 +280,24 @@ impl Cache {
             .stderr(log)
             .spawn()
             .expect("spawning nodelocaldns");
-        let mut cache = Cache {
+        Cache {
             child,
             dir,
             port,
             free_ports,
-        };
-        match cache.wait_ready() {
-            Ok(()) => Ok(cache),
-            Err(why) => Err(format!("{why}\n{}", cache.log())),
         }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Ready = logged `listening (udp+tcp)` and answered a UDP query. The probe is a

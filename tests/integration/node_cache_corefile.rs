@@ -122,17 +122,11 @@ fn node_cache_corefile_answers_every_block() {
 #[test]
 fn node_cache_corefile_serves_health() {
     let (_knot, cache) = start();
-    let addr = SocketAddr::from(([127, 0, 0, 1], cache.free_ports[1]));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("health endpoint {addr} not listening: {e}\n{}", cache.log()));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("read timeout");
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
+    let response = http_get(
+        SocketAddr::from(([127, 0, 0, 1], cache.free_ports[1])),
+        "/health",
+        &cache,
+    );
     assert!(
         response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
         "GET /health: {response:?}"
@@ -140,6 +134,70 @@ fn node_cache_corefile_serves_health() {
     assert!(
         response.trim_end().ends_with("OK"),
         "GET /health body: {response:?}"
+    );
+}
+
+/// The whole response to `GET path` (status line, headers, body).
+fn http_get(addr: SocketAddr, path: &str, cache: &Cache) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("HTTP endpoint {addr} not listening: {e}\n{}", cache.log()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// `prometheus 127.0.0.1:PORT`: GET /metrics → 200 with CoreDNS-named series that
+/// count the queries just made.
+#[test]
+fn node_cache_corefile_serves_metrics() {
+    let (_knot, cache) = start();
+    for _ in 0..3 {
+        client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
+    }
+    let response = http_get(
+        SocketAddr::from(([127, 0, 0, 1], cache.free_ports[0])),
+        "/metrics",
+        &cache,
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "GET /metrics: {response:.300}"
+    );
+    for series in [
+        "coredns_dns_requests_total",
+        "coredns_dns_responses_total",
+        "coredns_cache_hits_total",
+        "coredns_cache_misses_total",
+    ] {
+        assert!(
+            response.contains(series),
+            "/metrics lacks {series}:\n{response}"
+        );
+    }
+}
+
+/// `loop`: a block forwarding to itself is detected and the server exits with a clear
+/// message instead of amplifying queries.
+#[test]
+fn forwarding_loop_is_detected() {
+    let corefile = ".:$PORT {\n    bind 127.0.0.1\n    errors\n    cache 30\n    loop\n    forward . 127.0.0.1:$PORT\n}\n";
+    let mut cache = Cache::launch(corefile, 1);
+    let status = cache.wait_exit(Duration::from_secs(10));
+    let log = cache.log();
+    let status = status
+        .unwrap_or_else(|| panic!("still running 10 s after start with a forwarding loop:\n{log}"));
+    assert!(
+        !status.success(),
+        "a detected loop is a failure exit, got {status}"
+    );
+    assert!(
+        log.to_lowercase().contains("loop"),
+        "the log must say a loop was detected:\n{log}"
     );
 }
 

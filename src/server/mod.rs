@@ -7,6 +7,7 @@
 //! timer, never per packet.
 
 mod listen;
+mod loop_detect;
 pub mod query;
 pub mod shard;
 mod tcp;
@@ -180,6 +181,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
             let _ = thread.join();
         }));
     }
+    send_loop_probes(&config, &endpoints);
     Ok(Running {
         endpoints: endpoints.iter().map(|e| e.addr).collect(),
         config,
@@ -188,6 +190,29 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         controls,
         threads,
     })
+}
+
+/// One probe per zone of each block with `loop` and `forward`, sent to the block's
+/// first endpoint (a wildcard endpoint is asked on loopback).
+fn send_loop_probes(config: &Config, endpoints: &[listen::Endpoint]) {
+    for (index, block) in config.servers.iter().enumerate() {
+        if !block.loop_detect || block.forward.is_none() {
+            continue;
+        }
+        let Some(endpoint) = endpoints.iter().find(|e| e.blocks.contains(&index)) else {
+            continue;
+        };
+        let mut target = endpoint.addr;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        for zone in &block.zones {
+            loop_detect::probe(&zone.name, target);
+        }
+    }
 }
 
 /// The shard state the socket tasks read at each batch; a reload swaps it, and

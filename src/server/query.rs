@@ -62,6 +62,9 @@ pub fn handle(
             return Handled::Reply(wire::write_error_reply(packet, rcode, out));
         }
     };
+    if query.qtype == super::loop_detect::HINFO {
+        super::loop_detect::check(query.qname);
+    }
     let Some(block_index) = shard.block_for(endpoint, query.qname) else {
         return Handled::Reply(wire::write_error_reply(packet, Rcode::Refused, out));
     };

@@ -288,6 +288,19 @@ impl Cache {
         }
     }
 
+    /// Replaces the Corefile with `corefile`, its placeholders filled with this
+    /// server's ports (for `reload`). Written to a temporary file and renamed, so the
+    /// server never reads half a file.
+    pub fn rewrite_corefile(&self, corefile: &str) {
+        let text = corefile
+            .replace("$FREEPORT1", &self.free_ports[0].to_string())
+            .replace("$FREEPORT2", &self.free_ports[1].to_string())
+            .replace("$PORT", &self.port.to_string());
+        let tmp = self.dir.path().join("Corefile.new");
+        fs::write(&tmp, text).expect("writing the new Corefile");
+        fs::rename(&tmp, self.dir.path().join("Corefile")).expect("replacing the Corefile");
+    }
+
     /// Waits up to `timeout` for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

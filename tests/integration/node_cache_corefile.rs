@@ -218,3 +218,59 @@ fn stops_on_sigterm() {
         cache.log()
     );
 }
+
+/// `reload 2s 1s`: a changed Corefile (forward to another knot) takes effect within a
+/// few seconds on the same port; a Corefile that does not parse leaves it running.
+#[test]
+fn reload_applies_a_new_corefile_and_keeps_the_old_on_errors() {
+    let first = Knot::start(&[Zone::new("test.", TEST_ZONE)]);
+    let second_zone = TEST_ZONE.replace(crate::zones::MANY_ADDR, "198.51.100.7");
+    let second = Knot::start(&[Zone::new("test.", &second_zone)]);
+    let corefile = |knot: &Knot| {
+        format!(".:$PORT {{\n    bind 127.0.0.1\n    errors\n    cache 30\n    reload 2s 1s\n    forward . 127.0.0.1:{}\n}}\n", knot.port)
+    };
+    let cache = Cache::start(&corefile(&first), 1);
+    let mut asked = 0;
+    // Fresh names each time, so nothing comes from cache.
+    let mut ask = || {
+        asked += 1;
+        let reply = client::udp(
+            cache.addr(),
+            &client::query(&format!("r{asked}.many.test."), RecordType::A),
+        );
+        reply
+            .answers()
+            .first()
+            .map(|r| r.data().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        ask(),
+        crate::zones::MANY_ADDR,
+        "before the reload, the first knot answers"
+    );
+    cache.rewrite_corefile(&corefile(&second));
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut answer = ask();
+    while answer != "198.51.100.7" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        answer = ask();
+    }
+    assert_eq!(
+        answer, "198.51.100.7",
+        "8 s after the Corefile changed the server still forwards to the old knot"
+    );
+    cache.rewrite_corefile(".:$PORT {\n    bind 127.0.0.1\n    no_such_directive\n");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        ask(),
+        "198.51.100.7",
+        "a Corefile that does not parse must leave the running one in place"
+    );
+    let mut cache = cache;
+    assert!(
+        cache.alive(),
+        "a bad Corefile on reload must not stop the server:\n{}",
+        cache.log()
+    );
+}

@@ -8,7 +8,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::client::{self, answer_ttls, records};
-use crate::harness::{corefile, Cache, CACHE_30};
+use crate::harness::{corefile, Cache, Knot, Zone, CACHE_30};
 use crate::zones;
 
 /// The second identical query is a hit: knot sees the MX query once, the hit has AA.
@@ -100,7 +100,7 @@ fn ttl_is_capped_and_counts_down() {
 }
 
 /// A cache whose denial TTL is 2 s (MINTTL 1 s): denial entries live 2 s.
-fn denial_cache(knot: &crate::harness::Knot) -> Cache {
+fn denial_cache(knot: &Knot) -> Cache {
     let cache = "cache 30 {\n        success 9984 30\n        denial 9984 2 1\n    }";
     Cache::start(&corefile(knot, cache, &[], &[]), 1)
 }
@@ -189,4 +189,52 @@ fn nodata_is_cached_for_the_denial_ttl() {
         2,
         "after the 2 s denial TTL the NODATA must be asked again"
     );
+}
+
+/// A record with TTL 1 is kept for the success MINTTL (default 5 s): asked again 1.5 s
+/// later it is still a hit.
+#[test]
+fn short_ttl_is_raised_to_min_ttl() {
+    let knot = zones::knot();
+    let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
+    let first = client::udp(cache.addr(), &client::query("short.test.", RecordType::A));
+    assert_eq!(first.answers().len(), 1, "{first:?}");
+    sleep(Duration::from_millis(1500));
+    let again = client::udp(cache.addr(), &client::query("short.test.", RecordType::A));
+    assert_eq!(records(again.answers()), records(first.answers()));
+    assert_eq!(
+        knot.queries_of_type("A"),
+        1,
+        "a TTL-1 record is cached for MINTTL 5 s, not 1 s"
+    );
+}
+
+/// An upstream SERVFAIL is cached for `servfail 2s`, then asked again.
+#[test]
+fn servfail_is_cached_for_the_servfail_duration() {
+    let knot = Knot::start(&[
+        Zone::new("test.", zones::TEST_ZONE),
+        Zone::new("broken.", "this is not a zone file\n"),
+    ]);
+    let cache_directive = "cache 30 {\n        servfail 2s\n    }";
+    let cache = Cache::start(&corefile(&knot, cache_directive, &[], &[]), 1);
+    let servfails = || knot.stat("mod-stats.response-code[SERVFAIL]");
+    let start = Instant::now();
+    for i in 0..3 {
+        let reply = client::udp(cache.addr(), &client::query("www.broken.", RecordType::A));
+        assert_eq!(reply.response_code(), ResponseCode::ServFail, "reply #{i}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "too slow to test a 2 s duration"
+    );
+    assert_eq!(
+        servfails(),
+        1,
+        "knot's SERVFAIL must be asked once within `servfail 2s`"
+    );
+    sleep(Duration::from_millis(3100));
+    let reply = client::udp(cache.addr(), &client::query("www.broken.", RecordType::A));
+    assert_eq!(reply.response_code(), ResponseCode::ServFail);
+    assert_eq!(servfails(), 2, "after 2 s the SERVFAIL must be asked again");
 }

@@ -39,6 +39,11 @@ fn question_keeps_the_clients_letter_case() {
             assert_eq!(records(reply.answers()), expected, "answer to {name}");
         }
     }
+    assert_eq!(
+        knot.queries_of_type("A"),
+        1,
+        "the cache key is case-insensitive: one upstream query"
+    );
 }
 
 /// EDNS in the reply iff the client sent it; DO echoed. Each variant asked twice (miss,
@@ -97,4 +102,15 @@ fn reply_opt_mirrors_the_clients() {
             );
         }
     }
+    // The DO bit is part of the cache key (no EDNS counts as DO=0): two entries each.
+    assert_eq!(
+        knot.queries_of_type("A"),
+        2,
+        "www.test A: one upstream query per DO value"
+    );
+    assert_eq!(
+        knot.queries_of_type("TXT"),
+        2,
+        "txt.test TXT: one upstream query per DO value"
+    );
 }

@@ -39,9 +39,10 @@ fn question_keeps_the_clients_letter_case() {
             assert_eq!(records(reply.answers()), expected, "answer to {name}");
         }
     }
+    // One query was ours, straight to knot; the cache must have sent one.
+    let sent = knot.queries_of_type("A") - 1;
     assert_eq!(
-        knot.queries_of_type("A"),
-        1,
+        sent, 1,
         "the cache key is case-insensitive: one upstream query"
     );
 }

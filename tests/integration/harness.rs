@@ -301,6 +301,12 @@ impl Cache {
         fs::rename(&tmp, self.dir.path().join("Corefile")).expect("replacing the Corefile");
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
     /// Waits up to `timeout` for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -274,3 +274,36 @@ fn reload_applies_a_new_corefile_and_keeps_the_old_on_errors() {
         cache.log()
     );
 }
+
+/// `health { lameduck 2s }`: after SIGTERM the server keeps answering for 2 s, then exits.
+#[test]
+fn lameduck_keeps_serving_after_sigterm() {
+    let knot = Knot::start(&[Zone::new("test.", TEST_ZONE)]);
+    let corefile = format!(
+        ".:$PORT {{\n    bind 127.0.0.1\n    errors\n    health 127.0.0.1:$FREEPORT2 {{\n        lameduck 2s\n    }}\n    \
+         cache 30\n    forward . 127.0.0.1:{}\n}}\n",
+        knot.port
+    );
+    let mut cache = Cache::start(&corefile, 1);
+    let start = std::time::Instant::now();
+    cache.terminate();
+    std::thread::sleep(Duration::from_millis(800));
+    let reply = client::udp_try(
+        cache.addr(),
+        &client::query("www.test.", RecordType::A),
+        Duration::from_secs(1),
+    );
+    assert!(
+        reply.is_some_and(|r| r.answers().len() == 2),
+        "0.8 s into a 2 s lameduck the server must still answer"
+    );
+    let status = cache
+        .wait_exit(Duration::from_secs(5))
+        .expect("still running 5 s after SIGTERM with lameduck 2s");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "exited {took:?} after SIGTERM, before the 2 s lameduck ended"
+    );
+    assert!(status.success(), "exit status after lameduck: {status}");
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures_channel::oneshot;
 
 use super::shard::{Block, Shard};
-use crate::cache::{self, Lookup, StoredAnswer};
+use crate::cache::{self, AnswerClass, StoredAnswer};
 use crate::limits;
 use crate::upstream::{Transport, UpstreamError};
 use crate::wire::{self, Query, Rcode, Rejection};
@@ -74,8 +74,18 @@ pub fn handle(
         Transport::Tcp => limits::MESSAGE_BYTES_MAX,
     };
     if let Some(cache) = &block.cache {
-        if let Lookup::Hit(len) = cache.borrow_mut().lookup(&query, now, out, max_len) {
+        let lookup = cache.borrow_mut().lookup(&query, now, out, max_len);
+        if let Some(len) = lookup.reply_len() {
             shard.counters.hits.set(shard.counters.hits.get() + 1);
+            if lookup.must_refresh() {
+                glommio::spawn_local(refresh(
+                    shard.clone(),
+                    block_index,
+                    packet.to_vec(),
+                    transport,
+                ))
+                .detach();
+            }
             return Handled::Reply(len);
         }
         shard.counters.misses.set(shard.counters.misses.get() + 1);
@@ -122,6 +132,22 @@ async fn answer_miss(
     };
     let block = &shard.blocks[block_index];
     let resolution = resolve_shared(shard, block, &query, transport).await;
+    let failed = match resolution.as_ref() {
+        Ok(stored) => matches!(
+            stored.class(),
+            AnswerClass::ServFail | AnswerClass::Uncacheable
+        ),
+        Err(_) => true,
+    };
+    // serve_stale verify: an expired answer still beats a failure.
+    if let (true, Some(cache)) = (failed, &block.cache) {
+        if let Some(len) = cache
+            .borrow_mut()
+            .lookup_stale(&query, Instant::now(), out, max_len)
+        {
+            return len;
+        }
+    }
     match resolution.as_ref() {
         Ok(stored) => {
             if block.errors && stored.rcode() == Rcode::ServFail.code() {
@@ -130,6 +156,20 @@ async fn answer_miss(
             cache::write_reply(stored, &query, stored.ttl_secs(), false, out, max_len)
         }
         Err(rcode) => wire::write_error_reply(packet, *rcode, out),
+    }
+}
+
+/// Refreshes an entry the cache asked to refresh (prefetch or serve_stale
+/// immediate): an answer of any kind is inserted by the resolution (which clears the
+/// entry's refresh mark); a failure clears it here.
+async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transport: Transport) {
+    let Ok(query) = wire::parse_query(&packet) else {
+        return;
+    };
+    let block = &shard.blocks[block_index];
+    let resolution = resolve_shared(&shard, block, &query, transport).await;
+    if let (Err(_), Some(cache)) = (resolution.as_ref(), &block.cache) {
+        cache.borrow_mut().refresh_failed(&query);
     }
 }
 

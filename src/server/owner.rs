@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 
+use super::shard::Shard;
 use super::Current;
 use crate::cache::StoredAnswer;
 use crate::limits;
@@ -42,6 +43,9 @@ pub enum Message {
 
 /// The owner's answer to a request.
 pub enum Outcome {
+    /// The owner had the answer cached: a reply to the request (remaining TTLs),
+    /// which the requester parses and caches like an upstream answer.
+    Cached(Vec<u8>),
     Resolved(Result<StoredAnswer, Rcode>),
     /// The owner runs another configuration (a reload is under way): resolve locally.
     Mismatch,
@@ -85,7 +89,7 @@ impl Peers {
         block: usize,
         packet: &[u8],
         transport: Transport,
-    ) -> Option<Result<StoredAnswer, Rcode>> {
+    ) -> Option<Outcome> {
         let ticket = self.next_ticket.get();
         self.next_ticket.set(ticket.wrapping_add(1));
         let (tx, rx) = oneshot::channel();
@@ -105,8 +109,8 @@ impl Peers {
         self.senders.send_to(owner, request).await.ok()?;
         let budget = Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS + 500);
         match with_deadline(budget, rx).await {
-            Some(Ok(Outcome::Resolved(result))) => Some(result),
-            _ => None,
+            Some(Ok(Outcome::Mismatch)) | Some(Err(_)) | None => None,
+            Some(Ok(outcome)) => Some(outcome),
         }
     }
 }
@@ -163,11 +167,7 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
                     Outcome::Mismatch
                 } else {
                     match wire::parse_query(&packet) {
-                        Ok(query) => {
-                            let resolution =
-                                super::query::resolve_owned(&shard, block, &query, transport).await;
-                            Outcome::Resolved((*resolution).clone())
-                        }
+                        Ok(query) => answer_request(&shard, block, &query, transport).await,
                         Err(_) => Outcome::Resolved(Err(Rcode::FormErr)),
                     }
                 };
@@ -179,4 +179,22 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
             .detach();
         }
     }
+}
+
+/// The owner's side of a request: its cache first (the reply travels as bytes), else
+/// a resolution shared with every other miss of the key on this shard.
+async fn answer_request(
+    shard: &Rc<Shard>,
+    block: usize,
+    query: &wire::Query<'_>,
+    transport: Transport,
+) -> Outcome {
+    let mut reply = vec![0u8; limits::MESSAGE_BYTES_MAX];
+    let now = std::time::Instant::now();
+    if let Some(len) = super::query::cached_reply(shard, block, query, transport, now, &mut reply) {
+        reply.truncate(len);
+        return Outcome::Cached(reply);
+    }
+    let resolution = super::query::resolve_owned(shard, block, query, transport).await;
+    Outcome::Resolved((*resolution).clone())
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use futures_channel::oneshot;
 
+use super::owner::Outcome;
 use super::shard::{Block, Shard};
 use crate::cache::{self, AnswerClass, StoredAnswer};
 use crate::limits;
@@ -73,21 +74,19 @@ pub fn handle(
         Transport::Udp => query.udp_limit(),
         Transport::Tcp => limits::MESSAGE_BYTES_MAX,
     };
-    if let Some(cache) = &block.cache {
-        let lookup = cache.borrow_mut().lookup(&query, now, out, max_len);
-        if let Some(len) = lookup.reply_len() {
-            shard.counters.hits.set(shard.counters.hits.get() + 1);
-            if lookup.must_refresh() {
-                glommio::spawn_local(refresh(
-                    shard.clone(),
-                    block_index,
-                    packet.to_vec(),
-                    transport,
-                ))
-                .detach();
-            }
-            return Handled::Reply(len);
-        }
+    let limit = max_len.min(out.len());
+    if let Some(len) = cached_reply(
+        shard,
+        block_index,
+        &query,
+        transport,
+        now,
+        &mut out[..limit],
+    ) {
+        shard.counters.hits.set(shard.counters.hits.get() + 1);
+        return Handled::Reply(len);
+    }
+    if block.cache.is_some() {
         shard.counters.misses.set(shard.counters.misses.get() + 1);
     }
     if !block
@@ -115,6 +114,27 @@ pub fn handle(
     })
     .detach();
     Handled::Later
+}
+
+/// Answers from the block's cache into `out` (its length is the size limit) and
+/// starts the one refresh the cache asks for (prefetch, stale). None on a miss.
+pub fn cached_reply(
+    shard: &Rc<Shard>,
+    block_index: usize,
+    query: &Query<'_>,
+    transport: Transport,
+    now: Instant,
+    out: &mut [u8],
+) -> Option<usize> {
+    let cache = shard.blocks[block_index].cache.as_ref()?;
+    let max_len = out.len();
+    let lookup = cache.borrow_mut().lookup(query, now, out, max_len);
+    let len = lookup.reply_len()?;
+    if lookup.must_refresh() {
+        let packet = query.packet.to_vec();
+        glommio::spawn_local(refresh(shard.clone(), block_index, packet, transport)).detach();
+    }
+    Some(len)
 }
 
 /// Resolves a miss (sharing an upstream query already in flight for the same key)
@@ -245,8 +265,12 @@ async fn resolve_shared(
         _ => None,
     };
     let result = match from_owner {
-        Some(result) => result,
-        None => resolve(shard, block, query, transport).await,
+        Some(Outcome::Resolved(result)) => result,
+        Some(Outcome::Cached(reply)) => {
+            StoredAnswer::from_upstream(&reply, query, &block.cache_config)
+                .map_err(|_| Rcode::ServFail)
+        }
+        _ => resolve(shard, block, query, transport).await,
     };
     let resolution = Rc::new(result);
     if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
@@ -272,6 +296,7 @@ async fn resolve(
     };
     let mut upstream_query = [0u8; limits::UDP_PAYLOAD_BYTES_MAX];
     let len = wire::write_upstream_query(query, 0, block.bufsize, &mut upstream_query);
+    tracing::debug!(qname = %wire::name_to_string(query.qname), "asking upstream");
     let answer = match forwarder.resolve(&upstream_query[..len], transport).await {
         Ok(answer) => answer,
         Err(UpstreamError::MaxConcurrent) => return Err(Rcode::Refused),

@@ -600,3 +600,72 @@ fn flags_version_help_and_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("-localip"));
 }
+
+#[test]
+fn teardown_is_bounded_when_iptables_hangs() {
+    let Some(mut ns) = cluster("hang") else {
+        return;
+    };
+    // An `iptables` that never returns, as when another process holds the xtables
+    // lock forever: first on PATH for the node process only.
+    let fake = ns.path("fakebin");
+    std::fs::create_dir(&fake).unwrap();
+    for tool in ["iptables", "ip6tables"] {
+        let path = fake.join(tool);
+        std::fs::write(&path, "#!/bin/sh\nexec sleep 600\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let conf = ns.path("Corefile");
+    let mut command = ns.command(&[BIN]);
+    command
+        .args(["-localip", "169.254.20.10", "-conf"])
+        .arg(&conf)
+        .arg("-basecorefile")
+        .arg(ns.path("Corefile.base"))
+        .args(["-upstreamsvc", "kube-dns-upstream", "-syncinterval", "1"])
+        .args([
+            "--interface-kind",
+            "bridge",
+            "--teardown-timeout",
+            "1s",
+            "--shards",
+            "1",
+        ])
+        .env("KUBE_DNS_UPSTREAM_SERVICE_HOST", "127.0.0.1")
+        .env("PATH", path)
+        .stderr(std::fs::File::create(ns.path("nodelocaldns.log")).unwrap());
+    let pid = ns.spawn(command);
+    // Serving, the sync pass stuck in iptables.
+    assert!(
+        wait_until(SYNC_WAIT, || ns
+            .kdig(&["@169.254.20.10", "www.example"])
+            .trim()
+            == "192.0.2.1"),
+        "{}",
+        log(&ns)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    signal(pid, libc::SIGTERM);
+    assert!(
+        ns.wait_exit(pid, Duration::from_secs(10)).is_some(),
+        "no exit: {}",
+        log(&ns)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        log(&ns).contains("teardown did not finish in time"),
+        "{}",
+        log(&ns)
+    );
+}

@@ -59,7 +59,7 @@ pub const SERVER_BUFSIZE: u16 = 1232;
 const _: () = assert!(UDP_BATCH_MAX >= 1 && UDP_BATCH_MAX <= 1024);
 const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
 
-/// Cache entries examined per second by the expiry sweep, per block and shard.
+/// Expired cache entries removed per second by the sweep, per block and shard.
 pub const CACHE_SWEEP_ENTRIES_PER_SECOND: usize = 1024;
 
 /// UDP payload size we advertise in the OPT of our replies to clients (what we read).
@@ -92,3 +92,15 @@ const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
 pub const CONTROL_POLL_MILLIS: u64 = 100;
 /// Control plane → shard: messages queued per shard.
 pub const CONTROL_QUEUE_MAX: usize = 16;
+
+/// Cache: a refresh (prefetch or serve_stale) the server was told to start and never
+/// reported back (`insert` or `refresh_failed`) is presumed lost after this long, and
+/// the next due hit of that entry asks for another. Longer than a whole upstream query.
+pub const CACHE_REFRESH_MILLIS_MAX: u64 = 2 * UPSTREAM_QUERY_MILLIS;
+
+const _: () = assert!(CACHE_REFRESH_MILLIS_MAX > UPSTREAM_QUERY_MILLIS);
+
+/// Cross-core miss routing: messages queued between two shards.
+pub const OWNER_CHANNEL_MAX: usize = 1024;
+/// Cross-core miss routing: seed of the key → owner hash (the same on every shard).
+pub const OWNER_HASH_SEED: u64 = 0x6e6f_6465_6c6f_6361;

@@ -1,14 +1,35 @@
 //! One core's cache: a hash index over two CLOCK pools (success; denial and
 //! SERVFAIL, as CoreDNS's pcache / ncache), bounded by entries per class and by bytes.
 //! Owned by one thread: no locks, no atomics.
+//!
+//! Each pool also keeps its entries in expiry order, so that eviction takes an expired
+//! entry before any fresh one (CLOCK only chooses among fresh entries), and the sweep
+//! removes dead entries from the front without looking at live ones.
+//!
+//! # Refresh protocol (prefetch, `serve_stale`)
+//!
+//! [`Shard::lookup`] returns [`Lookup::HitPrefetch`] or [`Lookup::StaleRefresh`] at
+//! most once per entry until the refresh ends: the caller then sends one upstream
+//! query for the same question (same DO and CD) and reports the outcome with
+//! [`Shard::insert`] (an answer, whatever its class) or [`Shard::refresh_failed`]
+//! (no answer). Either ends the refresh. A refresh never reported ends by itself after
+//! [`CACHE_REFRESH_MILLIS_MAX`](crate::limits::CACHE_REFRESH_MILLIS_MAX).
+//!
+//! With `serve_stale verify` an expired entry is a [`Lookup::Miss`]; the caller
+//! forwards as for any miss and, if the upstream gives no usable answer (an error, or
+//! an answer whose [`AnswerClass`] is `ServFail` or `Uncacheable`), calls
+//! [`Shard::lookup_stale`] and sends the stale answer if there is one.
 
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
 use super::answer::{write_reply, AnswerClass, StoredAnswer};
-use crate::config::{CacheConfig, Zone};
+use super::refresh::{prefetch_due, Freq, RefreshMark};
+use super::stats::CacheStats;
+use crate::config::{CacheConfig, Prefetch, StaleMode, Zone};
 use crate::limits::{CACHE_ENTRIES_MAX, CACHE_ENTRY_BYTES_BUDGET};
 use crate::wire::name::{hash_lowercase, in_zone, zone_to_wire};
 use crate::wire::Query;
@@ -50,12 +71,41 @@ impl<'a> Key<'a> {
     }
 }
 
-/// Result of [`Shard::lookup`].
+/// Result of [`Shard::lookup`]. Every variant but `Miss` carries the length of the
+/// reply written into `out`, to be sent as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// A reply of this many bytes was written.
+    /// Fresh answer written. Nothing else to do.
     Hit(usize),
+    /// Fresh answer written, and the entry is due for prefetch (`prefetch AMOUNT
+    /// DURATION PERCENTAGE%`): the caller must start one refresh (module docs).
+    HitPrefetch(usize),
+    /// `serve_stale immediate`: expired answer written with every TTL 0; its refresh is
+    /// already in flight. Nothing else to do.
+    Stale(usize),
+    /// `serve_stale immediate`: expired answer written with every TTL 0, and the caller
+    /// must start one refresh (module docs).
+    StaleRefresh(usize),
+    /// Nothing written: forward the query, then `insert` the answer.
     Miss,
+}
+
+impl Lookup {
+    /// Length of the reply written, if any.
+    pub fn reply_len(self) -> Option<usize> {
+        match self {
+            Lookup::Hit(n)
+            | Lookup::HitPrefetch(n)
+            | Lookup::Stale(n)
+            | Lookup::StaleRefresh(n) => Some(n),
+            Lookup::Miss => None,
+        }
+    }
+
+    /// Whether the caller must start a refresh of this question.
+    pub fn must_refresh(self) -> bool {
+        matches!(self, Lookup::HitPrefetch(_) | Lookup::StaleRefresh(_))
+    }
 }
 
 struct Entry {
@@ -69,10 +119,15 @@ struct Entry {
     hash: u64,
     answer: StoredAnswer,
     inserted: Instant,
+    /// `inserted` + TTL: the key of the pool's expiry order.
+    expires: Instant,
     /// CLOCK reference bit: set on a hit, cleared when the hand passes.
     referenced: bool,
     /// What this entry counts against the byte budget.
     bytes: usize,
+    /// Popularity for prefetch; carried over when a refresh replaces the entry.
+    freq: Freq,
+    refresh: RefreshMark,
 }
 
 impl Entry {
@@ -83,19 +138,26 @@ impl Entry {
             && self.name.eq_ignore_ascii_case(key.name)
     }
 
-    /// Whole seconds since insertion.
-    fn age_secs(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.inserted).as_secs()
+    fn expired(&self, now: Instant) -> bool {
+        now >= self.expires
     }
 
-    fn expired(&self, now: Instant) -> bool {
-        self.age_secs(now) >= u64::from(self.answer.ttl_secs())
+    /// Whole seconds of TTL left (0 once expired).
+    fn remaining_secs(&self, now: Instant) -> u32 {
+        let age = now.saturating_duration_since(self.inserted).as_secs();
+        let left = u64::from(self.answer.ttl_secs()).saturating_sub(age);
+        u32::try_from(left).unwrap_or(0)
     }
 
     /// Past expiry and past the serve_stale window: nothing can use it any more.
-    fn dead(&self, now: Instant, stale: Duration) -> bool {
-        let ttl = Duration::from_secs(u64::from(self.answer.ttl_secs()));
-        now.saturating_duration_since(self.inserted) >= ttl.saturating_add(stale)
+    fn dead(&self, now: Instant, window: Duration) -> bool {
+        self.expired(now) && now.saturating_duration_since(self.expires) >= window
+    }
+
+    /// Answerable now, fresh or stale. A SERVFAIL is never answered stale.
+    fn servable(&self, now: Instant, window: Duration) -> bool {
+        !self.expired(now)
+            || (self.answer.class() != AnswerClass::ServFail && !self.dead(now, window))
     }
 }
 
@@ -118,16 +180,48 @@ impl SlotId {
 const SUCCESS: usize = 0;
 const DENIAL: usize = 1;
 
+/// Bytes an entry costs beyond `Entry`, its name and its answer: the hash table slot
+/// (4 B id + control byte at ≤ 7/8 load), the expiry-order element (24 B plus its
+/// share of a B-tree node) and the free-list slot. An estimate, kept on the high side.
+const INDEX_BYTES_PER_ENTRY: usize = 64;
+
 /// The entries of one class, walked by a CLOCK hand for eviction.
 #[derive(Default)]
 struct Pool {
     slots: Vec<Option<Entry>>,
     /// Empty slots below `slots.len()`.
     free: Vec<usize>,
+    /// (expiry, slot) of every entry: the first is the next to expire.
+    by_expiry: BTreeSet<(Instant, usize)>,
     hand: usize,
     len: usize,
     capacity: usize,
     bytes: usize,
+    /// Entries of this pool evicted to make room.
+    evictions: u64,
+    /// Lookups answered from this pool.
+    hits: u64,
+}
+
+impl Pool {
+    /// The entry that expired first, if it has expired by `now`.
+    fn first_expired(&self, now: Instant) -> Option<usize> {
+        self.by_expiry
+            .first()
+            .filter(|&&(expires, _)| expires <= now)
+            .map(|&(_, slot)| slot)
+    }
+}
+
+/// Counters not kept per pool.
+#[derive(Default)]
+struct Counters {
+    misses: u64,
+    prefetches: u64,
+    refresh_failures: u64,
+    served_stale: u64,
+    expired: u64,
+    drops: u64,
 }
 
 /// One core's cache.
@@ -137,9 +231,10 @@ pub struct Shard {
     hasher: foldhash::fast::RandomState,
     bytes: usize,
     bytes_max: usize,
-    /// Position of the incremental sweep over both pools' slots.
-    sweep_at: usize,
     keepttl: bool,
+    prefetch: Option<Prefetch>,
+    /// `serve_stale` mode; None when off.
+    stale_mode: Option<StaleMode>,
     /// Entries stay this long after expiry (serve_stale), then are dead.
     stale: Duration,
     servfail_ttl: Duration,
@@ -147,10 +242,15 @@ pub struct Shard {
     zones: Vec<Vec<u8>>,
     disable_success: Vec<Vec<u8>>,
     disable_denial: Vec<Vec<u8>>,
+    counters: Counters,
 }
 
 fn wire_zones(zones: &[Zone]) -> Vec<Vec<u8>> {
     zones.iter().filter_map(|z| zone_to_wire(&z.name)).collect()
+}
+
+fn entry_mut(pools: &mut [Pool; 2], id: SlotId) -> Option<&mut Entry> {
+    pools.get_mut(id.pool())?.slots.get_mut(id.slot())?.as_mut()
 }
 
 impl Shard {
@@ -180,13 +280,15 @@ impl Shard {
             hasher: foldhash::fast::RandomState::default(),
             bytes: 0,
             bytes_max,
-            sweep_at: 0,
             keepttl: cfg.keepttl,
+            prefetch: cfg.prefetch,
+            stale_mode: cfg.serve_stale.map(|s| s.mode),
             stale: cfg.serve_stale.map_or(Duration::ZERO, |s| s.duration),
             servfail_ttl: cfg.servfail_ttl,
             zones: wire_zones(&cfg.zones),
             disable_success: wire_zones(&cfg.disable_success),
             disable_denial: wire_zones(&cfg.disable_denial),
+            counters: Counters::default(),
         }
     }
 
@@ -208,6 +310,27 @@ impl Shard {
         self.bytes_max
     }
 
+    /// This shard's counters and gauges.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        let [success, denial] = &self.pools;
+        CacheStats {
+            hits_success: success.hits,
+            hits_denial: denial.hits,
+            misses: c.misses,
+            prefetches: c.prefetches,
+            refresh_failures: c.refresh_failures,
+            served_stale: c.served_stale,
+            evictions_success: success.evictions,
+            evictions_denial: denial.evictions,
+            expired: c.expired,
+            drops: c.drops,
+            entries_success: success.len,
+            entries_denial: denial.len,
+            bytes: self.bytes,
+        }
+    }
+
     fn entry(&self, id: SlotId) -> Option<&Entry> {
         self.pools.get(id.pool())?.slots.get(id.slot())?.as_ref()
     }
@@ -224,9 +347,22 @@ impl Shard {
         self.index.find(hash, hit).copied()
     }
 
-    /// Looks `q` up without allocating. On a hit writes the reply into `out` (every
-    /// TTL = entry TTL − whole seconds elapsed, or the original with keepttl). An
-    /// expired entry is a miss, and is removed once past the serve_stale window.
+    fn find_query(&self, q: &Query<'_>) -> Option<SlotId> {
+        let key = Key::of(q);
+        self.find(&key, key.hash(&self.hasher))
+    }
+
+    /// Looks `q` up without allocating and, unless it returns [`Lookup::Miss`], writes
+    /// the reply into `out` (at most `max_len` bytes, truncated with TC beyond).
+    ///
+    /// - Fresh entry: every TTL = entry TTL − whole seconds elapsed (the original with
+    ///   `keepttl`); [`Lookup::HitPrefetch`] instead of [`Lookup::Hit`] when the entry
+    ///   has just become due for prefetch and no refresh of it is in flight.
+    /// - Expired entry within the `serve_stale` window, mode `immediate`: every TTL 0
+    ///   (`keepttl` too: a stale answer must not be cached downstream);
+    ///   [`Lookup::StaleRefresh`] if no refresh is in flight, else [`Lookup::Stale`].
+    /// - Expired entry, mode `verify` or SERVFAIL: `Miss` (see [`Shard::lookup_stale`]).
+    /// - Dead entry (past the window): removed, `Miss`.
     pub fn lookup(
         &mut self,
         q: &Query<'_>,
@@ -234,63 +370,171 @@ impl Shard {
         out: &mut [u8],
         max_len: usize,
     ) -> Lookup {
-        let key = Key::of(q);
-        let Some(id) = self.find(&key, key.hash(&self.hasher)) else {
-            return Lookup::Miss;
-        };
-        let (stale, keepttl) = (self.stale, self.keepttl);
-        let Some(e) = self.pools[id.pool()]
-            .slots
-            .get_mut(id.slot())
-            .and_then(Option::as_mut)
-        else {
-            return Lookup::Miss;
-        };
-        if e.expired(now) {
-            if e.dead(now, stale) {
+        let found = self.find_query(q);
+        let result = match found.and_then(|id| self.entry(id).map(|e| (id, e))) {
+            None => Lookup::Miss,
+            Some((id, e)) if !e.expired(now) => self.serve_fresh(id, q, now, out, max_len),
+            Some((id, e)) if !e.servable(now, self.stale) => {
                 self.remove(id);
+                self.counters.expired += 1;
+                Lookup::Miss
             }
+            Some((id, _)) if self.stale_mode == Some(StaleMode::Immediate) => {
+                self.serve_stale(id, q, now, out, max_len)
+            }
+            Some(_) => Lookup::Miss,
+        };
+        if result == Lookup::Miss {
+            self.counters.misses += 1;
+        }
+        result
+    }
+
+    fn serve_fresh(
+        &mut self,
+        id: SlotId,
+        q: &Query<'_>,
+        now: Instant,
+        out: &mut [u8],
+        max_len: usize,
+    ) -> Lookup {
+        let (keepttl, prefetch) = (self.keepttl, self.prefetch);
+        let Some(e) = entry_mut(&mut self.pools, id) else {
+            return Lookup::Miss;
+        };
+        let (ttl, remaining) = (e.answer.ttl_secs(), e.remaining_secs(now));
+        let shown = if keepttl { ttl } else { remaining };
+        let n = write_reply(&e.answer, q, shown, true, out, max_len);
+        if n == 0 {
             return Lookup::Miss;
         }
         e.referenced = true;
-        let ttl = e.answer.ttl_secs();
-        let remaining = if keepttl {
-            ttl
+        let due = prefetch.is_some_and(|p| prefetch_due(&mut e.freq, &p, ttl, remaining, now));
+        let refresh = due && e.refresh.claim(now);
+        self.pools[id.pool()].hits += 1;
+        if refresh {
+            self.counters.prefetches += 1;
+            Lookup::HitPrefetch(n)
         } else {
-            ttl - e.age_secs(now) as u32
-        };
-        match write_reply(&e.answer, q, remaining, true, out, max_len) {
-            0 => Lookup::Miss,
-            n => Lookup::Hit(n),
+            Lookup::Hit(n)
         }
     }
 
-    /// Caches `stored` as the answer to `q`, replacing any previous one. Skips
-    /// uncacheable answers, zero TTLs, SERVFAIL when `servfail_ttl` is 0, names outside
-    /// the cache's zones or in a disabled zone, and entries larger than the byte budget.
-    pub fn insert(&mut self, q: &Query<'_>, stored: StoredAnswer, now: Instant) {
-        let pool = match stored.class() {
-            AnswerClass::Success if !self.disabled(&self.disable_success, q.qname) => SUCCESS,
-            AnswerClass::Denial if !self.disabled(&self.disable_denial, q.qname) => DENIAL,
-            AnswerClass::ServFail if !self.servfail_ttl.is_zero() => DENIAL,
-            _ => return,
+    fn serve_stale(
+        &mut self,
+        id: SlotId,
+        q: &Query<'_>,
+        now: Instant,
+        out: &mut [u8],
+        max_len: usize,
+    ) -> Lookup {
+        let Some(e) = entry_mut(&mut self.pools, id) else {
+            return Lookup::Miss;
         };
-        let in_zones = self.zones.is_empty() || self.zones.iter().any(|z| in_zone(q.qname, z));
-        let bytes = size_of::<Entry>() + q.qname.len() + stored.heap_bytes();
-        if stored.ttl_secs() == 0
-            || !in_zones
-            || bytes > self.bytes_max
-            || self.pools[pool].capacity == 0
-        {
-            return;
+        let n = write_reply(&e.answer, q, 0, true, out, max_len);
+        if n == 0 {
+            return Lookup::Miss;
         }
+        let refresh = e.refresh.claim(now);
+        self.pools[id.pool()].hits += 1;
+        self.counters.served_stale += 1;
+        if refresh {
+            self.counters.prefetches += 1;
+            Lookup::StaleRefresh(n)
+        } else {
+            Lookup::Stale(n)
+        }
+    }
+
+    /// For `serve_stale` (either mode) when the upstream gave no usable answer: writes
+    /// the answer to `q` if the entry is still servable and returns its length. An
+    /// expired entry is written with every TTL 0 (counted as served stale); a fresh one
+    /// (refreshed meanwhile) as by `lookup`. None when serve_stale is off, there is no
+    /// entry, it is past the window or a SERVFAIL, or the reply does not fit `out`.
+    /// Counts neither a hit nor a miss (the `lookup` before it did), and never asks
+    /// for a refresh.
+    pub fn lookup_stale(
+        &mut self,
+        q: &Query<'_>,
+        now: Instant,
+        out: &mut [u8],
+        max_len: usize,
+    ) -> Option<usize> {
+        self.stale_mode?;
+        let e = self.entry(self.find_query(q)?)?;
+        if !e.servable(now, self.stale) {
+            return None;
+        }
+        let expired = e.expired(now);
+        let ttl = match (expired, self.keepttl) {
+            (true, _) => 0,
+            (false, true) => e.answer.ttl_secs(),
+            (false, false) => e.remaining_secs(now),
+        };
+        let n = write_reply(&e.answer, q, ttl, true, out, max_len);
+        if n == 0 {
+            return None;
+        }
+        if expired {
+            self.counters.served_stale += 1;
+        }
+        Some(n)
+    }
+
+    /// Ends the refresh of `q` in flight after the upstream gave no answer, so that
+    /// the next due hit may start another. No effect if there is none.
+    pub fn refresh_failed(&mut self, q: &Query<'_>) {
+        let Some(id) = self.find_query(q) else {
+            return;
+        };
+        if entry_mut(&mut self.pools, id).is_some_and(|e| e.refresh.clear()) {
+            self.counters.refresh_failures += 1;
+        }
+    }
+
+    /// Caches `stored` as the answer to `q`, replacing any previous one and ending its
+    /// refresh in flight (cached or not). Returns whether it was cached.
+    ///
+    /// Not cached: uncacheable answers, zero TTLs, SERVFAIL when `servfail_ttl` is 0, a
+    /// class `disable`d for the name's zone, names outside the cache's zones, and
+    /// answers larger than the byte budget (counted in `drops`). A SERVFAIL never
+    /// replaces an answer that is still servable (fresh or within the serve_stale
+    /// window): a failed refresh keeps the good answer (CoreDNS overwrote it).
+    pub fn insert(&mut self, q: &Query<'_>, stored: StoredAnswer, now: Instant) -> bool {
         let key = Key::of(q);
         let hash = key.hash(&self.hasher);
-        if let Some(old) = self.find(&key, hash) {
+        let old = self.find(&key, hash);
+        let keep_old = stored.class() == AnswerClass::ServFail
+            && old
+                .and_then(|id| self.entry(id))
+                .is_some_and(|e| e.servable(now, self.stale));
+        let bytes =
+            size_of::<Entry>() + INDEX_BYTES_PER_ENTRY + q.qname.len() + stored.heap_bytes();
+        let pool = match self.admit(q.qname, &stored) {
+            Some(_) if keep_old => None,
+            Some(_) if bytes > self.bytes_max => {
+                self.counters.drops += 1;
+                None
+            }
+            pool => pool,
+        };
+        let Some(pool) = pool else {
+            if let Some(e) = old.and_then(|id| entry_mut(&mut self.pools, id)) {
+                e.refresh.clear();
+            }
+            return false;
+        };
+        let freq = old.and_then(|id| self.entry(id)).map(|e| e.freq);
+        if let Some(old) = old {
             self.remove(old);
         }
-        while self.pools[pool].len >= self.pools[pool].capacity && self.evict(pool, now) {}
-        while self.bytes + bytes > self.bytes_max && self.evict(self.fattest_pool(), now) {}
+        if !self.make_room(pool, bytes, now) {
+            self.counters.drops += 1;
+            return false;
+        }
+        let expires = now
+            .checked_add(Duration::from_secs(u64::from(stored.ttl_secs())))
+            .unwrap_or(now);
         let entry = Entry {
             name: q.qname.to_ascii_lowercase().into_boxed_slice(),
             qtype: q.qtype,
@@ -299,34 +543,65 @@ impl Shard {
             hash,
             answer: stored,
             inserted: now,
+            expires,
             referenced: false,
             bytes,
+            freq: freq.unwrap_or_default(),
+            refresh: RefreshMark::default(),
         };
-        let id = self.place(pool, entry);
-        let pools = &self.pools;
-        let rehash = |id: &SlotId| {
-            let e = pools
-                .get(id.pool())
-                .and_then(|p| p.slots.get(id.slot()))
-                .and_then(Option::as_ref);
-            e.map_or(0, |e| e.hash)
+        self.place(pool, entry);
+        true
+    }
+
+    /// The pool `stored` goes to, if the configuration lets it be cached for `name`.
+    fn admit(&self, name: &[u8], stored: &StoredAnswer) -> Option<usize> {
+        let pool = match stored.class() {
+            AnswerClass::Success if !self.disabled(&self.disable_success, name) => SUCCESS,
+            AnswerClass::Denial if !self.disabled(&self.disable_denial, name) => DENIAL,
+            AnswerClass::ServFail if !self.servfail_ttl.is_zero() => DENIAL,
+            _ => return None,
         };
-        self.index.insert_unique(hash, id, rehash);
+        let in_zones = self.zones.is_empty() || self.zones.iter().any(|z| in_zone(name, z));
+        let cacheable = stored.ttl_secs() > 0 && in_zones && self.pools[pool].capacity > 0;
+        cacheable.then_some(pool)
     }
 
     fn disabled(&self, zones: &[Vec<u8>], name: &[u8]) -> bool {
         zones.iter().any(|z| in_zone(name, z))
     }
 
-    fn fattest_pool(&self) -> usize {
-        if self.pools[SUCCESS].bytes >= self.pools[DENIAL].bytes {
+    /// Evicts until `pool` has a free entry and `bytes` more fit the budget.
+    fn make_room(&mut self, pool: usize, bytes: usize, now: Instant) -> bool {
+        while self.pools[pool].len >= self.pools[pool].capacity {
+            if !self.evict(pool, now) {
+                return false;
+            }
+        }
+        while self.bytes + bytes > self.bytes_max {
+            if !self.evict(self.victim_pool(now), now) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Where to evict for bytes: a pool holding an expired entry, else the fattest.
+    fn victim_pool(&self, now: Instant) -> usize {
+        if self.pools[DENIAL].first_expired(now).is_some() {
+            return DENIAL;
+        }
+        if self.pools[SUCCESS].first_expired(now).is_some()
+            || self.pools[SUCCESS].bytes >= self.pools[DENIAL].bytes
+        {
             SUCCESS
         } else {
             DENIAL
         }
     }
 
-    fn place(&mut self, pool: usize, entry: Entry) -> SlotId {
+    fn place(&mut self, pool: usize, entry: Entry) {
+        let hash = entry.hash;
+        let expires = entry.expires;
         self.bytes += entry.bytes;
         let p = &mut self.pools[pool];
         p.bytes += entry.bytes;
@@ -339,7 +614,17 @@ impl Shard {
             }
         };
         p.slots[slot] = Some(entry);
-        SlotId::new(pool, slot)
+        p.by_expiry.insert((expires, slot));
+        let id = SlotId::new(pool, slot);
+        let pools = &self.pools;
+        let rehash = |id: &SlotId| {
+            let e = pools
+                .get(id.pool())
+                .and_then(|p| p.slots.get(id.slot()))
+                .and_then(Option::as_ref);
+            e.map_or(0, |e| e.hash)
+        };
+        self.index.insert_unique(hash, id, rehash);
     }
 
     fn remove(&mut self, id: SlotId) {
@@ -354,56 +639,84 @@ impl Shard {
             found.remove();
         }
         let p = &mut self.pools[id.pool()];
+        p.by_expiry.remove(&(entry.expires, id.slot()));
         p.free.push(id.slot());
         p.len -= 1;
         p.bytes -= entry.bytes;
         self.bytes -= entry.bytes;
     }
 
-    /// CLOCK: advance the hand, clearing reference bits, and evict the first entry
-    /// that is unreferenced or expired. Returns false if the pool is empty.
+    /// Evicts one entry of `pool`: the first to have expired if any has, else by
+    /// CLOCK (advance the hand, clearing reference bits, take the first unreferenced
+    /// entry). Returns false if the pool is empty.
     fn evict(&mut self, pool: usize, now: Instant) -> bool {
         let n = self.pools[pool].slots.len();
         if self.pools[pool].len == 0 || n == 0 {
             return false;
+        }
+        if let Some(slot) = self.pools[pool].first_expired(now) {
+            self.remove(SlotId::new(pool, slot));
+            self.pools[pool].evictions += 1;
+            return true;
         }
         // Two turns suffice: the first clears every reference bit.
         for _ in 0..2 * n {
             let p = &mut self.pools[pool];
             let slot = p.hand % n;
             p.hand = (slot + 1) % n;
-            let Some(e) = p.slots[slot].as_mut() else {
+            let Some(e) = p.slots.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if e.referenced && !e.expired(now) {
+            if e.referenced {
                 e.referenced = false;
                 continue;
             }
             self.remove(SlotId::new(pool, slot));
+            self.pools[pool].evictions += 1;
             return true;
         }
         false
     }
 
-    /// Examines at most `budget` slots from where the last sweep stopped and removes
-    /// dead entries (expired beyond the serve_stale window). Returns how many.
+    /// Removes at most `budget` dead entries (expired beyond the serve_stale window),
+    /// earliest first; returns how many. Walks the expiry order from its front, so the
+    /// work is proportional to what it removes, whatever the size of the shard.
     pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
-        let total = self.pools[SUCCESS].slots.len() + self.pools[DENIAL].slots.len();
         let mut removed = 0;
-        for _ in 0..budget.min(total) {
-            let at = self.sweep_at % total;
-            self.sweep_at = (at + 1) % total;
-            let success_slots = self.pools[SUCCESS].slots.len();
-            let id = if at < success_slots {
-                SlotId::new(SUCCESS, at)
-            } else {
-                SlotId::new(DENIAL, at - success_slots)
-            };
-            if self.entry(id).is_some_and(|e| e.dead(now, self.stale)) {
-                self.remove(id);
+        for pool in [SUCCESS, DENIAL] {
+            while removed < budget {
+                let Some(&(expires, slot)) = self.pools[pool].by_expiry.first() else {
+                    break;
+                };
+                if now < expires || now.saturating_duration_since(expires) < self.stale {
+                    break;
+                }
+                self.remove(SlotId::new(pool, slot));
                 removed += 1;
             }
         }
+        self.counters.expired += removed as u64;
         removed
+    }
+}
+
+#[cfg(test)]
+impl Shard {
+    /// Panics if the index, pools, expiry orders and byte counts disagree.
+    pub(super) fn check_invariants(&self) {
+        let mut total_bytes = 0;
+        for (i, p) in self.pools.iter().enumerate() {
+            let live: Vec<&Entry> = p.slots.iter().flatten().collect();
+            assert_eq!(live.len(), p.len, "pool {i} len");
+            assert_eq!(p.by_expiry.len(), p.len, "pool {i} expiry order");
+            assert_eq!(p.free.len() + p.len, p.slots.len(), "pool {i} free list");
+            assert!(p.len <= p.capacity, "pool {i} over capacity");
+            let bytes: usize = live.iter().map(|e| e.bytes).sum();
+            assert_eq!(bytes, p.bytes, "pool {i} bytes");
+            total_bytes += bytes;
+        }
+        assert_eq!(self.index.len(), self.pools[0].len + self.pools[1].len);
+        assert_eq!(total_bytes, self.bytes);
+        assert!(self.bytes <= self.bytes_max);
     }
 }

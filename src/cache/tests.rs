@@ -410,10 +410,8 @@ fn insert(shard: &mut Shard, qname: &str, ttl: u32, now: Instant) {
 fn look(shard: &mut Shard, qb: &[u8], now: Instant) -> Option<Message> {
     let q = parse_query(qb).unwrap();
     let mut out = [0u8; 4096];
-    match shard.lookup(&q, now, &mut out, 4096) {
-        Lookup::Hit(n) => Some(Message::from_vec(&out[..n]).unwrap()),
-        Lookup::Miss => None,
-    }
+    let n = shard.lookup(&q, now, &mut out, 4096).reply_len()?;
+    Some(Message::from_vec(&out[..n]).unwrap())
 }
 
 #[test]
@@ -685,4 +683,690 @@ proptest! {
             }
         }
     }
+}
+
+// ---- Refresh protocol, serve_stale, servfail, disable, keepttl, stats ----
+
+use crate::config::Prefetch;
+use crate::limits::CACHE_REFRESH_MILLIS_MAX;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn with(edit: impl FnOnce(&mut CacheConfig)) -> CacheConfig {
+    let mut c = cfg();
+    edit(&mut c);
+    c
+}
+
+fn prefetching(amount: u32, window: u64, percentage: u8) -> CacheConfig {
+    with(|c| {
+        c.prefetch = Some(Prefetch {
+            amount,
+            duration: secs(window),
+            percentage,
+        })
+    })
+}
+
+fn stale(mode: StaleMode, window: u64) -> CacheConfig {
+    with(|c| {
+        c.serve_stale = Some(ServeStale {
+            duration: secs(window),
+            mode,
+        })
+    })
+}
+
+/// The lookup result and the reply it wrote.
+fn lookup(shard: &mut Shard, qname: &str, now: Instant) -> (Lookup, Option<Message>) {
+    let qb = q_for(qname);
+    let q = parse_query(&qb).unwrap();
+    let mut out = [0u8; 4096];
+    let result = shard.lookup(&q, now, &mut out, 4096);
+    let reply = result
+        .reply_len()
+        .map(|n| Message::from_vec(&out[..n]).unwrap());
+    shard.check_invariants();
+    (result, reply)
+}
+
+fn kind(shard: &mut Shard, qname: &str, now: Instant) -> Lookup {
+    match lookup(shard, qname, now).0 {
+        Lookup::Hit(_) => Lookup::Hit(0),
+        Lookup::HitPrefetch(_) => Lookup::HitPrefetch(0),
+        Lookup::Stale(_) => Lookup::Stale(0),
+        Lookup::StaleRefresh(_) => Lookup::StaleRefresh(0),
+        Lookup::Miss => Lookup::Miss,
+    }
+}
+
+fn lookup_stale(shard: &mut Shard, qname: &str, now: Instant) -> Option<Message> {
+    let qb = q_for(qname);
+    let q = parse_query(&qb).unwrap();
+    let mut out = [0u8; 4096];
+    let n = shard.lookup_stale(&q, now, &mut out, 4096)?;
+    Some(Message::from_vec(&out[..n]).unwrap())
+}
+
+fn insert_up(shard: &mut Shard, c: &CacheConfig, qname: &str, up: &Upstream, now: Instant) -> bool {
+    let qb = q_for(qname);
+    let q = parse_query(&qb).unwrap();
+    let s = StoredAnswer::from_upstream(&up.bytes(), &q, c).unwrap();
+    let cached = shard.insert(&q, s, now);
+    shard.check_invariants();
+    cached
+}
+
+fn refresh_failed(shard: &mut Shard, qname: &str) {
+    let qb = q_for(qname);
+    shard.refresh_failed(&parse_query(&qb).unwrap());
+}
+
+const HIT: Lookup = Lookup::Hit(0);
+const PREFETCH: Lookup = Lookup::HitPrefetch(0);
+const STALE: Lookup = Lookup::Stale(0);
+const STALE_REFRESH: Lookup = Lookup::StaleRefresh(0);
+const MISS: Lookup = Lookup::Miss;
+
+#[test]
+fn prefetch_due_exactly_when_the_rules_say() {
+    let t0 = Instant::now();
+    // 3 hits in a row, each ≤ 10 s after the previous, remaining TTL ≤ 10% of 100 s.
+    let mut shard = Shard::new(&prefetching(3, 10, 10));
+    let n = "p.example.";
+    insert(&mut shard, n, 100, t0);
+    for t in 0..5 {
+        assert_eq!(kind(&mut shard, n, t0 + secs(t)), HIT, "TTL not low at {t}");
+    }
+    // Gaps of 11 s restart the run: never 3 hits in a row, even with a low TTL.
+    for t in [60, 71, 82, 93] {
+        assert_eq!(kind(&mut shard, n, t0 + secs(t)), HIT, "run broken at {t}");
+    }
+    // 93 → 94 → 95: the third hit of a run, remaining 5 s.
+    assert_eq!(kind(&mut shard, n, t0 + secs(94)), HIT);
+    assert_eq!(kind(&mut shard, n, t0 + secs(95)), PREFETCH);
+    assert_eq!(shard.stats().prefetches, 1);
+
+    // Remaining exactly at the threshold: 90 s elapsed of 100 leaves 10.
+    let mut shard = Shard::new(&prefetching(3, 10, 10));
+    insert(&mut shard, n, 100, t0);
+    assert_eq!(kind(&mut shard, n, t0 + secs(85)), HIT, "hit 1");
+    assert_eq!(
+        kind(&mut shard, n, t0 + Duration::from_millis(89_999)),
+        HIT,
+        "hit 2, 11 s left"
+    );
+    assert_eq!(
+        kind(&mut shard, n, t0 + secs(90)),
+        PREFETCH,
+        "hit 3, 10 s left"
+    );
+    // The refresh answers: the new entry is fresh (not due) and keeps the run.
+    insert(&mut shard, n, 100, t0 + secs(90));
+    assert_eq!(kind(&mut shard, n, t0 + secs(91)), HIT);
+    for t in (100..180).step_by(10) {
+        assert_eq!(kind(&mut shard, n, t0 + secs(t)), HIT, "at {t}");
+    }
+    assert_eq!(
+        kind(&mut shard, n, t0 + secs(180)),
+        PREFETCH,
+        "the run carried over the refresh"
+    );
+
+    // amount 1: the first hit with a low TTL is enough; prefetch off: never.
+    let mut shard = Shard::new(&prefetching(1, 60, 50));
+    insert(&mut shard, n, 100, t0);
+    assert_eq!(kind(&mut shard, n, t0 + secs(49)), HIT);
+    assert_eq!(kind(&mut shard, n, t0 + secs(50)), PREFETCH);
+    let mut shard = Shard::new(&cfg());
+    insert(&mut shard, n, 100, t0);
+    assert_eq!(kind(&mut shard, n, t0 + secs(99)), HIT);
+}
+
+#[test]
+fn one_refresh_in_flight_however_many_hits() {
+    let t0 = Instant::now();
+    let mut shard = Shard::new(&prefetching(1, 60, 10));
+    let n = "hot.example.";
+    insert(&mut shard, n, 1000, t0);
+    let due = t0 + secs(950);
+    let refreshes = (0..1000)
+        .filter(|i| {
+            let (result, reply) = lookup(&mut shard, n, due + Duration::from_millis(*i));
+            assert_eq!(reply.unwrap().answers()[0].ttl(), 50);
+            result.must_refresh()
+        })
+        .count();
+    assert_eq!(refreshes, 1);
+    let stats = shard.stats();
+    assert_eq!(
+        (stats.prefetches, stats.hits_success, stats.misses),
+        (1, 1000, 0)
+    );
+
+    // A failed refresh ends it: the next due hit asks again, once.
+    refresh_failed(&mut shard, n);
+    refresh_failed(&mut shard, n);
+    assert_eq!(
+        shard.stats().refresh_failures,
+        1,
+        "a second report changes nothing"
+    );
+    assert_eq!(kind(&mut shard, n, due + secs(2)), PREFETCH);
+    assert_eq!(kind(&mut shard, n, due + secs(2)), HIT);
+    // An answer that is not cached (REFUSED) also ends it.
+    let refused = Upstream::new(n, RecordType::A, ResponseCode::Refused);
+    assert!(!insert_up(&mut shard, &cfg(), n, &refused, due + secs(3)));
+    assert_eq!(kind(&mut shard, n, due + secs(3)), PREFETCH);
+    // A refresh never reported is presumed lost after CACHE_REFRESH_MILLIS_MAX.
+    let lost = due + secs(3) + Duration::from_millis(CACHE_REFRESH_MILLIS_MAX);
+    assert_eq!(kind(&mut shard, n, lost - Duration::from_millis(1)), HIT);
+    assert_eq!(kind(&mut shard, n, lost), PREFETCH);
+    // A SERVFAIL refresh keeps the good answer and ends the refresh.
+    let servfail = Upstream::new(n, RecordType::A, ResponseCode::ServFail);
+    assert!(!insert_up(&mut shard, &cfg(), n, &servfail, lost));
+    let (result, reply) = lookup(&mut shard, n, lost);
+    assert!(result.must_refresh());
+    assert_eq!(reply.unwrap().response_code(), ResponseCode::NoError);
+    // A good answer replaces the entry: fresh, nothing due.
+    insert(&mut shard, n, 1000, lost);
+    assert_eq!(kind(&mut shard, n, lost + secs(1)), HIT);
+    assert_eq!(shard.stats().prefetches, 5);
+}
+
+/// An answer with records in all three sections, TTL 30.
+fn three_sections(qname: &str) -> Upstream {
+    Upstream::new(qname, RecordType::A, ResponseCode::NoError)
+        .answer(a(qname, 30))
+        .authority(ns("example.", 300))
+        .additional(a("ns1.example.com.", 300))
+}
+
+#[test]
+fn stale_immediate_answers_ttl_0_and_refreshes_once() {
+    let t0 = Instant::now();
+    for keepttl in [false, true] {
+        let c = with(|c| {
+            *c = stale(StaleMode::Immediate, 60);
+            c.keepttl = keepttl;
+        });
+        let mut shard = Shard::new(&c);
+        let n = "s.example.";
+        assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+        let (result, reply) = lookup(&mut shard, n, t0 + secs(29));
+        assert_eq!(result, Lookup::Hit(result.reply_len().unwrap()));
+        let expect = if keepttl { 30 } else { 1 };
+        assert!(reply.unwrap().all_sections().all(|r| r.ttl() == expect));
+        let expired = t0 + secs(30);
+        let mut refreshes = 0;
+        for i in 0..1000 {
+            let (result, reply) = lookup(&mut shard, n, expired + Duration::from_millis(i));
+            let m = reply.expect("stale answer");
+            assert_eq!(m.all_sections().count(), 3);
+            assert!(m.all_sections().all(|r| r.ttl() == 0), "keepttl {keepttl}");
+            assert!(matches!(result, Lookup::Stale(_) | Lookup::StaleRefresh(_)));
+            refreshes += usize::from(result.must_refresh());
+        }
+        assert_eq!(refreshes, 1);
+        let stats = shard.stats();
+        assert_eq!((stats.served_stale, stats.prefetches), (1000, 1));
+        // The refresh failed: still stale, the next hit asks again.
+        refresh_failed(&mut shard, n);
+        assert_eq!(kind(&mut shard, n, expired + secs(5)), STALE_REFRESH);
+        assert_eq!(kind(&mut shard, n, expired + secs(5)), STALE);
+        // SERVFAIL from the refresh does not replace the stale answer.
+        let servfail = Upstream::new(n, RecordType::A, ResponseCode::ServFail);
+        assert!(!insert_up(&mut shard, &c, n, &servfail, expired + secs(6)));
+        assert_eq!(kind(&mut shard, n, expired + secs(6)), STALE_REFRESH);
+        // Within the window up to its end (the refresh asked at +6 s is presumed lost
+        // by now), then dead and removed.
+        assert_eq!(kind(&mut shard, n, expired + secs(10)), STALE);
+        assert_eq!(
+            kind(&mut shard, n, expired + Duration::from_millis(59_999)),
+            STALE_REFRESH
+        );
+        assert_eq!(kind(&mut shard, n, expired + secs(60)), MISS);
+        assert_eq!(shard.len(), (0, 0));
+        // The refresh succeeds: fresh again.
+        assert!(insert_up(
+            &mut shard,
+            &c,
+            n,
+            &three_sections(n),
+            t0 + secs(100)
+        ));
+        assert_eq!(kind(&mut shard, n, t0 + secs(100)), HIT);
+    }
+}
+
+#[test]
+fn stale_verify_serves_only_through_lookup_stale() {
+    let t0 = Instant::now();
+    let c = stale(StaleMode::Verify, 60);
+    let mut shard = Shard::new(&c);
+    let n = "v.example.";
+    assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+    // Fresh: lookup_stale answers as a hit would (someone refreshed meanwhile).
+    let m = lookup_stale(&mut shard, n, t0 + secs(10)).unwrap();
+    assert_eq!(m.answers()[0].ttl(), 20);
+    let expired = t0 + secs(30);
+    for i in 0..100 {
+        assert_eq!(kind(&mut shard, n, expired + secs(i % 50)), MISS);
+    }
+    assert_eq!(shard.len(), (1, 0), "kept for lookup_stale");
+    // The server's upstream query failed (REFUSED is not cached, the entry stays).
+    let refused = Upstream::new(n, RecordType::A, ResponseCode::Refused);
+    assert!(!insert_up(&mut shard, &c, n, &refused, expired + secs(1)));
+    let m = lookup_stale(&mut shard, n, expired + secs(1)).expect("stale");
+    assert!(m.all_sections().all(|r| r.ttl() == 0));
+    assert_eq!(m.all_sections().count(), 3);
+    let stats = shard.stats();
+    assert_eq!(
+        (stats.misses, stats.served_stale, stats.prefetches),
+        (100, 1, 0)
+    );
+    assert!(
+        lookup_stale(&mut shard, n, expired + secs(60)).is_none(),
+        "past the window"
+    );
+    assert!(lookup_stale(&mut shard, "other.example.", expired).is_none());
+    // serve_stale off: never.
+    let mut shard = Shard::new(&cfg());
+    insert(&mut shard, n, 30, t0);
+    assert!(lookup_stale(&mut shard, n, expired).is_none());
+    assert!(lookup_stale(&mut shard, n, t0).is_none());
+}
+
+#[test]
+fn servfail_cached_for_its_duration_and_never_stale() {
+    let t0 = Instant::now();
+    for rcode in [ResponseCode::ServFail, ResponseCode::NotImp] {
+        let c = with(|c| {
+            *c = stale(StaleMode::Immediate, 3600);
+            c.servfail_ttl = secs(5);
+        });
+        let mut shard = Shard::new(&c);
+        let n = "f.example.";
+        let up = Upstream::new(n, RecordType::A, rcode);
+        assert!(insert_up(&mut shard, &c, n, &up, t0));
+        assert_eq!(shard.len(), (0, 1));
+        let (result, reply) = lookup(&mut shard, n, t0 + Duration::from_millis(4_999));
+        assert!(!result.must_refresh());
+        assert_eq!(reply.unwrap().response_code(), rcode);
+        assert_eq!(kind(&mut shard, n, t0 + secs(5)), MISS, "not served stale");
+        assert_eq!(shard.len(), (0, 0), "removed at once");
+        assert!(insert_up(&mut shard, &c, n, &up, t0 + secs(6)));
+        assert!(lookup_stale(&mut shard, n, t0 + secs(11)).is_none());
+        assert_eq!(shard.stats().hits_denial, 1);
+        // A good answer replaces a cached SERVFAIL at once.
+        assert!(insert_up(
+            &mut shard,
+            &c,
+            n,
+            &answer_for(n, 60),
+            t0 + secs(7)
+        ));
+        assert_eq!(shard.len(), (1, 0));
+    }
+}
+
+#[test]
+fn disable_by_class_and_zone() {
+    let t0 = Instant::now();
+    let c = with(|c| {
+        c.disable_success = vec![zone("a.example.")];
+        c.disable_denial = vec![zone("b.example.")];
+    });
+    let nx = |n: &str| {
+        Upstream::new(n, RecordType::A, ResponseCode::NXDomain).authority(soa("example.", 60))
+    };
+    let nodata = |n: &str| {
+        Upstream::new(n, RecordType::A, ResponseCode::NoError).authority(soa("example.", 60))
+    };
+    let mut shard = Shard::new(&c);
+    let cases = [
+        ("a.example.", answer_for("a.example.", 60), false),
+        ("x.a.example.", answer_for("x.a.example.", 60), false),
+        ("X.A.EXAMPLE.", answer_for("X.A.EXAMPLE.", 60), false),
+        ("x.a.example.", nx("x.a.example."), true),
+        ("x.b.example.", answer_for("x.b.example.", 60), true),
+        ("b.example.", nx("b.example."), false),
+        ("y.b.example.", nodata("y.b.example."), false),
+        ("xa.example.", answer_for("xa.example.", 60), true),
+        ("c.example.", nx("c.example."), true),
+    ];
+    for (n, up, cached) in &cases {
+        assert_eq!(insert_up(&mut shard, &c, n, up, t0), *cached, "{n}");
+    }
+    // No zones given: the parser makes it the root, everything of that class.
+    let c = with(|c| c.disable_denial = vec![zone(".")]);
+    let mut shard = Shard::new(&c);
+    assert!(!insert_up(
+        &mut shard,
+        &c,
+        "c.example.",
+        &nx("c.example."),
+        t0
+    ));
+    assert!(insert_up(
+        &mut shard,
+        &c,
+        "c.example.",
+        &answer_for("c.example.", 60),
+        t0
+    ));
+}
+
+#[test]
+fn keepttl_answers_the_original_ttl_and_prefetches_on_the_real_one() {
+    let t0 = Instant::now();
+    let c = with(|c| {
+        *c = prefetching(1, 60, 10);
+        c.keepttl = true;
+    });
+    let mut shard = Shard::new(&c);
+    let n = "k.example.";
+    assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+    for t in [0, 1, 26] {
+        let (result, reply) = lookup(&mut shard, n, t0 + secs(t));
+        assert_eq!(result, Lookup::Hit(result.reply_len().unwrap()));
+        assert!(
+            reply.unwrap().all_sections().all(|r| r.ttl() == 30),
+            "at {t}"
+        );
+    }
+    let (result, reply) = lookup(&mut shard, n, t0 + secs(27));
+    assert!(result.must_refresh(), "3 s left of 30");
+    assert!(reply.unwrap().all_sections().all(|r| r.ttl() == 30));
+    assert_eq!(
+        kind(&mut shard, n, t0 + secs(30)),
+        MISS,
+        "expired all the same"
+    );
+}
+
+#[test]
+fn expired_entries_are_evicted_first() {
+    let t0 = Instant::now();
+    // Within the stale window (so not swept), expired entries still go before fresh.
+    let c = with(|c| {
+        *c = stale(StaleMode::Immediate, 3600);
+        c.success.capacity = 8;
+    });
+    let mut shard = Shard::new(&c);
+    for i in 0..4 {
+        insert(&mut shard, &format!("short{i}.example."), 10, t0);
+        insert(&mut shard, &format!("long{i}.example."), 300, t0);
+    }
+    let later = t0 + secs(20);
+    for i in 0..4 {
+        // Referenced recently: CLOCK alone would keep the short ones too.
+        assert_eq!(
+            kind(&mut shard, &format!("short{i}.example."), later),
+            STALE_REFRESH
+        );
+    }
+    for i in 0..4 {
+        insert(&mut shard, &format!("new{i}.example."), 300, later);
+    }
+    assert_eq!(shard.len(), (8, 0));
+    for i in 0..4 {
+        assert_eq!(kind(&mut shard, &format!("long{i}.example."), later), HIT);
+        assert_eq!(kind(&mut shard, &format!("new{i}.example."), later), HIT);
+        assert_eq!(kind(&mut shard, &format!("short{i}.example."), later), MISS);
+    }
+    let stats = shard.stats();
+    assert_eq!((stats.evictions_success, stats.expired), (4, 0));
+    // For bytes too: a budget of exactly 8 entries, the fresh ones first under the
+    // hand, then 4 more (same size) once 4 have expired.
+    let mut probe = Shard::new(&cfg());
+    insert(&mut probe, "l0.example.", 300, t0);
+    let c = with(|c| c.max_bytes = Some(8 * probe.bytes()));
+    let mut shard = Shard::new(&c);
+    for i in 0..4 {
+        insert(&mut shard, &format!("l{i}.example."), 300, t0);
+    }
+    for i in 0..4 {
+        insert(&mut shard, &format!("s{i}.example."), 10, t0);
+    }
+    assert_eq!(shard.len(), (8, 0));
+    for i in 0..4 {
+        insert(&mut shard, &format!("n{i}.example."), 300, later);
+    }
+    for i in 0..4 {
+        assert_eq!(kind(&mut shard, &format!("l{i}.example."), later), HIT);
+        assert_eq!(kind(&mut shard, &format!("n{i}.example."), later), HIT);
+    }
+    assert_eq!(shard.len(), (8, 0));
+    assert_eq!(shard.stats().evictions_success, 4);
+}
+
+#[test]
+fn sweep_is_incremental() {
+    let t0 = Instant::now();
+    let c = with(|c| c.success.capacity = 20_000);
+    let mut shard = Shard::new(&c);
+    for i in 0..10_000 {
+        insert(&mut shard, &format!("live{i}.example."), 600, t0);
+    }
+    for i in 0..100 {
+        insert(&mut shard, &format!("dead{i}.example."), 5 + i % 10, t0);
+    }
+    let later = t0 + secs(60);
+    let mut calls = 0;
+    while shard.sweep(later, 8) > 0 {
+        calls += 1;
+        assert!(calls <= 13);
+        shard.check_invariants();
+    }
+    assert_eq!(calls, 13, "100 dead, 8 per call");
+    assert_eq!(shard.len(), (10_000, 0));
+    assert_eq!(shard.stats().expired, 100);
+    assert_eq!(shard.sweep(later, usize::MAX), 0);
+}
+
+#[test]
+fn byte_budget_holds_under_a_flood() {
+    let t0 = Instant::now();
+    for shards in [1, 3] {
+        let c = with(|c| {
+            c.success.capacity = 100_000;
+            c.denial.capacity = 100_000;
+            c.max_bytes = Some(256 * 1024);
+        });
+        let mut shard = Shard::with_share(&c, shards);
+        let budget = shard.bytes_max();
+        for i in 0..2_000usize {
+            let qname = format!("flood{i}.example.");
+            let now = t0 + Duration::from_millis(i as u64 * 10);
+            let records = 1 + (i * 37) % 150;
+            let mut up = if i % 5 == 0 {
+                Upstream::new(&qname, RecordType::A, ResponseCode::NXDomain)
+            } else {
+                Upstream::new(&qname, RecordType::A, ResponseCode::NoError)
+            };
+            for j in 0..records {
+                up = up.additional(Record::from_rdata(
+                    name(&format!("r{j}.{qname}")),
+                    5 + (i % 60) as u32,
+                    RData::A(A::new(10, 0, (j >> 8) as u8, j as u8)),
+                ));
+            }
+            insert_up(&mut shard, &c, &qname, &up, now);
+            assert!(shard.bytes() <= budget, "{} > {budget}", shard.bytes());
+            if i % 7 == 0 {
+                lookup(&mut shard, &format!("flood{}.example.", i / 2), now);
+            }
+            if i % 100 == 0 {
+                shard.sweep(now, 16);
+            }
+        }
+        let stats = shard.stats();
+        assert!(stats.evictions_success + stats.evictions_denial > 0);
+        assert_eq!(stats.bytes, shard.bytes());
+        assert_eq!((stats.entries_success, stats.entries_denial), shard.len());
+    }
+    // An answer larger than the whole budget is dropped and counted.
+    let c = with(|c| c.max_bytes = Some(1024));
+    let mut shard = Shard::new(&c);
+    let mut up = Upstream::new("huge.example.", RecordType::A, ResponseCode::NoError);
+    for j in 0..100 {
+        up = up.answer(Record::from_rdata(
+            name("huge.example."),
+            60,
+            RData::A(A::new(10, 0, 0, j)),
+        ));
+    }
+    assert!(!insert_up(&mut shard, &c, "huge.example.", &up, t0));
+    assert_eq!((shard.stats().drops, shard.len()), (1, (0, 0)));
+}
+
+#[test]
+fn stats_count_lookups() {
+    let t0 = Instant::now();
+    let mut shard = Shard::new(&cfg());
+    let c = cfg();
+    insert(&mut shard, "a.example.", 60, t0);
+    let nx = Upstream::new("nx.example.", RecordType::A, ResponseCode::NXDomain)
+        .authority(soa("example.", 60));
+    insert_up(&mut shard, &c, "nx.example.", &nx, t0);
+    kind(&mut shard, "a.example.", t0);
+    kind(&mut shard, "a.example.", t0);
+    kind(&mut shard, "nx.example.", t0);
+    kind(&mut shard, "none.example.", t0);
+    kind(&mut shard, "a.example.", t0 + secs(60));
+    let s = shard.stats();
+    assert_eq!(
+        (
+            s.hits_success,
+            s.hits_denial,
+            s.misses,
+            s.expired,
+            s.requests()
+        ),
+        (2, 1, 2, 1, 5)
+    );
+    assert_eq!((s.entries_success, s.entries_denial), (0, 1));
+    assert_eq!(s.bytes, shard.bytes());
+}
+
+// ---- Property: any sequence of operations keeps the shard consistent ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert { name: u8, ttl: u32, rcode: u16 },
+    Lookup { name: u8 },
+    LookupStale { name: u8 },
+    Failed { name: u8 },
+    Sweep { budget: usize },
+    Advance { millis: u64 },
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (
+            0u8..32,
+            0u32..120,
+            prop::sample::select(vec![0u16, 2, 3, 4, 5])
+        )
+            .prop_map(|(name, ttl, rcode)| Op::Insert { name, ttl, rcode }),
+        (0u8..32).prop_map(|name| Op::Lookup { name }),
+        (0u8..32).prop_map(|name| Op::LookupStale { name }),
+        (0u8..32).prop_map(|name| Op::Failed { name }),
+        (0usize..8).prop_map(|budget| Op::Sweep { budget }),
+        (0u64..30_000).prop_map(|millis| Op::Advance { millis }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_operations_keep_the_shard_consistent(
+        ops in proptest::collection::vec(arb_op(), 1..200),
+        immediate: bool,
+        capacity in 1usize..6,
+        max_bytes in 300usize..3000,
+    ) {
+        let mode = if immediate { StaleMode::Immediate } else { StaleMode::Verify };
+        let c = with(|c| {
+            *c = stale(mode, 20);
+            c.prefetch = Some(Prefetch { amount: 2, duration: secs(5), percentage: 50 });
+            c.success.capacity = capacity;
+            c.denial.capacity = capacity;
+            c.max_bytes = Some(max_bytes);
+        });
+        let mut shard = Shard::new(&c);
+        let mut now = Instant::now();
+        let qname = |n: u8| format!("n{n}.example.");
+        for op in ops {
+            match op {
+                Op::Insert { name, ttl, rcode } => {
+                    let n = qname(name);
+                    let mut up = Upstream::new(&n, RecordType::A, ResponseCode::from(0, rcode as u8));
+                    if rcode == 0 {
+                        up = up.answer(a(&n, ttl));
+                    }
+                    insert_up(&mut shard, &c, &n, &up, now);
+                }
+                Op::Lookup { name } => {
+                    lookup(&mut shard, &qname(name), now);
+                }
+                Op::LookupStale { name } => {
+                    lookup_stale(&mut shard, &qname(name), now);
+                }
+                Op::Failed { name } => refresh_failed(&mut shard, &qname(name)),
+                Op::Sweep { budget } => {
+                    prop_assert!(shard.sweep(now, budget) <= budget);
+                }
+                Op::Advance { millis } => now += Duration::from_millis(millis),
+            }
+            shard.check_invariants();
+        }
+    }
+}
+
+// ---- README ----
+
+/// Every `~~~ corefile` example of README.md parses, and its cache makes a shard.
+#[test]
+fn readme_examples() {
+    let readme = include_str!("README.md");
+    let file = std::path::Path::new("README.md");
+    let mut caches = Vec::new();
+    let mut rest = readme;
+    while let Some(start) = rest.find("~~~ corefile\n") {
+        let body = &rest[start + "~~~ corefile\n".len()..];
+        let end = body.find("~~~").expect("example is closed");
+        let text = &body[..end];
+        let config = crate::config::parse_corefile(text, file)
+            .unwrap_or_else(|e| panic!("README example fails: {e}\n{text}"));
+        for server in config.servers {
+            let cache = server.cache.expect("every example has a cache");
+            let shard = Shard::with_share(&cache, 4);
+            assert!(shard.is_empty() && shard.bytes_max() > 0);
+            caches.push(cache);
+        }
+        rest = &body[end..];
+    }
+    assert_eq!(caches.len(), 6);
+    assert_eq!(caches[0].denial.ttl_max, secs(5));
+    assert_eq!(caches[2].zones, vec![zone("example.org.")]);
+    assert_eq!(
+        caches[2].prefetch,
+        Some(Prefetch {
+            amount: 5,
+            duration: secs(10),
+            percentage: 10
+        })
+    );
+    assert_eq!(
+        caches[3].serve_stale.map(|s| s.mode),
+        Some(StaleMode::Verify)
+    );
+    assert_eq!(caches[4].disable_denial, vec![zone("svc.cluster.local.")]);
+    assert_eq!(caches[4].max_bytes, Some(64 << 20));
+    assert!(caches[4].keepttl);
+    assert_eq!(caches[5].servfail_ttl, Duration::ZERO);
+    assert_eq!(caches[5].disable_denial, vec![zone(".")]);
 }

@@ -7,6 +7,8 @@
 //! timer, never per packet.
 
 mod listen;
+mod loop_detect;
+mod owner;
 pub mod query;
 pub mod shard;
 mod tcp;
@@ -74,6 +76,7 @@ enum Control {
     /// Swap to a new configuration: serve `endpoints`, open the given new sockets,
     /// close the sockets of endpoints that are gone.
     Reload {
+        generation: u64,
         config: Arc<Config>,
         endpoints: Arc<Vec<listen::Endpoint>>,
         opened: listen::ShardSockets,
@@ -87,6 +90,8 @@ pub struct Running {
     config: Config,
     options: Options,
     shards: usize,
+    /// Reloads applied so far.
+    generation: u64,
     controls: Vec<crossbeam_channel::Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -130,8 +135,10 @@ impl Running {
             .retain(|e| self.endpoints.contains(&e.addr) || added.iter().any(|a| a.addr == e.addr));
         let shared_config = Arc::new(config.clone());
         let shared_endpoints = Arc::new(endpoints);
+        self.generation += 1;
         for (control, opened) in self.controls.iter().zip(opened) {
             let message = Control::Reload {
+                generation: self.generation,
                 config: shared_config.clone(),
                 endpoints: shared_endpoints.clone(),
                 opened,
@@ -157,19 +164,26 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
     let endpoints = Arc::new(endpoints);
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
+    let mesh = owner::mesh(shards);
     for (index, sockets) in sockets.into_iter().enumerate() {
         let placement = match cores.get(index % cores.len().max(1)) {
             Some(core) if options.pin => Placement::Fixed(core.id),
             _ => Placement::Unbound,
         };
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
-        let (config, endpoints) = (shared_config.clone(), endpoints.clone());
+        let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
         let thread = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(options.io_memory_bytes)
             .spawn(move || async move {
-                let shard = Shard::new(&config, &endpoints, shards);
-                serve(shard, sockets, inbox, shards).await;
+                let current: Current = Rc::new(RefCell::new(Shard::new(
+                    &config, &endpoints, shards, 0, None,
+                )));
+                if let Some(mesh) = mesh {
+                    let peers = owner::join(mesh, current.clone()).await;
+                    *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
+                }
+                serve(current, sockets, inbox, shards).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -180,19 +194,44 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
             let _ = thread.join();
         }));
     }
+    send_loop_probes(&config, &endpoints);
     Ok(Running {
         endpoints: endpoints.iter().map(|e| e.addr).collect(),
         config,
         options: options.clone(),
         shards,
+        generation: 0,
         controls,
         threads,
     })
 }
 
+/// One probe per zone of each block with `loop` and `forward`, sent to the block's
+/// first endpoint (a wildcard endpoint is asked on loopback).
+fn send_loop_probes(config: &Config, endpoints: &[listen::Endpoint]) {
+    for (index, block) in config.servers.iter().enumerate() {
+        if !block.loop_detect || block.forward.is_none() {
+            continue;
+        }
+        let Some(endpoint) = endpoints.iter().find(|e| e.blocks.contains(&index)) else {
+            continue;
+        };
+        let mut target = endpoint.addr;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        for zone in &block.zones {
+            loop_detect::probe(&zone.name, target);
+        }
+    }
+}
+
 /// The shard state the socket tasks read at each batch; a reload swaps it, and
 /// misses in flight finish on the state they started with.
-type Current = Rc<RefCell<Rc<Shard>>>;
+pub(crate) type Current = Rc<RefCell<Rc<Shard>>>;
 
 /// The listener tasks of one endpoint.
 struct Listener {
@@ -212,12 +251,11 @@ fn spawn_listener(current: &Current, sockets: listen::EndpointSockets) -> Listen
 
 /// Runs one shard's listeners and applies control messages until told to stop.
 async fn serve(
-    shard: Rc<Shard>,
+    current: Current,
     sockets: listen::ShardSockets,
     inbox: crossbeam_channel::Receiver<Control>,
     shards: usize,
 ) {
-    let current: Current = Rc::new(RefCell::new(shard));
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
         .map(|s| spawn_listener(&current, s))
@@ -235,11 +273,14 @@ async fn serve(
                     return;
                 }
                 Control::Reload {
+                    generation,
                     config,
                     endpoints,
                     opened,
                 } => {
-                    *current.borrow_mut() = Shard::new(&config, &endpoints, shards);
+                    let peers = current.borrow().peers.clone();
+                    *current.borrow_mut() =
+                        Shard::new(&config, &endpoints, shards, generation, peers);
                     let mut kept = Vec::with_capacity(listeners.len());
                     for listener in listeners {
                         if endpoints.iter().any(|e| e.addr == listener.addr) {

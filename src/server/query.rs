@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures_channel::oneshot;
 
 use super::shard::{Block, Shard};
-use crate::cache::{self, Lookup, StoredAnswer};
+use crate::cache::{self, AnswerClass, StoredAnswer};
 use crate::limits;
 use crate::upstream::{Transport, UpstreamError};
 use crate::wire::{self, Query, Rcode, Rejection};
@@ -62,6 +62,9 @@ pub fn handle(
             return Handled::Reply(wire::write_error_reply(packet, rcode, out));
         }
     };
+    if query.qtype == super::loop_detect::HINFO {
+        super::loop_detect::check(query.qname);
+    }
     let Some(block_index) = shard.block_for(endpoint, query.qname) else {
         return Handled::Reply(wire::write_error_reply(packet, Rcode::Refused, out));
     };
@@ -71,8 +74,18 @@ pub fn handle(
         Transport::Tcp => limits::MESSAGE_BYTES_MAX,
     };
     if let Some(cache) = &block.cache {
-        if let Lookup::Hit(len) = cache.borrow_mut().lookup(&query, now, out, max_len) {
+        let lookup = cache.borrow_mut().lookup(&query, now, out, max_len);
+        if let Some(len) = lookup.reply_len() {
             shard.counters.hits.set(shard.counters.hits.get() + 1);
+            if lookup.must_refresh() {
+                glommio::spawn_local(refresh(
+                    shard.clone(),
+                    block_index,
+                    packet.to_vec(),
+                    transport,
+                ))
+                .detach();
+            }
             return Handled::Reply(len);
         }
         shard.counters.misses.set(shard.counters.misses.get() + 1);
@@ -118,7 +131,23 @@ async fn answer_miss(
         return 0;
     };
     let block = &shard.blocks[block_index];
-    let resolution = resolve_shared(shard, block, &query, transport).await;
+    let resolution = resolve_shared(shard, block_index, &query, transport, Route::ToOwner).await;
+    let failed = match resolution.as_ref() {
+        Ok(stored) => matches!(
+            stored.class(),
+            AnswerClass::ServFail | AnswerClass::Uncacheable
+        ),
+        Err(_) => true,
+    };
+    // serve_stale verify: an expired answer still beats a failure.
+    if let (true, Some(cache)) = (failed, &block.cache) {
+        if let Some(len) = cache
+            .borrow_mut()
+            .lookup_stale(&query, Instant::now(), out, max_len)
+        {
+            return len;
+        }
+    }
     match resolution.as_ref() {
         Ok(stored) => {
             if block.errors && stored.rcode() == Rcode::ServFail.code() {
@@ -130,13 +159,48 @@ async fn answer_miss(
     }
 }
 
-/// Joins the upstream query in flight for this key, or starts it.
-async fn resolve_shared(
+/// Refreshes an entry the cache asked to refresh (prefetch or serve_stale
+/// immediate): an answer of any kind is inserted by the resolution (which clears the
+/// entry's refresh mark); a failure clears it here.
+async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transport: Transport) {
+    let Ok(query) = wire::parse_query(&packet) else {
+        return;
+    };
+    let block = &shard.blocks[block_index];
+    let resolution = resolve_shared(&shard, block_index, &query, transport, Route::ToOwner).await;
+    if let (Err(_), Some(cache)) = (resolution.as_ref(), &block.cache) {
+        cache.borrow_mut().refresh_failed(&query);
+    }
+}
+
+/// Whether a miss may be handed to the shard that owns its key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    ToOwner,
+    /// This shard is the owner (a request from another shard): resolve here.
+    Here,
+}
+
+/// Resolves a miss another shard handed to this one, its owner.
+pub async fn resolve_owned(
     shard: &Rc<Shard>,
-    block: &Block,
+    block_index: usize,
     query: &Query<'_>,
     transport: Transport,
 ) -> Resolution {
+    resolve_shared(shard, block_index, query, transport, Route::Here).await
+}
+
+/// Joins the upstream query in flight for this key, or starts it (on the owner
+/// shard of the key when that is another shard).
+async fn resolve_shared(
+    shard: &Rc<Shard>,
+    block_index: usize,
+    query: &Query<'_>,
+    transport: Transport,
+    route: Route,
+) -> Resolution {
+    let block = &shard.blocks[block_index];
     let key = inflight_key(query);
     let waiter = {
         let mut waiting = block.inflight.waiting.borrow_mut();
@@ -164,8 +228,27 @@ async fn resolve_shared(
     }
     // The leader: remove the in-flight entry however this ends, so a dropped
     // future never leaves waiters parked forever (they see a closed channel).
+    let owner = shard.peers.as_ref().map(|p| (p.owner(&key), p.me()));
     let guard = LeaderGuard { block, key };
-    let resolution = Rc::new(resolve(shard, block, query, transport).await);
+    let from_owner = match (route, owner, &shard.peers) {
+        (Route::ToOwner, Some((owner, me)), Some(peers)) if owner != me => {
+            peers
+                .ask(
+                    owner,
+                    shard.generation,
+                    block_index,
+                    query.packet,
+                    transport,
+                )
+                .await
+        }
+        _ => None,
+    };
+    let result = match from_owner {
+        Some(result) => result,
+        None => resolve(shard, block, query, transport).await,
+    };
+    let resolution = Rc::new(result);
     if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
         cache
             .borrow_mut()

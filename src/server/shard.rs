@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::listen::Endpoint;
+use super::owner::Peers;
 use super::query::Inflight;
 use crate::cache;
 use crate::config::{CacheClass, CacheConfig, Config, ServerBlock};
@@ -50,13 +51,24 @@ pub struct Block {
 
 pub struct Shard {
     pub blocks: Vec<Block>,
+    /// Reloads applied before this state; block indices mean the same block on two
+    /// shards only when their generations agree.
+    pub generation: u64,
+    /// The other shards, which own the misses of the keys that hash to them.
+    pub peers: Option<Rc<Peers>>,
     /// For each endpoint, its address and the blocks behind it.
     endpoint_blocks: Vec<(std::net::SocketAddr, Vec<usize>)>,
     pub counters: Counters,
 }
 
 impl Shard {
-    pub fn new(config: &Config, endpoints: &[Endpoint], shards: usize) -> Rc<Shard> {
+    pub fn new(
+        config: &Config,
+        endpoints: &[Endpoint],
+        shards: usize,
+        generation: u64,
+        peers: Option<Rc<Peers>>,
+    ) -> Rc<Shard> {
         let blocks = config
             .servers
             .iter()
@@ -64,6 +76,8 @@ impl Shard {
             .collect();
         Rc::new(Shard {
             blocks,
+            generation,
+            peers,
             endpoint_blocks: endpoints
                 .iter()
                 .map(|e| (e.addr, e.blocks.clone()))

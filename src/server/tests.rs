@@ -100,3 +100,56 @@ fn a_bind_error_leaves_the_running_config() {
     running.shutdown();
     running.join();
 }
+
+/// Asks `to` from a socket connected to it: the kernel only delivers an answer whose
+/// source is exactly `to`, so an answer proves it left from the queried address.
+fn ask_connected(to: SocketAddr) -> Option<u8> {
+    let local: SocketAddr = if to.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
+    let socket = UdpSocket::bind(local).ok()?;
+    socket.connect(to).ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let query = [0x43, 0x21, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+    for _ in 0..20 {
+        if socket.send(&query).is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let mut answer = [0u8; 512];
+        if let Ok(len) = socket.recv(&mut answer) {
+            return (len >= 12 && answer[..2] == [0x43, 0x21]).then_some(answer[3] & 0x0f);
+        }
+    }
+    None
+}
+
+#[test]
+fn wildcard_bind_answers_from_the_queried_address() {
+    let port = free_port();
+    let text = format!(".:{port} {{\n    bind 0.0.0.0 ::\n}}\n");
+    let config = parse_corefile(&text, std::path::Path::new("t")).unwrap();
+    let options = Options {
+        shards: Some(2),
+        pin: false,
+        ..Default::default()
+    };
+    let running = start(config, &options).unwrap();
+    // 127.0.0.0/8 is all local: the answer must come from the address asked.
+    for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.53"] {
+        let to = SocketAddr::new(ip.parse().unwrap(), port);
+        assert_eq!(ask_connected(to), Some(2), "answer from {to}");
+    }
+    if running.endpoints.iter().any(|e| e.is_ipv6()) {
+        assert_eq!(
+            ask_connected(SocketAddr::new("::1".parse().unwrap(), port)),
+            Some(2)
+        );
+    }
+    running.shutdown();
+    running.join();
+}

@@ -1,0 +1,240 @@
+//! Cache semantics: hits do not reach the upstream, TTLs are capped and count down,
+//! denials are cached for the denial TTL and then asked again.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::client::{self, answer_ttls, records};
+use crate::harness::{corefile, Cache, Knot, Zone, CACHE_30};
+use crate::zones;
+
+/// The second identical query is a hit: knot sees the MX query once, the hit has AA.
+/// One shard, because each shard owns its cache.
+#[test]
+fn repeated_query_is_answered_from_cache() {
+    let knot = zones::knot();
+    let cache = Cache::start(&corefile(&knot, CACHE_30, &["force_tcp"], &[]), 1);
+    let first = client::udp(cache.addr(), &client::query("test.", RecordType::MX));
+    assert_eq!(first.response_code(), ResponseCode::NoError);
+    assert_eq!(
+        knot.queries_of_type("MX"),
+        1,
+        "the miss must reach knot once"
+    );
+    for transport in ["udp", "tcp", "udp", "tcp"] {
+        let query = client::query("test.", RecordType::MX);
+        let hit = if transport == "udp" {
+            client::udp(cache.addr(), &query)
+        } else {
+            client::tcp(cache.addr(), &query)
+        };
+        assert_eq!(
+            records(hit.answers()),
+            records(first.answers()),
+            "hit over {transport}"
+        );
+        assert!(
+            hit.authoritative(),
+            "a reply served from cache has AA set (over {transport})"
+        );
+    }
+    assert_eq!(
+        knot.queries_of_type("MX"),
+        1,
+        "hits must not reach knot; stats: {:?}",
+        knot.stats()
+    );
+}
+
+/// With two shards each shard caches on its own: twenty repeats over fresh UDP sockets
+/// and TCP connections reach knot at most once per shard.
+#[test]
+fn repeated_query_reaches_upstream_at_most_once_per_shard() {
+    const SHARDS: usize = 2;
+    let knot = zones::knot();
+    let cache = Cache::start(&corefile(&knot, CACHE_30, &["force_tcp"], &[]), SHARDS);
+    for i in 0..20 {
+        let query = client::query("test.", RecordType::MX);
+        let reply = if i % 2 == 0 {
+            client::udp(cache.addr(), &query)
+        } else {
+            client::tcp(cache.addr(), &query)
+        };
+        assert_eq!(reply.answers().len(), 2, "repeat #{i}: {reply:?}");
+    }
+    let seen = knot.queries_of_type("MX");
+    assert!(
+        (1..=SHARDS as u64).contains(&seen),
+        "knot saw {seen} MX queries for 20 repeats on {SHARDS} shards"
+    );
+}
+
+/// TTL 300 upstream under `cache 30`: at most 30, and 2.1 s later at least 2 lower.
+#[test]
+fn ttl_is_capped_and_counts_down() {
+    let knot = zones::knot();
+    let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
+    let first = client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
+    let first_ttls = answer_ttls(&first);
+    assert_eq!(first_ttls.len(), 2, "two A records expected: {first:?}");
+    assert!(
+        first_ttls.iter().all(|&t| t <= 30),
+        "TTLs must be capped to 30: {first_ttls:?}"
+    );
+    sleep(Duration::from_millis(2100));
+    let later = client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
+    let later_ttls = answer_ttls(&later);
+    let max_first = *first_ttls.iter().max().unwrap();
+    assert!(
+        later_ttls.iter().all(|&t| t + 2 <= max_first),
+        "after 2.1 s the TTLs {later_ttls:?} should be ≥ 2 below {first_ttls:?}"
+    );
+    assert_eq!(
+        knot.queries_of_type("A"),
+        1,
+        "the second query must be a hit"
+    );
+}
+
+/// A cache whose denial TTL is 2 s (MINTTL 1 s): denial entries live 2 s.
+fn denial_cache(knot: &Knot) -> Cache {
+    let cache = "cache 30 {\n        success 9984 30\n        denial 9984 2 1\n    }";
+    Cache::start(&corefile(knot, cache, &[], &[]), 1)
+}
+
+/// NXDOMAIN is cached for the denial TTL, then asked again.
+#[test]
+fn nxdomain_is_cached_for_the_denial_ttl() {
+    let knot = zones::knot();
+    let cache = denial_cache(&knot);
+    let nxdomains = || knot.stat("mod-stats.response-code[NXDOMAIN]");
+    let start = Instant::now();
+    for i in 0..3 {
+        let reply = client::udp(cache.addr(), &client::query("nx.test.", RecordType::A));
+        assert_eq!(reply.response_code(), ResponseCode::NXDomain, "reply #{i}");
+        let soa: Vec<_> = reply
+            .name_servers()
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .collect();
+        assert_eq!(soa.len(), 1, "NXDOMAIN #{i} carries the SOA: {reply:?}");
+        assert!(
+            soa[0].ttl() <= 2,
+            "the SOA TTL is capped to the denial TTL 2: {}",
+            soa[0].ttl()
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "too slow to test a 2 s TTL"
+    );
+    assert_eq!(
+        nxdomains(),
+        1,
+        "the NXDOMAIN must reach knot once within its TTL"
+    );
+    sleep(Duration::from_millis(3100));
+    let reply = client::udp(cache.addr(), &client::query("nx.test.", RecordType::A));
+    assert_eq!(reply.response_code(), ResponseCode::NXDomain);
+    assert_eq!(
+        nxdomains(),
+        2,
+        "after the 2 s denial TTL the NXDOMAIN must be asked again"
+    );
+}
+
+/// NODATA (NOERROR, no answer, SOA) is cached for the denial TTL, then asked again.
+#[test]
+fn nodata_is_cached_for_the_denial_ttl() {
+    let knot = zones::knot();
+    let cache = denial_cache(&knot);
+    let start = Instant::now();
+    for i in 0..3 {
+        let reply = client::udp(
+            cache.addr(),
+            &client::query("nodata.test.", RecordType::AAAA),
+        );
+        assert_eq!(reply.response_code(), ResponseCode::NoError, "reply #{i}");
+        assert!(
+            reply.answers().is_empty(),
+            "NODATA #{i} has no answer: {reply:?}"
+        );
+        assert!(
+            reply
+                .name_servers()
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA),
+            "NODATA #{i} carries the SOA: {reply:?}"
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "too slow to test a 2 s TTL"
+    );
+    assert_eq!(
+        knot.queries_of_type("AAAA"),
+        1,
+        "the NODATA must reach knot once within its TTL"
+    );
+    sleep(Duration::from_millis(3100));
+    client::udp(
+        cache.addr(),
+        &client::query("nodata.test.", RecordType::AAAA),
+    );
+    assert_eq!(
+        knot.queries_of_type("AAAA"),
+        2,
+        "after the 2 s denial TTL the NODATA must be asked again"
+    );
+}
+
+/// A record with TTL 1 is kept for the success MINTTL (default 5 s): asked again 1.5 s
+/// later it is still a hit.
+#[test]
+fn short_ttl_is_raised_to_min_ttl() {
+    let knot = zones::knot();
+    let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
+    let first = client::udp(cache.addr(), &client::query("short.test.", RecordType::A));
+    assert_eq!(first.answers().len(), 1, "{first:?}");
+    sleep(Duration::from_millis(1500));
+    let again = client::udp(cache.addr(), &client::query("short.test.", RecordType::A));
+    assert_eq!(records(again.answers()), records(first.answers()));
+    assert_eq!(
+        knot.queries_of_type("A"),
+        1,
+        "a TTL-1 record is cached for MINTTL 5 s, not 1 s"
+    );
+}
+
+/// An upstream SERVFAIL is cached for `servfail 2s`, then asked again.
+#[test]
+fn servfail_is_cached_for_the_servfail_duration() {
+    let knot = Knot::start(&[
+        Zone::new("test.", zones::TEST_ZONE),
+        Zone::new("broken.", "this is not a zone file\n"),
+    ]);
+    let cache_directive = "cache 30 {\n        servfail 2s\n    }";
+    let cache = Cache::start(&corefile(&knot, cache_directive, &[], &[]), 1);
+    let servfails = || knot.stat("mod-stats.response-code[SERVFAIL]");
+    let start = Instant::now();
+    for i in 0..3 {
+        let reply = client::udp(cache.addr(), &client::query("www.broken.", RecordType::A));
+        assert_eq!(reply.response_code(), ResponseCode::ServFail, "reply #{i}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "too slow to test a 2 s duration"
+    );
+    assert_eq!(
+        servfails(),
+        1,
+        "knot's SERVFAIL must be asked once within `servfail 2s`"
+    );
+    sleep(Duration::from_millis(3100));
+    let reply = client::udp(cache.addr(), &client::query("www.broken.", RecordType::A));
+    assert_eq!(reply.response_code(), ResponseCode::ServFail);
+    assert_eq!(servfails(), 2, "after 2 s the SERVFAIL must be asked again");
+}

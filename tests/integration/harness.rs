@@ -1,0 +1,418 @@
+//! The processes a test drives: a real authoritative `knotd` as the upstream, and the
+//! `nodelocaldns` binary under test in front of it. Both live in a temporary directory,
+//! listen on 127.0.0.1 on free ports, and are killed and reaped when dropped.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{DNSClass, RecordType};
+use tempfile::TempDir;
+
+use crate::client;
+
+/// How long a server may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a SIGTERM'd server may take to exit before it is SIGKILL'd.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A port free on 127.0.0.1 for both UDP and TCP at the time of the call.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
+        let port = udp.local_addr().expect("local addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1 after 100 tries");
+}
+
+/// `name` found in PATH or in the sbin directories (knotd lives in /usr/sbin).
+fn find_program(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = path
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"]);
+    for dir in dirs.filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("`{name}` not found in PATH or /usr/sbin: install the Debian package `{package}` (`make deps`)");
+}
+
+pub fn kdig_path() -> PathBuf {
+    find_program("kdig", "knot-dnsutils")
+}
+
+/// A zone served by [`Knot`]: origin (with the trailing dot) and zone-file text.
+pub struct Zone {
+    pub origin: String,
+    pub text: String,
+}
+
+impl Zone {
+    pub fn new(origin: &str, text: &str) -> Zone {
+        Zone {
+            origin: origin.to_string(),
+            text: text.to_string(),
+        }
+    }
+}
+
+/// A running `knotd` serving the given zones with `mod-stats` on and a control socket.
+pub struct Knot {
+    child: Child,
+    dir: TempDir,
+    conf: PathBuf,
+    pub port: u16,
+}
+
+impl Knot {
+    /// Starts knotd and waits until it answers the SOA of the first zone over UDP;
+    /// retries on a fresh port if a parallel test took the first one meanwhile.
+    pub fn start(zones: &[Zone]) -> Knot {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Knot::try_start(zones) {
+                Ok(knot) => return knot,
+                Err(why) => last = why,
+            }
+        }
+        panic!("knotd did not start (3 tries); last: {last}");
+    }
+
+    fn try_start(zones: &[Zone]) -> Result<Knot, String> {
+        let knotd = find_program("knotd", "knot");
+        let dir = tempfile::Builder::new()
+            .prefix("itk")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("knot.conf");
+        fs::write(&conf, knot_conf(dir.path(), port, zones)).expect("writing knot.conf");
+        for zone in zones {
+            fs::write(dir.path().join(zone_file_name(&zone.origin)), &zone.text)
+                .expect("writing zone file");
+        }
+        let log = fs::File::create(dir.path().join("knotd.log")).expect("knotd.log");
+        let child = Command::new(knotd)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning knotd");
+        let mut knot = Knot {
+            child,
+            dir,
+            conf,
+            port,
+        };
+        knot.wait_ready(&zones[0].origin).map(|()| knot)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("knotd.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self, origin: &str) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let probe = client::query(origin, RecordType::SOA);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "knotd exited ({status}) before answering:\n{}",
+                    self.log()
+                ));
+            }
+            if self.log().contains("cannot bind") {
+                return Err(format!(
+                    "knotd could not bind 127.0.0.1@{}:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            if client::udp_try(self.addr(), &probe, Duration::from_millis(200)).is_some() {
+                return Ok(());
+            }
+            sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "knotd did not answer within {START_TIMEOUT:?}:\n{}",
+            self.log()
+        ))
+    }
+
+    /// Every counter `knotc stats` prints, e.g. `mod-stats.request-protocol[tcp4]`.
+    pub fn stats(&self) -> HashMap<String, u64> {
+        let out = Command::new(find_program("knotc", "knot"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-t", "3", "stats"])
+            .output()
+            .expect("running knotc stats");
+        assert!(
+            out.status.success(),
+            "knotc stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(" = ")?;
+                Some((key.trim().to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// One counter; a counter knot does not print is 0.
+    pub fn stat(&self, key: &str) -> u64 {
+        self.stats().get(key).copied().unwrap_or(0)
+    }
+
+    /// How many queries of `qtype` knot has answered.
+    pub fn queries_of_type(&self, qtype: &str) -> u64 {
+        self.stat(&format!("mod-stats.query-type[{qtype}]"))
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn zone_file_name(origin: &str) -> String {
+    format!("{}.zone", origin.trim_end_matches('.').replace('.', "_"))
+}
+
+fn knot_conf(dir: &Path, port: u16, zones: &[Zone]) -> String {
+    let dir = dir.display();
+    let mut conf = format!(
+        "server:\n    rundir: {dir}\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    \
+         background-workers: 1\n    udp-max-payload: 4096\n    tcp-idle-timeout: 60\n\
+         control:\n    listen: {dir}/knot.sock\n\
+         log:\n  - target: stderr\n    any: info\n\
+         database:\n    storage: {dir}\n\
+         mod-stats:\n  - id: all\n    request-protocol: on\n    query-type: on\n    response-code: on\n    \
+         reply-nodata: on\n    edns-presence: on\n\
+         template:\n  - id: default\n    storage: {dir}\n    global-module: mod-stats/all\n\
+         zone:\n"
+    );
+    for zone in zones {
+        conf.push_str(&format!(
+            "  - domain: {}\n    file: {}\n",
+            zone.origin,
+            zone_file_name(&zone.origin)
+        ));
+    }
+    conf
+}
+
+/// A running `nodelocaldns` with its Corefile and log in a temporary directory.
+pub struct Cache {
+    child: Child,
+    dir: TempDir,
+    pub port: u16,
+    /// The ports that replaced `$FREEPORT1` and `$FREEPORT2` in the Corefile.
+    pub free_ports: [u16; 2],
+}
+
+impl Cache {
+    /// Writes `corefile` with `$PORT` replaced by a free port (and `$FREEPORT1`,
+    /// `$FREEPORT2` by other free ports), starts the server with `shards` shards, and
+    /// waits until it answers over UDP. Retries on a fresh port if the first one was
+    /// taken by a parallel test in the meantime.
+    pub fn start(corefile: &str, shards: usize) -> Cache {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Cache::try_start(corefile, shards) {
+                Ok(cache) => return cache,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("nodelocaldns did not start (3 tries); last log:\n{last_log}");
+    }
+
+    fn try_start(corefile: &str, shards: usize) -> Result<Cache, String> {
+        let mut cache = Cache::launch(corefile, shards);
+        match cache.wait_ready() {
+            Ok(()) => Ok(cache),
+            Err(why) => Err(format!("{why}\n{}", cache.log())),
+        }
+    }
+
+    /// Writes the Corefile and spawns the server without waiting for it: for tests of
+    /// a server that is expected to refuse to run.
+    pub fn launch(corefile: &str, shards: usize) -> Cache {
+        let dir = tempfile::Builder::new()
+            .prefix("itc")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let free_ports = [free_port(), free_port()];
+        let text = corefile
+            .replace("$FREEPORT1", &free_ports[0].to_string())
+            .replace("$FREEPORT2", &free_ports[1].to_string())
+            .replace("$PORT", &port.to_string());
+        let conf = dir.path().join("Corefile");
+        fs::write(&conf, text).expect("writing Corefile");
+        let log = fs::File::create(dir.path().join("nodelocaldns.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_nodelocaldns"))
+            .arg("-conf")
+            .arg(&conf)
+            .args(["--shards", &shards.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning nodelocaldns");
+        Cache {
+            child,
+            dir,
+            port,
+            free_ports,
+        }
+    }
+
+    /// Replaces the Corefile with `corefile`, its placeholders filled with this
+    /// server's ports (for `reload`). Written to a temporary file and renamed, so the
+    /// server never reads half a file.
+    pub fn rewrite_corefile(&self, corefile: &str) {
+        let text = corefile
+            .replace("$FREEPORT1", &self.free_ports[0].to_string())
+            .replace("$FREEPORT2", &self.free_ports[1].to_string())
+            .replace("$PORT", &self.port.to_string());
+        let tmp = self.dir.path().join("Corefile.new");
+        fs::write(&tmp, text).expect("writing the new Corefile");
+        fs::rename(&tmp, self.dir.path().join("Corefile")).expect("replacing the Corefile");
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Ready = logged `listening (udp+tcp)` and answered a UDP query. The probe is a
+    /// CH-class query, which the server answers itself, so upstream counters stay clean.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let probe = client::query_class("ready.invalid.", RecordType::NULL, DNSClass::CH);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("nodelocaldns exited ({status}) before answering"));
+            }
+            if self.log().contains("listening (udp+tcp)")
+                && client::udp_try(self.addr(), &probe, Duration::from_millis(200)).is_some()
+            {
+                return Ok(());
+            }
+            sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "nodelocaldns did not answer a UDP query within {START_TIMEOUT:?}"
+        ))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("nodelocaldns.log")).unwrap_or_default()
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("reading /proc/PID/fd")
+            .count()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]; the exit status and whether SIGTERM sufficed.
+    pub fn stop(&mut self) -> (ExitStatus, bool) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return (status, true);
+        }
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, true);
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        (self.child.wait().expect("waiting for nodelocaldns"), false)
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The Corefile most tests run: one `.` block forwarding to `knot` with `forward_opts`
+/// (one option per line) and `block_extra` directives.
+pub fn corefile(knot: &Knot, cache: &str, forward_opts: &[&str], block_extra: &[&str]) -> String {
+    let mut text = String::from(".:$PORT {\n    bind 127.0.0.1\n    errors\n");
+    for line in block_extra {
+        text.push_str(&format!("    {line}\n"));
+    }
+    text.push_str(&format!(
+        "    {cache}\n    forward . 127.0.0.1:{}",
+        knot.port
+    ));
+    if forward_opts.is_empty() {
+        text.push('\n');
+    } else {
+        text.push_str(" {\n");
+        for opt in forward_opts {
+            text.push_str(&format!("        {opt}\n"));
+        }
+        text.push_str("    }\n");
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// The `cache` directive most tests use.
+pub const CACHE_30: &str = "cache 30 {\n        success 9984 30\n        denial 9984 5\n    }";

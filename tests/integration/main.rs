@@ -1,0 +1,15 @@
+//! Integration tests: the `nodelocaldns` binary in front of a real `knotd`, driven
+//! over UDP and TCP on 127.0.0.1 as a client would.
+
+mod client;
+mod harness;
+mod zones;
+
+mod answers;
+mod bad_input;
+mod caching;
+mod edns_and_case;
+mod node_cache_corefile;
+mod tcp;
+mod truncation;
+mod upstream_pool;

@@ -1,0 +1,309 @@
+//! The Corefile Kubernetes' NodeLocal DNSCache ships, with its placeholders filled in
+//! for 127.0.0.1: four server blocks on one port, `reload`, `loop`, `prometheus`, `health`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::client;
+use crate::harness::{Cache, Knot, Zone};
+use crate::zones::TEST_ZONE;
+
+const CLUSTER_ZONE: &str = r#"$ORIGIN cluster.local.
+$TTL 30
+@                        SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30
+@                        NS  ns.dns
+ns.dns                   A   10.0.0.10
+kube-dns.kube-system.svc A   10.0.0.10
+"#;
+
+const REVERSE4_ZONE: &str = r#"$ORIGIN 10.in-addr.arpa.
+$TTL 30
+@         SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30
+@         NS  ns.dns.cluster.local.
+10.0.0    PTR kube-dns.kube-system.svc.cluster.local.
+"#;
+
+/// `2001:db8::/32` reversed.
+const REVERSE6_ORIGIN: &str = "8.b.d.0.1.0.0.2.ip6.arpa.";
+/// The 24 nibbles of `2001:db8::1` below the /32, reversed.
+const REVERSE6_OWNER: &str = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0";
+
+fn reverse6_zone() -> String {
+    format!(
+        "$ORIGIN {REVERSE6_ORIGIN}\n$TTL 30\n@ SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30\n\
+         @ NS ns.dns.cluster.local.\n{REVERSE6_OWNER} PTR www.test.\n"
+    )
+}
+
+/// node-cache's `Corefile` (k8s.io/dns, nodelocaldns.yaml) for a knot at `knot`.
+fn node_cache_corefile(knot: u16) -> String {
+    let stub = |zone: &str, cache: &str, extra: &str| {
+        format!(
+            "{zone}:$PORT {{\n    errors\n    {cache}\n    reload\n    loop\n    bind 127.0.0.1\n    \
+             forward . 127.0.0.1:{knot} {{\n            force_tcp\n    }}\n    prometheus 127.0.0.1:$FREEPORT1\n{extra}    }}\n"
+        )
+    };
+    let cluster_cache = "cache {\n            success 9984 30\n            denial 9984 5\n    }";
+    stub(
+        "cluster.local",
+        cluster_cache,
+        "    health 127.0.0.1:$FREEPORT2\n",
+    ) + &stub("in-addr.arpa", "cache 30", "")
+        + &stub("ip6.arpa", "cache 30", "")
+        + &format!(
+            ".:$PORT {{\n    errors\n    cache 30\n    reload\n    loop\n    bind 127.0.0.1\n    \
+             forward . 127.0.0.1:{knot}\n    prometheus 127.0.0.1:$FREEPORT1\n    }}\n"
+        )
+}
+
+fn start() -> (Knot, Cache) {
+    let knot = Knot::start(&[
+        Zone::new("cluster.local.", CLUSTER_ZONE),
+        Zone::new("test.", TEST_ZONE),
+        Zone::new("10.in-addr.arpa.", REVERSE4_ZONE),
+        Zone::new(REVERSE6_ORIGIN, &reverse6_zone()),
+    ]);
+    let cache = Cache::start(&node_cache_corefile(knot.port), 2);
+    (knot, cache)
+}
+
+/// One query per server block, over UDP and TCP, each answered with knot's data.
+#[test]
+fn node_cache_corefile_answers_every_block() {
+    let (knot, cache) = start();
+    let reverse6 = format!("{REVERSE6_OWNER}.{REVERSE6_ORIGIN}");
+    let cases = [
+        (
+            "kube-dns.kube-system.svc.cluster.local.",
+            RecordType::A,
+            "10.0.0.10",
+        ),
+        (
+            "10.0.0.10.in-addr.arpa.",
+            RecordType::PTR,
+            "kube-dns.kube-system.svc.cluster.local.",
+        ),
+        (reverse6.as_str(), RecordType::PTR, "www.test."),
+        ("mx1.test.", RecordType::A, "192.0.2.10"),
+    ];
+    for (name, rtype, data) in cases {
+        for over_tcp in [false, true, false] {
+            let query = client::query(name, rtype);
+            let reply = if over_tcp {
+                client::tcp(cache.addr(), &query)
+            } else {
+                client::udp(cache.addr(), &query)
+            };
+            let what = format!("{name} {rtype} (tcp: {over_tcp})");
+            assert_eq!(
+                reply.response_code(),
+                ResponseCode::NoError,
+                "{what}: {reply:?}"
+            );
+            let got: Vec<String> = reply
+                .answers()
+                .iter()
+                .map(|r| r.data().to_string())
+                .collect();
+            assert_eq!(got, [data], "{what}");
+        }
+    }
+    assert!(
+        knot.queries_of_type("PTR") >= 2,
+        "the reverse blocks forward to knot"
+    );
+}
+
+/// `health 127.0.0.1:PORT` on the first block: GET /health → 200 OK.
+#[test]
+fn node_cache_corefile_serves_health() {
+    let (_knot, cache) = start();
+    let response = http_get(
+        SocketAddr::from(([127, 0, 0, 1], cache.free_ports[1])),
+        "/health",
+        &cache,
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "GET /health: {response:?}"
+    );
+    assert!(
+        response.trim_end().ends_with("OK"),
+        "GET /health body: {response:?}"
+    );
+}
+
+/// The whole response to `GET path` (status line, headers, body).
+fn http_get(addr: SocketAddr, path: &str, cache: &Cache) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("HTTP endpoint {addr} not listening: {e}\n{}", cache.log()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// `prometheus 127.0.0.1:PORT`: GET /metrics → 200 with CoreDNS-named series that
+/// count the queries just made.
+#[test]
+fn node_cache_corefile_serves_metrics() {
+    let (_knot, cache) = start();
+    for _ in 0..3 {
+        client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
+    }
+    let response = http_get(
+        SocketAddr::from(([127, 0, 0, 1], cache.free_ports[0])),
+        "/metrics",
+        &cache,
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "GET /metrics: {response:.300}"
+    );
+    for series in [
+        "coredns_dns_requests_total",
+        "coredns_dns_responses_total",
+        "coredns_cache_hits_total",
+        "coredns_cache_misses_total",
+    ] {
+        assert!(
+            response.contains(series),
+            "/metrics lacks {series}:\n{response}"
+        );
+    }
+}
+
+/// `loop`: a block forwarding to itself is detected and the server exits with a clear
+/// message instead of amplifying queries.
+#[test]
+fn forwarding_loop_is_detected() {
+    let corefile = ".:$PORT {\n    bind 127.0.0.1\n    errors\n    cache 30\n    loop\n    forward . 127.0.0.1:$PORT\n}\n";
+    let mut cache = Cache::launch(corefile, 1);
+    let status = cache.wait_exit(Duration::from_secs(10));
+    let log = cache.log();
+    let status = status
+        .unwrap_or_else(|| panic!("still running 10 s after start with a forwarding loop:\n{log}"));
+    assert!(
+        !status.success(),
+        "a detected loop is a failure exit, got {status}"
+    );
+    assert!(
+        log.to_lowercase().contains("loop"),
+        "the log must say a loop was detected:\n{log}"
+    );
+}
+
+/// SIGTERM stops the server promptly and cleanly.
+#[test]
+fn stops_on_sigterm() {
+    let (_knot, mut cache) = start();
+    client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
+    let (status, by_sigterm) = cache.stop();
+    assert!(
+        by_sigterm,
+        "still running 3 s after SIGTERM (SIGKILL'd):\n{}",
+        cache.log()
+    );
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}\n{}",
+        cache.log()
+    );
+}
+
+/// `reload 2s 1s`: a changed Corefile (forward to another knot) takes effect within a
+/// few seconds on the same port; a Corefile that does not parse leaves it running.
+#[test]
+fn reload_applies_a_new_corefile_and_keeps_the_old_on_errors() {
+    let first = Knot::start(&[Zone::new("test.", TEST_ZONE)]);
+    let second_zone = TEST_ZONE.replace(crate::zones::MANY_ADDR, "198.51.100.7");
+    let second = Knot::start(&[Zone::new("test.", &second_zone)]);
+    let corefile = |knot: &Knot| {
+        format!(".:$PORT {{\n    bind 127.0.0.1\n    errors\n    cache 30\n    reload 2s 1s\n    forward . 127.0.0.1:{}\n}}\n", knot.port)
+    };
+    let cache = Cache::start(&corefile(&first), 1);
+    let mut asked = 0;
+    // Fresh names each time, so nothing comes from cache.
+    let mut ask = || {
+        asked += 1;
+        let reply = client::udp(
+            cache.addr(),
+            &client::query(&format!("r{asked}.many.test."), RecordType::A),
+        );
+        reply
+            .answers()
+            .first()
+            .map(|r| r.data().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        ask(),
+        crate::zones::MANY_ADDR,
+        "before the reload, the first knot answers"
+    );
+    cache.rewrite_corefile(&corefile(&second));
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut answer = ask();
+    while answer != "198.51.100.7" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        answer = ask();
+    }
+    assert_eq!(
+        answer, "198.51.100.7",
+        "8 s after the Corefile changed the server still forwards to the old knot"
+    );
+    cache.rewrite_corefile(".:$PORT {\n    bind 127.0.0.1\n    no_such_directive\n");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        ask(),
+        "198.51.100.7",
+        "a Corefile that does not parse must leave the running one in place"
+    );
+    let mut cache = cache;
+    assert!(
+        cache.alive(),
+        "a bad Corefile on reload must not stop the server:\n{}",
+        cache.log()
+    );
+}
+
+/// `health { lameduck 2s }`: after SIGTERM the server keeps answering for 2 s, then exits.
+#[test]
+fn lameduck_keeps_serving_after_sigterm() {
+    let knot = Knot::start(&[Zone::new("test.", TEST_ZONE)]);
+    let corefile = format!(
+        ".:$PORT {{\n    bind 127.0.0.1\n    errors\n    health 127.0.0.1:$FREEPORT2 {{\n        lameduck 2s\n    }}\n    \
+         cache 30\n    forward . 127.0.0.1:{}\n}}\n",
+        knot.port
+    );
+    let mut cache = Cache::start(&corefile, 1);
+    let start = std::time::Instant::now();
+    cache.terminate();
+    std::thread::sleep(Duration::from_millis(800));
+    let reply = client::udp_try(
+        cache.addr(),
+        &client::query("www.test.", RecordType::A),
+        Duration::from_secs(1),
+    );
+    assert!(
+        reply.is_some_and(|r| r.answers().len() == 2),
+        "0.8 s into a 2 s lameduck the server must still answer"
+    );
+    let status = cache
+        .wait_exit(Duration::from_secs(5))
+        .expect("still running 5 s after SIGTERM with lameduck 2s");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "exited {took:?} after SIGTERM, before the 2 s lameduck ended"
+    );
+    assert!(status.success(), "exit status after lameduck: {status}");
+}

@@ -33,7 +33,9 @@ Flags take one dash or two; booleans are -flag or -flag=false.";
     name = "nodelocaldns",
     version,
     about = "Node-local DNS cache (drop-in for k8s-dns-node-cache)",
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    // Go's flag package: a repeated flag takes its last value.
+    args_override_self = true
 )]
 pub struct Cli {
     /// Comma-separated IPs to listen on, put on the interface and capture with the rules (IPv4 and IPv6 may be mixed; 0.0.0.0 = all addresses, Cilium LRP mode).
@@ -287,6 +289,8 @@ mod tests {
         let both = parse(&["-corefile", "x", "-conf", "y"]).unwrap();
         assert_eq!(both.corefile_path().unwrap(), &PathBuf::from("y"));
         assert_eq!(parse(&["--shards", "2"]).unwrap().shards, Some(2));
+        let twice = parse(&["-syncinterval", "5", "-syncinterval=7"]).unwrap();
+        assert_eq!(twice.syncinterval, Duration::from_secs(7));
     }
 
     #[test]

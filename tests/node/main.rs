@@ -669,3 +669,29 @@ fn teardown_is_bounded_when_iptables_hangs() {
         log(&ns)
     );
 }
+
+#[test]
+fn sigusr1_reloads_at_once() {
+    let Some(mut ns) = cluster("sigusr1") else {
+        return;
+    };
+    // Polling effectively off: only the signal can pick the change up.
+    let pid = start_node(
+        &mut ns,
+        "169.254.20.10",
+        &["--config-poll-interval", "1h", "-reloadwithsignal"],
+    );
+    assert!(wait_rules(&ns, false, 12), "{}", log(&ns));
+    write_configmap(&ns, "stubDomains", r#"{"acme.local": ["127.0.0.1:5300"]}"#);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ns.kdig(&["@169.254.20.10", "www.acme.local"]).trim(), "");
+    signal(pid, libc::SIGUSR1);
+    assert!(
+        wait_until(SYNC_WAIT, || ns
+            .kdig(&["@169.254.20.10", "www.acme.local"])
+            .trim()
+            == "192.0.2.53"),
+        "{}",
+        log(&ns)
+    );
+}

@@ -1,11 +1,11 @@
-//! `nodelocaldns`: command line → Config → server; then wait for a signal and stop.
+//! `nodelocaldns`: command line → node-cache behaviour (Corefile, interface, rules)
+//! and the server, until a stop signal. The work is in [`nodelocaldns::node::run`].
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use nodelocaldns::cli::{Cli, DEFAULT_COREFILE};
-use nodelocaldns::{config, server};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use nodelocaldns::cli::Cli;
+use nodelocaldns::{node, server};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -51,13 +51,6 @@ fn describe(err: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = match cli.corefile_path() {
-        Some(path) => config::load_corefile(path)?,
-        None => {
-            tracing::info!("no -conf given: serving the embedded default Corefile");
-            config::parse_corefile(DEFAULT_COREFILE, std::path::Path::new("<embedded default>"))?
-        }
-    };
     let mut options = server::Options {
         shards: cli.shards,
         io_memory_bytes: cli.io_memory_bytes,
@@ -66,16 +59,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(bytes) = cli.rcvbuf_bytes {
         options.rcvbuf_bytes = bytes;
     }
-    let running = server::start(config, &options).context("starting the server")?;
-    for addr in &running.endpoints {
-        tracing::info!(%addr, "listening (udp+tcp)");
-    }
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .context("installing signal handlers")?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "stopping");
-    }
-    running.shutdown();
-    running.join();
-    Ok(())
+    node::run(&cli, &options).context("nodelocaldns")
 }

@@ -7,10 +7,12 @@
 //! Each supported directive is documented in this directory's README.md.
 
 mod cache;
+pub mod configmap;
 mod error;
 mod forward;
 pub(crate) mod lexer;
 pub(crate) mod parser;
+pub mod pillar;
 mod resolv;
 mod setup;
 mod types;
@@ -21,8 +23,14 @@ mod tests;
 
 use std::path::Path;
 
+pub use configmap::{parse_kube_dns, read_configmap_dir, ConfigMapError, KubeDnsConfig};
 pub use error::{ConfigError, SUPPORTED_DIRECTIVES};
+pub use pillar::{render_corefile, service_host_var, PillarError, PillarValues};
+/// Reads a small text file, refusing one larger than the bound.
+pub(crate) use resolv::read_bounded as read_text_bounded;
 pub use types::*;
+/// Go duration syntax (`500ms`, `1m30s`), shared with the command line.
+pub(crate) use value::parse_duration as parse_go_duration;
 
 /// Largest Corefile we read: a real one is a few KiB.
 pub const COREFILE_BYTES_MAX: u64 = 1 << 20;

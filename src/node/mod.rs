@@ -106,7 +106,7 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
         .initial()
         .map_err(|e| NodeError::Watch(Box::new(e)))?;
     // 4. Config sync.
-    spawn_watch_thread(watcher, cli, events_tx, poked)?;
+    spawn_watch_thread(watcher, cli, &config, events_tx, poked)?;
     // 5. The interface, without rules yet.
     let interface = (node_mode && cli.setupinterface).then(|| Interface {
         name: cli.interfacename.clone(),
@@ -213,14 +213,17 @@ fn spawn_signal_thread(events: Sender<Event>, poke: Sender<()>) -> Result<(), No
     Ok(())
 }
 
-/// Polls the sources every `--config-poll-interval`, and at once on SIGUSR1.
+/// Polls the sources every `--config-poll-interval` (or sooner when the Corefile's
+/// `reload` directive asks for it), and at once on SIGUSR1.
 fn spawn_watch_thread(
     mut watcher: Watcher,
     cli: &Cli,
+    initial: &Config,
     events: Sender<Event>,
     poked: Receiver<()>,
 ) -> Result<(), NodeError> {
-    let interval = cli.config_poll_interval;
+    let default_interval = cli.config_poll_interval;
+    let mut interval = poll_interval(initial, default_interval);
     let with_signal = cli.reloadwithsignal;
     std::thread::Builder::new()
         .name("config-sync".into())
@@ -232,6 +235,7 @@ fn spawn_watch_thread(
                 let _ = signal_hook::low_level::raise(SIGUSR1);
             }
             if let Some(config) = config {
+                interval = poll_interval(&config, default_interval);
                 if events.send(Event::Apply(config)).is_err() {
                     return;
                 }
@@ -239,6 +243,24 @@ fn spawn_watch_thread(
         })
         .map_err(io_err("starting the config sync thread"))?;
     Ok(())
+}
+
+/// The shortest `reload INTERVAL` of the Corefile less a random part of its JITTER
+/// (CoreDNS checks every INTERVAL ± JITTER), never above `default` (the ConfigMap and
+/// template are polled at that pace whatever the Corefile says).
+fn poll_interval(config: &Config, default: Duration) -> Duration {
+    let reload = config
+        .servers
+        .iter()
+        .filter_map(|b| b.reload)
+        .min_by_key(|r| r.interval);
+    match reload {
+        Some(r) => {
+            let jitter = r.jitter.mul_f64(rand::random::<f64>()).min(r.interval / 2);
+            (r.interval - jitter).clamp(Duration::from_millis(100), default)
+        }
+        None => default,
+    }
 }
 
 /// `-pidfile`: written once serving, removed on exit.

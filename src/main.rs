@@ -75,7 +75,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping");
     }
-    running.shutdown();
-    running.join();
+    running.stop();
     Ok(())
 }

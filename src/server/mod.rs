@@ -27,6 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::limits;
+use crate::telemetry::{self, Publisher, Telemetry};
 use crate::upstream::Transport;
 use query::Handled;
 use shard::Shard;
@@ -43,6 +44,8 @@ pub enum ServerError {
     Executor { shard: usize, reason: String },
     #[error("the configuration has no server block to listen for")]
     NothingToServe,
+    #[error("cannot start the HTTP endpoints: {0}")]
+    Http(std::io::Error),
 }
 
 /// Process-level settings that are not in the Corefile.
@@ -89,6 +92,8 @@ pub struct Running {
     shards: usize,
     controls: Vec<crossbeam_channel::Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
+    /// `/metrics`, `/health`, `/ready`; stops when the server is dropped.
+    telemetry: Telemetry,
 }
 
 impl Running {
@@ -97,6 +102,24 @@ impl Running {
         for control in &self.controls {
             let _ = control.send(Control::Stop);
         }
+    }
+
+    /// SIGTERM: `/ready` turns 503 at once, DNS and `/health` keep answering for the
+    /// `health { lameduck }` duration, then the shards stop and are joined.
+    pub fn stop(self) {
+        let lameduck = self.telemetry.lameduck;
+        self.telemetry.enter_lameduck();
+        if !lameduck.is_zero() {
+            tracing::info!(?lameduck, "lameduck: still serving before exit");
+            std::thread::sleep(lameduck);
+        }
+        self.shutdown();
+        self.join();
+    }
+
+    /// The metrics and readiness of this server.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// Waits for every shard to finish.
@@ -139,6 +162,7 @@ impl Running {
             let _ = control.send(message);
         }
         self.endpoints = shared_endpoints.iter().map(|e| e.addr).collect();
+        self.telemetry.lameduck = telemetry::lameduck(&config);
         self.config = config;
         Ok(())
     }
@@ -153,11 +177,12 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         return Err(ServerError::NothingToServe);
     }
     let sockets = listen::open(&mut endpoints, shards, options.rcvbuf_bytes)?;
+    let (telemetry, slots) = Telemetry::start(&config, shards).map_err(ServerError::Http)?;
     let shared_config = Arc::new(config.clone());
     let endpoints = Arc::new(endpoints);
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
-    for (index, sockets) in sockets.into_iter().enumerate() {
+    for (index, (sockets, slot)) in sockets.into_iter().zip(slots).enumerate() {
         let placement = match cores.get(index % cores.len().max(1)) {
             Some(core) if options.pin => Placement::Fixed(core.id),
             _ => Placement::Unbound,
@@ -169,7 +194,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
             .io_memory(options.io_memory_bytes)
             .spawn(move || async move {
                 let shard = Shard::new(&config, &endpoints, shards);
-                serve(shard, sockets, inbox, shards).await;
+                serve(shard, sockets, inbox, shards, slot).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -187,6 +212,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         shards,
         controls,
         threads,
+        telemetry,
     })
 }
 
@@ -216,18 +242,22 @@ async fn serve(
     sockets: listen::ShardSockets,
     inbox: crossbeam_channel::Receiver<Control>,
     shards: usize,
+    slot: telemetry::Slot,
 ) {
     let current: Current = Rc::new(RefCell::new(shard));
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
         .map(|s| spawn_listener(&current, s))
         .collect();
+    let mut publisher = Publisher::new(slot);
+    publisher.serving(&current.borrow());
     let mut last_sweep = Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_millis(limits::CONTROL_POLL_MILLIS)).await;
         while let Ok(message) = inbox.try_recv() {
             match message {
                 Control::Stop => {
+                    publisher.stopped();
                     for listener in listeners {
                         let _ = listener.udp.cancel().await;
                         let _ = listener.tcp.cancel().await;
@@ -239,7 +269,8 @@ async fn serve(
                     endpoints,
                     opened,
                 } => {
-                    *current.borrow_mut() = Shard::new(&config, &endpoints, shards);
+                    let new = Shard::new(&config, &endpoints, shards);
+                    publisher.retire(std::mem::replace(&mut *current.borrow_mut(), new));
                     let mut kept = Vec::with_capacity(listeners.len());
                     for listener in listeners {
                         if endpoints.iter().any(|e| e.addr == listener.addr) {
@@ -259,6 +290,7 @@ async fn serve(
             let shard = current.borrow().clone();
             shard.sweep(limits::CACHE_SWEEP_ENTRIES_PER_SECOND);
         }
+        publisher.tick(&current.borrow());
     }
 }
 

@@ -12,6 +12,7 @@ use futures_channel::oneshot;
 use super::shard::{Block, Shard};
 use crate::cache::{self, Lookup, StoredAnswer};
 use crate::limits;
+use crate::telemetry::{Meter, Plugin, Proto};
 use crate::upstream::{Transport, UpstreamError};
 use crate::wire::{self, Query, Rcode, Rejection};
 
@@ -62,71 +63,101 @@ pub fn handle(
             return Handled::Reply(wire::write_error_reply(packet, rcode, out));
         }
     };
-    let Some(block_index) = shard.block_for(endpoint, query.qname) else {
+    let Some((block_index, zone)) = shard.block_zone_for(endpoint, query.qname) else {
         return Handled::Reply(wire::write_error_reply(packet, Rcode::Refused, out));
     };
     let block = &shard.blocks[block_index];
-    let max_len = match transport {
-        Transport::Udp => query.udp_limit(),
-        Transport::Tcp => limits::MESSAGE_BYTES_MAX,
+    let (max_len, proto) = match transport {
+        Transport::Udp => (query.udp_limit(), Proto::Udp),
+        Transport::Tcp => (limits::MESSAGE_BYTES_MAX, Proto::Tcp),
     };
+    let meter = Meter::new(
+        &shard.stats,
+        endpoint,
+        (block_index, zone),
+        &query,
+        proto,
+        packet.len(),
+        now,
+    );
     if let Some(cache) = &block.cache {
         if let Lookup::Hit(len) = cache.borrow_mut().lookup(&query, now, out, max_len) {
             shard.counters.hits.set(shard.counters.hits.get() + 1);
+            if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
+                meter.cache_hit(&shard.stats, answer);
+                meter.answered(&shard.stats, answer, Plugin::Cache);
+            }
             return Handled::Reply(len);
         }
         shard.counters.misses.set(shard.counters.misses.get() + 1);
+        if let Some(meter) = meter {
+            meter.cache_miss(&shard.stats);
+        }
     }
     if !block
         .forwarder
         .as_ref()
         .is_some_and(|f| f.forwards(query.qname))
     {
-        return Handled::Reply(wire::write_error_reply(packet, Rcode::ServFail, out));
+        let len = wire::write_error_reply(packet, Rcode::ServFail, out);
+        if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
+            meter.answered(&shard.stats, answer, Plugin::Server);
+        }
+        return Handled::Reply(len);
     }
     let task_shard = shard.clone();
     let packet = packet.to_vec();
     glommio::spawn_local(async move {
         let mut out = vec![0u8; max_len];
-        let len = answer_miss(
-            &task_shard,
+        let miss = Miss {
             block_index,
-            &packet,
             transport,
             max_len,
-            &mut out,
-        )
-        .await;
+            meter,
+        };
+        let (len, plugin) = answer_miss(&task_shard, &miss, &packet, &mut out).await;
         // An empty answer means "nothing to send" but still ends the query.
-        reply(&out[..len]);
+        let answer = out.get(..len).unwrap_or_default();
+        reply(answer);
+        if let Some(meter) = meter {
+            meter.answered(&task_shard.stats, answer, plugin);
+        }
     })
     .detach();
     Handled::Later
+}
+
+/// A miss handed to its task.
+struct Miss {
+    block_index: usize,
+    transport: Transport,
+    max_len: usize,
+    meter: Option<Meter>,
 }
 
 /// Resolves a miss (sharing an upstream query already in flight for the same key)
 /// and writes the answer for this client; returns its length.
 async fn answer_miss(
     shard: &Rc<Shard>,
-    block_index: usize,
+    miss: &Miss,
     packet: &[u8],
-    transport: Transport,
-    max_len: usize,
     out: &mut [u8],
-) -> usize {
+) -> (usize, Plugin) {
     let Ok(query) = wire::parse_query(packet) else {
-        return 0;
+        return (0, Plugin::Server);
     };
-    let block = &shard.blocks[block_index];
-    let resolution = resolve_shared(shard, block, &query, transport).await;
+    let block = &shard.blocks[miss.block_index];
+    let resolution = resolve_shared(shard, block, &query, miss.transport, miss.meter).await;
     match resolution.as_ref() {
         Ok(stored) => {
             if block.errors && stored.rcode() == Rcode::ServFail.code() {
                 log_error(&query, "upstream answered SERVFAIL");
             }
-            cache::write_reply(stored, &query, stored.ttl_secs(), false, out, max_len)
+            let len =
+                cache::write_reply(stored, &query, stored.ttl_secs(), false, out, miss.max_len);
+            (len, Plugin::Forward)
         }
-        Err(rcode) => wire::write_error_reply(packet, *rcode, out),
+        Err(rcode) => (wire::write_error_reply(packet, *rcode, out), Plugin::Server),
     }
 }
 
@@ -136,6 +167,7 @@ async fn resolve_shared(
     block: &Block,
     query: &Query<'_>,
     transport: Transport,
+    meter: Option<Meter>,
 ) -> Resolution {
     let key = inflight_key(query);
     let waiter = {
@@ -165,7 +197,7 @@ async fn resolve_shared(
     // The leader: remove the in-flight entry however this ends, so a dropped
     // future never leaves waiters parked forever (they see a closed channel).
     let guard = LeaderGuard { block, key };
-    let resolution = Rc::new(resolve(shard, block, query, transport).await);
+    let resolution = Rc::new(resolve(shard, block, query, transport, meter).await);
     if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
         cache
             .borrow_mut()
@@ -183,6 +215,7 @@ async fn resolve(
     block: &Block,
     query: &Query<'_>,
     transport: Transport,
+    meter: Option<Meter>,
 ) -> Result<StoredAnswer, Rcode> {
     let Some(forwarder) = &block.forwarder else {
         return Err(Rcode::ServFail);
@@ -208,6 +241,9 @@ async fn resolve(
             .counters
             .bad_answers
             .set(shard.counters.bad_answers.get() + 1);
+        if let Some(meter) = meter {
+            meter.cache_drop(&shard.stats);
+        }
         if block.errors {
             log_error(query, &err.to_string());
         }

@@ -30,6 +30,10 @@ pub struct Cli {
     /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+    /// Log filter: error, warn, info, debug, trace, or tracing directives
+    /// (`nodelocaldns::upstream=debug`); default: RUST_LOG, else info.
+    #[arg(long)]
+    pub log_level: Option<String>,
 }
 
 impl Cli {
@@ -83,6 +87,8 @@ mod tests {
         let both = parse(&["-corefile", "x", "-conf", "y"]).unwrap();
         assert_eq!(both.corefile_path().unwrap(), &PathBuf::from("y"));
         assert_eq!(parse(&["--shards", "2"]).unwrap().shards, Some(2));
+        let level = parse(&["-log-level", "debug"]).unwrap().log_level;
+        assert_eq!(level.as_deref(), Some("debug"));
     }
 
     #[test]

@@ -85,7 +85,6 @@ pub fn handle(
             shard.counters.hits.set(shard.counters.hits.get() + 1);
             if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
                 meter.cache_hit(&shard.stats, answer);
-                meter.answered(&shard.stats, answer, Plugin::Cache);
             }
             return Handled::Reply(len);
         }

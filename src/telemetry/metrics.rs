@@ -538,4 +538,25 @@ mod tests {
         m.counter(&DROPPED_PACKETS, &["a\"b\\c\nd"], 1);
         assert!(m.render().contains(r#"{reason="a\"b\\c\nd"} 1"#));
     }
+
+    #[test]
+    fn dashboard_uses_only_exported_metrics() {
+        let dashboard = include_str!("../../deploy/grafana/nodelocaldns.json");
+        let mut used = 0;
+        for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(word.starts_with("coredns_") || word.starts_with("nodelocaldns_")) {
+                continue;
+            }
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            assert!(
+                FAMILIES.iter().any(|f| f.name == base || f.name == word),
+                "the dashboard uses {word}, which we do not export"
+            );
+            used += 1;
+        }
+        assert!(used > 10);
+    }
 }

@@ -365,3 +365,40 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
     }
     Err(std::io::ErrorKind::TimedOut.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `~~~ corefile` example of README.md parses and asks for the endpoints.
+    #[test]
+    fn readme_examples() {
+        let readme = include_str!("README.md");
+        let mut rest = readme;
+        let mut examples = 0;
+        while let Some(start) = rest.find("~~~ corefile\n") {
+            let body = &rest[start + "~~~ corefile\n".len()..];
+            let end = body.find("~~~").expect("example is closed");
+            let config = crate::config::parse_corefile(&body[..end], "README.md".as_ref())
+                .unwrap_or_else(|e| panic!("README example fails: {e}"));
+            assert!(config.servers.iter().any(|b| b.prometheus.is_some()));
+            assert_eq!(lameduck(&config), Duration::from_secs(5));
+            examples += 1;
+            rest = &body[end..];
+        }
+        assert_eq!(examples, 1);
+    }
+
+    #[test]
+    fn ready_needs_every_shard_and_the_upstream_check() {
+        let shared = Shared::new(2);
+        assert!(!shared.ready());
+        shared.upstreams_checked.store(true, Ordering::Relaxed);
+        for shard in &shared.shards {
+            shard.lock().unwrap().serving = true;
+        }
+        assert!(shared.ready());
+        shared.lameduck.store(true, Ordering::Relaxed);
+        assert!(!shared.ready());
+    }
+}

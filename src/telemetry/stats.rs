@@ -120,14 +120,16 @@ pub enum Plugin {
 const PLUGINS: [&str; 3] = ["", "cache", "forward"];
 
 /// One answered query, as CoreDNS's metrics plugin reports it.
-pub struct Report<'a> {
+pub struct Report {
     pub proto: Proto,
     pub ipv6: bool,
-    pub qtype: u16,
+    /// Index in [`TYPES`] (its length for `other`).
+    pub type_slot: usize,
     pub dnssec_ok: bool,
     pub request_bytes: usize,
-    /// The answer as sent (its header gives the rcode; empty = nothing sent).
-    pub response: &'a [u8],
+    pub response_bytes: usize,
+    /// Header rcode of the answer (4 bits).
+    pub rcode: usize,
     pub plugin: Plugin,
     /// When the query was received.
     pub start: Instant,
@@ -163,9 +165,9 @@ impl DnsSeries {
 
     /// Counts one answered query (CoreDNS `vars.Report`).
     #[inline]
-    pub fn report(&self, r: &Report<'_>) {
+    pub fn report(&self, r: &Report) {
         let proto = r.proto as usize;
-        let slot = type_slot(r.qtype);
+        let slot = r.type_slot.min(TYPE_SLOTS - 1);
         let family = usize::from(r.ipv6);
         bump(&self.requests[proto * 2 + family][slot]);
         if r.dnssec_ok {
@@ -174,9 +176,8 @@ impl DnsSeries {
         let seconds = r.start.elapsed().as_secs_f64();
         self.duration[slot].observe(&TIME_BUCKETS, seconds);
         self.request_size[proto].observe(&SIZE_BUCKETS, r.request_bytes as f64);
-        self.response_size[proto].observe(&SIZE_BUCKETS, r.response.len() as f64);
-        let rcode = response_rcode(r.response);
-        bump(&self.responses[rcode][r.plugin as usize]);
+        self.response_size[proto].observe(&SIZE_BUCKETS, r.response_bytes as f64);
+        bump(&self.responses[r.rcode & 0x0f][r.plugin as usize]);
     }
 
     fn export(&self, out: &mut Metrics) {
@@ -218,16 +219,19 @@ impl DnsSeries {
 
 /// The rcode in an answer's header (0 when there is none).
 fn response_rcode(response: &[u8]) -> usize {
-    Header::read(&mut Reader::new(response))
-        .map_or(0, |h| usize::from(h.flags & wire::flags::RCODE_MASK))
+    response_class(response).0
 }
 
-/// True for an answer the cache counts as denial: an error rcode, or NOERROR with
-/// no answer and an authority section (NODATA with its SOA).
-pub fn is_denial(response: &[u8]) -> bool {
+/// An answer's rcode, and whether the cache counts it as denial: an error rcode,
+/// or NOERROR with no answer and an authority section (NODATA with its SOA).
+#[inline]
+pub fn response_class(response: &[u8]) -> (usize, bool) {
     match Header::read(&mut Reader::new(response)) {
-        Ok(h) => h.flags & wire::flags::RCODE_MASK != 0 || (h.ancount == 0 && h.nscount > 0),
-        Err(_) => false,
+        Ok(h) => {
+            let rcode = usize::from(h.flags & wire::flags::RCODE_MASK);
+            (rcode, rcode != 0 || (h.ancount == 0 && h.nscount > 0))
+        }
+        Err(_) => (0, false),
     }
 }
 
@@ -353,7 +357,7 @@ pub struct Meter {
     series: BlockSeries,
     zone: usize,
     proto: Proto,
-    qtype: u16,
+    type_slot: u8,
     dnssec_ok: bool,
     request_bytes: usize,
     start: Instant,
@@ -375,18 +379,21 @@ impl Meter {
             series: stats.block(endpoint, block)?,
             zone,
             proto,
-            qtype: query.qtype,
+            type_slot: type_slot(query.qtype) as u8,
             dnssec_ok: query.dnssec_ok(),
             request_bytes,
             start,
         })
     }
 
+    /// A cache hit answered with `response`: counts the hit and the answer.
     #[inline]
     pub fn cache_hit(&self, stats: &ShardStats, response: &[u8]) {
+        let (rcode, denial) = response_class(response);
         if let Some(cache) = stats.cache(self.series) {
-            cache.hit(is_denial(response));
+            cache.hit(denial);
         }
+        self.report(stats, response.len(), rcode, Plugin::Cache);
     }
 
     #[inline]
@@ -409,14 +416,20 @@ impl Meter {
         if response.is_empty() {
             return;
         }
+        self.report(stats, response.len(), response_rcode(response), plugin);
+    }
+
+    #[inline]
+    fn report(&self, stats: &ShardStats, response_bytes: usize, rcode: usize, plugin: Plugin) {
         if let Some(series) = stats.dns(self.series, self.zone) {
             series.report(&Report {
                 proto: self.proto,
                 ipv6: self.series.ipv6,
-                qtype: self.qtype,
+                type_slot: usize::from(self.type_slot),
                 dnssec_ok: self.dnssec_ok,
                 request_bytes: self.request_bytes,
-                response,
+                response_bytes,
+                rcode,
                 plugin,
                 start: self.start,
             });

@@ -337,7 +337,16 @@ async fn serve_udp(current: Current, addr: SocketAddr, socket: socket2::Socket) 
             let slot = batch.send_count.min(limits::UDP_BATCH_MAX - 1);
             let packet = &batch.recv_bufs[i][..len];
             let out = &mut batch.send_bufs[slot];
-            let handled = query::handle(&shard, endpoint, packet, Transport::Udp, now, out, reply);
+            let handled = query::handle(
+                &shard,
+                endpoint,
+                peer.client,
+                packet,
+                Transport::Udp,
+                now,
+                out,
+                reply,
+            );
             if let Handled::Reply(len) = handled {
                 batch.push_send(len, peer);
             }

@@ -12,7 +12,7 @@ use futures_channel::oneshot;
 use super::shard::{Block, Shard};
 use crate::cache::{self, Lookup, StoredAnswer};
 use crate::limits;
-use crate::telemetry::{Meter, Plugin, Proto};
+use crate::telemetry::{Meter, Plugin, Proto, QueryLog};
 use crate::upstream::{Transport, UpstreamError};
 use crate::wire::{self, Query, Rcode, Rejection};
 
@@ -39,9 +39,12 @@ pub struct Inflight {
 
 /// Handles one query that arrived on `endpoint`. Cache hits and errors are written
 /// into `out` at once; misses start a task that answers through `reply`.
+// The socket loops pass what they know of the datagram; bundling it would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub fn handle(
     shard: &Rc<Shard>,
     endpoint: usize,
+    client: std::net::SocketAddr,
     packet: &[u8],
     transport: Transport,
     now: Instant,
@@ -80,11 +83,17 @@ pub fn handle(
         packet.len(),
         now,
     );
+    let log = block
+        .log
+        .then(|| QueryLog::new(client, &query, proto, packet.len(), now));
     if let Some(cache) = &block.cache {
         if let Lookup::Hit(len) = cache.borrow_mut().lookup(&query, now, out, max_len) {
             shard.counters.hits.set(shard.counters.hits.get() + 1);
             if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
                 meter.cache_hit(&shard.stats, answer);
+            }
+            if let (Some(log), Some(answer)) = (&log, out.get(..len)) {
+                log.answered(answer);
             }
             return Handled::Reply(len);
         }
@@ -101,6 +110,9 @@ pub fn handle(
         let len = wire::write_error_reply(packet, Rcode::ServFail, out);
         if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
             meter.answered(&shard.stats, answer, Plugin::Server);
+        }
+        if let (Some(log), Some(answer)) = (&log, out.get(..len)) {
+            log.answered(answer);
         }
         return Handled::Reply(len);
     }
@@ -120,6 +132,9 @@ pub fn handle(
         reply(answer);
         if let Some(meter) = meter {
             meter.answered(&task_shard.stats, answer, plugin);
+        }
+        if let Some(log) = log {
+            log.answered(answer);
         }
     })
     .detach();

@@ -46,6 +46,8 @@ pub struct Block {
     /// EDNS UDP size advertised upstream.
     pub bufsize: u16,
     pub errors: bool,
+    /// `log`: one line per answered query.
+    pub log: bool,
 }
 
 pub struct Shard {
@@ -135,6 +137,7 @@ impl Block {
             inflight: Inflight::default(),
             bufsize: block.bufsize.unwrap_or(limits::UPSTREAM_BUFSIZE_DEFAULT),
             errors: block.errors,
+            log: block.log,
         }
     }
 }

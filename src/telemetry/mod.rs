@@ -5,6 +5,7 @@
 //! - [`stats`]: what a shard counts on its query path (plain cells, no atomics).
 //! - [`metrics`]: the families, label-keyed samples, merging, text exposition.
 //! - [`http`]: the HTTP listeners (tiny_http), one per distinct address.
+//! - [`querylog`]: the `log` directive's per-query line.
 //!
 //! Flow: each shard's control tick (every 100 ms) exports its state into a
 //! [`Metrics`] snapshot and stores it in its own slot once a second, or at once when
@@ -15,6 +16,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod querylog;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 pub use metrics::Metrics;
+pub use querylog::QueryLog;
 pub use stats::{Meter, Plugin, Proto, Report, ShardStats, UpstreamStats};
 
 use crate::config::Config;

@@ -89,7 +89,7 @@ fn type_name(slot: usize) -> &'static str {
 }
 
 /// miekg/dns `RcodeToString` for the 4-bit header rcodes.
-fn rcode_name(rcode: usize) -> String {
+pub(super) fn rcode_name(rcode: usize) -> String {
     const NAMES: [&str; 11] = [
         "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
         "NXRRSET", "NOTAUTH", "NOTZONE",

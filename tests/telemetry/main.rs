@@ -417,7 +417,7 @@ fn metrics_names_types_labels_and_exact_counts() {
     let knot = Knot::start();
     let ports = Ports::new();
     let corefile = format!(
-        "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    cache 30\n    forward . 127.0.0.1:{knot}\n    \
+        "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    log\n    cache 30\n    forward . 127.0.0.1:{knot}\n    \
          prometheus 127.0.0.1:{metrics}\n    health 127.0.0.1:{health}\n    ready 127.0.0.1:{ready}\n}}\n",
         dns = ports.dns,
         knot = knot.port,
@@ -553,6 +553,13 @@ fn metrics_names_types_labels_and_exact_counts() {
         log.contains(&format!("127.0.0.1:{}", ports.metrics)),
         "{log}"
     );
+    // `log`: one common-format line per answered query.
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("\"A IN www.example. udp "), 5, "{log}");
+    assert_eq!(lines("\"A IN nx1.example. udp "), 3, "{log}");
+    assert_eq!(lines("\"AAAA IN www.example. tcp "), 2, "{log}");
+    assert_eq!(lines(" NXDOMAIN qr,"), 3, "{log}");
+    assert!(log.contains(" - 20 \"A IN www.example. udp "), "{log}");
 }
 
 #[test]
@@ -672,8 +679,11 @@ fn errors_logs_a_timeout() {
     );
     let scrape = scrape(ports.metrics);
     let servfail = [("rcode", "SERVFAIL"), ("plugin", "")];
-    assert_eq!(
-        value(&scrape, "coredns_dns_responses_total", &servfail),
-        1.0
-    );
+    let servfails = value(&scrape, "coredns_dns_responses_total", &servfail);
+    let samples: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric.starts_with("coredns_dns_re"))
+        .collect();
+    assert_eq!(servfails, 1.0, "{samples:#?}");
 }

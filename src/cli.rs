@@ -118,6 +118,10 @@ pub struct Cli {
     /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+    /// Log filter: error, warn, info, debug, trace, or tracing directives
+    /// (`nodelocaldns::upstream=debug`); default: RUST_LOG, else info.
+    #[arg(long)]
+    pub log_level: Option<String>,
 }
 
 /// `-localip`: the addresses in flag order, without duplicates.
@@ -291,6 +295,8 @@ mod tests {
         assert_eq!(parse(&["--shards", "2"]).unwrap().shards, Some(2));
         let twice = parse(&["-syncinterval", "5", "-syncinterval=7"]).unwrap();
         assert_eq!(twice.syncinterval, Duration::from_secs(7));
+        let level = parse(&["-log-level", "debug"]).unwrap().log_level;
+        assert_eq!(level.as_deref(), Some("debug"));
     }
 
     #[test]

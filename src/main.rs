@@ -8,13 +8,6 @@ use nodelocaldns::cli::Cli;
 use nodelocaldns::{node, server};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = match Cli::parse_from_args(std::env::args()) {
         Ok(cli) => cli,
         Err(err) => {
@@ -26,6 +19,17 @@ fn main() -> ExitCode {
             };
         }
     };
+    let filter = match &cli.log_level {
+        Some(level) => tracing_subscriber::EnvFilter::new(level),
+        None => {
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

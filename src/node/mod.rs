@@ -159,6 +159,7 @@ fn serve_until_stop(
                 Err(err) => {
                     tracing::error!(%err, "cannot apply the new configuration; keeping the running one");
                     errors.count(SetupError::ConfigMap);
+                    crate::telemetry::reload_failed();
                 }
             },
             Ok(Event::Stop(signal)) => {
@@ -168,11 +169,12 @@ fn serve_until_stop(
             Err(_) => break,
         }
     }
+    // Lameduck first (still answering, /ready 503), then the server stops, then the
+    // node gets its original DNS path back.
+    running.stop();
     if let Some((setup, wake, deadline)) = teardown {
         setup.teardown(wake.as_ref(), deadline);
     }
-    running.shutdown();
-    running.join();
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::limits;
+use crate::telemetry::{self, Publisher, Telemetry};
 use crate::upstream::Transport;
 use query::Handled;
 use shard::Shard;
@@ -45,6 +46,8 @@ pub enum ServerError {
     Executor { shard: usize, reason: String },
     #[error("the configuration has no server block to listen for")]
     NothingToServe,
+    #[error("cannot start the HTTP endpoints: {0}")]
+    Http(std::io::Error),
 }
 
 /// Process-level settings that are not in the Corefile.
@@ -94,6 +97,8 @@ pub struct Running {
     generation: u64,
     controls: Vec<crossbeam_channel::Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
+    /// `/metrics`, `/health`, `/ready`; stops when the server is dropped.
+    telemetry: Telemetry,
 }
 
 impl Running {
@@ -102,6 +107,24 @@ impl Running {
         for control in &self.controls {
             let _ = control.send(Control::Stop);
         }
+    }
+
+    /// SIGTERM: `/ready` turns 503 at once, DNS and `/health` keep answering for the
+    /// `health { lameduck }` duration, then the shards stop and are joined.
+    pub fn stop(self) {
+        let lameduck = self.telemetry.lameduck;
+        self.telemetry.enter_lameduck();
+        if !lameduck.is_zero() {
+            tracing::info!(?lameduck, "lameduck: still serving before exit");
+            std::thread::sleep(lameduck);
+        }
+        self.shutdown();
+        self.join();
+    }
+
+    /// The metrics and readiness of this server.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// Waits for every shard to finish.
@@ -146,6 +169,7 @@ impl Running {
             let _ = control.send(message);
         }
         self.endpoints = shared_endpoints.iter().map(|e| e.addr).collect();
+        self.telemetry.lameduck = telemetry::lameduck(&config);
         self.config = config;
         Ok(())
     }
@@ -160,12 +184,13 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         return Err(ServerError::NothingToServe);
     }
     let sockets = listen::open(&mut endpoints, shards, options.rcvbuf_bytes)?;
+    let (telemetry, slots) = Telemetry::start(&config, shards).map_err(ServerError::Http)?;
     let shared_config = Arc::new(config.clone());
     let endpoints = Arc::new(endpoints);
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
     let mesh = owner::mesh(shards);
-    for (index, sockets) in sockets.into_iter().enumerate() {
+    for (index, (sockets, slot)) in sockets.into_iter().zip(slots).enumerate() {
         let placement = match cores.get(index % cores.len().max(1)) {
             Some(core) if options.pin => Placement::Fixed(core.id),
             _ => Placement::Unbound,
@@ -183,7 +208,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                     let peers = owner::join(mesh, current.clone()).await;
                     *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
                 }
-                serve(current, sockets, inbox, shards).await;
+                serve(current, sockets, inbox, shards, slot).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -203,6 +228,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         generation: 0,
         controls,
         threads,
+        telemetry,
     })
 }
 
@@ -255,17 +281,21 @@ async fn serve(
     sockets: listen::ShardSockets,
     inbox: crossbeam_channel::Receiver<Control>,
     shards: usize,
+    slot: telemetry::Slot,
 ) {
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
         .map(|s| spawn_listener(&current, s))
         .collect();
+    let mut publisher = Publisher::new(slot);
+    publisher.serving(&current.borrow());
     let mut last_sweep = Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_millis(limits::CONTROL_POLL_MILLIS)).await;
         while let Ok(message) = inbox.try_recv() {
             match message {
                 Control::Stop => {
+                    publisher.stopped();
                     for listener in listeners {
                         let _ = listener.udp.cancel().await;
                         let _ = listener.tcp.cancel().await;
@@ -279,8 +309,8 @@ async fn serve(
                     opened,
                 } => {
                     let peers = current.borrow().peers.clone();
-                    *current.borrow_mut() =
-                        Shard::new(&config, &endpoints, shards, generation, peers);
+                    let new = Shard::new(&config, &endpoints, shards, generation, peers);
+                    publisher.retire(std::mem::replace(&mut *current.borrow_mut(), new));
                     let mut kept = Vec::with_capacity(listeners.len());
                     for listener in listeners {
                         if endpoints.iter().any(|e| e.addr == listener.addr) {
@@ -300,6 +330,7 @@ async fn serve(
             let shard = current.borrow().clone();
             shard.sweep(limits::CACHE_SWEEP_ENTRIES_PER_SECOND);
         }
+        publisher.tick(&current.borrow());
     }
 }
 
@@ -346,7 +377,16 @@ async fn serve_udp(current: Current, addr: SocketAddr, socket: socket2::Socket) 
             let slot = batch.send_count.min(limits::UDP_BATCH_MAX - 1);
             let packet = &batch.recv_bufs[i][..len];
             let out = &mut batch.send_bufs[slot];
-            let handled = query::handle(&shard, endpoint, packet, Transport::Udp, now, out, reply);
+            let handled = query::handle(
+                &shard,
+                endpoint,
+                peer.client,
+                packet,
+                Transport::Udp,
+                now,
+                out,
+                reply,
+            );
             if let Handled::Reply(len) = handled {
                 batch.push_send(len, peer);
             }

@@ -13,6 +13,7 @@ use super::owner::Outcome;
 use super::shard::{Block, Shard};
 use crate::cache::{self, AnswerClass, StoredAnswer};
 use crate::limits;
+use crate::telemetry::{Meter, Plugin, Proto, QueryLog};
 use crate::upstream::{Transport, UpstreamError};
 use crate::wire::{self, Query, Rcode, Rejection};
 
@@ -39,9 +40,12 @@ pub struct Inflight {
 
 /// Handles one query that arrived on `endpoint`. Cache hits and errors are written
 /// into `out` at once; misses start a task that answers through `reply`.
+// The socket loops pass what they know of the datagram; bundling it would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub fn handle(
     shard: &Rc<Shard>,
     endpoint: usize,
+    client: std::net::SocketAddr,
     packet: &[u8],
     transport: Transport,
     now: Instant,
@@ -66,54 +70,96 @@ pub fn handle(
     if query.qtype == super::loop_detect::HINFO {
         super::loop_detect::check(query.qname);
     }
-    let Some(block_index) = shard.block_for(endpoint, query.qname) else {
+    let Some((block_index, zone)) = shard.block_zone_for(endpoint, query.qname) else {
         return Handled::Reply(wire::write_error_reply(packet, Rcode::Refused, out));
     };
     let block = &shard.blocks[block_index];
-    let max_len = match transport {
-        Transport::Udp => query.udp_limit(),
-        Transport::Tcp => limits::MESSAGE_BYTES_MAX,
+    let (max_len, proto) = match transport {
+        Transport::Udp => (query.udp_limit(), Proto::Udp),
+        Transport::Tcp => (limits::MESSAGE_BYTES_MAX, Proto::Tcp),
     };
+    let meter = Meter::new(
+        &shard.stats,
+        endpoint,
+        (block_index, zone),
+        &query,
+        proto,
+        packet.len(),
+        now,
+    );
+    let log = block
+        .log
+        .then(|| QueryLog::new(client, &query, proto, packet.len(), now));
     let limit = max_len.min(out.len());
-    if let Some(len) = cached_reply(
+    let hit = cached_reply(
         shard,
         block_index,
         &query,
         transport,
         now,
         &mut out[..limit],
-    ) {
+    );
+    if let Some(len) = hit {
         shard.counters.hits.set(shard.counters.hits.get() + 1);
+        if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
+            meter.cache_hit(&shard.stats, answer);
+        }
+        if let (Some(log), Some(answer)) = (&log, out.get(..len)) {
+            log.answered(answer);
+        }
         return Handled::Reply(len);
     }
     if block.cache.is_some() {
         shard.counters.misses.set(shard.counters.misses.get() + 1);
+        if let Some(meter) = meter {
+            meter.cache_miss(&shard.stats);
+        }
     }
     if !block
         .forwarder
         .as_ref()
         .is_some_and(|f| f.forwards(query.qname))
     {
-        return Handled::Reply(wire::write_error_reply(packet, Rcode::ServFail, out));
+        let len = wire::write_error_reply(packet, Rcode::ServFail, out);
+        if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
+            meter.answered(&shard.stats, answer, Plugin::Server);
+        }
+        if let (Some(log), Some(answer)) = (&log, out.get(..len)) {
+            log.answered(answer);
+        }
+        return Handled::Reply(len);
     }
     let task_shard = shard.clone();
     let packet = packet.to_vec();
     glommio::spawn_local(async move {
         let mut out = vec![0u8; max_len];
-        let len = answer_miss(
-            &task_shard,
+        let miss = Miss {
             block_index,
-            &packet,
             transport,
             max_len,
-            &mut out,
-        )
-        .await;
+            meter,
+        };
+        let (len, plugin) = answer_miss(&task_shard, &miss, &packet, &mut out).await;
         // An empty answer means "nothing to send" but still ends the query.
-        reply(&out[..len]);
+        let answer = out.get(..len).unwrap_or_default();
+        reply(answer);
+        if let Some(meter) = meter {
+            meter.answered(&task_shard.stats, answer, plugin);
+        }
+        if let Some(log) = log {
+            log.answered(answer);
+        }
     })
     .detach();
     Handled::Later
+}
+
+/// A miss handed to its task.
+struct Miss {
+    block_index: usize,
+    transport: Transport,
+    max_len: usize,
+    meter: Option<Meter>,
 }
 
 /// Answers from the block's cache into `out` (its length is the size limit) and
@@ -137,21 +183,28 @@ pub fn cached_reply(
     Some(len)
 }
 
-/// Resolves a miss (sharing an upstream query already in flight for the same key)
-/// and writes the answer for this client; returns its length.
+/// Resolves a miss (sharing an upstream query already in flight for the same key,
+/// here or on the key's owner shard) and writes the answer for this client; returns
+/// its length and who answered.
 async fn answer_miss(
     shard: &Rc<Shard>,
-    block_index: usize,
+    miss: &Miss,
     packet: &[u8],
-    transport: Transport,
-    max_len: usize,
     out: &mut [u8],
-) -> usize {
+) -> (usize, Plugin) {
     let Ok(query) = wire::parse_query(packet) else {
-        return 0;
+        return (0, Plugin::Server);
     };
-    let block = &shard.blocks[block_index];
-    let resolution = resolve_shared(shard, block_index, &query, transport, Route::ToOwner).await;
+    let block = &shard.blocks[miss.block_index];
+    let resolution = resolve_shared(
+        shard,
+        miss.block_index,
+        &query,
+        miss.transport,
+        Route::ToOwner,
+        miss.meter,
+    )
+    .await;
     let failed = match resolution.as_ref() {
         Ok(stored) => matches!(
             stored.class(),
@@ -161,11 +214,11 @@ async fn answer_miss(
     };
     // serve_stale verify: an expired answer still beats a failure.
     if let (true, Some(cache)) = (failed, &block.cache) {
-        if let Some(len) = cache
+        let stale = cache
             .borrow_mut()
-            .lookup_stale(&query, Instant::now(), out, max_len)
-        {
-            return len;
+            .lookup_stale(&query, Instant::now(), out, miss.max_len);
+        if let Some(len) = stale {
+            return (len, Plugin::Cache);
         }
     }
     match resolution.as_ref() {
@@ -173,9 +226,11 @@ async fn answer_miss(
             if block.errors && stored.rcode() == Rcode::ServFail.code() {
                 log_error(&query, "upstream answered SERVFAIL");
             }
-            cache::write_reply(stored, &query, stored.ttl_secs(), false, out, max_len)
+            let len =
+                cache::write_reply(stored, &query, stored.ttl_secs(), false, out, miss.max_len);
+            (len, Plugin::Forward)
         }
-        Err(rcode) => wire::write_error_reply(packet, *rcode, out),
+        Err(rcode) => (wire::write_error_reply(packet, *rcode, out), Plugin::Server),
     }
 }
 
@@ -187,7 +242,8 @@ async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transpor
         return;
     };
     let block = &shard.blocks[block_index];
-    let resolution = resolve_shared(&shard, block_index, &query, transport, Route::ToOwner).await;
+    let resolution =
+        resolve_shared(&shard, block_index, &query, transport, Route::ToOwner, None).await;
     if let (Err(_), Some(cache)) = (resolution.as_ref(), &block.cache) {
         cache.borrow_mut().refresh_failed(&query);
     }
@@ -208,7 +264,7 @@ pub async fn resolve_owned(
     query: &Query<'_>,
     transport: Transport,
 ) -> Resolution {
-    resolve_shared(shard, block_index, query, transport, Route::Here).await
+    resolve_shared(shard, block_index, query, transport, Route::Here, None).await
 }
 
 /// Joins the upstream query in flight for this key, or starts it (on the owner
@@ -219,6 +275,7 @@ async fn resolve_shared(
     query: &Query<'_>,
     transport: Transport,
     route: Route,
+    meter: Option<Meter>,
 ) -> Resolution {
     let block = &shard.blocks[block_index];
     let key = inflight_key(query);
@@ -270,7 +327,7 @@ async fn resolve_shared(
             StoredAnswer::from_upstream(&reply, query, &block.cache_config)
                 .map_err(|_| Rcode::ServFail)
         }
-        _ => resolve(shard, block, query, transport).await,
+        _ => resolve(shard, block, query, transport, meter).await,
     };
     let resolution = Rc::new(result);
     if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
@@ -290,6 +347,7 @@ async fn resolve(
     block: &Block,
     query: &Query<'_>,
     transport: Transport,
+    meter: Option<Meter>,
 ) -> Result<StoredAnswer, Rcode> {
     let Some(forwarder) = &block.forwarder else {
         return Err(Rcode::ServFail);
@@ -316,6 +374,9 @@ async fn resolve(
             .counters
             .bad_answers
             .set(shard.counters.bad_answers.get() + 1);
+        if let Some(meter) = meter {
+            meter.cache_drop(&shard.stats);
+        }
         if block.errors {
             log_error(query, &err.to_string());
         }

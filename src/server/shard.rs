@@ -47,6 +47,8 @@ pub struct Block {
     /// EDNS UDP size advertised upstream.
     pub bufsize: u16,
     pub errors: bool,
+    /// `log`: one line per answered query.
+    pub log: bool,
 }
 
 pub struct Shard {
@@ -59,6 +61,8 @@ pub struct Shard {
     /// For each endpoint, its address and the blocks behind it.
     endpoint_blocks: Vec<(std::net::SocketAddr, Vec<usize>)>,
     pub counters: Counters,
+    /// Metrics of the blocks with `prometheus` (empty without).
+    pub stats: crate::telemetry::ShardStats,
 }
 
 impl Shard {
@@ -74,6 +78,10 @@ impl Shard {
             .iter()
             .map(|block| Block::new(block, shards))
             .collect();
+        let stats = crate::telemetry::ShardStats::new(
+            config,
+            endpoints.iter().map(|e| (e.addr, e.blocks.as_slice())),
+        );
         Rc::new(Shard {
             blocks,
             generation,
@@ -83,6 +91,7 @@ impl Shard {
                 .map(|e| (e.addr, e.blocks.clone()))
                 .collect(),
             counters: Counters::default(),
+            stats,
         })
     }
 
@@ -93,17 +102,23 @@ impl Shard {
 
     /// The block of `endpoint` with the longest zone containing `qname`.
     pub fn block_for(&self, endpoint: usize, qname: &[u8]) -> Option<usize> {
+        self.block_zone_for(endpoint, qname).map(|(block, _)| block)
+    }
+
+    /// The block of `endpoint` with the longest zone containing `qname`, and the
+    /// index of that zone in the block (the `zone` label of the metrics).
+    pub fn block_zone_for(&self, endpoint: usize, qname: &[u8]) -> Option<(usize, usize)> {
         let (_, candidates) = self.endpoint_blocks.get(endpoint)?;
-        let mut best: Option<(usize, usize)> = None;
+        let mut best: Option<(usize, usize, usize)> = None;
         for &index in candidates {
-            for zone in &self.blocks[index].zones {
-                let longer = best.is_none_or(|(_, len)| zone.len() > len);
+            for (zone_index, zone) in self.blocks[index].zones.iter().enumerate() {
+                let longer = best.is_none_or(|(_, _, len)| zone.len() > len);
                 if longer && wire::name::in_zone(qname, zone) {
-                    best = Some((index, zone.len()));
+                    best = Some((index, zone_index, zone.len()));
                 }
             }
         }
-        best.map(|(index, _)| index)
+        best.map(|(index, zone, _)| (index, zone))
     }
 
     /// Examines up to `budget` cache entries per block and drops the expired ones.
@@ -136,6 +151,7 @@ impl Block {
             inflight: Inflight::default(),
             bufsize: block.bufsize.unwrap_or(limits::UPSTREAM_BUFSIZE_DEFAULT),
             errors: block.errors,
+            log: block.log,
         }
     }
 }

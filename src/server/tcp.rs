@@ -50,6 +50,9 @@ pub async fn serve(current: super::Current, addr: std::net::SocketAddr, socket: 
 
 /// Reads queries until the client closes, sends garbage framing, or idles out.
 async fn serve_client(current: &super::Current, addr: std::net::SocketAddr, stream: TcpStream) {
+    let client = stream
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (frames, queue) = local_channel::new_bounded(limits::TCP_CLIENT_INFLIGHT_MAX);
     let frames = Rc::new(frames);
@@ -99,6 +102,7 @@ async fn serve_client(current: &super::Current, addr: std::net::SocketAddr, stre
         match query::handle(
             &shard,
             endpoint,
+            client,
             &packet[..len],
             Transport::Tcp,
             Instant::now(),

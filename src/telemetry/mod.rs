@@ -1,1 +1,407 @@
-//! Per-shard counters, merged into CoreDNS-named metrics when scraped.
+//! Per-shard counters merged into CoreDNS-named metrics; `/metrics`, `/health` and
+//! `/ready` on control-plane threads. See README.md beside this file for every
+//! metric and endpoint.
+//!
+//! - [`stats`]: what a shard counts on its query path (plain cells, no atomics).
+//! - [`metrics`]: the families, label-keyed samples, merging, text exposition.
+//! - [`http`]: the HTTP listeners (tiny_http), one per distinct address.
+//! - [`querylog`]: the `log` directive's per-query line.
+//!
+//! Flow: each shard's control tick (every 100 ms) exports its state into a
+//! [`Metrics`] snapshot and stores it in its own slot once a second, or at once when
+//! a scrape asks for fresh numbers (a generation counter the scrape bumps). A scrape
+//! merges the slots. A reload replaces a shard's state: the old state is kept until
+//! the misses still using it finish, then its counters are folded into a carried
+//! total, so counters never go backwards.
+
+pub mod http;
+pub mod metrics;
+pub mod querylog;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+pub use metrics::Metrics;
+pub use querylog::QueryLog;
+pub use stats::{Meter, Plugin, Proto, Report, ShardStats, UpstreamStats};
+
+use crate::config::Config;
+use crate::server::shard::Shard;
+
+/// How often a shard publishes without being asked.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a scrape waits for the shards to publish fresh numbers.
+const SCRAPE_WAIT: Duration = Duration::from_millis(500);
+/// Bound of one upstream readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+static PANICS: AtomicU64 = AtomicU64::new(0);
+static RELOAD_FAILED: AtomicU64 = AtomicU64::new(0);
+static PANIC_HOOK: Once = Once::new();
+
+/// Counts a configuration reload that failed (`coredns_reload_failed_total`).
+pub fn reload_failed() {
+    RELOAD_FAILED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What one shard last published.
+#[derive(Default)]
+struct ShardReport {
+    generation: u64,
+    metrics: Metrics,
+    serving: bool,
+}
+
+/// State shared by the shards' publishers and the HTTP threads.
+pub struct Shared {
+    /// Bumped by each scrape; a shard publishes when it is ahead of what it published.
+    wanted: AtomicU64,
+    shards: Vec<Mutex<ShardReport>>,
+    /// Every upstream was probed once (answer or not) after start.
+    upstreams_checked: AtomicBool,
+    /// SIGTERM received: `/ready` answers 503 while the shards keep serving.
+    lameduck: AtomicBool,
+    /// `coredns_health_request_duration_seconds` (per-bucket counts, sum).
+    health: Mutex<(Vec<u64>, f64)>,
+}
+
+impl Shared {
+    fn new(shards: usize) -> Shared {
+        Shared {
+            wanted: AtomicU64::new(0),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            upstreams_checked: AtomicBool::new(false),
+            lameduck: AtomicBool::new(false),
+            health: Mutex::new((vec![0; metrics::SLIM_TIME_BUCKETS.len() + 1], 0.0)),
+        }
+    }
+
+    fn serving(&self) -> usize {
+        self.shards
+            .iter()
+            .filter(|s| s.lock().map(|r| r.serving).unwrap_or(false))
+            .count()
+    }
+
+    /// 200 once every shard serves and the upstreams were checked, 503 before and
+    /// during lameduck.
+    pub fn ready(&self) -> bool {
+        !self.lameduck.load(Ordering::Relaxed)
+            && self.upstreams_checked.load(Ordering::Relaxed)
+            && self.serving() == self.shards.len()
+    }
+
+    /// Asks the shards for fresh numbers, waits for them (bounded), merges.
+    pub fn collect(&self) -> Metrics {
+        let target = self.wanted.fetch_add(1, Ordering::Relaxed) + 1;
+        let deadline = Instant::now() + SCRAPE_WAIT;
+        while Instant::now() < deadline {
+            let fresh = self.shards.iter().all(|s| {
+                s.lock()
+                    .map(|r| !r.serving || r.generation >= target)
+                    .unwrap_or(true)
+            });
+            if fresh {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut all = Metrics::default();
+        for shard in &self.shards {
+            if let Ok(report) = shard.lock() {
+                all.merge(&report.metrics, false);
+            }
+        }
+        self.add_process(&mut all);
+        all
+    }
+
+    fn add_process(&self, out: &mut Metrics) {
+        use metrics as m;
+        let version = env!("CARGO_PKG_VERSION");
+        let revision = option_env!("NODELOCALDNS_REVISION").unwrap_or("");
+        out.gauge(&m::BUILD_INFO, &[version, revision, "rust"], 1.0);
+        out.counter(&m::PANICS, &[], PANICS.load(Ordering::Relaxed));
+        out.counter(
+            &m::RELOAD_FAILED,
+            &[],
+            RELOAD_FAILED.load(Ordering::Relaxed),
+        );
+        out.counter(&m::FORWARD_HEALTHCHECK_BROKEN, &[], 0);
+        out.counter(&m::FORWARD_MAX_CONCURRENT_REJECTS, &[], 0);
+        out.gauge(&m::SHARDS_SERVING, &[], self.serving() as f64);
+        if let Ok(health) = self.health.lock() {
+            out.histogram(&m::HEALTH_DURATION, &[], &health.0, health.1);
+        }
+    }
+
+    fn observe_health(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Ok(mut health) = self.health.lock() {
+            let bounds = &metrics::SLIM_TIME_BUCKETS;
+            let slot = bounds
+                .iter()
+                .position(|b| seconds <= *b)
+                .unwrap_or(bounds.len());
+            if let Some(count) = health.0.get_mut(slot) {
+                *count += 1;
+            }
+            health.1 += seconds;
+        }
+    }
+}
+
+/// The handle a shard thread gets to publish through (Send; turned into a
+/// [`Publisher`] on the shard).
+pub struct Slot {
+    index: usize,
+    shared: Arc<Shared>,
+}
+
+/// A shard's publishing state: lives on the shard's thread.
+pub struct Publisher {
+    slot: Slot,
+    published: u64,
+    last: Instant,
+    /// Counters of shard states replaced by reloads and no longer in use.
+    carried: Metrics,
+    /// Replaced shard states still used by misses in flight.
+    retired: Vec<Rc<Shard>>,
+}
+
+impl Publisher {
+    pub fn new(slot: Slot) -> Publisher {
+        Publisher {
+            slot,
+            published: 0,
+            last: Instant::now(),
+            carried: Metrics::default(),
+            retired: Vec::new(),
+        }
+    }
+
+    /// The shard's listeners run.
+    pub fn serving(&mut self, current: &Shard) {
+        self.publish(current, 0);
+        if let Some(report) = self.report() {
+            report.lock().map(|mut r| r.serving = true).ok();
+        }
+    }
+
+    /// The shard stops: scrapes no longer wait for it.
+    pub fn stopped(&mut self) {
+        if let Some(report) = self.report() {
+            report.lock().map(|mut r| r.serving = false).ok();
+        }
+    }
+
+    /// A reload replaced `old`: keep its counters.
+    pub fn retire(&mut self, old: Rc<Shard>) {
+        self.retired.push(old);
+    }
+
+    /// Called on every control tick: publishes when asked or when due.
+    pub fn tick(&mut self, current: &Shard) {
+        let wanted = self.slot.shared.wanted.load(Ordering::Relaxed);
+        if wanted > self.published || self.last.elapsed() >= PUBLISH_INTERVAL {
+            self.publish(current, wanted);
+        }
+    }
+
+    fn report(&self) -> Option<&Mutex<ShardReport>> {
+        self.slot.shared.shards.get(self.slot.index)
+    }
+
+    fn publish(&mut self, current: &Shard, wanted: u64) {
+        let index = self.slot.index;
+        let (done, alive): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|s| Rc::strong_count(s) == 1);
+        for old in done {
+            let mut finished = Metrics::default();
+            stats::export_shard(&old, index, &mut finished);
+            self.carried.merge(&finished, true);
+        }
+        self.retired = alive;
+        let mut snapshot = self.carried.clone();
+        for old in &self.retired {
+            let mut partial = Metrics::default();
+            stats::export_shard(old, index, &mut partial);
+            snapshot.merge(&partial, true);
+        }
+        stats::export_shard(current, index, &mut snapshot);
+        if let Some(report) = self.report() {
+            if let Ok(mut report) = report.lock() {
+                report.metrics = snapshot;
+                report.generation = report.generation.max(wanted);
+            }
+        }
+        self.published = self.published.max(wanted);
+        self.last = Instant::now();
+    }
+}
+
+/// The control-plane side: HTTP listeners and readiness.
+pub struct Telemetry {
+    shared: Arc<Shared>,
+    listeners: Vec<http::Listener>,
+    /// `health { lameduck }`: how long to keep serving after SIGTERM.
+    pub lameduck: Duration,
+}
+
+impl Telemetry {
+    /// Starts the HTTP listeners `config` asks for and the upstream readiness probe;
+    /// returns the slots to hand to the shards.
+    pub fn start(config: &Config, shards: usize) -> std::io::Result<(Telemetry, Vec<Slot>)> {
+        install_panic_hook();
+        let shared = Arc::new(Shared::new(shards));
+        let listeners = http::start(config, &shared)?;
+        let lameduck = lameduck(config);
+        spawn_upstream_check(config, shared.clone());
+        let slots = (0..shards)
+            .map(|index| Slot {
+                index,
+                shared: shared.clone(),
+            })
+            .collect();
+        let telemetry = Telemetry {
+            shared,
+            listeners,
+            lameduck,
+        };
+        Ok((telemetry, slots))
+    }
+
+    /// Where each HTTP listener listens (with the port resolved).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.addr).collect()
+    }
+
+    /// Enters lameduck: `/ready` answers 503 from now on; `/health` stays 200.
+    pub fn enter_lameduck(&self) {
+        self.shared.lameduck.store(true, Ordering::Relaxed);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.shared.ready()
+    }
+
+    /// The merged metrics, as a scrape sees them.
+    pub fn collect(&self) -> Metrics {
+        self.shared.collect()
+    }
+}
+
+/// The longest `health { lameduck }` of the configuration (zero without).
+pub fn lameduck(config: &Config) -> Duration {
+    config
+        .servers
+        .iter()
+        .filter_map(|b| b.health.map(|h| h.lameduck))
+        .max()
+        .unwrap_or_default()
+}
+
+fn install_panic_hook() {
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            previous(info);
+        }));
+    });
+}
+
+/// Probes every upstream once (`. IN NS` over UDP) from a helper thread, logs
+/// the ones that did not answer, then marks the upstreams checked.
+fn spawn_upstream_check(config: &Config, shared: Arc<Shared>) {
+    let mut upstreams: Vec<SocketAddr> = config
+        .servers
+        .iter()
+        .filter_map(|b| b.forward.as_ref())
+        .flat_map(|f| f.to.iter().copied())
+        .collect();
+    upstreams.sort();
+    upstreams.dedup();
+    std::thread::spawn(move || {
+        let probes: Vec<_> = upstreams
+            .into_iter()
+            .map(|addr| std::thread::spawn(move || (addr, probe(addr))))
+            .collect();
+        for probe in probes {
+            if let Ok((addr, result)) = probe.join() {
+                match result {
+                    Ok(()) => tracing::info!(upstream = %addr, "upstream answered"),
+                    Err(err) => tracing::warn!(upstream = %addr, %err, "upstream did not answer"),
+                }
+            }
+        }
+        shared.upstreams_checked.store(true, Ordering::Relaxed);
+    });
+}
+
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    let id: u16 = rand::random();
+    // `. IN NS`, RD set.
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
+    socket.send(&query)?;
+    let mut answer = [0u8; 512];
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while Instant::now() < deadline {
+        let len = socket.recv(&mut answer)?;
+        if crate::wire::message_id(answer.get(..len).unwrap_or_default()) == Some(id) {
+            return Ok(());
+        }
+    }
+    Err(std::io::ErrorKind::TimedOut.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `~~~ corefile` example of README.md parses and asks for the endpoints.
+    #[test]
+    fn readme_examples() {
+        let readme = include_str!("README.md");
+        let mut rest = readme;
+        let mut examples = 0;
+        while let Some(start) = rest.find("~~~ corefile\n") {
+            let body = &rest[start + "~~~ corefile\n".len()..];
+            let end = body.find("~~~").expect("example is closed");
+            let config = crate::config::parse_corefile(&body[..end], "README.md".as_ref())
+                .unwrap_or_else(|e| panic!("README example fails: {e}"));
+            assert!(config.servers.iter().any(|b| b.prometheus.is_some()));
+            assert_eq!(lameduck(&config), Duration::from_secs(5));
+            examples += 1;
+            rest = &body[end..];
+        }
+        assert_eq!(examples, 1);
+    }
+
+    #[test]
+    fn ready_needs_every_shard_and_the_upstream_check() {
+        let shared = Shared::new(2);
+        assert!(!shared.ready());
+        shared.upstreams_checked.store(true, Ordering::Relaxed);
+        for shard in &shared.shards {
+            shard.lock().unwrap().serving = true;
+        }
+        assert!(shared.ready());
+        shared.lameduck.store(true, Ordering::Relaxed);
+        assert!(!shared.ready());
+    }
+}

@@ -56,6 +56,8 @@ pub struct Upstream {
     probing: Cell<bool>,
     /// Failed health checks (for `coredns_proxy_healthcheck_failures_total`).
     pub healthcheck_failures: Cell<u64>,
+    /// Answer durations, UDP exchanges and attempts in flight, for the metrics.
+    pub stats: crate::telemetry::UpstreamStats,
 }
 
 /// A shard's forwarder for one `forward` directive.
@@ -72,6 +74,8 @@ pub struct Forwarder {
     inflight_max: Option<usize>,
     /// Queries refused because of `max_concurrent`.
     pub rejected: Cell<u64>,
+    /// Queries sent while every upstream was down (`coredns_forward_healthcheck_broken_total`).
+    pub broken: Cell<u64>,
 }
 
 impl Forwarder {
@@ -91,6 +95,7 @@ impl Forwarder {
                 fails: Cell::new(0),
                 probing: Cell::new(false),
                 healthcheck_failures: Cell::new(0),
+                stats: Default::default(),
             })
             .collect();
         Rc::new(Forwarder {
@@ -101,6 +106,7 @@ impl Forwarder {
             inflight: Cell::new(0),
             inflight_max: cfg.max_concurrent.map(|m| m.div_ceil(shards.max(1))),
             rejected: Cell::new(0),
+            broken: Cell::new(0),
         })
     }
 
@@ -130,8 +136,11 @@ impl Forwarder {
             self.rejected.set(self.rejected.get() + 1);
             return Err(UpstreamError::MaxConcurrent);
         }
-        if self.cfg.failfast_all_unhealthy && self.upstreams.iter().all(|u| self.is_down(u)) {
-            return Err(UpstreamError::AllDown);
+        if self.upstreams.iter().all(|u| self.is_down(u)) {
+            if self.cfg.failfast_all_unhealthy {
+                return Err(UpstreamError::AllDown);
+            }
+            self.broken.set(self.broken.get() + 1);
         }
         self.inflight.set(self.inflight.get() + 1);
         let _inflight = InflightGuard(&self.inflight);
@@ -145,9 +154,16 @@ impl Forwarder {
             let upstream = &self.upstreams[index];
             let budget = remaining.min(Duration::from_millis(limits::UPSTREAM_ATTEMPT_MILLIS));
             let attempt = self.attempt(upstream, query, client);
-            match with_deadline(budget, attempt).await {
+            let started = Instant::now();
+            let inflight = &upstream.stats.inflight;
+            inflight.set(inflight.get() + 1);
+            let waiting = InflightGuard(inflight);
+            let outcome = with_deadline(budget, attempt).await;
+            drop(waiting);
+            match outcome {
                 Some(Ok(answer)) => {
                     upstream.fails.set(0);
+                    upstream.stats.answered(&answer, started.elapsed());
                     return Ok(answer);
                 }
                 Some(Err(err)) => last = err,
@@ -173,6 +189,8 @@ impl Forwarder {
         if transport == Transport::Tcp {
             return upstream.tcp.exchange(query).await;
         }
+        let exchanges = &upstream.stats.udp_exchanges;
+        exchanges.set(exchanges.get() + 1);
         let answer = udp::exchange(upstream.addr, query).await?;
         if wire::is_truncated(&answer) {
             return upstream.tcp.exchange(query).await;

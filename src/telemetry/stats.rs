@@ -1,0 +1,621 @@
+//! What a shard counts on its query path: plain `Cell` counters and fixed-bucket
+//! histograms, one set per (server, zone) series of the blocks that have the
+//! `prometheus` directive, and per cache and per upstream. Owned by one thread;
+//! nothing here is atomic or locked. [`export_shard`] turns a shard's state into
+//! labelled [`Metrics`] on its control tick, never per query.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::metrics::{self as m, Metrics, SIZE_BUCKETS, TIME_BUCKETS};
+use crate::config::Config;
+use crate::server::shard::Shard;
+use crate::wire::{self, Header, Reader};
+
+/// A histogram with `N - 1` bounds and a +Inf bucket; counts are per bucket.
+pub struct Hist<const N: usize> {
+    counts: [Cell<u64>; N],
+    sum: Cell<f64>,
+}
+
+impl<const N: usize> Default for Hist<N> {
+    fn default() -> Self {
+        Hist {
+            counts: std::array::from_fn(|_| Cell::new(0)),
+            sum: Cell::new(0.0),
+        }
+    }
+}
+
+impl<const N: usize> Hist<N> {
+    #[inline]
+    pub fn observe(&self, bounds: &[f64], value: f64) {
+        let slot = bounds.iter().position(|b| value <= *b).unwrap_or(N - 1);
+        if let Some(count) = self.counts.get(slot) {
+            count.set(count.get() + 1);
+        }
+        self.sum.set(self.sum.get() + value);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(Cell::get).sum()
+    }
+
+    fn export(&self, out: &mut Metrics, family: &'static m::Family, labels: &[&str]) {
+        if self.count() > 0 {
+            let counts: Vec<u64> = self.counts.iter().map(Cell::get).collect();
+            out.histogram(family, labels, &counts, self.sum.get());
+        }
+    }
+}
+
+pub type TimeHist = Hist<{ TIME_BUCKETS.len() + 1 }>;
+pub type SizeHist = Hist<{ SIZE_BUCKETS.len() + 1 }>;
+
+/// The query types CoreDNS labels by name; every other type is `other`.
+pub const TYPES: [(u16, &str); 18] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (5, "CNAME"),
+    (48, "DNSKEY"),
+    (43, "DS"),
+    (15, "MX"),
+    (50, "NSEC3"),
+    (47, "NSEC"),
+    (2, "NS"),
+    (12, "PTR"),
+    (46, "RRSIG"),
+    (6, "SOA"),
+    (33, "SRV"),
+    (16, "TXT"),
+    (65, "HTTPS"),
+    (251, "IXFR"),
+    (252, "AXFR"),
+    (255, "ANY"),
+];
+const TYPE_SLOTS: usize = TYPES.len() + 1;
+
+#[inline]
+fn type_slot(qtype: u16) -> usize {
+    TYPES
+        .iter()
+        .position(|(t, _)| *t == qtype)
+        .unwrap_or(TYPES.len())
+}
+
+fn type_name(slot: usize) -> &'static str {
+    TYPES.get(slot).map_or("other", |(_, name)| name)
+}
+
+/// miekg/dns `RcodeToString` for the 4-bit header rcodes.
+pub(super) fn rcode_name(rcode: usize) -> String {
+    const NAMES: [&str; 11] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+        "NXRRSET", "NOTAUTH", "NOTZONE",
+    ];
+    NAMES
+        .get(rcode)
+        .map_or_else(|| rcode.to_string(), |n| n.to_string())
+}
+
+/// The transport a query came in on (`proto` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Udp = 0,
+    Tcp = 1,
+}
+
+const PROTOS: [&str; 2] = ["udp", "tcp"];
+
+/// Who wrote the answer (`plugin` label of `coredns_dns_responses_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plugin {
+    /// The server itself (errors: REFUSED, SERVFAIL after a failed forward).
+    Server = 0,
+    Cache = 1,
+    Forward = 2,
+}
+
+const PLUGINS: [&str; 3] = ["", "cache", "forward"];
+
+/// One answered query, as CoreDNS's metrics plugin reports it.
+pub struct Report {
+    pub proto: Proto,
+    pub ipv6: bool,
+    /// Index in [`TYPES`] (its length for `other`).
+    pub type_slot: usize,
+    pub dnssec_ok: bool,
+    pub request_bytes: usize,
+    pub response_bytes: usize,
+    /// Header rcode of the answer (4 bits).
+    pub rcode: usize,
+    pub plugin: Plugin,
+    /// When the query was received.
+    pub start: Instant,
+}
+
+/// Counters of one (server, zone) pair.
+pub struct DnsSeries {
+    server: String,
+    zone: String,
+    /// By proto × family, then type slot.
+    requests: [[Cell<u64>; TYPE_SLOTS]; 4],
+    do_requests: Cell<u64>,
+    duration: [TimeHist; TYPE_SLOTS],
+    request_size: [SizeHist; 2],
+    response_size: [SizeHist; 2],
+    /// By header rcode, then plugin.
+    responses: [[Cell<u64>; 3]; 16],
+}
+
+impl DnsSeries {
+    fn new(server: String, zone: String) -> DnsSeries {
+        DnsSeries {
+            server,
+            zone,
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| Cell::new(0))),
+            do_requests: Cell::new(0),
+            duration: std::array::from_fn(|_| Hist::default()),
+            request_size: std::array::from_fn(|_| Hist::default()),
+            response_size: std::array::from_fn(|_| Hist::default()),
+            responses: std::array::from_fn(|_| std::array::from_fn(|_| Cell::new(0))),
+        }
+    }
+
+    /// Counts one answered query (CoreDNS `vars.Report`).
+    #[inline]
+    pub fn report(&self, r: &Report) {
+        let proto = r.proto as usize;
+        let slot = r.type_slot.min(TYPE_SLOTS - 1);
+        let family = usize::from(r.ipv6);
+        bump(&self.requests[proto * 2 + family][slot]);
+        if r.dnssec_ok {
+            bump(&self.do_requests);
+        }
+        let seconds = r.start.elapsed().as_secs_f64();
+        self.duration[slot].observe(&TIME_BUCKETS, seconds);
+        self.request_size[proto].observe(&SIZE_BUCKETS, r.request_bytes as f64);
+        self.response_size[proto].observe(&SIZE_BUCKETS, r.response_bytes as f64);
+        bump(&self.responses[r.rcode & 0x0f][r.plugin as usize]);
+    }
+
+    fn export(&self, out: &mut Metrics) {
+        let (server, zone) = (self.server.as_str(), self.zone.as_str());
+        for (index, by_type) in self.requests.iter().enumerate() {
+            let proto = PROTOS[index / 2];
+            let family = if index % 2 == 0 { "1" } else { "2" };
+            for (slot, count) in by_type.iter().enumerate() {
+                if count.get() > 0 {
+                    let labels = [server, zone, "", proto, family, type_name(slot)];
+                    out.counter(&m::DNS_REQUESTS, &labels, count.get());
+                }
+            }
+        }
+        out.counter(
+            &m::DNS_DO_REQUESTS,
+            &[server, zone, ""],
+            self.do_requests.get(),
+        );
+        for (slot, hist) in self.duration.iter().enumerate() {
+            hist.export(out, &m::DNS_DURATION, &[server, zone, "", type_name(slot)]);
+        }
+        for (proto, name) in PROTOS.iter().enumerate() {
+            let labels = [server, zone, "", name];
+            self.request_size[proto].export(out, &m::DNS_REQUEST_SIZE, &labels);
+            self.response_size[proto].export(out, &m::DNS_RESPONSE_SIZE, &labels);
+        }
+        for (rcode, by_plugin) in self.responses.iter().enumerate() {
+            for (plugin, count) in by_plugin.iter().enumerate() {
+                if count.get() > 0 {
+                    let name = rcode_name(rcode);
+                    let labels = [server, zone, "", name.as_str(), PLUGINS[plugin]];
+                    out.counter(&m::DNS_RESPONSES, &labels, count.get());
+                }
+            }
+        }
+    }
+}
+
+/// The rcode in an answer's header (0 when there is none).
+fn response_rcode(response: &[u8]) -> usize {
+    response_class(response).0
+}
+
+/// An answer's rcode, and whether the cache counts it as denial: an error rcode,
+/// or NOERROR with no answer and an authority section (NODATA with its SOA).
+#[inline]
+pub fn response_class(response: &[u8]) -> (usize, bool) {
+    match Header::read(&mut Reader::new(response)) {
+        Ok(h) => {
+            let rcode = usize::from(h.flags & wire::flags::RCODE_MASK);
+            (rcode, rcode != 0 || (h.ancount == 0 && h.nscount > 0))
+        }
+        Err(_) => (0, false),
+    }
+}
+
+/// Counters of one cache as seen through one server address.
+pub struct CacheSeries {
+    server: String,
+    zones: String,
+    block: usize,
+    pub requests: Cell<u64>,
+    /// By type: success, denial.
+    pub hits: [Cell<u64>; 2],
+    pub misses: Cell<u64>,
+    /// Upstream answers not cached because they failed validation.
+    pub drops: Cell<u64>,
+}
+
+impl CacheSeries {
+    #[inline]
+    pub fn hit(&self, denial: bool) {
+        bump(&self.requests);
+        bump(&self.hits[usize::from(denial)]);
+    }
+
+    #[inline]
+    pub fn miss(&self) {
+        bump(&self.requests);
+        bump(&self.misses);
+    }
+}
+
+/// Where the series of one block behind one endpoint are.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockSeries {
+    /// Index of the series of the block's first zone; zone k is `dns + k`.
+    dns: usize,
+    cache: Option<usize>,
+    /// The endpoint is IPv6 (`family` 2).
+    pub ipv6: bool,
+}
+
+/// Everything a shard counts for the metrics of its server blocks.
+#[derive(Default)]
+pub struct ShardStats {
+    dns: Vec<DnsSeries>,
+    cache: Vec<CacheSeries>,
+    /// By endpoint, then block index: the block's series when it has `prometheus`.
+    index: Vec<Vec<Option<BlockSeries>>>,
+}
+
+impl ShardStats {
+    /// Series for every (endpoint, block with `prometheus`, zone) of `config`;
+    /// `endpoints` lists each listening address with the blocks behind it.
+    pub fn new<'a>(
+        config: &Config,
+        endpoints: impl Iterator<Item = (SocketAddr, &'a [usize])>,
+    ) -> ShardStats {
+        let mut stats = ShardStats::default();
+        for (addr, blocks) in endpoints {
+            let server = server_label(addr);
+            let mut by_block = vec![None; config.servers.len()];
+            for &b in blocks {
+                let Some(block) = config.servers.get(b) else {
+                    continue;
+                };
+                if block.prometheus.is_none() {
+                    continue;
+                }
+                let dns = stats.dns.len();
+                for zone in block
+                    .zones
+                    .iter()
+                    .filter(|z| wire::name::zone_to_wire(&z.name).is_some())
+                {
+                    stats
+                        .dns
+                        .push(DnsSeries::new(server.clone(), zone.name.clone()));
+                }
+                let cache = block.cache.as_ref().map(|c| {
+                    let zones: Vec<&str> = c.zones.iter().map(|z| z.name.as_str()).collect();
+                    stats.cache.push(CacheSeries {
+                        server: server.clone(),
+                        zones: zones.join(","),
+                        block: b,
+                        requests: Cell::new(0),
+                        hits: [Cell::new(0), Cell::new(0)],
+                        misses: Cell::new(0),
+                        drops: Cell::new(0),
+                    });
+                    stats.cache.len() - 1
+                });
+                by_block[b] = Some(BlockSeries {
+                    dns,
+                    cache,
+                    ipv6: addr.is_ipv6(),
+                });
+            }
+            stats.index.push(by_block);
+        }
+        stats
+    }
+
+    /// The series of `block` behind `endpoint`; None when the block has no `prometheus`.
+    #[inline]
+    pub fn block(&self, endpoint: usize, block: usize) -> Option<BlockSeries> {
+        *self.index.get(endpoint)?.get(block)?
+    }
+
+    #[inline]
+    pub fn dns(&self, series: BlockSeries, zone: usize) -> Option<&DnsSeries> {
+        self.dns.get(series.dns + zone)
+    }
+
+    #[inline]
+    pub fn cache(&self, series: BlockSeries) -> Option<&CacheSeries> {
+        self.cache.get(series.cache?)
+    }
+}
+
+/// What the query path needs to count one query of a block with `prometheus`:
+/// taken when the block is known, used when the answer is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    series: BlockSeries,
+    zone: usize,
+    proto: Proto,
+    type_slot: u8,
+    dnssec_ok: bool,
+    request_bytes: usize,
+    start: Instant,
+}
+
+impl Meter {
+    /// None when the block has no `prometheus` directive (nothing is counted).
+    #[inline]
+    pub fn new(
+        stats: &ShardStats,
+        endpoint: usize,
+        (block, zone): (usize, usize),
+        query: &wire::Query<'_>,
+        proto: Proto,
+        request_bytes: usize,
+        start: Instant,
+    ) -> Option<Meter> {
+        Some(Meter {
+            series: stats.block(endpoint, block)?,
+            zone,
+            proto,
+            type_slot: type_slot(query.qtype) as u8,
+            dnssec_ok: query.dnssec_ok(),
+            request_bytes,
+            start,
+        })
+    }
+
+    /// A cache hit answered with `response`: counts the hit and the answer.
+    #[inline]
+    pub fn cache_hit(&self, stats: &ShardStats, response: &[u8]) {
+        let (rcode, denial) = response_class(response);
+        if let Some(cache) = stats.cache(self.series) {
+            cache.hit(denial);
+        }
+        self.report(stats, response.len(), rcode, Plugin::Cache);
+    }
+
+    #[inline]
+    pub fn cache_miss(&self, stats: &ShardStats) {
+        if let Some(cache) = stats.cache(self.series) {
+            cache.miss();
+        }
+    }
+
+    /// An upstream answer that failed validation and was not cached.
+    pub fn cache_drop(&self, stats: &ShardStats) {
+        if let Some(cache) = stats.cache(self.series) {
+            bump(&cache.drops);
+        }
+    }
+
+    /// The answer went out (`response` empty: nothing was sent, nothing counted).
+    #[inline]
+    pub fn answered(&self, stats: &ShardStats, response: &[u8], plugin: Plugin) {
+        if response.is_empty() {
+            return;
+        }
+        self.report(stats, response.len(), response_rcode(response), plugin);
+    }
+
+    #[inline]
+    fn report(&self, stats: &ShardStats, response_bytes: usize, rcode: usize, plugin: Plugin) {
+        if let Some(series) = stats.dns(self.series, self.zone) {
+            series.report(&Report {
+                proto: self.proto,
+                ipv6: self.series.ipv6,
+                type_slot: usize::from(self.type_slot),
+                dnssec_ok: self.dnssec_ok,
+                request_bytes: self.request_bytes,
+                response_bytes,
+                rcode,
+                plugin,
+                start: self.start,
+            });
+        }
+    }
+}
+
+/// CoreDNS's `server` label: `dns://` and the listen address, `dns://:53` for the
+/// wildcard addresses.
+pub fn server_label(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("dns://:{}", addr.port())
+    } else {
+        format!("dns://{addr}")
+    }
+}
+
+/// Per-upstream counters of one shard that the forwarder itself does not keep.
+#[derive(Default)]
+pub struct UpstreamStats {
+    /// Answer durations by the answer's rcode.
+    durations: RefCell<Vec<(usize, TimeHist)>>,
+    /// UDP exchanges (each a fresh socket: a connection cache miss for CoreDNS).
+    pub udp_exchanges: Cell<u64>,
+    /// Attempts waiting for this upstream.
+    pub inflight: Cell<usize>,
+}
+
+impl UpstreamStats {
+    /// Counts an answer received `elapsed` after the attempt started.
+    pub fn answered(&self, answer: &[u8], elapsed: Duration) {
+        let rcode = response_rcode(answer);
+        let mut durations = self.durations.borrow_mut();
+        let index = match durations.iter().position(|(r, _)| *r == rcode) {
+            Some(index) => index,
+            None => {
+                durations.push((rcode, Hist::default()));
+                durations.len() - 1
+            }
+        };
+        durations[index]
+            .1
+            .observe(&TIME_BUCKETS, elapsed.as_secs_f64());
+    }
+}
+
+#[inline]
+fn bump(cell: &Cell<u64>) {
+    cell.set(cell.get() + 1);
+}
+
+/// Adds the state of one shard to `out`: its series, caches, upstreams and extras.
+pub fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
+    let stats = &shard.stats;
+    for series in &stats.dns {
+        series.export(out);
+    }
+    for cache in &stats.cache {
+        let labels = [cache.server.as_str(), cache.zones.as_str(), ""];
+        let typed = |kind: &'static str| [cache.server.as_str(), kind, cache.zones.as_str(), ""];
+        out.counter(&m::CACHE_REQUESTS, &labels, cache.requests.get());
+        out.counter(&m::CACHE_HITS, &typed("success"), cache.hits[0].get());
+        out.counter(&m::CACHE_HITS, &typed("denial"), cache.hits[1].get());
+        out.counter(&m::CACHE_MISSES, &labels, cache.misses.get());
+        out.counter(&m::CACHE_DROPS, &labels, cache.drops.get());
+        // The cache shard does not count these yet: exported so dashboards and
+        // alerts find the series.
+        out.counter(&m::CACHE_PREFETCH, &labels, 0);
+        out.counter(&m::CACHE_SERVED_STALE, &labels, 0);
+        out.counter(&m::CACHE_EVICTIONS, &typed("success"), 0);
+        out.counter(&m::CACHE_EVICTIONS, &typed("denial"), 0);
+        let (success, denial) = shard
+            .blocks
+            .get(cache.block)
+            .and_then(|b| b.cache.as_ref())
+            .map_or((0, 0), |c| c.borrow().len());
+        out.gauge(&m::CACHE_ENTRIES, &typed("success"), success as f64);
+        out.gauge(&m::CACHE_ENTRIES, &typed("denial"), denial as f64);
+    }
+    export_upstreams(shard, out);
+    export_extras(shard, index, out);
+}
+
+fn export_upstreams(shard: &Shard, out: &mut Metrics) {
+    let mut broken = 0;
+    let mut rejects = 0;
+    for forwarder in shard.blocks.iter().filter_map(|b| b.forwarder.as_ref()) {
+        broken += forwarder.broken.get();
+        rejects += forwarder.rejected.get();
+        for upstream in forwarder.upstreams() {
+            let to = upstream.addr.to_string();
+            let to = to.as_str();
+            out.counter(
+                &m::PROXY_HEALTHCHECK_FAILURES,
+                &["forward", to],
+                upstream.healthcheck_failures.get(),
+            );
+            let (tcp, stats) = (&upstream.tcp, &upstream.stats);
+            out.counter(
+                &m::PROXY_CONN_CACHE_HITS,
+                &["forward", to, "tcp"],
+                tcp.reused.get(),
+            );
+            out.counter(&m::PROXY_CONN_CACHE_HITS, &["forward", to, "udp"], 0);
+            out.counter(
+                &m::PROXY_CONN_CACHE_MISSES,
+                &["forward", to, "tcp"],
+                tcp.opened.get(),
+            );
+            let udp = stats.udp_exchanges.get();
+            out.counter(&m::PROXY_CONN_CACHE_MISSES, &["forward", to, "udp"], udp);
+            for (rcode, hist) in stats.durations.borrow().iter() {
+                let rcode = rcode_name(*rcode);
+                hist.export(out, &m::PROXY_DURATION, &["forward", to, rcode.as_str()]);
+            }
+            let open = tcp.open_conns() as f64;
+            out.gauge(&m::UPSTREAM_CONNECTIONS, &[to, "tcp"], open);
+            out.gauge(&m::UPSTREAM_INFLIGHT, &[to], stats.inflight.get() as f64);
+        }
+    }
+    out.counter(&m::FORWARD_HEALTHCHECK_BROKEN, &[], broken);
+    out.counter(&m::FORWARD_MAX_CONCURRENT_REJECTS, &[], rejects);
+}
+
+fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
+    let shard_label = index.to_string();
+    let label = shard_label.as_str();
+    let counters = &shard.counters;
+    out.counter(&m::SHARD_QUERIES, &[label], counters.queries.get());
+    out.counter(&m::COALESCED, &[], counters.coalesced.get());
+    let dropped = [
+        ("malformed", counters.dropped.get()),
+        ("send_failed", counters.send_failures.get()),
+        ("tcp_clients_full", counters.tcp_refused.get()),
+    ];
+    for (reason, n) in dropped {
+        out.counter(&m::DROPPED_PACKETS, &[reason], n);
+    }
+    let (mut success, mut denial, mut bytes) = (0, 0, 0);
+    for cache in shard.blocks.iter().filter_map(|b| b.cache.as_ref()) {
+        let cache = cache.borrow();
+        let (s, d) = cache.len();
+        success += s;
+        denial += d;
+        bytes += cache.bytes();
+    }
+    out.gauge(&m::SHARD_CACHE_ENTRIES, &[label, "success"], success as f64);
+    out.gauge(&m::SHARD_CACHE_ENTRIES, &[label, "denial"], denial as f64);
+    out.gauge(&m::SHARD_CACHE_BYTES, &[label], bytes as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_upper_inclusive() {
+        let h = TimeHist::default();
+        h.observe(&TIME_BUCKETS, 0.00025);
+        h.observe(&TIME_BUCKETS, 0.0003);
+        h.observe(&TIME_BUCKETS, 100.0);
+        assert_eq!(h.counts[0].get(), 1);
+        assert_eq!(h.counts[1].get(), 1);
+        assert_eq!(h.counts[16].get(), 1);
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn types_and_rcodes() {
+        assert_eq!(type_name(type_slot(1)), "A");
+        assert_eq!(type_name(type_slot(65)), "HTTPS");
+        assert_eq!(type_name(type_slot(99)), "other");
+        assert_eq!(rcode_name(3), "NXDOMAIN");
+        assert_eq!(rcode_name(12), "12");
+    }
+
+    #[test]
+    fn server_labels() {
+        assert_eq!(
+            server_label("127.0.0.1:53".parse().unwrap()),
+            "dns://127.0.0.1:53"
+        );
+        assert_eq!(server_label("0.0.0.0:53".parse().unwrap()), "dns://:53");
+        assert_eq!(
+            server_label("[::1]:5353".parse().unwrap()),
+            "dns://[::1]:5353"
+        );
+    }
+}

@@ -140,6 +140,9 @@ pub struct Args {
     /// process may run on, in order].
     #[arg(long = "cores", value_name = "LIST", value_delimiter = ',')]
     pub cores: Vec<usize>,
+    /// Do not use UDP GSO (UDP_SEGMENT) to send batches of equal-length queries.
+    #[arg(long = "no-gso")]
+    pub no_gso: bool,
     /// Do not pin threads to cores.
     #[arg(long = "no-pin")]
     pub no_pin: bool,
@@ -222,8 +225,10 @@ pub struct Config {
     /// Kind of load.
     pub load: Load,
     /// Per-query timeout.
+    #[serde(rename = "timeout_secs", serialize_with = "secs")]
     pub timeout: Duration,
     /// Stop after this long.
+    #[serde(rename = "time_limit_secs", serialize_with = "opt_secs")]
     pub time_limit: Option<Duration>,
     /// Stop after this many passes over the queries.
     pub passes: Option<u64>,
@@ -235,6 +240,8 @@ pub struct Config {
     pub order: Order,
     /// Messages per batched send.
     pub batch: usize,
+    /// Send UDP batches with GSO when the kernel has it.
+    pub gso: bool,
     /// Pin threads to cores.
     pub pin: bool,
     /// Explicit cores to pin to (empty: the allowed cores in order).
@@ -251,6 +258,17 @@ pub struct Config {
     /// Suppress progress lines.
     #[serde(skip)]
     pub quiet: bool,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 fn range_err(option: &'static str, value: impl ToString, reason: &'static str) -> ConfigError {
@@ -312,6 +330,7 @@ impl Config {
             queries: query_spec(&args)?,
             order,
             batch: args.batch,
+            gso: !args.no_gso,
             pin: !args.no_pin,
             cores: args.cores,
             json: args.json,

@@ -68,6 +68,8 @@ pub const RATE_LIMIT_DEBT_NS_MAX: u64 = 100_000_000;
 pub const RAMP_STEPS_MAX: usize = 1000;
 
 const _: () = assert!(BATCH_MSGS_DEFAULT <= BATCH_MSGS_MAX);
+// A batch's sent/unsent state travels as one bit per message in a u64.
+const _: () = assert!(BATCH_MSGS_MAX <= 64);
 const _: () = assert!(QUERY_BYTES_MAX <= RECV_SLOT_BYTES);
 const _: () = assert!(TCP_IN_BYTES >= (1 << 16) + 2);
 const _: () = assert!(SPIN_NS_MAX < IDLE_SLEEP_NS_MAX);

@@ -347,6 +347,22 @@ pub struct Picker {
     exhausted: bool,
 }
 
+/// Removes from the first `len` items of `queue` those whose bit is set in `sent`,
+/// keeping the order of the rest. A batch is at most 64 items (one bit each).
+pub fn remove_sent<T: Copy>(queue: &mut std::collections::VecDeque<T>, len: usize, sent: u64) {
+    let len = len.min(queue.len()).min(64);
+    let all = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
+    if sent & all == all {
+        queue.drain(..len);
+        return;
+    }
+    for i in (0..len).rev() {
+        if sent & (1 << i) != 0 {
+            queue.remove(i);
+        }
+    }
+}
+
 /// Sequence numbers claimed from the budget at a time.
 const CLAIM_CHUNK: u64 = 256;
 
@@ -379,6 +395,12 @@ impl Picker {
     /// Removes the first `n` peeked indices (they were sent).
     pub fn consume(&mut self, n: usize) {
         self.ready.drain(..n.min(self.ready.len()));
+    }
+
+    /// Removes, among the first `len` peeked indices, those whose bit is set in
+    /// `sent`; the others stay first in line.
+    pub fn consume_sent(&mut self, len: usize, sent: u64) {
+        remove_sent(&mut self.ready, len, sent);
     }
 
     /// True when nothing more will ever be returned.
@@ -443,6 +465,7 @@ mod tests {
         let got: Vec<u32> = (0..10).map_while(|i| a.peek(i, &budget)).collect();
         assert_eq!(got, vec![0, 1, 2, 3, 0, 1, 2, 3, 0, 1]);
         a.consume(10);
+        assert_eq!(a.peek(0, &budget), None);
         assert!(a.is_done());
         let mut b = Picker::new(4, Order::Sequential, 1);
         assert_eq!(b.peek(0, &budget), None);

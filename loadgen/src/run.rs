@@ -186,10 +186,10 @@ fn spawn_workers(
             seed: config.queries.seed.wrapping_add(index as u64 * 0x9e37_79b9),
         };
         let (shared, tx) = (Arc::clone(shared), tx.clone());
-        let (server, transport) = (config.server, config.transport);
+        let (server, transport, gso) = (config.server, config.transport, config.gso);
         let handle = std::thread::Builder::new()
             .name(format!("dnsload-{index}"))
-            .spawn(move || worker_main(plan, &shared, server, transport, tx))
+            .spawn(move || worker_main(plan, &shared, (server, transport, gso), tx))
             .map_err(|e| RunError::Thread(index, e.to_string()))?;
         handles.push(handle);
     }
@@ -199,8 +199,7 @@ fn spawn_workers(
 fn worker_main(
     plan: WorkerPlan,
     shared: &Shared,
-    server: std::net::SocketAddr,
-    transport: Transport,
+    (server, transport, gso): (std::net::SocketAddr, Transport, bool),
     tx: mpsc::Sender<Interval>,
 ) -> Result<(), WorkerError> {
     if let Some(core) = plan.core {
@@ -209,7 +208,7 @@ fn worker_main(
     let (worker, count) = (plan.index, plan.channels);
     let open_err = |(channel, source)| WorkerError::Open { worker, channel, server, source };
     let result = match transport {
-        Transport::Udp => UdpChannels::open(server, count)
+        Transport::Udp => UdpChannels::open(server, count, gso)
             .map_err(open_err)
             .and_then(|c| run_worker(plan, shared, c, tx.clone())),
         Transport::Tcp => TcpChannels::open(server, count)

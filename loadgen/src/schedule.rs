@@ -101,6 +101,15 @@ impl Pacer {
         self.due.drain(..n.min(self.due.len()));
     }
 
+    /// Like [`Pacer::consume`] for a batch where only the messages with their bit
+    /// set in `sent` went out.
+    pub fn consume_sent(&mut self, len: usize, sent: u64) {
+        if self.pacing == Pacing::Closed {
+            return self.consume(len);
+        }
+        crate::queries::remove_sent(&mut self.due, len, sent);
+    }
+
     /// When the next query is due (`None` in closed loop: whenever a slot frees up).
     pub fn next_due_ns(&self) -> Option<u64> {
         match self.pacing {

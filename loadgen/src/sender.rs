@@ -122,6 +122,11 @@ impl SendBatch {
         self.lens.is_empty()
     }
 
+    /// Bit mask with one bit set per message.
+    pub fn all_sent(&self) -> u64 {
+        first_bits(self.len())
+    }
+
     /// The `i`-th message.
     pub fn message(&self, i: usize) -> &[u8] {
         let start = i * QUERY_BYTES_MAX;
@@ -147,13 +152,23 @@ impl SendBatch {
     }
 }
 
+/// A mask of the first `n` bits (n ≤ 64).
+pub fn first_bits(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
 /// A set of sockets or connections to the server.
 pub trait Channels {
     /// Number of channels.
     fn count(&self) -> usize;
-    /// Sends the batch on `channel`; returns how many messages were accepted.
+    /// Sends the batch on `channel`; returns which messages were accepted, one bit
+    /// per message (a transport may reorder, so this need not be a prefix).
     /// `Err` means the kernel refused them all (counted as send errors).
-    fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<usize>;
+    fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64>;
     /// Delivers every message that can be read without blocking to `on_msg`,
     /// with the channel index and the time it was read.
     fn receive(&mut self, start: Instant, on_msg: &mut dyn FnMut(usize, &[u8], u64)) -> io::Result<()>;
@@ -295,22 +310,23 @@ impl Worker<'_> {
         if self.batch.is_empty() {
             return !self.picker.is_done();
         }
+        let len = self.batch.len();
         let sent = match channels.send(channel, &self.batch) {
             Ok(sent) => sent,
             Err(_) => {
-                self.counters.send_errors += self.batch.len() as u64;
+                self.counters.send_errors += len as u64;
                 0
             }
         };
         let from_intended = self.pacer.latency_from_intended();
         let due_times = self.pacer.due_times();
-        for i in 0..sent {
+        for i in (0..len).filter(|i| sent & (1 << i) != 0) {
             let origin = if from_intended { due_times.get(i).copied().unwrap_or(now) } else { now };
             self.inflight.insert(channel, self.batch.ids[i], self.batch.queries[i], origin, now);
+            self.counters.sent += 1;
         }
-        self.pacer.consume(sent);
-        self.picker.consume(sent);
-        self.counters.sent += sent as u64;
+        self.pacer.consume_sent(len, sent);
+        self.picker.consume_sent(len, sent);
         true
     }
 

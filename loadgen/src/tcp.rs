@@ -132,7 +132,7 @@ impl Channels for TcpChannels {
         self.conns.len()
     }
 
-    fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<usize> {
+    fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64> {
         let server = self.server;
         let Some(conn) = self.conns.get_mut(channel) else { return Ok(0) };
         if conn.stream.is_none() {
@@ -149,7 +149,7 @@ impl Channels for TcpChannels {
             conn.out.extend_from_slice(msg);
         }
         conn.flush();
-        Ok(batch.len())
+        Ok(batch.all_sent())
     }
 
     fn receive(&mut self, start: Instant, on_msg: &mut dyn FnMut(usize, &[u8], u64)) -> io::Result<()> {

@@ -2,6 +2,12 @@
 //! (so a SO_REUSEPORT server spreads them over its cores), driven with `sendmmsg`
 //! and `recvmmsg` to move a whole batch per system call.
 //!
+//! Sends also use UDP GSO (`UDP_SEGMENT`) when the kernel has it: queries of equal
+//! length in a batch leave as one super-datagram that crosses the IP stack once
+//! and is split into ordinary datagrams at the end (on loopback, just before the
+//! server's socket). That is where a generator's time goes, so it is the
+//! difference between keeping up with a fast server and not.
+//!
 //! The unsafe code is confined to building the `mmsghdr` arrays; every buffer they
 //! point into is owned by [`UdpChannels`] and outlives the call.
 
@@ -13,7 +19,7 @@ use std::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::limits::{BATCH_MSGS_MAX, RECV_SLOT_BYTES, SOCKET_BUFFER_BYTES};
-use crate::sender::{Channels, SendBatch};
+use crate::sender::{first_bits, Channels, SendBatch};
 
 /// A worker's UDP sockets and the buffers for batched receives.
 pub struct UdpChannels {
@@ -23,11 +29,13 @@ pub struct UdpChannels {
     recv_bytes: Vec<u8>,
     /// Descriptors for `ppoll`, one per socket.
     pollfds: Vec<libc::pollfd>,
+    /// Use UDP GSO; switched off for good if the kernel refuses it.
+    gso: bool,
 }
 
 impl UdpChannels {
     /// Opens `count` sockets connected to `server`.
-    pub fn open(server: SocketAddr, count: usize) -> Result<Self, (usize, io::Error)> {
+    pub fn open(server: SocketAddr, count: usize, gso: bool) -> Result<Self, (usize, io::Error)> {
         let sockets = (0..count)
             .map(|i| open_socket(server).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
@@ -35,7 +43,7 @@ impl UdpChannels {
             .iter()
             .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
             .collect();
-        Ok(Self { sockets, recv_bytes: vec![0; BATCH_MSGS_MAX * RECV_SLOT_BYTES], pollfds })
+        Ok(Self { sockets, recv_bytes: vec![0; BATCH_MSGS_MAX * RECV_SLOT_BYTES], pollfds, gso })
     }
 }
 
@@ -54,9 +62,16 @@ impl Channels for UdpChannels {
         self.sockets.len()
     }
 
-    fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<usize> {
+    fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64> {
         let Some(socket) = self.sockets.get(channel) else { return Ok(0) };
-        send_mmsg(socket.as_raw_fd(), batch)
+        let fd = socket.as_raw_fd();
+        if self.gso && batch.len() > 1 {
+            match send_gso(fd, batch) {
+                Err(e) if gso_unsupported(&e) => self.gso = false,
+                other => return other,
+            }
+        }
+        send_mmsg(fd, batch).map(first_bits)
     }
 
     fn receive(&mut self, start: Instant, on_msg: &mut dyn FnMut(usize, &[u8], u64)) -> io::Result<()> {
@@ -109,6 +124,90 @@ fn send_mmsg(fd: RawFd, batch: &SendBatch) -> io::Result<usize> {
         io::ErrorKind::ConnectionRefused => Ok(0),
         _ => Err(err),
     }
+}
+
+/// Segments per GSO send the kernel accepts (`UDP_MAX_SEGMENTS` on older kernels).
+const GSO_SEGMENTS_MAX: usize = 64;
+
+/// Payload bytes per GSO send (a UDP datagram's limit, with room for headers).
+const GSO_BYTES_MAX: usize = 60_000;
+
+fn gso_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP))
+}
+
+/// Groups of equal-length messages, as (first position in `order`, count).
+fn gso_groups(batch: &SendBatch, order: &[u8], groups: &mut Vec<(usize, usize)>) {
+    let len_of = |k: usize| batch.message(usize::from(order[k])).len();
+    let mut k = 0;
+    while k < order.len() {
+        let (start, len) = (k, len_of(k));
+        while k < order.len() && len_of(k) == len && k - start < GSO_SEGMENTS_MAX && (k - start + 1) * len <= GSO_BYTES_MAX {
+            k += 1;
+        }
+        groups.push((start, k - start));
+    }
+}
+
+/// Sends `batch` with one `sendmmsg` whose entries are GSO groups of equal-length
+/// messages; returns which messages went out.
+fn send_gso(fd: RawFd, batch: &SendBatch) -> io::Result<u64> {
+    let n = batch.len().min(BATCH_MSGS_MAX);
+    let mut order: Vec<u8> = (0..n as u8).collect();
+    order.sort_unstable_by_key(|&i| batch.message(usize::from(i)).len());
+    let mut groups = Vec::with_capacity(n);
+    gso_groups(batch, &order, &mut groups);
+    // SAFETY: plain C structs, all-zero is valid.
+    let mut iov: [libc::iovec; BATCH_MSGS_MAX] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH_MSGS_MAX] = unsafe { std::mem::zeroed() };
+    // u64 elements keep each control buffer aligned for cmsghdr.
+    let mut control = [[0u64; 4]; BATCH_MSGS_MAX];
+    for (k, &pos) in order.iter().enumerate() {
+        let msg = batch.message(usize::from(pos));
+        iov[k] = libc::iovec { iov_base: msg.as_ptr() as *mut _, iov_len: msg.len() };
+    }
+    for (g, &(start, count)) in groups.iter().enumerate() {
+        let hdr = &mut hdrs[g].msg_hdr;
+        hdr.msg_iov = &mut iov[start];
+        hdr.msg_iovlen = count;
+        if count > 1 {
+            let segment = batch.message(usize::from(order[start])).len() as u16;
+            // SAFETY: `control[g]` is 32 bytes, enough for CMSG_SPACE(2) = 24, and
+            // lives until sendmmsg returns.
+            unsafe { set_segment_size(hdr, &mut control[g], segment) };
+        }
+    }
+    // SAFETY: every header points at iovecs and control buffers on this frame,
+    // which point into `batch`; all outlive the call.
+    let rc = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), groups.len() as u32, libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused => Ok(0),
+            _ => Err(err),
+        };
+    }
+    let mut sent = 0u64;
+    for &(start, count) in groups.iter().take(rc as usize) {
+        for &pos in &order[start..start + count] {
+            sent |= 1 << pos;
+        }
+    }
+    Ok(sent)
+}
+
+/// Attaches a `UDP_SEGMENT` control message with `segment` bytes per datagram.
+///
+/// # Safety
+/// `hdr` must stay in use only while `control` is alive.
+unsafe fn set_segment_size(hdr: &mut libc::msghdr, control: &mut [u64; 4], segment: u16) {
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
+    let cmsg = libc::CMSG_FIRSTHDR(hdr);
+    (*cmsg).cmsg_level = libc::SOL_UDP;
+    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+    (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
 }
 
 /// Receives up to `BATCH_MSGS_MAX` datagrams into `bytes` with one `recvmmsg`;

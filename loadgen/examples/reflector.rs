@@ -32,7 +32,10 @@ fn main() -> anyhow::Result<()> {
     let mut out = Replies::default();
     loop {
         for i in 0..BATCH {
-            iov[i] = libc::iovec { iov_base: bufs[i * SLOT_BYTES..].as_mut_ptr().cast(), iov_len: SLOT_BYTES };
+            iov[i] = libc::iovec {
+                iov_base: bufs[i * SLOT_BYTES..].as_mut_ptr().cast(),
+                iov_len: SLOT_BYTES,
+            };
             hdrs[i].msg_hdr.msg_iov = &mut iov[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
             hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
@@ -40,7 +43,15 @@ fn main() -> anyhow::Result<()> {
         }
         // SAFETY: every header points at its own iovec, slot and address buffer,
         // all alive across the call. Blocks until at least one datagram arrives.
-        let n = unsafe { libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if n <= 0 {
             continue;
         }
@@ -66,10 +77,22 @@ struct Replies {
 }
 
 impl Replies {
-    fn send(&mut self, fd: i32, bufs: &[u8], lens: &[usize], names: &[libc::sockaddr_storage; BATCH], rx: &[libc::mmsghdr]) {
+    fn send(
+        &mut self,
+        fd: i32,
+        bufs: &[u8],
+        lens: &[usize],
+        names: &[libc::sockaddr_storage; BATCH],
+        rx: &[libc::mmsghdr],
+    ) {
         let key = |i: usize| {
             // SAFETY: sockaddr_storage is plain bytes of the given length.
-            let addr = unsafe { std::slice::from_raw_parts((&names[i] as *const libc::sockaddr_storage).cast::<u8>(), rx[i].msg_hdr.msg_namelen as usize) };
+            let addr = unsafe {
+                std::slice::from_raw_parts(
+                    (&names[i] as *const libc::sockaddr_storage).cast::<u8>(),
+                    rx[i].msg_hdr.msg_namelen as usize,
+                )
+            };
             (addr, lens[i])
         };
         self.order.clear();
@@ -80,7 +103,10 @@ impl Replies {
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         let mut control = [[0u64; 4]; BATCH];
         for (k, &i) in self.order.iter().enumerate() {
-            iov[k] = libc::iovec { iov_base: bufs[i * SLOT_BYTES..].as_ptr() as *mut _, iov_len: lens[i] };
+            iov[k] = libc::iovec {
+                iov_base: bufs[i * SLOT_BYTES..].as_ptr() as *mut _,
+                iov_len: lens[i],
+            };
         }
         let mut groups = 0;
         let mut k = 0;
@@ -104,7 +130,10 @@ impl Replies {
                     (*cmsg).cmsg_level = libc::SOL_UDP;
                     (*cmsg).cmsg_type = libc::UDP_SEGMENT;
                     (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), lens[first] as u16);
+                    std::ptr::write_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<u16>(),
+                        lens[first] as u16,
+                    );
                 }
             }
             groups += 1;

@@ -12,7 +12,9 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::limits::{BATCH_MSGS_DEFAULT, BATCH_MSGS_MAX, CHANNELS_PER_WORKER_MAX, THREADS_MAX, TIMEOUT_SECS_MAX};
+use crate::limits::{
+    BATCH_MSGS_DEFAULT, BATCH_MSGS_MAX, CHANNELS_PER_WORKER_MAX, THREADS_MAX, TIMEOUT_SECS_MAX,
+};
 use crate::queries::{self, NameSource, Order, QueryError, QuerySpec};
 use crate::schedule::Spacing;
 use crate::wire::QueryOptions;
@@ -64,7 +66,12 @@ pub struct Args {
     #[arg(short = 'Q', long = "max-qps", value_name = "QPS")]
     pub max_qps: Option<f64>,
     /// Seconds to wait for an answer before counting the query lost.
-    #[arg(short = 't', long = "timeout", value_name = "SECS", default_value_t = 5.0)]
+    #[arg(
+        short = 't',
+        long = "timeout",
+        value_name = "SECS",
+        default_value_t = 5.0
+    )]
     pub timeout_secs: f64,
     /// Transport.
     #[arg(short = 'm', long = "mode", value_enum, default_value = "udp")]
@@ -117,7 +124,11 @@ pub struct Args {
     #[arg(long = "random-names", value_name = "N", conflicts_with_all = ["datafile", "names"])]
     pub random_names: Option<usize>,
     /// Zone under which random names are made.
-    #[arg(long = "random-suffix", value_name = "ZONE", default_value = "example.")]
+    #[arg(
+        long = "random-suffix",
+        value_name = "ZONE",
+        default_value = "example."
+    )]
     pub random_suffix: String,
     /// Query type mix for generated names, e.g. 'A=80,AAAA=20'.
     #[arg(long = "qtype", value_name = "MIX", default_value = "A")]
@@ -172,7 +183,11 @@ pub enum ConfigError {
     NoQueries,
     /// A number is out of its range.
     #[error("{option} {value}: {reason}")]
-    Range { option: &'static str, value: String, reason: &'static str },
+    Range {
+        option: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     /// The query set could not be built.
     #[error(transparent)]
     Queries(#[from] QueryError),
@@ -272,7 +287,11 @@ fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S
 }
 
 fn range_err(option: &'static str, value: impl ToString, reason: &'static str) -> ConfigError {
-    ConfigError::Range { option, value: value.to_string(), reason }
+    ConfigError::Range {
+        option,
+        value: value.to_string(),
+        reason,
+    }
 }
 
 fn positive(option: &'static str, v: f64) -> Result<f64, ConfigError> {
@@ -288,7 +307,10 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
         let ip: IpAddr = match args.server.as_str() {
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            s => s.trim_matches(['[', ']']).parse().map_err(|_| ConfigError::Server(s.into()))?,
+            s => s
+                .trim_matches(['[', ']'])
+                .parse()
+                .map_err(|_| ConfigError::Server(s.into()))?,
         };
         if args.threads == 0 || args.threads > THREADS_MAX {
             return Err(range_err("-T", args.threads, "must be between 1 and 256"));
@@ -358,10 +380,15 @@ fn load_of(args: &Args) -> Result<Load, ConfigError> {
         }));
     }
     if let Some(qps) = args.rate {
-        return Ok(Load::Open { qps: positive("--rate", qps)?, spacing: args.spacing });
+        return Ok(Load::Open {
+            qps: positive("--rate", qps)?,
+            spacing: args.spacing,
+        });
     }
     if let Some(qps) = args.max_qps {
-        return Ok(Load::RateLimited { qps: positive("-Q", qps)? });
+        return Ok(Load::RateLimited {
+            qps: positive("-Q", qps)?,
+        });
     }
     Ok(Load::Closed)
 }
@@ -373,7 +400,11 @@ fn clients_of(args: &Args) -> Result<usize, ConfigError> {
     };
     let clients = args.clients.unwrap_or(args.threads * per_thread);
     if clients == 0 || clients > args.threads * CHANNELS_PER_WORKER_MAX {
-        return Err(range_err("-c", clients, "must be between 1 and 256 per thread"));
+        return Err(range_err(
+            "-c",
+            clients,
+            "must be between 1 and 256 per thread",
+        ));
     }
     Ok(clients.max(args.threads))
 }
@@ -390,7 +421,11 @@ fn outstanding_of(args: &Args, load: &Load, timeout_secs: f64) -> Result<usize, 
     };
     let outstanding = args.outstanding.unwrap_or(default);
     if outstanding == 0 || outstanding > 1 << 24 {
-        return Err(range_err("-q", outstanding, "must be between 1 and 16777216"));
+        return Err(range_err(
+            "-q",
+            outstanding,
+            "must be between 1 and 16777216",
+        ));
     }
     Ok(outstanding.max(args.threads))
 }
@@ -399,7 +434,10 @@ fn query_spec(args: &Args) -> Result<QuerySpec, ConfigError> {
     let source = match (&args.datafile, &args.names, args.random_names) {
         (Some(path), _, _) => NameSource::File(path.clone()),
         (_, Some(pattern), _) => NameSource::Pattern(pattern.clone()),
-        (_, _, Some(count)) => NameSource::Random { count, suffix: args.random_suffix.clone() },
+        (_, _, Some(count)) => NameSource::Random {
+            count,
+            suffix: args.random_suffix.clone(),
+        },
         _ => return Err(ConfigError::NoQueries),
     };
     Ok(QuerySpec {
@@ -426,7 +464,8 @@ mod tests {
 
     #[test]
     fn dnsperf_flags_mean_the_same() {
-        let c = parse("dnsload -s ::1 -p 5300 -d q.txt -l 3 -c 8 -q 50 -t 2 -m tcp -e -D -T 2").unwrap();
+        let c = parse("dnsload -s ::1 -p 5300 -d q.txt -l 3 -c 8 -q 50 -t 2 -m tcp -e -D -T 2")
+            .unwrap();
         assert_eq!(c.server, "[::1]:5300".parse().unwrap());
         assert_eq!((c.clients, c.outstanding, c.threads), (8, 50, 2));
         assert_eq!(c.transport, Transport::Tcp);
@@ -451,7 +490,10 @@ mod tests {
 
     #[test]
     fn bad_values_fail() {
-        assert!(matches!(parse("dnsload -s nothost --names a"), Err(ConfigError::Server(_))));
+        assert!(matches!(
+            parse("dnsload -s nothost --names a"),
+            Err(ConfigError::Server(_))
+        ));
         assert!(matches!(parse("dnsload"), Err(ConfigError::NoQueries)));
         assert!(parse("dnsload --names a -t 0").is_err());
         assert!(parse("dnsload --names a -T 0").is_err());

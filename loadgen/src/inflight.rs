@@ -79,7 +79,12 @@ impl InFlight {
             if slot.generation == 0 {
                 self.outstanding += 1;
             }
-            *slot = Slot { generation, query, origin_ns, sent_ns };
+            *slot = Slot {
+                generation,
+                query,
+                origin_ns,
+                sent_ns,
+            };
             self.fifo.push_back((index as u32, generation));
         }
     }
@@ -89,7 +94,9 @@ impl InFlight {
         if usize::from(id) >= self.ids_per_channel {
             return None;
         }
-        let slot = self.slots.get(channel * self.ids_per_channel + usize::from(id))?;
+        let slot = self
+            .slots
+            .get(channel * self.ids_per_channel + usize::from(id))?;
         (slot.generation != 0).then_some(*slot)
     }
 
@@ -108,7 +115,9 @@ impl InFlight {
     pub fn expire(&mut self, now_ns: u64, timeout_ns: u64) -> u64 {
         let mut lost = 0;
         while let Some(&(index, generation)) = self.fifo.front() {
-            let Some(slot) = self.slots.get_mut(index as usize) else { break };
+            let Some(slot) = self.slots.get_mut(index as usize) else {
+                break;
+            };
             if slot.generation == generation {
                 if slot.sent_ns.saturating_add(timeout_ns) > now_ns {
                     break;

@@ -24,10 +24,17 @@ use crate::wire::{self, QueryOptions, WireError};
 pub enum QueryError {
     /// The query file could not be opened or read.
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A line of the query file has an unknown type or a bad name.
     #[error("{path}:{line}: {reason}")]
-    Line { path: PathBuf, line: usize, reason: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// A `--names` pattern is malformed.
     #[error("--names {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },
@@ -135,7 +142,9 @@ pub fn build(spec: &QuerySpec) -> Result<QuerySet, QueryError> {
         }
         NameSource::Random { count, suffix } => {
             if *count > NAMES_MAX {
-                return Err(QueryError::TooMany { count: *count as u128 });
+                return Err(QueryError::TooMany {
+                    count: *count as u128,
+                });
             }
             for i in 0..*count {
                 let name = format!("r{i:x}-{:08x}.{suffix}", rng.gen::<u32>());
@@ -150,20 +159,32 @@ pub fn build(spec: &QuerySpec) -> Result<QuerySet, QueryError> {
 }
 
 fn read_file(path: &Path, opts: &QueryOptions, set: &mut QuerySet) -> Result<(), QueryError> {
-    let read_err = |source| QueryError::Read { path: path.into(), source };
+    let read_err = |source| QueryError::Read {
+        path: path.into(),
+        source,
+    };
     let file = File::open(path).map_err(read_err)?;
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(read_err)?;
-        let line_err = |reason: String| QueryError::Line { path: path.into(), line: i + 1, reason };
+        let line_err = |reason: String| QueryError::Line {
+            path: path.into(),
+            line: i + 1,
+            reason,
+        };
         if line.len() > QUERY_LINE_BYTES_MAX {
-            return Err(line_err(format!("longer than {QUERY_LINE_BYTES_MAX} bytes")));
+            return Err(line_err(format!(
+                "longer than {QUERY_LINE_BYTES_MAX} bytes"
+            )));
         }
         let Some((name, qtype)) = parse_line(&line).map_err(line_err)? else {
             continue;
         };
-        set.push(name, qtype, opts).map_err(|e| line_err(e.to_string()))?;
+        set.push(name, qtype, opts)
+            .map_err(|e| line_err(e.to_string()))?;
         if set.len() > NAMES_MAX {
-            return Err(QueryError::TooMany { count: set.len() as u128 });
+            return Err(QueryError::TooMany {
+                count: set.len() as u128,
+            });
         }
     }
     Ok(())
@@ -187,12 +208,17 @@ fn parse_line(line: &str) -> Result<Option<(&str, u16)>, String> {
 
 /// Parses a `--qtype` mix such as `A=80,AAAA=20` or just `AAAA`.
 pub fn parse_mix(mix: &str) -> Result<Vec<(u16, u32)>, QueryError> {
-    let err = |reason: String| QueryError::Mix { mix: mix.into(), reason };
+    let err = |reason: String| QueryError::Mix {
+        mix: mix.into(),
+        reason,
+    };
     let mut out = Vec::new();
     for part in mix.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
         let qtype = wire::parse_qtype(name).ok_or_else(|| err(format!("unknown type {name:?}")))?;
-        let weight: u32 = weight.parse().map_err(|_| err(format!("bad weight {weight:?}")))?;
+        let weight: u32 = weight
+            .parse()
+            .map_err(|_| err(format!("bad weight {weight:?}")))?;
         out.push((qtype, weight));
     }
     if out.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() == 0 {
@@ -261,13 +287,21 @@ pub fn expand_pattern(pattern: &str) -> Result<Vec<String>, QueryError> {
 }
 
 fn parse_pattern(pattern: &str) -> Result<Vec<Part>, QueryError> {
-    let err = |reason: &str| QueryError::Pattern { pattern: pattern.into(), reason: reason.into() };
+    let err = |reason: &str| QueryError::Pattern {
+        pattern: pattern.into(),
+        reason: reason.into(),
+    };
     let mut parts = Vec::new();
     let mut rest = pattern;
     while let Some(open) = rest.find('{') {
         parts.push(Part::Literal(rest[..open].into()));
-        let close = rest[open..].find('}').ok_or_else(|| err("'{' without '}'"))? + open;
-        parts.push(Part::Choice(parse_choice(&rest[open + 1..close]).map_err(err)?));
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| err("'{' without '}'"))?
+            + open;
+        parts.push(Part::Choice(
+            parse_choice(&rest[open + 1..close]).map_err(err)?,
+        ));
         rest = &rest[close + 1..];
     }
     if rest.contains('}') {
@@ -280,7 +314,10 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Part>, QueryError> {
 /// The inside of `{...}`: `a..b` (decimal, inclusive) or `x,y,z`.
 fn parse_choice(inner: &str) -> Result<Vec<String>, &'static str> {
     if let Some((a, b)) = inner.split_once("..") {
-        let a: u64 = a.trim().parse().map_err(|_| "range start is not a number")?;
+        let a: u64 = a
+            .trim()
+            .parse()
+            .map_err(|_| "range start is not a number")?;
         let b: u64 = b.trim().parse().map_err(|_| "range end is not a number")?;
         if a > b {
             return Err("range start is after its end");
@@ -319,7 +356,10 @@ pub struct Budget {
 impl Budget {
     /// A budget of `limit` queries in total (`None`: unlimited).
     pub fn new(limit: Option<u64>) -> Self {
-        Self { next: AtomicU64::new(0), limit: limit.unwrap_or(u64::MAX) }
+        Self {
+            next: AtomicU64::new(0),
+            limit: limit.unwrap_or(u64::MAX),
+        }
     }
 
     /// Claims up to `n` sequence numbers; returns the range start and length
@@ -351,7 +391,11 @@ pub struct Picker {
 /// keeping the order of the rest. A batch is at most 64 items (one bit each).
 pub fn remove_sent<T: Copy>(queue: &mut std::collections::VecDeque<T>, len: usize, sent: u64) {
     let len = len.min(queue.len()).min(64);
-    let all = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
+    let all = if len == 64 {
+        u64::MAX
+    } else {
+        (1u64 << len) - 1
+    };
     if sent & all == all {
         queue.drain(..len);
         return;
@@ -444,7 +488,10 @@ mod tests {
     fn lines_parse_like_dnsperf() {
         assert_eq!(parse_line("; c").unwrap(), None);
         assert_eq!(parse_line("   ").unwrap(), None);
-        assert_eq!(parse_line("a.example AAAA").unwrap(), Some(("a.example", 28)));
+        assert_eq!(
+            parse_line("a.example AAAA").unwrap(),
+            Some(("a.example", 28))
+        );
         assert_eq!(parse_line("a.example").unwrap(), Some(("a.example", 1)));
         assert!(parse_line("a.example BOGUS").is_err());
     }

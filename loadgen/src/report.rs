@@ -18,10 +18,16 @@ use crate::wire::RCODE_NAMES;
 pub enum ReportError {
     /// Writing the file failed.
     #[error("{path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Serialising failed (not expected for these types).
     #[error("{path}: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     /// Drawing the plot failed.
     #[error("{path}: {reason}")]
     Plot { path: PathBuf, reason: String },
@@ -67,11 +73,25 @@ pub fn summary_text(r: &RunResult) -> String {
     let mut out = String::new();
     let secs = r.duration.as_secs_f64();
     let _ = writeln!(out, "Statistics:\n");
-    let _ = writeln!(out, "  Target:               {} ({:?})", r.config.server, r.config.transport);
+    let _ = writeln!(
+        out,
+        "  Target:               {} ({:?})",
+        r.config.server, r.config.transport
+    );
     let _ = writeln!(out, "  Load:                 {}", load_text(&r.config));
     let _ = writeln!(out, "  Queries sent:         {}", c.sent);
-    let _ = writeln!(out, "  Queries answered:     {} ({:.2}%)", c.answered, pct(c.answered, c.sent));
-    let _ = writeln!(out, "  Queries lost:         {} ({:.2}%)", c.lost, loss_pct(c));
+    let _ = writeln!(
+        out,
+        "  Queries answered:     {} ({:.2}%)",
+        c.answered,
+        pct(c.answered, c.sent)
+    );
+    let _ = writeln!(
+        out,
+        "  Queries lost:         {} ({:.2}%)",
+        c.lost,
+        loss_pct(c)
+    );
     let _ = writeln!(out, "  Mismatched answers:   {}", c.mismatched);
     let _ = writeln!(out, "  Truncated answers:    {}", c.truncated);
     let _ = writeln!(out, "  Send errors:          {}", c.send_errors);
@@ -105,10 +125,19 @@ fn pct(n: u64, of: u64) -> f64 {
 fn load_text(c: &Config) -> String {
     use crate::config::Load;
     match c.load {
-        Load::Closed => format!("closed loop, {} outstanding, {} clients, {} threads", c.outstanding, c.clients, c.threads),
-        Load::RateLimited { qps } => format!("closed loop capped at {qps} qps, {} outstanding", c.outstanding),
+        Load::Closed => format!(
+            "closed loop, {} outstanding, {} clients, {} threads",
+            c.outstanding, c.clients, c.threads
+        ),
+        Load::RateLimited { qps } => format!(
+            "closed loop capped at {qps} qps, {} outstanding",
+            c.outstanding
+        ),
         Load::Open { qps, spacing } => format!("open loop at {qps} qps, {spacing:?} spacing"),
-        Load::Ramp(p) => format!("ramp from {} qps by {} qps every {} s", p.start_qps, p.step_qps, p.step_secs),
+        Load::Ramp(p) => format!(
+            "ramp from {} qps by {} qps every {} s",
+            p.start_qps, p.step_qps, p.step_secs
+        ),
     }
 }
 
@@ -121,7 +150,12 @@ fn latency_origin(c: &Config) -> &'static str {
 }
 
 fn rcode_rows(c: &Counters) -> Vec<(&'static str, u64)> {
-    RCODE_NAMES.iter().zip(c.rcodes.iter()).filter(|(_, n)| **n > 0).map(|(name, n)| (*name, *n)).collect()
+    RCODE_NAMES
+        .iter()
+        .zip(c.rcodes.iter())
+        .filter(|(_, n)| **n > 0)
+        .map(|(name, n)| (*name, *n))
+        .collect()
 }
 
 fn percentile_rows(p: &Percentiles) -> [(&'static str, f64); 8] {
@@ -152,10 +186,18 @@ fn ramp_text(ramp: &RampResult) -> String {
     }
     match (ramp.knee_qps, ramp.knee_answered_qps) {
         (Some(k), Some(a)) => {
-            let _ = writeln!(out, "    knee: {k:.0} qps offered, {a:.0} answered/s ({})", ramp.ended_by);
+            let _ = writeln!(
+                out,
+                "    knee: {k:.0} qps offered, {a:.0} answered/s ({})",
+                ramp.ended_by
+            );
         }
         _ => {
-            let _ = writeln!(out, "    knee: none, the first step already failed ({})", ramp.ended_by);
+            let _ = writeln!(
+                out,
+                "    knee: none, the first step already failed ({})",
+                ramp.ended_by
+            );
         }
     }
     out
@@ -231,7 +273,10 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
     let histogram = r
         .latency
         .iter_recorded()
-        .map(|v| HistogramBucket { value_us: v.value_iterated_to() as f64 / 1000.0, count: v.count_at_value() })
+        .map(|v| HistogramBucket {
+            value_us: v.value_iterated_to() as f64 / 1000.0,
+            count: v.count_at_value(),
+        })
         .collect();
     let doc = JsonReport {
         tool: "dnsload",
@@ -256,12 +301,25 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
 
 /// Renders the per-second series as CSV.
 pub fn csv_string(r: &RunResult) -> String {
-    let mut out = String::from("second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us\n");
+    let mut out = String::from(
+        "second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us\n",
+    );
     for s in series_rows(&r.series) {
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
-            s.second, s.sent, s.answered, s.lost, s.mismatched, s.truncated, s.qps, s.p50_us, s.p90_us, s.p99_us, s.p99_9_us, s.max_us
+            s.second,
+            s.sent,
+            s.answered,
+            s.lost,
+            s.mismatched,
+            s.truncated,
+            s.qps,
+            s.p50_us,
+            s.p90_us,
+            s.p99_us,
+            s.p99_9_us,
+            s.max_us
         );
     }
     out
@@ -270,18 +328,27 @@ pub fn csv_string(r: &RunResult) -> String {
 /// Writes every output file the config asks for.
 pub fn write_outputs(r: &RunResult) -> Result<(), ReportError> {
     if let Some(path) = &r.config.json {
-        let text = json_string(r).map_err(|source| ReportError::Json { path: path.clone(), source })?;
+        let text = json_string(r).map_err(|source| ReportError::Json {
+            path: path.clone(),
+            source,
+        })?;
         write(path, &text)?;
     }
     if let Some(path) = &r.config.csv {
         write(path, &csv_string(r))?;
     }
     if let Some(path) = &r.config.plot {
-        crate::plot::write_svg(r, path).map_err(|reason| ReportError::Plot { path: path.clone(), reason })?;
+        crate::plot::write_svg(r, path).map_err(|reason| ReportError::Plot {
+            path: path.clone(),
+            reason,
+        })?;
     }
     Ok(())
 }
 
 fn write(path: &Path, text: &str) -> Result<(), ReportError> {
-    fs::write(path, text).map_err(|source| ReportError::Write { path: path.into(), source })
+    fs::write(path, text).map_err(|source| ReportError::Write {
+        path: path.into(),
+        source,
+    })
 }

@@ -163,7 +163,11 @@ fn cores_for(config: &Config) -> Vec<core_affinity::CoreId> {
     if config.cores.is_empty() {
         return core_affinity::get_core_ids().unwrap_or_default();
     }
-    config.cores.iter().map(|&id| core_affinity::CoreId { id }).collect()
+    config
+        .cores
+        .iter()
+        .map(|&id| core_affinity::CoreId { id })
+        .collect()
 }
 
 fn spawn_workers(
@@ -206,7 +210,12 @@ fn worker_main(
         core_affinity::set_for_current(core);
     }
     let (worker, count) = (plan.index, plan.channels);
-    let open_err = |(channel, source)| WorkerError::Open { worker, channel, server, source };
+    let open_err = |(channel, source)| WorkerError::Open {
+        worker,
+        channel,
+        server,
+        source,
+    };
     let result = match transport {
         Transport::Udp => UdpChannels::open(server, count, gso)
             .map_err(open_err)
@@ -278,7 +287,12 @@ impl<'a> Collector<'a> {
         }
     }
 
-    fn collect(&mut self, rx: &Receiver<Interval>, interrupt: &AtomicBool, progress: &mut dyn FnMut(&SecondStats)) {
+    fn collect(
+        &mut self,
+        rx: &Receiver<Interval>,
+        interrupt: &AtomicBool,
+        progress: &mut dyn FnMut(&SecondStats),
+    ) {
         while !self.agg.all_finished() {
             self.check_stops(interrupt);
             match rx.recv_timeout(Duration::from_millis(50)) {
@@ -308,7 +322,9 @@ impl<'a> Collector<'a> {
     }
 
     fn step_ramp(&mut self, second: &SecondStats) {
-        let Some(ramp) = self.ramp.as_mut() else { return };
+        let Some(ramp) = self.ramp.as_mut() else {
+            return;
+        };
         if self.shared.stop.load(Ordering::Relaxed) {
             return;
         }
@@ -391,9 +407,22 @@ impl Ramp {
         self.latency.reset();
         let secs = self.seconds as f64;
         self.seconds = 0;
-        let loss_pct = if c.sent == 0 { 100.0 } else { (1.0 - c.answered as f64 / c.sent as f64).max(0.0) * 100.0 };
-        let ok = c.sent > 0 && loss_pct <= self.plan.max_loss_pct && p99_us <= self.plan.max_p99_ms * 1000.0;
-        RampStep { rate_qps: self.rate_qps, answered_qps: c.answered as f64 / secs, sent: c.sent, loss_pct, p99_us, ok }
+        let loss_pct = if c.sent == 0 {
+            100.0
+        } else {
+            (1.0 - c.answered as f64 / c.sent as f64).max(0.0) * 100.0
+        };
+        let ok = c.sent > 0
+            && loss_pct <= self.plan.max_loss_pct
+            && p99_us <= self.plan.max_p99_ms * 1000.0;
+        RampStep {
+            rate_qps: self.rate_qps,
+            answered_qps: c.answered as f64 / secs,
+            sent: c.sent,
+            loss_pct,
+            p99_us,
+            ok,
+        }
     }
 
     fn finish(self) -> RampResult {

@@ -10,8 +10,8 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use std::sync::mpsc::Sender;
 use hdrhistogram::Histogram;
+use std::sync::mpsc::Sender;
 use thiserror::Error;
 
 use crate::inflight::InFlight;
@@ -26,7 +26,12 @@ use crate::wire;
 pub enum WorkerError {
     /// A socket or connection could not be set up.
     #[error("worker {worker}: cannot open channel {channel} to {server}: {source}")]
-    Open { worker: usize, channel: usize, server: std::net::SocketAddr, source: io::Error },
+    Open {
+        worker: usize,
+        channel: usize,
+        server: std::net::SocketAddr,
+        source: io::Error,
+    },
     /// Receiving failed in a way that is not "try again".
     #[error("worker {worker}: receive failed: {source}")]
     Receive { worker: usize, source: io::Error },
@@ -59,7 +64,8 @@ impl Shared {
 
     /// Sets the per-worker rate.
     pub fn set_rate(&self, qps_per_worker: f64) {
-        self.rate_bits.store(qps_per_worker.to_bits(), Ordering::Relaxed);
+        self.rate_bits
+            .store(qps_per_worker.to_bits(), Ordering::Relaxed);
     }
 
     fn rate(&self) -> f64 {
@@ -142,7 +148,9 @@ impl SendBatch {
 
     fn push(&mut self, template: &[u8], id: u16, query: u32) -> bool {
         let start = self.lens.len() * QUERY_BYTES_MAX;
-        let Some(dst) = self.bytes.get_mut(start..start + template.len()) else { return false };
+        let Some(dst) = self.bytes.get_mut(start..start + template.len()) else {
+            return false;
+        };
         dst.copy_from_slice(template);
         wire::set_id(dst, id);
         self.lens.push(template.len());
@@ -171,7 +179,11 @@ pub trait Channels {
     fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64>;
     /// Delivers every message that can be read without blocking to `on_msg`,
     /// with the channel index and the time it was read.
-    fn receive(&mut self, start: Instant, on_msg: &mut dyn FnMut(usize, &[u8], u64)) -> io::Result<()>;
+    fn receive(
+        &mut self,
+        start: Instant,
+        on_msg: &mut dyn FnMut(usize, &[u8], u64),
+    ) -> io::Result<()>;
     /// Blocks up to `timeout_ns` until something is readable (or writable, for
     /// channels with unsent bytes).
     fn wait(&mut self, timeout_ns: u64) -> io::Result<()>;
@@ -255,7 +267,9 @@ impl Worker<'_> {
             }
             let sleep = self.sleep_ns(now);
             if sleep > SPIN_NS_MAX {
-                channels.wait(sleep).map_err(|source| WorkerError::Poll { worker, source })?;
+                channels
+                    .wait(sleep)
+                    .map_err(|source| WorkerError::Poll { worker, source })?;
             }
         }
     }
@@ -284,8 +298,13 @@ impl Worker<'_> {
     fn send_round<C: Channels>(&mut self, channels: &mut C, now: u64) {
         let n = channels.count();
         for k in 0..n {
-            let room = self.plan.outstanding_max.saturating_sub(self.inflight.outstanding());
-            let due = self.pacer.poll(now, self.shared.rate(), room.min(self.plan.batch));
+            let room = self
+                .plan
+                .outstanding_max
+                .saturating_sub(self.inflight.outstanding());
+            let due = self
+                .pacer
+                .poll(now, self.shared.rate(), room.min(self.plan.batch));
             if due == 0 {
                 return;
             }
@@ -299,12 +318,24 @@ impl Worker<'_> {
 
     /// Builds and sends up to `due` queries on `channel`; false when there was
     /// nothing left to pick.
-    fn send_batch<C: Channels>(&mut self, channels: &mut C, channel: usize, due: usize, now: u64) -> bool {
+    fn send_batch<C: Channels>(
+        &mut self,
+        channels: &mut C,
+        channel: usize,
+        due: usize,
+        now: u64,
+    ) -> bool {
         self.batch.clear();
         for i in 0..due {
-            let Some(q) = self.picker.peek(i, &self.shared.budget) else { break };
-            let Some(id) = self.inflight.reserve(channel) else { break };
-            let Some((template, _)) = self.shared.queries.get(q as usize) else { break };
+            let Some(q) = self.picker.peek(i, &self.shared.budget) else {
+                break;
+            };
+            let Some(id) = self.inflight.reserve(channel) else {
+                break;
+            };
+            let Some((template, _)) = self.shared.queries.get(q as usize) else {
+                break;
+            };
             self.batch.push(template, id, q);
         }
         if self.batch.is_empty() {
@@ -321,8 +352,18 @@ impl Worker<'_> {
         let from_intended = self.pacer.latency_from_intended();
         let due_times = self.pacer.due_times();
         for i in (0..len).filter(|i| sent & (1 << i) != 0) {
-            let origin = if from_intended { due_times.get(i).copied().unwrap_or(now) } else { now };
-            self.inflight.insert(channel, self.batch.ids[i], self.batch.queries[i], origin, now);
+            let origin = if from_intended {
+                due_times.get(i).copied().unwrap_or(now)
+            } else {
+                now
+            };
+            self.inflight.insert(
+                channel,
+                self.batch.ids[i],
+                self.batch.queries[i],
+                origin,
+                now,
+            );
             self.counters.sent += 1;
         }
         self.pacer.consume_sent(len, sent);
@@ -342,7 +383,9 @@ impl Worker<'_> {
                 return;
             }
         };
-        let Some((query, question_len)) = self.shared.queries.get(slot.query as usize) else { return };
+        let Some((query, question_len)) = self.shared.queries.get(slot.query as usize) else {
+            return;
+        };
         let question_ok = if h.qdcount == 0 {
             h.rcode != 0
         } else {
@@ -358,7 +401,8 @@ impl Worker<'_> {
         if let Some(r) = self.counters.rcodes.get_mut(usize::from(h.rcode)) {
             *r += 1;
         }
-        self.latency.saturating_record(now.saturating_sub(slot.origin_ns).max(1));
+        self.latency
+            .saturating_record(now.saturating_sub(slot.origin_ns).max(1));
     }
 
     /// How long the worker may sleep before it has something to do.

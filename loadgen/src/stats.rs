@@ -155,7 +155,10 @@ impl Aggregator {
     pub fn add(&mut self, iv: Interval, run_secs: f64) -> Vec<SecondStats> {
         self.total.add(&iv.counters);
         let _ = self.total_latency.add(&iv.latency);
-        let entry = self.open.entry(iv.second).or_insert_with(|| (Counters::default(), new_histogram()));
+        let entry = self
+            .open
+            .entry(iv.second)
+            .or_insert_with(|| (Counters::default(), new_histogram()));
         entry.0.add(&iv.counters);
         let _ = entry.1.add(&iv.latency);
         if let Some(r) = self.reported.get_mut(iv.worker) {
@@ -184,9 +187,15 @@ impl Aggregator {
             if !all_done && second as i64 > closable {
                 break;
             }
-            let Some((_, (counters, histogram))) = self.open.pop_first() else { break };
+            let Some((_, (counters, histogram))) = self.open.pop_first() else {
+                break;
+            };
             let span = (run_secs - second as f64).clamp(1e-3, 1.0);
-            let span = if all_done && self.open.is_empty() { span } else { 1.0 };
+            let span = if all_done && self.open.is_empty() {
+                span
+            } else {
+                1.0
+            };
             closed.push(SecondStats {
                 second,
                 qps: counters.answered as f64 / span,
@@ -210,7 +219,11 @@ mod tests {
         Interval {
             worker,
             second,
-            counters: Counters { answered, sent: answered, ..Default::default() },
+            counters: Counters {
+                answered,
+                sent: answered,
+                ..Default::default()
+            },
             latency,
             last,
         }

@@ -60,7 +60,11 @@ impl TcpChannels {
                 in_len: 0,
             });
         }
-        Ok(Self { server, conns, reconnects: 0 })
+        Ok(Self {
+            server,
+            conns,
+            reconnects: 0,
+        })
     }
 }
 
@@ -78,7 +82,9 @@ impl Conn {
 
     /// Writes as much buffered output as the kernel takes.
     fn flush(&mut self) {
-        let Some(stream) = self.stream.as_mut() else { return };
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
         while self.out_pos < self.out.len() {
             match stream.write(self.out.get(self.out_pos..).unwrap_or_default()) {
                 Ok(0) => return self.close(),
@@ -97,8 +103,12 @@ impl Conn {
     /// Reads what is available and hands every complete message to `on_msg`.
     fn read(&mut self, mut on_msg: impl FnMut(&[u8])) {
         loop {
-            let Some(stream) = self.stream.as_mut() else { return };
-            let Some(room) = self.inbuf.get_mut(self.in_len..) else { return };
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
+            let Some(room) = self.inbuf.get_mut(self.in_len..) else {
+                return;
+            };
             match stream.read(room) {
                 Ok(0) => return self.close(),
                 Ok(n) => self.in_len += n,
@@ -112,7 +122,11 @@ impl Conn {
 
     fn take_frames(&mut self, on_msg: &mut impl FnMut(&[u8])) {
         let mut pos = 0;
-        while let Some(prefix) = self.inbuf.get(pos..pos + 2).filter(|_| pos + 2 <= self.in_len) {
+        while let Some(prefix) = self
+            .inbuf
+            .get(pos..pos + 2)
+            .filter(|_| pos + 2 <= self.in_len)
+        {
             let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
             if pos + 2 + len > self.in_len {
                 break;
@@ -134,7 +148,9 @@ impl Channels for TcpChannels {
 
     fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64> {
         let server = self.server;
-        let Some(conn) = self.conns.get_mut(channel) else { return Ok(0) };
+        let Some(conn) = self.conns.get_mut(channel) else {
+            return Ok(0);
+        };
         if conn.stream.is_none() {
             conn.stream = Some(connect(server)?);
             self.reconnects += 1;
@@ -145,14 +161,19 @@ impl Channels for TcpChannels {
         }
         for i in 0..batch.len() {
             let msg = batch.message(i);
-            conn.out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+            conn.out
+                .extend_from_slice(&(msg.len() as u16).to_be_bytes());
             conn.out.extend_from_slice(msg);
         }
         conn.flush();
         Ok(batch.all_sent())
     }
 
-    fn receive(&mut self, start: Instant, on_msg: &mut dyn FnMut(usize, &[u8], u64)) -> io::Result<()> {
+    fn receive(
+        &mut self,
+        start: Instant,
+        on_msg: &mut dyn FnMut(usize, &[u8], u64),
+    ) -> io::Result<()> {
         for (channel, conn) in self.conns.iter_mut().enumerate() {
             conn.flush();
             conn.read(|msg| on_msg(channel, msg, start.elapsed().as_nanos() as u64));
@@ -167,7 +188,11 @@ impl Channels for TcpChannels {
             .filter_map(|c| {
                 let stream = c.stream.as_ref()?;
                 let out = if c.pending() > 0 { libc::POLLOUT } else { 0 };
-                Some(libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN | out, revents: 0 })
+                Some(libc::pollfd {
+                    fd: stream.as_raw_fd(),
+                    events: libc::POLLIN | out,
+                    revents: 0,
+                })
             })
             .collect();
         ppoll(&mut fds, timeout_ns)

@@ -41,14 +41,27 @@ impl UdpChannels {
             .collect::<Result<Vec<_>, _>>()?;
         let pollfds = sockets
             .iter()
-            .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
-        Ok(Self { sockets, recv_bytes: vec![0; BATCH_MSGS_MAX * RECV_SLOT_BYTES], pollfds, gso })
+        Ok(Self {
+            sockets,
+            recv_bytes: vec![0; BATCH_MSGS_MAX * RECV_SLOT_BYTES],
+            pollfds,
+            gso,
+        })
     }
 }
 
 fn open_socket(server: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(server), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     // Best effort: a smaller buffer only means earlier drops under bursts.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
@@ -63,7 +76,9 @@ impl Channels for UdpChannels {
     }
 
     fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64> {
-        let Some(socket) = self.sockets.get(channel) else { return Ok(0) };
+        let Some(socket) = self.sockets.get(channel) else {
+            return Ok(0);
+        };
         let fd = socket.as_raw_fd();
         if self.gso && batch.len() > 1 {
             match send_gso(fd, batch) {
@@ -74,7 +89,11 @@ impl Channels for UdpChannels {
         send_mmsg(fd, batch).map(first_bits)
     }
 
-    fn receive(&mut self, start: Instant, on_msg: &mut dyn FnMut(usize, &[u8], u64)) -> io::Result<()> {
+    fn receive(
+        &mut self,
+        start: Instant,
+        on_msg: &mut dyn FnMut(usize, &[u8], u64),
+    ) -> io::Result<()> {
         for (channel, socket) in self.sockets.iter().enumerate() {
             let mut lens = [0usize; BATCH_MSGS_MAX];
             loop {
@@ -107,7 +126,10 @@ fn send_mmsg(fd: RawFd, batch: &SendBatch) -> io::Result<usize> {
     let mut hdrs: [libc::mmsghdr; BATCH_MSGS_MAX] = unsafe { std::mem::zeroed() };
     for i in 0..n {
         let msg = batch.message(i);
-        iov[i] = libc::iovec { iov_base: msg.as_ptr() as *mut _, iov_len: msg.len() };
+        iov[i] = libc::iovec {
+            iov_base: msg.as_ptr() as *mut _,
+            iov_len: msg.len(),
+        };
         hdrs[i].msg_hdr.msg_iov = &mut iov[i];
         hdrs[i].msg_hdr.msg_iovlen = 1;
     }
@@ -133,7 +155,10 @@ const GSO_SEGMENTS_MAX: usize = 64;
 const GSO_BYTES_MAX: usize = 60_000;
 
 fn gso_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
 }
 
 /// Groups of equal-length messages, as (first position in `order`, count).
@@ -142,7 +167,11 @@ fn gso_groups(batch: &SendBatch, order: &[u8], groups: &mut Vec<(usize, usize)>)
     let mut k = 0;
     while k < order.len() {
         let (start, len) = (k, len_of(k));
-        while k < order.len() && len_of(k) == len && k - start < GSO_SEGMENTS_MAX && (k - start + 1) * len <= GSO_BYTES_MAX {
+        while k < order.len()
+            && len_of(k) == len
+            && k - start < GSO_SEGMENTS_MAX
+            && (k - start + 1) * len <= GSO_BYTES_MAX
+        {
             k += 1;
         }
         groups.push((start, k - start));
@@ -164,7 +193,10 @@ fn send_gso(fd: RawFd, batch: &SendBatch) -> io::Result<u64> {
     let mut control = [[0u64; 4]; BATCH_MSGS_MAX];
     for (k, &pos) in order.iter().enumerate() {
         let msg = batch.message(usize::from(pos));
-        iov[k] = libc::iovec { iov_base: msg.as_ptr() as *mut _, iov_len: msg.len() };
+        iov[k] = libc::iovec {
+            iov_base: msg.as_ptr() as *mut _,
+            iov_len: msg.len(),
+        };
     }
     for (g, &(start, count)) in groups.iter().enumerate() {
         let hdr = &mut hdrs[g].msg_hdr;
@@ -179,7 +211,14 @@ fn send_gso(fd: RawFd, batch: &SendBatch) -> io::Result<u64> {
     }
     // SAFETY: every header points at iovecs and control buffers on this frame,
     // which point into `batch`; all outlive the call.
-    let rc = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), groups.len() as u32, libc::MSG_DONTWAIT) };
+    let rc = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            groups.len() as u32,
+            libc::MSG_DONTWAIT,
+        )
+    };
     if rc < 0 {
         let err = io::Error::last_os_error();
         return match err.kind() {
@@ -217,22 +256,35 @@ fn recv_mmsg(fd: RawFd, bytes: &mut [u8], lens: &mut [usize; BATCH_MSGS_MAX]) ->
     // SAFETY: plain C structs, all-zero is valid.
     let mut iov: [libc::iovec; BATCH_MSGS_MAX] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH_MSGS_MAX] = unsafe { std::mem::zeroed() };
-    for (i, chunk) in bytes.chunks_exact_mut(RECV_SLOT_BYTES).take(slots).enumerate() {
-        iov[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: chunk.len() };
+    for (i, chunk) in bytes
+        .chunks_exact_mut(RECV_SLOT_BYTES)
+        .take(slots)
+        .enumerate()
+    {
+        iov[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: chunk.len(),
+        };
         hdrs[i].msg_hdr.msg_iov = &mut iov[i];
         hdrs[i].msg_hdr.msg_iovlen = 1;
     }
     // SAFETY: each header points at one iovec on this frame covering a distinct
     // RECV_SLOT_BYTES chunk of `bytes`, which is exclusively borrowed for the call.
     let rc = unsafe {
-        libc::recvmmsg(fd, hdrs.as_mut_ptr(), slots as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            slots as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
     };
     if rc < 0 {
         let err = io::Error::last_os_error();
         return match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted => {
-                Ok(0)
-            }
+            io::ErrorKind::WouldBlock
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted => Ok(0),
             _ => Err(err),
         };
     }
@@ -249,7 +301,14 @@ pub fn ppoll(fds: &mut [libc::pollfd], timeout_ns: u64) -> io::Result<()> {
         tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
-    let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+    let rc = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
     if rc < 0 {
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {

@@ -205,7 +205,10 @@ mod tests {
         a[2] |= 0x80;
         a[3] = 3;
         let h = read_header(&a).unwrap();
-        assert_eq!((h.id, h.is_response, h.rcode, h.qdcount), (0xbeef, true, 3, 1));
+        assert_eq!(
+            (h.id, h.is_response, h.rcode, h.qdcount),
+            (0xbeef, true, 3, 1)
+        );
         let mut lower = a.clone();
         lower[13] = b's';
         assert!(question_matches(&lower, &q, qlen));
@@ -216,7 +219,10 @@ mod tests {
 
     #[test]
     fn edns_adds_opt_with_do() {
-        let opts = QueryOptions { dnssec_ok: true, ..Default::default() };
+        let opts = QueryOptions {
+            dnssec_ok: true,
+            ..Default::default()
+        };
         let mut q = Vec::new();
         encode_query(".", 1, &opts, &mut q).unwrap();
         assert_eq!(q.len(), 12 + 5 + 11);

@@ -17,7 +17,9 @@ fn ms(v: &Value) -> f64 {
 }
 
 fn count(json: &Value, field: &str) -> u64 {
-    json["counters"][field].as_u64().unwrap_or_else(|| panic!("counters.{field} missing"))
+    json["counters"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counters.{field} missing"))
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -29,7 +31,13 @@ fn stderr(out: &std::process::Output) -> String {
 }
 
 fn assert_ok(out: &std::process::Output) {
-    assert!(out.status.success(), "dnsload failed: {:?}\nstdout:\n{}\nstderr:\n{}", out.status, stdout(out), stderr(out));
+    assert!(
+        out.status.success(),
+        "dnsload failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
 }
 
 #[test]
@@ -41,7 +49,23 @@ fn knot_udp_closed_loop_answers_everything_with_the_right_rcodes() {
     let json = dir.path().join("out.json");
     let port = knot.port.to_string();
     let out = dnsload(
-        &["-s", "127.0.0.1", "-p", &port, "-d", qfile.to_str().unwrap(), "-n", "200", "-q", "20", "-T", "1", "--no-pin", "--json", json.to_str().unwrap()],
+        &[
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-d",
+            qfile.to_str().unwrap(),
+            "-n",
+            "200",
+            "-q",
+            "20",
+            "-T",
+            "1",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
         RUN_LIMIT,
     );
     assert_ok(&out);
@@ -52,7 +76,10 @@ fn knot_udp_closed_loop_answers_everything_with_the_right_rcodes() {
     assert_eq!(count(&j, "mismatched"), 0);
     assert_eq!(j["rcodes"]["NOERROR"], 600);
     assert_eq!(j["rcodes"]["NXDOMAIN"], 200);
-    assert!(stdout(&out).contains("NXDOMAIN"), "summary shows the rcode table");
+    assert!(
+        stdout(&out).contains("NXDOMAIN"),
+        "summary shows the rcode table"
+    );
 }
 
 #[test]
@@ -63,7 +90,25 @@ fn knot_tcp_pipelined_and_ipv6() {
     for (server, mode) in [("127.0.0.1", "tcp"), ("::1", "udp"), ("::1", "tcp")] {
         let json = dir.path().join(format!("{mode}-{}.json", server.len()));
         let out = dnsload(
-            &["-s", server, "-p", &port, "-m", mode, "--names", "svc{0..99}.example", "-n", "5", "-c", "2", "-q", "50", "--no-pin", "--json", json.to_str().unwrap()],
+            &[
+                "-s",
+                server,
+                "-p",
+                &port,
+                "-m",
+                mode,
+                "--names",
+                "svc{0..99}.example",
+                "-n",
+                "5",
+                "-c",
+                "2",
+                "-q",
+                "50",
+                "--no-pin",
+                "--json",
+                json.to_str().unwrap(),
+            ],
             RUN_LIMIT,
         );
         assert_ok(&out);
@@ -82,8 +127,25 @@ fn knot_ramp_reports_steps_and_a_knee() {
     let port = knot.port.to_string();
     let out = dnsload(
         &[
-            "-p", &port, "--names", "svc{0..99}.example", "--ramp", "--ramp-start", "500", "--ramp-step", "500",
-            "--ramp-step-secs", "1", "--ramp-max", "1500", "--ramp-max-p99", "50", "-t", "1", "--no-pin", "--json",
+            "-p",
+            &port,
+            "--names",
+            "svc{0..99}.example",
+            "--ramp",
+            "--ramp-start",
+            "500",
+            "--ramp-step",
+            "500",
+            "--ramp-step-secs",
+            "1",
+            "--ramp-max",
+            "1500",
+            "--ramp-max-p99",
+            "50",
+            "-t",
+            "1",
+            "--no-pin",
+            "--json",
             json.to_str().unwrap(),
         ],
         RUN_LIMIT,
@@ -101,19 +163,42 @@ fn measured_latency_matches_injected_delay() {
     // Tolerance: every answer is held 20 ms, so nothing may be faster; scheduling
     // on a busy 2-core machine may add a few ms, hence p50 within +5 ms and p99
     // within +15 ms.
-    let server = TestServer::start(Behaviour { delay: Duration::from_millis(20), ..Default::default() });
+    let server = TestServer::start(Behaviour {
+        delay: Duration::from_millis(20),
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("delay.json");
     let out = dnsload(
-        &["-p", &server.port(), "--names", "d{0..999}.test", "-l", "2", "-q", "10", "--no-pin", "--json", json.to_str().unwrap()],
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "d{0..999}.test",
+            "-l",
+            "2",
+            "-q",
+            "10",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
         RUN_LIMIT,
     );
     assert_ok(&out);
     let j = read_json(&json);
     let lat = &j["latency"];
     assert!(ms(&lat["min_us"]) >= 20.0, "min {}", lat["min_us"]);
-    assert!((20.0..25.0).contains(&ms(&lat["p50_us"])), "p50 {}", lat["p50_us"]);
-    assert!((20.0..35.0).contains(&ms(&lat["p99_us"])), "p99 {}", lat["p99_us"]);
+    assert!(
+        (20.0..25.0).contains(&ms(&lat["p50_us"])),
+        "p50 {}",
+        lat["p50_us"]
+    );
+    assert!(
+        (20.0..35.0).contains(&ms(&lat["p99_us"])),
+        "p99 {}",
+        lat["p99_us"]
+    );
     // Closed loop with 10 outstanding and 20 ms each: about 500 answers per second.
     let qps = j["qps"].as_f64().unwrap();
     assert!((300.0..520.0).contains(&qps), "qps {qps}");
@@ -131,7 +216,19 @@ fn open_loop_shows_a_stall_in_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("stall.json");
     let out = dnsload(
-        &["-p", &server.port(), "--names", "s{0..999}.test", "--rate", "1000", "-l", "2", "--no-pin", "--json", json.to_str().unwrap()],
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "s{0..999}.test",
+            "--rate",
+            "1000",
+            "-l",
+            "2",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
         RUN_LIMIT,
     );
     assert_ok(&out);
@@ -139,25 +236,52 @@ fn open_loop_shows_a_stall_in_the_tail() {
     let lat = &j["latency"];
     assert!(ms(&lat["max_us"]) >= 180.0, "max {}", lat["max_us"]);
     assert!(ms(&lat["p99_9_us"]) >= 150.0, "p99.9 {}", lat["p99_9_us"]);
-    assert!(ms(&lat["p99_us"]) >= 100.0, "p99 {} (10% of queries hit the stall)", lat["p99_us"]);
+    assert!(
+        ms(&lat["p99_us"]) >= 100.0,
+        "p99 {} (10% of queries hit the stall)",
+        lat["p99_us"]
+    );
     assert!(ms(&lat["p50_us"]) < 20.0, "p50 {}", lat["p50_us"]);
     let sent = count(&j, "sent");
-    assert!((1900..=2100).contains(&sent), "sent {sent}: the rate must not drop during the stall");
+    assert!(
+        (1900..=2100).contains(&sent),
+        "sent {sent}: the rate must not drop during the stall"
+    );
     assert_eq!(count(&j, "lost"), 0);
 }
 
 #[test]
 fn dropped_answers_are_counted_as_lost() {
-    let server = TestServer::start(Behaviour { drop_every: Some(10), ..Default::default() });
+    let server = TestServer::start(Behaviour {
+        drop_every: Some(10),
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("drop.json");
     let out = dnsload(
-        &["-p", &server.port(), "--names", "x{0..999}.test", "-n", "1", "-q", "20", "-t", "0.5", "--no-pin", "--json", json.to_str().unwrap()],
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "x{0..999}.test",
+            "-n",
+            "1",
+            "-q",
+            "20",
+            "-t",
+            "0.5",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
         RUN_LIMIT,
     );
     assert_ok(&out);
     let j = read_json(&json);
-    let dropped = server.counts.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = server
+        .counts
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(dropped, 100);
     assert_eq!(count(&j, "sent"), 1000);
     assert_eq!(count(&j, "lost"), dropped);
@@ -166,16 +290,36 @@ fn dropped_answers_are_counted_as_lost() {
 
 #[test]
 fn wrong_id_answers_are_mismatches() {
-    let server = TestServer::start(Behaviour { wrong_id_every: Some(7), ..Default::default() });
+    let server = TestServer::start(Behaviour {
+        wrong_id_every: Some(7),
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("wrongid.json");
     let out = dnsload(
-        &["-p", &server.port(), "--names", "w{0..699}.test", "-n", "1", "-q", "10", "-t", "0.5", "--no-pin", "--json", json.to_str().unwrap()],
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "w{0..699}.test",
+            "-n",
+            "1",
+            "-q",
+            "10",
+            "-t",
+            "0.5",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
         RUN_LIMIT,
     );
     assert_ok(&out);
     let j = read_json(&json);
-    let wrong = server.counts.wrong_ids.load(std::sync::atomic::Ordering::Relaxed);
+    let wrong = server
+        .counts
+        .wrong_ids
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(wrong, 100);
     assert_eq!(count(&j, "mismatched"), wrong);
     assert_eq!(count(&j, "lost"), wrong, "the right answer never came");
@@ -186,26 +330,78 @@ fn wrong_id_answers_are_mismatches() {
 fn json_csv_and_plot_carry_everything() {
     let server = TestServer::start(Behaviour::default());
     let dir = tempfile::tempdir().unwrap();
-    let (json, csv, svg) = (dir.path().join("r.json"), dir.path().join("r.csv"), dir.path().join("r.svg"));
+    let (json, csv, svg) = (
+        dir.path().join("r.json"),
+        dir.path().join("r.csv"),
+        dir.path().join("r.svg"),
+    );
     let out = dnsload(
         &[
-            "-p", &server.port(), "--names", "j{0..99}.test", "--qtype", "A=1,AAAA=1", "--rate", "300", "--spacing", "poisson",
-            "-l", "2", "--no-pin", "--json", json.to_str().unwrap(), "--csv", csv.to_str().unwrap(), "--plot", svg.to_str().unwrap(),
+            "-p",
+            &server.port(),
+            "--names",
+            "j{0..99}.test",
+            "--qtype",
+            "A=1,AAAA=1",
+            "--rate",
+            "300",
+            "--spacing",
+            "poisson",
+            "-l",
+            "2",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
         ],
         RUN_LIMIT,
     );
     assert_ok(&out);
     let j = read_json(&json);
     for key in [
-        "tool", "version", "config", "query_count", "started_unix_secs", "duration_secs", "interrupted", "latency_origin",
-        "counters", "qps", "loss_pct", "rcodes", "latency", "histogram", "series", "ramp",
+        "tool",
+        "version",
+        "config",
+        "query_count",
+        "started_unix_secs",
+        "duration_secs",
+        "interrupted",
+        "latency_origin",
+        "counters",
+        "qps",
+        "loss_pct",
+        "rcodes",
+        "latency",
+        "histogram",
+        "series",
+        "ramp",
     ] {
         assert!(j.get(key).is_some(), "JSON lacks {key}");
     }
-    for key in ["sent", "answered", "lost", "mismatched", "truncated", "send_errors", "rcodes"] {
+    for key in [
+        "sent",
+        "answered",
+        "lost",
+        "mismatched",
+        "truncated",
+        "send_errors",
+        "rcodes",
+    ] {
         assert!(j["counters"].get(key).is_some(), "JSON counters lack {key}");
     }
-    for key in ["min_us", "mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us"] {
+    for key in [
+        "min_us",
+        "mean_us",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p99_9_us",
+        "p99_99_us",
+        "max_us",
+    ] {
         assert!(j["latency"][key].is_number(), "JSON latency lacks {key}");
     }
     assert_eq!(j["latency_origin"], "intended send time");
@@ -216,7 +412,20 @@ fn json_csv_and_plot_carry_everything() {
     assert_eq!(total, count(&j, "answered"));
     let series = j["series"].as_array().unwrap();
     assert!(series.len() >= 2);
-    for key in ["second", "sent", "answered", "lost", "mismatched", "truncated", "qps", "p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"] {
+    for key in [
+        "second",
+        "sent",
+        "answered",
+        "lost",
+        "mismatched",
+        "truncated",
+        "qps",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p99_9_us",
+        "max_us",
+    ] {
         assert!(series[0].get(key).is_some(), "JSON series lacks {key}");
     }
     let csv_text = std::fs::read_to_string(&csv).unwrap();
@@ -231,7 +440,17 @@ fn json_csv_and_plot_carry_everything() {
 fn ctrl_c_prints_what_it_has() {
     let server = TestServer::start(Behaviour::default());
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_dnsload"))
-        .args(["-p", &server.port(), "--names", "c{0..99}.test", "-l", "60", "-Q", "500", "--no-pin"])
+        .args([
+            "-p",
+            &server.port(),
+            "--names",
+            "c{0..99}.test",
+            "-l",
+            "60",
+            "-Q",
+            "500",
+            "--no-pin",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -252,11 +471,20 @@ fn bad_input_exits_2_with_a_clear_message() {
     let bad_type = dir.path().join("bad.txt");
     std::fs::write(&bad_type, "ok.example A\nbad.example BOGUS\n").unwrap();
     let cases: [(&[&str], &str); 5] = [
-        (&["-d", "/nonexistent/queries.txt"], "/nonexistent/queries.txt"),
-        (&["-d", bad_type.to_str().unwrap()], "bad.txt:2: unknown query type \"BOGUS\""),
+        (
+            &["-d", "/nonexistent/queries.txt"],
+            "/nonexistent/queries.txt",
+        ),
+        (
+            &["-d", bad_type.to_str().unwrap()],
+            "bad.txt:2: unknown query type \"BOGUS\"",
+        ),
         (&["--names", "svc{9..1}.test"], "--names"),
         (&["--names", "a.test", "--qtype", "NOPE"], "unknown type"),
-        (&["-s", "not-an-address", "--names", "a.test"], "not an IP address"),
+        (
+            &["-s", "not-an-address", "--names", "a.test"],
+            "not an IP address",
+        ),
     ];
     for (args, message) in cases {
         let out = dnsload(args, Duration::from_secs(5));

@@ -29,7 +29,10 @@ pub fn wait_bounded(child: Child, limit: Duration) -> Output {
     let mut guard = KillOnDrop(Some(child));
     let start = Instant::now();
     loop {
-        let done = guard.0.as_mut().map(|c| c.try_wait().expect("try_wait").is_some());
+        let done = guard
+            .0
+            .as_mut()
+            .map(|c| c.try_wait().expect("try_wait").is_some());
         if done == Some(true) {
             let child = guard.0.take().expect("child present");
             return child.wait_with_output().expect("collect output");
@@ -68,11 +71,18 @@ pub fn free_port() -> u16 {
 
 /// Sends one A query for `name` and waits up to `wait` for any answer.
 pub fn probe(server: SocketAddr, wait: Duration) -> bool {
-    let bind = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
-    let Ok(sock) = UdpSocket::bind(bind) else { return false };
+    let bind = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let Ok(sock) = UdpSocket::bind(bind) else {
+        return false;
+    };
     let _ = sock.set_read_timeout(Some(wait));
     let query = [
-        0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 6, 0, 1,
+        0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0,
+        0, 6, 0, 1,
     ];
     if sock.send_to(&query, server).is_err() {
         return false;
@@ -136,11 +146,18 @@ impl Knot {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn knotd");
-        let knot = Knot { _child: KillOnDrop(Some(child)), _dir: dir, port };
+        let knot = Knot {
+            _child: KillOnDrop(Some(child)),
+            _dir: dir,
+            port,
+        };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !probe(addr, Duration::from_millis(100)) {
-            assert!(Instant::now() < deadline, "knotd did not answer on {addr} within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "knotd did not answer on {addr} within 10 s"
+            );
         }
         knot
     }
@@ -192,7 +209,12 @@ impl TestServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (Arc::clone(&counts), Arc::clone(&stop));
         let thread = std::thread::spawn(move || serve(sock, behaviour, &c, &s));
-        TestServer { addr, counts, stop, thread: Some(thread) }
+        TestServer {
+            addr,
+            counts,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The port, as text for `-p`.
@@ -211,7 +233,8 @@ impl Drop for TestServer {
 }
 
 fn serve(sock: UdpSocket, b: Behaviour, counts: &ServerCounts, stop: &AtomicBool) {
-    let mut pending: std::collections::VecDeque<(Instant, Vec<u8>, SocketAddr)> = Default::default();
+    let mut pending: std::collections::VecDeque<(Instant, Vec<u8>, SocketAddr)> =
+        Default::default();
     let mut first: Option<Instant> = None;
     let mut buf = [0u8; 1500];
     while !stop.load(Ordering::Relaxed) {
@@ -220,9 +243,17 @@ fn serve(sock: UdpSocket, b: Behaviour, counts: &ServerCounts, stop: &AtomicBool
             let (_, msg, to) = pending.pop_front().expect("front exists");
             let _ = sock.send_to(&msg, to);
         }
-        let wait = pending.front().map_or(Duration::from_millis(5), |(t, _, _)| t.saturating_duration_since(now));
-        let _ = sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), Duration::from_millis(5))));
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        let wait = pending
+            .front()
+            .map_or(Duration::from_millis(5), |(t, _, _)| {
+                t.saturating_duration_since(now)
+            });
+        let _ = sock.set_read_timeout(Some(
+            wait.clamp(Duration::from_micros(100), Duration::from_millis(5)),
+        ));
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
         if n < 12 {
             continue;
         }

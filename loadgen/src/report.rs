@@ -55,7 +55,7 @@ pub fn progress_line(s: &SecondStats) -> String {
 
 /// Answers per second over the run.
 pub fn answered_qps(r: &RunResult) -> f64 {
-    r.counters.answered as f64 / r.duration.as_secs_f64().max(1e-9)
+    r.counters.answered as f64 / r.sending.as_secs_f64().max(1e-9)
 }
 
 fn loss_pct(c: &Counters) -> f64 {
@@ -95,7 +95,7 @@ pub fn summary_text(r: &RunResult) -> String {
     let _ = writeln!(out, "  Mismatched answers:   {}", c.mismatched);
     let _ = writeln!(out, "  Truncated answers:    {}", c.truncated);
     let _ = writeln!(out, "  Send errors:          {}", c.send_errors);
-    let _ = writeln!(out, "  Run time (s):         {secs:.3}");
+    let _ = writeln!(out, "  Run time (s):         {:.3} sending, {secs:.3} with the wait for late answers", r.sending.as_secs_f64());
     let _ = writeln!(out, "  Queries per second:   {:.1}", answered_qps(r));
     if r.interrupted {
         let _ = writeln!(out, "  Interrupted:          yes (Ctrl-C)");
@@ -212,6 +212,7 @@ struct JsonReport<'a> {
     query_count: usize,
     started_unix_secs: f64,
     duration_secs: f64,
+    sending_secs: f64,
     interrupted: bool,
     latency_origin: &'static str,
     counters: &'a Counters,
@@ -285,6 +286,7 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
         query_count: r.query_count,
         started_unix_secs: r.started_unix_secs,
         duration_secs: r.duration.as_secs_f64(),
+        sending_secs: r.sending.as_secs_f64(),
         interrupted: r.interrupted,
         latency_origin: latency_origin(&r.config),
         counters: &r.counters,

@@ -74,6 +74,8 @@ pub struct RunResult {
     pub started_unix_secs: f64,
     /// Time from start until the last worker stopped.
     pub duration: Duration,
+    /// Time from start until the last worker stopped sending (QPS denominator).
+    pub sending: Duration,
     /// Totals.
     pub counters: Counters,
     /// All latencies.
@@ -125,6 +127,7 @@ pub fn run(
         query_count,
         started_unix_secs,
         duration,
+        sending: Duration::from_nanos(collector.agg.sending_ended_ns).max(Duration::from_millis(1)),
         counters: collector.agg.total.clone(),
         latency: std::mem::replace(&mut collector.agg.total_latency, new_histogram()),
         series: collector.series,
@@ -232,6 +235,7 @@ fn worker_main(
             counters: Counters::default(),
             latency: new_histogram(),
             last: true,
+            sending_ended_ns: None,
         });
         shared.stop.store(true, Ordering::Relaxed);
     }

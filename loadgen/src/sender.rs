@@ -215,6 +215,8 @@ struct Worker<'a> {
     drain_until_ns: Option<u64>,
     /// Channel to try first in the next send round (spreads batches).
     next_channel: usize,
+    /// When sending stopped, for the QPS denominator.
+    sending_ended_ns: Option<u64>,
 }
 
 /// Runs one worker until the run stops; reports through `out`.
@@ -236,6 +238,7 @@ pub fn run_worker<C: Channels>(
         second: start_ns / 1_000_000_000,
         out,
         drain_until_ns: None,
+        sending_ended_ns: None,
         next_channel: plan.index,
         plan,
         shared,
@@ -284,6 +287,7 @@ impl Worker<'_> {
                 wait = wait.min(INTERRUPT_DRAIN_NS_MAX);
             }
             self.drain_until_ns = Some(now + wait);
+            self.sending_ended_ns = Some(now);
         }
     }
 
@@ -437,6 +441,7 @@ impl Worker<'_> {
             counters: std::mem::take(&mut self.counters),
             latency: std::mem::replace(&mut self.latency, new_histogram()),
             last,
+            sending_ended_ns: self.sending_ended_ns.filter(|_| last),
         };
         let _ = self.out.send(iv);
     }

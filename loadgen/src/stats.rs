@@ -65,6 +65,10 @@ pub struct Interval {
     pub latency: Histogram<u64>,
     /// Last report of this worker: it has stopped.
     pub last: bool,
+    /// When this worker stopped sending (ns since start), in its last report.
+    /// QPS is answers over the sending time, so waiting for stragglers after the
+    /// end does not dilute it.
+    pub sending_ended_ns: Option<u64>,
 }
 
 /// Latency summary in microseconds.
@@ -130,6 +134,8 @@ pub struct Aggregator {
     pub total: Counters,
     /// All latencies of the run.
     pub total_latency: Histogram<u64>,
+    /// Latest time any worker stopped sending, ns since start.
+    pub sending_ended_ns: u64,
 }
 
 impl Aggregator {
@@ -142,6 +148,7 @@ impl Aggregator {
             next_second: 0,
             total: Counters::default(),
             total_latency: new_histogram(),
+            sending_ended_ns: 0,
         }
     }
 
@@ -154,6 +161,7 @@ impl Aggregator {
     /// elapsed run time, used to scale the QPS of a partial last second.
     pub fn add(&mut self, iv: Interval, run_secs: f64) -> Vec<SecondStats> {
         self.total.add(&iv.counters);
+        self.sending_ended_ns = self.sending_ended_ns.max(iv.sending_ended_ns.unwrap_or(0));
         let _ = self.total_latency.add(&iv.latency);
         let entry = self
             .open
@@ -226,6 +234,7 @@ mod tests {
             },
             latency,
             last,
+            sending_ended_ns: None,
         }
     }
 

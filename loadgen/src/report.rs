@@ -95,7 +95,11 @@ pub fn summary_text(r: &RunResult) -> String {
     let _ = writeln!(out, "  Mismatched answers:   {}", c.mismatched);
     let _ = writeln!(out, "  Truncated answers:    {}", c.truncated);
     let _ = writeln!(out, "  Send errors:          {}", c.send_errors);
-    let _ = writeln!(out, "  Run time (s):         {:.3} sending, {secs:.3} with the wait for late answers", r.sending.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "  Run time (s):         {:.3} sending, {secs:.3} with the wait for late answers",
+        r.sending.as_secs_f64()
+    );
     let _ = writeln!(out, "  Queries per second:   {:.1}", answered_qps(r));
     if r.interrupted {
         let _ = writeln!(out, "  Interrupted:          yes (Ctrl-C)");

@@ -301,8 +301,7 @@ impl<'a> Collector<'a> {
             self.check_stops(interrupt);
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(iv) => {
-                    let run_secs = self.shared.start.elapsed().as_secs_f64();
-                    for second in self.agg.add(iv, run_secs) {
+                    for second in self.agg.add(iv) {
                         progress(&second);
                         self.step_ramp(&second);
                         self.series.push(second);

@@ -111,7 +111,8 @@ pub struct SecondStats {
     pub second: u64,
     /// Counts in that second, all workers.
     pub counters: Counters,
-    /// Answers per second (the second may be partial at the end of the run).
+    /// Answers received in that second (the last second of a run may be partial,
+    /// and may hold only the wait for late answers).
     pub qps: f64,
     /// Latency of the answers received in that second.
     pub latency: Percentiles,
@@ -157,9 +158,8 @@ impl Aggregator {
         self.finished.iter().all(|f| *f)
     }
 
-    /// Takes one interval; returns the seconds it closed, in order. `run_secs` is the
-    /// elapsed run time, used to scale the QPS of a partial last second.
-    pub fn add(&mut self, iv: Interval, run_secs: f64) -> Vec<SecondStats> {
+    /// Takes one interval; returns the seconds it closed, in order.
+    pub fn add(&mut self, iv: Interval) -> Vec<SecondStats> {
         self.total.add(&iv.counters);
         self.sending_ended_ns = self.sending_ended_ns.max(iv.sending_ended_ns.unwrap_or(0));
         let _ = self.total_latency.add(&iv.latency);
@@ -177,10 +177,10 @@ impl Aggregator {
                 *f = true;
             }
         }
-        self.close_ready(run_secs)
+        self.close_ready()
     }
 
-    fn close_ready(&mut self, run_secs: f64) -> Vec<SecondStats> {
+    fn close_ready(&mut self) -> Vec<SecondStats> {
         let all_done = self.all_finished();
         let closable = self
             .reported
@@ -198,15 +198,9 @@ impl Aggregator {
             let Some((_, (counters, histogram))) = self.open.pop_first() else {
                 break;
             };
-            let span = (run_secs - second as f64).clamp(1e-3, 1.0);
-            let span = if all_done && self.open.is_empty() {
-                span
-            } else {
-                1.0
-            };
             closed.push(SecondStats {
                 second,
-                qps: counters.answered as f64 / span,
+                qps: counters.answered as f64,
                 latency: Percentiles::of(&histogram),
                 counters,
                 histogram,
@@ -241,15 +235,15 @@ mod tests {
     #[test]
     fn seconds_close_when_every_worker_reported() {
         let mut a = Aggregator::new(2);
-        assert!(a.add(iv(0, 0, 5, false), 1.0).is_empty());
-        let closed = a.add(iv(1, 0, 7, false), 1.0);
+        assert!(a.add(iv(0, 0, 5, false)).is_empty());
+        let closed = a.add(iv(1, 0, 7, false));
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].counters.answered, 12);
         assert_eq!(closed[0].latency.p50_us, 1.0);
-        assert!(a.add(iv(0, 1, 1, true), 1.5).is_empty());
-        let closed = a.add(iv(1, 1, 1, true), 1.5);
+        assert!(a.add(iv(0, 1, 1, true)).is_empty());
+        let closed = a.add(iv(1, 1, 1, true));
         assert_eq!(closed.len(), 1);
-        assert_eq!(closed[0].qps, 4.0);
+        assert_eq!(closed[0].qps, 2.0);
         assert!(a.all_finished());
         assert_eq!(a.total.answered, 14);
     }

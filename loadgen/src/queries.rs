@@ -519,6 +519,15 @@ mod tests {
     }
 
     #[test]
+    fn remove_sent_keeps_unsent_in_order() {
+        let mut q: std::collections::VecDeque<u32> = (0..6).collect();
+        remove_sent(&mut q, 4, 0b0101);
+        assert_eq!(q, [1, 3, 4, 5]);
+        remove_sent(&mut q, 2, 0b11);
+        assert_eq!(q, [4, 5]);
+    }
+
+    #[test]
     fn zipf_prefers_the_head() {
         let budget = Budget::new(None);
         let mut p = Picker::new(1000, Order::Zipf(1.1), 7);

@@ -349,8 +349,12 @@ impl Worker<'_> {
         let sent = match channels.send(channel, &self.batch) {
             Ok(sent) => sent,
             Err(_) => {
+                // Refused by the kernel (e.g. ICMP port unreachable): these queries
+                // are spent, not retried, so `-n` still ends.
                 self.counters.send_errors += len as u64;
-                0
+                self.pacer.consume_sent(len, self.batch.all_sent());
+                self.picker.consume_sent(len, self.batch.all_sent());
+                return true;
             }
         };
         let from_intended = self.pacer.latency_from_intended();

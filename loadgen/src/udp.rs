@@ -142,8 +142,8 @@ fn send_mmsg(fd: RawFd, batch: &SendBatch) -> io::Result<usize> {
     let err = io::Error::last_os_error();
     match err.kind() {
         io::ErrorKind::WouldBlock => Ok(0),
-        // A previous datagram drew an ICMP error (port closed); the batch was not sent.
-        io::ErrorKind::ConnectionRefused => Ok(0),
+        // Includes ECONNREFUSED: an earlier datagram drew an ICMP "port unreachable"
+        // and this batch was not sent; the caller counts it as send errors.
         _ => Err(err),
     }
 }
@@ -222,7 +222,7 @@ fn send_gso(fd: RawFd, batch: &SendBatch) -> io::Result<u64> {
     if rc < 0 {
         let err = io::Error::last_os_error();
         return match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused => Ok(0),
+            io::ErrorKind::WouldBlock => Ok(0),
             _ => Err(err),
         };
     }

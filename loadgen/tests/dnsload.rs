@@ -497,3 +497,33 @@ fn bad_input_exits_2_with_a_clear_message() {
     let out = dnsload(&["--bogus-flag"], Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn closed_port_ends_with_every_query_accounted_for() {
+    // Nothing listens there: the kernel answers with ICMP port unreachable, which
+    // shows up as refused sends. The run must still end by itself at -n.
+    let port = support::free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("closed.json");
+    let out = dnsload(
+        &[
+            "-p",
+            &port,
+            "--names",
+            "z{0..99}.test",
+            "-n",
+            "1",
+            "-t",
+            "0.3",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    assert_eq!(count(&j, "answered"), 0);
+    assert_eq!(count(&j, "lost") + count(&j, "send_errors"), 100);
+    assert_eq!(count(&j, "sent"), count(&j, "lost"));
+}

@@ -1,1 +1,49 @@
-fn main() {}
+//! `dnsload` command: parse flags, run, print. Exit code 2 for bad input (flags,
+//! query file, pattern), 1 for failures while running.
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::Parser;
+use dnsload::config::{Args, Config, ConfigError};
+use dnsload::run::RunError;
+use dnsload::{report, run};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match try_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dnsload: error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let bad_input = err.downcast_ref::<ConfigError>().is_some()
+        || matches!(err.downcast_ref::<RunError>(), Some(RunError::Queries(_)));
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}
+
+fn try_main(args: Args) -> anyhow::Result<()> {
+    let config = Config::from_args(args)?;
+    let quiet = config.quiet;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&interrupt))?;
+    let mut progress = |s: &dnsload::stats::SecondStats| {
+        if !quiet {
+            eprintln!("{}", report::progress_line(s));
+        }
+    };
+    let result = run::run(config, &interrupt, &mut progress)?;
+    print!("{}", report::summary_text(&result));
+    report::write_outputs(&result)?;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! `dnsload`: a DNS load generator that is faster than the server it measures and
+//! tells the truth about tail latency. The binary is a thin shell over this crate.
+//!
+//! Map of the modules, in the order a query flows through them:
+//!
+//! - [`config`]: dnsperf-compatible command line → one validated [`config::Config`].
+//! - [`limits`]: every bound, with its unit, in one place.
+//! - [`queries`]: query files, name patterns, random names, type mix, Zipf; encoded once.
+//! - [`wire`]: the only code that reads or writes DNS message bytes.
+//! - [`schedule`]: intended send times (closed loop, `-Q`, open loop constant/Poisson).
+//! - [`inflight`]: outstanding queries per worker, keyed by channel and ID; timeouts.
+//! - [`sender`]: the per-worker loop shared by both transports.
+//! - [`udp`], [`tcp`]: batched UDP sockets (sendmmsg/recvmmsg) and pipelined TCP.
+//! - [`stats`]: counters and HDR histograms per worker-second, merged into seconds.
+//! - [`run`]: threads, pinning, stop conditions, the ramp controller.
+//! - [`report`], [`plot`]: progress line, summary, JSON, CSV, SVG.
+
+pub mod config;
+pub mod inflight;
+pub mod limits;
+pub mod plot;
+pub mod queries;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod sender;
+pub mod stats;
+pub mod tcp;
+pub mod udp;
+pub mod wire;

@@ -1,0 +1,76 @@
+//! Every bound the load generator has, in one place, with its unit last in the name.
+//!
+//! The relationships between them are checked at compile time so a change to one
+//! cannot silently break another (for example a batch larger than the receive ring).
+
+/// Messages per `sendmmsg`/`recvmmsg` call: enough to amortise the syscall, small
+/// enough that one batch never sits on the wire long enough to skew timestamps.
+pub const BATCH_MSGS_MAX: usize = 64;
+
+/// Default batch size when `--batch` is not given.
+pub const BATCH_MSGS_DEFAULT: usize = 32;
+
+/// Bytes reserved per received datagram. Answers larger than this are truncated by
+/// the kernel; only the header and question are inspected, so that is harmless.
+pub const RECV_SLOT_BYTES: usize = 2048;
+
+/// Longest query we encode: a 255-byte name, header, question trailer and an OPT RR.
+pub const QUERY_BYTES_MAX: usize = 512;
+
+/// DNS message IDs per socket or connection (the ID field is 16 bits).
+pub const IDS_PER_CHANNEL_MAX: usize = 1 << 16;
+
+/// Sockets or connections one worker thread may own.
+pub const CHANNELS_PER_WORKER_MAX: usize = 256;
+
+/// Worker threads.
+pub const THREADS_MAX: usize = 256;
+
+/// Names one generator may hold in memory (pattern expansion or random names).
+pub const NAMES_MAX: usize = 20_000_000;
+
+/// Longest accepted line in a query file.
+pub const QUERY_LINE_BYTES_MAX: usize = 4096;
+
+/// Per-query timeout bounds.
+pub const TIMEOUT_SECS_MAX: f64 = 60.0;
+
+/// Highest latency the histogram tracks; larger values are clamped to it.
+pub const LATENCY_NS_MAX: u64 = 120_000_000_000;
+
+/// Significant decimal digits kept by the HDR histogram.
+pub const HISTOGRAM_SIGFIGS: u8 = 3;
+
+/// Socket buffer size asked for on every UDP socket, so bursts are absorbed by the
+/// kernel instead of being dropped before we can measure them.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Bytes of queued, not yet written queries per TCP connection before the worker
+/// stops adding more (back-pressure instead of unbounded growth).
+pub const TCP_OUT_BYTES_MAX: usize = 256 << 10;
+
+/// Bytes of the per-connection TCP read buffer (a DNS message is at most 64 KiB + 2).
+pub const TCP_IN_BYTES: usize = 128 << 10;
+
+/// Longest a worker sleeps in `ppoll` before looking at the clock and stop flag.
+pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
+
+/// Below this wait a worker spins instead of sleeping: a syscall round trip costs more.
+pub const SPIN_NS_MAX: u64 = 30_000;
+
+/// How long a worker keeps waiting for outstanding answers after Ctrl-C.
+pub const INTERRUPT_DRAIN_NS_MAX: u64 = 1_000_000_000;
+
+/// Rate the `-Q` limiter may fall behind before it forgets the debt (no catch-up burst).
+pub const RATE_LIMIT_DEBT_NS_MAX: u64 = 100_000_000;
+
+/// Ramp steps before the ramp gives up looking for a knee.
+pub const RAMP_STEPS_MAX: usize = 1000;
+
+const _: () = assert!(BATCH_MSGS_DEFAULT <= BATCH_MSGS_MAX);
+// A batch's sent/unsent state travels as one bit per message in a u64.
+const _: () = assert!(BATCH_MSGS_MAX <= 64);
+const _: () = assert!(QUERY_BYTES_MAX <= RECV_SLOT_BYTES);
+const _: () = assert!(TCP_IN_BYTES >= (1 << 16) + 2);
+const _: () = assert!(SPIN_NS_MAX < IDLE_SLEEP_NS_MAX);
+const _: () = assert!(IDS_PER_CHANNEL_MAX == u16::MAX as usize + 1);

@@ -1,0 +1,360 @@
+//! What a run tells the user: the progress line each second, the final summary,
+//! and the JSON and CSV files. Pure formatting over a [`RunResult`].
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::run::{RampResult, RunResult};
+use crate::stats::{Counters, Percentiles, SecondStats};
+use crate::wire::RCODE_NAMES;
+
+/// Why an output file could not be written.
+#[derive(Debug, Error)]
+pub enum ReportError {
+    /// Writing the file failed.
+    #[error("{path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Serialising failed (not expected for these types).
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// Drawing the plot failed.
+    #[error("{path}: {reason}")]
+    Plot { path: PathBuf, reason: String },
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.3}ms", us / 1000.0)
+}
+
+/// The one-line progress report for a second.
+pub fn progress_line(s: &SecondStats) -> String {
+    let c = &s.counters;
+    format!(
+        "[{:>4}s] sent {:>9} answered {:>9} lost {:>6} mismatched {:>4} qps {:>10.0} p50 {} p99 {}",
+        s.second + 1,
+        c.sent,
+        c.answered,
+        c.lost,
+        c.mismatched,
+        s.qps,
+        ms(s.latency.p50_us),
+        ms(s.latency.p99_us),
+    )
+}
+
+/// Answers per second over the run.
+pub fn answered_qps(r: &RunResult) -> f64 {
+    r.counters.answered as f64 / r.sending.as_secs_f64().max(1e-9)
+}
+
+fn loss_pct(c: &Counters) -> f64 {
+    if c.sent == 0 {
+        0.0
+    } else {
+        c.lost as f64 * 100.0 / c.sent as f64
+    }
+}
+
+/// The final human-readable summary.
+pub fn summary_text(r: &RunResult) -> String {
+    let c = &r.counters;
+    let p = r.percentiles();
+    let mut out = String::new();
+    let secs = r.duration.as_secs_f64();
+    let _ = writeln!(out, "Statistics:\n");
+    let _ = writeln!(
+        out,
+        "  Target:               {} ({:?})",
+        r.config.server, r.config.transport
+    );
+    let _ = writeln!(out, "  Load:                 {}", load_text(&r.config));
+    let _ = writeln!(out, "  Queries sent:         {}", c.sent);
+    let _ = writeln!(
+        out,
+        "  Queries answered:     {} ({:.2}%)",
+        c.answered,
+        pct(c.answered, c.sent)
+    );
+    let _ = writeln!(
+        out,
+        "  Queries lost:         {} ({:.2}%)",
+        c.lost,
+        loss_pct(c)
+    );
+    let _ = writeln!(out, "  Mismatched answers:   {}", c.mismatched);
+    let _ = writeln!(out, "  Truncated answers:    {}", c.truncated);
+    let _ = writeln!(out, "  Send errors:          {}", c.send_errors);
+    let _ = writeln!(
+        out,
+        "  Run time (s):         {:.3} sending, {secs:.3} with the wait for late answers",
+        r.sending.as_secs_f64()
+    );
+    let _ = writeln!(out, "  Queries per second:   {:.1}", answered_qps(r));
+    if r.interrupted {
+        let _ = writeln!(out, "  Interrupted:          yes (Ctrl-C)");
+    }
+    let _ = writeln!(out, "\n  Response codes:");
+    for (name, n) in rcode_rows(c) {
+        let _ = writeln!(out, "    {name:<10} {n:>12} ({:.2}%)", pct(n, c.answered));
+    }
+    let _ = writeln!(out, "\n  Latency (from {}):", latency_origin(&r.config));
+    for (label, v) in percentile_rows(&p) {
+        let _ = writeln!(out, "    {label:<7} {}", ms(v));
+    }
+    if let Some(ramp) = &r.ramp {
+        out.push_str(&ramp_text(ramp));
+    }
+    out
+}
+
+fn pct(n: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        n as f64 * 100.0 / of as f64
+    }
+}
+
+fn load_text(c: &Config) -> String {
+    use crate::config::Load;
+    match c.load {
+        Load::Closed => format!(
+            "closed loop, {} outstanding, {} clients, {} threads",
+            c.outstanding, c.clients, c.threads
+        ),
+        Load::RateLimited { qps } => format!(
+            "closed loop capped at {qps} qps, {} outstanding",
+            c.outstanding
+        ),
+        Load::Open { qps, spacing } => format!("open loop at {qps} qps, {spacing:?} spacing"),
+        Load::Ramp(p) => format!(
+            "ramp from {} qps by {} qps every {} s",
+            p.start_qps, p.step_qps, p.step_secs
+        ),
+    }
+}
+
+fn latency_origin(c: &Config) -> &'static str {
+    use crate::config::Load;
+    match c.load {
+        Load::Open { .. } | Load::Ramp(_) => "intended send time",
+        _ => "actual send time",
+    }
+}
+
+fn rcode_rows(c: &Counters) -> Vec<(&'static str, u64)> {
+    RCODE_NAMES
+        .iter()
+        .zip(c.rcodes.iter())
+        .filter(|(_, n)| **n > 0)
+        .map(|(name, n)| (*name, *n))
+        .collect()
+}
+
+fn percentile_rows(p: &Percentiles) -> [(&'static str, f64); 8] {
+    [
+        ("min", p.min_us),
+        ("mean", p.mean_us),
+        ("p50", p.p50_us),
+        ("p90", p.p90_us),
+        ("p99", p.p99_us),
+        ("p99.9", p.p99_9_us),
+        ("p99.99", p.p99_99_us),
+        ("max", p.max_us),
+    ]
+}
+
+fn ramp_text(ramp: &RampResult) -> String {
+    let mut out = String::from("\n  Ramp:\n    rate        answered/s  loss%    p99\n");
+    for s in &ramp.steps {
+        let mark = if s.ok { "" } else { "  <- over limit" };
+        let _ = writeln!(
+            out,
+            "    {:<11.0} {:<11.0} {:<8.2} {}{mark}",
+            s.rate_qps,
+            s.answered_qps,
+            s.loss_pct,
+            ms(s.p99_us)
+        );
+    }
+    match (ramp.knee_qps, ramp.knee_answered_qps) {
+        (Some(k), Some(a)) => {
+            let _ = writeln!(
+                out,
+                "    knee: {k:.0} qps offered, {a:.0} answered/s ({})",
+                ramp.ended_by
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "    knee: none, the first step already failed ({})",
+                ramp.ended_by
+            );
+        }
+    }
+    out
+}
+
+/// The JSON document: the summary, the histogram and the per-second series.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    tool: &'static str,
+    version: &'static str,
+    config: &'a Config,
+    query_count: usize,
+    started_unix_secs: f64,
+    duration_secs: f64,
+    sending_secs: f64,
+    interrupted: bool,
+    latency_origin: &'static str,
+    counters: &'a Counters,
+    qps: f64,
+    loss_pct: f64,
+    rcodes: std::collections::BTreeMap<&'static str, u64>,
+    latency: Percentiles,
+    histogram: Vec<HistogramBucket>,
+    series: Vec<SeriesRow>,
+    ramp: Option<&'a RampResult>,
+}
+
+/// One recorded histogram value (highest equivalent value, in microseconds).
+#[derive(Serialize)]
+struct HistogramBucket {
+    value_us: f64,
+    count: u64,
+}
+
+/// One second of the series, flattened for JSON and CSV.
+#[derive(Serialize)]
+struct SeriesRow {
+    second: u64,
+    sent: u64,
+    answered: u64,
+    lost: u64,
+    mismatched: u64,
+    truncated: u64,
+    qps: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    p99_9_us: f64,
+    max_us: f64,
+}
+
+fn series_rows(series: &[SecondStats]) -> Vec<SeriesRow> {
+    series
+        .iter()
+        .map(|s| SeriesRow {
+            second: s.second,
+            sent: s.counters.sent,
+            answered: s.counters.answered,
+            lost: s.counters.lost,
+            mismatched: s.counters.mismatched,
+            truncated: s.counters.truncated,
+            qps: s.qps,
+            p50_us: s.latency.p50_us,
+            p90_us: s.latency.p90_us,
+            p99_us: s.latency.p99_us,
+            p99_9_us: s.latency.p99_9_us,
+            max_us: s.latency.max_us,
+        })
+        .collect()
+}
+
+/// Renders the JSON report.
+pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
+    let histogram = r
+        .latency
+        .iter_recorded()
+        .map(|v| HistogramBucket {
+            value_us: v.value_iterated_to() as f64 / 1000.0,
+            count: v.count_at_value(),
+        })
+        .collect();
+    let doc = JsonReport {
+        tool: "dnsload",
+        version: env!("CARGO_PKG_VERSION"),
+        config: &r.config,
+        query_count: r.query_count,
+        started_unix_secs: r.started_unix_secs,
+        duration_secs: r.duration.as_secs_f64(),
+        sending_secs: r.sending.as_secs_f64(),
+        interrupted: r.interrupted,
+        latency_origin: latency_origin(&r.config),
+        counters: &r.counters,
+        qps: answered_qps(r),
+        loss_pct: loss_pct(&r.counters),
+        rcodes: rcode_rows(&r.counters).into_iter().collect(),
+        latency: r.percentiles(),
+        histogram,
+        series: series_rows(&r.series),
+        ramp: r.ramp.as_ref(),
+    };
+    serde_json::to_string_pretty(&doc)
+}
+
+/// Renders the per-second series as CSV.
+pub fn csv_string(r: &RunResult) -> String {
+    let mut out = String::from(
+        "second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us\n",
+    );
+    for s in series_rows(&r.series) {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            s.second,
+            s.sent,
+            s.answered,
+            s.lost,
+            s.mismatched,
+            s.truncated,
+            s.qps,
+            s.p50_us,
+            s.p90_us,
+            s.p99_us,
+            s.p99_9_us,
+            s.max_us
+        );
+    }
+    out
+}
+
+/// Writes every output file the config asks for.
+pub fn write_outputs(r: &RunResult) -> Result<(), ReportError> {
+    if let Some(path) = &r.config.json {
+        let text = json_string(r).map_err(|source| ReportError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        write(path, &text)?;
+    }
+    if let Some(path) = &r.config.csv {
+        write(path, &csv_string(r))?;
+    }
+    if let Some(path) = &r.config.plot {
+        crate::plot::write_svg(r, path).map_err(|reason| ReportError::Plot {
+            path: path.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+    fs::write(path, text).map_err(|source| ReportError::Write {
+        path: path.into(),
+        source,
+    })
+}

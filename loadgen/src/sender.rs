@@ -1,0 +1,457 @@
+//! The per-worker query loop, the same for UDP and TCP: pick queries, stamp IDs,
+//! send in batches, match answers, expire timeouts, report once a second.
+//!
+//! A worker owns everything it touches (channels, in-flight table, histogram,
+//! picker, pacer); the only shared state is [`Shared`]: the stop flag, the
+//! ramp-controlled rate and the `-n` budget. The transport behind the
+//! [`Channels`] trait only moves bytes.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use std::sync::mpsc::Sender;
+use thiserror::Error;
+
+use crate::inflight::InFlight;
+use crate::limits::{IDLE_SLEEP_NS_MAX, INTERRUPT_DRAIN_NS_MAX, QUERY_BYTES_MAX, SPIN_NS_MAX};
+use crate::queries::{Budget, Order, Picker, QuerySet};
+use crate::schedule::{Pacer, Pacing};
+use crate::stats::{new_histogram, Counters, Interval};
+use crate::wire;
+
+/// Why a worker stopped early.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// A socket or connection could not be set up.
+    #[error("worker {worker}: cannot open channel {channel} to {server}: {source}")]
+    Open {
+        worker: usize,
+        channel: usize,
+        server: std::net::SocketAddr,
+        source: io::Error,
+    },
+    /// Receiving failed in a way that is not "try again".
+    #[error("worker {worker}: receive failed: {source}")]
+    Receive { worker: usize, source: io::Error },
+    /// Waiting for readiness failed.
+    #[error("worker {worker}: poll failed: {source}")]
+    Poll { worker: usize, source: io::Error },
+}
+
+/// State shared by all workers and the main thread.
+pub struct Shared {
+    /// Every query, encoded once.
+    pub queries: QuerySet,
+    /// `-n` budget across workers.
+    pub budget: Budget,
+    /// Set by the main thread at `-l`, at a ramp's end, or on Ctrl-C.
+    pub stop: AtomicBool,
+    /// Set on Ctrl-C: drain for a short while only.
+    pub interrupted: AtomicBool,
+    /// Per-worker target rate as `f64` bits (open loop and `-Q`); the ramp changes it.
+    pub rate_bits: AtomicU64,
+    /// Time zero of the run; all timestamps are nanoseconds since then.
+    pub start: Instant,
+}
+
+impl Shared {
+    /// Nanoseconds since the run started.
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Sets the per-worker rate.
+    pub fn set_rate(&self, qps_per_worker: f64) {
+        self.rate_bits
+            .store(qps_per_worker.to_bits(), Ordering::Relaxed);
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
+    }
+}
+
+/// What one worker is told to do.
+#[derive(Debug, Clone)]
+pub struct WorkerPlan {
+    /// Index, used in reports and for seeding.
+    pub index: usize,
+    /// Core to pin to, if any.
+    pub core: Option<core_affinity::CoreId>,
+    /// Sockets or connections this worker owns.
+    pub channels: usize,
+    /// Outstanding queries this worker allows.
+    pub outstanding_max: usize,
+    /// Closed loop, rate limited or open loop.
+    pub pacing: Pacing,
+    /// Query order.
+    pub order: Order,
+    /// Per-query timeout.
+    pub timeout_ns: u64,
+    /// Messages per batched send.
+    pub batch: usize,
+    /// Seed for this worker's randomness.
+    pub seed: u64,
+}
+
+/// Up to a batch of encoded queries waiting to be sent on one channel.
+pub struct SendBatch {
+    /// `QUERY_BYTES_MAX` bytes per message.
+    bytes: Vec<u8>,
+    /// Length of each message.
+    lens: Vec<usize>,
+    /// ID stamped into each message.
+    ids: Vec<u16>,
+    /// Query index of each message.
+    queries: Vec<u32>,
+}
+
+impl SendBatch {
+    fn new(capacity: usize) -> Self {
+        Self {
+            bytes: vec![0; capacity * QUERY_BYTES_MAX],
+            lens: Vec::with_capacity(capacity),
+            ids: Vec::with_capacity(capacity),
+            queries: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Bit mask with one bit set per message.
+    pub fn all_sent(&self) -> u64 {
+        first_bits(self.len())
+    }
+
+    /// The `i`-th message.
+    pub fn message(&self, i: usize) -> &[u8] {
+        let start = i * QUERY_BYTES_MAX;
+        let len = self.lens.get(i).copied().unwrap_or(0);
+        self.bytes.get(start..start + len).unwrap_or_default()
+    }
+
+    fn clear(&mut self) {
+        self.lens.clear();
+        self.ids.clear();
+        self.queries.clear();
+    }
+
+    fn push(&mut self, template: &[u8], id: u16, query: u32) -> bool {
+        let start = self.lens.len() * QUERY_BYTES_MAX;
+        let Some(dst) = self.bytes.get_mut(start..start + template.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(template);
+        wire::set_id(dst, id);
+        self.lens.push(template.len());
+        self.ids.push(id);
+        self.queries.push(query);
+        true
+    }
+}
+
+/// A mask of the first `n` bits (n ≤ 64).
+pub fn first_bits(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// A set of sockets or connections to the server.
+pub trait Channels {
+    /// Number of channels.
+    fn count(&self) -> usize;
+    /// Sends the batch on `channel`; returns which messages were accepted, one bit
+    /// per message (a transport may reorder, so this need not be a prefix).
+    /// `Err` means the kernel refused them all (counted as send errors).
+    fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64>;
+    /// Delivers every message that can be read without blocking to `on_msg`,
+    /// with the channel index and the time it was read.
+    fn receive(
+        &mut self,
+        start: Instant,
+        on_msg: &mut dyn FnMut(usize, &[u8], u64),
+    ) -> io::Result<()>;
+    /// Blocks up to `timeout_ns` until something is readable (or writable, for
+    /// channels with unsent bytes).
+    fn wait(&mut self, timeout_ns: u64) -> io::Result<()>;
+}
+
+/// Everything a worker owns besides its channels.
+struct Worker<'a> {
+    /// Instructions.
+    plan: WorkerPlan,
+    /// Shared flags and queries.
+    shared: &'a Shared,
+    /// Outstanding queries.
+    inflight: InFlight,
+    /// Next queries to send.
+    picker: Picker,
+    /// When to send.
+    pacer: Pacer,
+    /// Reused send buffer.
+    batch: SendBatch,
+    /// Counts of the current second.
+    counters: Counters,
+    /// Latencies of the current second.
+    latency: Histogram<u64>,
+    /// Second being counted.
+    second: u64,
+    /// Where to report.
+    out: Sender<Interval>,
+    /// Set once sending has stopped: the time by which outstanding answers must arrive.
+    drain_until_ns: Option<u64>,
+    /// Channel to try first in the next send round (spreads batches).
+    next_channel: usize,
+    /// When sending stopped, for the QPS denominator.
+    sending_ended_ns: Option<u64>,
+}
+
+/// Runs one worker until the run stops; reports through `out`.
+pub fn run_worker<C: Channels>(
+    plan: WorkerPlan,
+    shared: &Shared,
+    mut channels: C,
+    out: Sender<Interval>,
+) -> Result<(), WorkerError> {
+    let ids = (plan.outstanding_max * 2).max(plan.batch * 2);
+    let start_ns = shared.now_ns();
+    let mut w = Worker {
+        inflight: InFlight::new(channels.count(), ids),
+        picker: Picker::new(shared.queries.len(), plan.order, plan.seed),
+        pacer: Pacer::new(plan.pacing, start_ns, plan.seed ^ 0x5eed),
+        batch: SendBatch::new(plan.batch),
+        counters: Counters::default(),
+        latency: new_histogram(),
+        second: start_ns / 1_000_000_000,
+        out,
+        drain_until_ns: None,
+        sending_ended_ns: None,
+        next_channel: plan.index,
+        plan,
+        shared,
+    };
+    let result = w.run(&mut channels);
+    w.report_last();
+    result
+}
+
+impl Worker<'_> {
+    fn run<C: Channels>(&mut self, channels: &mut C) -> Result<(), WorkerError> {
+        let worker = self.plan.index;
+        loop {
+            let now = self.shared.now_ns();
+            self.roll_seconds(now);
+            self.maybe_start_drain(now);
+            if self.drain_until_ns.is_none() {
+                self.send_round(channels, now);
+            }
+            let start = self.shared.start;
+            channels
+                .receive(start, &mut |c, msg, t| self.on_answer(c, msg, t))
+                .map_err(|source| WorkerError::Receive { worker, source })?;
+            let now = self.shared.now_ns();
+            self.counters.lost += self.inflight.expire(now, self.plan.timeout_ns);
+            if self.drain_done(now) {
+                self.counters.lost += self.inflight.expire_all();
+                return Ok(());
+            }
+            let sleep = self.sleep_ns(now);
+            if sleep > SPIN_NS_MAX {
+                channels
+                    .wait(sleep)
+                    .map_err(|source| WorkerError::Poll { worker, source })?;
+            }
+        }
+    }
+
+    fn maybe_start_drain(&mut self, now: u64) {
+        if self.drain_until_ns.is_some() {
+            return;
+        }
+        if self.shared.stop.load(Ordering::Relaxed) || self.picker.is_done() {
+            let mut wait = self.plan.timeout_ns;
+            if self.shared.interrupted.load(Ordering::Relaxed) {
+                wait = wait.min(INTERRUPT_DRAIN_NS_MAX);
+            }
+            self.drain_until_ns = Some(now + wait);
+            self.sending_ended_ns = Some(now);
+        }
+    }
+
+    fn drain_done(&self, now: u64) -> bool {
+        match self.drain_until_ns {
+            Some(until) => self.inflight.outstanding() == 0 || now >= until,
+            None => false,
+        }
+    }
+
+    /// One pass over the channels, each getting at most one batch.
+    fn send_round<C: Channels>(&mut self, channels: &mut C, now: u64) {
+        let n = channels.count();
+        for k in 0..n {
+            let room = self
+                .plan
+                .outstanding_max
+                .saturating_sub(self.inflight.outstanding());
+            let due = self
+                .pacer
+                .poll(now, self.shared.rate(), room.min(self.plan.batch));
+            if due == 0 {
+                return;
+            }
+            let channel = (self.next_channel + k) % n;
+            if !self.send_batch(channels, channel, due, now) {
+                return;
+            }
+        }
+        self.next_channel = self.next_channel.wrapping_add(1);
+    }
+
+    /// Builds and sends up to `due` queries on `channel`; false when there was
+    /// nothing left to pick.
+    fn send_batch<C: Channels>(
+        &mut self,
+        channels: &mut C,
+        channel: usize,
+        due: usize,
+        now: u64,
+    ) -> bool {
+        self.batch.clear();
+        for i in 0..due {
+            let Some(q) = self.picker.peek(i, &self.shared.budget) else {
+                break;
+            };
+            let Some(id) = self.inflight.reserve(channel) else {
+                break;
+            };
+            let Some((template, _)) = self.shared.queries.get(q as usize) else {
+                break;
+            };
+            self.batch.push(template, id, q);
+        }
+        if self.batch.is_empty() {
+            return !self.picker.is_done();
+        }
+        let len = self.batch.len();
+        let sent = match channels.send(channel, &self.batch) {
+            Ok(sent) => sent,
+            Err(_) => {
+                // Refused by the kernel (e.g. ICMP port unreachable): these queries
+                // are spent, not retried, so `-n` still ends.
+                self.counters.send_errors += len as u64;
+                self.pacer.consume_sent(len, self.batch.all_sent());
+                self.picker.consume_sent(len, self.batch.all_sent());
+                return true;
+            }
+        };
+        let from_intended = self.pacer.latency_from_intended();
+        let due_times = self.pacer.due_times();
+        for i in (0..len).filter(|i| sent & (1 << i) != 0) {
+            let origin = if from_intended {
+                due_times.get(i).copied().unwrap_or(now)
+            } else {
+                now
+            };
+            self.inflight.insert(
+                channel,
+                self.batch.ids[i],
+                self.batch.queries[i],
+                origin,
+                now,
+            );
+            self.counters.sent += 1;
+        }
+        self.pacer.consume_sent(len, sent);
+        self.picker.consume_sent(len, sent);
+        true
+    }
+
+    fn on_answer(&mut self, channel: usize, msg: &[u8], now: u64) {
+        let Some(h) = wire::read_header(msg) else {
+            self.counters.mismatched += 1;
+            return;
+        };
+        let slot = match self.inflight.get(channel, h.id) {
+            Some(slot) if h.is_response => slot,
+            _ => {
+                self.counters.mismatched += 1;
+                return;
+            }
+        };
+        let Some((query, question_len)) = self.shared.queries.get(slot.query as usize) else {
+            return;
+        };
+        let question_ok = if h.qdcount == 0 {
+            h.rcode != 0
+        } else {
+            h.qdcount == 1 && wire::question_matches(msg, query, question_len)
+        };
+        if !question_ok {
+            self.counters.mismatched += 1;
+            return;
+        }
+        self.inflight.complete(channel, h.id);
+        self.counters.answered += 1;
+        self.counters.truncated += u64::from(h.truncated);
+        if let Some(r) = self.counters.rcodes.get_mut(usize::from(h.rcode)) {
+            *r += 1;
+        }
+        self.latency
+            .saturating_record(now.saturating_sub(slot.origin_ns).max(1));
+    }
+
+    /// How long the worker may sleep before it has something to do.
+    fn sleep_ns(&mut self, now: u64) -> u64 {
+        let mut until = now + IDLE_SLEEP_NS_MAX;
+        let room = self.inflight.outstanding() < self.plan.outstanding_max;
+        if self.drain_until_ns.is_none() && room {
+            match self.pacer.next_due_ns() {
+                None => return 0,
+                Some(due) => until = until.min(due),
+            }
+        }
+        if let Some(oldest) = self.inflight.oldest_sent_ns() {
+            until = until.min(oldest + self.plan.timeout_ns);
+        }
+        until = until.min((self.second + 1) * 1_000_000_000);
+        until.saturating_sub(now)
+    }
+
+    /// Ships the counts of every second that has ended.
+    fn roll_seconds(&mut self, now: u64) {
+        while now >= (self.second + 1) * 1_000_000_000 {
+            self.ship(false);
+            self.second += 1;
+        }
+    }
+
+    fn ship(&mut self, last: bool) {
+        let iv = Interval {
+            worker: self.plan.index,
+            second: self.second,
+            counters: std::mem::take(&mut self.counters),
+            latency: std::mem::replace(&mut self.latency, new_histogram()),
+            last,
+            sending_ended_ns: self.sending_ended_ns.filter(|_| last),
+        };
+        let _ = self.out.send(iv);
+    }
+
+    fn report_last(&mut self) {
+        self.roll_seconds(self.shared.now_ns());
+        self.ship(true);
+    }
+}

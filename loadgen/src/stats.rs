@@ -1,0 +1,257 @@
+//! Counters and latency histograms, per worker and per second, and their merge.
+//!
+//! Each worker owns its counters and an HDR histogram and ships them to the main
+//! thread once per elapsed second (shared nothing: no atomics on the hot path).
+//! The [`Aggregator`] closes a second once every worker has reported it, which
+//! yields the per-second series and the run totals.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::limits::{HISTOGRAM_SIGFIGS, LATENCY_NS_MAX};
+
+/// What happened to queries, in counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Queries handed to the kernel.
+    pub sent: u64,
+    /// Answers matched to an outstanding query by ID and question.
+    pub answered: u64,
+    /// Queries with no matching answer within the timeout.
+    pub lost: u64,
+    /// Answers that matched no outstanding query (wrong ID, wrong question, not a response).
+    pub mismatched: u64,
+    /// Matched answers with the TC bit set.
+    pub truncated: u64,
+    /// Sends the kernel refused with an error other than "try again".
+    pub send_errors: u64,
+    /// Matched answers per header rcode.
+    pub rcodes: [u64; 16],
+}
+
+impl Counters {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counters) {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.lost += other.lost;
+        self.mismatched += other.mismatched;
+        self.truncated += other.truncated;
+        self.send_errors += other.send_errors;
+        for (a, b) in self.rcodes.iter_mut().zip(other.rcodes.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// A latency histogram in nanoseconds, 1 ns to [`LATENCY_NS_MAX`].
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, HISTOGRAM_SIGFIGS)
+        .expect("histogram bounds are constants checked by the unit tests")
+}
+
+/// One worker's report for one second of the run.
+#[derive(Debug)]
+pub struct Interval {
+    /// Worker index.
+    pub worker: usize,
+    /// Second of the run (0-based) this covers.
+    pub second: u64,
+    /// Counts during that second.
+    pub counters: Counters,
+    /// Latencies of answers received during that second.
+    pub latency: Histogram<u64>,
+    /// Last report of this worker: it has stopped.
+    pub last: bool,
+    /// When this worker stopped sending (ns since start), in its last report.
+    /// QPS is answers over the sending time, so waiting for stragglers after the
+    /// end does not dilute it.
+    pub sending_ended_ns: Option<u64>,
+}
+
+/// Latency summary in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub min_us: f64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p99_9_us: f64,
+    pub p99_99_us: f64,
+    pub max_us: f64,
+}
+
+impl Percentiles {
+    /// Summary of `h` (zeros when empty).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Self {
+            min_us: us(h.min()),
+            mean_us: h.mean() / 1000.0,
+            p50_us: us(h.value_at_quantile(0.5)),
+            p90_us: us(h.value_at_quantile(0.9)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p99_9_us: us(h.value_at_quantile(0.999)),
+            p99_99_us: us(h.value_at_quantile(0.9999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+/// The whole run's view of one second.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondStats {
+    /// Second of the run (0-based).
+    pub second: u64,
+    /// Counts in that second, all workers.
+    pub counters: Counters,
+    /// Answers received in that second (the last second of a run may be partial,
+    /// and may hold only the wait for late answers).
+    pub qps: f64,
+    /// Latency of the answers received in that second.
+    pub latency: Percentiles,
+    /// Histogram of that second, kept for ramp steps; not serialised.
+    #[serde(skip)]
+    pub histogram: Histogram<u64>,
+}
+
+/// Merges worker intervals into closed seconds and run totals.
+pub struct Aggregator {
+    /// Highest second each worker has reported, `None` before the first report.
+    reported: Vec<Option<u64>>,
+    /// Workers that sent their last report.
+    finished: Vec<bool>,
+    /// Seconds with some reports but not yet closed.
+    open: BTreeMap<u64, (Counters, Histogram<u64>)>,
+    /// Next second to close.
+    next_second: u64,
+    /// Totals over the whole run.
+    pub total: Counters,
+    /// All latencies of the run.
+    pub total_latency: Histogram<u64>,
+    /// Latest time any worker stopped sending, ns since start.
+    pub sending_ended_ns: u64,
+}
+
+impl Aggregator {
+    /// An aggregator for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            reported: vec![None; workers],
+            finished: vec![false; workers],
+            open: BTreeMap::new(),
+            next_second: 0,
+            total: Counters::default(),
+            total_latency: new_histogram(),
+            sending_ended_ns: 0,
+        }
+    }
+
+    /// True when every worker has stopped.
+    pub fn all_finished(&self) -> bool {
+        self.finished.iter().all(|f| *f)
+    }
+
+    /// Takes one interval; returns the seconds it closed, in order.
+    pub fn add(&mut self, iv: Interval) -> Vec<SecondStats> {
+        self.total.add(&iv.counters);
+        self.sending_ended_ns = self.sending_ended_ns.max(iv.sending_ended_ns.unwrap_or(0));
+        let _ = self.total_latency.add(&iv.latency);
+        let entry = self
+            .open
+            .entry(iv.second)
+            .or_insert_with(|| (Counters::default(), new_histogram()));
+        entry.0.add(&iv.counters);
+        let _ = entry.1.add(&iv.latency);
+        if let Some(r) = self.reported.get_mut(iv.worker) {
+            *r = Some(r.map_or(iv.second, |s| s.max(iv.second)));
+        }
+        if iv.last {
+            if let Some(f) = self.finished.get_mut(iv.worker) {
+                *f = true;
+            }
+        }
+        self.close_ready()
+    }
+
+    fn close_ready(&mut self) -> Vec<SecondStats> {
+        let all_done = self.all_finished();
+        let closable = self
+            .reported
+            .iter()
+            .zip(&self.finished)
+            .filter(|(_, f)| !**f)
+            .map(|(r, _)| r.map_or(-1, |s| s as i64))
+            .min()
+            .unwrap_or(i64::MAX);
+        let mut closed = Vec::new();
+        while let Some((&second, _)) = self.open.first_key_value() {
+            if !all_done && second as i64 > closable {
+                break;
+            }
+            let Some((_, (counters, histogram))) = self.open.pop_first() else {
+                break;
+            };
+            closed.push(SecondStats {
+                second,
+                qps: counters.answered as f64,
+                latency: Percentiles::of(&histogram),
+                counters,
+                histogram,
+            });
+            self.next_second = second + 1;
+        }
+        closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(worker: usize, second: u64, answered: u64, last: bool) -> Interval {
+        let mut latency = new_histogram();
+        latency.record(1000).unwrap();
+        Interval {
+            worker,
+            second,
+            counters: Counters {
+                answered,
+                sent: answered,
+                ..Default::default()
+            },
+            latency,
+            last,
+            sending_ended_ns: None,
+        }
+    }
+
+    #[test]
+    fn seconds_close_when_every_worker_reported() {
+        let mut a = Aggregator::new(2);
+        assert!(a.add(iv(0, 0, 5, false)).is_empty());
+        let closed = a.add(iv(1, 0, 7, false));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].counters.answered, 12);
+        assert_eq!(closed[0].latency.p50_us, 1.0);
+        assert!(a.add(iv(0, 1, 1, true)).is_empty());
+        let closed = a.add(iv(1, 1, 1, true));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].qps, 2.0);
+        assert!(a.all_finished());
+        assert_eq!(a.total.answered, 14);
+    }
+
+    #[test]
+    fn histogram_bounds_are_valid() {
+        let mut h = new_histogram();
+        h.saturating_record(u64::MAX);
+        assert!(Percentiles::of(&h).max_us as u64 >= LATENCY_NS_MAX / 1000);
+    }
+}

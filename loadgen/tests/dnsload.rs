@@ -1,0 +1,529 @@
+//! End-to-end tests of the `dnsload` binary: against a real knotd on loopback and
+//! against an in-process UDP server whose delay, stall, drops and wrong IDs are
+//! known, so the measured numbers can be checked against the truth.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{dnsload, read_json, Behaviour, Knot, TestServer};
+
+/// Upper bound on any single dnsload run in these tests.
+const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+fn ms(v: &Value) -> f64 {
+    v.as_f64().expect("number") / 1000.0
+}
+
+fn count(json: &Value, field: &str) -> u64 {
+    json["counters"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counters.{field} missing"))
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "dnsload failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+#[test]
+fn knot_udp_closed_loop_answers_everything_with_the_right_rcodes() {
+    let knot = Knot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let qfile = dir.path().join("queries.txt");
+    std::fs::write(&qfile, "; comment\n\nwww.example. A\nwww.example. AAAA\n# another\nnope.example. A\nsvc7.example A\n").unwrap();
+    let json = dir.path().join("out.json");
+    let port = knot.port.to_string();
+    let out = dnsload(
+        &[
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-d",
+            qfile.to_str().unwrap(),
+            "-n",
+            "200",
+            "-q",
+            "20",
+            "-T",
+            "1",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    assert_eq!(count(&j, "sent"), 800);
+    assert_eq!(count(&j, "answered"), 800);
+    assert_eq!(count(&j, "lost"), 0);
+    assert_eq!(count(&j, "mismatched"), 0);
+    assert_eq!(j["rcodes"]["NOERROR"], 600);
+    assert_eq!(j["rcodes"]["NXDOMAIN"], 200);
+    assert!(
+        stdout(&out).contains("NXDOMAIN"),
+        "summary shows the rcode table"
+    );
+}
+
+#[test]
+fn knot_tcp_pipelined_and_ipv6() {
+    let knot = Knot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = knot.port.to_string();
+    for (server, mode) in [("127.0.0.1", "tcp"), ("::1", "udp"), ("::1", "tcp")] {
+        let json = dir.path().join(format!("{mode}-{}.json", server.len()));
+        let out = dnsload(
+            &[
+                "-s",
+                server,
+                "-p",
+                &port,
+                "-m",
+                mode,
+                "--names",
+                "svc{0..99}.example",
+                "-n",
+                "5",
+                "-c",
+                "2",
+                "-q",
+                "50",
+                "--no-pin",
+                "--json",
+                json.to_str().unwrap(),
+            ],
+            RUN_LIMIT,
+        );
+        assert_ok(&out);
+        let j = read_json(&json);
+        assert_eq!(count(&j, "answered"), 500, "{server} {mode}");
+        assert_eq!(count(&j, "lost"), 0, "{server} {mode}");
+        assert_eq!(j["rcodes"]["NOERROR"], 500, "{server} {mode}");
+    }
+}
+
+#[test]
+fn knot_ramp_reports_steps_and_a_knee() {
+    let knot = Knot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ramp.json");
+    let port = knot.port.to_string();
+    let out = dnsload(
+        &[
+            "-p",
+            &port,
+            "--names",
+            "svc{0..99}.example",
+            "--ramp",
+            "--ramp-start",
+            "500",
+            "--ramp-step",
+            "500",
+            "--ramp-step-secs",
+            "1",
+            "--ramp-max",
+            "1500",
+            "--ramp-max-p99",
+            "50",
+            "-t",
+            "1",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    let steps = j["ramp"]["steps"].as_array().expect("ramp steps");
+    assert_eq!(steps.len(), 3, "{}", stdout(&out));
+    assert_eq!(j["ramp"]["knee_qps"], 1500.0);
+    assert!(stdout(&out).contains("knee: 1500 qps"));
+}
+
+#[test]
+fn measured_latency_matches_injected_delay() {
+    // Tolerance: every answer is held 20 ms, so nothing may be faster. What the
+    // machine adds on top (scheduling of the test server thread and of dnsload on a
+    // shared 2-core box running other tests in parallel) is allowed up to +10 ms at
+    // p50 and +40 ms at p99; a generator that measured from the wrong moment or lost
+    // the delay would be off by far more (or below 20 ms).
+    let server = TestServer::start(Behaviour {
+        delay: Duration::from_millis(20),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("delay.json");
+    let out = dnsload(
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "d{0..999}.test",
+            "-l",
+            "2",
+            "-q",
+            "10",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    let lat = &j["latency"];
+    assert!(ms(&lat["min_us"]) >= 20.0, "min {}", lat["min_us"]);
+    assert!(
+        (20.0..30.0).contains(&ms(&lat["p50_us"])),
+        "p50 {}",
+        lat["p50_us"]
+    );
+    assert!(
+        (20.0..60.0).contains(&ms(&lat["p99_us"])),
+        "p99 {}",
+        lat["p99_us"]
+    );
+    // Closed loop with 10 outstanding and 20 ms each: about 500 answers per second.
+    let qps = j["qps"].as_f64().unwrap();
+    assert!((200.0..520.0).contains(&qps), "qps {qps}");
+}
+
+#[test]
+fn open_loop_shows_a_stall_in_the_tail() {
+    // The server stops answering once for 200 ms. In open loop the schedule keeps
+    // going, so the ~200 queries meant to leave during the stall all wait and the
+    // tail (p99.9, max) shows it; the send rate does not drop.
+    let server = TestServer::start(Behaviour {
+        stall: Some((Duration::from_millis(500), Duration::from_millis(200))),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("stall.json");
+    let out = dnsload(
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "s{0..999}.test",
+            "--rate",
+            "1000",
+            "-l",
+            "2",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    let lat = &j["latency"];
+    assert!(ms(&lat["max_us"]) >= 180.0, "max {}", lat["max_us"]);
+    assert!(ms(&lat["p99_9_us"]) >= 150.0, "p99.9 {}", lat["p99_9_us"]);
+    assert!(
+        ms(&lat["p99_us"]) >= 100.0,
+        "p99 {} (10% of queries hit the stall)",
+        lat["p99_us"]
+    );
+    assert!(ms(&lat["p50_us"]) < 20.0, "p50 {}", lat["p50_us"]);
+    let sent = count(&j, "sent");
+    assert!(
+        (1900..=2100).contains(&sent),
+        "sent {sent}: the rate must not drop during the stall"
+    );
+    assert_eq!(count(&j, "lost"), 0);
+}
+
+#[test]
+fn dropped_answers_are_counted_as_lost() {
+    let server = TestServer::start(Behaviour {
+        drop_every: Some(10),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("drop.json");
+    let out = dnsload(
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "x{0..999}.test",
+            "-n",
+            "1",
+            "-q",
+            "20",
+            "-t",
+            "0.5",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    let dropped = server
+        .counts
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dropped, 100);
+    assert_eq!(count(&j, "sent"), 1000);
+    assert_eq!(count(&j, "lost"), dropped);
+    assert_eq!(count(&j, "answered"), 1000 - dropped);
+}
+
+#[test]
+fn wrong_id_answers_are_mismatches() {
+    let server = TestServer::start(Behaviour {
+        wrong_id_every: Some(7),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("wrongid.json");
+    let out = dnsload(
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "w{0..699}.test",
+            "-n",
+            "1",
+            "-q",
+            "10",
+            "-t",
+            "0.5",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    let wrong = server
+        .counts
+        .wrong_ids
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(wrong, 100);
+    assert_eq!(count(&j, "mismatched"), wrong);
+    assert_eq!(count(&j, "lost"), wrong, "the right answer never came");
+    assert_eq!(count(&j, "answered"), 700 - wrong);
+}
+
+#[test]
+fn json_csv_and_plot_carry_everything() {
+    let server = TestServer::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (json, csv, svg) = (
+        dir.path().join("r.json"),
+        dir.path().join("r.csv"),
+        dir.path().join("r.svg"),
+    );
+    let out = dnsload(
+        &[
+            "-p",
+            &server.port(),
+            "--names",
+            "j{0..99}.test",
+            "--qtype",
+            "A=1,AAAA=1",
+            "--rate",
+            "300",
+            "--spacing",
+            "poisson",
+            "-l",
+            "2",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    for key in [
+        "tool",
+        "version",
+        "config",
+        "query_count",
+        "started_unix_secs",
+        "duration_secs",
+        "interrupted",
+        "latency_origin",
+        "counters",
+        "qps",
+        "loss_pct",
+        "rcodes",
+        "latency",
+        "histogram",
+        "series",
+        "ramp",
+    ] {
+        assert!(j.get(key).is_some(), "JSON lacks {key}");
+    }
+    for key in [
+        "sent",
+        "answered",
+        "lost",
+        "mismatched",
+        "truncated",
+        "send_errors",
+        "rcodes",
+    ] {
+        assert!(j["counters"].get(key).is_some(), "JSON counters lack {key}");
+    }
+    for key in [
+        "min_us",
+        "mean_us",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p99_9_us",
+        "p99_99_us",
+        "max_us",
+    ] {
+        assert!(j["latency"][key].is_number(), "JSON latency lacks {key}");
+    }
+    assert_eq!(j["latency_origin"], "intended send time");
+    assert_eq!(j["config"]["load"]["kind"], "open");
+    let hist = j["histogram"].as_array().unwrap();
+    assert!(!hist.is_empty() && hist[0]["value_us"].is_number() && hist[0]["count"].is_u64());
+    let total: u64 = hist.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, count(&j, "answered"));
+    let series = j["series"].as_array().unwrap();
+    assert!(series.len() >= 2);
+    for key in [
+        "second",
+        "sent",
+        "answered",
+        "lost",
+        "mismatched",
+        "truncated",
+        "qps",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p99_9_us",
+        "max_us",
+    ] {
+        assert!(series[0].get(key).is_some(), "JSON series lacks {key}");
+    }
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv_text.starts_with("second,sent,answered,lost"));
+    assert_eq!(csv_text.lines().count(), series.len() + 1);
+    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg_text.contains("<svg") && svg_text.contains("queries per second"));
+    assert!(stderr(&out).contains("qps"), "progress lines on stderr");
+}
+
+#[test]
+fn ctrl_c_prints_what_it_has() {
+    let server = TestServer::start(Behaviour::default());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dnsload"))
+        .args([
+            "-p",
+            &server.port(),
+            "--names",
+            "c{0..99}.test",
+            "-l",
+            "60",
+            "-Q",
+            "500",
+            "--no-pin",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = support::wait_bounded(child, Duration::from_secs(5));
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("Interrupted:          yes"), "{text}");
+    assert!(text.contains("Queries answered:"), "{text}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_type = dir.path().join("bad.txt");
+    std::fs::write(&bad_type, "ok.example A\nbad.example BOGUS\n").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["-d", "/nonexistent/queries.txt"],
+            "/nonexistent/queries.txt",
+        ),
+        (
+            &["-d", bad_type.to_str().unwrap()],
+            "bad.txt:2: unknown query type \"BOGUS\"",
+        ),
+        (&["--names", "svc{9..1}.test"], "--names"),
+        (&["--names", "a.test", "--qtype", "NOPE"], "unknown type"),
+        (
+            &["-s", "not-an-address", "--names", "a.test"],
+            "not an IP address",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = dnsload(args, Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+    }
+    let out = dnsload(&["--bogus-flag"], Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn closed_port_ends_with_every_query_accounted_for() {
+    // Nothing listens there: the kernel answers with ICMP port unreachable, which
+    // shows up as refused sends. The run must still end by itself at -n.
+    let port = support::free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("closed.json");
+    let out = dnsload(
+        &[
+            "-p",
+            &port,
+            "--names",
+            "z{0..99}.test",
+            "-n",
+            "1",
+            "-t",
+            "0.3",
+            "--no-pin",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_ok(&out);
+    let j = read_json(&json);
+    assert_eq!(count(&j, "answered"), 0);
+    assert_eq!(count(&j, "lost") + count(&j, "send_errors"), 100);
+    assert_eq!(count(&j, "sent"), count(&j, "lost"));
+}

@@ -1,0 +1,282 @@
+//! Test harness: run the real `dnsload` binary with a time bound, a real `knotd`
+//! on loopback, and a small in-process UDP server with injected behaviour (delay,
+//! one stall, dropped answers, wrong IDs). Every process and thread is stopped on
+//! drop, so a failing test leaves nothing behind.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Runs `dnsload` with `args`; kills it and fails the test if it runs past `limit`.
+pub fn dnsload(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_dnsload"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dnsload");
+    wait_bounded(child, limit)
+}
+
+/// Waits for `child` at most `limit`, then kills it and panics.
+pub fn wait_bounded(child: Child, limit: Duration) -> Output {
+    let mut guard = KillOnDrop(Some(child));
+    let start = Instant::now();
+    loop {
+        let done = guard
+            .0
+            .as_mut()
+            .map(|c| c.try_wait().expect("try_wait").is_some());
+        if done == Some(true) {
+            let child = guard.0.take().expect("child present");
+            return child.wait_with_output().expect("collect output");
+        }
+        if start.elapsed() > limit {
+            panic!("dnsload ran longer than {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the child process when dropped.
+pub struct KillOnDrop(pub Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Parses the JSON report at `path`.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("JSON report written");
+    serde_json::from_str(&text).expect("JSON report parses")
+}
+
+/// A free port on loopback (for UDP and TCP; the race with other processes is
+/// acceptable in tests).
+pub fn free_port() -> u16 {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+/// Sends one A query for `name` and waits up to `wait` for any answer.
+pub fn probe(server: SocketAddr, wait: Duration) -> bool {
+    let bind = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let Ok(sock) = UdpSocket::bind(bind) else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(wait));
+    let query = [
+        0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0,
+        0, 6, 0, 1,
+    ];
+    if sock.send_to(&query, server).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(sock.recv_from(&mut buf), Ok((n, _)) if n >= 12 && buf[0] == 0x12)
+}
+
+/// A `knotd` serving `example.` from a temp dir, on a free loopback port.
+pub struct Knot {
+    /// The daemon; killed on drop.
+    _child: KillOnDrop,
+    /// Holds the zone, config and run files.
+    _dir: tempfile::TempDir,
+    /// Port it listens on (127.0.0.1 and ::1, UDP and TCP).
+    pub port: u16,
+}
+
+fn find_knotd() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("knotd"))
+        .find(|p| p.is_file())
+}
+
+/// The test zone: a few fixed names plus `svc0`..`svc99` A records.
+fn zone() -> String {
+    let mut z = String::from(
+        "$ORIGIN example.\n$TTL 300\n@ SOA ns.example. admin.example. 1 3600 600 86400 300\n\
+         @ NS ns.example.\nns A 127.0.0.1\nwww A 192.0.2.1\nwww AAAA 2001:db8::1\n",
+    );
+    for i in 0..100 {
+        z.push_str(&format!("svc{i} A 192.0.2.{i}\n"));
+    }
+    z
+}
+
+impl Knot {
+    /// Starts knotd and waits until it answers. Fails the test (never skips) when
+    /// knotd is not installed.
+    pub fn start() -> Knot {
+        let knotd = find_knotd().unwrap_or_else(|| {
+            panic!("knotd not found in PATH or /usr/sbin: these tests need a real DNS server; install it with `apt-get install knot`")
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("example.zone"), zone()).expect("write zone");
+        let conf = format!(
+            "server:\n  listen: [127.0.0.1@{port}, ::1@{port}]\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n\
+             database:\n  storage: {d}\nzone:\n  - domain: example.\n    file: {d}/example.zone\n\
+             log:\n  - target: stderr\n    any: error\n"
+        );
+        let conf_path = dir.path().join("knot.conf");
+        std::fs::write(&conf_path, conf).expect("write config");
+        let child = Command::new(knotd)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn knotd");
+        let knot = Knot {
+            _child: KillOnDrop(Some(child)),
+            _dir: dir,
+            port,
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !probe(addr, Duration::from_millis(100)) {
+            assert!(
+                Instant::now() < deadline,
+                "knotd did not answer on {addr} within 10 s"
+            );
+        }
+        knot
+    }
+}
+
+/// What the in-process test server does to queries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Behaviour {
+    /// Every answer is held this long.
+    pub delay: Duration,
+    /// Once, this long after the first query, stop answering for the second
+    /// duration; answers due in that window leave when it ends.
+    pub stall: Option<(Duration, Duration)>,
+    /// Drop the answer to every N-th query.
+    pub drop_every: Option<u64>,
+    /// Answer every N-th query with a wrong ID (and never with the right one).
+    pub wrong_id_every: Option<u64>,
+}
+
+/// Counts of what the test server did.
+#[derive(Debug, Default)]
+pub struct ServerCounts {
+    /// Queries received.
+    pub received: AtomicU64,
+    /// Answers dropped on purpose.
+    pub dropped: AtomicU64,
+    /// Answers sent with a wrong ID.
+    pub wrong_ids: AtomicU64,
+}
+
+/// A UDP server thread on 127.0.0.1 with injected behaviour; stopped on drop.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it did.
+    pub counts: Arc<ServerCounts>,
+    /// Tells the thread to stop.
+    stop: Arc<AtomicBool>,
+    /// The thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts the server.
+    pub fn start(behaviour: Behaviour) -> TestServer {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind test server");
+        let addr = sock.local_addr().expect("addr");
+        let counts = Arc::new(ServerCounts::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (Arc::clone(&counts), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || serve(sock, behaviour, &c, &s));
+        TestServer {
+            addr,
+            counts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The port, as text for `-p`.
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(sock: UdpSocket, b: Behaviour, counts: &ServerCounts, stop: &AtomicBool) {
+    let mut pending: std::collections::VecDeque<(Instant, Vec<u8>, SocketAddr)> =
+        Default::default();
+    let mut first: Option<Instant> = None;
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        while pending.front().is_some_and(|(t, _, _)| *t <= now) {
+            let (_, msg, to) = pending.pop_front().expect("front exists");
+            let _ = sock.send_to(&msg, to);
+        }
+        let wait = pending
+            .front()
+            .map_or(Duration::from_millis(5), |(t, _, _)| {
+                t.saturating_duration_since(now)
+            });
+        let _ = sock.set_read_timeout(Some(
+            wait.clamp(Duration::from_micros(100), Duration::from_millis(5)),
+        ));
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if n < 12 {
+            continue;
+        }
+        let now = Instant::now();
+        let start = *first.get_or_insert(now);
+        let seq = counts.received.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut reply = buf[..n].to_vec();
+        reply[2] |= 0x80;
+        if b.drop_every.is_some_and(|k| seq % k == 0) {
+            counts.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if b.wrong_id_every.is_some_and(|k| seq % k == 0) {
+            reply[0] ^= 0x80;
+            counts.wrong_ids.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut release = now + b.delay;
+        if let Some((after, len)) = b.stall {
+            let (from_t, until) = (start + after, start + after + len);
+            if now >= from_t && now < until {
+                release = release.max(until);
+            }
+        }
+        pending.push_back((release, reply, from));
+    }
+}

@@ -90,6 +90,13 @@ pub fn handle(
     let log = block
         .log
         .then(|| QueryLog::new(client, &query, proto, packet.len(), now));
+    if block.whoami {
+        let len = wire::write_whoami(&query, client, transport == Transport::Tcp, out);
+        if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
+            meter.answered(&shard.stats, answer, Plugin::Server);
+        }
+        return Handled::Reply(len);
+    }
     let limit = max_len.min(out.len());
     let hit = cached_reply(
         shard,

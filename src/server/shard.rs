@@ -47,6 +47,8 @@ pub struct Block {
     /// EDNS UDP size advertised upstream.
     pub bufsize: u16,
     pub errors: bool,
+    /// `whoami`: answer with the client's address instead of forwarding.
+    pub whoami: bool,
     /// `log`: one line per answered query.
     pub log: bool,
 }
@@ -151,6 +153,7 @@ impl Block {
             inflight: Inflight::default(),
             bufsize: block.bufsize.unwrap_or(limits::UPSTREAM_BUFSIZE_DEFAULT),
             errors: block.errors,
+            whoami: block.whoami,
             log: block.log,
         }
     }

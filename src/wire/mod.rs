@@ -23,6 +23,9 @@ pub use query::{
 mod tests;
 
 mod matching;
+mod whoami;
+
+pub use whoami::write_whoami;
 
 pub use matching::{
     answer_matches, is_truncated, message_id, name_to_string, question_bytes, set_message_id,

@@ -1,5 +1,6 @@
 //! `nodelocaldns`: command line → node-cache behaviour (Corefile, interface, rules)
 //! and the server, until a stop signal. The work is in [`nodelocaldns::node::run`].
+//! `nodelocaldns doctor ...` runs [`nodelocaldns::doctor`] instead.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,10 @@ use nodelocaldns::cli::Cli;
 use nodelocaldns::{node, server};
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("doctor") {
+        return ExitCode::from(nodelocaldns::doctor::main(&args[2..]));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -15,7 +20,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = match Cli::parse_from_args(std::env::args()) {
+    let cli = match Cli::parse_from_args(args) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();

@@ -272,7 +272,7 @@ pub fn rules(cli: &Cli, mode: Mode, ips: &[IpAddr]) -> Vec<Check> {
             Check::new(
                 "rules",
                 Status::Fail,
-                format!("{} of {} rules missing: {}", missing.len(), expected.len(), missing.join("; ")),
+                missing_text(&missing, expected.len()),
             )
             .hint("the cache installs them once it answers and re-adds them every -syncinterval; is it running with -setupiptables? A lock error shows in coredns_nodecache_setup_errors_total"),
         );
@@ -515,6 +515,27 @@ pub fn resolv_conf(path: &Path, ips: &[IpAddr]) -> Check {
             .hint("a local stub (systemd-resolved): reachable from the host network only; prefer /run/systemd/resolve/resolv.conf");
     }
     Check::new(name, Status::Ok, format!("nameservers {}", join(&servers)))
+}
+
+/// "none of the 24 rules", or the first few missing ones.
+fn missing_text(missing: &[String], total: usize) -> String {
+    const SHOWN: usize = 3;
+    if missing.len() == total {
+        return format!("none of the {total} rules is present");
+    }
+    let mut text = format!("{} of {total} rules missing: ", missing.len());
+    text.push_str(
+        &missing
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    if missing.len() > SHOWN {
+        text.push_str(&format!("; and {} more", missing.len() - SHOWN));
+    }
+    text
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {

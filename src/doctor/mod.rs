@@ -254,10 +254,12 @@ pub fn main(args: &[String]) -> u8 {
         }
     };
     let report = examine(&options);
-    if options.json {
-        println!("{:#}", report.to_json());
+    let text = if options.json {
+        format!("{:#}\n", report.to_json())
     } else {
-        print!("{}", report.to_text());
-    }
+        report.to_text()
+    };
+    // A closed pipe (`doctor | head`) is not the node's problem.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     u8::from(report.problems() > 0)
 }

@@ -306,31 +306,27 @@ pub fn conntrack(cli: &Cli, mode: Mode, ips: &[IpAddr]) -> Vec<Check> {
             "Cilium LRP: redirected in eBPF",
         )];
     }
+    let own: BTreeSet<IpAddr> = netif::addresses().into_values().flatten().collect();
     let mut checks = Vec::new();
     for ip in ips {
-        let mut entries = 0;
+        // Entries by origin: the node itself (e.g. the cache's start-up probe, sent
+        // before its rules were in) or anything else (pods: the bypass is broken).
+        let (mut from_node, mut from_others) = (0, 0);
         for proto in ["udp", "tcp"] {
             let out = Command::new("conntrack")
                 .args(["-L", "-d", &ip.to_string(), "-p", proto, "--dport"])
                 .arg(cli.dns_port.to_string())
                 .stdin(Stdio::null())
                 .output();
-            match out {
-                Ok(out) if out.status.success() => {
-                    entries += String::from_utf8_lossy(&out.stdout)
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .count();
-                }
+            let out = match out {
+                Ok(out) if out.status.success() => out,
                 Ok(out) => {
+                    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
                     return vec![Check::new(
                         "conntrack",
                         Status::Warn,
-                        format!(
-                            "cannot list: {}",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        ),
-                    )]
+                        format!("cannot list: {err}"),
+                    )];
                 }
                 Err(_) => {
                     return vec![Check::new(
@@ -342,17 +338,36 @@ pub fn conntrack(cli: &Cli, mode: Mode, ips: &[IpAddr]) -> Vec<Check> {
                     "install conntrack (Debian package conntrack) to check the conntrack bypass",
                 )]
                 }
+            };
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let source = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("src="))
+                    .and_then(|s| s.parse::<IpAddr>().ok());
+                match source {
+                    Some(source) if own.contains(&source) => from_node += 1,
+                    Some(_) => from_others += 1,
+                    None => {}
+                }
             }
         }
-        checks.push(if entries == 0 {
-            Check::new(format!("conntrack {ip}"), Status::Ok, format!("no entries for DNS to {ip}"))
-        } else {
+        let name = format!("conntrack {ip}");
+        checks.push(if from_others > 0 {
             Check::new(
-                format!("conntrack {ip}"),
+                name,
                 Status::Fail,
-                format!("{entries} conntrack entries for DNS to {ip}"),
+                format!("{from_others} conntrack entries for DNS from clients to {ip}"),
             )
             .hint("DNS to the local IP should skip conntrack (raw NOTRACK rules): check the rules; flows that began while they were missing expire within minutes")
+        } else if from_node > 0 {
+            Check::new(
+                name,
+                Status::Warn,
+                format!("{from_node} conntrack entries for DNS from this node to {ip}"),
+            )
+            .hint("usually the cache's start-up probe, sent before its rules were in; they expire within a minute")
+        } else {
+            Check::new(name, Status::Ok, format!("no entries for DNS to {ip}"))
         });
     }
     checks

@@ -24,3 +24,7 @@ bench-core: build
 
 clean:
 	cargo clean
+
+.PHONY: image
+image:
+	ci/image.sh

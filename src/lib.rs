@@ -9,10 +9,12 @@
 //! - [`telemetry`]: per-shard counters → CoreDNS metrics, health, readiness.
 //! - [`cli`]: command-line flags, node-cache style.
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
+//! - [`doctor`]: `nodelocaldns doctor`, what is wrong with this node's DNS path.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod limits;
 pub mod node;
 pub mod server;

@@ -1,5 +1,6 @@
 //! `nodelocaldns`: command line → node-cache behaviour (Corefile, interface, rules)
 //! and the server, until a stop signal. The work is in [`nodelocaldns::node::run`].
+//! `nodelocaldns doctor ...` runs [`nodelocaldns::doctor`] instead.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,11 @@ use nodelocaldns::cli::Cli;
 use nodelocaldns::{node, server};
 
 fn main() -> ExitCode {
-    let cli = match Cli::parse_from_args(std::env::args()) {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("doctor") {
+        return ExitCode::from(nodelocaldns::doctor::main(&args[2..]));
+    }
+    let cli = match Cli::parse_from_args(args) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();

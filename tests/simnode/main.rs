@@ -1,0 +1,355 @@
+//! End to end on a simulated Kubernetes node (see `node.rs`): a pod's libc resolver
+//! (`getent ahosts`) asks the kube-dns ClusterIP, the cache started with the committed
+//! DaemonSet's args answers, conntrack stays out of it, a stub domain of the kube-dns
+//! ConfigMap resolves, a restart loses no lookup, the teardown gives kube-proxy's DNAT
+//! path back; the same in Cilium-LRP-like mode; and `nodelocaldns doctor` on the node,
+//! healthy and with each fault planted. Needs root (ci/deps.sh installs the tools).
+
+#[allow(dead_code)]
+#[path = "../node/harness.rs"]
+mod harness;
+mod node;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness::wait_until;
+use node::{can_run, failed, Node, KUBE_DNS, LOCAL_DNS, NODE_IP, OUR_RULES};
+
+/// Longest wait for something the cache does within a second or two.
+const SETTLE: Duration = Duration::from_secs(8);
+const IFACE: &str = "nodelocaldns";
+
+fn signal(pid: u32, sig: i32) {
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+fn wait_rules(node: &Node, count: usize) {
+    assert!(
+        wait_until(SETTLE, || node.our_rules() == count),
+        "rules: {} of {count}\n{}",
+        node.our_rules(),
+        node.log()
+    );
+}
+
+#[test]
+fn iptables_mode_pod_resolves_through_the_cache_and_gets_dnat_back() {
+    if !can_run() {
+        return;
+    }
+    let mut node = Node::build("ipt");
+    // Before the cache: the pod resolves through kube-proxy's DNAT, over UDP.
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    let direct = node.cluster.udp();
+    assert!(direct > 0);
+
+    let pid = node.start_cache("iptables", &[]);
+    wait_rules(&node, 24);
+    // The pre-cache lookup's DNAT entries would expire; do it now.
+    node.node.run(&["conntrack", "-D", "-d", KUBE_DNS]);
+    assert!(node
+        .node
+        .addresses(IFACE)
+        .iter()
+        .any(|(_, ip, _)| ip == KUBE_DNS));
+
+    // Service names through the cache: the cluster DNS sees TCP only (force_tcp),
+    // never the pod's UDP, and repeated lookups are hits.
+    assert_eq!(
+        node.resolve("kubernetes.default"),
+        vec!["10.96.0.1"],
+        "{}",
+        node.log()
+    );
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    let after_first = node.cluster.total();
+    for _ in 0..5 {
+        assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+        assert_eq!(
+            node.resolve("web.default.svc.cluster.local"),
+            vec!["10.96.5.5"]
+        );
+    }
+    assert_eq!(
+        node.cluster.total(),
+        after_first,
+        "repeated lookups are cache hits"
+    );
+    assert_eq!(
+        node.cluster.udp(),
+        direct,
+        "no pod query bypassed the cache"
+    );
+    // NOTRACK: no conntrack entry for DNS to the local IPs.
+    assert_eq!(
+        node.conntrack_dns(KUBE_DNS),
+        0,
+        "{}",
+        node.node.run_ok(&["conntrack", "-L"])
+    );
+    assert_eq!(node.conntrack_dns(LOCAL_DNS), 0);
+    // The stub domain of the kube-dns ConfigMap.
+    assert_eq!(node.resolve("www.acme.local"), vec!["192.0.2.53"]);
+    assert!(node.stub.total() > 0);
+
+    // A restart (SIGTERM, teardown, new process) while the pod keeps resolving.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let pod_name = node.pod.name.clone();
+    let looper = {
+        let (stop, ok, lost) = (stop.clone(), ok.clone(), lost.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns", "exec", &pod_name, "timeout", "15", "getent", "ahosts",
+                    ])
+                    .arg("kubernetes.default")
+                    .output()
+                    .unwrap();
+                let good = out.status.success()
+                    && String::from_utf8_lossy(&out.stdout).contains("10.96.0.1");
+                if good { &ok } else { &lost }.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    signal(pid, libc::SIGTERM);
+    let status = node.node.wait_exit(pid, Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{}", node.log());
+    let pid = node.start_cache("iptables", &[]);
+    wait_rules(&node, 24);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    looper.join().unwrap();
+    let (ok, lost) = (ok.load(Ordering::Relaxed), lost.load(Ordering::Relaxed));
+    assert_eq!(lost, 0, "lookups lost across the restart ({ok} ok)");
+    assert!(ok >= 3, "only {ok} lookups during the restart");
+
+    // Teardown: rules and interface gone, kube-proxy's DNAT path as it was.
+    signal(pid, libc::SIGTERM);
+    assert!(node.node.wait_exit(pid, Duration::from_secs(15)).is_some());
+    assert_eq!(node.our_rules(), 0);
+    assert!(!node.node.link_exists(IFACE));
+    assert_eq!(
+        node.node
+            .run_ok(&["iptables-save", "-t", "nat"])
+            .lines()
+            .filter(|l| l.starts_with('-'))
+            .collect::<Vec<_>>(),
+        node.nat_before
+            .lines()
+            .filter(|l| l.starts_with('-'))
+            .collect::<Vec<_>>()
+    );
+    let udp = node.cluster.udp();
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    assert!(
+        node.cluster.udp() > udp,
+        "the pod reaches kube-dns through the DNAT again"
+    );
+}
+
+#[test]
+fn cilium_lrp_mode_touches_nothing_on_the_node() {
+    if !can_run() {
+        return;
+    }
+    let mut node = Node::build("lrp");
+    // Cilium's redirect, played by a DNAT of the kube-dns IP to the node-local-dns
+    // endpoint (here the node's address), before kube-proxy's.
+    for proto in ["udp", "tcp"] {
+        node.node.run_ok(&[
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-I",
+            "PREROUTING",
+            "-d",
+            KUBE_DNS,
+            "-p",
+            proto,
+            "--dport",
+            "53",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &format!("{NODE_IP}:53"),
+        ]);
+    }
+    let nat = node.node.run_ok(&["iptables-save", "-t", "nat"]);
+    let filter = node.node.run_ok(&["iptables-save", "-t", "filter"]);
+    let pid = node.start_cache("cilium-lrp", &[]);
+    let udp = node.cluster.udp();
+    assert!(
+        wait_until(SETTLE, || node.resolve("kubernetes.default")
+            == vec!["10.96.0.1"]),
+        "{}",
+        node.log()
+    );
+    let total = node.cluster.total();
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    assert_eq!(node.cluster.total(), total, "a hit");
+    assert_eq!(
+        node.cluster.udp(),
+        udp,
+        "answered by the cache (TCP upstream)"
+    );
+    assert_eq!(node.resolve("www.acme.local"), vec!["192.0.2.53"]);
+    assert!(!node.node.link_exists(IFACE));
+    assert_eq!(node.our_rules(), 0);
+    let (code, report) = node.doctor("cilium-lrp", &[]);
+    assert_eq!((code, failed(&report)), (0, vec![]), "{report:#}");
+
+    signal(pid, libc::SIGTERM);
+    assert!(node.node.wait_exit(pid, Duration::from_secs(15)).is_some());
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with('-'))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(&node.node.run_ok(&["iptables-save", "-t", "nat"])),
+        strip(&nat)
+    );
+    assert_eq!(
+        strip(&node.node.run_ok(&["iptables-save", "-t", "filter"])),
+        strip(&filter)
+    );
+    assert!(!node.node.link_exists(IFACE));
+}
+
+/// `iptables` in the node, asserting success.
+fn ipt(node: &Node, args: &str) {
+    let mut words: Vec<String> = vec!["iptables".into(), "-w".into()];
+    words.extend(shell_words(args));
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    node.node.run_ok(&refs);
+}
+
+fn shell_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+#[test]
+fn doctor_is_quiet_when_healthy_and_names_each_planted_fault() {
+    if !can_run() {
+        return;
+    }
+    let mut node = Node::build("doc");
+    // A long sync interval (last value wins), so that planted faults stay.
+    let pid = node.start_cache("iptables", &["-syncinterval", "1h"]);
+    wait_rules(&node, 24);
+    let healthy = |node: &Node| {
+        let (code, report) = node.doctor("iptables", &["-syncinterval", "1h"]);
+        assert_eq!((code, failed(&report)), (0, vec![]), "{report:#}");
+        assert_eq!(report["healthy"], true);
+        assert_eq!(report["mode"], "iptables");
+    };
+    let fails = |node: &Node, extra: &[&str]| {
+        let (code, report) = node.doctor("iptables", extra);
+        assert_eq!(code, 1, "{report:#}");
+        failed(&report)
+    };
+    healthy(&node);
+
+    // A NOTRACK rule missing: the doctor says so, and the pod's queries to the kube-dns
+    // IP now leave conntrack entries (and take kube-proxy's DNAT).
+    let notrack = format!(
+        "PREROUTING -p udp -d {KUBE_DNS} --dport 53 -j NOTRACK -m comment --comment \"{OUR_RULES}: skip conntrack\""
+    );
+    ipt(&node, &format!("-t raw -D {notrack}"));
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    let found = fails(&node, &[]);
+    assert!(found.contains(&"notrack".to_string()), "{found:?}");
+    assert!(found.contains(&"rules".to_string()), "{found:?}");
+    assert!(
+        found.contains(&format!("conntrack {KUBE_DNS}")),
+        "{found:?}"
+    );
+    ipt(&node, &format!("-t raw -I {notrack}"));
+    node.node.run(&["conntrack", "-D", "-d", KUBE_DNS]);
+    healthy(&node);
+
+    // A duplicate rule.
+    let allow = format!("-p tcp -d {LOCAL_DNS} --dport 53 -j ACCEPT -m comment --comment \"{OUR_RULES}: allow DNS traffic\"");
+    ipt(&node, &format!("-t filter -I INPUT {allow}"));
+    assert_eq!(fails(&node, &[]), vec!["rules"]);
+    ipt(&node, &format!("-t filter -D INPUT {allow}"));
+    healthy(&node);
+
+    // An address missing from the interface.
+    node.node
+        .run_ok(&["ip", "addr", "del", &format!("{KUBE_DNS}/32"), "dev", IFACE]);
+    let found = fails(&node, &[]);
+    assert!(found.contains(&"interface".to_string()), "{found:?}");
+    node.node
+        .run_ok(&["ip", "addr", "add", &format!("{KUBE_DNS}/32"), "dev", IFACE]);
+    assert!(
+        wait_until(SETTLE, || fails_none(&node)),
+        "healthy after re-adding the address"
+    );
+
+    // The upstream (kube-dns-upstream → the cluster DNS pod) unreachable over TCP.
+    let reject =
+        "-t filter -I OUTPUT -p tcp -d 10.0.0.2 --dport 53 -j REJECT --reject-with tcp-reset";
+    ipt(&node, reject);
+    let found = fails(&node, &[]);
+    assert!(
+        found.contains(&format!("upstream {}:53", node::KUBE_DNS_UPSTREAM)),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().all(|f| f.starts_with("upstream ")),
+        "{found:?}"
+    );
+    ipt(&node, &reject.replace("-I OUTPUT", "-D OUTPUT"));
+    healthy(&node);
+
+    // resolv.conf naming the cache itself.
+    let resolv = node.node.path("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {LOCAL_DNS}\n")).unwrap();
+    let found = fails(&node, &["--resolv-conf", resolv.to_str().unwrap()]);
+    assert_eq!(found, vec![format!("resolv.conf {}", resolv.display())]);
+
+    // The cache killed without its teardown: a stale interface nobody answers on.
+    signal(pid, libc::SIGKILL);
+    assert!(node.node.wait_exit(pid, Duration::from_secs(5)).is_some());
+    let found = fails(&node, &[]);
+    assert!(found.contains(&"stale interface".to_string()), "{found:?}");
+    assert!(found.contains(&format!("udp {LOCAL_DNS}:53")), "{found:?}");
+    let (_, report) = node.doctor("iptables", &[]);
+    let text = report.to_string();
+    assert!(text.contains("ip link del nodelocaldns"), "{text}");
+}
+
+fn fails_none(node: &Node) -> bool {
+    node.doctor("iptables", &[]).0 == 0
+}

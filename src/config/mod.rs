@@ -11,6 +11,7 @@ pub mod configmap;
 mod error;
 mod forward;
 pub(crate) mod lexer;
+mod logging;
 pub(crate) mod parser;
 pub mod pillar;
 mod resolv;

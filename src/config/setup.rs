@@ -11,9 +11,9 @@ use std::time::Duration;
 use super::error::{ConfigError, SUPPORTED_DIRECTIVES};
 use super::lexer::Token;
 use super::parser::{BlockSyntax, LineSyntax};
-use super::types::{HealthConfig, Location, ReloadConfig, ServerBlock, Zone};
+use super::types::{HealthConfig, Location, ReloadConfig, ResponseClasses, ServerBlock, Zone};
 use super::value::{parse_duration, parse_int, parse_listen_addr, parse_zone_name};
-use super::{cache, forward};
+use super::{cache, forward, logging};
 
 /// What every directive parser needs: the file, for locations and relative paths.
 #[derive(Clone, Copy)]
@@ -131,7 +131,9 @@ pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerB
         cache: None,
         forward: None,
         errors: false,
+        errors_consolidate: Vec::new(),
         log: false,
+        log_classes: ResponseClasses::ALL,
         health: None,
         ready: None,
         prometheus: None,
@@ -168,10 +170,12 @@ fn directive(
         "bind" => bind(ctx, line, &mut server.bind)?,
         "cache" => server.cache = Some(cache::parse(ctx, line, &server.zones)?),
         "forward" => server.forward = Some(forward::parse(ctx, line)?),
-        "errors" => server.errors = flag(ctx, line, "errors")?,
+        "errors" => {
+            server.errors_consolidate = logging::errors(ctx, line)?;
+            server.errors = true;
+        }
         "log" => {
-            // Name filters and formats are accepted for compatibility; we log every query.
-            ctx.no_options(line, "log")?;
+            server.log_classes = logging::log(ctx, line)?;
             server.log = true;
         }
         "health" => server.health = Some(health(ctx, line)?),

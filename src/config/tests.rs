@@ -50,7 +50,9 @@ fn default_block() -> ServerBlock {
         cache: None,
         forward: None,
         errors: false,
+        errors_consolidate: Vec::new(),
         log: false,
+        log_classes: ResponseClasses::ALL,
         health: None,
         ready: None,
         prometheus: None,
@@ -140,6 +142,17 @@ fn server_blocks() {
             b.whoami = true;
         }),
         (". {\n log . {combined}\n}", |b| b.log = true),
+        (". {\n log {\n  class denial error\n }\n}", |b| {
+            b.log = true;
+            b.log_classes = ResponseClasses { success: false, denial: true, error: true };
+        }),
+        (". {\n errors {\n  consolidate 5m \".* i/o timeout$\" warning\n  consolidate 30s ^x\n }\n}", |b| {
+            b.errors = true;
+            b.errors_consolidate = vec![
+                Consolidate { period: Duration::from_secs(300), pattern: ".* i/o timeout$".into(), level: LogLevel::Warning },
+                Consolidate { period: Duration::from_secs(30), pattern: "^x".into(), level: LogLevel::Error },
+            ];
+        }),
         (". {\n bind 169.254.20.10 ::1\n}", |b| {
             b.bind = vec![IpAddr::from([169, 254, 20, 10]), "::1".parse().expect("v6")]
         }),
@@ -610,8 +623,12 @@ fn fails() {
         (". {\n forward . 1.1.1.1\n forward . 8.8.8.8\n}", 3, "duplicate \"forward\""),
         (". {\n errors\n errors\n}", 3, "duplicate \"errors\""),
         (". {\n errors stdout\n}", 2, "errors: wrong number of arguments (1)"),
-        (". {\n errors {\n  consolidate 5m\n }\n}", 3, "errors: unknown option \"consolidate\""),
-        (". {\n log {\n  class denial\n }\n}", 3, "log: unknown option \"class\""),
+        (". {\n errors {\n  consolidate 5m\n }\n}", 3, "errors consolidate: wrong number of arguments (1)"),
+        (". {\n errors {\n  consolidate 5m \"(\"\n }\n}", 3, "errors consolidate: invalid \"(\""),
+        (". {\n errors {\n  consolidate 5m x loud\n }\n}", 3, "level must be"),
+        (". {\n errors {\n  squash 5m x\n }\n}", 3, "errors: unknown option \"squash\""),
+        (". {\n log {\n  class everything\n }\n}", 3, "log class: invalid \"everything\""),
+        (". {\n log {\n  format x\n }\n}", 3, "log: unknown option \"format\""),
         (". {\n loop x\n}", 2, "loop: wrong number"),
         (". {\n whoami x\n}", 2, "whoami: wrong number"),
         // bind

@@ -38,8 +38,12 @@ pub struct ServerBlock {
     pub forward: Option<ForwardConfig>,
     /// `errors`: log failed answers.
     pub errors: bool,
+    /// `errors { consolidate ... }`: repeated errors summarised per period.
+    pub errors_consolidate: Vec<Consolidate>,
     /// `log`: one line per query.
     pub log: bool,
+    /// `log { class ... }`: which answers are logged (all by default).
+    pub log_classes: ResponseClasses,
     pub health: Option<HealthConfig>,
     /// `ready [ADDR]`, default 0.0.0.0:8181 when the directive is present.
     pub ready: Option<SocketAddr>,
@@ -157,4 +161,51 @@ pub struct HealthConfig {
 pub struct ReloadConfig {
     pub interval: Duration,
     pub jitter: Duration,
+}
+
+/// `errors { consolidate DURATION REGEXP [LEVEL] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consolidate {
+    pub period: Duration,
+    /// A regular expression (validated when parsed) matched against error lines.
+    pub pattern: String,
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+/// Response classes of the `log` directive's `class` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseClasses {
+    /// NOERROR with records.
+    pub success: bool,
+    /// NXDOMAIN, or NOERROR without answers (NODATA).
+    pub denial: bool,
+    /// Every other rcode.
+    pub error: bool,
+}
+
+impl ResponseClasses {
+    pub const ALL: ResponseClasses = ResponseClasses {
+        success: true,
+        denial: true,
+        error: true,
+    };
+    pub const NONE: ResponseClasses = ResponseClasses {
+        success: false,
+        denial: false,
+        error: false,
+    };
+}
+
+impl Default for ResponseClasses {
+    fn default() -> Self {
+        ResponseClasses::ALL
+    }
 }

@@ -6,6 +6,7 @@
 //! connections; the only thing the shards share is the shutdown flag, read by a
 //! timer, never per packet.
 
+mod errlog;
 mod listen;
 mod loop_detect;
 mod owner;
@@ -329,6 +330,7 @@ async fn serve(
             last_sweep = Instant::now();
             let shard = current.borrow().clone();
             shard.sweep(limits::CACHE_SWEEP_ENTRIES_PER_SECOND);
+            shard.flush_error_summaries(last_sweep);
         }
         publisher.tick(&current.borrow());
     }

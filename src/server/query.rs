@@ -89,7 +89,7 @@ pub fn handle(
     );
     let log = block
         .log
-        .then(|| QueryLog::new(client, &query, proto, packet.len(), now));
+        .map(|classes| QueryLog::new(client, &query, proto, packet.len(), now, classes));
     if block.whoami {
         let len = wire::write_whoami(&query, client, transport == Transport::Tcp, out);
         if let (Some(meter), Some(answer)) = (meter, out.get(..len)) {
@@ -230,8 +230,8 @@ async fn answer_miss(
     }
     match resolution.as_ref() {
         Ok(stored) => {
-            if block.errors && stored.rcode() == Rcode::ServFail.code() {
-                log_error(&query, "upstream answered SERVFAIL");
+            if stored.rcode() == Rcode::ServFail.code() {
+                log_error(block, &query, "upstream answered SERVFAIL");
             }
             let len =
                 cache::write_reply(stored, &query, stored.ttl_secs(), false, out, miss.max_len);
@@ -370,9 +370,7 @@ async fn resolve(
                 .counters
                 .upstream_failures
                 .set(shard.counters.upstream_failures.get() + 1);
-            if block.errors {
-                log_error(query, &err.to_string());
-            }
+            log_error(block, query, &err.to_string());
             return Err(Rcode::ServFail);
         }
     };
@@ -384,9 +382,7 @@ async fn resolve(
         if let Some(meter) = meter {
             meter.cache_drop(&shard.stats);
         }
-        if block.errors {
-            log_error(query, &err.to_string());
-        }
+        log_error(block, query, &err.to_string());
         Rcode::ServFail
     })
 }
@@ -403,13 +399,15 @@ fn inflight_key(query: &Query<'_>) -> Vec<u8> {
     key
 }
 
-/// The `errors` directive's line: `RCODE qname QTYPE: error`.
-fn log_error(query: &Query<'_>, error: &str) {
-    tracing::error!(
-        "SERVFAIL {} {}: {error}",
-        wire::name_to_string(query.qname),
-        wire::type_to_string(query.qtype)
-    );
+/// The `errors` directive's line `SERVFAIL qname QTYPE: error`, for blocks with it.
+fn log_error(block: &Block, query: &Query<'_>, error: &str) {
+    if let Some(errors) = &block.errors {
+        let (name, qtype) = (
+            wire::name_to_string(query.qname),
+            wire::type_to_string(query.qtype),
+        );
+        errors.failed("SERVFAIL", &name, &qtype, error);
+    }
 }
 
 struct LeaderGuard<'a> {

@@ -5,11 +5,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::errlog::ErrorLog;
 use super::listen::Endpoint;
 use super::owner::Peers;
 use super::query::Inflight;
 use crate::cache;
-use crate::config::{CacheClass, CacheConfig, Config, ServerBlock};
+use crate::config::{CacheClass, CacheConfig, Config, ResponseClasses, ServerBlock};
 use crate::limits;
 use crate::upstream::Forwarder;
 use crate::wire;
@@ -46,11 +47,12 @@ pub struct Block {
     pub inflight: Inflight,
     /// EDNS UDP size advertised upstream.
     pub bufsize: u16,
-    pub errors: bool,
+    /// `errors`: failed queries are logged (some consolidated).
+    pub errors: Option<ErrorLog>,
     /// `whoami`: answer with the client's address instead of forwarding.
     pub whoami: bool,
-    /// `log`: one line per answered query.
-    pub log: bool,
+    /// `log`: one line per answered query of these classes.
+    pub log: Option<ResponseClasses>,
 }
 
 pub struct Shard {
@@ -123,6 +125,15 @@ impl Shard {
         best.map(|(index, zone, _)| (index, zone))
     }
 
+    /// Prints the `errors consolidate` summaries whose period is over.
+    pub fn flush_error_summaries(&self, now: std::time::Instant) {
+        for block in &self.blocks {
+            if let Some(errors) = &block.errors {
+                errors.flush(now);
+            }
+        }
+    }
+
     /// Examines up to `budget` cache entries per block and drops the expired ones.
     pub fn sweep(&self, budget: usize) {
         let now = std::time::Instant::now();
@@ -152,9 +163,11 @@ impl Block {
             forwarder: block.forward.as_ref().map(|f| Forwarder::new(f, shards)),
             inflight: Inflight::default(),
             bufsize: block.bufsize.unwrap_or(limits::UPSTREAM_BUFSIZE_DEFAULT),
-            errors: block.errors,
+            errors: block
+                .errors
+                .then(|| ErrorLog::new(&block.errors_consolidate)),
             whoami: block.whoami,
-            log: block.log,
+            log: block.log.then_some(block.log_classes),
         }
     }
 }

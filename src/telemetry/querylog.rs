@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Proto;
+use crate::config::ResponseClasses;
 use crate::wire::{self, flags, Header, Reader};
 
 /// What the line needs from the query, taken when the block is known.
@@ -21,6 +22,8 @@ pub struct QueryLog {
     dnssec_ok: bool,
     bufsize: u16,
     start: Instant,
+    /// `log { class }`: which answers get a line.
+    classes: ResponseClasses,
 }
 
 impl QueryLog {
@@ -30,6 +33,7 @@ impl QueryLog {
         proto: Proto,
         size: usize,
         start: Instant,
+        classes: ResponseClasses,
     ) -> QueryLog {
         QueryLog {
             client,
@@ -42,15 +46,28 @@ impl QueryLog {
             dnssec_ok: query.dnssec_ok(),
             bufsize: query.edns.map_or(512, |e| e.udp_size),
             start,
+            classes,
         }
     }
 
     /// Logs the line for `response` (nothing when no answer was sent).
     pub fn answered(&self, response: &[u8]) {
-        if response.is_empty() {
+        if response.is_empty() || !self.logs(response) {
             return;
         }
         tracing::info!(target: "log", "{}", self.line(response));
+    }
+
+    /// Whether the answer's class (success, denial, error) is one to log.
+    fn logs(&self, response: &[u8]) -> bool {
+        let Ok(header) = Header::read(&mut Reader::new(response)) else {
+            return self.classes.error;
+        };
+        match header.flags & flags::RCODE_MASK {
+            0 if header.ancount > 0 => self.classes.success,
+            0 | 3 => self.classes.denial,
+            _ => self.classes.error,
+        }
     }
 
     fn line(&self, response: &[u8]) -> String {
@@ -110,7 +127,14 @@ mod tests {
         ];
         let query = wire::parse_query(&packet).expect("query");
         let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
-        let log = QueryLog::new(client, &query, Proto::Udp, packet.len(), Instant::now());
+        let log = QueryLog::new(
+            client,
+            &query,
+            Proto::Udp,
+            packet.len(),
+            Instant::now(),
+            ResponseClasses::ALL,
+        );
         let mut response = packet.to_vec();
         response[2] = 0x85; // QR AA RD
         response[3] = 0x83; // RA, NXDOMAIN
@@ -119,5 +143,21 @@ mod tests {
             "127.0.0.1:5353 - 4660 \"A IN www.example. udp 29 false 512\" NXDOMAIN qr,aa,rd,ra 29 ";
         assert!(line.starts_with(expected), "{line}");
         assert!(line.ends_with('s'));
+        let errors_only = ResponseClasses {
+            success: false,
+            denial: false,
+            error: true,
+        };
+        let log = QueryLog::new(
+            client,
+            &query,
+            Proto::Udp,
+            packet.len(),
+            Instant::now(),
+            errors_only,
+        );
+        assert!(!log.logs(&response), "NXDOMAIN is a denial");
+        response[3] = 0x82; // SERVFAIL
+        assert!(log.logs(&response));
     }
 }

@@ -494,20 +494,37 @@ pub fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
         out.counter(&m::CACHE_HITS, &typed("success"), cache.hits[0].get());
         out.counter(&m::CACHE_HITS, &typed("denial"), cache.hits[1].get());
         out.counter(&m::CACHE_MISSES, &labels, cache.misses.get());
-        out.counter(&m::CACHE_DROPS, &labels, cache.drops.get());
-        // The cache shard does not count these yet: exported so dashboards and
-        // alerts find the series.
-        out.counter(&m::CACHE_PREFETCH, &labels, 0);
-        out.counter(&m::CACHE_SERVED_STALE, &labels, 0);
-        out.counter(&m::CACHE_EVICTIONS, &typed("success"), 0);
-        out.counter(&m::CACHE_EVICTIONS, &typed("denial"), 0);
-        let (success, denial) = shard
+        // What the cache shard counts itself (refreshes, stale answers, evictions,
+        // answers it declined to store), read here at export time.
+        let inner = shard
             .blocks
             .get(cache.block)
             .and_then(|b| b.cache.as_ref())
-            .map_or((0, 0), |c| c.borrow().len());
-        out.gauge(&m::CACHE_ENTRIES, &typed("success"), success as f64);
-        out.gauge(&m::CACHE_ENTRIES, &typed("denial"), denial as f64);
+            .map(|c| c.borrow().stats())
+            .unwrap_or_default();
+        out.counter(&m::CACHE_DROPS, &labels, cache.drops.get() + inner.drops);
+        out.counter(&m::CACHE_PREFETCH, &labels, inner.prefetches);
+        out.counter(&m::CACHE_SERVED_STALE, &labels, inner.served_stale);
+        out.counter(
+            &m::CACHE_EVICTIONS,
+            &typed("success"),
+            inner.evictions_success,
+        );
+        out.counter(
+            &m::CACHE_EVICTIONS,
+            &typed("denial"),
+            inner.evictions_denial,
+        );
+        out.gauge(
+            &m::CACHE_ENTRIES,
+            &typed("success"),
+            inner.entries_success as f64,
+        );
+        out.gauge(
+            &m::CACHE_ENTRIES,
+            &typed("denial"),
+            inner.entries_denial as f64,
+        );
     }
     export_upstreams(shard, out);
     export_extras(shard, index, out);

@@ -280,7 +280,7 @@ pub fn markdown(exp: &Experiment, runs: &[Run], ctx: &Context) -> String {
     out.push_str(
         "Each table: the median over the repeats, the range (min – max), the spread \
          ((max − min) / median) and the median's change vs the baseline. A change is in \
-         **bold** when the cell's range and the baseline's do not overlap.\n\n",
+         **bold** when the cell's range and the baseline's do not overlap (with at least 2 runs each).\n\n",
     );
     for metric in &METRICS {
         metric_table(&mut out, exp, runs, metric);
@@ -344,13 +344,14 @@ fn metric_table(out: &mut String, exp: &Experiment, runs: &[Run], metric: &Metri
             Some(b) if b.median != 0.0 => {
                 let d = (s.median / b.median - 1.0) * 100.0;
                 let text = format!("{d:+.1} %");
-                if s.min > b.max || s.max < b.min {
+                let apart = s.min > b.max || s.max < b.min;
+                if apart && s.runs > 1 && b.runs > 1 {
                     format!("**{text}**")
                 } else {
                     text
                 }
             }
-            Some(b) => format!("{:+}", fmt_value(s.median - b.median)),
+            Some(b) => format!("{:+.3} (abs.)", s.median - b.median),
             None => "–".into(),
         };
         let _ = writeln!(

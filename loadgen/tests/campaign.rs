@@ -84,7 +84,10 @@ struct TestNetns(String);
 impl TestNetns {
     fn new(prefix: &str) -> TestNetns {
         let name = format!("{prefix}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         assert!(Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -141,7 +144,7 @@ fn recording_server(dir: &Path, seen: &Path, then: &str) -> PathBuf {
     fs::write(
         &script,
         format!(
-            "#!/bin/sh\ncat {} >> {}\n{then}\n",
+            "#!/bin/sh\n[ \"$1\" = --version ] && exit 0\ncat {} >> {}\n{then}\n",
             cats.join(" "),
             seen.display()
         ),

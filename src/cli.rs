@@ -115,6 +115,20 @@ pub struct Cli {
     /// SO_RCVBUF of each UDP listening socket, in bytes (the kernel caps it at net.core.rmem_max).
     #[arg(long, value_name = "BYTES")]
     pub rcvbuf_bytes: Option<usize>,
+    /// SO_SNDBUF of each UDP listening socket, in bytes (the kernel caps it at net.core.wmem_max); default: the kernel's.
+    #[arg(long, value_name = "BYTES")]
+    pub sndbuf_bytes: Option<usize>,
+    /// Datagrams per recvmmsg/sendmmsg call on a listening socket, 1..=32 [default: 32].
+    #[arg(long, value_name = "N", value_parser = parse_udp_batch)]
+    pub udp_batch: Option<usize>,
+    /// SO_BUSY_POLL of each UDP listening socket, in microseconds (above net.core.busy_read it needs CAP_NET_ADMIN).
+    #[arg(long, value_name = "USECS")]
+    pub busy_poll_usecs: Option<u32>,
+    /// Steer each UDP datagram to the shard pinned to the CPU that received it (SO_ATTACH_REUSEPORT_CBPF).
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          value_parser = parse_go_bool)]
+    pub reuseport_cpu: bool,
     /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
@@ -206,6 +220,14 @@ fn parse_local_ips(text: &str) -> Result<LocalIps, String> {
     Ok(LocalIps(ips))
 }
 
+fn parse_udp_batch(text: &str) -> Result<usize, String> {
+    let max = crate::limits::UDP_BATCH_MAX;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a batch size from 1 to {max}")),
+    }
+}
+
 /// Seconds as a plain number (node-cache's `-syncinterval 60`) or a Go duration; > 0.
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let duration = match text.parse::<u64>() {
@@ -295,6 +317,19 @@ mod tests {
         assert_eq!(parse(&["--shards", "2"]).unwrap().shards, Some(2));
         let twice = parse(&["-syncinterval", "5", "-syncinterval=7"]).unwrap();
         assert_eq!(twice.syncinterval, Duration::from_secs(7));
+        let tuned = parse(&[
+            "--sndbuf-bytes=1048576",
+            "--udp-batch",
+            "8",
+            "--busy-poll-usecs",
+            "50",
+            "--reuseport-cpu",
+        ])
+        .unwrap();
+        assert_eq!(tuned.sndbuf_bytes, Some(1 << 20));
+        assert_eq!(tuned.udp_batch, Some(8));
+        assert_eq!(tuned.busy_poll_usecs, Some(50));
+        assert!(tuned.reuseport_cpu && !parse(&[]).unwrap().reuseport_cpu);
         let level = parse(&["-log-level", "debug"]).unwrap().log_level;
         assert_eq!(level.as_deref(), Some("debug"));
     }
@@ -391,6 +426,8 @@ mod tests {
             (&["--interface-kind", "a b"][..], "interface-kind"),
             (&["-bogus"][..], "bogus"),
             (&["-shards", "x"][..], "shards"),
+            (&["--udp-batch", "0"][..], "udp-batch"),
+            (&["--udp-batch", "33"][..], "udp-batch"),
         ];
         for (args, flag) in cases {
             let err = parse(args).unwrap_err().to_string();

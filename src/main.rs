@@ -63,8 +63,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut options = server::Options {
         shards: cli.shards,
         io_memory_bytes: cli.io_memory_bytes,
+        sndbuf_bytes: cli.sndbuf_bytes,
+        busy_poll_usecs: cli.busy_poll_usecs,
+        reuseport_cpu: cli.reuseport_cpu,
         ..Default::default()
     };
+    if let Some(batch) = cli.udp_batch {
+        options.udp_batch = batch;
+    }
     if let Some(bytes) = cli.rcvbuf_bytes {
         options.rcvbuf_bytes = bytes;
     }

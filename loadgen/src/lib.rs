@@ -14,7 +14,9 @@
 //! - [`stats`]: counters and HDR histograms per worker-second, merged into seconds.
 //! - [`run`]: threads, pinning, stop conditions, the ramp controller.
 //! - [`report`], [`plot`]: progress line, summary, JSON, CSV, SVG.
+//! - [`campaign`]: `dnsload campaign`, tuning experiments over sysctls and server options.
 
+pub mod campaign;
 pub mod config;
 pub mod inflight;
 pub mod limits;

@@ -11,6 +11,9 @@ use dnsload::run::RunError;
 use dnsload::{report, run};
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "campaign") {
+        return dnsload::campaign::main(std::env::args_os().skip(2));
+    }
     let args = Args::parse();
     match try_main(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::ServerError;
+use super::{Options, ServerError};
 use crate::config::Config;
 use crate::limits;
 
@@ -65,12 +65,12 @@ pub fn endpoints(config: &Config) -> Vec<Endpoint> {
 pub fn open(
     endpoints: &mut Vec<Endpoint>,
     shards: usize,
-    rcvbuf_bytes: usize,
+    options: &Options,
 ) -> Result<Vec<ShardSockets>, ServerError> {
     let mut per_shard: Vec<ShardSockets> = (0..shards).map(|_| Vec::new()).collect();
     let mut kept = Vec::new();
     for endpoint in endpoints.drain(..) {
-        match open_endpoint(&endpoint, shards, rcvbuf_bytes) {
+        match open_endpoint(&endpoint, shards, options) {
             Ok((addr, sockets)) => {
                 for (shard, (udp, tcp)) in per_shard.iter_mut().zip(sockets) {
                     shard.push(EndpointSockets { addr, udp, tcp });
@@ -100,19 +100,103 @@ type SocketPair = (Socket, Socket);
 fn open_endpoint(
     endpoint: &Endpoint,
     shards: usize,
-    rcvbuf_bytes: usize,
+    options: &Options,
 ) -> Result<(SocketAddr, Vec<SocketPair>), ServerError> {
     let mut addr = endpoint.addr;
     let mut sockets = Vec::with_capacity(shards);
     for _ in 0..shards {
-        let udp = udp_socket(addr, rcvbuf_bytes)?;
+        let udp = udp_socket(addr, options)?;
         if addr.port() == 0 {
             addr = local_addr(&udp, addr)?;
         }
         let tcp = tcp_listener(addr)?;
         sockets.push((udp, tcp));
     }
+    // Shard k's socket is the k-th of the reuseport group (opened in order above).
+    if options.reuseport_cpu {
+        if let Some((first, _)) = sockets.first() {
+            let cpus = shard_cpus(shards, options.pin);
+            if let Err(err) = attach_reuseport_cpu(first, &cpus) {
+                tracing::warn!(%addr, %err, "could not attach the reuseport CPU program");
+            }
+        }
+    }
     Ok((addr, sockets))
+}
+
+/// The CPU each shard is pinned to, by shard index (as `server::start` places them);
+/// empty when shards are not pinned.
+fn shard_cpus(shards: usize, pin: bool) -> Vec<usize> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if !pin || cores.is_empty() {
+        return Vec::new();
+    }
+    (0..shards).map(|k| cores[k % cores.len()].id).collect()
+}
+
+/// The classic BPF program of `--reuseport-cpu`: the receiving CPU → the index of the
+/// first shard pinned to it, else CPU modulo the group size. A returned index outside
+/// the group makes the kernel fall back to its hash.
+pub(crate) fn reuseport_cpu_program(cpus: &[usize], shards: usize) -> Vec<libc::sock_filter> {
+    const SKF_AD_CPU: u32 = 36;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut program = vec![op(
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        0,
+        0,
+        (libc::SKF_AD_OFF as u32).wrapping_add(SKF_AD_CPU),
+    )];
+    let mut seen = Vec::new();
+    for (shard, &cpu) in cpus.iter().enumerate() {
+        if seen.contains(&cpu) {
+            continue;
+        }
+        seen.push(cpu);
+        program.push(op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            cpu as u32,
+        ));
+        program.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, shard as u32));
+    }
+    program.push(op(
+        libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
+        0,
+        0,
+        shards.max(1) as u32,
+    ));
+    program.push(op(libc::BPF_RET | libc::BPF_A, 0, 0, 0));
+    program
+}
+
+fn attach_reuseport_cpu(socket: &Socket, cpus: &[usize]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut program = reuseport_cpu_program(cpus, cpus.len().max(1));
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: a valid fd and a sock_fprog pointing at `program`, alive across the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn local_addr(socket: &Socket, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
@@ -140,15 +224,25 @@ fn new_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Resu
 
 /// A UDP socket; on a wildcard address it also asks for the destination address of
 /// each datagram (IP_PKTINFO / IPV6_RECVPKTINFO) so answers leave from it.
-fn udp_socket(addr: SocketAddr, rcvbuf_bytes: usize) -> Result<Socket, ServerError> {
+fn udp_socket(addr: SocketAddr, options: &Options) -> Result<Socket, ServerError> {
     let bind = |source| ServerError::Bind {
         addr,
         proto: "udp",
         source,
     };
     let socket = new_socket(addr, Type::DGRAM, Protocol::UDP).map_err(bind)?;
-    if let Err(err) = socket.set_recv_buffer_size(rcvbuf_bytes) {
+    if let Err(err) = socket.set_recv_buffer_size(options.rcvbuf_bytes) {
         tracing::warn!(%addr, %err, "could not set SO_RCVBUF");
+    }
+    if let Some(bytes) = options.sndbuf_bytes {
+        if let Err(err) = socket.set_send_buffer_size(bytes) {
+            tracing::warn!(%addr, %err, "could not set SO_SNDBUF");
+        }
+    }
+    if let Some(usecs) = options.busy_poll_usecs {
+        if let Err(err) = set_int(&socket, libc::SOL_SOCKET, libc::SO_BUSY_POLL, usecs as i32) {
+            tracing::warn!(%addr, %err, "could not set SO_BUSY_POLL");
+        }
     }
     if addr.ip().is_unspecified() {
         set_pktinfo(&socket, addr.is_ipv6()).map_err(bind)?;
@@ -171,20 +265,28 @@ fn tcp_listener(addr: SocketAddr) -> Result<Socket, ServerError> {
 }
 
 fn set_pktinfo(socket: &Socket, v6: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
     let (level, name) = if v6 {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
     } else {
         (libc::IPPROTO_IP, libc::IP_PKTINFO)
     };
+    set_int(socket, level, name, 1)
+}
+
+fn set_int(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     // SAFETY: a valid fd and a pointer to a c_int that lives across the call.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             level,
             name,
-            (&one as *const libc::c_int).cast(),
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -192,5 +294,64 @@ fn set_pktinfo(socket: &Socket, v6: bool) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// Datagrams sent from a thread pinned to CPU c (loopback: the softirq runs there)
+    /// land on the socket of the shard pinned to c.
+    #[test]
+    fn reuseport_cpu_steers_by_cpu() {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if cores.len() < 2 {
+            return;
+        }
+        let options = Options {
+            reuseport_cpu: true,
+            rcvbuf_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let endpoint = Endpoint {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            blocks: vec![0],
+        };
+        let (addr, sockets) = open_endpoint(&endpoint, 2, &options).unwrap();
+        attach_reuseport_cpu(&sockets[0].0, &[cores[0].id, cores[1].id]).expect("attach");
+        for (shard, core) in cores.iter().take(2).enumerate() {
+            let core = *core;
+            std::thread::spawn(move || {
+                core_affinity::set_for_current(core);
+                let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+                for _ in 0..20 {
+                    client.send_to(&[shard as u8], addr).unwrap();
+                }
+            })
+            .join()
+            .unwrap();
+            let mut buf = [0u8; 4];
+            for _ in 0..20 {
+                let udp: &UdpSocket = &sockets[shard].0.try_clone().unwrap().into();
+                let (len, _) = udp
+                    .recv_from(&mut buf)
+                    .expect("datagram on the CPU's shard");
+                assert_eq!(&buf[..len], &[shard as u8]);
+            }
+        }
+    }
+
+    #[test]
+    fn program_maps_cpus_then_falls_back() {
+        let program = reuseport_cpu_program(&[2, 5], 2);
+        // load, (jeq, ret) per distinct CPU, mod, ret a.
+        assert_eq!(program.len(), 1 + 2 * 2 + 2);
+        assert_eq!(program[1].k, 2);
+        assert_eq!(program[2].k, 0);
+        assert_eq!(program[3].k, 5);
+        assert_eq!(program[4].k, 1);
+        assert_eq!(program[5].k, 2);
     }
 }

@@ -57,6 +57,15 @@ pub struct Options {
     /// Shards (threads); None = every usable core.
     pub shards: Option<usize>,
     pub rcvbuf_bytes: usize,
+    /// SO_SNDBUF of UDP listening sockets; None = the kernel's default (wmem_default).
+    pub sndbuf_bytes: Option<usize>,
+    /// Datagrams per recvmmsg/sendmmsg, 1..=[`limits::UDP_BATCH_MAX`] (a tuning knob).
+    pub udp_batch: usize,
+    /// SO_BUSY_POLL of UDP listening sockets, in microseconds; None = not set.
+    pub busy_poll_usecs: Option<u32>,
+    /// Attach a reuseport CBPF program that picks the socket of the shard pinned to
+    /// the receiving CPU, so a datagram is handled where its softirq ran.
+    pub reuseport_cpu: bool,
     /// io_uring memory per shard (counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     pub io_memory_bytes: usize,
     /// Pin shard k to the k-th usable core.
@@ -68,6 +77,10 @@ impl Default for Options {
         Options {
             shards: None,
             rcvbuf_bytes: limits::UDP_RCVBUF_BYTES_DEFAULT,
+            sndbuf_bytes: None,
+            udp_batch: limits::UDP_BATCH_MAX,
+            busy_poll_usecs: None,
+            reuseport_cpu: false,
             io_memory_bytes: 2 * 1024 * 1024,
             pin: true,
         }
@@ -154,7 +167,7 @@ impl Running {
             .filter(|e| !self.endpoints.contains(&e.addr))
             .cloned()
             .collect();
-        let opened = listen::open(&mut added, self.shards, self.options.rcvbuf_bytes)?;
+        let opened = listen::open(&mut added, self.shards, &self.options)?;
         endpoints
             .retain(|e| self.endpoints.contains(&e.addr) || added.iter().any(|a| a.addr == e.addr));
         let shared_config = Arc::new(config.clone());
@@ -184,7 +197,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
     if endpoints.is_empty() {
         return Err(ServerError::NothingToServe);
     }
-    let sockets = listen::open(&mut endpoints, shards, options.rcvbuf_bytes)?;
+    let sockets = listen::open(&mut endpoints, shards, options)?;
     let (telemetry, slots) = Telemetry::start(&config, shards).map_err(ServerError::Http)?;
     let shared_config = Arc::new(config.clone());
     let endpoints = Arc::new(endpoints);
@@ -198,6 +211,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         };
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
         let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
+        let udp_batch = options.udp_batch.clamp(1, limits::UDP_BATCH_MAX);
         let thread = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(options.io_memory_bytes)
@@ -209,7 +223,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                     let peers = owner::join(mesh, current.clone()).await;
                     *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
                 }
-                serve(current, sockets, inbox, shards, slot).await;
+                serve(current, sockets, inbox, shards, slot, udp_batch).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -267,11 +281,11 @@ struct Listener {
     tcp: glommio::Task<()>,
 }
 
-fn spawn_listener(current: &Current, sockets: listen::EndpointSockets) -> Listener {
+fn spawn_listener(current: &Current, sockets: listen::EndpointSockets, batch: usize) -> Listener {
     let addr = sockets.addr;
     Listener {
         addr,
-        udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp)),
+        udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp, batch)),
         tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp)),
     }
 }
@@ -283,10 +297,11 @@ async fn serve(
     inbox: crossbeam_channel::Receiver<Control>,
     shards: usize,
     slot: telemetry::Slot,
+    udp_batch: usize,
 ) {
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
-        .map(|s| spawn_listener(&current, s))
+        .map(|s| spawn_listener(&current, s, udp_batch))
         .collect();
     let mut publisher = Publisher::new(slot);
     publisher.serving(&current.borrow());
@@ -321,7 +336,11 @@ async fn serve(
                             let _ = listener.tcp.cancel().await;
                         }
                     }
-                    kept.extend(opened.into_iter().map(|s| spawn_listener(&current, s)));
+                    kept.extend(
+                        opened
+                            .into_iter()
+                            .map(|s| spawn_listener(&current, s, udp_batch)),
+                    );
                     listeners = kept;
                 }
             }
@@ -338,11 +357,12 @@ async fn serve(
 
 /// The UDP loop of one socket: drain a batch, answer hits in the same batch, hand
 /// misses to tasks, send, and park on io_uring when the socket is empty.
-async fn serve_udp(current: Current, addr: SocketAddr, socket: socket2::Socket) {
+async fn serve_udp(current: Current, addr: SocketAddr, socket: socket2::Socket, size: usize) {
     // SAFETY: the fd comes from a socket we own and give up here.
     let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
     let fd = socket.as_raw_fd();
     let mut batch = Box::<udp::Batch>::default();
+    batch.size = size.clamp(1, limits::UDP_BATCH_MAX);
     let mut probe = [0u8; 1];
     loop {
         let count = match batch.receive(fd) {

@@ -34,6 +34,9 @@ pub struct Batch {
     pub send_lens: [usize; limits::UDP_BATCH_MAX],
     pub send_peers: [Peer; limits::UDP_BATCH_MAX],
     pub send_count: usize,
+    /// Datagrams read per recvmmsg (1..=UDP_BATCH_MAX, `--udp-batch`); the answers of a
+    /// batch, at most as many, go out in one sendmmsg.
+    pub size: usize,
     names: Box<[libc::sockaddr_storage]>,
     controls: Box<[Control]>,
 }
@@ -56,6 +59,7 @@ impl Default for Batch {
             send_lens: [0; limits::UDP_BATCH_MAX],
             send_peers: [none; limits::UDP_BATCH_MAX],
             send_count: 0,
+            size: limits::UDP_BATCH_MAX,
             names: vec![zero_storage; limits::UDP_BATCH_MAX].into_boxed_slice(),
             controls: vec![Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX].into_boxed_slice(),
         }
@@ -87,7 +91,7 @@ impl Batch {
             libc::recvmmsg(
                 fd,
                 msgs.as_mut_ptr(),
-                limits::UDP_BATCH_MAX as libc::c_uint,
+                self.size.clamp(1, limits::UDP_BATCH_MAX) as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )

@@ -28,3 +28,10 @@ clean:
 .PHONY: image
 image:
 	ci/image.sh
+
+# `make tune EXPERIMENT=tuning/experiments/shards-rcvbuf/experiment.toml` prints the
+# plan and current values; add APPLY=--apply to run it (see tuning/README.md).
+EXPERIMENT ?= tuning/experiments/shards-rcvbuf/experiment.toml
+.PHONY: tune
+tune: build
+	./target/release/dnsload campaign $(EXPERIMENT) $(APPLY)

@@ -118,6 +118,15 @@ pub struct Cli {
     /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+    /// TCP clients per shard; more are closed at once and counted.
+    #[arg(long = "tcp-clients-max", value_name = "N",
+          default_value_t = crate::limits::TCP_CLIENTS_PER_SHARD_MAX,
+          value_parser = parse_count)]
+    pub tcp_clients_max: usize,
+    /// Idle time between queries before a TCP client is closed.
+    #[arg(long = "tcp-idle-timeout", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_interval)]
+    pub tcp_idle_timeout: Duration,
     /// Log filter: error, warn, info, debug, trace, or tracing directives
     /// (`nodelocaldns::upstream=debug`); default: RUST_LOG, else info.
     #[arg(long)]
@@ -219,6 +228,15 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err("must be at most 24h".into());
     }
     Ok(duration)
+}
+
+/// A count of at least 1.
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or Go's `:PORT` (all IPv4 addresses).
@@ -391,6 +409,8 @@ mod tests {
             (&["--interface-kind", "a b"][..], "interface-kind"),
             (&["-bogus"][..], "bogus"),
             (&["-shards", "x"][..], "shards"),
+            (&["--tcp-clients-max", "0"][..], "tcp-clients-max"),
+            (&["--tcp-idle-timeout", "0s"][..], "tcp-idle-timeout"),
         ];
         for (args, flag) in cases {
             let err = parse(args).unwrap_err().to_string();

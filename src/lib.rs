@@ -9,10 +9,13 @@
 //! - [`telemetry`]: per-shard counters → CoreDNS metrics, health, readiness.
 //! - [`cli`]: command-line flags, node-cache style.
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
+//! - [`fuzzing`]: the fuzz targets' bodies, shared with the corpus replay test.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod node;
 pub mod server;

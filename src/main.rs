@@ -58,6 +58,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut options = server::Options {
         shards: cli.shards,
         io_memory_bytes: cli.io_memory_bytes,
+        tcp: server::TcpLimits {
+            clients_per_shard_max: cli.tcp_clients_max,
+            idle: cli.tcp_idle_timeout,
+        },
         ..Default::default()
     };
     if let Some(bytes) = cli.rcvbuf_bytes {

@@ -60,6 +60,27 @@ pub struct Options {
     pub io_memory_bytes: usize,
     /// Pin shard k to the k-th usable core.
     pub pin: bool,
+    /// TCP clients: connection limit per shard and idle timeout.
+    pub tcp: TcpLimits,
+}
+
+/// Bounds on DNS-over-TCP clients, so idle or slow connections cannot use up the
+/// process (defaults in [`limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections per shard; more are closed at once and counted (`tcp_refused`).
+    pub clients_per_shard_max: usize,
+    /// Idle time between queries before a connection is closed.
+    pub idle: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            clients_per_shard_max: limits::TCP_CLIENTS_PER_SHARD_MAX,
+            idle: Duration::from_millis(limits::TCP_CLIENT_IDLE_MILLIS),
+        }
+    }
 }
 
 impl Default for Options {
@@ -69,6 +90,7 @@ impl Default for Options {
             rcvbuf_bytes: limits::UDP_RCVBUF_BYTES_DEFAULT,
             io_memory_bytes: 2 * 1024 * 1024,
             pin: true,
+            tcp: TcpLimits::default(),
         }
     }
 }
@@ -197,6 +219,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         };
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
         let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
+        let tcp_limits = options.tcp;
         let thread = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(options.io_memory_bytes)
@@ -208,7 +231,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                     let peers = owner::join(mesh, current.clone()).await;
                     *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
                 }
-                serve(current, sockets, inbox, shards, slot).await;
+                serve(current, sockets, inbox, shards, slot, tcp_limits).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -266,12 +289,16 @@ struct Listener {
     tcp: glommio::Task<()>,
 }
 
-fn spawn_listener(current: &Current, sockets: listen::EndpointSockets) -> Listener {
+fn spawn_listener(
+    current: &Current,
+    sockets: listen::EndpointSockets,
+    tcp_limits: TcpLimits,
+) -> Listener {
     let addr = sockets.addr;
     Listener {
         addr,
         udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp)),
-        tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp)),
+        tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp, tcp_limits)),
     }
 }
 
@@ -282,10 +309,11 @@ async fn serve(
     inbox: crossbeam_channel::Receiver<Control>,
     shards: usize,
     slot: telemetry::Slot,
+    tcp_limits: TcpLimits,
 ) {
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
-        .map(|s| spawn_listener(&current, s))
+        .map(|s| spawn_listener(&current, s, tcp_limits))
         .collect();
     let mut publisher = Publisher::new(slot);
     publisher.serving(&current.borrow());
@@ -320,7 +348,11 @@ async fn serve(
                             let _ = listener.tcp.cancel().await;
                         }
                     }
-                    kept.extend(opened.into_iter().map(|s| spawn_listener(&current, s)));
+                    kept.extend(
+                        opened
+                            .into_iter()
+                            .map(|s| spawn_listener(&current, s, tcp_limits)),
+                    );
                     listeners = kept;
                 }
             }

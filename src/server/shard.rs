@@ -33,6 +33,10 @@ pub struct Counters {
     pub send_failures: Cell<u64>,
     /// TCP clients refused because the shard had too many.
     pub tcp_refused: Cell<u64>,
+    /// Queries answered REFUSED (or NOERROR for `filter`) by an `acl` rule.
+    pub acl_refused: Cell<u64>,
+    /// Queries dropped unanswered by an `acl` rule.
+    pub acl_dropped: Cell<u64>,
 }
 
 /// A server block as a shard runs it.
@@ -49,6 +53,8 @@ pub struct Block {
     pub errors: bool,
     /// `log`: one line per answered query.
     pub log: bool,
+    /// `acl`: who may query the block.
+    pub acl: Option<crate::config::AclConfig>,
 }
 
 pub struct Shard {
@@ -152,6 +158,7 @@ impl Block {
             bufsize: block.bufsize.unwrap_or(limits::UPSTREAM_BUFSIZE_DEFAULT),
             errors: block.errors,
             log: block.log,
+            acl: block.acl.clone(),
         }
     }
 }

@@ -105,8 +105,9 @@ pub struct Cli {
     #[arg(long = "config-poll-interval", value_name = "DURATION", default_value = "10s",
           value_parser = parse_interval)]
     pub config_poll_interval: Duration,
-    /// Longest the teardown (rules, then the interface) may take on exit.
-    #[arg(long = "teardown-timeout", value_name = "DURATION", default_value = "10s",
+    /// Longest the teardown (rules, then the interface) may take on exit; with the
+    /// stop drain (≤ 1.5 s) and the successor probe it keeps exit within lameduck + 5 s.
+    #[arg(long = "teardown-timeout", value_name = "DURATION", default_value = "2s",
           value_parser = parse_interval)]
     pub teardown_timeout: Duration,
     /// Number of shards (one pinned thread each); default: every usable core.

@@ -6,6 +6,7 @@
 //! connections; the only thing the shards share is the shutdown flag, read by a
 //! timer, never per packet.
 
+mod handover;
 mod listen;
 mod loop_detect;
 mod owner;
@@ -285,6 +286,8 @@ pub(crate) type Current = Rc<RefCell<Rc<Shard>>>;
 /// The listener tasks of one endpoint.
 struct Listener {
     addr: SocketAddr,
+    /// The UDP socket, to take it out of the reuseport group when stopping.
+    udp_fd: std::os::fd::RawFd,
     udp: glommio::Task<()>,
     tcp: glommio::Task<()>,
 }
@@ -297,6 +300,7 @@ fn spawn_listener(
     let addr = sockets.addr;
     Listener {
         addr,
+        udp_fd: sockets.udp.as_raw_fd(),
         udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp)),
         tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp, tcp_limits)),
     }
@@ -323,6 +327,8 @@ async fn serve(
         while let Ok(message) = inbox.try_recv() {
             match message {
                 Control::Stop => {
+                    let fds: Vec<_> = listeners.iter().map(|l| (l.udp_fd, l.addr)).collect();
+                    handover::drain(&current, &fds).await;
                     publisher.stopped();
                     for listener in listeners {
                         let _ = listener.udp.cancel().await;

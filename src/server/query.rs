@@ -39,6 +39,17 @@ pub struct Inflight {
     waiting: RefCell<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
 }
 
+impl Inflight {
+    /// Distinct keys being resolved.
+    pub fn len(&self) -> usize {
+        self.waiting.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Handles one query that arrived on `endpoint`. Cache hits and errors are written
 /// into `out` at once; misses start a task that answers through `reply`.
 // The socket loops pass what they know of the datagram; bundling it would only move the list.

@@ -127,6 +127,11 @@ impl Shard {
         best.map(|(index, zone, _)| (index, zone))
     }
 
+    /// Distinct upstream queries in flight on this shard (the stop drain waits for them).
+    pub fn misses_in_flight(&self) -> usize {
+        self.blocks.iter().map(|b| b.inflight.len()).sum()
+    }
+
     /// Examines up to `budget` cache entries per block and drops the expired ones.
     pub fn sweep(&self, budget: usize) {
         let now = std::time::Instant::now();

@@ -24,3 +24,6 @@ bench-core: build
 
 clean:
 	cargo clean
+
+fuzz:
+	ci/fuzz.sh $(SECS)

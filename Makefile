@@ -35,3 +35,8 @@ EXPERIMENT ?= tuning/experiments/shards-rcvbuf/experiment.toml
 .PHONY: tune
 tune: build
 	./target/release/dnsload campaign $(EXPERIMENT) $(APPLY)
+
+.PHONY: fuzz
+# `make fuzz SECS=600`: every fuzz target for SECS seconds (cargo-fuzz, see fuzz/).
+fuzz:
+	ci/fuzz.sh $(SECS)

@@ -105,8 +105,9 @@ pub struct Cli {
     #[arg(long = "config-poll-interval", value_name = "DURATION", default_value = "10s",
           value_parser = parse_interval)]
     pub config_poll_interval: Duration,
-    /// Longest the teardown (rules, then the interface) may take on exit.
-    #[arg(long = "teardown-timeout", value_name = "DURATION", default_value = "10s",
+    /// Longest the teardown (rules, then the interface) may take on exit; with the
+    /// stop drain (≤ 1.5 s) and the successor probe it keeps exit within lameduck + 5 s.
+    #[arg(long = "teardown-timeout", value_name = "DURATION", default_value = "2s",
           value_parser = parse_interval)]
     pub teardown_timeout: Duration,
     /// Number of shards (one pinned thread each); default: every usable core.
@@ -132,6 +133,15 @@ pub struct Cli {
     /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+    /// TCP clients per shard; more are closed at once and counted.
+    #[arg(long = "tcp-clients-max", value_name = "N",
+          default_value_t = crate::limits::TCP_CLIENTS_PER_SHARD_MAX,
+          value_parser = parse_count)]
+    pub tcp_clients_max: usize,
+    /// Idle time between queries before a TCP client is closed.
+    #[arg(long = "tcp-idle-timeout", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_interval)]
+    pub tcp_idle_timeout: Duration,
     /// Log filter: error, warn, info, debug, trace, or tracing directives
     /// (`nodelocaldns::upstream=debug`); default: RUST_LOG, else info.
     #[arg(long)]
@@ -241,6 +251,15 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err("must be at most 24h".into());
     }
     Ok(duration)
+}
+
+/// A count of at least 1.
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or Go's `:PORT` (all IPv4 addresses).
@@ -428,6 +447,8 @@ mod tests {
             (&["-shards", "x"][..], "shards"),
             (&["--udp-batch", "0"][..], "udp-batch"),
             (&["--udp-batch", "33"][..], "udp-batch"),
+            (&["--tcp-clients-max", "0"][..], "tcp-clients-max"),
+            (&["--tcp-idle-timeout", "0s"][..], "tcp-idle-timeout"),
         ];
         for (args, flag) in cases {
             let err = parse(args).unwrap_err().to_string();

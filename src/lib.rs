@@ -10,11 +10,14 @@
 //! - [`cli`]: command-line flags, node-cache style.
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
 //! - [`doctor`]: `nodelocaldns doctor`, what is wrong with this node's DNS path.
+//! - [`fuzzing`]: the fuzz targets' bodies, shared with the corpus replay test.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod node;
 pub mod server;

@@ -26,7 +26,8 @@ pub const UPSTREAM_TCP_CONNS_MAX: usize = 4;
 /// Upstream TCP: first reconnect delay after a failed connect, doubled up to the max.
 pub const UPSTREAM_BACKOFF_MILLIS_MIN: u64 = 100;
 pub const UPSTREAM_BACKOFF_MILLIS_MAX: u64 = 5_000;
-/// Upstream: attempts of one query (each on the next upstream).
+/// Upstream: attempts of one query (each on the next upstream, around the list again
+/// when it is shorter), all within `UPSTREAM_QUERY_MILLIS`.
 pub const UPSTREAM_ATTEMPTS_MAX: usize = 3;
 
 const _: () = assert!(UPSTREAM_ATTEMPT_MILLIS < UPSTREAM_QUERY_MILLIS);
@@ -90,6 +91,9 @@ const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
 
 /// Control plane → shard: how often a shard reads its control inbox (reload, stop).
 pub const CONTROL_POLL_MILLIS: u64 = 100;
+/// Stop: longest a shard keeps draining its UDP sockets (queued datagrams, misses in
+/// flight) after taking them out of the reuseport group, before closing them.
+pub const HANDOVER_DRAIN_MILLIS_MAX: u64 = 1_500;
 /// Control plane → shard: messages queued per shard.
 pub const CONTROL_QUEUE_MAX: usize = 16;
 

@@ -66,6 +66,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         sndbuf_bytes: cli.sndbuf_bytes,
         busy_poll_usecs: cli.busy_poll_usecs,
         reuseport_cpu: cli.reuseport_cpu,
+        tcp: server::TcpLimits {
+            clients_per_shard_max: cli.tcp_clients_max,
+            idle: cli.tcp_idle_timeout,
+        },
         ..Default::default()
     };
     if let Some(batch) = cli.udp_batch {

@@ -21,6 +21,7 @@ pub const SUPPORTED_DIRECTIVES: &[&str] = &[
     "reload",
     "bufsize",
     "whoami",
+    "acl",
 ];
 
 impl fmt::Display for Location {

@@ -6,6 +6,7 @@
 //! with CoreDNS defaults, one module per large directive) → cross-block checks here.
 //! Each supported directive is documented in this directory's README.md.
 
+pub mod acl;
 mod cache;
 pub mod configmap;
 mod error;
@@ -24,6 +25,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use acl::{AclAction, AclConfig, AclRule, IpNet};
 pub use configmap::{parse_kube_dns, read_configmap_dir, ConfigMapError, KubeDnsConfig};
 pub use error::{ConfigError, SUPPORTED_DIRECTIVES};
 pub use pillar::{render_corefile, service_host_var, PillarError, PillarValues};

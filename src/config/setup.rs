@@ -130,6 +130,7 @@ pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerB
         bind: Vec::new(),
         cache: None,
         forward: None,
+        acl: None,
         errors: false,
         errors_consolidate: Vec::new(),
         log: false,
@@ -168,6 +169,7 @@ fn directive(
 ) -> Result<(), ConfigError> {
     match line.name.text.as_str() {
         "bind" => bind(ctx, line, &mut server.bind)?,
+        "acl" => server.acl = Some(super::acl::parse(ctx, line, &server.zones)?),
         "cache" => server.cache = Some(cache::parse(ctx, line, &server.zones)?),
         "forward" => server.forward = Some(forward::parse(ctx, line)?),
         "errors" => {

@@ -49,6 +49,7 @@ fn default_block() -> ServerBlock {
         bind: vec![],
         cache: None,
         forward: None,
+        acl: None,
         errors: false,
         errors_consolidate: Vec::new(),
         log: false,
@@ -618,7 +619,7 @@ fn fails() {
         (". {\n bind 10.0.0.1\n}\n. {\n}", 4, "already served"),
         (". {\n bind 10.0.0.1\n}\n. {\n bind 0.0.0.0\n}", 4, "already served"),
         // Directives.
-        (". {\n errors\n\n\n\n\n rewrite name a b\n}", 7, "unknown directive \"rewrite\" (supported: bind, cache, errors, forward, health, log, loop, prometheus, ready, reload, bufsize, whoami)"),
+        (". {\n errors\n\n\n\n\n rewrite name a b\n}", 7, "unknown directive \"rewrite\" (supported: bind, cache, errors, forward, health, log, loop, prometheus, ready, reload, bufsize, whoami, acl)"),
         (". {\n cache\n cache 30\n}", 3, "duplicate \"cache\" (already given at line 2)"),
         (". {\n forward . 1.1.1.1\n forward . 8.8.8.8\n}", 3, "duplicate \"forward\""),
         (". {\n errors\n errors\n}", 3, "duplicate \"errors\""),
@@ -781,5 +782,5 @@ fn readme_examples() {
         examples += 1;
         rest = &body[end..];
     }
-    assert_eq!(examples, 3);
+    assert_eq!(examples, 4);
 }

@@ -36,6 +36,8 @@ pub struct ServerBlock {
     pub bind: Vec<IpAddr>,
     pub cache: Option<CacheConfig>,
     pub forward: Option<ForwardConfig>,
+    /// `acl`: which clients may query the block (None = everyone).
+    pub acl: Option<super::acl::AclConfig>,
     /// `errors`: log failed answers.
     pub errors: bool,
     /// `errors { consolidate ... }`: repeated errors summarised per period.

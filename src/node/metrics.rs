@@ -87,7 +87,7 @@ const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// Binds `addr` and serves `/metrics` on a thread of its own for the life of the
 /// process. Scrapes are answered one at a time: there is one scraper.
 pub fn serve(addr: SocketAddr, errors: Arc<SetupErrors>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    let listener: TcpListener = crate::telemetry::http::bind_reusable(addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
         .name("setup-metrics".into())

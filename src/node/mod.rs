@@ -52,6 +52,10 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
+/// How long the stop waits for a successor's answer before tearing down. Exit stays
+/// within lameduck + 5 s: control poll 0.1 s + drain ≤ 1.5 s + this + teardown 2 s.
+const SUCCESSOR_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// What the main thread waits for.
 enum Event {
     Stop(i32),
@@ -173,7 +177,13 @@ fn serve_until_stop(
     // node gets its original DNS path back.
     running.stop();
     if let Some((setup, wake, deadline)) = teardown {
-        setup.teardown(wake.as_ref(), deadline);
+        // A successor already serving (a restart or an upgrade that started the new
+        // process beside this one) shares the interface and the rules: keep them.
+        if sync::probe_within(setup.probe, SUCCESSOR_PROBE_TIMEOUT) {
+            tracing::info!(probe = %setup.probe, "a successor answers; leaving the interface and rules to it");
+        } else {
+            setup.teardown(wake.as_ref(), deadline);
+        }
     }
     Ok(())
 }

@@ -222,6 +222,11 @@ pub fn probe_target(local_ips: &[IpAddr], dns_port: u16) -> SocketAddr {
 
 /// True when `target` answers `. IN NS` over UDP with any reply carrying our ID.
 pub fn probe(target: SocketAddr) -> bool {
+    probe_within(target, PROBE_TIMEOUT)
+}
+
+/// [`probe`] waiting at most `timeout` for the answer.
+pub fn probe_within(target: SocketAddr, timeout: Duration) -> bool {
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::{Name, RecordType};
     let id: u16 = rand::random();
@@ -240,14 +245,12 @@ pub fn probe(target: SocketAddr) -> bool {
     let Ok(socket) = UdpSocket::bind(bind) else {
         return false;
     };
-    if socket.set_read_timeout(Some(PROBE_TIMEOUT)).is_err()
-        || socket.send_to(&bytes, target).is_err()
-    {
+    if socket.set_read_timeout(Some(timeout)).is_err() || socket.send_to(&bytes, target).is_err() {
         return false;
     }
     let mut buf = [0u8; 4096];
     let started = Instant::now();
-    while started.elapsed() < PROBE_TIMEOUT {
+    while started.elapsed() < timeout {
         match socket.recv_from(&mut buf) {
             Ok((len, from)) if from == target => {
                 let reply = buf.get(..len).and_then(|b| Message::from_vec(b).ok());

@@ -7,6 +7,7 @@
 //! timer, never per packet.
 
 mod errlog;
+mod handover;
 mod listen;
 mod loop_detect;
 mod owner;
@@ -70,6 +71,27 @@ pub struct Options {
     pub io_memory_bytes: usize,
     /// Pin shard k to the k-th usable core.
     pub pin: bool,
+    /// TCP clients: connection limit per shard and idle timeout.
+    pub tcp: TcpLimits,
+}
+
+/// Bounds on DNS-over-TCP clients, so idle or slow connections cannot use up the
+/// process (defaults in [`limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections per shard; more are closed at once and counted (`tcp_refused`).
+    pub clients_per_shard_max: usize,
+    /// Idle time between queries before a connection is closed.
+    pub idle: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            clients_per_shard_max: limits::TCP_CLIENTS_PER_SHARD_MAX,
+            idle: Duration::from_millis(limits::TCP_CLIENT_IDLE_MILLIS),
+        }
+    }
 }
 
 impl Default for Options {
@@ -83,6 +105,7 @@ impl Default for Options {
             reuseport_cpu: false,
             io_memory_bytes: 2 * 1024 * 1024,
             pin: true,
+            tcp: TcpLimits::default(),
         }
     }
 }
@@ -211,7 +234,10 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         };
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
         let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
-        let udp_batch = options.udp_batch.clamp(1, limits::UDP_BATCH_MAX);
+        let settings = ListenerSettings {
+            udp_batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
+            tcp: options.tcp,
+        };
         let thread = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(options.io_memory_bytes)
@@ -223,7 +249,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                     let peers = owner::join(mesh, current.clone()).await;
                     *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
                 }
-                serve(current, sockets, inbox, shards, slot, udp_batch).await;
+                serve(current, sockets, inbox, shards, slot, settings).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -277,16 +303,32 @@ pub(crate) type Current = Rc<RefCell<Rc<Shard>>>;
 /// The listener tasks of one endpoint.
 struct Listener {
     addr: SocketAddr,
+    /// The UDP socket, to take it out of the reuseport group when stopping.
+    udp_fd: std::os::fd::RawFd,
     udp: glommio::Task<()>,
     tcp: glommio::Task<()>,
 }
 
-fn spawn_listener(current: &Current, sockets: listen::EndpointSockets, batch: usize) -> Listener {
+/// What every listener of a shard is started with.
+#[derive(Debug, Clone, Copy)]
+struct ListenerSettings {
+    /// Datagrams per recvmmsg/sendmmsg (`--udp-batch`).
+    udp_batch: usize,
+    tcp: TcpLimits,
+}
+
+fn spawn_listener(
+    current: &Current,
+    sockets: listen::EndpointSockets,
+    settings: ListenerSettings,
+) -> Listener {
     let addr = sockets.addr;
+    let (batch, tcp_limits) = (settings.udp_batch, settings.tcp);
     Listener {
         addr,
+        udp_fd: sockets.udp.as_raw_fd(),
         udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp, batch)),
-        tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp)),
+        tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp, tcp_limits)),
     }
 }
 
@@ -297,11 +339,11 @@ async fn serve(
     inbox: crossbeam_channel::Receiver<Control>,
     shards: usize,
     slot: telemetry::Slot,
-    udp_batch: usize,
+    settings: ListenerSettings,
 ) {
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
-        .map(|s| spawn_listener(&current, s, udp_batch))
+        .map(|s| spawn_listener(&current, s, settings))
         .collect();
     let mut publisher = Publisher::new(slot);
     publisher.serving(&current.borrow());
@@ -311,6 +353,8 @@ async fn serve(
         while let Ok(message) = inbox.try_recv() {
             match message {
                 Control::Stop => {
+                    let fds: Vec<_> = listeners.iter().map(|l| (l.udp_fd, l.addr)).collect();
+                    handover::drain(&current, &fds).await;
                     publisher.stopped();
                     for listener in listeners {
                         let _ = listener.udp.cancel().await;
@@ -339,7 +383,7 @@ async fn serve(
                     kept.extend(
                         opened
                             .into_iter()
-                            .map(|s| spawn_listener(&current, s, udp_batch)),
+                            .map(|s| spawn_listener(&current, s, settings)),
                     );
                     listeners = kept;
                 }

@@ -12,6 +12,7 @@ use futures_channel::oneshot;
 use super::owner::Outcome;
 use super::shard::{Block, Shard};
 use crate::cache::{self, AnswerClass, StoredAnswer};
+use crate::config::AclAction;
 use crate::limits;
 use crate::telemetry::{Meter, Plugin, Proto, QueryLog};
 use crate::upstream::{Transport, UpstreamError};
@@ -36,6 +37,17 @@ pub type Resolution = Rc<Result<StoredAnswer, Rcode>>;
 #[derive(Default)]
 pub struct Inflight {
     waiting: RefCell<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
+}
+
+impl Inflight {
+    /// Distinct keys being resolved.
+    pub fn len(&self) -> usize {
+        self.waiting.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Handles one query that arrived on `endpoint`. Cache hits and errors are written
@@ -74,6 +86,9 @@ pub fn handle(
         return Handled::Reply(wire::write_error_reply(packet, Rcode::Refused, out));
     };
     let block = &shard.blocks[block_index];
+    if let Some(refused) = acl_check(shard, block, client, &query, packet, out) {
+        return refused;
+    }
     let (max_len, proto) = match transport {
         Transport::Udp => (query.udp_limit(), Proto::Udp),
         Transport::Tcp => (limits::MESSAGE_BYTES_MAX, Proto::Tcp),
@@ -159,6 +174,30 @@ pub fn handle(
     })
     .detach();
     Handled::Later
+}
+
+/// The block's `acl` verdict: None to serve the query, else what to do instead.
+fn acl_check(
+    shard: &Shard,
+    block: &Block,
+    client: std::net::SocketAddr,
+    query: &Query<'_>,
+    packet: &[u8],
+    out: &mut [u8],
+) -> Option<Handled> {
+    let acl = block.acl.as_ref()?;
+    let counters = &shard.counters;
+    let rcode = match acl.decide(client.ip(), query.qname, query.qtype) {
+        AclAction::Allow => return None,
+        AclAction::Drop => {
+            counters.acl_dropped.set(counters.acl_dropped.get() + 1);
+            return Some(Handled::Drop);
+        }
+        AclAction::Block => Rcode::Refused,
+        AclAction::Filter => Rcode::NoError,
+    };
+    counters.acl_refused.set(counters.acl_refused.get() + 1);
+    Some(Handled::Reply(wire::write_error_reply(packet, rcode, out)))
 }
 
 /// A miss handed to its task.

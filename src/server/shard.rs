@@ -34,6 +34,10 @@ pub struct Counters {
     pub send_failures: Cell<u64>,
     /// TCP clients refused because the shard had too many.
     pub tcp_refused: Cell<u64>,
+    /// Queries answered REFUSED (or NOERROR for `filter`) by an `acl` rule.
+    pub acl_refused: Cell<u64>,
+    /// Queries dropped unanswered by an `acl` rule.
+    pub acl_dropped: Cell<u64>,
 }
 
 /// A server block as a shard runs it.
@@ -53,6 +57,8 @@ pub struct Block {
     pub whoami: bool,
     /// `log`: one line per answered query of these classes.
     pub log: Option<ResponseClasses>,
+    /// `acl`: who may query the block.
+    pub acl: Option<crate::config::AclConfig>,
 }
 
 pub struct Shard {
@@ -134,6 +140,11 @@ impl Shard {
         }
     }
 
+    /// Distinct upstream queries in flight on this shard (the stop drain waits for them).
+    pub fn misses_in_flight(&self) -> usize {
+        self.blocks.iter().map(|b| b.inflight.len()).sum()
+    }
+
     /// Examines up to `budget` cache entries per block and drops the expired ones.
     pub fn sweep(&self, budget: usize) {
         let now = std::time::Instant::now();
@@ -168,6 +179,7 @@ impl Block {
                 .then(|| ErrorLog::new(&block.errors_consolidate)),
             whoami: block.whoami,
             log: block.log.then_some(block.log_classes),
+            acl: block.acl.clone(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! DNS over TCP from clients: an accept loop per listener, and per connection a
 //! reader that takes length-prefixed queries (many per connection, answered as they
 //! complete, possibly out of order) and a writer task that sends the answers.
-//! Idle connections close after the CoreDNS timeouts; a shard bounds its clients.
+//! Idle connections close after the CoreDNS timeouts (`--tcp-idle-timeout`); a shard
+//! bounds its clients (`--tcp-clients-max`).
 
 use std::cell::Cell;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -17,7 +18,12 @@ use crate::limits;
 use crate::upstream::{with_deadline, Transport};
 
 /// Accepts clients until the task is cancelled.
-pub async fn serve(current: super::Current, addr: std::net::SocketAddr, socket: socket2::Socket) {
+pub async fn serve(
+    current: super::Current,
+    addr: std::net::SocketAddr,
+    socket: socket2::Socket,
+    bounds: super::TcpLimits,
+) {
     // SAFETY: the fd comes from a socket we own and give up here.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let clients = Rc::new(Cell::new(0usize));
@@ -31,7 +37,7 @@ pub async fn serve(current: super::Current, addr: std::net::SocketAddr, socket: 
             }
         };
         let shard = current.borrow().clone();
-        if clients.get() >= limits::TCP_CLIENTS_PER_SHARD_MAX {
+        if clients.get() >= bounds.clients_per_shard_max {
             shard
                 .counters
                 .tcp_refused
@@ -41,7 +47,7 @@ pub async fn serve(current: super::Current, addr: std::net::SocketAddr, socket: 
         clients.set(clients.get() + 1);
         let (current, clients) = (current.clone(), clients.clone());
         glommio::spawn_local(async move {
-            serve_client(&current, addr, stream).await;
+            serve_client(&current, addr, stream, bounds.idle).await;
             clients.set(clients.get() - 1);
         })
         .detach();
@@ -49,7 +55,12 @@ pub async fn serve(current: super::Current, addr: std::net::SocketAddr, socket: 
 }
 
 /// Reads queries until the client closes, sends garbage framing, or idles out.
-async fn serve_client(current: &super::Current, addr: std::net::SocketAddr, stream: TcpStream) {
+async fn serve_client(
+    current: &super::Current,
+    addr: std::net::SocketAddr,
+    stream: TcpStream,
+    idle: Duration,
+) {
     let client = stream
         .peer_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -60,7 +71,8 @@ async fn serve_client(current: &super::Current, addr: std::net::SocketAddr, stre
     let inflight = Rc::new(Cell::new(0usize));
     let mut packet = vec![0u8; limits::MESSAGE_BYTES_MAX];
     let mut out = vec![0u8; limits::MESSAGE_BYTES_MAX];
-    let mut wait = Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS);
+    // The first query may take CoreDNS's 3 s, unless the idle limit is shorter.
+    let mut wait = Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS).min(idle);
     loop {
         let mut len = [0u8; 2];
         match with_deadline(wait, reader.read_exact(&mut len)).await {
@@ -82,7 +94,7 @@ async fn serve_client(current: &super::Current, addr: std::net::SocketAddr, stre
             Some(Ok(())) => {}
             _ => break,
         }
-        wait = Duration::from_millis(limits::TCP_CLIENT_IDLE_MILLIS);
+        wait = idle;
         while inflight.get() >= limits::TCP_CLIENT_INFLIGHT_MAX {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }

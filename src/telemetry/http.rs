@@ -62,12 +62,15 @@ pub fn start(config: &Config, shared: &Arc<Shared>) -> std::io::Result<Vec<Liste
     }
     let mut listeners = Vec::with_capacity(addrs.len());
     for (addr, routes) in addrs {
-        let server = Server::http(addr).map_err(|err| {
-            std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("cannot listen on http {addr}: {err}"),
-            )
-        })?;
+        let server = bind_reusable(addr)
+            .map_err(|err| err.into())
+            .and_then(|l| Server::from_listener(l, None))
+            .map_err(|err| {
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("cannot listen on http {addr}: {err}"),
+                )
+            })?;
         let server = Arc::new(server);
         let bound = server.server_addr().to_ip().unwrap_or(addr);
         let paths: Vec<&str> = [
@@ -125,4 +128,20 @@ fn content_type(value: &str) -> Header {
     Header::from_bytes("Content-Type", value).unwrap_or_else(|_| {
         Header::from_bytes("Content-Type", "text/plain").expect("static header is valid")
     })
+}
+
+/// A TCP listener with SO_REUSEPORT, so a new process started beside this one (a
+/// restart, a DaemonSet rolled with `maxSurge`) can bind the same health and metrics
+/// ports while this one drains; both answer until this one exits.
+pub fn bind_reusable(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }

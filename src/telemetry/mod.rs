@@ -316,21 +316,24 @@ fn install_panic_hook() {
     });
 }
 
-/// Probes every upstream once (`. IN NS` over UDP) from a helper thread, logs
-/// the ones that did not answer, then marks the upstreams checked.
+/// Probes every upstream once (`. IN NS`, over TCP where the forward has
+/// `force_tcp`, else UDP) from a helper thread, logs the ones that did not answer,
+/// then marks the upstreams checked.
 fn spawn_upstream_check(config: &Config, shared: Arc<Shared>) {
-    let mut upstreams: Vec<SocketAddr> = config
+    let mut upstreams: Vec<(SocketAddr, bool)> = config
         .servers
         .iter()
         .filter_map(|b| b.forward.as_ref())
-        .flat_map(|f| f.to.iter().copied())
+        .flat_map(|f| f.to.iter().map(move |&addr| (addr, f.force_tcp)))
         .collect();
     upstreams.sort();
     upstreams.dedup();
     std::thread::spawn(move || {
         let probes: Vec<_> = upstreams
             .into_iter()
-            .map(|addr| std::thread::spawn(move || (addr, probe(addr))))
+            .map(|(addr, tcp)| {
+                std::thread::spawn(move || (addr, if tcp { probe_tcp(addr) } else { probe(addr) }))
+            })
             .collect();
         for probe in probes {
             if let Ok((addr, result)) = probe.join() {
@@ -344,6 +347,34 @@ fn spawn_upstream_check(config: &Config, shared: Arc<Shared>) {
     });
 }
 
+/// `. IN NS` with RD set and the given ID.
+fn probe_query(id: u16) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
+    query
+}
+
+fn probe_tcp(addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    let id: u16 = rand::random();
+    let query = probe_query(id);
+    let mut frame = (query.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&query);
+    stream.write_all(&frame)?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len)?;
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer)?;
+    if crate::wire::message_id(&answer) == Some(id) {
+        Ok(())
+    } else {
+        Err(std::io::ErrorKind::InvalidData.into())
+    }
+}
+
 fn probe(addr: SocketAddr) -> std::io::Result<()> {
     let local: SocketAddr = if addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
@@ -354,10 +385,7 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
     socket.connect(addr)?;
     socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
     let id: u16 = rand::random();
-    // `. IN NS`, RD set.
-    let mut query = id.to_be_bytes().to_vec();
-    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
-    socket.send(&query)?;
+    socket.send(&probe_query(id))?;
     let mut answer = [0u8; 512];
     let deadline = Instant::now() + PROBE_TIMEOUT;
     while Instant::now() < deadline {

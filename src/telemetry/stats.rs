@@ -581,6 +581,7 @@ fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
         ("malformed", counters.dropped.get()),
         ("send_failed", counters.send_failures.get()),
         ("tcp_clients_full", counters.tcp_refused.get()),
+        ("acl", counters.acl_dropped.get()),
     ];
     for (reason, n) in dropped {
         out.counter(&m::DROPPED_PACKETS, &[reason], n);

@@ -146,7 +146,10 @@ impl Forwarder {
         let _inflight = InflightGuard(&self.inflight);
         let deadline = Instant::now() + Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS);
         let mut last = UpstreamError::Deadline;
-        for index in self.order().into_iter().take(limits::UPSTREAM_ATTEMPTS_MAX) {
+        // Around the list again while the deadline allows (CoreDNS does the same): with
+        // one upstream, one lost datagram costs an attempt, not a SERVFAIL.
+        let order = self.order();
+        for &index in order.iter().cycle().take(limits::UPSTREAM_ATTEMPTS_MAX) {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;

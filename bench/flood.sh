@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# UDP flood at 2x the measured capacity for 30 s against the release binary, with a
+# knotd upstream on loopback: the process must stay up, RSS stay bounded, answered
+# queries keep a bounded p99, and drops are counted (kernel per-socket drops).
+# Record: bench/runs/<date>-flood/. Usage: bench/flood.sh [SECS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-30}
+out=bench/runs/$(date +%F)-flood
+mkdir -p "$out"
+bin=${CARGO_TARGET_DIR:-target}/release
+cargo build --release --workspace >/dev/null
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
+kport=45453; port=45454
+cat >"$dir/knot.conf" <<K
+server:
+    rundir: $dir
+    listen: 127.0.0.1@$kport
+control:
+    listen: $dir/knot.sock
+database:
+    storage: $dir
+template:
+  - id: default
+    storage: $dir
+zone:
+  - domain: example.test.
+    file: z.zone
+K
+{ printf '$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 30\n@ NS ns\nns A 127.0.0.1\n'
+  for i in $(seq 0 999); do echo "w$i A 10.0.$((i/256)).$((i%256))"; done; } >"$dir/z.zone"
+knotd -c "$dir/knot.conf" >/dev/null 2>&1 &
+printf '.:%s {\n bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:%s\n}\n' $port $kport >"$dir/Corefile"
+"$bin/nodelocaldns" -conf "$dir/Corefile" --shards 1 >"$dir/cache.log" 2>&1 &
+pid=$!
+sleep 1
+names='w{0..999}.example.test'
+# Capacity: the ramp's knee (loss <= 1 %).
+"$bin/dnsload" -s 127.0.0.1 -p $port --names "$names" --ramp --ramp-start 20000 --ramp-step 20000 \
+    --ramp-step-secs 2 --ramp-max-loss 1 --quiet --json "$out/ramp.json" >/dev/null
+knee=$(python3 -c "import json;print(int(json.load(open('$out/ramp.json'))['ramp']['knee_qps'] or 20000))")
+rate=$((knee * 2))
+rss0=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
+"$bin/dnsload" -s 127.0.0.1 -p $port --names "$names" --rate $rate -l "$secs" -t 1 --quiet \
+    --json "$out/flood.json" >/dev/null
+rss1=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
+drops=$(awk -v p=":$(printf %04X $port)" 'NR>1 && $2 ~ p"$" {s+=$NF} END{print s+0}' /proc/net/udp)
+kill -0 $pid
+python3 - "$out" "$knee" "$rate" "$rss0" "$rss1" "$drops" "$secs" <<'P' | tee "$out/README.md"
+import json, sys
+out, knee, rate, rss0, rss1, drops, secs = sys.argv[1:]
+r = json.load(open(f"{out}/flood.json")); c = r["counters"]; l = r["latency"]
+print(f"# UDP flood: 2x capacity for {secs} s\n")
+print("Command: `bench/flood.sh " + secs + "` (1 shard, knotd upstream, names w{0..999}.example.test)\n")
+print(f"| capacity (knee) | offered | sent | answered | lost | kernel drops | p99 answered | RSS before → after |")
+print(f"|---|---|---|---|---|---|---|---|")
+print(f"| {knee} QPS | {rate} QPS | {c['sent']} | {c['answered']} | {c['lost']} | {drops} | {l['p99_us']/1000:.1f} ms | {rss0} → {rss1} KiB |")
+P

@@ -1,0 +1,210 @@
+//! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs` call these), kept in the
+//! library so that `tests/fuzz_corpus.rs` replays the saved corpus through exactly the
+//! code libFuzzer ran. Each takes arbitrary bytes, must never panic, and asserts the
+//! properties that matter on the way:
+//!
+//! - [`wire_query`]: the client-query reader and the two messages derived from a query
+//!   (error reply, upstream query) stay in their buffers and say what they should.
+//! - [`cache_answer`]: an upstream answer accepted by the cache yields, for every client
+//!   size limit, a reply that parses, carries the client's ID and question, and fits.
+//! - [`corefile`]: the Corefile lexer/parser/setup (with `__PILLAR__` rendering).
+//! - [`configmap`]: the kube-dns ConfigMap parser; an accepted ConfigMap renders into a
+//!   Corefile that parses.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::cache::{write_reply, StoredAnswer};
+use crate::config::{self, CacheConfig, Config, KubeDnsConfig, PillarValues};
+use crate::wire::{self, flags, Rejection, HEADER_BYTES};
+
+/// Client query reader: any bytes.
+pub fn wire_query(data: &[u8]) {
+    let _ = wire::split_records(data);
+    let _ = wire::question_bytes(data);
+    let _ = wire::is_truncated(data);
+    if let Some(id) = wire::message_id(data) {
+        let _ = wire::answer_matches(data, data, id);
+    }
+    let mut out = [0u8; 4096];
+    match wire::parse_query(data) {
+        Ok(q) => {
+            assert!(q.question_end <= data.len());
+            assert_eq!(&data[HEADER_BYTES..q.question_end], q.question());
+            let _ = wire::name_to_string(q.qname);
+            for limit in [12, 512, 4096] {
+                let n = wire::write_error_reply(data, wire::Rcode::ServFail, &mut out[..limit]);
+                assert!(n <= limit);
+            }
+            let n = wire::write_upstream_query(&q, 7, 1232, &mut out);
+            assert!(n <= out.len());
+            if n > 0 {
+                // What we send upstream is itself a query we would accept, same question.
+                let again = wire::parse_query(&out[..n]).expect("upstream query re-parses");
+                assert_eq!(again.question(), q.question());
+                assert_eq!(again.id, 7);
+            }
+        }
+        Err(Rejection::Reply(rcode)) => {
+            let n = wire::write_error_reply(data, rcode, &mut out);
+            assert!(n <= out.len());
+            if n >= HEADER_BYTES {
+                assert_eq!(wire::message_id(&out[..n]), wire::message_id(data));
+            }
+        }
+        Err(Rejection::Drop(_)) => {}
+    }
+}
+
+fn cache_config() -> &'static CacheConfig {
+    static CFG: OnceLock<CacheConfig> = OnceLock::new();
+    CFG.get_or_init(|| {
+        let config = config::parse_corefile(". {\n cache 30\n}\n", Path::new("fuzz"))
+            .expect("the fuzz Corefile parses");
+        config.servers[0].cache.clone().expect("a cache block")
+    })
+}
+
+/// Cache answer parser and reply patcher. `data[0]` picks the client's side (EDNS, DO,
+/// case of the question, hit, TTL, size limit); the rest is the upstream answer. The
+/// client's question is the answer's own (when it has one), so most inputs get past
+/// the question check and exercise the parser, the classifier and the patcher.
+pub fn cache_answer(data: &[u8]) {
+    let Some((&control, answer)) = data.split_first() else {
+        return;
+    };
+    let question =
+        wire::question_bytes(answer).unwrap_or(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    let mut query = Vec::with_capacity(HEADER_BYTES + question.len() + 11);
+    let edns = control & 1 != 0;
+    query.extend_from_slice(&[0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    let start = query.len();
+    query.extend_from_slice(question);
+    if control & 2 != 0 {
+        // 0x20 mixed case: the reply must carry the client's spelling.
+        for byte in &mut query[start..] {
+            if byte.is_ascii_lowercase() {
+                *byte = byte.to_ascii_uppercase();
+            }
+        }
+    }
+    if edns {
+        let do_bit = if control & 4 != 0 { 0x80 } else { 0 };
+        query.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, do_bit, 0, 0, 0]);
+    }
+    let Ok(q) = wire::parse_query(&query) else {
+        return;
+    };
+    let Ok(stored) = StoredAnswer::from_upstream(answer, &q, cache_config()) else {
+        return;
+    };
+    let hit = control & 8 != 0;
+    let ttl = u32::from(control >> 4) * 97;
+    let mut out = vec![0u8; crate::limits::MESSAGE_BYTES_MAX];
+    for max_len in [12, 100, 512, 1232, 4096, crate::limits::MESSAGE_BYTES_MAX] {
+        let n = write_reply(&stored, &q, ttl, hit, &mut out, max_len);
+        assert!(n <= max_len, "reply of {n} bytes over the limit {max_len}");
+        if n == 0 {
+            continue;
+        }
+        check_reply(&q, &out[..n], ttl);
+    }
+}
+
+/// What a client must be able to rely on in any reply we serve from the cache.
+fn check_reply(q: &wire::Query<'_>, reply: &[u8], ttl: u32) {
+    use hickory_proto::op::{Message, MessageType};
+    assert_eq!(wire::message_id(reply), Some(q.id));
+    assert_eq!(wire::question_bytes(reply), Some(q.question()));
+    let header_flags = u16::from_be_bytes([reply[2], reply[3]]);
+    assert!(header_flags & flags::QR != 0);
+    let msg = Message::from_vec(reply).expect("a reply served from cache parses");
+    assert_eq!(msg.message_type(), MessageType::Response);
+    assert_eq!(msg.queries().len(), 1);
+    assert_eq!(u16::from(msg.queries()[0].query_type()), q.qtype);
+    assert_eq!(msg.extensions().is_some(), q.edns.is_some());
+    assert!(msg.all_sections().all(|r| r.ttl() == ttl));
+}
+
+/// Corefile text (UTF-8 only), rendered through the `__PILLAR__` template first when
+/// it uses placeholders, then parsed.
+pub fn corefile(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = |name: &str| match name {
+        "IP" => Some("10.0.0.10".to_string()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    };
+    let _ = parse_safely(text, &env);
+    if text.contains("__PILLAR__") {
+        if let Ok(rendered) =
+            config::render_corefile(text, &pillar_values(&KubeDnsConfig::default()))
+        {
+            let _ = parse_safely(&rendered, &env);
+        }
+    }
+}
+
+/// Parses Corefile text, refusing inputs that would read device files (a fuzzer
+/// finds `forward . /dev/stdin` quickly, and reading it would block).
+fn parse_safely(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+    if text.contains("/dev") || text.contains("/proc") || text.contains("/sys") {
+        return None;
+    }
+    config::parse_corefile_with_env(text, Path::new("/nonexistent/fuzz/Corefile"), env).ok()
+}
+
+const LOCAL_IPS: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 20, 10)),
+    IpAddr::V4(std::net::Ipv4Addr::new(10, 96, 0, 10)),
+];
+
+fn pillar_values(kube_dns: &KubeDnsConfig) -> PillarValues<'_> {
+    PillarValues {
+        local_ips: &LOCAL_IPS,
+        cluster_dns: Some("10.96.0.10"),
+        cluster_dns_var: "KUBE_DNS_UPSTREAM_SERVICE_HOST",
+        dns_port: 53,
+        kube_dns,
+    }
+}
+
+/// The template node-cache ships, cut to what the ConfigMap changes.
+const TEMPLATE: &str = "cluster.local:53 {\n    errors\n    cache 30\n    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__\n    forward . __PILLAR__CLUSTER__DNS__ {\n        force_tcp\n    }\n}\n.:53 {\n    errors\n    cache 30\n    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__\n    forward . __PILLAR__UPSTREAM__SERVERS__ {\n        force_tcp\n    }\n}\n";
+
+/// kube-dns ConfigMap: `data` split on NUL into the values of `stubDomains`,
+/// `upstreamNameservers` and an unrelated key. An accepted ConfigMap must render into a
+/// Corefile that parses: otherwise node-cache mode would accept a ConfigMap and then
+/// fail to serve it.
+pub fn configmap(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.splitn(3, '\0');
+    let mut files = BTreeMap::new();
+    for key in ["stubDomains", "upstreamNameservers", "federations"] {
+        if let Some(value) = parts.next() {
+            files.insert(key.to_string(), value.to_string());
+        }
+    }
+    let Ok(kube_dns) = config::parse_kube_dns(&files) else {
+        return;
+    };
+    let rendered =
+        config::render_corefile(TEMPLATE, &pillar_values(&kube_dns)).expect("the template renders");
+    let env = |_: &str| None;
+    if let Err(err) =
+        config::parse_corefile_with_env(&rendered, Path::new("/nonexistent/fuzz/Corefile"), &env)
+    {
+        // The default upstream (/etc/resolv.conf) may be unreadable or empty here.
+        let text = err.to_string();
+        assert!(
+            text.contains("resolv.conf"),
+            "accepted ConfigMap renders a bad Corefile: {text}\n{rendered}"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! Zero-loss hand-over of the SO_REUSEPORT UDP sockets to a successor process.
+//!
+//! Closing a reuseport UDP socket loses the datagrams queued in it, and until it is
+//! closed the kernel keeps hashing new datagrams to it. So a stopping shard first
+//! takes its sockets out of the kernel's selection and only then drains them:
+//!
+//! 1. `connect()` each UDP socket to the discard port on loopback. The kernel's
+//!    reuseport selection skips connected sockets (`reuseport_select_sock_by_hash`),
+//!    and a wildcard socket is re-hashed out of its group; a connected socket only
+//!    matches datagrams from its peer, which never sends. New queries therefore go to
+//!    the successor's sockets in the same group; already queued ones stay readable.
+//!    Answers still go out: `sendmsg` with an explicit address works on a connected
+//!    UDP socket.
+//! 2. Keep the socket loops running until the receive queues are empty and no miss
+//!    is in flight (a few quiet polls), bounded by [`limits::HANDOVER_DRAIN_MILLIS_MAX`].
+//! 3. Close.
+//!
+//! Step 1 happens only for an endpoint where a successor has a socket (another
+//! process's socket bound to the same address and port, read from
+//! `/proc/net/udp{,6}`): without one, leaving the group would turn the queries that
+//! arrive while the node still routes to us into ICMP errors, so the sockets keep
+//! serving while they drain (a plain restart, or the last instance stopping).
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use socket2::SockAddr;
+
+use super::Current;
+use crate::limits;
+
+/// Polls without queued datagrams or misses in flight before the sockets close.
+const QUIET_POLLS: u32 = 3;
+const POLL_MILLIS: u64 = 10;
+
+/// Stops new datagrams reaching the UDP sockets `fds`, then waits until what they
+/// hold is answered.
+pub async fn drain(current: &Current, fds: &[(RawFd, SocketAddr)]) {
+    let ours = own_socket_inodes();
+    for &(fd, addr) in fds
+        .iter()
+        .filter(|(_, addr)| successor_present(*addr, &ours))
+    {
+        if let Err(err) = leave_group(fd, addr) {
+            tracing::warn!(%addr, %err, "cannot take the UDP socket out of the reuseport group");
+        }
+    }
+    let started = Instant::now();
+    let bound = Duration::from_millis(limits::HANDOVER_DRAIN_MILLIS_MAX);
+    let mut quiet = 0;
+    while quiet < QUIET_POLLS && started.elapsed() < bound {
+        glommio::timer::sleep(Duration::from_millis(POLL_MILLIS)).await;
+        let queued = fds.iter().any(|&(fd, _)| queued_bytes(fd) > 0);
+        let inflight = current.borrow().misses_in_flight() > 0;
+        quiet = if queued || inflight { 0 } else { quiet + 1 };
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(
+        elapsed_ms,
+        drained = quiet >= QUIET_POLLS,
+        "UDP sockets drained"
+    );
+}
+
+/// `connect()` to the discard port of the loopback of the socket's family.
+fn leave_group(fd: RawFd, addr: SocketAddr) -> std::io::Result<()> {
+    let peer: SocketAddr = match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 9).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 9).into(),
+    };
+    let peer = SockAddr::from(peer);
+    // SAFETY: `fd` is an open socket of this shard; the address outlives the call.
+    let rc = unsafe { libc::connect(fd, peer.as_ptr().cast(), peer.len()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Bytes waiting in the socket's receive queue (SIOCINQ); 0 on error.
+fn queued_bytes(fd: RawFd) -> usize {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut bytes) };
+    if rc == 0 {
+        usize::try_from(bytes).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Inodes of this process's sockets (from the `socket:[N]` links in /proc/self/fd).
+fn own_socket_inodes() -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let text = target.to_str()?;
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// True when a UDP socket bound to `addr` belongs to another process.
+fn successor_present(addr: SocketAddr, ours: &[u64]) -> bool {
+    let table = if addr.is_ipv4() {
+        "/proc/net/udp"
+    } else {
+        "/proc/net/udp6"
+    };
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return false;
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(parse_udp_line)
+        .any(|(local, inode)| local == addr && inode != 0 && !ours.contains(&inode))
+}
+
+/// The local address and inode of one /proc/net/udp line (`sl local rem st ... inode`).
+fn parse_udp_line(line: &str) -> Option<(SocketAddr, u64)> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (ip_hex, port_hex) = fields.get(1)?.split_once(':')?;
+    let inode = fields.get(9)?.parse().ok()?;
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    // The kernel prints the address as 32-bit words in host byte order.
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip_hex.len()).step_by(8) {
+        let word = u32::from_str_radix(ip_hex.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
+        16 => Ipv6Addr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?).into(),
+        _ => return None,
+    };
+    Some((SocketAddr::new(ip, port), inode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_proc_net_udp_lines() {
+        let v4 = "  12: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 12345 2 0000000000000000 0";
+        let v6 = "  3: 00000000000000000000000001000000:0035 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 777 2 0000000000000000 0";
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                parse_udp_line(v4),
+                Some(("127.0.0.1:53".parse().unwrap(), 12345))
+            );
+            assert_eq!(parse_udp_line(v6), Some(("[::1]:53".parse().unwrap(), 777)));
+        }
+        assert_eq!(parse_udp_line("garbage"), None);
+    }
+
+    #[test]
+    fn a_socket_of_another_process_is_a_successor_ours_is_not() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        assert!(
+            !successor_present(addr, &own_socket_inodes()),
+            "our own socket"
+        );
+        assert!(successor_present(addr, &[]), "seen as another process's");
+    }
+}

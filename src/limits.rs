@@ -104,6 +104,11 @@ pub const CACHE_REFRESH_MILLIS_MAX: u64 = 2 * UPSTREAM_QUERY_MILLIS;
 
 const _: () = assert!(CACHE_REFRESH_MILLIS_MAX > UPSTREAM_QUERY_MILLIS);
 
+/// Cache: after a refresh failed (no answer, or one that could not replace the entry),
+/// the next refresh of that entry starts no sooner than this: a dead upstream that
+/// refuses at once must not get one refresh per hit of a popular entry.
+pub const CACHE_REFRESH_RETRY_MILLIS: u64 = 1_000;
+
 /// Cross-core miss routing: messages queued between two shards.
 pub const OWNER_CHANNEL_MAX: usize = 1024;
 /// Cross-core miss routing: seed of the key → owner hash (the same on every shard).

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Prefetch;
-use crate::limits::CACHE_REFRESH_MILLIS_MAX;
+use crate::limits::{CACHE_REFRESH_MILLIS_MAX, CACHE_REFRESH_RETRY_MILLIS};
 
 /// How popular an entry is right now (CoreDNS `freq.Freq`): the run of hits, each
 /// within the prefetch DURATION of the previous one.
@@ -50,30 +50,51 @@ pub(super) fn prefetch_due(
 /// Whether a refresh of an entry is in flight: set when the shard tells the caller to
 /// start one, cleared by the caller's `insert` or `refresh_failed`. A mark older than
 /// [`CACHE_REFRESH_MILLIS_MAX`] is presumed lost (a caller that dropped its task), so a
-/// lost report delays the next refresh instead of stopping refreshes for good.
+/// lost report delays the next refresh instead of stopping refreshes for good. After a
+/// failed refresh the next waits [`CACHE_REFRESH_RETRY_MILLIS`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct RefreshMark {
     since: Option<Instant>,
+    failed: Option<Instant>,
 }
 
 impl RefreshMark {
     const TIMEOUT: Duration = Duration::from_millis(CACHE_REFRESH_MILLIS_MAX);
+    const RETRY: Duration = Duration::from_millis(CACHE_REFRESH_RETRY_MILLIS);
 
-    /// True (and marks) if no refresh is in flight: the caller must start one.
+    /// Whether a refresh is in flight at `now`.
+    pub(super) fn in_flight(&self, now: Instant) -> bool {
+        self.since
+            .is_some_and(|since| now.saturating_duration_since(since) < Self::TIMEOUT)
+    }
+
+    /// True (and marks) if no refresh is in flight and none failed within the retry
+    /// delay: the caller must start one.
     pub(super) fn claim(&mut self, now: Instant) -> bool {
-        let in_flight = self
-            .since
-            .is_some_and(|since| now.saturating_duration_since(since) < Self::TIMEOUT);
-        if in_flight {
+        let backing_off = self
+            .failed
+            .is_some_and(|failed| now.saturating_duration_since(failed) < Self::RETRY);
+        if self.in_flight(now) || backing_off {
             return false;
         }
         self.since = Some(now);
+        self.failed = None;
         true
     }
 
     /// Ends the refresh in flight; returns whether there was one.
     pub(super) fn clear(&mut self) -> bool {
         self.since.take().is_some()
+    }
+
+    /// Ends the refresh in flight as failed at `now` (the next waits the retry delay);
+    /// returns whether there was one.
+    pub(super) fn fail(&mut self, now: Instant) -> bool {
+        let was = self.clear();
+        if was {
+            self.failed = Some(now);
+        }
+        was
     }
 }
 
@@ -142,5 +163,14 @@ mod tests {
         assert!(m.clear());
         assert!(!m.clear());
         assert!(m.claim(t0));
+        assert!(m.in_flight(t0));
+        // A failure holds the next claim back for the retry delay.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(m.fail(t1));
+        assert!(!m.in_flight(t1));
+        assert!(!m.fail(t1), "nothing in flight any more");
+        assert!(!m.claim(t1));
+        assert!(!m.claim(t1 + RefreshMark::RETRY - Duration::from_millis(1)));
+        assert!(m.claim(t1 + RefreshMark::RETRY));
     }
 }

@@ -483,17 +483,33 @@ impl Shard {
 
     /// Ends the refresh of `q` in flight after the upstream gave no answer, so that
     /// the next due hit may start another. No effect if there is none.
+    /// The next refresh of that entry starts no sooner than
+    /// [`CACHE_REFRESH_RETRY_MILLIS`](crate::limits::CACHE_REFRESH_RETRY_MILLIS) later.
     pub fn refresh_failed(&mut self, q: &Query<'_>) {
+        self.refresh_failed_at(q, Instant::now());
+    }
+
+    /// [`Shard::refresh_failed`] at `now`.
+    pub fn refresh_failed_at(&mut self, q: &Query<'_>, now: Instant) {
         let Some(id) = self.find_query(q) else {
             return;
         };
-        if entry_mut(&mut self.pools, id).is_some_and(|e| e.refresh.clear()) {
+        if entry_mut(&mut self.pools, id).is_some_and(|e| e.refresh.fail(now)) {
             self.counters.refresh_failures += 1;
         }
     }
 
+    /// Whether a refresh of the entry answering `q` is in flight at `now` (its answer
+    /// is about to be replaced).
+    pub fn refreshing(&self, q: &Query<'_>, now: Instant) -> bool {
+        self.find_query(q)
+            .and_then(|id| self.entry(id))
+            .is_some_and(|e| e.refresh.in_flight(now))
+    }
+
     /// Caches `stored` as the answer to `q`, replacing any previous one and ending its
-    /// refresh in flight (cached or not). Returns whether it was cached.
+    /// refresh in flight (cached or not; not cached counts as a failed refresh, see
+    /// [`Shard::refresh_failed`]). Returns whether it was cached.
     ///
     /// Not cached: uncacheable answers, zero TTLs, SERVFAIL when `servfail_ttl` is 0, a
     /// class `disable`d for the name's zone, names outside the cache's zones, and
@@ -519,8 +535,11 @@ impl Shard {
             pool => pool,
         };
         let Some(pool) = pool else {
+            // The entry stays: its refresh, if any, failed.
             if let Some(e) = old.and_then(|id| entry_mut(&mut self.pools, id)) {
-                e.refresh.clear();
+                if e.refresh.fail(now) {
+                    self.counters.refresh_failures += 1;
+                }
             }
             return false;
         };

@@ -23,7 +23,7 @@ pub struct CacheStats {
     /// Refreshes the shard told the caller to start (prefetch and stale alike, as
     /// CoreDNS counts them).
     pub prefetches: u64,
-    /// Refreshes reported failed through `refresh_failed`.
+    /// Refreshes ended by `refresh_failed`, or by an answer that was not cached.
     pub refresh_failures: u64,
     /// Stale answers written (by `lookup` with `immediate`, or by `lookup_stale`).
     pub served_stale: u64,

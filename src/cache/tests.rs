@@ -688,7 +688,7 @@ proptest! {
 // ---- Refresh protocol, serve_stale, servfail, disable, keepttl, stats ----
 
 use crate::config::Prefetch;
-use crate::limits::CACHE_REFRESH_MILLIS_MAX;
+use crate::limits::{CACHE_REFRESH_MILLIS_MAX, CACHE_REFRESH_RETRY_MILLIS};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -856,23 +856,31 @@ fn one_refresh_in_flight_however_many_hits() {
     );
     assert_eq!(kind(&mut shard, n, due + secs(2)), PREFETCH);
     assert_eq!(kind(&mut shard, n, due + secs(2)), HIT);
-    // An answer that is not cached (REFUSED) also ends it.
+    // An answer that is not cached (REFUSED) also ends it, as a failure: the next
+    // refresh waits CACHE_REFRESH_RETRY_MILLIS.
     let refused = Upstream::new(n, RecordType::A, ResponseCode::Refused);
-    assert!(!insert_up(&mut shard, &cfg(), n, &refused, due + secs(3)));
-    assert_eq!(kind(&mut shard, n, due + secs(3)), PREFETCH);
+    let failed = due + secs(3);
+    assert!(!insert_up(&mut shard, &cfg(), n, &refused, failed));
+    assert_eq!(shard.stats().refresh_failures, 2);
+    let retry = failed + Duration::from_millis(CACHE_REFRESH_RETRY_MILLIS);
+    assert_eq!(kind(&mut shard, n, failed), HIT, "backing off");
+    assert_eq!(kind(&mut shard, n, retry - Duration::from_millis(1)), HIT);
+    assert_eq!(kind(&mut shard, n, retry), PREFETCH);
     // A refresh never reported is presumed lost after CACHE_REFRESH_MILLIS_MAX.
-    let lost = due + secs(3) + Duration::from_millis(CACHE_REFRESH_MILLIS_MAX);
+    let lost = retry + Duration::from_millis(CACHE_REFRESH_MILLIS_MAX);
     assert_eq!(kind(&mut shard, n, lost - Duration::from_millis(1)), HIT);
     assert_eq!(kind(&mut shard, n, lost), PREFETCH);
-    // A SERVFAIL refresh keeps the good answer and ends the refresh.
+    // A SERVFAIL refresh keeps the good answer and ends the refresh (failed).
     let servfail = Upstream::new(n, RecordType::A, ResponseCode::ServFail);
     assert!(!insert_up(&mut shard, &cfg(), n, &servfail, lost));
     let (result, reply) = lookup(&mut shard, n, lost);
-    assert!(result.must_refresh());
+    assert!(!result.must_refresh(), "backing off");
     assert_eq!(reply.unwrap().response_code(), ResponseCode::NoError);
+    let retry = lost + Duration::from_millis(CACHE_REFRESH_RETRY_MILLIS);
+    assert_eq!(kind(&mut shard, n, retry), PREFETCH);
     // A good answer replaces the entry: fresh, nothing due.
-    insert(&mut shard, n, 1000, lost);
-    assert_eq!(kind(&mut shard, n, lost + secs(1)), HIT);
+    insert(&mut shard, n, 1000, retry);
+    assert_eq!(kind(&mut shard, n, retry + secs(1)), HIT);
     assert_eq!(shard.stats().prefetches, 5);
 }
 
@@ -916,11 +924,13 @@ fn stale_immediate_answers_ttl_0_and_refreshes_once() {
         refresh_failed(&mut shard, n);
         assert_eq!(kind(&mut shard, n, expired + secs(5)), STALE_REFRESH);
         assert_eq!(kind(&mut shard, n, expired + secs(5)), STALE);
-        // SERVFAIL from the refresh does not replace the stale answer.
+        // SERVFAIL from the refresh does not replace the stale answer; the next
+        // refresh waits the retry delay.
         let servfail = Upstream::new(n, RecordType::A, ResponseCode::ServFail);
         assert!(!insert_up(&mut shard, &c, n, &servfail, expired + secs(6)));
-        assert_eq!(kind(&mut shard, n, expired + secs(6)), STALE_REFRESH);
-        // Within the window up to its end (the refresh asked at +6 s is presumed lost
+        assert_eq!(kind(&mut shard, n, expired + secs(6)), STALE);
+        assert_eq!(kind(&mut shard, n, expired + secs(7)), STALE_REFRESH);
+        // Within the window up to its end (the refresh asked at +7 s is presumed lost
         // by now), then dead and removed.
         assert_eq!(kind(&mut shard, n, expired + secs(10)), STALE);
         assert_eq!(

@@ -34,6 +34,8 @@ pub enum Message {
         /// The client's query (any ID, the client's case).
         packet: Vec<u8>,
         transport: Transport,
+        /// A refresh (prefetch, stale) of the requester's entry, not a client's miss.
+        refresh: bool,
     },
     Response {
         ticket: u64,
@@ -80,8 +82,9 @@ impl Peers {
         (hasher.finish() % self.senders.nr_consumers().max(1) as u64) as usize
     }
 
-    /// Asks `owner` to resolve; None when the owner cannot (other configuration,
-    /// mesh closed, no answer within the query deadline): the caller resolves itself.
+    /// Asks `owner` to resolve (`refresh`: to refresh the caller's entry); None when
+    /// the owner cannot (other configuration, mesh closed, no answer within the query
+    /// deadline): the caller resolves itself.
     pub async fn ask(
         &self,
         owner: usize,
@@ -89,6 +92,7 @@ impl Peers {
         block: usize,
         packet: &[u8],
         transport: Transport,
+        refresh: bool,
     ) -> Option<Outcome> {
         let ticket = self.next_ticket.get();
         self.next_ticket.set(ticket.wrapping_add(1));
@@ -105,6 +109,7 @@ impl Peers {
             block,
             packet: packet.to_vec(),
             transport,
+            refresh,
         };
         self.senders.send_to(owner, request).await.ok()?;
         let budget = Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS + 500);
@@ -160,6 +165,7 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
             block,
             packet,
             transport,
+            refresh,
         } => {
             let (peers, shard) = (peers.clone(), current.borrow().clone());
             glommio::spawn_local(async move {
@@ -167,7 +173,9 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
                     Outcome::Mismatch
                 } else {
                     match wire::parse_query(&packet) {
-                        Ok(query) => answer_request(&shard, block, &query, transport).await,
+                        Ok(query) => {
+                            answer_request(&shard, block, &query, transport, refresh).await
+                        }
                         Err(_) => Outcome::Resolved(Err(Rcode::FormErr)),
                     }
                 };
@@ -183,17 +191,32 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
 
 /// The owner's side of a request: its cache first (the reply travels as bytes), else
 /// a resolution shared with every other miss of the key on this shard.
+///
+/// A `refresh` request for an entry the owner is refreshing itself (both copies
+/// became due together) joins that refresh (no extra upstream query) and gets the new
+/// answer, or the failure, instead of the copy about to be replaced, which the
+/// requester would cache again and soon refresh again. A client's miss takes the
+/// cached copy at once.
 async fn answer_request(
     shard: &Rc<Shard>,
     block: usize,
     query: &wire::Query<'_>,
     transport: Transport,
+    refresh: bool,
 ) -> Outcome {
     let mut reply = vec![0u8; limits::MESSAGE_BYTES_MAX];
     let now = std::time::Instant::now();
     if let Some(len) = super::query::cached_reply(shard, block, query, transport, now, &mut reply) {
-        reply.truncate(len);
-        return Outcome::Cached(reply);
+        let refreshing = refresh
+            && shard
+                .blocks
+                .get(block)
+                .and_then(|b| b.cache.as_ref())
+                .is_some_and(|c| c.borrow().refreshing(query, now));
+        if !refreshing {
+            reply.truncate(len);
+            return Outcome::Cached(reply);
+        }
     }
     let resolution = super::query::resolve_owned(shard, block, query, transport).await;
     Outcome::Resolved((*resolution).clone())

@@ -289,7 +289,7 @@ async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transpor
     };
     let block = &shard.blocks[block_index];
     let resolution =
-        resolve_shared(&shard, block_index, &query, transport, Route::ToOwner, None).await;
+        resolve_shared(&shard, block_index, &query, transport, Route::Refresh, None).await;
     if let (Err(_), Some(cache)) = (resolution.as_ref(), &block.cache) {
         cache.borrow_mut().refresh_failed(&query);
     }
@@ -299,6 +299,8 @@ async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transpor
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
     ToOwner,
+    /// As `ToOwner`, for a refresh of this shard's entry (prefetch, stale).
+    Refresh,
     /// This shard is the owner (a request from another shard): resolve here.
     Here,
 }
@@ -354,7 +356,7 @@ async fn resolve_shared(
     let owner = shard.peers.as_ref().map(|p| (p.owner(&key), p.me()));
     let guard = LeaderGuard { block, key };
     let from_owner = match (route, owner, &shard.peers) {
-        (Route::ToOwner, Some((owner, me)), Some(peers)) if owner != me => {
+        (Route::ToOwner | Route::Refresh, Some((owner, me)), Some(peers)) if owner != me => {
             peers
                 .ask(
                     owner,
@@ -362,6 +364,7 @@ async fn resolve_shared(
                     block_index,
                     query.packet,
                     transport,
+                    route == Route::Refresh,
                 )
                 .await
         }

@@ -494,37 +494,26 @@ pub fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
         out.counter(&m::CACHE_HITS, &typed("success"), cache.hits[0].get());
         out.counter(&m::CACHE_HITS, &typed("denial"), cache.hits[1].get());
         out.counter(&m::CACHE_MISSES, &labels, cache.misses.get());
-        // What the cache shard counts itself (refreshes, stale answers, evictions,
-        // answers it declined to store), read here at export time.
-        let inner = shard
+        // The cache shard counts refreshes, stale answers, evictions and its own
+        // drops (answers over the byte budget); the meter counts mismatched answers.
+        let own = shard
             .blocks
             .get(cache.block)
             .and_then(|b| b.cache.as_ref())
             .map(|c| c.borrow().stats())
             .unwrap_or_default();
-        out.counter(&m::CACHE_DROPS, &labels, cache.drops.get() + inner.drops);
-        out.counter(&m::CACHE_PREFETCH, &labels, inner.prefetches);
-        out.counter(&m::CACHE_SERVED_STALE, &labels, inner.served_stale);
+        out.counter(&m::CACHE_DROPS, &labels, cache.drops.get() + own.drops);
+        out.counter(&m::CACHE_PREFETCH, &labels, own.prefetches);
+        out.counter(&m::CACHE_SERVED_STALE, &labels, own.served_stale);
         out.counter(
             &m::CACHE_EVICTIONS,
             &typed("success"),
-            inner.evictions_success,
+            own.evictions_success,
         );
-        out.counter(
-            &m::CACHE_EVICTIONS,
-            &typed("denial"),
-            inner.evictions_denial,
-        );
-        out.gauge(
-            &m::CACHE_ENTRIES,
-            &typed("success"),
-            inner.entries_success as f64,
-        );
-        out.gauge(
-            &m::CACHE_ENTRIES,
-            &typed("denial"),
-            inner.entries_denial as f64,
-        );
+        out.counter(&m::CACHE_EVICTIONS, &typed("denial"), own.evictions_denial);
+        let (success, denial) = (own.entries_success, own.entries_denial);
+        out.gauge(&m::CACHE_ENTRIES, &typed("success"), success as f64);
+        out.gauge(&m::CACHE_ENTRIES, &typed("denial"), denial as f64);
     }
     export_upstreams(shard, out);
     export_extras(shard, index, out);

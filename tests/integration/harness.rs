@@ -72,6 +72,24 @@ pub struct Knot {
     dir: TempDir,
     conf: PathBuf,
     pub port: u16,
+    /// The first zone's origin, whose SOA is the readiness probe.
+    origin: String,
+}
+
+/// Spawns knotd on `conf`, its output in `dir`/knotd.log (a previous log is kept as
+/// knotd.log.old).
+fn spawn_knotd(dir: &Path, conf: &Path) -> Child {
+    let path = dir.join("knotd.log");
+    let _ = fs::rename(&path, dir.join("knotd.log.old"));
+    let log = fs::File::create(path).expect("knotd.log");
+    Command::new(find_program("knotd", "knot"))
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawning knotd")
 }
 
 impl Knot {
@@ -89,7 +107,6 @@ impl Knot {
     }
 
     fn try_start(zones: &[Zone]) -> Result<Knot, String> {
-        let knotd = find_program("knotd", "knot");
         let dir = tempfile::Builder::new()
             .prefix("itk")
             .tempdir()
@@ -101,22 +118,41 @@ impl Knot {
             fs::write(dir.path().join(zone_file_name(&zone.origin)), &zone.text)
                 .expect("writing zone file");
         }
-        let log = fs::File::create(dir.path().join("knotd.log")).expect("knotd.log");
-        let child = Command::new(knotd)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning knotd");
+        let child = spawn_knotd(dir.path(), &conf);
         let mut knot = Knot {
             child,
             dir,
             conf,
             port,
+            origin: zones[0].origin.clone(),
         };
-        knot.wait_ready(&zones[0].origin).map(|()| knot)
+        knot.wait_ready().map(|()| knot)
+    }
+
+    /// Kills knotd and reaps it: the upstream stops answering (its port is closed).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts knotd again on the same port with the same zones (after [`Knot::stop`]);
+    /// its counters start from 0. Panics if it does not answer within the start timeout.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last = String::new();
+        for _ in 0..3 {
+            self.child = spawn_knotd(self.dir.path(), &self.conf);
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(why) => last = why,
+            }
+            self.stop();
+            sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "knotd did not restart on port {} (3 tries); last: {last}",
+            self.port
+        );
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -127,9 +163,9 @@ impl Knot {
         fs::read_to_string(self.dir.path().join("knotd.log")).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self, origin: &str) -> Result<(), String> {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let probe = client::query(origin, RecordType::SOA);
+        let probe = client::query(&self.origin, RecordType::SOA);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
@@ -353,6 +389,42 @@ impl Cache {
         fs::read_to_string(self.dir.path().join("nodelocaldns.log")).unwrap_or_default()
     }
 
+    /// The body of `GET /metrics` from `prometheus 127.0.0.1:$FREEPORT1`.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.free_ports[0]));
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("/metrics on {addr} not listening: {e}\n{}", self.log()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("read timeout");
+        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        assert!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "GET /metrics: {response:.300}"
+        );
+        response
+    }
+
+    /// The sum of every sample of `metric` (any labels) in `/metrics`.
+    pub fn metric_sum(&self, metric: &str) -> f64 {
+        metric_sum(&self.metrics(), metric)
+    }
+
+    /// Resident set size of the server process, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// Open file descriptors of the server process.
     pub fn fd_count(&self) -> usize {
         fs::read_dir(format!("/proc/{}/fd", self.pid()))
@@ -388,6 +460,19 @@ impl Drop for Cache {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The sum of every sample of `metric` (exact name, any labels) in a Prometheus text
+/// exposition.
+pub fn metric_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The Corefile most tests run: one `.` block forwarding to `knot` with `forward_opts`

@@ -10,6 +10,7 @@ mod bad_input;
 mod caching;
 mod edns_and_case;
 mod node_cache_corefile;
+mod refresh;
 mod tcp;
 mod truncation;
 mod upstream_pool;

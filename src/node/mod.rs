@@ -54,7 +54,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
 
 /// How long the stop waits for a successor's answer before tearing down. Exit stays
 /// within lameduck + 5 s: control poll 0.1 s + drain ≤ 1.5 s + this + teardown 2 s.
-const SUCCESSOR_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the main thread waits for.
 enum Event {
@@ -173,17 +172,26 @@ fn serve_until_stop(
             Err(_) => break,
         }
     }
-    // Lameduck first (still answering, /ready 503), then the server stops, then the
-    // node gets its original DNS path back.
-    running.stop();
-    if let Some((setup, wake, deadline)) = teardown {
-        // A successor already serving (a restart or an upgrade that started the new
-        // process beside this one) shares the interface and the rules: keep them.
-        if sync::probe_within(setup.probe, SUCCESSOR_PROBE_TIMEOUT) {
-            tracing::info!(probe = %setup.probe, "a successor answers; leaving the interface and rules to it");
-        } else {
-            setup.teardown(wake.as_ref(), deadline);
+    // Lameduck first (still answering, /ready 503). Then the node gets its original
+    // DNS path back while this process still answers, so no query meets a closed
+    // socket; then the server stops.
+    running.lameduck();
+    // A successor already bound beside this one (a restart or an upgrade with
+    // maxSurge) shares the interface and the rules: keep them for it.
+    let teardown = teardown.filter(|(setup, _, _)| {
+        let successor = running.successor_present();
+        if successor {
+            tracing::info!(probe = %setup.probe, "a successor holds the port; leaving the interface and rules to it");
         }
+        !successor
+    });
+    if let Some((setup, wake, deadline)) = &teardown {
+        setup.teardown_part(wake.as_ref(), *deadline, sync::Part::Rules);
+    }
+    running.shutdown();
+    running.join();
+    if let Some((setup, wake, deadline)) = &teardown {
+        setup.teardown_part(wake.as_ref(), *deadline, sync::Part::Interface);
     }
     Ok(())
 }

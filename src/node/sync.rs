@@ -156,6 +156,18 @@ impl NodeSetup {
     /// Stops the sync loop, then removes every rule and the interface, waiting at
     /// most `deadline`. Returns false if the deadline passed first.
     pub fn teardown(self: &Arc<Self>, wake: Option<&Sender<()>>, deadline: Duration) -> bool {
+        self.teardown_part(wake, deadline, Part::All)
+    }
+
+    /// Like [`NodeSetup::teardown`] for a part: the rules while the server still
+    /// answers (queries fall back to the cluster DNS path, none meets a closed
+    /// socket), then the interface once the server has stopped.
+    pub fn teardown_part(
+        self: &Arc<Self>,
+        wake: Option<&Sender<()>>,
+        deadline: Duration,
+        part: Part,
+    ) -> bool {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(wake) = wake {
             let _ = wake.try_send(());
@@ -166,7 +178,12 @@ impl NodeSetup {
         let spawned = std::thread::Builder::new()
             .name("node-teardown".into())
             .spawn(move || {
-                setup.remove_all();
+                if part != Part::Interface {
+                    setup.remove_rules();
+                }
+                if part != Part::Rules {
+                    setup.remove_interface();
+                }
                 let _ = done.send(());
             });
         if let Err(err) = spawned {
@@ -188,7 +205,7 @@ impl NodeSetup {
         }
     }
 
-    fn remove_all(&self) {
+    fn remove_rules(&self) {
         let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
         let mut iptables = Iptables::default();
         for rule in &self.rules {
@@ -198,6 +215,10 @@ impl NodeSetup {
                 Err(err) => self.rule_error(&err),
             }
         }
+    }
+
+    fn remove_interface(&self) {
+        let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(interface) = &self.interface {
             match interface.remove() {
                 Ok(true) => tracing::info!(name = %interface.name, "removed interface"),
@@ -206,6 +227,14 @@ impl NodeSetup {
             }
         }
     }
+}
+
+/// What a teardown removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Rules,
+    Interface,
+    All,
 }
 
 /// Where to ask: the first local IP on the DNS port (the loopback of its family for

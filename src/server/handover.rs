@@ -91,6 +91,12 @@ fn queued_bytes(fd: RawFd) -> usize {
     }
 }
 
+/// True when another process has a UDP socket on one of `addrs`.
+pub fn successor_on_any(addrs: &[SocketAddr]) -> bool {
+    let ours = own_socket_inodes();
+    addrs.iter().any(|&addr| successor_present(addr, &ours))
+}
+
 /// Inodes of this process's sockets (from the `socket:[N]` links in /proc/self/fd).
 fn own_socket_inodes() -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {

@@ -149,14 +149,26 @@ impl Running {
     /// SIGTERM: `/ready` turns 503 at once, DNS and `/health` keep answering for the
     /// `health { lameduck }` duration, then the shards stop and are joined.
     pub fn stop(self) {
+        self.lameduck();
+        self.shutdown();
+        self.join();
+    }
+
+    /// `/ready` turns 503 at once; DNS and `/health` keep answering for the
+    /// `health { lameduck }` duration (this call sleeps that long).
+    pub fn lameduck(&self) {
         let lameduck = self.telemetry.lameduck;
         self.telemetry.enter_lameduck();
         if !lameduck.is_zero() {
             tracing::info!(?lameduck, "lameduck: still serving before exit");
             std::thread::sleep(lameduck);
         }
-        self.shutdown();
-        self.join();
+    }
+
+    /// True when another process holds a UDP socket on one of our endpoints: a
+    /// successor started beside this one (SO_REUSEPORT) during a restart or upgrade.
+    pub fn successor_present(&self) -> bool {
+        handover::successor_on_any(&self.endpoints)
     }
 
     /// The metrics and readiness of this server.

@@ -52,8 +52,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
-/// How long the stop waits for a successor's answer before tearing down. Exit stays
-/// within lameduck + 5 s: control poll 0.1 s + drain ≤ 1.5 s + this + teardown 2 s.
+// Exit stays within lameduck + 5 s even if iptables hangs: rule removal ≤ the
+// teardown timeout (2 s), control poll 0.1 s + drain ≤ 1.5 s, interface removal
+// (netlink) after that.
 
 /// What the main thread waits for.
 enum Event {

@@ -1,5 +1,5 @@
 # Thin entry points; the logic lives in ci/.
-.PHONY: run test deps build lint bench bench-core fuzz clean
+.PHONY: run test deps build lint bench bench-core bench-compare fuzz clean
 
 CONF ?= ci/default.Corefile
 
@@ -24,3 +24,10 @@ bench-core: build
 
 clean:
 	cargo clean
+
+# nodelocaldns vs dnsdist, unbound, kresd, pdns-recursor, dnsmasq and the echo floor,
+# one core each; record under bench/runs/<date>-compare/. SECS per run, ROUNDS.
+SECS ?= 5
+ROUNDS ?= 3
+bench-compare:
+	bench/compare.sh $(SECS) $(ROUNDS)

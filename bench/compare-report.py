@@ -3,6 +3,7 @@
 
 usage: compare-report.py OUT_DIR RATE SECS ROUNDS
 """
+import gzip
 import json
 import os
 import statistics
@@ -16,8 +17,12 @@ ANSWER_RR_BYTES = 16
 
 
 def load(name):
+    path = os.path.join(out, "raw", name)
     try:
-        with open(os.path.join(out, "raw", name)) as f:
+        if os.path.exists(path + ".gz"):
+            with gzip.open(path + ".gz", "rt") as f:
+                return json.load(f)
+        with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None

@@ -271,4 +271,5 @@ done
   echo "rss:  dnsload -s 127.0.0.1 -p PORT --random-names 100000 --random-suffix rss.bench. --seed 7 -n 1 -c 8 -q 200"
 } > "$out/commands.txt"
 python3 bench/compare-report.py "$out" "$rate" "$secs" "$rounds"
+gzip -9f "$out"/raw/*.json "$out"/*.folded 2>/dev/null || true
 cat "$out/README.md"

@@ -1,5 +1,5 @@
 # Thin entry points; the logic lives in ci/.
-.PHONY: run test deps build lint bench-core clean
+.PHONY: run test deps build lint bench-core bench-compare clean
 
 # `make run` serves the embedded default Corefile (ci/default.Corefile, compiled in);
 # `make run ARGS="-conf my.Corefile --shards 1"` passes flags through.
@@ -40,3 +40,11 @@ tune: build
 # `make fuzz SECS=600`: every fuzz target for SECS seconds (cargo-fuzz, see fuzz/).
 fuzz:
 	ci/fuzz.sh $(SECS)
+
+.PHONY: bench-compare
+# nodelocaldns vs dnsdist, unbound, kresd, pdns-recursor, dnsmasq and the echo floor,
+# one core each; record under bench/runs/<date>-compare/. BENCH_SECS per run, ROUNDS.
+BENCH_SECS ?= 5
+ROUNDS ?= 3
+bench-compare:
+	bench/compare.sh $(BENCH_SECS) $(ROUNDS)

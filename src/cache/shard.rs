@@ -30,8 +30,8 @@ use super::answer::{write_reply, AnswerClass, StoredAnswer};
 use super::refresh::{prefetch_due, Freq, RefreshMark};
 use super::stats::CacheStats;
 use crate::config::{CacheConfig, Prefetch, StaleMode, Zone};
-use crate::limits::{CACHE_ENTRIES_MAX, CACHE_ENTRY_BYTES_BUDGET};
-use crate::wire::name::{hash_lowercase, in_zone, zone_to_wire};
+use crate::limits::{CACHE_ENTRIES_MAX, CACHE_ENTRY_BYTES_BUDGET, NAME_BYTES_MAX};
+use crate::wire::name::{in_zone, zone_to_wire};
 use crate::wire::Query;
 
 /// What identifies a cached answer: the query name (compared ignoring case), type,
@@ -63,12 +63,78 @@ impl<'a> Key<'a> {
 
     fn hash(&self, state: &impl BuildHasher) -> u64 {
         let mut h = state.build_hasher();
-        hash_lowercase(self.name, &mut h);
-        h.write_u16(self.qtype);
-        h.write_u16(self.qclass);
-        h.write_u8(self.bits());
+        hash_name_lowercase(self.name, &mut h);
+        let rest = u64::from(self.qtype) << 24 | u64::from(self.qclass) << 8;
+        h.write_u64(rest | u64::from(self.bits()));
         h.finish()
     }
+}
+
+/// Hashes `name` lower-cased. Names are nearly always asked in lower case, so a
+/// SWAR scan (eight bytes per step) finds that out and the name is hashed in place;
+/// only a name with an upper-case letter is copied and lower-cased first. Equal
+/// ignoring ASCII case ⇒ equal hashes.
+fn hash_name_lowercase(name: &[u8], h: &mut impl Hasher) {
+    if !has_ascii_uppercase(name) {
+        h.write(name);
+        return;
+    }
+    let mut lower = [0u8; NAME_BYTES_MAX];
+    match lower.get_mut(..name.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(name);
+            dst.make_ascii_lowercase();
+            h.write(dst);
+        }
+        // Longer than any name the parser accepts: nothing can match it anyway.
+        None => h.write(name),
+    }
+}
+
+fn has_ascii_uppercase(name: &[u8]) -> bool {
+    let mut words = name.chunks_exact(8);
+    let mut upper = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or_default());
+        upper |= ascii_uppercase_bits(word);
+    }
+    upper != 0 || words.remainder().iter().any(u8::is_ascii_uppercase)
+}
+
+/// Whether `query` lower-cased equals `stored` (already lower-case), eight bytes
+/// per step.
+fn eq_lowercased(stored: &[u8], query: &[u8]) -> bool {
+    if stored.len() != query.len() {
+        return false;
+    }
+    let (mut s, mut q) = (stored.chunks_exact(8), query.chunks_exact(8));
+    for (a, b) in (&mut s).zip(&mut q) {
+        let a = u64::from_le_bytes(<[u8; 8]>::try_from(a).unwrap_or_default());
+        let b = u64::from_le_bytes(<[u8; 8]>::try_from(b).unwrap_or_default());
+        if a != ascii_lowercase_word(b) {
+            return false;
+        }
+    }
+    s.remainder()
+        .iter()
+        .zip(q.remainder())
+        .all(|(a, b)| *a == b.to_ascii_lowercase())
+}
+
+/// `to_ascii_lowercase` of the eight bytes of `w` at once (SWAR): a byte gets 0x20
+/// added iff it is in b'A'..=b'Z'; bytes ≥ 0x80 are left alone.
+fn ascii_lowercase_word(w: u64) -> u64 {
+    w | (ascii_uppercase_bits(w) >> 2)
+}
+
+/// Bit 7 of each byte of `w` that is in b'A'..=b'Z', the other bits clear.
+fn ascii_uppercase_bits(w: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = w & !HIGH;
+    // Per byte, bit 7 of `low7 + k` is set iff the byte ≥ 0x80 − k; no byte carries.
+    let at_least_a = low7 + 0x3f3f_3f3f_3f3f_3f3f;
+    let above_z = low7 + 0x2525_2525_2525_2525;
+    at_least_a & !above_z & !w & HIGH
 }
 
 /// Result of [`Shard::lookup`]. Every variant but `Miss` carries the length of the
@@ -135,7 +201,7 @@ impl Entry {
         self.qtype == key.qtype
             && self.qclass == key.qclass
             && self.bits == key.bits()
-            && self.name.eq_ignore_ascii_case(key.name)
+            && eq_lowercased(&self.name, key.name)
     }
 
     fn expired(&self, now: Instant) -> bool {
@@ -737,5 +803,56 @@ impl Shard {
         assert_eq!(self.index.len(), self.pools[0].len + self.pools[1].len);
         assert_eq!(total_bytes, self.bytes);
         assert!(self.bytes <= self.bytes_max);
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+
+    #[test]
+    fn word_lowercase_matches_std_for_every_byte() {
+        for b in 0..=255u8 {
+            let w = u64::from_le_bytes([b, b'A', b, b'z', 0xff, b, b'Z', b]);
+            let want = u64::from_le_bytes(
+                [b, b'A', b, b'z', 0xff, b, b'Z', b].map(|x| x.to_ascii_lowercase()),
+            );
+            assert_eq!(ascii_lowercase_word(w), want, "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn hash_ignores_case_and_separates_lengths() {
+        let state = foldhash::fast::RandomState::default();
+        let hash = |name: &[u8]| {
+            let mut h = state.build_hasher();
+            hash_name_lowercase(name, &mut h);
+            h.finish()
+        };
+        assert_eq!(
+            hash(b"\x07Example\x03CoM\x00"),
+            hash(b"\x07example\x03com\x00")
+        );
+        assert_ne!(hash(b"\x01a\x00"), hash(b"\x01a\x00\x00"));
+        assert_ne!(hash(b"abcdefgh"), hash(b"abcdefgh\x00"));
+        assert_eq!(hash(b"abcdefghijK"), hash(b"abcdefghijk"));
+        assert_eq!(hash(b"abcdefgHijk"), hash(b"abcdefghijk"));
+    }
+
+    #[test]
+    fn eq_lowercased_compares_every_byte() {
+        let stored = b"\x0bservice-abc\x07default\x03svc\x00";
+        assert!(eq_lowercased(
+            stored,
+            b"\x0bSERVICE-ABC\x07Default\x03svc\x00"
+        ));
+        for i in 0..stored.len() {
+            let mut other = stored.to_vec();
+            if let Some(b) = other.get_mut(i) {
+                *b ^= 0x01;
+            }
+            assert!(!eq_lowercased(stored, &other), "byte {i}");
+        }
+        assert!(!eq_lowercased(stored, &stored[..stored.len() - 1]));
     }
 }

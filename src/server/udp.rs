@@ -25,7 +25,10 @@ pub struct Peer {
     pub local: Option<IpAddr>,
 }
 
-/// Buffers for one batch in each direction, allocated once per socket.
+/// Buffers for one batch in each direction, allocated once per socket. The system
+/// call headers live here too and are reused, so a batch zeroes nothing: receive
+/// points each header at its slot again (cheap stores), send fills only the headers
+/// of the answers it sends.
 pub struct Batch {
     pub recv_bufs: Box<[[u8; limits::UDP_PAYLOAD_BYTES_MAX]]>,
     pub recv_lens: [usize; limits::UDP_BATCH_MAX],
@@ -39,6 +42,78 @@ pub struct Batch {
     pub size: usize,
     names: Box<[libc::sockaddr_storage]>,
     controls: Box<[Control]>,
+    headers: Box<Headers>,
+}
+
+/// recvmmsg/sendmmsg headers and their iovecs, one set per direction.
+struct Headers {
+    recv_iovecs: [libc::iovec; limits::UDP_BATCH_MAX],
+    recv_msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX],
+    send: SendHeaders,
+}
+
+/// The headers of one sendmmsg call and the addresses they point at.
+struct SendHeaders {
+    iovecs: [libc::iovec; limits::UDP_BATCH_MAX],
+    msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX],
+    names: [libc::sockaddr_storage; limits::UDP_BATCH_MAX],
+    controls: [Control; limits::UDP_BATCH_MAX],
+}
+
+impl SendHeaders {
+    fn boxed() -> Box<SendHeaders> {
+        // SAFETY: iovec, mmsghdr, sockaddr_storage and Control are plain old data;
+        // all-zero is a valid value of each (null pointers, zero lengths).
+        unsafe { Box::new(MaybeUninit::zeroed().assume_init()) }
+    }
+
+    /// Points header `i` at `buf[..len]` for `peer`.
+    fn set(&mut self, i: usize, buf: &[u8], peer: Peer) {
+        let (Some(iovec), Some(name), Some(control), Some(msg)) = (
+            self.iovecs.get_mut(i),
+            self.names.get_mut(i),
+            self.controls.get_mut(i),
+            self.msgs.get_mut(i),
+        ) else {
+            return;
+        };
+        iovec.iov_base = buf.as_ptr() as *mut libc::c_void;
+        iovec.iov_len = buf.len();
+        let hdr = &mut msg.msg_hdr;
+        hdr.msg_namelen = addr_to_storage(peer.client, name);
+        hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        hdr.msg_iov = iovec;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = std::ptr::null_mut();
+        hdr.msg_controllen = 0;
+        if let Some(local) = peer.local {
+            // SAFETY: the control buffer is aligned and has room for one pktinfo.
+            let len = unsafe { write_source(control, local) };
+            if len > 0 {
+                hdr.msg_control = control.0.as_mut_ptr().cast();
+                hdr.msg_controllen = len;
+            }
+        }
+    }
+
+    /// sendmmsg of the first `count` headers; how many the kernel took.
+    fn send(&mut self, fd: RawFd, count: usize) -> std::io::Result<usize> {
+        let count = count.min(limits::UDP_BATCH_MAX);
+        // SAFETY: the first `count` headers were set by `set` and point at buffers the
+        // caller keeps alive across this call; the kernel only reads them.
+        let sent = unsafe {
+            libc::sendmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
 }
 
 impl Default for Batch {
@@ -49,6 +124,14 @@ impl Default for Batch {
         };
         // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
         let zero_storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        // SAFETY: iovec and mmsghdr are plain old data; all-zero is a valid value.
+        let (recv_iovecs, recv_msgs) = unsafe {
+            (
+                MaybeUninit::zeroed().assume_init(),
+                MaybeUninit::zeroed().assume_init(),
+            )
+        };
+        let send = *SendHeaders::boxed();
         Batch {
             recv_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX]
                 .into_boxed_slice(),
@@ -62,6 +145,11 @@ impl Default for Batch {
             size: limits::UDP_BATCH_MAX,
             names: vec![zero_storage; limits::UDP_BATCH_MAX].into_boxed_slice(),
             controls: vec![Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX].into_boxed_slice(),
+            headers: Box::new(Headers {
+                recv_iovecs,
+                recv_msgs,
+                send,
+            }),
         }
     }
 }
@@ -69,28 +157,31 @@ impl Default for Batch {
 impl Batch {
     /// Reads up to a batch without blocking; Ok(0) when the socket is empty.
     pub fn receive(&mut self, fd: RawFd) -> std::io::Result<usize> {
-        // SAFETY: zeroed iovec/msghdr/mmsghdr arrays are valid; every pointer set below
-        // points into buffers owned by `self`, which outlive the call.
-        let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] =
-            unsafe { MaybeUninit::zeroed().assume_init() };
-        let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] =
-            unsafe { MaybeUninit::zeroed().assume_init() };
-        for i in 0..limits::UDP_BATCH_MAX {
-            iovecs[i].iov_base = self.recv_bufs[i].as_mut_ptr().cast();
-            iovecs[i].iov_len = limits::UDP_PAYLOAD_BYTES_MAX;
-            let hdr = &mut msgs[i].msg_hdr;
-            hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+        let headers = &mut *self.headers;
+        let slots = headers
+            .recv_iovecs
+            .iter_mut()
+            .zip(headers.recv_msgs.iter_mut())
+            .zip(self.recv_bufs.iter_mut())
+            .zip(self.names.iter_mut())
+            .zip(self.controls.iter_mut());
+        for ((((iovec, msg), buf), name), control) in slots {
+            iovec.iov_base = buf.as_mut_ptr().cast();
+            iovec.iov_len = limits::UDP_PAYLOAD_BYTES_MAX;
+            let hdr = &mut msg.msg_hdr;
+            hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_iov = &mut iovecs[i];
+            hdr.msg_iov = iovec;
             hdr.msg_iovlen = 1;
-            hdr.msg_control = self.controls[i].0.as_mut_ptr().cast();
+            hdr.msg_control = control.0.as_mut_ptr().cast();
             hdr.msg_controllen = CONTROL_BYTES;
         }
-        // SAFETY: msgs holds UDP_BATCH_MAX initialised headers.
+        // SAFETY: the UDP_BATCH_MAX headers were just pointed at buffers owned by
+        // `self`, which outlive the call.
         let count = unsafe {
             libc::recvmmsg(
                 fd,
-                msgs.as_mut_ptr(),
+                headers.recv_msgs.as_mut_ptr(),
                 self.size.clamp(1, limits::UDP_BATCH_MAX) as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -103,13 +194,19 @@ impl Batch {
                 _ => Err(err),
             };
         }
-        let count = count as usize;
-        for (i, msg) in msgs.iter().enumerate().take(count) {
-            self.recv_lens[i] = msg.msg_len as usize;
-            let client = storage_to_addr(&self.names[i]).unwrap_or(self.peers[i].client);
+        let count = (count as usize).min(limits::UDP_BATCH_MAX);
+        let received = headers
+            .recv_msgs
+            .iter()
+            .zip(self.names.iter())
+            .zip(self.recv_lens.iter_mut().zip(self.peers.iter_mut()))
+            .take(count);
+        for ((msg, name), (len, peer)) in received {
+            *len = msg.msg_len as usize;
+            let client = storage_to_addr(name).unwrap_or(peer.client);
             // SAFETY: the kernel filled msg_control up to msg_controllen.
             let local = unsafe { destination(&msg.msg_hdr) };
-            self.peers[i] = Peer { client, local };
+            *peer = Peer { client, local };
         }
         Ok(count)
     }
@@ -125,15 +222,23 @@ impl Batch {
 
     /// Sends every queued answer; returns how many the kernel did not take.
     pub fn flush(&mut self, fd: RawFd) -> usize {
-        let count = std::mem::take(&mut self.send_count);
+        let count = std::mem::take(&mut self.send_count).min(limits::UDP_BATCH_MAX);
+        let send = &mut self.headers.send;
+        let queued = self
+            .send_bufs
+            .iter()
+            .zip(self.send_lens.iter().zip(self.send_peers.iter()))
+            .take(count);
+        for (i, (buf, (&len, &peer))) in queued.enumerate() {
+            send.set(i, buf.get(..len).unwrap_or(buf), peer);
+        }
         let mut sent = 0;
         while sent < count {
-            match send_many(
-                fd,
-                &self.send_bufs[sent..count],
-                &self.send_lens[sent..count],
-                &self.send_peers[sent..count],
-            ) {
+            // A partial send leaves the rest at the front for the next call.
+            if sent > 0 {
+                send.msgs.copy_within(sent..count, 0);
+            }
+            match send.send(fd, count - sent) {
                 Ok(0) | Err(_) => return count - sent,
                 Ok(n) => sent += n,
             }
@@ -142,67 +247,37 @@ impl Batch {
     }
 }
 
-/// Sends one answer outside a batch (answers of misses, written later).
+/// Sends one answer outside a batch (answers of misses, written later), straight
+/// from `buf`.
 pub fn send_one(fd: RawFd, buf: &[u8], peer: Peer) -> std::io::Result<()> {
-    let mut one = [[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; 1];
-    let len = buf.len().min(limits::UDP_PAYLOAD_BYTES_MAX);
-    one[0][..len].copy_from_slice(&buf[..len]);
-    match send_many(fd, &one, &[len], &[peer])? {
-        1 => Ok(()),
-        _ => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
-    }
-}
-
-fn send_many(
-    fd: RawFd,
-    bufs: &[[u8; limits::UDP_PAYLOAD_BYTES_MAX]],
-    lens: &[usize],
-    peers: &[Peer],
-) -> std::io::Result<usize> {
-    let count = bufs
-        .len()
-        .min(lens.len())
-        .min(peers.len())
-        .min(limits::UDP_BATCH_MAX);
-    // SAFETY: as in `receive`; every pointer targets data alive across the call and the
-    // kernel only reads from them.
-    let mut iovecs: [libc::iovec; limits::UDP_BATCH_MAX] =
-        unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX] =
-        unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut names: [libc::sockaddr_storage; limits::UDP_BATCH_MAX] =
-        unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut controls = [Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX];
-    for i in 0..count {
-        iovecs[i].iov_base = bufs[i].as_ptr() as *mut libc::c_void;
-        iovecs[i].iov_len = lens[i].min(limits::UDP_PAYLOAD_BYTES_MAX);
-        let name_len = addr_to_storage(peers[i].client, &mut names[i]);
-        let hdr = &mut msgs[i].msg_hdr;
-        hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-        hdr.msg_namelen = name_len;
-        hdr.msg_iov = &mut iovecs[i];
-        hdr.msg_iovlen = 1;
-        if let Some(local) = peers[i].local {
-            // SAFETY: the control buffer has room for one pktinfo message.
-            hdr.msg_controllen = unsafe { write_source(&mut controls[i], local) };
-            if hdr.msg_controllen > 0 {
-                hdr.msg_control = controls[i].0.as_mut_ptr().cast();
-            }
+    let buf = buf.get(..limits::UDP_PAYLOAD_BYTES_MAX).unwrap_or(buf);
+    // SAFETY: all-zero is a valid msghdr; every pointer set below targets a local
+    // that outlives the call, and the kernel only reads them.
+    let mut hdr: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut name: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut control = Control([0u8; CONTROL_BYTES]);
+    let mut iovec = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    hdr.msg_namelen = addr_to_storage(peer.client, &mut name);
+    hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    hdr.msg_iov = &mut iovec;
+    hdr.msg_iovlen = 1;
+    if let Some(local) = peer.local {
+        // SAFETY: the control buffer is aligned and has room for one pktinfo.
+        let len = unsafe { write_source(&mut control, local) };
+        if len > 0 {
+            hdr.msg_control = control.0.as_mut_ptr().cast();
+            hdr.msg_controllen = len;
         }
     }
-    // SAFETY: msgs holds `count` initialised headers.
-    let sent = unsafe {
-        libc::sendmmsg(
-            fd,
-            msgs.as_mut_ptr(),
-            count as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
+    // SAFETY: hdr is fully initialised and points at live locals.
+    let sent = unsafe { libc::sendmsg(fd, &hdr, libc::MSG_DONTWAIT) };
     if sent < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(sent as usize)
+    Ok(())
 }
 
 fn storage_to_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {

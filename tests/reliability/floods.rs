@@ -15,6 +15,21 @@ fn corefile(knot: &Knot) -> String {
     format!(".:$PORT {{\n cache 30\n forward . {}\n}}\n", knot.addr)
 }
 
+/// `Udp: RcvbufErrors` of this network namespace (/proc/net/snmp).
+fn receive_buffer_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Kernel drops of the UDP sockets bound to `port` (`/proc/net/udp`, last column).
 fn kernel_udp_drops(port: u16) -> u64 {
     let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
@@ -36,6 +51,7 @@ fn udp_flood_keeps_the_process_up_with_bounded_memory() {
     let knot = Knot::start();
     let cache = Cache::start(&corefile(&knot), free_port(), &["--rcvbuf-bytes", "262144"]);
     let rss_before = cache.rss_kib();
+    let errors_before = receive_buffer_errors();
     let report = dnsload(&[
         "-s".into(),
         "127.0.0.1".into(),
@@ -58,17 +74,21 @@ fn udp_flood_keeps_the_process_up_with_bounded_memory() {
     );
     let p99 = report["latency"]["p99_us"].as_f64().unwrap_or(0.0);
     let drops = kernel_udp_drops(cache.port);
+    let all_drops = receive_buffer_errors() - errors_before;
     eprintln!(
         "flood: sent {sent} answered {answered} lost {lost} p99 {p99} us, kernel drops {drops}, \
          RSS {rss_before} -> {rss_after} KiB"
     );
     assert!(answered > 0);
     assert!(rss_after < 256 * 1024, "RSS {rss_after} KiB");
-    // The queries lost were dropped at the socket's bounded queue, and counted there
-    // (per socket in /proc/net/udp, `node_netstat_Udp_RcvbufErrors` for node-exporter).
+    // The queries lost were dropped at a bounded socket queue and counted by the
+    // kernel: mostly the server's (per socket in /proc/net/udp), the rest at the load
+    // generator's own sockets when answers come back in bursts; both show in
+    // `Udp: RcvbufErrors` (`node_netstat_Udp_RcvbufErrors` for node-exporter).
+    assert!(drops > 0, "the server's socket counted no drops");
     assert!(
-        drops * 100 >= lost * 90,
-        "lost {lost}, counted drops {drops}"
+        all_drops * 100 >= lost * 90,
+        "lost {lost}, receive-buffer drops {all_drops} (server sockets {drops})"
     );
     // Still alive and answering promptly afterwards.
     let started = Instant::now();

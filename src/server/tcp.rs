@@ -65,7 +65,9 @@ async fn serve_client(
         .peer_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut reader, writer) = futures_lite::io::split(stream);
-    let (frames, queue) = local_channel::new_bounded(limits::TCP_CLIENT_INFLIGHT_MAX);
+    // Unbounded so an answer finishing later is never dropped for want of room; the
+    // reader bounds it instead: it stops reading while too many answers wait.
+    let (frames, queue) = local_channel::new_unbounded();
     let frames = Rc::new(frames);
     let writing = glommio::spawn_local(write_answers(writer, queue));
     let inflight = Rc::new(Cell::new(0usize));
@@ -95,8 +97,19 @@ async fn serve_client(
             _ => break,
         }
         wait = idle;
-        while inflight.get() >= limits::TCP_CLIENT_INFLIGHT_MAX {
+        // Backpressure: wait while too many queries are in flight or answers are
+        // unsent; a client that stops reading its answers is dropped after `idle`.
+        let stalled_since = Instant::now();
+        while inflight.get() >= limits::TCP_CLIENT_INFLIGHT_MAX
+            || frames.len() >= limits::TCP_CLIENT_INFLIGHT_MAX
+        {
+            if stalled_since.elapsed() > idle {
+                break;
+            }
             glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        if stalled_since.elapsed() > idle {
+            break;
         }
         let later_frames = frames.clone();
         let later_inflight = inflight.clone();
@@ -123,7 +136,7 @@ async fn serve_client(
         ) {
             Handled::Reply(n) => {
                 inflight.set(inflight.get() - 1);
-                if frames.send(frame(&out[..n])).await.is_err() {
+                if frames.try_send(frame(&out[..n])).is_err() {
                     break;
                 }
             }

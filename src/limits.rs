@@ -113,3 +113,8 @@ pub const CACHE_REFRESH_RETRY_MILLIS: u64 = 1_000;
 pub const OWNER_CHANNEL_MAX: usize = 1024;
 /// Cross-core miss routing: seed of the key → owner hash (the same on every shard).
 pub const OWNER_HASH_SEED: u64 = 0x6e6f_6465_6c6f_6361;
+
+/// Misses waiting for an answer on one shard; past it a miss gets SERVFAIL at once
+/// and is counted. A waiting miss is a task whose future holds the upstream query
+/// buffer (~8 KiB with its state), so this bounds a flood to ~32 MiB per shard.
+pub const MISSES_PENDING_PER_SHARD_MAX: usize = 4_096;

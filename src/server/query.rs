@@ -151,19 +151,29 @@ pub fn handle(
         }
         return Handled::Reply(len);
     }
+    // A flood of misses (cold names, or the upstream stalling) must not grow memory
+    // without bound: past the limit a miss is answered SERVFAIL at once.
+    let pending = &shard.counters.pending_misses;
+    if pending.get() >= limits::MISSES_PENDING_PER_SHARD_MAX {
+        let overloaded = &shard.counters.miss_overload;
+        overloaded.set(overloaded.get() + 1);
+        return Handled::Reply(wire::write_error_reply(packet, Rcode::ServFail, out));
+    }
+    pending.set(pending.get() + 1);
     let task_shard = shard.clone();
     let packet = packet.to_vec();
     glommio::spawn_local(async move {
-        let mut out = vec![0u8; max_len];
         let miss = Miss {
             block_index,
             transport,
             max_len,
             meter,
         };
-        let (len, plugin) = answer_miss(&task_shard, &miss, &packet, &mut out).await;
+        let (out, plugin) = answer_miss(&task_shard, &miss, &packet).await;
+        let pending = &task_shard.counters.pending_misses;
+        pending.set(pending.get().saturating_sub(1));
         // An empty answer means "nothing to send" but still ends the query.
-        let answer = out.get(..len).unwrap_or_default();
+        let answer = out.as_slice();
         reply(answer);
         if let Some(meter) = meter {
             meter.answered(&task_shard.stats, answer, plugin);
@@ -232,14 +242,9 @@ pub fn cached_reply(
 /// Resolves a miss (sharing an upstream query already in flight for the same key,
 /// here or on the key's owner shard) and writes the answer for this client; returns
 /// its length and who answered.
-async fn answer_miss(
-    shard: &Rc<Shard>,
-    miss: &Miss,
-    packet: &[u8],
-    out: &mut [u8],
-) -> (usize, Plugin) {
+async fn answer_miss(shard: &Rc<Shard>, miss: &Miss, packet: &[u8]) -> (Vec<u8>, Plugin) {
     let Ok(query) = wire::parse_query(packet) else {
-        return (0, Plugin::Server);
+        return (Vec::new(), Plugin::Server);
     };
     let block = &shard.blocks[miss.block_index];
     let resolution = resolve_shared(
@@ -258,26 +263,41 @@ async fn answer_miss(
         ),
         Err(_) => true,
     };
+    // The answer buffer exists only once there is an answer, so a miss waiting on
+    // the upstream holds no more than its query.
+    let mut out = vec![0u8; miss.max_len];
     // serve_stale verify: an expired answer still beats a failure.
     if let (true, Some(cache)) = (failed, &block.cache) {
         let stale = cache
             .borrow_mut()
-            .lookup_stale(&query, Instant::now(), out, miss.max_len);
+            .lookup_stale(&query, Instant::now(), &mut out, miss.max_len);
         if let Some(len) = stale {
-            return (len, Plugin::Cache);
+            out.truncate(len);
+            return (out, Plugin::Cache);
         }
     }
-    match resolution.as_ref() {
+    let (len, plugin) = match resolution.as_ref() {
         Ok(stored) => {
             if stored.rcode() == Rcode::ServFail.code() {
                 log_error(block, &query, "upstream answered SERVFAIL");
             }
-            let len =
-                cache::write_reply(stored, &query, stored.ttl_secs(), false, out, miss.max_len);
+            let len = cache::write_reply(
+                stored,
+                &query,
+                stored.ttl_secs(),
+                false,
+                &mut out,
+                miss.max_len,
+            );
             (len, Plugin::Forward)
         }
-        Err(rcode) => (wire::write_error_reply(packet, *rcode, out), Plugin::Server),
-    }
+        Err(rcode) => (
+            wire::write_error_reply(packet, *rcode, &mut out),
+            Plugin::Server,
+        ),
+    };
+    out.truncate(len);
+    (out, plugin)
 }
 
 /// Refreshes an entry the cache asked to refresh (prefetch or serve_stale

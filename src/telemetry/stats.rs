@@ -570,6 +570,7 @@ fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
         ("malformed", counters.dropped.get()),
         ("send_failed", counters.send_failures.get()),
         ("tcp_clients_full", counters.tcp_refused.get()),
+        ("miss_overload", counters.miss_overload.get()),
         ("acl", counters.acl_dropped.get()),
     ];
     for (reason, n) in dropped {

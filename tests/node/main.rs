@@ -327,6 +327,52 @@ fn sigterm_removes_rules_and_interface() {
     assert!(!ns.link_exists(IFACE));
 }
 
+/// A SIGKILLed instance (an OOM kill) leaves its rules and interface; the next start
+/// reuses them without duplicates, and its SIGTERM removes everything.
+#[test]
+fn restart_after_sigkill_reconciles_without_duplicates() {
+    let Some(mut ns) = cluster("sigkill") else {
+        return;
+    };
+    let pid = start_node(&mut ns, "169.254.20.10,10.96.0.10", &[]);
+    assert!(wait_rules(&ns, false, 24), "{}", log(&ns));
+    signal(pid, libc::SIGKILL);
+    assert!(ns.wait_exit(pid, Duration::from_secs(15)).is_some());
+    assert_eq!(our_rules(&ns.iptables_save(false)).len(), 24, "left behind");
+    assert!(ns.link_exists(IFACE));
+
+    let pid = start_node(&mut ns, "169.254.20.10,10.96.0.10", &[]);
+    assert!(
+        wait_until(SYNC_WAIT, || ns
+            .kdig(&["@10.96.0.10", "kubernetes.default.svc.cluster.local"])
+            .trim()
+            == "10.96.0.1"),
+        "{}",
+        log(&ns)
+    );
+    assert!(wait_rules(&ns, false, 24), "{}", log(&ns));
+    let rules = our_rules(&ns.iptables_save(false));
+    assert_eq!(
+        rules.len(),
+        24,
+        "no duplicates after the restart: {rules:?}"
+    );
+    let want = expected_rules("169.254.20.10", 32)
+        .into_iter()
+        .chain(expected_rules("10.96.0.10", 32))
+        .collect();
+    assert_eq!(rules, sorted(want), "exactly the node-cache rule set");
+    assert!(has_addr(&ns, "169.254.20.10", 32) && has_addr(&ns, "10.96.0.10", 32));
+
+    signal(pid, libc::SIGTERM);
+    let status = ns
+        .wait_exit(pid, Duration::from_secs(15))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}: {}", log(&ns));
+    assert!(our_rules(&ns.iptables_save(false)).is_empty());
+    assert!(!ns.link_exists(IFACE));
+}
+
 #[test]
 fn skipteardown_keeps_rules_and_interface() {
     let Some(mut ns) = cluster("skipteardown") else {

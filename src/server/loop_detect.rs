@@ -70,11 +70,7 @@ pub fn probe(zone: &str, target: SocketAddr) {
     let Some(wire_name) = wire::name::zone_to_wire(&name) else {
         return;
     };
-    let mut query = rand::random::<u16>().to_be_bytes().to_vec();
-    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    query.extend_from_slice(&wire_name);
-    query.extend_from_slice(&HINFO.to_be_bytes());
-    query.extend_from_slice(&1u16.to_be_bytes());
+    let query = wire::simple_query(rand::random(), &wire_name, HINFO, true);
     if let Ok(mut list) = probes().write() {
         list.push(Probe {
             name: wire_name,

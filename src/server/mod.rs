@@ -146,14 +146,6 @@ impl Running {
         }
     }
 
-    /// SIGTERM: `/ready` turns 503 at once, DNS and `/health` keep answering for the
-    /// `health { lameduck }` duration, then the shards stop and are joined.
-    pub fn stop(self) {
-        self.lameduck();
-        self.shutdown();
-        self.join();
-    }
-
     /// `/ready` turns 503 at once; DNS and `/health` keep answering for the
     /// `health { lameduck }` duration (this call sleeps that long).
     pub fn lameduck(&self) {

@@ -423,7 +423,6 @@ async fn resolve(
     };
     let mut upstream_query = [0u8; limits::UDP_PAYLOAD_BYTES_MAX];
     let len = wire::write_upstream_query(query, 0, block.bufsize, &mut upstream_query);
-    tracing::debug!(qname = %wire::name_to_string(query.qname), "asking upstream");
     let answer = match forwarder.resolve(&upstream_query[..len], transport).await {
         Ok(answer) => answer,
         Err(UpstreamError::MaxConcurrent) => return Err(Rcode::Refused),

@@ -349,9 +349,7 @@ fn spawn_upstream_check(config: &Config, shared: Arc<Shared>) {
 
 /// `. IN NS` with RD set and the given ID.
 fn probe_query(id: u16) -> Vec<u8> {
-    let mut query = id.to_be_bytes().to_vec();
-    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
-    query
+    crate::wire::simple_query(id, b"\0", 2, true)
 }
 
 fn probe_tcp(addr: SocketAddr) -> std::io::Result<()> {

@@ -270,15 +270,18 @@ async fn probe(forwarder: Weak<Forwarder>, index: usize) {
     }
 }
 
+/// Query type NS.
+const TYPE_NS: u16 = 2;
+
 /// The health-check query: `<domain> IN NS`, RD unless `no_rec`.
 fn health_query(cfg: &ForwardConfig) -> Option<Vec<u8>> {
-    let flags: u16 = if cfg.health_check_no_rec { 0 } else { 0x0100 };
-    let mut query = vec![0, 0];
-    query.extend_from_slice(&flags.to_be_bytes());
-    query.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    query.extend_from_slice(&wire::name::zone_to_wire(&cfg.health_check_domain.name)?);
-    query.extend_from_slice(&[0, 2, 0, 1]);
-    Some(query)
+    let name = wire::name::zone_to_wire(&cfg.health_check_domain.name)?;
+    Some(wire::simple_query(
+        0,
+        &name,
+        TYPE_NS,
+        !cfg.health_check_no_rec,
+    ))
 }
 
 /// Runs `work` for at most `budget`; None when the time ran out.

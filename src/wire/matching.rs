@@ -21,6 +21,19 @@ pub fn set_message_id(packet: &mut [u8], id: u16) -> bool {
     }
 }
 
+/// A query for `name` (wire form) of type `qtype`, class IN, with `id` and RD as
+/// asked, no EDNS: the probes the process sends itself (health checks, readiness,
+/// loop detection).
+pub fn simple_query(id: u16, name: &[u8], qtype: u16, rd: bool) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.push(u8::from(rd));
+    query.extend_from_slice(&[0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    query.extend_from_slice(name);
+    query.extend_from_slice(&qtype.to_be_bytes());
+    query.extend_from_slice(&1u16.to_be_bytes());
+    query
+}
+
 /// True when the TC (truncated) bit is set.
 pub fn is_truncated(packet: &[u8]) -> bool {
     packet.get(2).is_some_and(|flags| flags & 0x02 != 0)
@@ -162,6 +175,22 @@ mod tests {
         assert_eq!(name_to_string(b"\x05ab"), ".");
         assert_eq!(type_to_string(28), "AAAA");
         assert_eq!(type_to_string(999), "TYPE999");
+    }
+
+    #[test]
+    fn simple_queries_parse() {
+        let q = simple_query(0xbeef, b"\x03www\x00", 13, true);
+        let parsed = crate::wire::parse_query(&q).unwrap();
+        assert_eq!(
+            (parsed.id, parsed.qtype, parsed.qclass, parsed.rd()),
+            (0xbeef, 13, 1, true)
+        );
+        assert_eq!(parsed.qname, b"\x03www\x00");
+        assert!(
+            !crate::wire::parse_query(&simple_query(1, b"\x00", 2, false))
+                .unwrap()
+                .rd()
+        );
     }
 
     #[test]

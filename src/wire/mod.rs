@@ -29,5 +29,5 @@ pub use whoami::write_whoami;
 
 pub use matching::{
     answer_matches, is_truncated, message_id, name_to_string, question_bytes, set_message_id,
-    type_to_string,
+    simple_query, type_to_string,
 };

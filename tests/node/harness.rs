@@ -15,28 +15,35 @@ pub const TEMPLATE: &str = include_str!("../fixtures/node/Corefile.base");
 
 /// True when this machine can run the namespace tests (root, ip, iptables, knotd).
 pub fn can_run() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = [
+    require(&[
         "ip",
         "iptables",
         "ip6tables",
         "iptables-save",
         "knotd",
         "kdig",
-    ]
-    .iter()
-    .all(|tool| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    // These tests are the only proof of the node behaviour: a machine that cannot
-    // run them fails them, it never skips them.
+    ])
+}
+
+/// Asserts root and every tool on PATH. These tests are the only proof of the node
+/// behaviour: a machine that cannot run them fails them, it never skips them.
+pub fn require(tools: &[&str]) -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    assert!(root, "the namespace tests need root");
     assert!(
-        root && tools,
-        "needs root and ip, iptables, knotd, kdig (ci/deps.sh)"
+        missing.is_empty(),
+        "missing {missing:?} (ci/deps.sh installs them)"
     );
     true
 }

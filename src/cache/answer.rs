@@ -2,6 +2,9 @@
 //! hickory-proto, classified like CoreDNS `response.Typify`, re-encoded without its
 //! OPT, and kept as the bytes after the question plus the offsets of every TTL, so
 //! that a hit is a copy and a few patches.
+//!
+//! A cache entry keeps its question name and its answer in one allocation (see
+//! [`pack`]); [`write_reply`] and the cache's hits both write from an [`AnswerRef`].
 
 use std::time::Duration;
 
@@ -61,8 +64,9 @@ pub struct StoredAnswer {
     /// Answer, authority and additional records (no OPT), compressed against a
     /// message whose question is `question_len` bytes at offset 12.
     records: Box<[u8]>,
-    /// Offsets of each record's TTL within `records`, patched on every reply.
-    ttl_offsets: Box<[u16]>,
+    /// Offsets of each record's TTL within `records`, patched on every reply, as
+    /// little-endian u16 pairs (the form a packed cache entry keeps them in).
+    ttl_offsets: Box<[u8]>,
     /// ANCOUNT, NSCOUNT, ARCOUNT of `records`.
     counts: [u16; 3],
     /// Upstream header flags we pass on: AA, TC, RA, AD.
@@ -110,7 +114,7 @@ impl StoredAnswer {
         let h = split.header;
         Ok(StoredAnswer {
             records: split.records.into(),
-            ttl_offsets: split.ttl_offsets.into_boxed_slice(),
+            ttl_offsets: split.ttl_offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
             counts: [h.ancount, h.nscount, h.arcount],
             flags: h.flags & (flags::AA | flags::TC | flags::RA | flags::AD),
             rcode,
@@ -133,9 +137,155 @@ impl StoredAnswer {
         self.rcode
     }
 
-    /// Heap bytes this answer holds (for the cache's byte budget).
+    /// Heap bytes this answer holds.
     pub fn heap_bytes(&self) -> usize {
-        self.records.len() + self.ttl_offsets.len() * size_of::<u16>()
+        self.records.len() + self.ttl_offsets.len()
+    }
+
+    fn as_ref(&self) -> AnswerRef<'_> {
+        AnswerRef {
+            records: &self.records,
+            ttl_offsets: &self.ttl_offsets,
+            counts: self.counts,
+            flags: self.flags,
+            rcode: self.rcode,
+            question_len: self.question_len,
+            class: self.class,
+            ttl_secs: self.ttl_secs,
+        }
+    }
+}
+
+/// What a reply is written from: a [`StoredAnswer`], or the answer part of a packed
+/// cache entry, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AnswerRef<'a> {
+    records: &'a [u8],
+    /// Little-endian u16 offsets of the TTLs within `records`.
+    ttl_offsets: &'a [u8],
+    counts: [u16; 3],
+    flags: u16,
+    rcode: u16,
+    question_len: usize,
+    class: AnswerClass,
+    ttl_secs: u32,
+}
+
+impl AnswerRef<'_> {
+    pub(super) fn class(&self) -> AnswerClass {
+        self.class
+    }
+
+    pub(super) fn ttl_secs(&self) -> u32 {
+        self.ttl_secs
+    }
+}
+
+/// Bytes of a packed entry before its name: qtype, qclass, TTL (u32), the three
+/// counts, flags, rcode (u16 each), class, name length (u8 each), TTL offsets (u16);
+/// all little-endian.
+const PACKED_HEADER_BYTES: usize = 22;
+
+/// Length of [`pack`]'s output for a name of `name_len` bytes.
+pub(super) fn packed_len(name_len: usize, stored: &StoredAnswer) -> usize {
+    PACKED_HEADER_BYTES + name_len + stored.records.len() + stored.ttl_offsets.len()
+}
+
+/// A cache entry's one allocation: a small header, `name` lower-cased, the records,
+/// the TTL offsets. None if it cannot be packed (a name longer than 255 bytes, more
+/// than 65,535 TTLs, or an answer built behind a question of another length).
+pub(super) fn pack(
+    name: &[u8],
+    qtype: u16,
+    qclass: u16,
+    stored: &StoredAnswer,
+) -> Option<Box<[u8]>> {
+    let name_len = u8::try_from(name.len()).ok()?;
+    let offsets = u16::try_from(stored.ttl_offsets.len() / 2).ok()?;
+    if stored.question_len != name.len().checked_add(4)? {
+        return None;
+    }
+    let mut v = Vec::with_capacity(packed_len(name.len(), stored));
+    for x in [qtype, qclass] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(&stored.ttl_secs.to_le_bytes());
+    for x in stored.counts.into_iter().chain([stored.flags, stored.rcode]) {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(&[class_code(stored.class), name_len]);
+    v.extend_from_slice(&offsets.to_le_bytes());
+    v.extend(name.iter().map(u8::to_ascii_lowercase));
+    v.extend_from_slice(&stored.records);
+    v.extend_from_slice(&stored.ttl_offsets);
+    Some(v.into_boxed_slice())
+}
+
+fn class_code(class: AnswerClass) -> u8 {
+    match class {
+        AnswerClass::Success => 0,
+        AnswerClass::Denial => 1,
+        AnswerClass::ServFail => 2,
+        AnswerClass::Uncacheable => 3,
+    }
+}
+
+fn class_of(code: u8) -> AnswerClass {
+    match code {
+        0 => AnswerClass::Success,
+        1 => AnswerClass::Denial,
+        2 => AnswerClass::ServFail,
+        _ => AnswerClass::Uncacheable,
+    }
+}
+
+/// A packed entry read back: its key (the name lower-cased) and its answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Packed<'a> {
+    pub(super) qtype: u16,
+    pub(super) qclass: u16,
+    pub(super) name: &'a [u8],
+    pub(super) answer: AnswerRef<'a>,
+}
+
+impl<'a> Packed<'a> {
+    /// Reads what [`pack`] wrote; None if `data` is not that (never, for its output).
+    #[inline]
+    pub(super) fn read(data: &'a [u8]) -> Option<Packed<'a>> {
+        let (head, rest) = data.split_first_chunk::<PACKED_HEADER_BYTES>()?;
+        let [t0, t1, c0, c1, l0, l1, l2, l3, a0, a1, n0, n1, r0, r1, f0, f1, k0, k1, class, name_len, o0, o1] =
+            *head;
+        let name_len = usize::from(name_len);
+        let offsets_len = usize::from(u16::from_le_bytes([o0, o1])) * 2;
+        let (name, rest) = rest.split_at_checked(name_len)?;
+        let (records, ttl_offsets) = rest.split_at_checked(rest.len().checked_sub(offsets_len)?)?;
+        Some(Packed {
+            qtype: u16::from_le_bytes([t0, t1]),
+            qclass: u16::from_le_bytes([c0, c1]),
+            name,
+            answer: AnswerRef {
+                records,
+                ttl_offsets,
+                counts: [
+                    u16::from_le_bytes([a0, a1]),
+                    u16::from_le_bytes([n0, n1]),
+                    u16::from_le_bytes([r0, r1]),
+                ],
+                flags: u16::from_le_bytes([f0, f1]),
+                rcode: u16::from_le_bytes([k0, k1]),
+                question_len: name_len + 4,
+                class: class_of(class),
+                ttl_secs: u32::from_le_bytes([l0, l1, l2, l3]),
+            },
+        })
+    }
+}
+
+/// The TTL of a packed entry, without reading the rest.
+pub(super) fn packed_ttl_secs(data: &[u8]) -> u32 {
+    match data.first_chunk::<8>() {
+        Some(&[_, _, _, _, l0, l1, l2, l3]) => u32::from_le_bytes([l0, l1, l2, l3]),
+        None => 0,
     }
 }
 
@@ -232,6 +382,18 @@ pub fn write_reply(
     out: &mut [u8],
     max_len: usize,
 ) -> usize {
+    write_answer(stored.as_ref(), q, ttl_secs, hit, out, max_len)
+}
+
+/// [`write_reply`] from a borrowed answer (a packed cache entry's).
+pub(super) fn write_answer(
+    stored: AnswerRef<'_>,
+    q: &Query<'_>,
+    ttl_secs: u32,
+    hit: bool,
+    out: &mut [u8],
+    max_len: usize,
+) -> usize {
     let question = q.question();
     if question.len() != stored.question_len {
         return 0;
@@ -254,7 +416,7 @@ pub fn write_reply(
         arcount: stored.counts[2].saturating_add(opt),
     };
     let mut w = Writer::with_limit(out, max_len);
-    if write_full(&mut w, &header, question, stored, ttl_secs, q).is_ok() {
+    if write_full(&mut w, &header, question, &stored, ttl_secs, q).is_ok() {
         return w.len();
     }
     header.flags |= flags::TC;
@@ -263,7 +425,7 @@ pub fn write_reply(
     let truncated = header
         .write(&mut w)
         .and_then(|()| w.bytes(question))
-        .and_then(|()| write_client_opt(&mut w, stored, q));
+        .and_then(|()| write_client_opt(&mut w, &stored, q));
     if truncated.is_ok() {
         w.len()
     } else {
@@ -275,15 +437,16 @@ fn write_full(
     w: &mut Writer<'_>,
     header: &Header,
     question: &[u8],
-    stored: &StoredAnswer,
+    stored: &AnswerRef<'_>,
     ttl_secs: u32,
     q: &Query<'_>,
 ) -> Result<(), WireError> {
     header.write(w)?;
     w.bytes(question)?;
     let base = w.len();
-    w.bytes(&stored.records)?;
-    for &off in stored.ttl_offsets.iter() {
+    w.bytes(stored.records)?;
+    for off in stored.ttl_offsets.chunks_exact(2) {
+        let off = u16::from_le_bytes(<[u8; 2]>::try_from(off).unwrap_or_default());
         w.set_u32(base + usize::from(off), ttl_secs)?;
     }
     write_client_opt(w, stored, q)
@@ -291,7 +454,7 @@ fn write_full(
 
 fn write_client_opt(
     w: &mut Writer<'_>,
-    stored: &StoredAnswer,
+    stored: &AnswerRef<'_>,
     q: &Query<'_>,
 ) -> Result<(), WireError> {
     match q.edns {

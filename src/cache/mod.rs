@@ -6,10 +6,12 @@
 //!   bytes) and [`write_reply`], which serves hits and pass-throughs alike.
 //! - [`shard`]: [`Shard`], the per-core table with CLOCK eviction, expiry order and
 //!   sweeping, and the refresh protocol the server follows ([`Lookup`]).
+//! - `clock`: the shard's milliseconds and the 6-byte stamps entries keep.
 //! - `refresh`: when an entry is due for prefetch; the one-refresh-in-flight mark.
 //! - [`stats`]: [`CacheStats`], the shard's counters.
 
 pub mod answer;
+mod clock;
 mod refresh;
 pub mod shard;
 pub mod stats;

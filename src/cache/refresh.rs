@@ -2,32 +2,30 @@
 //! an entry in flight (prefetch and `serve_stale immediate` alike; CoreDNS started one
 //! per hit until it was fixed later).
 
-use std::time::{Duration, Instant};
-
+use super::clock::{millis, Millis, Stamp};
 use crate::config::Prefetch;
 use crate::limits::{CACHE_REFRESH_MILLIS_MAX, CACHE_REFRESH_RETRY_MILLIS};
 
 /// How popular an entry is right now (CoreDNS `freq.Freq`): the run of hits, each
-/// within the prefetch DURATION of the previous one.
+/// within the prefetch DURATION of the previous one. 12 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Freq {
+    /// Hits in the run; 0 before the first (then `last` means nothing).
     hits: u32,
-    last: Option<Instant>,
+    last: Stamp,
 }
 
 impl Freq {
     /// Counts a hit at `now`: the run grows if the previous hit is at most `window`
     /// old, otherwise it restarts at 1 (CoreDNS: `last.Before(now - d)` resets).
-    pub(super) fn hit(&mut self, window: Duration, now: Instant) -> u32 {
-        let within = self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) <= window);
+    pub(super) fn hit(&mut self, window: Millis, now: Millis) -> u32 {
+        let within = self.hits > 0 && now.saturating_sub(self.last.millis()) <= window;
         self.hits = if within {
             self.hits.saturating_add(1)
         } else {
             1
         };
-        self.last = Some(now);
+        self.last = Stamp::new(now);
         self.hits
     }
 }
@@ -40,9 +38,9 @@ pub(super) fn prefetch_due(
     p: &Prefetch,
     ttl_secs: u32,
     remaining_secs: u32,
-    now: Instant,
+    now: Millis,
 ) -> bool {
-    let hits = freq.hit(p.duration, now);
+    let hits = freq.hit(millis(p.duration), now);
     let threshold = (u64::from(ttl_secs) * u64::from(p.percentage)).div_ceil(100);
     hits >= p.amount && u64::from(remaining_secs) <= threshold
 }
@@ -51,48 +49,69 @@ pub(super) fn prefetch_due(
 /// start one, cleared by the caller's `insert` or `refresh_failed`. A mark older than
 /// [`CACHE_REFRESH_MILLIS_MAX`] is presumed lost (a caller that dropped its task), so a
 /// lost report delays the next refresh instead of stopping refreshes for good. After a
-/// failed refresh the next waits [`CACHE_REFRESH_RETRY_MILLIS`].
+/// failed refresh the next waits [`CACHE_REFRESH_RETRY_MILLIS`]. 8 bytes: one stamp
+/// serves both states, which never hold together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct RefreshMark {
-    since: Option<Instant>,
-    failed: Option<Instant>,
+    /// When the refresh started (`InFlight`) or failed (`Failed`).
+    at: Stamp,
+    state: RefreshState,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum RefreshState {
+    #[default]
+    Idle,
+    InFlight,
+    Failed,
 }
 
 impl RefreshMark {
-    const TIMEOUT: Duration = Duration::from_millis(CACHE_REFRESH_MILLIS_MAX);
-    const RETRY: Duration = Duration::from_millis(CACHE_REFRESH_RETRY_MILLIS);
+    const TIMEOUT: Millis = CACHE_REFRESH_MILLIS_MAX;
+    const RETRY: Millis = CACHE_REFRESH_RETRY_MILLIS;
+
+    fn age(&self, now: Millis) -> Millis {
+        now.saturating_sub(self.at.millis())
+    }
 
     /// Whether a refresh is in flight at `now`.
-    pub(super) fn in_flight(&self, now: Instant) -> bool {
-        self.since
-            .is_some_and(|since| now.saturating_duration_since(since) < Self::TIMEOUT)
+    pub(super) fn in_flight(&self, now: Millis) -> bool {
+        self.state == RefreshState::InFlight && self.age(now) < Self::TIMEOUT
     }
 
     /// True (and marks) if no refresh is in flight and none failed within the retry
     /// delay: the caller must start one.
-    pub(super) fn claim(&mut self, now: Instant) -> bool {
-        let backing_off = self
-            .failed
-            .is_some_and(|failed| now.saturating_duration_since(failed) < Self::RETRY);
+    pub(super) fn claim(&mut self, now: Millis) -> bool {
+        let backing_off = self.state == RefreshState::Failed && self.age(now) < Self::RETRY;
         if self.in_flight(now) || backing_off {
             return false;
         }
-        self.since = Some(now);
-        self.failed = None;
+        *self = RefreshMark {
+            at: Stamp::new(now),
+            state: RefreshState::InFlight,
+        };
         true
     }
 
-    /// Ends the refresh in flight; returns whether there was one.
+    /// Ends the refresh in flight; returns whether there was one (a mark past the
+    /// timeout still counts: its report came late).
     pub(super) fn clear(&mut self) -> bool {
-        self.since.take().is_some()
+        let was = self.state == RefreshState::InFlight;
+        if was {
+            *self = RefreshMark::default();
+        }
+        was
     }
 
     /// Ends the refresh in flight as failed at `now` (the next waits the retry delay);
     /// returns whether there was one.
-    pub(super) fn fail(&mut self, now: Instant) -> bool {
+    pub(super) fn fail(&mut self, now: Millis) -> bool {
         let was = self.clear();
         if was {
-            self.failed = Some(now);
+            *self = RefreshMark {
+                at: Stamp::new(now),
+                state: RefreshState::Failed,
+            };
         }
         was
     }
@@ -101,6 +120,10 @@ impl RefreshMark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    use crate::cache::clock::STAMP_MILLIS_MAX;
 
     fn p(amount: u32, secs: u64, percentage: u8) -> Prefetch {
         Prefetch {
@@ -112,32 +135,26 @@ mod tests {
 
     #[test]
     fn freq_runs_and_resets() {
-        let t0 = Instant::now();
+        let t0: Millis = 5_000;
         let mut f = Freq::default();
-        assert_eq!(f.hit(Duration::from_secs(10), t0), 1);
+        assert_eq!(size_of::<Freq>(), 12);
+        assert_eq!(f.hit(10_000, t0), 1);
+        assert_eq!(f.hit(10_000, t0 + 10_000), 2);
+        assert_eq!(f.hit(10_000, t0 + 20_000), 3);
         assert_eq!(
-            f.hit(Duration::from_secs(10), t0 + Duration::from_secs(10)),
-            2
-        );
-        assert_eq!(
-            f.hit(Duration::from_secs(10), t0 + Duration::from_secs(20)),
-            3
-        );
-        assert_eq!(
-            f.hit(
-                Duration::from_millis(10_000),
-                t0 + Duration::from_millis(30_001)
-            ),
+            f.hit(10_000, t0 + 30_001),
             1,
             "a gap longer than the window restarts the run"
         );
         // A clock that goes backwards counts as no gap.
-        assert_eq!(f.hit(Duration::from_secs(1), t0), 2);
+        assert_eq!(f.hit(1_000, t0), 2);
+        // The first hit starts a run even at time 0.
+        assert_eq!(Freq::default().hit(u64::MAX, 0), 1);
     }
 
     #[test]
     fn threshold_is_integer_ceiling() {
-        let t0 = Instant::now();
+        let t0: Millis = 0;
         let due =
             |ttl, remaining| prefetch_due(&mut Freq::default(), &p(1, 60, 10), ttl, remaining, t0);
         assert!(due(30, 3));
@@ -150,27 +167,41 @@ mod tests {
         assert!(!prefetch_due(&mut f, &p(3, 60, 90), 100, 10, t0));
         assert!(!prefetch_due(&mut f, &p(3, 60, 90), 100, 10, t0));
         assert!(prefetch_due(&mut f, &p(3, 60, 90), 100, 10, t0));
+        // A window longer than any stamp still works.
+        let huge = Prefetch {
+            amount: 2,
+            duration: Duration::MAX,
+            percentage: 90,
+        };
+        let mut f = Freq::default();
+        assert!(!prefetch_due(&mut f, &huge, 100, 10, 0));
+        assert!(prefetch_due(&mut f, &huge, 100, 10, STAMP_MILLIS_MAX));
     }
 
     #[test]
     fn mark_allows_one_in_flight() {
-        let t0 = Instant::now();
+        let t0: Millis = 1_000;
         let mut m = RefreshMark::default();
+        assert_eq!(size_of::<RefreshMark>(), 8);
         assert!(m.claim(t0));
         assert!(!m.claim(t0));
-        assert!(!m.claim(t0 + RefreshMark::TIMEOUT - Duration::from_millis(1)));
+        assert!(!m.claim(t0 + RefreshMark::TIMEOUT - 1));
         assert!(m.claim(t0 + RefreshMark::TIMEOUT), "a lost refresh expires");
         assert!(m.clear());
         assert!(!m.clear());
         assert!(m.claim(t0));
         assert!(m.in_flight(t0));
         // A failure holds the next claim back for the retry delay.
-        let t1 = t0 + Duration::from_secs(1);
+        let t1 = t0 + 1_000;
         assert!(m.fail(t1));
         assert!(!m.in_flight(t1));
         assert!(!m.fail(t1), "nothing in flight any more");
         assert!(!m.claim(t1));
-        assert!(!m.claim(t1 + RefreshMark::RETRY - Duration::from_millis(1)));
+        assert!(!m.claim(t1 + RefreshMark::RETRY - 1));
         assert!(m.claim(t1 + RefreshMark::RETRY));
+        // Claimed at time 0 is in flight too (no sentinel value).
+        let mut m = RefreshMark::default();
+        assert!(m.claim(0));
+        assert!(m.in_flight(0) && !m.claim(1));
     }
 }

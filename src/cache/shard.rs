@@ -2,9 +2,18 @@
 //! SERVFAIL, as CoreDNS's pcache / ncache), bounded by entries per class and by bytes.
 //! Owned by one thread: no locks, no atomics.
 //!
-//! Each pool also keeps its entries in expiry order, so that eviction takes an expired
-//! entry before any fresh one (CLOCK only chooses among fresh entries), and the sweep
-//! removes dead entries from the front without looking at live ones.
+//! Each pool also keeps its entries in expiry order, one bucket per second, so that
+//! eviction takes an expired entry before any fresh one (CLOCK only chooses among
+//! fresh entries), and the sweep removes dead entries from the front without looking
+//! at live ones.
+//!
+//! # Memory
+//!
+//! An entry is 48 bytes in its pool's slot array (times are 48-bit milliseconds since
+//! the shard's epoch, see `clock`) plus one heap allocation holding its name, records
+//! and TTL offsets (`answer::pack`), 4 bytes in an expiry bucket and ~5–11 in the hash
+//! table, which keeps slot ids only (hashes are recomputed from the name when the
+//! table grows or an entry leaves). The byte budget counts this footprint.
 //!
 //! # Refresh protocol (prefetch, `serve_stale`)
 //!
@@ -20,13 +29,16 @@
 //! an answer whose [`AnswerClass`] is `ServFail` or `Uncacheable`), calls
 //! [`Shard::lookup_stale`] and sends the stale answer if there is one.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
-use super::answer::{write_reply, AnswerClass, StoredAnswer};
+use super::answer::{
+    pack, packed_len, packed_ttl_secs, write_answer, AnswerClass, Packed, StoredAnswer,
+};
+use super::clock::{millis, Clock, Millis, Stamp};
 use super::refresh::{prefetch_due, Freq, RefreshMark};
 use super::stats::CacheStats;
 use crate::config::{CacheConfig, Prefetch, StaleMode, Zone};
@@ -174,57 +186,80 @@ impl Lookup {
     }
 }
 
+/// One cached answer: 48 bytes in its pool's slot array, plus exactly one heap
+/// allocation holding its name and answer.
 struct Entry {
-    /// Lower-cased query name, wire form.
-    name: Box<[u8]>,
-    qtype: u16,
-    qclass: u16,
-    /// DO | CD << 1.
-    bits: u8,
-    /// Kept so that removal and rehashing never hash the name again.
-    hash: u64,
-    answer: StoredAnswer,
-    inserted: Instant,
-    /// `inserted` + TTL: the key of the pool's expiry order.
-    expires: Instant,
-    /// CLOCK reference bit: set on a hit, cleared when the hand passes.
-    referenced: bool,
-    /// What this entry counts against the byte budget.
-    bytes: usize,
+    /// Header, lower-cased query name, records and TTL offsets ([`pack`]); the type,
+    /// class and TTL are read from its header.
+    data: Box<[u8]>,
     /// Popularity for prefetch; carried over when a refresh replaces the entry.
     freq: Freq,
+    /// Where this entry's slot is in its expiry bucket, so removal is O(1).
+    bucket_pos: u32,
     refresh: RefreshMark,
+    /// When the answer was cached; with the TTL, when it expires.
+    inserted: Stamp,
+    /// CLOCK reference bit: set on a hit, cleared when the hand passes.
+    referenced: bool,
+    /// DO | CD << 1.
+    bits: u8,
 }
 
 impl Entry {
+    fn packed(&self) -> Option<Packed<'_>> {
+        Packed::read(&self.data)
+    }
+
     fn matches(&self, key: &Key<'_>) -> bool {
-        self.qtype == key.qtype
-            && self.qclass == key.qclass
-            && self.bits == key.bits()
-            && eq_lowercased(&self.name, key.name)
+        self.bits == key.bits()
+            && self.packed().is_some_and(|p| {
+                p.qtype == key.qtype && p.qclass == key.qclass && eq_lowercased(p.name, key.name)
+            })
     }
 
-    fn expired(&self, now: Instant) -> bool {
-        now >= self.expires
+    fn class(&self) -> AnswerClass {
+        self.packed()
+            .map_or(AnswerClass::Uncacheable, |p| p.answer.class())
     }
 
-    /// Whole seconds of TTL left (0 once expired).
-    fn remaining_secs(&self, now: Instant) -> u32 {
-        let age = now.saturating_duration_since(self.inserted).as_secs();
-        let left = u64::from(self.answer.ttl_secs()).saturating_sub(age);
-        u32::try_from(left).unwrap_or(0)
+    fn expires(&self) -> Millis {
+        expiry(self.inserted, packed_ttl_secs(&self.data))
+    }
+
+    fn expired(&self, now: Millis) -> bool {
+        now >= self.expires()
     }
 
     /// Past expiry and past the serve_stale window: nothing can use it any more.
-    fn dead(&self, now: Instant, window: Duration) -> bool {
-        self.expired(now) && now.saturating_duration_since(self.expires) >= window
+    fn dead(&self, now: Millis, window: Millis) -> bool {
+        now.checked_sub(self.expires())
+            .is_some_and(|late| late >= window)
     }
 
     /// Answerable now, fresh or stale. A SERVFAIL is never answered stale.
-    fn servable(&self, now: Instant, window: Duration) -> bool {
-        !self.expired(now)
-            || (self.answer.class() != AnswerClass::ServFail && !self.dead(now, window))
+    fn servable(&self, now: Millis, window: Millis) -> bool {
+        !self.expired(now) || (self.class() != AnswerClass::ServFail && !self.dead(now, window))
     }
+
+    /// What this entry counts against the byte budget.
+    fn bytes(&self) -> usize {
+        footprint(self.data.len())
+    }
+}
+
+/// When an answer cached at `inserted` with `ttl_secs` expires.
+fn expiry(inserted: Stamp, ttl_secs: u32) -> Millis {
+    inserted
+        .millis()
+        .saturating_add(u64::from(ttl_secs).saturating_mul(1000))
+}
+
+/// Whole seconds of TTL left at `now` (0 once expired): CoreDNS's
+/// `origTTL − int(now − stored).Seconds()`.
+fn remaining_secs(inserted: Stamp, ttl_secs: u32, now: Millis) -> u32 {
+    let age_secs = now.saturating_sub(inserted.millis()) / 1000;
+    let left = u64::from(ttl_secs).saturating_sub(age_secs);
+    u32::try_from(left).unwrap_or(0)
 }
 
 /// Index into a pool: pool number in the top bit, slot in the rest.
@@ -246,19 +281,43 @@ impl SlotId {
 const SUCCESS: usize = 0;
 const DENIAL: usize = 1;
 
-/// Bytes an entry costs beyond `Entry`, its name and its answer: the hash table slot
-/// (4 B id + control byte at ≤ 7/8 load), the expiry-order element (24 B plus its
-/// share of a B-tree node) and the free-list slot. An estimate, kept on the high side.
-const INDEX_BYTES_PER_ENTRY: usize = 64;
+/// Bytes an entry costs beyond its slot and its allocation: its hash-table slot (4 B
+/// id + 1 control byte, at a load between 7/16 and 7/8: 6–12 B), its place in an
+/// expiry bucket (4 B, up to 8 B with a bucket's spare capacity) and, once removed, a
+/// free-list slot (4 B). An estimate, kept on the high side.
+const INDEX_BYTES_PER_ENTRY: usize = 24;
+
+/// What glibc's malloc takes for `n` bytes: `n` + 8 rounded up to 16, at least 32.
+fn malloc_chunk(n: usize) -> usize {
+    (n.saturating_add(8 + 15) / 16 * 16).max(32)
+}
+
+/// What an entry whose allocation is `data_len` bytes counts against the budget.
+fn footprint(data_len: usize) -> usize {
+    size_of::<Option<Entry>>() + malloc_chunk(data_len) + INDEX_BYTES_PER_ENTRY
+}
+
+/// The expiry bucket of an entry expiring at `expires`: its second since the epoch.
+fn bucket_of(expires: Millis) -> u32 {
+    u32::try_from(expires / 1000).unwrap_or(u32::MAX)
+}
+
+/// Past this, every entry of bucket `b` has expired.
+fn bucket_end(b: u32) -> Millis {
+    (u64::from(b) + 1) * 1000
+}
 
 /// The entries of one class, walked by a CLOCK hand for eviction.
 #[derive(Default)]
 struct Pool {
     slots: Vec<Option<Entry>>,
     /// Empty slots below `slots.len()`.
-    free: Vec<usize>,
-    /// (expiry, slot) of every entry: the first is the next to expire.
-    by_expiry: BTreeSet<(Instant, usize)>,
+    free: Vec<u32>,
+    /// The slots of the entries expiring in each second since the epoch, the next to
+    /// expire first: 4 bytes per entry (a B-tree of `(Instant, usize)` took ~40), and
+    /// a bucket holds one second's worth, so the first is always the next to expire
+    /// to within a second.
+    expiry: BTreeMap<u32, Vec<u32>>,
     hand: usize,
     len: usize,
     capacity: usize,
@@ -270,12 +329,64 @@ struct Pool {
 }
 
 impl Pool {
-    /// The entry that expired first, if it has expired by `now`.
-    fn first_expired(&self, now: Instant) -> Option<usize> {
-        self.by_expiry
-            .first()
-            .filter(|&&(expires, _)| expires <= now)
-            .map(|&(_, slot)| slot)
+    fn entry(&self, slot: usize) -> Option<&Entry> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    /// An entry that has expired by `now`, if the first bucket has wholly expired
+    /// (an entry that expired less than a second ago may be missed).
+    fn first_expired(&self, now: Millis) -> Option<usize> {
+        let (&b, slots) = self.expiry.first_key_value()?;
+        let slot = slots.last().filter(|_| bucket_end(b) <= now)?;
+        Some(*slot as usize)
+    }
+
+    /// Puts `entry` in a free slot and in its expiry bucket; returns the slot.
+    fn put(&mut self, mut entry: Entry) -> usize {
+        let bytes = entry.bytes();
+        let slot = match self.free.pop() {
+            Some(slot) => slot as usize,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let bucket = self.expiry.entry(bucket_of(entry.expires())).or_default();
+        entry.bucket_pos = bucket.len() as u32;
+        bucket.push(slot as u32);
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = Some(entry);
+        }
+        self.len += 1;
+        self.bytes += bytes;
+        slot
+    }
+
+    /// Takes the entry out of `slot` and out of its expiry bucket.
+    fn take(&mut self, slot: usize) -> Option<Entry> {
+        let entry = self.slots.get_mut(slot)?.take()?;
+        let b = bucket_of(entry.expires());
+        if let Some(bucket) = self.expiry.get_mut(&b) {
+            let pos = entry.bucket_pos as usize;
+            if bucket.get(pos) == Some(&(slot as u32)) {
+                bucket.swap_remove(pos);
+                let moved = bucket.get(pos).copied();
+                let moved = moved.and_then(|m| self.slots.get_mut(m as usize)?.as_mut());
+                if let Some(e) = moved {
+                    e.bucket_pos = pos as u32;
+                }
+            }
+            if bucket.is_empty() {
+                self.expiry.remove(&b);
+            } else if bucket.len() * 4 <= bucket.capacity() {
+                // Mostly evicted: give the spare capacity back.
+                bucket.shrink_to(bucket.len() * 2);
+            }
+        }
+        self.free.push(slot as u32);
+        self.len = self.len.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(entry.bytes());
+        Some(entry)
     }
 }
 
@@ -295,6 +406,8 @@ pub struct Shard {
     index: HashTable<SlotId>,
     pools: [Pool; 2],
     hasher: foldhash::fast::RandomState,
+    /// Turns the callers' `Instant`s into the milliseconds entries keep.
+    clock: Clock,
     bytes: usize,
     bytes_max: usize,
     keepttl: bool,
@@ -302,7 +415,7 @@ pub struct Shard {
     /// `serve_stale` mode; None when off.
     stale_mode: Option<StaleMode>,
     /// Entries stay this long after expiry (serve_stale), then are dead.
-    stale: Duration,
+    stale: Millis,
     servfail_ttl: Duration,
     /// Lower-cased wire-form zones: `zones` the cache applies to, and the disabled ones.
     zones: Vec<Vec<u8>>,
@@ -317,6 +430,22 @@ fn wire_zones(zones: &[Zone]) -> Vec<Vec<u8>> {
 
 fn entry_mut(pools: &mut [Pool; 2], id: SlotId) -> Option<&mut Entry> {
     pools.get_mut(id.pool())?.slots.get_mut(id.slot())?.as_mut()
+}
+
+/// The hash an entry is indexed under, from its packed key (the table does not keep
+/// hashes: growing it and removing an entry hash the name again).
+fn entry_hash(hasher: &foldhash::fast::RandomState, e: &Entry) -> u64 {
+    let Some(p) = e.packed() else {
+        return 0;
+    };
+    let key = Key {
+        name: p.name,
+        qtype: p.qtype,
+        qclass: p.qclass,
+        dnssec_ok: e.bits & 1 != 0,
+        cd: e.bits & 2 != 0,
+    };
+    key.hash(hasher)
 }
 
 impl Shard {
@@ -344,12 +473,13 @@ impl Shard {
             index: HashTable::new(),
             pools: [pool(success), pool(denial)],
             hasher: foldhash::fast::RandomState::default(),
+            clock: Clock::new(Instant::now()),
             bytes: 0,
             bytes_max,
             keepttl: cfg.keepttl,
             prefetch: cfg.prefetch,
             stale_mode: cfg.serve_stale.map(|s| s.mode),
-            stale: cfg.serve_stale.map_or(Duration::ZERO, |s| s.duration),
+            stale: cfg.serve_stale.map_or(0, |s| millis(s.duration)),
             servfail_ttl: cfg.servfail_ttl,
             zones: wire_zones(&cfg.zones),
             disable_success: wire_zones(&cfg.disable_success),
@@ -398,16 +528,13 @@ impl Shard {
     }
 
     fn entry(&self, id: SlotId) -> Option<&Entry> {
-        self.pools.get(id.pool())?.slots.get(id.slot())?.as_ref()
+        self.pools.get(id.pool())?.entry(id.slot())
     }
 
     fn find(&self, key: &Key<'_>, hash: u64) -> Option<SlotId> {
         let pools = &self.pools;
         let hit = |id: &SlotId| {
-            let e = pools
-                .get(id.pool())
-                .and_then(|p| p.slots.get(id.slot()))
-                .and_then(Option::as_ref);
+            let e = pools.get(id.pool()).and_then(|p| p.entry(id.slot()));
             e.is_some_and(|e| e.matches(key))
         };
         self.index.find(hash, hit).copied()
@@ -436,6 +563,7 @@ impl Shard {
         out: &mut [u8],
         max_len: usize,
     ) -> Lookup {
+        let now = self.clock.millis(now);
         let found = self.find_query(q);
         let result = match found.and_then(|id| self.entry(id).map(|e| (id, e))) {
             None => Lookup::Miss,
@@ -460,7 +588,7 @@ impl Shard {
         &mut self,
         id: SlotId,
         q: &Query<'_>,
-        now: Instant,
+        now: Millis,
         out: &mut [u8],
         max_len: usize,
     ) -> Lookup {
@@ -468,9 +596,13 @@ impl Shard {
         let Some(e) = entry_mut(&mut self.pools, id) else {
             return Lookup::Miss;
         };
-        let (ttl, remaining) = (e.answer.ttl_secs(), e.remaining_secs(now));
+        let Some(answer) = Packed::read(&e.data).map(|p| p.answer) else {
+            return Lookup::Miss;
+        };
+        let ttl = answer.ttl_secs();
+        let remaining = remaining_secs(e.inserted, ttl, now);
         let shown = if keepttl { ttl } else { remaining };
-        let n = write_reply(&e.answer, q, shown, true, out, max_len);
+        let n = write_answer(answer, q, shown, true, out, max_len);
         if n == 0 {
             return Lookup::Miss;
         }
@@ -490,14 +622,17 @@ impl Shard {
         &mut self,
         id: SlotId,
         q: &Query<'_>,
-        now: Instant,
+        now: Millis,
         out: &mut [u8],
         max_len: usize,
     ) -> Lookup {
         let Some(e) = entry_mut(&mut self.pools, id) else {
             return Lookup::Miss;
         };
-        let n = write_reply(&e.answer, q, 0, true, out, max_len);
+        let Some(answer) = Packed::read(&e.data).map(|p| p.answer) else {
+            return Lookup::Miss;
+        };
+        let n = write_answer(answer, q, 0, true, out, max_len);
         if n == 0 {
             return Lookup::Miss;
         }
@@ -527,17 +662,19 @@ impl Shard {
         max_len: usize,
     ) -> Option<usize> {
         self.stale_mode?;
+        let now = self.clock.millis(now);
         let e = self.entry(self.find_query(q)?)?;
         if !e.servable(now, self.stale) {
             return None;
         }
+        let answer = e.packed()?.answer;
         let expired = e.expired(now);
         let ttl = match (expired, self.keepttl) {
             (true, _) => 0,
-            (false, true) => e.answer.ttl_secs(),
-            (false, false) => e.remaining_secs(now),
+            (false, true) => answer.ttl_secs(),
+            (false, false) => remaining_secs(e.inserted, answer.ttl_secs(), now),
         };
-        let n = write_reply(&e.answer, q, ttl, true, out, max_len);
+        let n = write_answer(answer, q, ttl, true, out, max_len);
         if n == 0 {
             return None;
         }
@@ -557,6 +694,7 @@ impl Shard {
 
     /// [`Shard::refresh_failed`] at `now`.
     pub fn refresh_failed_at(&mut self, q: &Query<'_>, now: Instant) {
+        let now = self.clock.millis(now);
         let Some(id) = self.find_query(q) else {
             return;
         };
@@ -568,6 +706,7 @@ impl Shard {
     /// Whether a refresh of the entry answering `q` is in flight at `now` (its answer
     /// is about to be replaced).
     pub fn refreshing(&self, q: &Query<'_>, now: Instant) -> bool {
+        let now = self.clock.millis(now);
         self.find_query(q)
             .and_then(|id| self.entry(id))
             .is_some_and(|e| e.refresh.in_flight(now))
@@ -583,6 +722,7 @@ impl Shard {
     /// replaces an answer that is still servable (fresh or within the serve_stale
     /// window): a failed refresh keeps the good answer (CoreDNS overwrote it).
     pub fn insert(&mut self, q: &Query<'_>, stored: StoredAnswer, now: Instant) -> bool {
+        let now = self.clock.millis(now);
         let key = Key::of(q);
         let hash = key.hash(&self.hasher);
         let old = self.find(&key, hash);
@@ -590,8 +730,7 @@ impl Shard {
             && old
                 .and_then(|id| self.entry(id))
                 .is_some_and(|e| e.servable(now, self.stale));
-        let bytes =
-            size_of::<Entry>() + INDEX_BYTES_PER_ENTRY + q.qname.len() + stored.heap_bytes();
+        let bytes = footprint(packed_len(q.qname.len(), &stored));
         let pool = match self.admit(q.qname, &stored) {
             Some(_) if keep_old => None,
             Some(_) if bytes > self.bytes_max => {
@@ -600,7 +739,9 @@ impl Shard {
             }
             pool => pool,
         };
-        let Some(pool) = pool else {
+        // One allocation for the whole entry; `stored`'s own are freed on return.
+        let packed = pool.and_then(|pool| Some((pool, pack(q.qname, q.qtype, q.qclass, &stored)?)));
+        let Some((pool, data)) = packed else {
             // The entry stays: its refresh, if any, failed.
             if let Some(e) = old.and_then(|id| entry_mut(&mut self.pools, id)) {
                 if e.refresh.fail(now) {
@@ -617,24 +758,16 @@ impl Shard {
             self.counters.drops += 1;
             return false;
         }
-        let expires = now
-            .checked_add(Duration::from_secs(u64::from(stored.ttl_secs())))
-            .unwrap_or(now);
         let entry = Entry {
-            name: q.qname.to_ascii_lowercase().into_boxed_slice(),
-            qtype: q.qtype,
-            qclass: q.qclass,
-            bits: key.bits(),
-            hash,
-            answer: stored,
-            inserted: now,
-            expires,
-            referenced: false,
-            bytes,
+            data,
             freq: freq.unwrap_or_default(),
+            bucket_pos: 0,
             refresh: RefreshMark::default(),
+            inserted: Stamp::new(now),
+            referenced: false,
+            bits: key.bits(),
         };
-        self.place(pool, entry);
+        self.place(pool, entry, hash);
         true
     }
 
@@ -656,7 +789,7 @@ impl Shard {
     }
 
     /// Evicts until `pool` has a free entry and `bytes` more fit the budget.
-    fn make_room(&mut self, pool: usize, bytes: usize, now: Instant) -> bool {
+    fn make_room(&mut self, pool: usize, bytes: usize, now: Millis) -> bool {
         while self.pools[pool].len >= self.pools[pool].capacity {
             if !self.evict(pool, now) {
                 return false;
@@ -671,7 +804,7 @@ impl Shard {
     }
 
     /// Where to evict for bytes: a pool holding an expired entry, else the fattest.
-    fn victim_pool(&self, now: Instant) -> usize {
+    fn victim_pool(&self, now: Millis) -> usize {
         if self.pools[DENIAL].first_expired(now).is_some() {
             return DENIAL;
         }
@@ -684,65 +817,48 @@ impl Shard {
         }
     }
 
-    fn place(&mut self, pool: usize, entry: Entry) {
-        let hash = entry.hash;
-        let expires = entry.expires;
-        self.bytes += entry.bytes;
-        let p = &mut self.pools[pool];
-        p.bytes += entry.bytes;
-        p.len += 1;
-        let slot = match p.free.pop() {
-            Some(slot) => slot,
-            None => {
-                p.slots.push(None);
-                p.slots.len() - 1
-            }
-        };
-        p.slots[slot] = Some(entry);
-        p.by_expiry.insert((expires, slot));
+    fn place(&mut self, pool: usize, entry: Entry, hash: u64) {
+        self.bytes += entry.bytes();
+        let slot = self.pools[pool].put(entry);
         let id = SlotId::new(pool, slot);
-        let pools = &self.pools;
+        let (pools, hasher) = (&self.pools, &self.hasher);
         let rehash = |id: &SlotId| {
-            let e = pools
-                .get(id.pool())
-                .and_then(|p| p.slots.get(id.slot()))
-                .and_then(Option::as_ref);
-            e.map_or(0, |e| e.hash)
+            let e = pools.get(id.pool()).and_then(|p| p.entry(id.slot()));
+            e.map_or(0, |e| entry_hash(hasher, e))
         };
         self.index.insert_unique(hash, id, rehash);
     }
 
-    fn remove(&mut self, id: SlotId) {
-        let Some(entry) = self.pools[id.pool()]
-            .slots
-            .get_mut(id.slot())
-            .and_then(Option::take)
+    /// Removes the entry `id`; false if there is none.
+    fn remove(&mut self, id: SlotId) -> bool {
+        let Some(entry) = self
+            .pools
+            .get_mut(id.pool())
+            .and_then(|p| p.take(id.slot()))
         else {
-            return;
+            return false;
         };
-        if let Ok(found) = self.index.find_entry(entry.hash, |&other| other == id) {
+        let hash = entry_hash(&self.hasher, &entry);
+        if let Ok(found) = self.index.find_entry(hash, |&other| other == id) {
             found.remove();
         }
-        let p = &mut self.pools[id.pool()];
-        p.by_expiry.remove(&(entry.expires, id.slot()));
-        p.free.push(id.slot());
-        p.len -= 1;
-        p.bytes -= entry.bytes;
-        self.bytes -= entry.bytes;
+        self.bytes = self.bytes.saturating_sub(entry.bytes());
+        true
     }
 
-    /// Evicts one entry of `pool`: the first to have expired if any has, else by
-    /// CLOCK (advance the hand, clearing reference bits, take the first unreferenced
-    /// entry). Returns false if the pool is empty.
-    fn evict(&mut self, pool: usize, now: Instant) -> bool {
+    /// Evicts one entry of `pool`: an expired one if there is one (to within a
+    /// second), else by CLOCK (advance the hand, clearing reference bits, take the
+    /// first unreferenced entry). Returns false if the pool is empty.
+    fn evict(&mut self, pool: usize, now: Millis) -> bool {
         let n = self.pools[pool].slots.len();
         if self.pools[pool].len == 0 || n == 0 {
             return false;
         }
         if let Some(slot) = self.pools[pool].first_expired(now) {
-            self.remove(SlotId::new(pool, slot));
-            self.pools[pool].evictions += 1;
-            return true;
+            if self.remove(SlotId::new(pool, slot)) {
+                self.pools[pool].evictions += 1;
+                return true;
+            }
         }
         // Two turns suffice: the first clears every reference bit.
         for _ in 0..2 * n {
@@ -764,20 +880,41 @@ impl Shard {
     }
 
     /// Removes at most `budget` dead entries (expired beyond the serve_stale window),
-    /// earliest first; returns how many. Walks the expiry order from its front, so the
-    /// work is proportional to what it removes, whatever the size of the shard.
+    /// earliest first; returns how many. Takes whole expiry buckets from the front
+    /// while they are dead, then looks through the one bucket that is dying (one
+    /// second of expiries), so the work is proportional to what it removes plus one
+    /// bucket, whatever the size of the shard.
     pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
+        let now = self.clock.millis(now);
         let mut removed = 0;
         for pool in [SUCCESS, DENIAL] {
             while removed < budget {
-                let Some(&(expires, slot)) = self.pools[pool].by_expiry.first() else {
+                let Some((&b, slots)) = self.pools[pool].expiry.first_key_value() else {
                     break;
                 };
-                if now < expires || now.saturating_duration_since(expires) < self.stale {
+                let dead_from = bucket_end(b).saturating_add(self.stale);
+                if now >= dead_from {
+                    let slot = slots.last().map(|&s| s as usize);
+                    if slot.is_some_and(|slot| self.remove(SlotId::new(pool, slot))) {
+                        removed += 1;
+                        continue;
+                    }
                     break;
                 }
-                self.remove(SlotId::new(pool, slot));
-                removed += 1;
+                if now.saturating_add(1000) >= dead_from {
+                    // Dying: some of this second's entries are dead already.
+                    let p = &self.pools[pool];
+                    let dead: Vec<usize> = slots
+                        .iter()
+                        .map(|&s| s as usize)
+                        .filter(|&s| p.entry(s).is_some_and(|e| e.dead(now, self.stale)))
+                        .take(budget - removed)
+                        .collect();
+                    for slot in dead {
+                        removed += usize::from(self.remove(SlotId::new(pool, slot)));
+                    }
+                }
+                break;
             }
         }
         self.counters.expired += removed as u64;
@@ -787,18 +924,31 @@ impl Shard {
 
 #[cfg(test)]
 impl Shard {
-    /// Panics if the index, pools, expiry orders and byte counts disagree.
+    /// Panics if the index, pools, expiry buckets and byte counts disagree.
     pub(super) fn check_invariants(&self) {
         let mut total_bytes = 0;
         for (i, p) in self.pools.iter().enumerate() {
             let live: Vec<&Entry> = p.slots.iter().flatten().collect();
             assert_eq!(live.len(), p.len, "pool {i} len");
-            assert_eq!(p.by_expiry.len(), p.len, "pool {i} expiry order");
             assert_eq!(p.free.len() + p.len, p.slots.len(), "pool {i} free list");
             assert!(p.len <= p.capacity, "pool {i} over capacity");
-            let bytes: usize = live.iter().map(|e| e.bytes).sum();
+            let bytes: usize = live.iter().map(|e| e.bytes()).sum();
             assert_eq!(bytes, p.bytes, "pool {i} bytes");
             total_bytes += bytes;
+            let mut in_buckets = 0;
+            for (&b, slots) in &p.expiry {
+                assert!(!slots.is_empty(), "pool {i} empty bucket {b}");
+                for (pos, &slot) in slots.iter().enumerate() {
+                    let e = p.entry(slot as usize).expect("bucket names a live slot");
+                    assert_eq!(bucket_of(e.expires()), b, "pool {i} slot {slot} bucket");
+                    assert_eq!(e.bucket_pos as usize, pos, "pool {i} slot {slot} position");
+                    let id = SlotId::new(i, slot as usize);
+                    let hash = entry_hash(&self.hasher, e);
+                    assert!(self.index.find(hash, |&x| x == id).is_some(), "indexed");
+                }
+                in_buckets += slots.len();
+            }
+            assert_eq!(in_buckets, p.len, "pool {i} expiry buckets");
         }
         assert_eq!(self.index.len(), self.pools[0].len + self.pools[1].len);
         assert_eq!(total_bytes, self.bytes);

@@ -14,9 +14,13 @@
 # Part 2 (RSS per entry, ours): a fresh server with room for everything, filled with
 # N unique names (100k, 1M) one pass in order; VmRSS before/after, entries from
 # /metrics; overhead per entry = ΔRSS / entries - answer bytes (the record bytes the
-# entry stores, 16 B + 2 B of TTL offset for one A record).
+# entry stores, 16 B + 2 B of TTL offset for one A record). Each fill also records
+# where its answers went (upstream A queries, cache misses, entries, evictions,
+# drops, SERVFAIL/overload counters), a progress line every 5 s and the server log.
 #
-#   [FILLS="100000 1000000"] bench/cache-zipf.sh [ROUNDS] [MEASURE_SECS] [WARM_SECS] [BUDGET_MIB] [UNIVERSE] [ZIPF_S]
+# ROUNDS=0 skips part 1; FILLS="" skips part 2; OUT sets the record's directory.
+#
+#   [FILLS="100000 1000000"] [OUT=dir] bench/cache-zipf.sh [ROUNDS] [MEASURE_SECS] [WARM_SECS] [BUDGET_MIB] [UNIVERSE] [ZIPF_S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -35,7 +39,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p nodelocaldns -p dnsload
 bin=$CARGO_TARGET_DIR/release
 
-out="bench/runs/$(date -u +%Y-%m-%d)-cache-zipf"
+out=${OUT:-"bench/runs/$(date -u +%Y-%m-%d)-cache-zipf"}
 mkdir -p "$out"
 work=$(mktemp -d)
 pids=()
@@ -191,20 +195,32 @@ done
 fill() { # n
   start_server nodelocaldns $((4 * 1024 * 1024 * 1024)) $((2 * $1))
   sleep 0.5
-  local r0 r1 e b
+  local r0 r1 e b u0 u1 load_pid
   r0=$(rss_kib "$server_pid")
+  u0=$(upstream_a)
   taskset -c $load_core "$bin/dnsload" -p $port --names "f{0..$(($1 - 1))}.z.test." -n 1 -q 200 -c 16 \
-    --cores $load_core --quiet > "$out/fill-$1.txt" 2>&1 || true
+    --cores $load_core --quiet > "$out/fill-$1.txt" 2>&1 & load_pid=$!
+  while kill -0 "$load_pid" 2>/dev/null; do
+    echo "t=$(date +%s) rss_kib=$(rss_kib "$server_pid") entries=$(metric coredns_cache_entries) misses=$(metric coredns_cache_misses_total) evictions=$(metric coredns_cache_evictions_total)"
+    sleep 5
+  done > "$out/fill-$1-progress.txt"
+  wait "$load_pid" || true
   sleep 0.5
   r1=$(rss_kib "$server_pid")
+  u1=$(upstream_a)
   e=$(metric coredns_cache_entries)
   b=$(metric nodelocaldns_shard_cache_bytes)
+  echo "n=$1 upstream_a=$((u1 - u0)) misses=$(metric coredns_cache_misses_total) hits=$(metric coredns_cache_hits_total)" \
+    "entries=$e evictions=$(metric coredns_cache_evictions_total) drops=$(metric coredns_cache_drops_total)" \
+    "bytes=$b rss_kib=$r0..$r1" > "$out/fill-$1-accounting.txt"
+  curl -s "http://127.0.0.1:$metrics_port/metrics" > "$out/fill-$1-metrics.txt"
   stop_server
+  cp "$work/ours.log" "$out/fill-$1-server.log"
   awk -v n="$1" -v r0="$r0" -v r1="$r1" -v e="$e" -v b="$b" 'BEGIN {
     per = (r1 - r0) * 1024 / e
     printf "| %d | %d | %d | %d | %.0f | %.0f | %.0f |\n", n, e, r0, r1, per, b / e, per - 18 }'
 }
-fills=$(for n in ${FILLS:-100000 1000000}; do fill "$n"; done)
+fills=$(for n in ${FILLS-100000 1000000}; do fill "$n"; done)
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else print a[int((NR+1)/2)]}'; }
 {
@@ -212,6 +228,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0
   echo
   echo "Command: \`bench/cache-zipf.sh $rounds $measure $warm $budget_mib $universe $zipf\`"
   echo
+  if [ "$rounds" -gt 0 ]; then
   echo "## Zipf(s=$zipf) over $universe names, equal memory budget $budget_mib MiB"
   echo
   echo "Servers pinned to core $server_core, one thread/shard each, fresh per run; dnsload (-q 200 -c 16, closed loop)"
@@ -231,6 +248,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0
     echo "| $s | $v | $(echo "${qps[$s]}" | median) | $(echo "${hit[$s]}" | median) | $(echo "${upq[$s]}" | median) | $(echo "${rss[$s]}" | median) |"
   done
   echo
+  fi
   echo "## RSS per cached entry (nodelocaldns, 1 shard)"
   echo
   echo "Fresh server, \`max_bytes 4GiB\`, success capacity 2×N; N unique names \`f{0..N-1}.z.test. A\` asked once each"

@@ -1336,6 +1336,144 @@ proptest! {
     }
 }
 
+// ---- Compact entries: stamps, expiry buckets, footprint ----
+
+/// Sweeping at the exact moment entries die removes exactly those, even when they
+/// share their expiry second with entries still alive.
+#[test]
+fn sweep_is_exact_within_an_expiry_second() {
+    let t0 = Instant::now();
+    let mut shard = Shard::new(&cfg());
+    for (i, ms) in [0u64, 400, 999, 1_000].into_iter().enumerate() {
+        insert(&mut shard, &format!("e{i}.example."), 10, t0 + Duration::from_millis(ms));
+    }
+    shard.check_invariants();
+    let at = |ms: u64| t0 + Duration::from_millis(10_000 + ms);
+    assert_eq!(shard.sweep(at(0) - Duration::from_millis(1), 100), 0);
+    assert_eq!(shard.sweep(at(0), 100), 1);
+    assert_eq!(shard.sweep(at(399), 100), 0);
+    assert_eq!(shard.sweep(at(400), 100), 1);
+    assert_eq!(shard.sweep(at(999), 1), 1);
+    shard.check_invariants();
+    assert_eq!(shard.len(), (1, 0));
+    assert_eq!(kind(&mut shard, "e3.example.", at(999)), HIT);
+    assert_eq!(shard.sweep(at(1_000), 100), 1);
+    assert_eq!((shard.len(), shard.bytes(), shard.stats().expired), ((0, 0), 0, 4));
+}
+
+/// Eviction takes an entry whose expiry second has passed before a fresh one, and a
+/// replaced or evicted entry leaves its bucket at once (no garbage accumulates).
+#[test]
+fn expiry_buckets_follow_entries() {
+    let t0 = Instant::now();
+    let c = with(|c| {
+        *c = stale(StaleMode::Immediate, 3600);
+        c.success.capacity = 3;
+    });
+    let mut shard = Shard::new(&c);
+    insert(&mut shard, "fresh.example.", 600, t0);
+    insert(&mut shard, "short.example.", 5, t0);
+    insert(&mut shard, "other.example.", 600, t0);
+    // Replacing moves the entry to its new bucket.
+    for i in 0..50 {
+        insert(&mut shard, "other.example.", 600 + i, t0 + secs(1));
+        shard.check_invariants();
+    }
+    let later = t0 + secs(7);
+    insert(&mut shard, "new.example.", 600, later);
+    assert_eq!(kind(&mut shard, "short.example.", later), MISS);
+    assert_eq!(kind(&mut shard, "fresh.example.", later), HIT);
+    assert_eq!(kind(&mut shard, "other.example.", later), HIT);
+    assert_eq!(shard.stats().evictions_success, 1);
+    // CLOCK takes over once nothing has expired; the pool stays full and consistent.
+    for i in 0..20 {
+        insert(&mut shard, &format!("n{i}.example."), 1 + i % 3, later + secs(i.into()));
+        shard.check_invariants();
+    }
+    assert_eq!(shard.len(), (3, 0));
+}
+
+/// Times outside the ordinary: before the shard's epoch, TTLs of 68 years, clocks
+/// far in the future. Nothing panics and the arithmetic saturates sensibly.
+#[test]
+fn stamps_saturate_at_the_edges() {
+    let t0 = Instant::now();
+    let c = with(|c| {
+        c.success.ttl_max = secs(i32::MAX as u64);
+        c.success.ttl_min = secs(i32::MAX as u64);
+        *c = {
+            let mut s = c.clone();
+            s.serve_stale = Some(ServeStale {
+                duration: Duration::MAX,
+                mode: StaleMode::Immediate,
+            });
+            s
+        };
+    });
+    let mut shard = Shard::new(&c);
+    let qb = q_for("long.example.");
+    let q = parse_query(&qb).unwrap();
+    let s = StoredAnswer::from_upstream(&answer_for("long.example.", 60).bytes(), &q, &c).unwrap();
+    assert_eq!(s.ttl_secs(), i32::MAX as u32);
+    assert!(shard.insert(&q, s, t0));
+    let year = secs(365 * 24 * 3600);
+    let (result, reply) = lookup(&mut shard, "long.example.", t0 + year * 50);
+    assert_eq!(result, Lookup::Hit(result.reply_len().unwrap()));
+    let shown = reply.unwrap().answers()[0].ttl();
+    assert!(shown < i32::MAX as u32 - 49 * 365 * 24 * 3600, "ttl {shown}");
+    if let Some(far) = t0.checked_add(year * 100) {
+        assert!(matches!(kind(&mut shard, "long.example.", far), STALE_REFRESH));
+        assert_eq!(shard.sweep(far, 10), 0, "stale forever");
+    }
+    // A moment before the epoch (a query read before a reload made the shard).
+    if let Some(early) = t0.checked_sub(secs(3 * 24 * 3600)) {
+        insert(&mut shard, "early.example.", 60, early);
+        assert!(look(&mut shard, &q_for("early.example."), early).is_some());
+        shard.sweep(early, 10);
+        shard.check_invariants();
+    }
+}
+
+/// Names of the cache-zipf fill, all with the same shape of answer.
+fn fill(shard: &mut Shard, n: usize, t0: Instant, spread: Duration) -> usize {
+    let mut by_len: std::collections::HashMap<usize, StoredAnswer> = Default::default();
+    let mut cached = 0;
+    for i in 0..n {
+        let qname = format!("f{i}.z.test.");
+        let qb = q_for(&qname);
+        let q = parse_query(&qb).unwrap();
+        let s = by_len
+            .entry(qname.len())
+            .or_insert_with(|| stored(&answer_for(&qname, 3600), &q))
+            .clone();
+        let now = t0 + spread.mul_f64(i as f64 / n as f64);
+        cached += usize::from(shard.insert(&q, s, now));
+    }
+    cached
+}
+
+/// A long fill of distinct names keeps every one, and the budget counts what the
+/// entries really take: one 48-byte slot, one allocation, the index.
+#[test]
+fn a_fill_keeps_every_entry() {
+    let t0 = Instant::now();
+    let n = 100_000;
+    let c = with(|c| {
+        c.success.capacity = 2 * n;
+        c.max_bytes = Some(4 << 30);
+    });
+    let mut shard = Shard::new(&c);
+    assert_eq!(fill(&mut shard, n, t0, secs(144)), n);
+    assert_eq!(shard.len(), (n, 0));
+    let stats = shard.stats();
+    assert_eq!((stats.evictions_success, stats.expired, stats.drops), (0, 0, 0));
+    shard.check_invariants();
+    // f0.z.test. A: 22 header + 11 name + 16 record + 2 TTL offset = 51 B, a 64 B chunk.
+    let mut one = Shard::new(&c);
+    fill(&mut one, 1, t0, secs(1));
+    assert_eq!(one.bytes(), 48 + 64 + 24);
+}
+
 // ---- README ----
 
 /// Every `~~~ corefile` example of README.md parses, and its cache makes a shard.

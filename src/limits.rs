@@ -73,9 +73,11 @@ const _: () = assert!(EDNS_UDP_PAYLOAD_BYTES_OURS as usize == UDP_PAYLOAD_BYTES_
 const _: () = assert!(UDP_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
 
 /// Byte budget of a cache shard per configured entry when `max_bytes` is not set:
-/// (success.capacity + denial.capacity) × this. An entry's accounted size is its
-/// record bytes, name, TTL offsets and bookkeeping (see `cache::shard`); a typical A /
-/// AAAA answer is ~150–300 B, so this bounds memory without shrinking the entry count.
+/// (success.capacity + denial.capacity) × this. An entry's accounted size is what it
+/// takes: its 48-byte slot, its one allocation (name, records, TTL offsets, rounded up
+/// as malloc does) and its share of the index (see `cache::shard`); an A / AAAA answer
+/// for a cluster name is ~150–180 B, so this bounds memory (large answers) without
+/// shrinking the entry count.
 pub const CACHE_ENTRY_BYTES_BUDGET: usize = 512;
 /// Most entries one cache class of one shard may hold, whatever the configuration says
 /// (slot ids are 31 bits).

@@ -281,6 +281,16 @@ impl<'a> Packed<'a> {
     }
 }
 
+/// The key of a packed entry (qtype, qclass, lower-cased name), without reading the
+/// rest: what a lookup compares before it knows the entry is the one.
+#[inline]
+pub(super) fn packed_key(data: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let (head, rest) = data.split_first_chunk::<PACKED_HEADER_BYTES>()?;
+    let &[t0, t1, c0, c1, .., name_len, _, _] = head;
+    let name = rest.get(..usize::from(name_len))?;
+    Some((u16::from_le_bytes([t0, t1]), u16::from_le_bytes([c0, c1]), name))
+}
+
 /// The TTL of a packed entry, without reading the rest.
 pub(super) fn packed_ttl_secs(data: &[u8]) -> u32 {
     match data.first_chunk::<8>() {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashTable;
 
 use super::answer::{
-    pack, packed_len, packed_ttl_secs, write_answer, AnswerClass, Packed, StoredAnswer,
+    pack, packed_key, packed_len, packed_ttl_secs, write_answer, AnswerClass, Packed, StoredAnswer,
 };
 use super::clock::{millis, Clock, Millis, Stamp};
 use super::refresh::{prefetch_due, Freq, RefreshMark};
@@ -212,8 +212,8 @@ impl Entry {
 
     fn matches(&self, key: &Key<'_>) -> bool {
         self.bits == key.bits()
-            && self.packed().is_some_and(|p| {
-                p.qtype == key.qtype && p.qclass == key.qclass && eq_lowercased(p.name, key.name)
+            && packed_key(&self.data).is_some_and(|(qtype, qclass, name)| {
+                qtype == key.qtype && qclass == key.qclass && eq_lowercased(name, key.name)
             })
     }
 
@@ -959,6 +959,19 @@ impl Shard {
 #[cfg(test)]
 mod hash_tests {
     use super::*;
+
+    #[test]
+    fn entry_is_48_bytes_with_one_allocation() {
+        // `data` is the only field that owns memory; the rest is inline.
+        assert_eq!(size_of::<Option<Entry>>(), 48);
+        assert_eq!(
+            (malloc_chunk(0), malloc_chunk(24), malloc_chunk(25), malloc_chunk(56)),
+            (32, 32, 48, 64)
+        );
+        assert_eq!(malloc_chunk(usize::MAX), usize::MAX / 16 * 16);
+        assert_eq!(bucket_of(u64::MAX), u32::MAX);
+        assert_eq!(bucket_end(u32::MAX), (u64::from(u32::MAX) + 1) * 1000);
+    }
 
     #[test]
     fn word_lowercase_matches_std_for_every_byte() {

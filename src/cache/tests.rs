@@ -1472,6 +1472,10 @@ fn a_fill_keeps_every_entry() {
     let mut one = Shard::new(&c);
     fill(&mut one, 1, t0, secs(1));
     assert_eq!(one.bytes(), 48 + 64 + 24);
+    // The README's example: 22 + 32 + 16 + 2 = 72 B, an 80 B chunk.
+    let mut one = Shard::new(&c);
+    insert(&mut one, "my-svc.my-ns.svc.cluster.local.", 30, t0);
+    assert_eq!(one.bytes(), 152);
 }
 
 // ---- README ----

@@ -114,7 +114,11 @@ impl StoredAnswer {
         let h = split.header;
         Ok(StoredAnswer {
             records: split.records.into(),
-            ttl_offsets: split.ttl_offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
+            ttl_offsets: split
+                .ttl_offsets
+                .iter()
+                .flat_map(|o| o.to_le_bytes())
+                .collect(),
             counts: [h.ancount, h.nscount, h.arcount],
             flags: h.flags & (flags::AA | flags::TC | flags::RA | flags::AD),
             rcode,
@@ -210,7 +214,11 @@ pub(super) fn pack(
         v.extend_from_slice(&x.to_le_bytes());
     }
     v.extend_from_slice(&stored.ttl_secs.to_le_bytes());
-    for x in stored.counts.into_iter().chain([stored.flags, stored.rcode]) {
+    for x in stored
+        .counts
+        .into_iter()
+        .chain([stored.flags, stored.rcode])
+    {
         v.extend_from_slice(&x.to_le_bytes());
     }
     v.extend_from_slice(&[class_code(stored.class), name_len]);
@@ -288,7 +296,11 @@ pub(super) fn packed_key(data: &[u8]) -> Option<(u16, u16, &[u8])> {
     let (head, rest) = data.split_first_chunk::<PACKED_HEADER_BYTES>()?;
     let &[t0, t1, c0, c1, .., name_len, _, _] = head;
     let name = rest.get(..usize::from(name_len))?;
-    Some((u16::from_le_bytes([t0, t1]), u16::from_le_bytes([c0, c1]), name))
+    Some((
+        u16::from_le_bytes([t0, t1]),
+        u16::from_le_bytes([c0, c1]),
+        name,
+    ))
 }
 
 /// The TTL of a packed entry, without reading the rest.

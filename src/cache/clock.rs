@@ -70,7 +70,15 @@ mod tests {
 
     #[test]
     fn stamps_round_trip_and_clamp() {
-        for ms in [0, 1, 65_535, 65_536, 1 << 32, (1 << 32) + 7, STAMP_MILLIS_MAX] {
+        for ms in [
+            0,
+            1,
+            65_535,
+            65_536,
+            1 << 32,
+            (1 << 32) + 7,
+            STAMP_MILLIS_MAX,
+        ] {
             assert_eq!(Stamp::new(ms).millis(), ms);
         }
         assert_eq!(Stamp::new(u64::MAX).millis(), STAMP_MILLIS_MAX);

@@ -965,7 +965,12 @@ mod hash_tests {
         // `data` is the only field that owns memory; the rest is inline.
         assert_eq!(size_of::<Option<Entry>>(), 48);
         assert_eq!(
-            (malloc_chunk(0), malloc_chunk(24), malloc_chunk(25), malloc_chunk(56)),
+            (
+                malloc_chunk(0),
+                malloc_chunk(24),
+                malloc_chunk(25),
+                malloc_chunk(56)
+            ),
             (32, 32, 48, 64)
         );
         assert_eq!(malloc_chunk(usize::MAX), usize::MAX / 16 * 16);

@@ -1345,7 +1345,12 @@ fn sweep_is_exact_within_an_expiry_second() {
     let t0 = Instant::now();
     let mut shard = Shard::new(&cfg());
     for (i, ms) in [0u64, 400, 999, 1_000].into_iter().enumerate() {
-        insert(&mut shard, &format!("e{i}.example."), 10, t0 + Duration::from_millis(ms));
+        insert(
+            &mut shard,
+            &format!("e{i}.example."),
+            10,
+            t0 + Duration::from_millis(ms),
+        );
     }
     shard.check_invariants();
     let at = |ms: u64| t0 + Duration::from_millis(10_000 + ms);
@@ -1358,7 +1363,10 @@ fn sweep_is_exact_within_an_expiry_second() {
     assert_eq!(shard.len(), (1, 0));
     assert_eq!(kind(&mut shard, "e3.example.", at(999)), HIT);
     assert_eq!(shard.sweep(at(1_000), 100), 1);
-    assert_eq!((shard.len(), shard.bytes(), shard.stats().expired), ((0, 0), 0, 4));
+    assert_eq!(
+        (shard.len(), shard.bytes(), shard.stats().expired),
+        ((0, 0), 0, 4)
+    );
 }
 
 /// Eviction takes an entry whose expiry second has passed before a fresh one, and a
@@ -1387,7 +1395,12 @@ fn expiry_buckets_follow_entries() {
     assert_eq!(shard.stats().evictions_success, 1);
     // CLOCK takes over once nothing has expired; the pool stays full and consistent.
     for i in 0..20 {
-        insert(&mut shard, &format!("n{i}.example."), 1 + i % 3, later + secs(i.into()));
+        insert(
+            &mut shard,
+            &format!("n{i}.example."),
+            1 + i % 3,
+            later + secs(i.into()),
+        );
         shard.check_invariants();
     }
     assert_eq!(shard.len(), (3, 0));
@@ -1420,9 +1433,15 @@ fn stamps_saturate_at_the_edges() {
     let (result, reply) = lookup(&mut shard, "long.example.", t0 + year * 50);
     assert_eq!(result, Lookup::Hit(result.reply_len().unwrap()));
     let shown = reply.unwrap().answers()[0].ttl();
-    assert!(shown < i32::MAX as u32 - 49 * 365 * 24 * 3600, "ttl {shown}");
+    assert!(
+        shown < i32::MAX as u32 - 49 * 365 * 24 * 3600,
+        "ttl {shown}"
+    );
     if let Some(far) = t0.checked_add(year * 100) {
-        assert!(matches!(kind(&mut shard, "long.example.", far), STALE_REFRESH));
+        assert!(matches!(
+            kind(&mut shard, "long.example.", far),
+            STALE_REFRESH
+        ));
         assert_eq!(shard.sweep(far, 10), 0, "stale forever");
     }
     // A moment before the epoch (a query read before a reload made the shard).
@@ -1466,7 +1485,10 @@ fn a_fill_keeps_every_entry() {
     assert_eq!(fill(&mut shard, n, t0, secs(144)), n);
     assert_eq!(shard.len(), (n, 0));
     let stats = shard.stats();
-    assert_eq!((stats.evictions_success, stats.expired, stats.drops), (0, 0, 0));
+    assert_eq!(
+        (stats.evictions_success, stats.expired, stats.drops),
+        (0, 0, 0)
+    );
     shard.check_invariants();
     // f0.z.test. A: 22 header + 11 name + 16 record + 2 TTL offset = 51 B, a 64 B chunk.
     let mut one = Shard::new(&c);

@@ -18,9 +18,13 @@
 # where its answers went (upstream A queries, cache misses, entries, evictions,
 # drops, SERVFAIL/overload counters), a progress line every 5 s and the server log.
 #
-# ROUNDS=0 skips part 1; FILLS="" skips part 2; OUT sets the record's directory.
+# FILL_WARM=W first fills W other names and measures from there, so the miss path's
+# own memory (tasks, buffers, upstream state) is not charged to the entries.
 #
-#   [FILLS="100000 1000000"] [OUT=dir] bench/cache-zipf.sh [ROUNDS] [MEASURE_SECS] [WARM_SECS] [BUDGET_MIB] [UNIVERSE] [ZIPF_S]
+# ROUNDS=0 skips part 1; FILLS="" skips part 2; OUT sets the record's directory;
+# OURS_BIN measures another nodelocaldns binary (a baseline build).
+#
+#   [FILLS="100000 1000000"] [FILL_WARM=0] [OUT=dir] [OURS_BIN=path] bench/cache-zipf.sh [ROUNDS] [MEASURE_SECS] [WARM_SECS] [BUDGET_MIB] [UNIVERSE] [ZIPF_S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -38,6 +42,8 @@ done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p nodelocaldns -p dnsload
 bin=$CARGO_TARGET_DIR/release
+ours_bin=${OURS_BIN:-$bin/nodelocaldns}
+fill_warm=${FILL_WARM:-0}
 
 out=${OUT:-"bench/runs/$(date -u +%Y-%m-%d)-cache-zipf"}
 mkdir -p "$out"
@@ -113,7 +119,7 @@ start_server() { # name [max_bytes] [capacity]
     forward . 127.0.0.1:$knot_port
 }
 CF
-      taskset -c $server_core "$bin/nodelocaldns" -conf "$work/Corefile" --shards 1 2>"$work/ours.log" &
+      taskset -c $server_core "$ours_bin" -conf "$work/Corefile" --shards 1 2>"$work/ours.log" &
       ;;
     unbound)
       cat > "$work/unbound.conf" <<UB
@@ -193,10 +199,16 @@ done
 
 # Part 2: RSS per entry, ours.
 fill() { # n
-  start_server nodelocaldns $((4 * 1024 * 1024 * 1024)) $((2 * $1))
+  start_server nodelocaldns $((4 * 1024 * 1024 * 1024)) $((2 * ($1 + fill_warm)))
   sleep 0.5
-  local r0 r1 e b u0 u1 load_pid
+  local r0 r1 e0 e b u0 u1 load_pid
+  if [ "$fill_warm" -gt 0 ]; then
+    taskset -c $load_core "$bin/dnsload" -p $port --names "w{0..$((fill_warm - 1))}.z.test." -n 1 -q 200 -c 16 \
+      --cores $load_core --quiet > "$out/fill-$1-warm.txt" 2>&1 || true
+    sleep 0.5
+  fi
   r0=$(rss_kib "$server_pid")
+  e0=$(metric coredns_cache_entries)
   u0=$(upstream_a)
   taskset -c $load_core "$bin/dnsload" -p $port --names "f{0..$(($1 - 1))}.z.test." -n 1 -q 200 -c 16 \
     --cores $load_core --quiet > "$out/fill-$1.txt" 2>&1 & load_pid=$!
@@ -208,17 +220,17 @@ fill() { # n
   sleep 0.5
   r1=$(rss_kib "$server_pid")
   u1=$(upstream_a)
-  e=$(metric coredns_cache_entries)
+  e=$(($(metric coredns_cache_entries) - e0))
   b=$(metric nodelocaldns_shard_cache_bytes)
-  echo "n=$1 upstream_a=$((u1 - u0)) misses=$(metric coredns_cache_misses_total) hits=$(metric coredns_cache_hits_total)" \
-    "entries=$e evictions=$(metric coredns_cache_evictions_total) drops=$(metric coredns_cache_drops_total)" \
+  echo "n=$1 warm=$fill_warm upstream_a=$((u1 - u0)) misses=$(metric coredns_cache_misses_total) hits=$(metric coredns_cache_hits_total)" \
+    "entries=$e (+$e0 warm) evictions=$(metric coredns_cache_evictions_total) drops=$(metric coredns_cache_drops_total)" \
     "bytes=$b rss_kib=$r0..$r1" > "$out/fill-$1-accounting.txt"
   curl -s "http://127.0.0.1:$metrics_port/metrics" > "$out/fill-$1-metrics.txt"
   stop_server
   cp "$work/ours.log" "$out/fill-$1-server.log"
-  awk -v n="$1" -v r0="$r0" -v r1="$r1" -v e="$e" -v b="$b" 'BEGIN {
+  awk -v n="$1" -v r0="$r0" -v r1="$r1" -v e="$e" -v e0="$e0" -v b="$b" 'BEGIN {
     per = (r1 - r0) * 1024 / e
-    printf "| %d | %d | %d | %d | %.0f | %.0f | %.0f |\n", n, e, r0, r1, per, b / e, per - 18 }'
+    printf "| %d | %d | %d | %d | %.0f | %.0f | %.0f |\n", n, e, r0, r1, per, b / (e + e0), per - 18 }'
 }
 fills=$(for n in ${FILLS-100000 1000000}; do fill "$n"; done)
 
@@ -241,7 +253,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0
   echo "|---|---|---|---|---|---|"
   for s in nodelocaldns unbound dnsdist; do
     case $s in
-      nodelocaldns) v="$(git rev-parse --short HEAD)";;
+      nodelocaldns) v="${OURS_BIN:-$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty)}";;
       dnsdist) v=$(dnsdist --version 2>/dev/null | head -1 | awk '{print $2}');;
       unbound) v=$(unbound -V 2>/dev/null | awk '/Version/ {print $2}');;
     esac
@@ -251,7 +263,10 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0
   fi
   echo "## RSS per cached entry (nodelocaldns, 1 shard)"
   echo
-  echo "Fresh server, \`max_bytes 4GiB\`, success capacity 2×N; N unique names \`f{0..N-1}.z.test. A\` asked once each"
+  echo "Binary: \`${OURS_BIN:-$bin/nodelocaldns}\` ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty) unless a baseline was given)."
+  echo
+  echo "Fresh server, \`max_bytes 4GiB\`, success capacity 2×(N + W); W = $fill_warm warm-up names \`w{i}.z.test.\` first (RSS before"
+  echo "and entries counted after them), then N unique names \`f{0..N-1}.z.test. A\` asked once each"
   echo "(all misses). Overhead = ΔVmRSS / entries − 18 B (the answer's record bytes + TTL offset). Target ≤ 150 B."
   echo
   echo "| N | entries | RSS before (KiB) | RSS after (KiB) | ΔRSS per entry (B) | accounted per entry (B) | overhead beyond answer (B) |"

@@ -59,6 +59,16 @@ cleanup() {
 trap cleanup EXIT
 
 knot_port=25453; port=25454; metrics_port=25455
+# Nothing else may hold our ports: our UDP sockets use SO_REUSEPORT, so a second
+# server on the same port (another benchmark, a leftover) silently takes the
+# queries of some client sockets (the 1M fill of the first record kept 2/3 of its
+# names for that reason; see runs/2026-11-22-cache-compact).
+for p in $knot_port $port $metrics_port; do
+  if ss -Hlntu "sport = :$p" | grep -q .; then
+    echo "port $p is in use (ss -lntup 'sport = :$p'); stop what holds it first" >&2
+    exit 1
+  fi
+done
 
 # Upstream: knotd answering every *.z.test. name with one A record.
 cat > "$work/z.zone" <<'ZONE'

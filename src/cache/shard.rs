@@ -564,19 +564,9 @@ impl Shard {
         max_len: usize,
     ) -> Lookup {
         let now = self.clock.millis(now);
-        let found = self.find_query(q);
-        let result = match found.and_then(|id| self.entry(id).map(|e| (id, e))) {
+        let result = match self.find_query(q) {
+            Some(id) => self.serve(id, q, now, out, max_len),
             None => Lookup::Miss,
-            Some((id, e)) if !e.expired(now) => self.serve_fresh(id, q, now, out, max_len),
-            Some((id, e)) if !e.servable(now, self.stale) => {
-                self.remove(id);
-                self.counters.expired += 1;
-                Lookup::Miss
-            }
-            Some((id, _)) if self.stale_mode == Some(StaleMode::Immediate) => {
-                self.serve_stale(id, q, now, out, max_len)
-            }
-            Some(_) => Lookup::Miss,
         };
         if result == Lookup::Miss {
             self.counters.misses += 1;
@@ -584,7 +574,9 @@ impl Shard {
         result
     }
 
-    fn serve_fresh(
+    /// [`Shard::lookup`] of the entry `id`, which answers `q`: reads the entry and its
+    /// header once, then answers fresh, stale, or not at all (a dead entry is removed).
+    fn serve(
         &mut self,
         id: SlotId,
         q: &Query<'_>,
@@ -592,7 +584,8 @@ impl Shard {
         out: &mut [u8],
         max_len: usize,
     ) -> Lookup {
-        let (keepttl, prefetch) = (self.keepttl, self.prefetch);
+        let (keepttl, prefetch, stale) = (self.keepttl, self.prefetch, self.stale);
+        let immediate = self.stale_mode == Some(StaleMode::Immediate);
         let Some(e) = entry_mut(&mut self.pools, id) else {
             return Lookup::Miss;
         };
@@ -600,50 +593,47 @@ impl Shard {
             return Lookup::Miss;
         };
         let ttl = answer.ttl_secs();
+        let expires = expiry(e.inserted, ttl);
+        let fresh = now < expires;
+        if !fresh {
+            // Not servable (past the window, or a SERVFAIL): nothing will use it.
+            let dead = now - expires >= stale || answer.class() == AnswerClass::ServFail;
+            if dead {
+                self.remove(id);
+                self.counters.expired += 1;
+                return Lookup::Miss;
+            }
+            if !immediate {
+                return Lookup::Miss;
+            }
+        }
         let remaining = remaining_secs(e.inserted, ttl, now);
-        let shown = if keepttl { ttl } else { remaining };
+        let shown = match (fresh, keepttl) {
+            (false, _) => 0,
+            (true, true) => ttl,
+            (true, false) => remaining,
+        };
         let n = write_answer(answer, q, shown, true, out, max_len);
         if n == 0 {
             return Lookup::Miss;
         }
-        e.referenced = true;
-        let due = prefetch.is_some_and(|p| prefetch_due(&mut e.freq, &p, ttl, remaining, now));
-        let refresh = due && e.refresh.claim(now);
-        self.pools[id.pool()].hits += 1;
-        if refresh {
-            self.counters.prefetches += 1;
-            Lookup::HitPrefetch(n)
+        let refresh = if fresh {
+            e.referenced = true;
+            let due = prefetch.is_some_and(|p| prefetch_due(&mut e.freq, &p, ttl, remaining, now));
+            due && e.refresh.claim(now)
         } else {
-            Lookup::Hit(n)
-        }
-    }
-
-    fn serve_stale(
-        &mut self,
-        id: SlotId,
-        q: &Query<'_>,
-        now: Millis,
-        out: &mut [u8],
-        max_len: usize,
-    ) -> Lookup {
-        let Some(e) = entry_mut(&mut self.pools, id) else {
-            return Lookup::Miss;
+            e.refresh.claim(now)
         };
-        let Some(answer) = Packed::read(&e.data).map(|p| p.answer) else {
-            return Lookup::Miss;
-        };
-        let n = write_answer(answer, q, 0, true, out, max_len);
-        if n == 0 {
-            return Lookup::Miss;
-        }
-        let refresh = e.refresh.claim(now);
         self.pools[id.pool()].hits += 1;
-        self.counters.served_stale += 1;
-        if refresh {
-            self.counters.prefetches += 1;
-            Lookup::StaleRefresh(n)
-        } else {
-            Lookup::Stale(n)
+        if !fresh {
+            self.counters.served_stale += 1;
+        }
+        self.counters.prefetches += u64::from(refresh);
+        match (fresh, refresh) {
+            (true, false) => Lookup::Hit(n),
+            (true, true) => Lookup::HitPrefetch(n),
+            (false, false) => Lookup::Stale(n),
+            (false, true) => Lookup::StaleRefresh(n),
         }
     }
 

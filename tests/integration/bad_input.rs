@@ -333,8 +333,8 @@ fn silent_tcp_client_is_closed_after_the_read_timeout() {
     let mut t = target();
     let took = time_to_close(&t, |_| {});
     assert!(
-        took <= Duration::from_millis(4500),
-        "a silent client should be closed within ~3-4 s, took {took:?}"
+        took >= Duration::from_millis(2_500) && took < Duration::from_millis(5_800),
+        "a silent client should be closed after the 3 s first-read timeout, took {took:?}"
     );
     t.assert_healthy("a silent TCP client");
 }
@@ -348,8 +348,8 @@ fn half_a_tcp_frame_closes_the_connection() {
         s.write_all(&frame).expect("write");
     });
     assert!(
-        took <= Duration::from_millis(4500),
-        "half a frame should be closed within ~3-4 s, took {took:?}"
+        took >= Duration::from_millis(2_500) && took < Duration::from_millis(5_800),
+        "half a frame should be closed after the 3 s first-read timeout, took {took:?}"
     );
     t.assert_healthy("half a TCP frame");
 }
@@ -364,7 +364,7 @@ fn two_hundred_idle_tcp_connections_do_not_stop_udp() {
     let start = Instant::now();
     normal_query(&t.cache);
     assert!(
-        start.elapsed() < Duration::from_secs(1),
+        start.elapsed() < Duration::from_secs(2),
         "UDP answer took {:?} with 200 idle TCP clients",
         start.elapsed()
     );

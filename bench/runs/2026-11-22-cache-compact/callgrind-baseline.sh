@@ -7,7 +7,7 @@
 #
 #   bench/callgrind.sh [OUT_DIR] [QUERIES]     env: LABEL (file name prefix)
 set -euo pipefail
-cd /work/wt-cache
+cd .
 out=${1:-"bench/runs/$(date -u +%Y-%m-%d)-callgrind"}
 queries=${2:-200000}
 label=${LABEL:-ours}

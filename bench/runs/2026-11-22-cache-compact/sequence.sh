@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the cache-compact measurements in sequence (under one bench lock).
 set -x
-cd /work/wt-cache
-export CARGO_TARGET_DIR=/work/target-cache2
+cd .
+export CARGO_TARGET_DIR=target
 R=bench/runs/2026-11-22-cache-compact
-base=/work/target-cache2/baseline-ce96daf/nodelocaldns
+base=target/baseline-ce96daf/nodelocaldns
 FILLS="100000 1000000" OUT=$R/baseline-ce96daf OURS_BIN=$base ROUNDS=0 bench/cache-zipf.sh 0
 FILLS="100000 1000000" FILL_WARM=20000 OUT=$R/fills-warm bench/cache-zipf.sh 0
 FILLS="100000 1000000" FILL_WARM=20000 OUT=$R/baseline-ce96daf-warm OURS_BIN=$base bench/cache-zipf.sh 0

@@ -94,6 +94,8 @@ pub const CONTROL_POLL_MILLIS: u64 = 100;
 /// Stop: longest a shard keeps draining its UDP sockets (queued datagrams, misses in
 /// flight) after taking them out of the reuseport group, before closing them.
 pub const HANDOVER_DRAIN_MILLIS_MAX: u64 = 1_500;
+/// Start-up: time for every shard's executor to run before `server::start` fails.
+pub const SHARD_START_MILLIS_MAX: u64 = 10_000;
 /// Control plane → shard: messages queued per shard.
 pub const CONTROL_QUEUE_MAX: usize = 16;
 

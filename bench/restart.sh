@@ -25,13 +25,21 @@ done
     echo "restart at 4.5, 7.5 and 12.5 s; dnsload timeout 3 s; kernel $(uname -r), $(nproc) CPUs,"
     echo "commit $(git rev-parse --short HEAD))."
     echo
-    echo "| run | load | sent | answered | lost | rcodes | p99 |"
-    echo "|---|---|---|---|---|---|---|"
-    grep '^restart' "$out/test.log" | awk '{
-        run = int((NR + 1) / 2)
-        load = $2 " " $3 " " $4; gsub(/[(),:]/, "", load)
-        printf "| %d | %s | %s | %s | %s | `%s` | %.1f ms |\n", run, load, $6, $8, $10, $12, $14 / 1000
-    }'
+    python3 - "$out/test.log" <<'P'
+import re, sys
+print("| run | load | sent | answered | lost | rcodes | p99 |")
+print("|---|---|---|---|---|---|---|")
+run = 0
+for line in open(sys.argv[1]):
+    m = re.match(r"restart \((hits|misses), (\d+) QPS\): sent (\d+) answered (\d+) lost (\d+) rcodes (\S+) p99 ([\d.]+) us", line)
+    if m:
+        what, qps, sent, answered, lost, rcodes, p99 = m.groups()
+        run += what == "hits"
+        print(f"| {run} | {what} {qps} QPS | {sent} | {answered} | {lost} | `{rcodes}` | {float(p99) / 1000:.1f} ms |")
+    m = re.match(r"restart \(tcp\): (\d+) queries, (\d+) needed", line)
+    if m:
+        print(f"| {run} | tcp, sequential | {m[1]} | {m[1]} | 0 | {m[2]} retried on a new connection | |")
+P
     echo
     echo "Passed runs: $(grep -c 'PASS \[' "$out/test.log") of $runs. Full output (with each old"
     echo "process's stop time): test.log."

@@ -8,10 +8,14 @@
 //! some waiting on another shard, which the drain must finish before closing.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::harness::{counter, dnsload, free_port, Cache, Knot};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::harness::{counter, dnsload, free_port, query, tcp_exchange, Cache, Knot};
 
 fn corefile(knot: &Knot, ttl: u32) -> String {
     format!(
@@ -32,6 +36,40 @@ fn rate() -> u64 {
         } else {
             20_000
         })
+}
+
+/// DNS over TCP during the restarts: one query per new connection, sequentially, for
+/// `secs`. A connection reset while the old process closes its listener is retried
+/// once on a new connection (as RFC 7766 clients do; without
+/// `net.ipv4.tcp_migrate_req=1` the kernel resets connections still queued in a
+/// closed listener); every query must then be answered NOERROR. Returns the queries
+/// and how many needed the second connection.
+fn tcp_clients(server: SocketAddr, secs: u64) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let (mut queries, mut retried) = (0u64, 0u64);
+        while started.elapsed() < Duration::from_secs(secs) {
+            let q = query(
+                &format!("w{}.example.test.", queries % 1000),
+                RecordType::A,
+                false,
+            );
+            let wait = Duration::from_secs(3);
+            let reply = tcp_exchange(server, &q, wait).or_else(|| {
+                retried += 1;
+                tcp_exchange(server, &q, wait)
+            });
+            let reply = reply.unwrap_or_else(|| panic!("TCP query {queries} unanswered twice"));
+            assert_eq!(
+                reply.response_code(),
+                ResponseCode::NoError,
+                "TCP query {queries}"
+            );
+            queries += 1;
+            sleep(Duration::from_millis(5));
+        }
+        (queries, retried)
+    })
 }
 
 /// Extra server flags from `RELIAB_RESTART_ARGS` (space separated), for experiments.
@@ -82,6 +120,7 @@ fn zero_lost_queries_across_three_restarts_and_two_reloads() {
         miss_qps,
         4,
     );
+    let tcp = tcp_clients(SocketAddr::from(([127, 0, 0, 1], port)), load_secs);
     let started = Instant::now();
     let at = |secs: f64| {
         let wait = Duration::from_secs_f64(secs).saturating_sub(started.elapsed());
@@ -132,5 +171,8 @@ fn zero_lost_queries_across_three_restarts_and_two_reloads() {
         );
         assert_eq!(answered, sent, "{what}");
     }
+    let (tcp_queries, tcp_retried) = tcp.join().unwrap();
+    eprintln!("restart (tcp): {tcp_queries} queries, {tcp_retried} needed a second connection");
+    assert!(tcp_queries > 100, "TCP client too slow: {tcp_queries}");
     assert!(current.log().contains("listening"));
 }

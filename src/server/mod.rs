@@ -2,9 +2,11 @@
 //!
 //! [`start`] opens every socket on the calling thread (so a bind error is reported
 //! before anything runs and port 0 resolves once), then starts one glommio executor
-//! per shard pinned to its core. Each shard owns its sockets, cache and upstream
-//! connections; the only thing the shards share is the shutdown flag, read by a
-//! timer, never per packet.
+//! per shard pinned to its core, and returns once every shard runs. Each shard owns
+//! its sockets, cache and upstream connections; besides the owner mesh for misses
+//! (owner.rs), the shards share only their control inboxes and, while stopping, the
+//! flags by which they drain together (handover.rs), read by a timer, never per
+//! packet.
 
 mod errlog;
 mod handover;

@@ -19,7 +19,7 @@ use crate::harness::{counter, dnsload, free_port, query, tcp_exchange, Cache, Kn
 
 fn corefile(knot: &Knot, ttl: u32) -> String {
     format!(
-        ".:$PORT {{\n bind 127.0.0.1\n cache {ttl}\n forward . {}\n}}\n",
+        ".:$PORT {{\n bind 127.0.0.1\n errors\n cache {ttl}\n forward . {}\n}}\n",
         knot.addr
     )
 }
@@ -36,6 +36,39 @@ fn rate() -> u64 {
         } else {
             20_000
         })
+}
+
+/// For a failure message: the seconds of the load with losses or a p99 over 500 ms,
+/// and each process's warnings and errors (the `errors` directive logs SERVFAILs).
+fn diagnose<'a>(
+    reports: &[(&str, serde_json::Value, u64)],
+    processes: impl Iterator<Item = &'a Cache>,
+) -> String {
+    let mut text =
+        String::from("slow or lossy seconds (load, second, sent, answered, lost, p99 ms):\n");
+    for (what, report, _) in reports {
+        for s in report["series"].as_array().into_iter().flatten() {
+            let p99_ms = s["p99_us"].as_f64().unwrap_or(0.0) / 1000.0;
+            if s["lost"].as_u64().unwrap_or(0) > 0 || p99_ms > 500.0 {
+                text += &format!(
+                    "  {what} {} {} {} {} {p99_ms:.0}\n",
+                    s["second"], s["sent"], s["answered"], s["lost"]
+                );
+            }
+        }
+    }
+    for (index, process) in processes.enumerate() {
+        let log = process.log();
+        let notable: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("SERVFAIL"))
+            .collect();
+        text += &format!("process {index}: {} notable log lines\n", notable.len());
+        for line in notable.iter().take(8) {
+            text += &format!("  {line}\n");
+        }
+    }
+    text
 }
 
 /// DNS over TCP during the restarts: one query per new connection, sequentially, for
@@ -127,6 +160,7 @@ fn zero_lost_queries_across_three_restarts_and_two_reloads() {
         sleep(wait);
     };
     let mut stops = Vec::new();
+    let mut olds = Vec::new();
     // reload, restart, restart, reload, restart
     for (step, when) in [(0, 2.0), (1, 4.5), (2, 7.5), (3, 10.0), (4, 12.5)] {
         at(when);
@@ -143,11 +177,14 @@ fn zero_lost_queries_across_three_restarts_and_two_reloads() {
         if step == 1 {
             assert!(log.contains("reloaded"), "first reload not applied: {log}");
         }
+        olds.push(old);
     }
-    for (what, report, rate) in [
+    let reports = [
         ("hits", hits.join().unwrap(), qps),
         ("misses", misses.join().unwrap(), miss_qps),
-    ] {
+    ];
+    let diagnosis = diagnose(&reports, olds.iter().chain([&current]));
+    for (what, report, rate) in reports {
         let rcodes = &report["rcodes"];
         let (sent, answered, lost) = (
             counter(&report, "sent"),
@@ -162,12 +199,12 @@ fn zero_lost_queries_across_three_restarts_and_two_reloads() {
             sent >= rate * (load_secs - 1),
             "{what}: load too low: {sent}"
         );
-        assert_eq!(lost, 0, "{what}: queries lost across restarts");
+        assert_eq!(lost, 0, "{what}: queries lost across restarts\n{diagnosis}");
         assert_eq!(counter(&report, "mismatched"), 0, "{what}");
         assert_eq!(
             rcodes["SERVFAIL"].as_u64().unwrap_or(0),
             0,
-            "{what}: SERVFAIL: {rcodes}"
+            "{what}: SERVFAIL: {rcodes}\n{diagnosis}"
         );
         assert_eq!(answered, sent, "{what}");
     }

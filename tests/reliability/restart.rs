@@ -43,6 +43,7 @@ fn rate() -> u64 {
 fn diagnose<'a>(
     reports: &[(&str, serde_json::Value, u64)],
     processes: impl Iterator<Item = &'a Cache>,
+    upstream_port: u16,
 ) -> String {
     let mut text =
         String::from("slow or lossy seconds (load, second, sent, answered, lost, p99 ms):\n");
@@ -57,6 +58,18 @@ fn diagnose<'a>(
             }
         }
     }
+    let table = fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let hex = format!(":{upstream_port:04X}");
+    let upstream_drops: u64 = table
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&hex))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    text += &format!("upstream (knotd) UDP socket drops: {upstream_drops}\n");
     for (index, process) in processes.enumerate() {
         let log = process.log();
         let notable: Vec<&str> = log
@@ -183,7 +196,7 @@ fn zero_lost_queries_across_three_restarts_and_two_reloads() {
         ("hits", hits.join().unwrap(), qps),
         ("misses", misses.join().unwrap(), miss_qps),
     ];
-    let diagnosis = diagnose(&reports, olds.iter().chain([&current]));
+    let diagnosis = diagnose(&reports, olds.iter().chain([&current]), knot.addr.port());
     for (what, report, rate) in reports {
         let rcodes = &report["rcodes"];
         let (sent, answered, lost) = (

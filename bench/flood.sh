@@ -40,7 +40,11 @@ names='w{0..999}.example.test'
 # Capacity: the ramp's knee (loss <= 1 %).
 "$bin/dnsload" -s 127.0.0.1 -p $port --names "$names" --ramp --ramp-start 20000 --ramp-step 20000 \
     --ramp-step-secs 2 --ramp-max-loss 1 --quiet --json "$out/ramp.json" >/dev/null
-knee=$(python3 -c "import json;print(int(json.load(open('$out/ramp.json'))['ramp']['knee_qps'] or 20000))")
+knee=$(python3 -c "import json;print(int(json.load(open('$out/ramp.json'))['ramp']['knee_qps'] or 0))")
+if [ "$knee" -le 20000 ]; then
+    echo "flood.sh: ramp knee ${knee} QPS: the first step already failed (a busy machine?); not a capacity" >&2
+    exit 1
+fi
 rate=$((knee * 2))
 # Kernel drops of the server's sockets (/proc/net/udp, last column), before and after.
 server_drops() { awk -v p=":$(printf %04X $port)" 'NR>1 && $2 ~ p"$" {s+=$NF} END{print s+0}' /proc/net/udp; }

@@ -42,7 +42,7 @@ names='w{0..999}.example.test'
     --ramp-step-secs 2 --ramp-max-loss 1 --quiet --json "$out/ramp.json" >/dev/null
 knee=$(python3 -c "import json;print(int(json.load(open('$out/ramp.json'))['ramp']['knee_qps'] or 0))")
 if [ "$knee" -le 20000 ]; then
-    echo "flood.sh: ramp knee ${knee} QPS: the first step already failed (a busy machine?); not a capacity" >&2
+    echo "flood.sh: ramp knee ${knee} QPS, far below this server's capacity: the ramp was disturbed (a busy machine?)" >&2
     exit 1
 fi
 rate=$((knee * 2))

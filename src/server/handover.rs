@@ -79,12 +79,16 @@ impl Member {
 pub fn leave(fds: &[(RawFd, SocketAddr)]) -> Vec<SocketAddr> {
     let ours = own_socket_inodes();
     let mut left = Vec::new();
+    tracing::debug!(sockets = fds.len(), "stopping: looking for a successor");
     for &(fd, addr) in fds
         .iter()
         .filter(|(_, addr)| successor_present(*addr, &ours))
     {
         match leave_group(fd, addr) {
-            Ok(()) => left.push(addr),
+            Ok(()) => {
+                tracing::info!(%addr, "a successor holds the port: left the reuseport group");
+                left.push(addr)
+            }
             Err(err) => {
                 tracing::warn!(%addr, %err, "cannot take the UDP socket out of the reuseport group")
             }
@@ -94,24 +98,32 @@ pub fn leave(fds: &[(RawFd, SocketAddr)]) -> Vec<SocketAddr> {
 }
 
 /// Waits until the UDP sockets `fds` hold nothing and `busy` (this shard's queries in
-/// flight) is false on every shard at once, or the drain bound passes.
-pub async fn drain(member: &Member, fds: &[(RawFd, SocketAddr)], busy: impl Fn() -> bool) {
+/// flight, described) is None on every shard at once, or the drain bound passes.
+pub async fn drain(
+    member: &Member,
+    fds: &[(RawFd, SocketAddr)],
+    busy: impl Fn() -> Option<String>,
+) {
     let started = Instant::now();
     let bound = Duration::from_millis(limits::HANDOVER_DRAIN_MILLIS_MAX);
     let mut quiet = 0;
+    let (mut queued, mut working) = (0, None);
     while quiet < QUIET_POLLS && started.elapsed() < bound {
         glommio::timer::sleep(Duration::from_millis(POLL_MILLIS)).await;
-        let queued = fds.iter().any(|&(fd, _)| queued_bytes(fd) > 0);
-        member.set(!queued && !busy());
+        queued = fds.iter().map(|&(fd, _)| queued_bytes(fd)).sum::<usize>();
+        working = busy();
+        member.set(queued == 0 && working.is_none());
         quiet = if member.quiet.all() { quiet + 1 } else { 0 };
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    let drained = quiet >= QUIET_POLLS;
-    if drained {
+    if quiet >= QUIET_POLLS {
         tracing::debug!(elapsed_ms, "UDP sockets drained");
     } else {
+        let working = working.unwrap_or_else(|| "another shard".into());
         tracing::warn!(
             elapsed_ms,
+            queued_bytes = queued,
+            %working,
             "stopping with queries still queued or in flight (drain bound reached)"
         );
     }

@@ -454,9 +454,14 @@ async fn stop(
     }
     let busy = || {
         let shard = current.borrow();
-        shard.misses_in_flight() > 0
-            || shard.counters.pending_misses.get() > 0
-            || publisher.retired_busy()
+        let (upstream, pending) = (
+            shard.misses_in_flight(),
+            shard.counters.pending_misses.get(),
+        );
+        let retired = publisher.retired_busy();
+        (upstream > 0 || pending > 0 || retired).then(|| {
+            format!("{upstream} upstream queries, {pending} client misses, state before a reload in use: {retired}")
+        })
     };
     handover::drain(member, &fds, busy).await;
     for task in udp_tasks.into_iter().chain(tcp_tasks) {

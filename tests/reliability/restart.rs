@@ -74,7 +74,11 @@ fn diagnose<'a>(
         let log = process.log();
         let notable: Vec<&str> = log
             .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("SERVFAIL"))
+            .filter(|l| {
+                ["WARN", "ERROR", "SERVFAIL", "reuseport group"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
             .collect();
         text += &format!("process {index}: {} notable log lines\n", notable.len());
         for line in notable.iter().take(8) {

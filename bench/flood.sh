@@ -13,7 +13,9 @@ bin=${CARGO_TARGET_DIR:-target}/release
 cargo build --release --workspace >/dev/null
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-kport=45453; port=45454
+# Free ports (fixed ones could be taken by another engineer's run on a shared machine).
+free_port() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+kport=$(free_port); port=$(free_port)
 cat >"$dir/knot.conf" <<K
 server:
     rundir: $dir
@@ -35,7 +37,13 @@ knotd -c "$dir/knot.conf" >/dev/null 2>&1 &
 printf '.:%s {\n bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:%s\n}\n' $port $kport >"$dir/Corefile"
 "$bin/nodelocaldns" -conf "$dir/Corefile" --shards 1 >"$dir/cache.log" 2>&1 &
 pid=$!
-sleep 1
+# Ready: the server answers a name from knotd (cache.log kept in the record if not).
+for _ in $(seq 50); do
+    dig +short +time=1 +tries=1 @127.0.0.1 -p $port w1.example.test 2>/dev/null | grep -q . && break
+    sleep 0.2
+done
+dig +short +time=1 +tries=1 @127.0.0.1 -p $port w1.example.test | grep -q . ||
+    { cp "$dir/cache.log" "$out/cache.log"; echo "flood.sh: the server does not answer" >&2; exit 1; }
 names='w{0..999}.example.test'
 # Capacity: the ramp's knee (loss <= 1 %).
 "$bin/dnsload" -s 127.0.0.1 -p $port --names "$names" --ramp --ramp-start 20000 --ramp-step 20000 \

@@ -17,7 +17,9 @@
 //!    `net.ipv4.tcp_migrate_req=1`); connected clients are still served.
 //! 2. [`drain`]: keep the socket loops running until, on **every** shard at once, the
 //!    receive queues are empty and no query is in flight (a few quiet polls), bounded
-//!    by [`limits::HANDOVER_DRAIN_MILLIS_MAX`]. Every shard, not only this one: a miss
+//!    by [`limits::HANDOVER_DRAIN_MILLIS_MAX`] (with a successor, which needs no
+//!    teardown first, [`limits::HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX`]: a miss whose
+//!    upstream datagram was lost is then retried and answered). Every shard, not only this one: a miss
 //!    may be waiting for the shard that owns its key (`owner.rs`), and a shard that
 //!    left early would drop that request with its tasks.
 //! 3. Close.
@@ -98,14 +100,20 @@ pub fn leave(fds: &[(RawFd, SocketAddr)]) -> Vec<SocketAddr> {
 }
 
 /// Waits until the UDP sockets `fds` hold nothing and `busy` (this shard's queries in
-/// flight, described) is None on every shard at once, or the drain bound passes.
+/// flight, described) is None on every shard at once, or the drain bound passes (a
+/// longer one when `handed_over`: a successor serves, nothing else waits for us).
 pub async fn drain(
     member: &Member,
     fds: &[(RawFd, SocketAddr)],
+    handed_over: bool,
     busy: impl Fn() -> Option<String>,
 ) {
     let started = Instant::now();
-    let bound = Duration::from_millis(limits::HANDOVER_DRAIN_MILLIS_MAX);
+    let bound = Duration::from_millis(if handed_over {
+        limits::HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX
+    } else {
+        limits::HANDOVER_DRAIN_MILLIS_MAX
+    });
     let mut quiet = 0;
     let (mut queued, mut working) = (0, None);
     while quiet < QUIET_POLLS && started.elapsed() < bound {

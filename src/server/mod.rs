@@ -463,7 +463,7 @@ async fn stop(
             format!("{upstream} upstream queries, {pending} client misses, state before a reload in use: {retired}")
         })
     };
-    handover::drain(member, &fds, busy).await;
+    handover::drain(member, &fds, !left.is_empty(), busy).await;
     for task in udp_tasks.into_iter().chain(tcp_tasks) {
         let _ = task.cancel().await;
     }

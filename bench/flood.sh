@@ -76,7 +76,7 @@ r = json.load(open(f"{out}/flood.json")); c = r["counters"]; l = r["latency"]
 machine = open(f"{out}/machine.txt").read().strip()
 print(f"# UDP flood: 2x capacity for {secs} s\n")
 print("Command: `flock /tmp/bench.lock bench/flood.sh " + secs + "` (release build, 1 shard,")
-print("knotd upstream on loopback, names w{0..999}.example.test, cache warm from the ramp;")
+print("knotd upstream on loopback, names w{0..999}.example.test, cache warmed before the ramp;")
 print(f"dnsload and the server share the machine: {machine}).\n")
 print("Capacity is the knee of `dnsload --ramp` (ramp.json: last rate with loss <= 1 %);")
 print("the flood runs open loop at twice that (flood.json), timeout 3 s, so lost = dropped.\n")

@@ -93,9 +93,17 @@ const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
 
 /// Control plane → shard: how often a shard reads its control inbox (reload, stop).
 pub const CONTROL_POLL_MILLIS: u64 = 100;
-/// Stop: longest a shard keeps draining its UDP sockets (queued datagrams, misses in
-/// flight) after taking them out of the reuseport group, before closing them.
+/// Stop without a successor: longest a shard keeps draining its UDP sockets (queued
+/// datagrams, misses in flight) before closing them. The rules' teardown (≤ 2 s) runs
+/// before it, so exit stays within lameduck + 5 s.
 pub const HANDOVER_DRAIN_MILLIS_MAX: u64 = 1_500;
+/// Stop with a successor (no teardown then): long enough for a miss whose upstream
+/// datagram was lost to be retried after a whole attempt and answered, still within
+/// lameduck + 5 s.
+pub const HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX: u64 = UPSTREAM_ATTEMPT_MILLIS + 1_500;
+const _: () = assert!(CONTROL_POLL_MILLIS + HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX < 5_000);
+/// Start-up: time for every shard's executor to run before `server::start` fails.
+pub const SHARD_START_MILLIS_MAX: u64 = 10_000;
 /// Control plane → shard: messages queued per shard.
 pub const CONTROL_QUEUE_MAX: usize = 16;
 

@@ -54,7 +54,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
 
 // Exit stays within lameduck + 5 s even if iptables hangs: rule removal ≤ the
 // teardown timeout (2 s), control poll 0.1 s + drain ≤ 1.5 s, interface removal
-// (netlink) after that.
+// (netlink) after that. With a successor there is no teardown and the drain may
+// take ≤ 3.5 s.
 
 /// What the main thread waits for.
 enum Event {

@@ -1,18 +1,27 @@
-//! Zero-loss hand-over of the SO_REUSEPORT UDP sockets to a successor process.
+//! Zero-loss hand-over of the SO_REUSEPORT sockets to a successor process.
 //!
 //! Closing a reuseport UDP socket loses the datagrams queued in it, and until it is
 //! closed the kernel keeps hashing new datagrams to it. So a stopping shard first
 //! takes its sockets out of the kernel's selection and only then drains them:
 //!
-//! 1. `connect()` each UDP socket to the discard port on loopback. The kernel's
-//!    reuseport selection skips connected sockets (`reuseport_select_sock_by_hash`),
-//!    and a wildcard socket is re-hashed out of its group; a connected socket only
-//!    matches datagrams from its peer, which never sends. New queries therefore go to
-//!    the successor's sockets in the same group; already queued ones stay readable.
-//!    Answers still go out: `sendmsg` with an explicit address works on a connected
-//!    UDP socket.
-//! 2. Keep the socket loops running until the receive queues are empty and no miss
-//!    is in flight (a few quiet polls), bounded by [`limits::HANDOVER_DRAIN_MILLIS_MAX`].
+//! 1. [`leave`]: `connect()` each UDP socket to the discard port on loopback. The
+//!    kernel's reuseport selection skips connected sockets
+//!    (`reuseport_select_sock_by_hash`), and a wildcard socket is re-hashed out of its
+//!    group; a connected socket only matches datagrams from its peer, which never
+//!    sends. New queries therefore go to the successor's sockets in the same group;
+//!    already queued ones stay readable. Answers still go out: `sendmsg` with an
+//!    explicit address works on a connected UDP socket. `--reuseport-cpu` steers
+//!    with SO_INCOMING_CPU, which that same selection honours (`listen.rs`).
+//!    The caller closes the TCP listeners of those endpoints at the same time, so new
+//!    connections go to the successor (pending ones migrate with
+//!    `net.ipv4.tcp_migrate_req=1`); connected clients are still served.
+//! 2. [`drain`]: keep the socket loops running until, on **every** shard at once, the
+//!    receive queues are empty and no query is in flight (a few quiet polls), bounded
+//!    by [`limits::HANDOVER_DRAIN_MILLIS_MAX`] (with a successor, which needs no
+//!    teardown first, [`limits::HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX`]: a miss whose
+//!    upstream datagram was lost is then retried and answered). Every shard, not only this one: a miss
+//!    may be waiting for the shard that owns its key (`owner.rs`), and a shard that
+//!    left early would drop that request with its tasks.
 //! 3. Close.
 //!
 //! Step 1 happens only for an endpoint where a successor has a socket (another
@@ -23,48 +32,113 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use super::Current;
 use crate::limits;
 
-/// Polls without queued datagrams or misses in flight before the sockets close.
+/// Polls with every shard quiet before the sockets close.
 const QUIET_POLLS: u32 = 3;
 const POLL_MILLIS: u64 = 10;
 
-/// Stops new datagrams reaching the UDP sockets `fds`, then waits until what they
-/// hold is answered.
-pub async fn drain(current: &Current, fds: &[(RawFd, SocketAddr)]) {
+/// Which shards of the process have nothing queued or in flight, as each last saw
+/// itself: the only state the shards share while stopping (never on the packet path).
+pub struct Quiet {
+    shards: Vec<AtomicBool>,
+}
+
+impl Quiet {
+    pub fn new(shards: usize) -> Arc<Quiet> {
+        Arc::new(Quiet {
+            shards: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+        })
+    }
+
+    fn all(&self) -> bool {
+        self.shards.iter().all(|s| s.load(Ordering::Acquire))
+    }
+}
+
+/// One shard's place in [`Quiet`].
+pub struct Member {
+    pub quiet: Arc<Quiet>,
+    pub index: usize,
+}
+
+impl Member {
+    fn set(&self, quiet: bool) {
+        if let Some(flag) = self.quiet.shards.get(self.index) {
+            flag.store(quiet, Ordering::Release);
+        }
+    }
+}
+
+/// Takes the UDP sockets `fds` whose endpoint has a successor out of the reuseport
+/// group; returns those endpoints.
+pub fn leave(fds: &[(RawFd, SocketAddr)]) -> Vec<SocketAddr> {
     let ours = own_socket_inodes();
+    let mut left = Vec::new();
+    tracing::debug!(sockets = fds.len(), "stopping: looking for a successor");
     for &(fd, addr) in fds
         .iter()
         .filter(|(_, addr)| successor_present(*addr, &ours))
     {
-        if let Err(err) = leave_group(fd, addr) {
-            tracing::warn!(%addr, %err, "cannot take the UDP socket out of the reuseport group");
+        match leave_group(fd, addr) {
+            Ok(()) => {
+                tracing::info!(%addr, "a successor holds the port: left the reuseport group");
+                left.push(addr)
+            }
+            Err(err) => {
+                tracing::warn!(%addr, %err, "cannot take the UDP socket out of the reuseport group")
+            }
         }
     }
+    left
+}
+
+/// Waits until the UDP sockets `fds` hold nothing and `busy` (this shard's queries in
+/// flight, described) is None on every shard at once, or the drain bound passes (a
+/// longer one when `handed_over`: a successor serves, nothing else waits for us).
+pub async fn drain(
+    member: &Member,
+    fds: &[(RawFd, SocketAddr)],
+    handed_over: bool,
+    busy: impl Fn() -> Option<String>,
+) {
     let started = Instant::now();
-    let bound = Duration::from_millis(limits::HANDOVER_DRAIN_MILLIS_MAX);
+    let bound = Duration::from_millis(if handed_over {
+        limits::HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX
+    } else {
+        limits::HANDOVER_DRAIN_MILLIS_MAX
+    });
     let mut quiet = 0;
+    let (mut queued, mut working) = (0, None);
     while quiet < QUIET_POLLS && started.elapsed() < bound {
         glommio::timer::sleep(Duration::from_millis(POLL_MILLIS)).await;
-        let queued = fds.iter().any(|&(fd, _)| queued_bytes(fd) > 0);
-        let inflight = current.borrow().misses_in_flight() > 0;
-        quiet = if queued || inflight { 0 } else { quiet + 1 };
+        queued = fds.iter().map(|&(fd, _)| queued_bytes(fd)).sum::<usize>();
+        working = busy();
+        member.set(queued == 0 && working.is_none());
+        quiet = if member.quiet.all() { quiet + 1 } else { 0 };
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    tracing::debug!(
-        elapsed_ms,
-        drained = quiet >= QUIET_POLLS,
-        "UDP sockets drained"
-    );
+    if quiet >= QUIET_POLLS {
+        tracing::debug!(elapsed_ms, "UDP sockets drained");
+    } else {
+        let working = working.unwrap_or_else(|| "another shard".into());
+        tracing::warn!(
+            elapsed_ms,
+            queued_bytes = queued,
+            %working,
+            "stopping with queries still queued or in flight (drain bound reached)"
+        );
+    }
 }
 
 /// `connect()` to the discard port of the loopback of the socket's family.
-fn leave_group(fd: RawFd, addr: SocketAddr) -> std::io::Result<()> {
+pub(super) fn leave_group(fd: RawFd, addr: SocketAddr) -> std::io::Result<()> {
     let peer: SocketAddr = match addr {
         SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 9).into(),
         SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 9).into(),

@@ -104,22 +104,18 @@ fn open_endpoint(
 ) -> Result<(SocketAddr, Vec<SocketPair>), ServerError> {
     let mut addr = endpoint.addr;
     let mut sockets = Vec::with_capacity(shards);
-    for _ in 0..shards {
-        let udp = udp_socket(addr, options)?;
+    let cpus = if options.reuseport_cpu {
+        shard_cpus(shards, options.pin)
+    } else {
+        Vec::new()
+    };
+    for shard in 0..shards {
+        let udp = udp_socket(addr, options, cpus.get(shard).copied())?;
         if addr.port() == 0 {
             addr = local_addr(&udp, addr)?;
         }
         let tcp = tcp_listener(addr)?;
         sockets.push((udp, tcp));
-    }
-    // Shard k's socket is the k-th of the reuseport group (opened in order above).
-    if options.reuseport_cpu {
-        if let Some((first, _)) = sockets.first() {
-            let cpus = shard_cpus(shards, options.pin);
-            if let Err(err) = attach_reuseport_cpu(first, &cpus) {
-                tracing::warn!(%addr, %err, "could not attach the reuseport CPU program");
-            }
-        }
     }
     Ok((addr, sockets))
 }
@@ -132,71 +128,6 @@ fn shard_cpus(shards: usize, pin: bool) -> Vec<usize> {
         return Vec::new();
     }
     (0..shards).map(|k| cores[k % cores.len()].id).collect()
-}
-
-/// The classic BPF program of `--reuseport-cpu`: the receiving CPU → the index of the
-/// first shard pinned to it, else CPU modulo the group size. A returned index outside
-/// the group makes the kernel fall back to its hash.
-pub(crate) fn reuseport_cpu_program(cpus: &[usize], shards: usize) -> Vec<libc::sock_filter> {
-    const SKF_AD_CPU: u32 = 36;
-    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    let mut program = vec![op(
-        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
-        0,
-        0,
-        (libc::SKF_AD_OFF as u32).wrapping_add(SKF_AD_CPU),
-    )];
-    let mut seen = Vec::new();
-    for (shard, &cpu) in cpus.iter().enumerate() {
-        if seen.contains(&cpu) {
-            continue;
-        }
-        seen.push(cpu);
-        program.push(op(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            0,
-            1,
-            cpu as u32,
-        ));
-        program.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, shard as u32));
-    }
-    program.push(op(
-        libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
-        0,
-        0,
-        shards.max(1) as u32,
-    ));
-    program.push(op(libc::BPF_RET | libc::BPF_A, 0, 0, 0));
-    program
-}
-
-fn attach_reuseport_cpu(socket: &Socket, cpus: &[usize]) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut program = reuseport_cpu_program(cpus, cpus.len().max(1));
-    let fprog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_mut_ptr(),
-    };
-    // SAFETY: a valid fd and a sock_fprog pointing at `program`, alive across the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn local_addr(socket: &Socket, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
@@ -224,7 +155,20 @@ fn new_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Resu
 
 /// A UDP socket; on a wildcard address it also asks for the destination address of
 /// each datagram (IP_PKTINFO / IPV6_RECVPKTINFO) so answers leave from it.
-fn udp_socket(addr: SocketAddr, options: &Options) -> Result<Socket, ServerError> {
+///
+/// `incoming_cpu` (`--reuseport-cpu`): SO_INCOMING_CPU, set before `bind` so the
+/// group counts it. The kernel's reuseport hash selection (Linux 6.2+) then prefers
+/// the socket of the shard pinned to the CPU that received the datagram. Unlike a
+/// reuseport BPF program, which picks sockets by their index in the group, this
+/// survives a hand-over: while the old and the new process share the group each CPU
+/// still maps to a socket of its own, connected (leaving) sockets are skipped, and
+/// when the old sockets close, the kernel's compaction of the group cannot permute
+/// the mapping.
+fn udp_socket(
+    addr: SocketAddr,
+    options: &Options,
+    incoming_cpu: Option<usize>,
+) -> Result<Socket, ServerError> {
     let bind = |source| ServerError::Bind {
         addr,
         proto: "udp",
@@ -242,6 +186,12 @@ fn udp_socket(addr: SocketAddr, options: &Options) -> Result<Socket, ServerError
     if let Some(usecs) = options.busy_poll_usecs {
         if let Err(err) = set_int(&socket, libc::SOL_SOCKET, libc::SO_BUSY_POLL, usecs as i32) {
             tracing::warn!(%addr, %err, "could not set SO_BUSY_POLL");
+        }
+    }
+    if let Some(cpu) = incoming_cpu {
+        let cpu = i32::try_from(cpu).unwrap_or(i32::MAX);
+        if let Err(err) = set_int(&socket, libc::SOL_SOCKET, libc::SO_INCOMING_CPU, cpu) {
+            tracing::warn!(%addr, %err, "could not set SO_INCOMING_CPU");
         }
     }
     if addr.ip().is_unspecified() {
@@ -320,7 +270,6 @@ mod tests {
             blocks: vec![0],
         };
         let (addr, sockets) = open_endpoint(&endpoint, 2, &options).unwrap();
-        attach_reuseport_cpu(&sockets[0].0, &[cores[0].id, cores[1].id]).expect("attach");
         for (shard, core) in cores.iter().take(2).enumerate() {
             let core = *core;
             std::thread::spawn(move || {
@@ -343,15 +292,64 @@ mod tests {
         }
     }
 
+    /// A successor's sockets joining the group keep the steering by CPU, the old
+    /// sockets once connected (handover.rs) get nothing, and after they close the
+    /// mapping is still right (a BPF program's socket indices would be permuted).
     #[test]
-    fn program_maps_cpus_then_falls_back() {
-        let program = reuseport_cpu_program(&[2, 5], 2);
-        // load, (jeq, ret) per distinct CPU, mod, ret a.
-        assert_eq!(program.len(), 1 + 2 * 2 + 2);
-        assert_eq!(program[1].k, 2);
-        assert_eq!(program[2].k, 0);
-        assert_eq!(program[3].k, 5);
-        assert_eq!(program[4].k, 1);
-        assert_eq!(program[5].k, 2);
+    fn reuseport_cpu_steering_survives_a_hand_over() {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if cores.len() < 2 {
+            return;
+        }
+        let options = Options {
+            reuseport_cpu: true,
+            rcvbuf_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let endpoint = Endpoint {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            blocks: vec![0],
+        };
+        let (addr, old) = open_endpoint(&endpoint, 2, &options).unwrap();
+        let (_, new) = open_endpoint(&Endpoint { addr, ..endpoint }, 2, &options).unwrap();
+        for (socket, _) in &old {
+            use std::os::fd::AsRawFd;
+            super::super::handover::leave_group(socket.as_raw_fd(), addr).unwrap();
+        }
+        let received = |sockets: &[SocketPair]| -> Vec<Vec<u8>> {
+            sockets
+                .iter()
+                .map(|(udp, _)| {
+                    let udp: UdpSocket = udp.try_clone().unwrap().into();
+                    udp.set_nonblocking(true).unwrap();
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4];
+                    while let Ok(len) = udp.recv(&mut buf) {
+                        got.extend_from_slice(&buf[..len]);
+                    }
+                    got
+                })
+                .collect()
+        };
+        let send_from_each_cpu = || {
+            for (shard, core) in cores.iter().take(2).enumerate() {
+                let core = *core;
+                std::thread::spawn(move || {
+                    core_affinity::set_for_current(core);
+                    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    for _ in 0..20 {
+                        client.send_to(&[shard as u8], addr).unwrap();
+                    }
+                })
+                .join()
+                .unwrap();
+            }
+        };
+        send_from_each_cpu();
+        assert_eq!(received(&old), vec![Vec::<u8>::new(), Vec::new()]);
+        assert_eq!(received(&new), vec![vec![0u8; 20], vec![1u8; 20]]);
+        drop(old);
+        send_from_each_cpu();
+        assert_eq!(received(&new), vec![vec![0u8; 20], vec![1u8; 20]]);
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! [`start`] opens every socket on the calling thread (so a bind error is reported
 //! before anything runs and port 0 resolves once), then starts one glommio executor
-//! per shard pinned to its core. Each shard owns its sockets, cache and upstream
-//! connections; the only thing the shards share is the shutdown flag, read by a
-//! timer, never per packet.
+//! per shard pinned to its core, and returns once every shard runs. Each shard owns
+//! its sockets, cache and upstream connections; besides the owner mesh for misses
+//! (owner.rs), the shards share only their control inboxes and, while stopping, the
+//! flags by which they drain together (handover.rs), read by a timer, never per
+//! packet.
 
 mod errlog;
 mod handover;
@@ -231,6 +233,11 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
     let mesh = owner::mesh(shards);
+    // Hand-over: the shards stop together (handover.rs), and `start` returns only
+    // once every shard runs, so "listening" means serving to a predecessor waiting
+    // to leave the reuseport group.
+    let quiet = handover::Quiet::new(shards);
+    let (started_tx, started) = crossbeam_channel::bounded(shards);
     for (index, (sockets, slot)) in sockets.into_iter().zip(slots).enumerate() {
         let placement = match cores.get(index % cores.len().max(1)) {
             Some(core) if options.pin => Placement::Fixed(core.id),
@@ -238,6 +245,11 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         };
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
         let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
+        let member = handover::Member {
+            quiet: quiet.clone(),
+            index,
+        };
+        let started_tx = started_tx.clone();
         let settings = ListenerSettings {
             udp_batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
             tcp: options.tcp,
@@ -253,7 +265,8 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                     let peers = owner::join(mesh, current.clone()).await;
                     *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
                 }
-                serve(current, sockets, inbox, shards, slot, settings).await;
+                let _ = started_tx.send(());
+                serve(current, sockets, inbox, shards, slot, settings, member).await;
             })
             .map_err(|err| ServerError::Executor {
                 shard: index,
@@ -264,6 +277,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
             let _ = thread.join();
         }));
     }
+    wait_started(&started, shards)?;
     send_loop_probes(&config, &endpoints);
     Ok(Running {
         endpoints: endpoints.iter().map(|e| e.addr).collect(),
@@ -275,6 +289,24 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         threads,
         telemetry,
     })
+}
+
+/// Waits until every shard's executor runs (bounded: a shard that cannot start is
+/// an error, not a hang).
+fn wait_started(
+    started: &crossbeam_channel::Receiver<()>,
+    shards: usize,
+) -> Result<(), ServerError> {
+    let deadline = Instant::now() + Duration::from_millis(limits::SHARD_START_MILLIS_MAX);
+    for shard in 0..shards {
+        if started.recv_deadline(deadline).is_err() {
+            return Err(ServerError::Executor {
+                shard,
+                reason: "did not start in time".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One probe per zone of each block with `loop` and `forward`, sent to the block's
@@ -344,6 +376,7 @@ async fn serve(
     shards: usize,
     slot: telemetry::Slot,
     settings: ListenerSettings,
+    member: handover::Member,
 ) {
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
@@ -357,13 +390,8 @@ async fn serve(
         while let Ok(message) = inbox.try_recv() {
             match message {
                 Control::Stop => {
-                    let fds: Vec<_> = listeners.iter().map(|l| (l.udp_fd, l.addr)).collect();
-                    handover::drain(&current, &fds).await;
+                    stop(&current, listeners, &member, &publisher).await;
                     publisher.stopped();
-                    for listener in listeners {
-                        let _ = listener.udp.cancel().await;
-                        let _ = listener.tcp.cancel().await;
-                    }
                     return;
                 }
                 Control::Reload {
@@ -400,6 +428,44 @@ async fn serve(
             shard.flush_error_summaries(last_sweep);
         }
         publisher.tick(&current.borrow());
+    }
+}
+
+/// Hands the endpoints with a successor over to it, drains, then ends the listeners
+/// (see handover.rs).
+async fn stop(
+    current: &Current,
+    listeners: Vec<Listener>,
+    member: &handover::Member,
+    publisher: &Publisher,
+) {
+    let fds: Vec<_> = listeners.iter().map(|l| (l.udp_fd, l.addr)).collect();
+    let left = handover::leave(&fds);
+    let mut udp_tasks = Vec::with_capacity(listeners.len());
+    let mut tcp_tasks = Vec::new();
+    for listener in listeners {
+        if left.contains(&listener.addr) {
+            // New connections go to the successor; connected clients stay served.
+            let _ = listener.tcp.cancel().await;
+        } else {
+            tcp_tasks.push(listener.tcp);
+        }
+        udp_tasks.push(listener.udp);
+    }
+    let busy = || {
+        let shard = current.borrow();
+        let (upstream, pending) = (
+            shard.misses_in_flight(),
+            shard.counters.pending_misses.get(),
+        );
+        let retired = publisher.retired_busy();
+        (upstream > 0 || pending > 0 || retired).then(|| {
+            format!("{upstream} upstream queries, {pending} client misses, state before a reload in use: {retired}")
+        })
+    };
+    handover::drain(member, &fds, !left.is_empty(), busy).await;
+    for task in udp_tasks.into_iter().chain(tcp_tasks) {
+        let _ = task.cancel().await;
     }
 }
 

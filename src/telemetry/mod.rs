@@ -199,6 +199,12 @@ impl Publisher {
         }
     }
 
+    /// True while a state replaced by a reload still has work in flight (the stop
+    /// drain waits for it).
+    pub fn retired_busy(&self) -> bool {
+        self.retired.iter().any(|s| Rc::strong_count(s) > 1)
+    }
+
     /// A reload replaced `old`: keep its counters.
     pub fn retire(&mut self, old: Rc<Shard>) {
         self.retired.push(old);

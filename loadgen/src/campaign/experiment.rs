@@ -130,7 +130,7 @@ pub struct ServerSetting {
     pub udp_batch: Option<usize>,
     /// `--busy-poll-usecs` (SO_BUSY_POLL).
     pub busy_poll_usecs: Option<u32>,
-    /// `--reuseport-cpu` (CBPF: receiving CPU → that CPU's shard).
+    /// `--reuseport-cpu` (SO_INCOMING_CPU: receiving CPU → that CPU's shard).
     #[serde(default)]
     pub reuseport_cpu: bool,
     /// CPUs of the server (taskset list); default: the experiment's `server_cpus`.

@@ -402,6 +402,8 @@ async fn serve(
                 } => {
                     let peers = current.borrow().peers.clone();
                     let new = Shard::new(&config, &endpoints, shards, generation, peers);
+                    let adopted = new.adopt_caches(&current.borrow());
+                    tracing::debug!(generation, adopted, "caches carried over the reload");
                     publisher.retire(std::mem::replace(&mut *current.borrow_mut(), new));
                     let mut kept = Vec::with_capacity(listeners.len());
                     for listener in listeners {

@@ -275,6 +275,60 @@ fn reload_applies_a_new_corefile_and_keeps_the_old_on_errors() {
     );
 }
 
+/// A reload keeps the cache of a block whose zones and `cache` settings did not
+/// change (a cold cache after every reload would send a burst of misses upstream),
+/// and starts a block whose `cache` settings changed cold.
+#[test]
+fn reload_keeps_an_unchanged_cache_and_drops_a_changed_one() {
+    let first = Knot::start(&[Zone::new("test.", TEST_ZONE)]);
+    let second_zone = TEST_ZONE.replace(crate::zones::MANY_ADDR, "198.51.100.7");
+    let second = Knot::start(&[Zone::new("test.", &second_zone)]);
+    let corefile = |knot: &Knot, ttl: u32| {
+        format!(".:$PORT {{\n    bind 127.0.0.1\n    cache {ttl}\n    reload 2s 1s\n    forward . 127.0.0.1:{}\n}}\n", knot.port)
+    };
+    let cache = Cache::start(&corefile(&first, 30), 1);
+    let ask = |name: &str| {
+        let reply = client::udp(cache.addr(), &client::query(name, RecordType::A));
+        reply
+            .answers()
+            .first()
+            .map(|r| r.data().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(ask("kept.many.test."), crate::zones::MANY_ADDR);
+    // Same cache settings, another upstream: a fresh name shows the reload is applied,
+    // the cached one must still come from the first knot's answer.
+    cache.rewrite_corefile(&corefile(&second, 30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut asked = 0;
+    let mut fresh = || {
+        asked += 1;
+        ask(&format!("f{asked}.many.test."))
+    };
+    while fresh() != "198.51.100.7" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "8 s after the Corefile changed the server still forwards to the first knot"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        ask("kept.many.test."),
+        crate::zones::MANY_ADDR,
+        "a reload with the same cache settings must keep the cached answer"
+    );
+    // Changed cache settings: the block starts cold, so the second knot answers.
+    cache.rewrite_corefile(&corefile(&second, 31));
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while ask("kept.many.test.") != "198.51.100.7" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "8 s after the cache settings changed the old cached answer is still served"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// `health { lameduck 2s }`: after SIGTERM the server keeps answering for 2 s, then exits.
 #[test]
 fn lameduck_keeps_serving_after_sigterm() {

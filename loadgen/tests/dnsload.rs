@@ -162,8 +162,8 @@ fn knot_ramp_reports_steps_and_a_knee() {
 fn measured_latency_matches_injected_delay() {
     // Tolerance: every answer is held 20 ms, so nothing may be faster. What the
     // machine adds on top (scheduling of the test server thread and of dnsload on a
-    // shared 2-core box running other tests in parallel) is allowed up to +10 ms at
-    // p50 and +40 ms at p99; a generator that measured from the wrong moment or lost
+    // shared 2-core box running other tests in parallel) is allowed up to +20 ms at
+    // p50 and +100 ms at p99; a generator that measured from the wrong moment or lost
     // the delay would be off by far more (or below 20 ms).
     let server = TestServer::start(Behaviour {
         delay: Duration::from_millis(20),
@@ -192,18 +192,18 @@ fn measured_latency_matches_injected_delay() {
     let lat = &j["latency"];
     assert!(ms(&lat["min_us"]) >= 20.0, "min {}", lat["min_us"]);
     assert!(
-        (20.0..30.0).contains(&ms(&lat["p50_us"])),
+        (20.0..40.0).contains(&ms(&lat["p50_us"])),
         "p50 {}",
         lat["p50_us"]
     );
     assert!(
-        (20.0..60.0).contains(&ms(&lat["p99_us"])),
+        (20.0..120.0).contains(&ms(&lat["p99_us"])),
         "p99 {}",
         lat["p99_us"]
     );
     // Closed loop with 10 outstanding and 20 ms each: about 500 answers per second.
     let qps = j["qps"].as_f64().unwrap();
-    assert!((200.0..520.0).contains(&qps), "qps {qps}");
+    assert!((150.0..520.0).contains(&qps), "qps {qps}");
 }
 
 #[test]

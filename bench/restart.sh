@@ -4,12 +4,12 @@
 # build) against the release build at QPS (default 20k), RUNS times. Each run: three
 # restarts (a new process beside the old one, SO_REUSEPORT hand-over) and two reloads
 # under load, plus a stream of never-seen names (misses) at QPS/20.
-# Record: bench/runs/<date>-restart/. Usage: flock /tmp/bench.lock bench/restart.sh [QPS] [RUNS]
+# Record: bench/runs/<date>-restart/ (or $OUT). Usage: flock /tmp/bench.lock bench/restart.sh [QPS] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qps=${1:-20000}
 runs=${2:-3}
-out=bench/runs/$(date +%F)-restart
+out=${OUT:-bench/runs/$(date +%F)-restart}
 mkdir -p "$out"
 : >"$out/test.log"
 for run in $(seq 1 "$runs"); do

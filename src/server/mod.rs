@@ -21,7 +21,7 @@ mod tests;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,8 +32,6 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::Config;
 use crate::limits;
 use crate::telemetry::{self, Publisher, Telemetry};
-use crate::upstream::Transport;
-use query::Handled;
 use shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
@@ -331,7 +329,7 @@ fn spawn_listener(
     Listener {
         addr,
         udp_fd: sockets.udp.as_raw_fd(),
-        udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp, batch)),
+        udp: glommio::spawn_local(udp::serve(current.clone(), addr, sockets.udp, batch)),
         tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp, tcp_limits)),
     }
 }
@@ -400,74 +398,5 @@ async fn serve(
             shard.flush_error_summaries(last_sweep);
         }
         publisher.tick(&current.borrow());
-    }
-}
-
-/// The UDP loop of one socket: drain a batch, answer hits in the same batch, hand
-/// misses to tasks, send, and park on io_uring when the socket is empty.
-async fn serve_udp(current: Current, addr: SocketAddr, socket: socket2::Socket, size: usize) {
-    // SAFETY: the fd comes from a socket we own and give up here.
-    let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
-    let fd = socket.as_raw_fd();
-    let mut batch = Box::<udp::Batch>::default();
-    batch.size = size.clamp(1, limits::UDP_BATCH_MAX);
-    let mut probe = [0u8; 1];
-    loop {
-        let count = match batch.receive(fd) {
-            Ok(0) => {
-                // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK).
-                let _ = socket.peek_from(&mut probe).await;
-                continue;
-            }
-            Ok(count) => count,
-            Err(err) => {
-                tracing::warn!(%err, "UDP receive failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let now = Instant::now();
-        let shard = current.borrow().clone();
-        let Some(endpoint) = shard.endpoint_index(addr) else {
-            continue;
-        };
-        for i in 0..count {
-            let peer = batch.peers[i];
-            let len = batch.recv_lens[i].min(limits::UDP_PAYLOAD_BYTES_MAX);
-            let reply_socket = socket.clone();
-            let reply_shard = shard.clone();
-            let reply = move |answer: &[u8]| {
-                if !answer.is_empty()
-                    && udp::send_one(reply_socket.as_raw_fd(), answer, peer).is_err()
-                {
-                    let failures = &reply_shard.counters.send_failures;
-                    failures.set(failures.get() + 1);
-                }
-            };
-            let slot = batch.send_count.min(limits::UDP_BATCH_MAX - 1);
-            let packet = &batch.recv_bufs[i][..len];
-            let out = &mut batch.send_bufs[slot];
-            let handled = query::handle(
-                &shard,
-                endpoint,
-                peer.client,
-                packet,
-                Transport::Udp,
-                now,
-                out,
-                reply,
-            );
-            if let Handled::Reply(len) = handled {
-                batch.push_send(len, peer);
-            }
-        }
-        let unsent = batch.flush(fd);
-        if unsent > 0 {
-            shard
-                .counters
-                .send_failures
-                .set(shard.counters.send_failures.get() + unsent as u64);
-        }
-        glommio::yield_if_needed().await;
     }
 }

@@ -60,6 +60,9 @@ pub struct Options {
     pub sndbuf_bytes: Option<usize>,
     /// Datagrams per recvmmsg/sendmmsg, 1..=[`limits::UDP_BATCH_MAX`] (a tuning knob).
     pub udp_batch: usize,
+    /// Pause after a small batch on a hot UDP loop, so datagrams gather (`--udp-coalesce-usecs`,
+    /// zero = off); see [`udp`].
+    pub udp_coalesce: Duration,
     /// SO_BUSY_POLL of UDP listening sockets, in microseconds; None = not set.
     pub busy_poll_usecs: Option<u32>,
     /// Attach a reuseport CBPF program that picks the socket of the shard pinned to
@@ -99,6 +102,7 @@ impl Default for Options {
             rcvbuf_bytes: limits::UDP_RCVBUF_BYTES_DEFAULT,
             sndbuf_bytes: None,
             udp_batch: limits::UDP_BATCH_MAX,
+            udp_coalesce: Duration::ZERO,
             busy_poll_usecs: None,
             reuseport_cpu: false,
             io_memory_bytes: 2 * 1024 * 1024,
@@ -237,7 +241,10 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
         let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
         let settings = ListenerSettings {
-            udp_batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
+            udp: udp::Settings {
+                batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
+                coalesce: options.udp_coalesce.min(udp::COALESCE_MAX),
+            },
             tcp: options.tcp,
         };
         let thread = LocalExecutorBuilder::new(placement)
@@ -314,8 +321,7 @@ struct Listener {
 /// What every listener of a shard is started with.
 #[derive(Debug, Clone, Copy)]
 struct ListenerSettings {
-    /// Datagrams per recvmmsg/sendmmsg (`--udp-batch`).
-    udp_batch: usize,
+    udp: udp::Settings,
     tcp: TcpLimits,
 }
 
@@ -325,11 +331,11 @@ fn spawn_listener(
     settings: ListenerSettings,
 ) -> Listener {
     let addr = sockets.addr;
-    let (batch, tcp_limits) = (settings.udp_batch, settings.tcp);
+    let (udp_settings, tcp_limits) = (settings.udp, settings.tcp);
     Listener {
         addr,
         udp_fd: sockets.udp.as_raw_fd(),
-        udp: glommio::spawn_local(udp::serve(current.clone(), addr, sockets.udp, batch)),
+        udp: glommio::spawn_local(udp::serve(current.clone(), addr, sockets.udp, udp_settings)),
         tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp, tcp_limits)),
     }
 }

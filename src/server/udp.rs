@@ -22,6 +22,11 @@
 //! jiffies: one tick (1–10 ms with CONFIG_HZ 1000–100), and only after datagrams
 //! arrived less than [`HOT_GAP`] apart. Glommio timers and cross-shard messages wait
 //! for the next trip through the executor (≤ [`TRIP_EVERY`] while traffic flows).
+//!
+//! Optionally (`--udp-coalesce-usecs`, off by default) a hot loop that answered a
+//! small batch sleeps that long before the next receive, so the datagrams of the
+//! pause share one wake-up: less CPU per query at moderate rates, for up to that
+//! much added latency (interrupt moderation, as NICs do).
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -46,9 +51,25 @@ const HOT_WAIT: Duration = Duration::from_micros(1);
 /// so the executor polls its rings, fires timers and reads its channels.
 const TRIP_EVERY: Duration = Duration::from_millis(1);
 
+/// A hot batch of fewer datagrams than this is followed by the coalescing pause
+/// (`--udp-coalesce-usecs`) before the next receive, so one wake-up answers several.
+const COALESCE_BELOW: usize = 4;
+
+/// Longest coalescing pause (it blocks the shard's thread).
+pub const COALESCE_MAX: Duration = Duration::from_millis(1);
+
+/// How a shard serves each of its UDP sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Datagrams per recvmmsg/sendmmsg (`--udp-batch`).
+    pub batch: usize,
+    /// Pause after a small hot batch (`--udp-coalesce-usecs`); zero = off.
+    pub coalesce: Duration,
+}
+
 /// Serves one UDP socket until the task is cancelled: drain a batch, answer hits in
 /// the same batch, hand misses to tasks, send, then wait (hot or cold, see above).
-pub async fn serve(current: Current, addr: SocketAddr, socket: socket2::Socket, size: usize) {
+pub async fn serve(current: Current, addr: SocketAddr, socket: socket2::Socket, settings: Settings) {
     // Hot waits need a blocking socket with a receive timeout; every other call on
     // it passes MSG_DONTWAIT, and io_uring does not care.
     let hot_capable = set_blocking_wait(&socket, HOT_WAIT)
@@ -58,8 +79,9 @@ pub async fn serve(current: Current, addr: SocketAddr, socket: socket2::Socket, 
     let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
     let fd = socket.as_raw_fd();
     let mut batch = Box::<Batch>::default();
-    batch.size = size.clamp(1, limits::UDP_BATCH_MAX);
+    batch.size = settings.batch.clamp(1, limits::UDP_BATCH_MAX);
     let mut wait = Wait::new(hot_capable);
+    let coalesce = settings.coalesce.min(COALESCE_MAX);
     let mut probe = [0u8; 1];
     loop {
         let received = match wait.hot_now() {
@@ -84,6 +106,10 @@ pub async fn serve(current: Current, addr: SocketAddr, socket: socket2::Socket, 
         let shard = current.borrow().clone();
         if answer_batch(&shard, addr, &socket, &mut batch, count) {
             wait.spawned();
+        }
+        if !coalesce.is_zero() && count < COALESCE_BELOW && wait.hot_now() {
+            // Bounded (COALESCE_MAX) and only while datagrams arrive densely.
+            std::thread::sleep(coalesce);
         }
         glommio::yield_if_needed().await;
     }

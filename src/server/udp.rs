@@ -69,7 +69,12 @@ pub struct Settings {
 
 /// Serves one UDP socket until the task is cancelled: drain a batch, answer hits in
 /// the same batch, hand misses to tasks, send, then wait (hot or cold, see above).
-pub async fn serve(current: Current, addr: SocketAddr, socket: socket2::Socket, settings: Settings) {
+pub async fn serve(
+    current: Current,
+    addr: SocketAddr,
+    socket: socket2::Socket,
+    settings: Settings,
+) {
     // Hot waits need a blocking socket with a receive timeout; every other call on
     // it passes MSG_DONTWAIT, and io_uring does not care.
     let hot_capable = set_blocking_wait(&socket, HOT_WAIT)

@@ -2,7 +2,7 @@
 # usage: run.sh BIN [mode: cpu|strace|perf] [rate] [secs]
 set -u
 bin=$1; mode=${2:-cpu}; rate=${3:-50000}; secs=${4:-5}
-T=/work/target-perf/release
+T=${CARGO_TARGET_DIR:-target}/release
 w=$(mktemp -d)
 kp=25453; p=25460
 {

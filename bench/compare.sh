@@ -13,8 +13,11 @@
 # Once per server, on a fresh cache: RSS growth (VmRSS) over 100,000 unique names.
 #
 #   bench/compare.sh [SECONDS_PER_RUN] [ROUNDS]      (make bench-compare)
-#   env: RATE (50000), SERVERS (subset, space separated), OUT (record directory),
-#        PROFILE=1 (perf flame graph of ours under the hit load, into the record)
+#   env: RATE (50000), SERVERS (subset, space separated), OUT (record directory; the
+#        default bench/runs/<date>-compare is never overwritten: -2, -3... are used),
+#        PROFILE=1 (perf flame graph of ours under the hit load, into the record),
+#        OURS_ARGS (extra flags for nodelocaldns, e.g. --udp-coalesce-usecs=100),
+#        QUIET_WAIT_SECS (5: how long each run waits for both cores to be 85 % idle)
 #
 # The record (README.md table, results.json, raw dnsload JSON, configs, versions,
 # commands) goes under bench/runs/<date>-compare/.
@@ -39,7 +42,13 @@ cargo build --release -q -p nodelocaldns -p dnsload
 cargo build --release -q --manifest-path bench/echo/Cargo.toml
 dnsload="$target/release/dnsload"
 
-out=${OUT:-"bench/runs/$(date -u +%Y-%m-%d)-compare"}
+if [ -z "${OUT:-}" ]; then
+  out="bench/runs/$(date -u +%Y-%m-%d)-compare"
+  n=2
+  while [ -e "$out" ]; do out="bench/runs/$(date -u +%Y-%m-%d)-compare-$n"; n=$((n + 1)); done
+else
+  out=$OUT
+fi
 mkdir -p "$out/raw" "$out/conf"
 work=$(mktemp -d)
 declare -A pid
@@ -151,7 +160,7 @@ dnsmasq_args=(-k --conf-file=/dev/null --no-resolv --no-hosts --server=127.0.0.1
 cp "$work"/{Corefile,dnsdist.conf,unbound.conf,kresd.conf,recursor.conf,knot.conf,bench.zone} "$out/conf/"
 
 declare -A cmd=(
-  [nodelocaldns]="$target/release/nodelocaldns -conf $work/Corefile --shards 1"
+  [nodelocaldns]="$target/release/nodelocaldns -conf $work/Corefile --shards 1${OURS_ARGS:+ $OURS_ARGS}"
   [echo]="$target/release/bench-echo 127.0.0.1:${port[echo]}"
   [dnsdist]="dnsdist --supervised --disable-syslog -C $work/dnsdist.conf"
   [unbound]="unbound -d -c $work/unbound.conf"

@@ -122,6 +122,11 @@ pub struct Cli {
     /// Datagrams per recvmmsg/sendmmsg call on a listening socket, 1..=32 [default: 32].
     #[arg(long, value_name = "N", value_parser = parse_udp_batch)]
     pub udp_batch: Option<usize>,
+    /// After a small batch while datagrams arrive densely, let more gather this long before
+    /// the next receive (fewer wake-ups per query, up to this much added latency), 0..=1000; 0 = off.
+    #[arg(long, value_name = "USECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub udp_coalesce_usecs: u32,
     /// SO_BUSY_POLL of each UDP listening socket, in microseconds (above net.core.busy_read it needs CAP_NET_ADMIN).
     #[arg(long, value_name = "USECS")]
     pub busy_poll_usecs: Option<u32>,

@@ -65,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         io_memory_bytes: cli.io_memory_bytes,
         sndbuf_bytes: cli.sndbuf_bytes,
         busy_poll_usecs: cli.busy_poll_usecs,
+        udp_coalesce: std::time::Duration::from_micros(cli.udp_coalesce_usecs.into()),
         reuseport_cpu: cli.reuseport_cpu,
         tcp: server::TcpLimits {
             clients_per_shard_max: cli.tcp_clients_max,

@@ -23,7 +23,7 @@ mod tests;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -34,8 +34,6 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::Config;
 use crate::limits;
 use crate::telemetry::{self, Publisher, Telemetry};
-use crate::upstream::Transport;
-use query::Handled;
 use shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +62,9 @@ pub struct Options {
     pub sndbuf_bytes: Option<usize>,
     /// Datagrams per recvmmsg/sendmmsg, 1..=[`limits::UDP_BATCH_MAX`] (a tuning knob).
     pub udp_batch: usize,
+    /// Pause after a small batch on a hot UDP loop, so datagrams gather (`--udp-coalesce-usecs`,
+    /// zero = off); see [`udp`].
+    pub udp_coalesce: Duration,
     /// SO_BUSY_POLL of UDP listening sockets, in microseconds; None = not set.
     pub busy_poll_usecs: Option<u32>,
     /// Attach a reuseport CBPF program that picks the socket of the shard pinned to
@@ -103,6 +104,7 @@ impl Default for Options {
             rcvbuf_bytes: limits::UDP_RCVBUF_BYTES_DEFAULT,
             sndbuf_bytes: None,
             udp_batch: limits::UDP_BATCH_MAX,
+            udp_coalesce: Duration::ZERO,
             busy_poll_usecs: None,
             reuseport_cpu: false,
             io_memory_bytes: 2 * 1024 * 1024,
@@ -251,7 +253,10 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         };
         let started_tx = started_tx.clone();
         let settings = ListenerSettings {
-            udp_batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
+            udp: udp::Settings {
+                batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
+                coalesce: options.udp_coalesce.min(udp::COALESCE_MAX),
+            },
             tcp: options.tcp,
         };
         let thread = LocalExecutorBuilder::new(placement)
@@ -348,8 +353,7 @@ struct Listener {
 /// What every listener of a shard is started with.
 #[derive(Debug, Clone, Copy)]
 struct ListenerSettings {
-    /// Datagrams per recvmmsg/sendmmsg (`--udp-batch`).
-    udp_batch: usize,
+    udp: udp::Settings,
     tcp: TcpLimits,
 }
 
@@ -359,11 +363,11 @@ fn spawn_listener(
     settings: ListenerSettings,
 ) -> Listener {
     let addr = sockets.addr;
-    let (batch, tcp_limits) = (settings.udp_batch, settings.tcp);
+    let (udp_settings, tcp_limits) = (settings.udp, settings.tcp);
     Listener {
         addr,
         udp_fd: sockets.udp.as_raw_fd(),
-        udp: glommio::spawn_local(serve_udp(current.clone(), addr, sockets.udp, batch)),
+        udp: glommio::spawn_local(udp::serve(current.clone(), addr, sockets.udp, udp_settings)),
         tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp, tcp_limits)),
     }
 }
@@ -468,74 +472,5 @@ async fn stop(
     handover::drain(member, &fds, !left.is_empty(), busy).await;
     for task in udp_tasks.into_iter().chain(tcp_tasks) {
         let _ = task.cancel().await;
-    }
-}
-
-/// The UDP loop of one socket: drain a batch, answer hits in the same batch, hand
-/// misses to tasks, send, and park on io_uring when the socket is empty.
-async fn serve_udp(current: Current, addr: SocketAddr, socket: socket2::Socket, size: usize) {
-    // SAFETY: the fd comes from a socket we own and give up here.
-    let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
-    let fd = socket.as_raw_fd();
-    let mut batch = Box::<udp::Batch>::default();
-    batch.size = size.clamp(1, limits::UDP_BATCH_MAX);
-    let mut probe = [0u8; 1];
-    loop {
-        let count = match batch.receive(fd) {
-            Ok(0) => {
-                // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK).
-                let _ = socket.peek_from(&mut probe).await;
-                continue;
-            }
-            Ok(count) => count,
-            Err(err) => {
-                tracing::warn!(%err, "UDP receive failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let now = Instant::now();
-        let shard = current.borrow().clone();
-        let Some(endpoint) = shard.endpoint_index(addr) else {
-            continue;
-        };
-        for i in 0..count {
-            let peer = batch.peers[i];
-            let len = batch.recv_lens[i].min(limits::UDP_PAYLOAD_BYTES_MAX);
-            let reply_socket = socket.clone();
-            let reply_shard = shard.clone();
-            let reply = move |answer: &[u8]| {
-                if !answer.is_empty()
-                    && udp::send_one(reply_socket.as_raw_fd(), answer, peer).is_err()
-                {
-                    let failures = &reply_shard.counters.send_failures;
-                    failures.set(failures.get() + 1);
-                }
-            };
-            let slot = batch.send_count.min(limits::UDP_BATCH_MAX - 1);
-            let packet = &batch.recv_bufs[i][..len];
-            let out = &mut batch.send_bufs[slot];
-            let handled = query::handle(
-                &shard,
-                endpoint,
-                peer.client,
-                packet,
-                Transport::Udp,
-                now,
-                out,
-                reply,
-            );
-            if let Handled::Reply(len) = handled {
-                batch.push_send(len, peer);
-            }
-        }
-        let unsent = batch.flush(fd);
-        if unsent > 0 {
-            shard
-                .counters
-                .send_failures
-                .set(shard.counters.send_failures.get() + unsent as u64);
-        }
-        glommio::yield_if_needed().await;
     }
 }

@@ -51,10 +51,11 @@ impl Inflight {
 }
 
 /// Handles one query that arrived on `endpoint`. Cache hits and errors are written
-/// into `out` at once; misses start a task that answers through `reply`.
+/// into `out` at once; misses start a task that answers through the closure `reply`
+/// makes (called only for a miss, so a hit clones nothing for it).
 // The socket loops pass what they know of the datagram; bundling it would only move the list.
 #[allow(clippy::too_many_arguments)]
-pub fn handle(
+pub fn handle<R: FnOnce(&[u8]) + 'static>(
     shard: &Rc<Shard>,
     endpoint: usize,
     client: std::net::SocketAddr,
@@ -62,7 +63,7 @@ pub fn handle(
     transport: Transport,
     now: Instant,
     out: &mut [u8],
-    reply: impl FnOnce(&[u8]) + 'static,
+    reply: impl FnOnce() -> R,
 ) -> Handled {
     shard.counters.queries.set(shard.counters.queries.get() + 1);
     let query = match wire::parse_query(packet) {
@@ -160,6 +161,7 @@ pub fn handle(
         return Handled::Reply(wire::write_error_reply(packet, Rcode::ServFail, out));
     }
     pending.set(pending.get() + 1);
+    let reply = reply();
     let task_shard = shard.clone();
     let packet = packet.to_vec();
     glommio::spawn_local(async move {

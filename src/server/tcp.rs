@@ -111,13 +111,14 @@ async fn serve_client(
         if stalled_since.elapsed() > idle {
             break;
         }
-        let later_frames = frames.clone();
-        let later_inflight = inflight.clone();
-        let reply = move |answer: &[u8]| {
-            if !answer.is_empty() {
-                let _ = later_frames.try_send(frame(answer));
+        let reply = || {
+            let (later_frames, later_inflight) = (frames.clone(), inflight.clone());
+            move |answer: &[u8]| {
+                if !answer.is_empty() {
+                    let _ = later_frames.try_send(frame(answer));
+                }
+                later_inflight.set(later_inflight.get() - 1);
             }
-            later_inflight.set(later_inflight.get() - 1);
         };
         inflight.set(inflight.get() + 1);
         let shard = current.borrow().clone();

@@ -1,13 +1,262 @@
-//! Batched UDP on a listening socket: recvmmsg drains up to a batch of datagrams per
-//! system call, sendmmsg sends the answers of a batch in one, and io_uring (a
-//! glommio peek) parks the shard while the socket is empty. Each datagram carries
-//! the address it was sent to, so answers on a wildcard socket leave from it.
+//! The UDP loop of one listening socket, and its batched system calls: recvmmsg
+//! drains up to a batch of datagrams per call, the hits of a batch are answered in
+//! the same pass, sendmmsg sends them in one call, and misses go to tasks that answer
+//! later with one sendmsg. Each datagram carries the address it was sent to, so
+//! answers on a wildcard socket leave from it.
+//!
+//! Waiting for the next datagram is where a moderately loaded shard spends its CPU
+//! (at 50k QPS a wake-up finds one or two datagrams). Parking the executor costs
+//! glommio several io_uring_enter calls (timeouts armed and cancelled, rings linked)
+//! and a membarrier per wake-up, so the loop has two ways to wait:
+//!
+//! - **cold** (idle or sparse traffic): an io_uring recvmsg with MSG_PEEK parks the
+//!   executor until a datagram is queued, so timers, TCP and other tasks run freely;
+//! - **hot** (the last park was shorter than [`HOT_GAP`]): one blocking recvmmsg
+//!   (MSG_WAITFORONE on a blocking socket) sleeps in the kernel like a plain UDP
+//!   server, one system call per wake-up. io_uring completions interrupt it (EINTR
+//!   from the ring's task work), and the loop hands the thread back to the executor
+//!   at least every [`TRIP_EVERY`], at once after a miss spawned a task, and whenever
+//!   a wait times out (the traffic went sparse: back to cold).
+//!
+//! Only a shard with a single UDP socket waits hot: with several (two listen
+//! addresses, IPv4 and IPv6) a blocking wait on one would hold back the others.
+//!
+//! Blocking the shard's thread is bounded by SO_RCVTIMEO, which the kernel counts in
+//! jiffies: one tick (1–10 ms with CONFIG_HZ 1000–100), and only after datagrams
+//! arrived less than [`HOT_GAP`] apart. Glommio timers and cross-shard messages wait
+//! for the next trip through the executor (≤ [`TRIP_EVERY`] while traffic flows).
+//!
+//! Optionally (`--udp-coalesce-usecs`, off by default) a hot loop that answered a
+//! small batch sleeps that long before the next receive, so the datagrams of the
+//! pause share one wake-up: less CPU per query at moderate rates, for up to that
+//! much added latency (interrupt moderation, as NICs do).
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
+use super::query::{self, Handled};
+use super::Current;
 use crate::limits;
+use crate::upstream::Transport;
+
+/// A park on io_uring shorter than this turns the loop hot: datagrams arrive densely
+/// enough that a blocking wait pays.
+const HOT_GAP: Duration = Duration::from_micros(250);
+
+/// SO_RCVTIMEO of a hot wait; the kernel rounds it up to one jiffy. A wait that long
+/// without a datagram turns the loop cold.
+const HOT_WAIT: Duration = Duration::from_micros(1);
+
+/// Longest the loop keeps the thread in hot waits before it parks once on io_uring,
+/// so the executor polls its rings, fires timers and reads its channels.
+const TRIP_EVERY: Duration = Duration::from_millis(1);
+
+/// A hot batch of fewer datagrams than this is followed by the coalescing pause
+/// (`--udp-coalesce-usecs`) before the next receive, so one wake-up answers several.
+const COALESCE_BELOW: usize = 4;
+
+/// Longest coalescing pause (it blocks the shard's thread).
+pub const COALESCE_MAX: Duration = Duration::from_millis(1);
+
+/// How a shard serves each of its UDP sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Datagrams per recvmmsg/sendmmsg (`--udp-batch`).
+    pub batch: usize,
+    /// Pause after a small hot batch (`--udp-coalesce-usecs`); zero = off.
+    pub coalesce: Duration,
+}
+
+/// Serves one UDP socket until the task is cancelled: drain a batch, answer hits in
+/// the same batch, hand misses to tasks, send, then wait (hot or cold, see above).
+pub async fn serve(
+    current: Current,
+    addr: SocketAddr,
+    socket: socket2::Socket,
+    settings: Settings,
+) {
+    // Hot waits need a blocking socket with a receive timeout; every other call on
+    // it passes MSG_DONTWAIT, and io_uring does not care.
+    let hot_capable = set_blocking_wait(&socket, HOT_WAIT)
+        .inspect_err(|err| tracing::debug!(%addr, %err, "UDP hot waits disabled"))
+        .is_ok();
+    // SAFETY: the fd comes from a socket we own and give up here.
+    let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
+    let fd = socket.as_raw_fd();
+    let mut batch = Box::<Batch>::default();
+    batch.size = settings.batch.clamp(1, limits::UDP_BATCH_MAX);
+    let _loop = UdpLoop::enter();
+    let mut wait = Wait::new(hot_capable);
+    let coalesce = settings.coalesce.min(COALESCE_MAX);
+    let mut probe = [0u8; 1];
+    loop {
+        let received = match wait.hot_now() {
+            true => batch.receive_waiting(fd),
+            false => batch.receive(fd),
+        };
+        let count = match received {
+            Ok(0) => {
+                // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK).
+                let parked = Instant::now();
+                let _ = socket.peek_from(&mut probe).await;
+                wait.woke(parked.elapsed());
+                continue;
+            }
+            Ok(count) => count,
+            Err(err) => {
+                tracing::warn!(%err, "UDP receive failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let shard = current.borrow().clone();
+        if answer_batch(&shard, addr, &socket, &mut batch, count) {
+            wait.spawned();
+        }
+        if !coalesce.is_zero() && count < COALESCE_BELOW && wait.hot_now() {
+            // Bounded (COALESCE_MAX) and only while datagrams arrive densely.
+            std::thread::sleep(coalesce);
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Answers the `count` datagrams of `batch`: hits and errors in one sendmmsg, misses
+/// later from their tasks. True when a miss started a task.
+fn answer_batch(
+    shard: &Rc<super::shard::Shard>,
+    addr: SocketAddr,
+    socket: &Rc<glommio::net::UdpSocket>,
+    batch: &mut Batch,
+    count: usize,
+) -> bool {
+    let Some(endpoint) = shard.endpoint_index(addr) else {
+        return false;
+    };
+    let now = Instant::now();
+    let mut spawned = false;
+    for i in 0..count.min(limits::UDP_BATCH_MAX) {
+        let peer = batch.peers[i];
+        let len = batch.recv_lens[i].min(limits::UDP_PAYLOAD_BYTES_MAX);
+        // Built only for a miss: a hit clones nothing.
+        let reply = || {
+            let (socket, shard) = (socket.clone(), shard.clone());
+            move |answer: &[u8]| {
+                if !answer.is_empty() && send_one(socket.as_raw_fd(), answer, peer).is_err() {
+                    let failures = &shard.counters.send_failures;
+                    failures.set(failures.get() + 1);
+                }
+            }
+        };
+        let slot = batch.send_count.min(limits::UDP_BATCH_MAX - 1);
+        let packet = &batch.recv_bufs[i][..len];
+        let out = &mut batch.send_bufs[slot];
+        let handled = query::handle(
+            shard,
+            endpoint,
+            peer.client,
+            packet,
+            Transport::Udp,
+            now,
+            out,
+            reply,
+        );
+        match handled {
+            Handled::Reply(len) => batch.push_send(len, peer),
+            Handled::Later => spawned = true,
+            Handled::Drop => {}
+        }
+    }
+    let unsent = batch.flush(socket.as_raw_fd());
+    if unsent > 0 {
+        let failures = &shard.counters.send_failures;
+        failures.set(failures.get() + unsent as u64);
+    }
+    spawned
+}
+
+/// Which way the loop waits for its next datagram (see the module comment).
+thread_local! {
+    /// UDP loops running on this shard's thread.
+    static UDP_LOOPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a UDP loop on this shard while it lives. A hot wait blocks the thread on
+/// one socket, which would hold back the datagrams of the shard's other sockets (two
+/// listen addresses, or IPv4 and IPv6) by up to a jiffy: only a shard's only UDP loop
+/// waits hot.
+struct UdpLoop;
+
+impl UdpLoop {
+    fn enter() -> UdpLoop {
+        UDP_LOOPS.with(|n| n.set(n.get() + 1));
+        UdpLoop
+    }
+
+    fn alone() -> bool {
+        UDP_LOOPS.with(|n| n.get() == 1)
+    }
+}
+
+impl Drop for UdpLoop {
+    fn drop(&mut self) {
+        UDP_LOOPS.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+struct Wait {
+    /// The socket blocks with a receive timeout, so hot waits are possible.
+    capable: bool,
+    /// The last park was shorter than HOT_GAP: datagrams are arriving densely.
+    hot: bool,
+    /// When the loop last parked on io_uring.
+    tripped: Instant,
+    /// A miss started a task since the last park: it must run (and its upstream
+    /// query be submitted) before the thread blocks again.
+    spawned: bool,
+}
+
+impl Wait {
+    fn new(capable: bool) -> Wait {
+        Wait {
+            capable,
+            hot: false,
+            tripped: Instant::now(),
+            spawned: false,
+        }
+    }
+
+    /// True when the next receive may block the thread (a hot wait).
+    fn hot_now(&self) -> bool {
+        self.capable
+            && self.hot
+            && !self.spawned
+            && UdpLoop::alone()
+            && self.tripped.elapsed() < TRIP_EVERY
+    }
+
+    /// A miss started a task in the last batch.
+    fn spawned(&mut self) {
+        self.spawned = true;
+    }
+
+    /// Back from a park on io_uring that took `waited`.
+    fn woke(&mut self, waited: Duration) {
+        self.tripped = Instant::now();
+        self.spawned = false;
+        self.hot = waited < HOT_GAP;
+    }
+}
+
+/// Clears O_NONBLOCK and sets SO_RCVTIMEO, so a recvmmsg without MSG_DONTWAIT sleeps
+/// at most `timeout` for the first datagram.
+fn set_blocking_wait(socket: &socket2::Socket, timeout: Duration) -> std::io::Result<()> {
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_nonblocking(false)
+}
 
 /// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
 const CONTROL_BYTES: usize = 64;
@@ -157,6 +406,17 @@ impl Default for Batch {
 impl Batch {
     /// Reads up to a batch without blocking; Ok(0) when the socket is empty.
     pub fn receive(&mut self, fd: RawFd) -> std::io::Result<usize> {
+        self.receive_with(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// Reads up to a batch, sleeping until the first datagram arrives, at most the
+    /// socket's receive timeout (a blocking socket); Ok(0) on the timeout or when a
+    /// signal (io_uring task work) interrupted the wait.
+    pub fn receive_waiting(&mut self, fd: RawFd) -> std::io::Result<usize> {
+        self.receive_with(fd, libc::MSG_WAITFORONE)
+    }
+
+    fn receive_with(&mut self, fd: RawFd, flags: libc::c_int) -> std::io::Result<usize> {
         let headers = &mut *self.headers;
         let slots = headers
             .recv_iovecs
@@ -183,14 +443,14 @@ impl Batch {
                 fd,
                 headers.recv_msgs.as_mut_ptr(),
                 self.size.clamp(1, limits::UDP_BATCH_MAX) as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
         if count < 0 {
             let err = std::io::Error::last_os_error();
             return match err.kind() {
-                std::io::ErrorKind::WouldBlock => Ok(0),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(err),
             };
         }

@@ -178,7 +178,6 @@ fn answer_batch(
     spawned
 }
 
-/// Which way the loop waits for its next datagram (see the module comment).
 thread_local! {
     /// UDP loops running on this shard's thread.
     static UDP_LOOPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -207,6 +206,7 @@ impl Drop for UdpLoop {
     }
 }
 
+/// Which way the loop waits for its next datagram (see the module comment).
 struct Wait {
     /// The socket blocks with a receive timeout, so hot waits are possible.
     capable: bool,

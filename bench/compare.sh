@@ -39,7 +39,7 @@ for pkg in knot:knotd dnsdist:dnsdist unbound:unbound knot-resolver:kresd \
 done
 export PATH=$PATH:/usr/sbin
 cargo build --release -q -p nodelocaldns -p dnsload
-cargo build --release -q --manifest-path bench/echo/Cargo.toml
+cargo build --release -q --manifest-path bench/echo/Cargo.toml --target-dir "$target"
 dnsload="$target/release/dnsload"
 
 if [ -z "${OUT:-}" ]; then

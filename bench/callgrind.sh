@@ -5,7 +5,8 @@
 # instructions (Ir) of the server are divided by the answers. Also writes the
 # profile as an SVG call graph (gprof2dot + graphviz).
 #
-#   bench/callgrind.sh [OUT_DIR] [QUERIES]     env: LABEL (file name prefix)
+#   bench/callgrind.sh [OUT_DIR] [QUERIES]     env: LABEL (file name prefix),
+#   OURS_BIN (profile this server binary, e.g. a baseline build, instead of this tree's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-"bench/runs/$(date -u +%Y-%m-%d)-callgrind"}
@@ -16,6 +17,7 @@ command -v valgrind >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install
 command -v dot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz
 command -v gprof2dot >/dev/null || pip install -q gprof2dot
 cargo build --release -q -p nodelocaldns -p dnsload
+ours=${OURS_BIN:-"$target/release/nodelocaldns"}
 mkdir -p "$out"
 work=$(mktemp -d)
 pids=()
@@ -49,7 +51,7 @@ cat > "$work/Corefile" <<CF
 }
 CF
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" --dump-instr=no \
-  "$target/release/nodelocaldns" -conf "$work/Corefile" --shards 1 2>"$work/vg.log" & pids+=($!)
+  "$ours" -conf "$work/Corefile" --shards 1 2>"$work/vg.log" & pids+=($!)
 for _ in $(seq 1 60); do
   grep -q "Listening\|listening\|serving" "$work/vg.log" 2>/dev/null && break
   sleep 1

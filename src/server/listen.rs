@@ -252,25 +252,34 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
 
-    /// Datagrams sent from a thread pinned to CPU c (loopback: the softirq runs there)
-    /// land on the socket of the shard pinned to c.
-    #[test]
-    fn reuseport_cpu_steers_by_cpu() {
+    /// The two cores the steering tests pin senders to (they need two).
+    fn two_cores() -> Vec<core_affinity::CoreId> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        if cores.len() < 2 {
-            return;
-        }
+        assert!(
+            cores.len() >= 2,
+            "steering by CPU needs 2 CPUs, found {}",
+            cores.len()
+        );
+        cores.into_iter().take(2).collect()
+    }
+
+    /// One endpoint on a free loopback port (or `addr`'s), 2 shards, `--reuseport-cpu`.
+    fn open_steered(addr: SocketAddr) -> (SocketAddr, Vec<SocketPair>) {
         let options = Options {
             reuseport_cpu: true,
             rcvbuf_bytes: 1 << 20,
             ..Default::default()
         };
         let endpoint = Endpoint {
-            addr: "127.0.0.1:0".parse().unwrap(),
+            addr,
             blocks: vec![0],
         };
-        let (addr, sockets) = open_endpoint(&endpoint, 2, &options).unwrap();
-        for (shard, core) in cores.iter().take(2).enumerate() {
+        open_endpoint(&endpoint, 2, &options).unwrap()
+    }
+
+    /// From a thread pinned to core k, 20 datagrams carrying the byte k.
+    fn send_from_each_core(cores: &[core_affinity::CoreId], addr: SocketAddr) {
+        for (shard, core) in cores.iter().enumerate() {
             let core = *core;
             std::thread::spawn(move || {
                 core_affinity::set_for_current(core);
@@ -281,15 +290,34 @@ mod tests {
             })
             .join()
             .unwrap();
-            let mut buf = [0u8; 4];
-            for _ in 0..20 {
-                let udp: &UdpSocket = &sockets[shard].0.try_clone().unwrap().into();
-                let (len, _) = udp
-                    .recv_from(&mut buf)
-                    .expect("datagram on the CPU's shard");
-                assert_eq!(&buf[..len], &[shard as u8]);
-            }
         }
+    }
+
+    /// What each socket holds now, read without waiting.
+    fn received(sockets: &[SocketPair]) -> Vec<Vec<u8>> {
+        sockets
+            .iter()
+            .map(|(udp, _)| {
+                let udp: UdpSocket = udp.try_clone().unwrap().into();
+                udp.set_nonblocking(true).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4];
+                while let Ok(len) = udp.recv(&mut buf) {
+                    got.extend_from_slice(&buf[..len]);
+                }
+                got
+            })
+            .collect()
+    }
+
+    /// Datagrams sent from a thread pinned to CPU c (loopback: the softirq runs there)
+    /// land on the socket of the shard pinned to c.
+    #[test]
+    fn reuseport_cpu_steers_by_cpu() {
+        let cores = two_cores();
+        let (addr, sockets) = open_steered("127.0.0.1:0".parse().unwrap());
+        send_from_each_core(&cores, addr);
+        assert_eq!(received(&sockets), vec![vec![0u8; 20], vec![1u8; 20]]);
     }
 
     /// A successor's sockets joining the group keep the steering by CPU, the old
@@ -297,59 +325,18 @@ mod tests {
     /// mapping is still right (a BPF program's socket indices would be permuted).
     #[test]
     fn reuseport_cpu_steering_survives_a_hand_over() {
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
-        if cores.len() < 2 {
-            return;
-        }
-        let options = Options {
-            reuseport_cpu: true,
-            rcvbuf_bytes: 1 << 20,
-            ..Default::default()
-        };
-        let endpoint = Endpoint {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            blocks: vec![0],
-        };
-        let (addr, old) = open_endpoint(&endpoint, 2, &options).unwrap();
-        let (_, new) = open_endpoint(&Endpoint { addr, ..endpoint }, 2, &options).unwrap();
+        let cores = two_cores();
+        let (addr, old) = open_steered("127.0.0.1:0".parse().unwrap());
+        let (_, new) = open_steered(addr);
         for (socket, _) in &old {
             use std::os::fd::AsRawFd;
             super::super::handover::leave_group(socket.as_raw_fd(), addr).unwrap();
         }
-        let received = |sockets: &[SocketPair]| -> Vec<Vec<u8>> {
-            sockets
-                .iter()
-                .map(|(udp, _)| {
-                    let udp: UdpSocket = udp.try_clone().unwrap().into();
-                    udp.set_nonblocking(true).unwrap();
-                    let mut got = Vec::new();
-                    let mut buf = [0u8; 4];
-                    while let Ok(len) = udp.recv(&mut buf) {
-                        got.extend_from_slice(&buf[..len]);
-                    }
-                    got
-                })
-                .collect()
-        };
-        let send_from_each_cpu = || {
-            for (shard, core) in cores.iter().take(2).enumerate() {
-                let core = *core;
-                std::thread::spawn(move || {
-                    core_affinity::set_for_current(core);
-                    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    for _ in 0..20 {
-                        client.send_to(&[shard as u8], addr).unwrap();
-                    }
-                })
-                .join()
-                .unwrap();
-            }
-        };
-        send_from_each_cpu();
+        send_from_each_core(&cores, addr);
         assert_eq!(received(&old), vec![Vec::<u8>::new(), Vec::new()]);
         assert_eq!(received(&new), vec![vec![0u8; 20], vec![1u8; 20]]);
         drop(old);
-        send_from_each_cpu();
+        send_from_each_core(&cores, addr);
         assert_eq!(received(&new), vec![vec![0u8; 20], vec![1u8; 20]]);
     }
 }

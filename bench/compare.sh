@@ -23,6 +23,7 @@
 # commands) goes under bench/runs/<date>-compare/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-5}
 rounds=${2:-3}
 rate=${RATE:-50000}
@@ -64,13 +65,7 @@ declare -A port=([nodelocaldns]=25360 [echo]=25361 [dnsdist]=25362 [unbound]=253
   [kresd]=25364 [pdns-recursor]=25365 [dnsmasq]=25366)
 
 # Upstream: knotd (zone bench.: unbound and others refuse the special-use test.), 1,000 names for hits and a wildcard for unique (miss, RSS) names.
-{
-  echo '$ORIGIN bench.'; echo '$TTL 3600'
-  echo '@ SOA ns.bench. admin.bench. 1 3600 600 86400 3600'
-  echo '@ NS ns.bench.'; echo 'ns A 192.0.2.53'
-  echo '*.miss A 192.0.2.7'; echo '*.rss A 192.0.2.8'
-  for i in $(seq 0 999); do echo "w$i A 192.0.2.$((i % 250 + 1))"; done
-} > "$work/bench.zone"
+bench_zone "$work/bench.zone" '*.miss A 192.0.2.7' '*.rss A 192.0.2.8'
 cat > "$work/knot.conf" <<KNOT
 server:
     rundir: "$work"

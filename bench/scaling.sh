@@ -8,6 +8,7 @@
 #   bench/scaling.sh [SECONDS_PER_RUN] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-5}
 rounds=${2:-3}
 target=${CARGO_TARGET_DIR:-target}
@@ -19,22 +20,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 knot_port=25553
-{
-  echo '$ORIGIN bench.'; echo '$TTL 3600'
-  echo '@ SOA ns.bench. admin.bench. 1 3600 600 86400 3600'
-  echo '@ NS ns.bench.'; echo 'ns A 192.0.2.53'
-  for i in $(seq 0 999); do echo "w$i A 192.0.2.$((i % 250 + 1))"; done
-} > "$work/bench.zone"
-cat > "$work/knot.conf" <<KNOT
-server:
-    rundir: "$work"
-    listen: 127.0.0.1@$knot_port
-database:
-    storage: "$work"
-zone:
-  - domain: bench.
-    file: "$work/bench.zone"
-KNOT
+bench_zone "$work/bench.zone"
+bench_knot_conf "$work" "$knot_port"
 knotd -c "$work/knot.conf" 2>/dev/null & pids+=($!)
 for i in $(seq 0 999); do echo "w$i.bench A"; done > "$work/hit.txt"
 declare -A port=([1]=25554 [2]=25555) cores=([1]=0 [2]=0,1)

@@ -159,6 +159,7 @@ fn leak_exchanges() -> u64 {
 /// exchanges (80 bytes over the 100k of `bench/faults-leak.sh`).
 #[test]
 fn no_descriptor_or_memory_leak_across_faulty_exchanges() {
+    const RATE: u64 = 2_000;
     let knot = Knot::start();
     let fault = FaultUpstream::start();
     let corefile = format!(
@@ -176,7 +177,7 @@ fn no_descriptor_or_memory_leak_across_faulty_exchanges() {
             "--names".into(),
             "n{0..2499}.{reset,wrongq,garbage,closeafter}.f.test".into(),
             "--rate".into(),
-            "2000".into(),
+            RATE.to_string(),
             "-l".into(),
             secs.to_string(),
             "-t".into(),
@@ -195,11 +196,17 @@ fn no_descriptor_or_memory_leak_across_faulty_exchanges() {
     let upstream_start = fault.tcp_queries.load(std::sync::atomic::Ordering::Relaxed);
     let mut series = vec![(0, fds, rss)];
     let mut exchanges = 0;
-    while series.len() < 4 || exchanges < target {
+    // A round offers RATE × secs queries; twice the rounds that needs, then stop.
+    let rounds_max = 4 + 2 * target.div_ceil(RATE * secs) as usize;
+    while series.len() < 4 || (exchanges < target && series.len() < rounds_max) {
         let (sent, fds, rss) = round(secs);
         exchanges += sent;
         series.push((exchanges, fds, rss));
     }
+    assert!(
+        exchanges >= target,
+        "only {exchanges} of {target} faulty exchanges in {rounds_max} rounds"
+    );
     let upstream = fault.tcp_queries.load(std::sync::atomic::Ordering::Relaxed) - upstream_start;
     let (_, fds_after, _) = *series.last().unwrap();
     let rss_after = series.iter().rev().take(2).map(|s| s.2).min().unwrap();

@@ -40,6 +40,16 @@ fn assert_ok(out: &std::process::Output) {
     );
 }
 
+/// Runs dnsload with `args` and `--json`, asserts it succeeded, returns its report.
+fn report(args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let mut args = args.to_vec();
+    args.extend(["--json", json.to_str().unwrap()]);
+    assert_ok(&dnsload(&args, RUN_LIMIT));
+    read_json(&json)
+}
+
 #[test]
 fn knot_udp_closed_loop_answers_everything_with_the_right_rcodes() {
     let knot = Knot::start();
@@ -169,26 +179,17 @@ fn measured_latency_matches_injected_delay() {
         delay: Duration::from_millis(20),
         ..Default::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("delay.json");
-    let out = dnsload(
-        &[
-            "-p",
-            &server.port(),
-            "--names",
-            "d{0..999}.test",
-            "-l",
-            "2",
-            "-q",
-            "10",
-            "--no-pin",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        RUN_LIMIT,
-    );
-    assert_ok(&out);
-    let j = read_json(&json);
+    let j = report(&[
+        "-p",
+        &server.port(),
+        "--names",
+        "d{0..999}.test",
+        "-l",
+        "2",
+        "-q",
+        "10",
+        "--no-pin",
+    ]);
     let lat = &j["latency"];
     assert!(ms(&lat["min_us"]) >= 20.0, "min {}", lat["min_us"]);
     assert!(
@@ -215,26 +216,17 @@ fn open_loop_shows_a_stall_in_the_tail() {
         stall: Some((Duration::from_millis(500), Duration::from_millis(200))),
         ..Default::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("stall.json");
-    let out = dnsload(
-        &[
-            "-p",
-            &server.port(),
-            "--names",
-            "s{0..999}.test",
-            "--rate",
-            "1000",
-            "-l",
-            "2",
-            "--no-pin",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        RUN_LIMIT,
-    );
-    assert_ok(&out);
-    let j = read_json(&json);
+    let j = report(&[
+        "-p",
+        &server.port(),
+        "--names",
+        "s{0..999}.test",
+        "--rate",
+        "1000",
+        "-l",
+        "2",
+        "--no-pin",
+    ]);
     let lat = &j["latency"];
     assert!(ms(&lat["max_us"]) >= 180.0, "max {}", lat["max_us"]);
     assert!(ms(&lat["p99_9_us"]) >= 150.0, "p99.9 {}", lat["p99_9_us"]);
@@ -258,28 +250,19 @@ fn dropped_answers_are_counted_as_lost() {
         drop_every: Some(10),
         ..Default::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("drop.json");
-    let out = dnsload(
-        &[
-            "-p",
-            &server.port(),
-            "--names",
-            "x{0..999}.test",
-            "-n",
-            "1",
-            "-q",
-            "20",
-            "-t",
-            "0.5",
-            "--no-pin",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        RUN_LIMIT,
-    );
-    assert_ok(&out);
-    let j = read_json(&json);
+    let j = report(&[
+        "-p",
+        &server.port(),
+        "--names",
+        "x{0..999}.test",
+        "-n",
+        "1",
+        "-q",
+        "20",
+        "-t",
+        "0.5",
+        "--no-pin",
+    ]);
     let dropped = server
         .counts
         .dropped
@@ -296,28 +279,19 @@ fn wrong_id_answers_are_mismatches() {
         wrong_id_every: Some(7),
         ..Default::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("wrongid.json");
-    let out = dnsload(
-        &[
-            "-p",
-            &server.port(),
-            "--names",
-            "w{0..699}.test",
-            "-n",
-            "1",
-            "-q",
-            "10",
-            "-t",
-            "0.5",
-            "--no-pin",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        RUN_LIMIT,
-    );
-    assert_ok(&out);
-    let j = read_json(&json);
+    let j = report(&[
+        "-p",
+        &server.port(),
+        "--names",
+        "w{0..699}.test",
+        "-n",
+        "1",
+        "-q",
+        "10",
+        "-t",
+        "0.5",
+        "--no-pin",
+    ]);
     let wrong = server
         .counts
         .wrong_ids

@@ -20,13 +20,10 @@ command -v gprof2dot >/dev/null || pip install -q gprof2dot
 cargo build --release -q -p nodelocaldns -p dnsload
 ours=${OURS_BIN:-"$target/release/nodelocaldns"}
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_work
 knot_port=25453; port=25454
-bench_zone "$work/bench.zone"
-bench_knot_conf "$work" "$knot_port"
+bench_zone bench. "$work/bench.zone"
+bench_knot_conf "$work" "$knot_port" bench.
 knotd -c "$work/knot.conf" 2>/dev/null & pids+=($!)
 cat > "$work/Corefile" <<CF
 .:$port {

@@ -65,7 +65,7 @@ declare -A port=([nodelocaldns]=25360 [echo]=25361 [dnsdist]=25362 [unbound]=253
   [kresd]=25364 [pdns-recursor]=25365 [dnsmasq]=25366)
 
 # Upstream: knotd (zone bench.: unbound and others refuse the special-use test.), 1,000 names for hits and a wildcard for unique (miss, RSS) names.
-bench_zone "$work/bench.zone" '*.miss A 192.0.2.7' '*.rss A 192.0.2.8'
+bench_zone bench. "$work/bench.zone" '*.miss A 192.0.2.7' '*.rss A 192.0.2.8'
 cat > "$work/knot.conf" <<KNOT
 server:
     rundir: "$work"

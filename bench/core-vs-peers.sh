@@ -7,6 +7,7 @@
 #   bench/core-vs-peers.sh [SECONDS_PER_RUN] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-10}
 rounds=${2:-3}
 server_core=0
@@ -19,21 +20,13 @@ cargo build --release -q -p nodelocaldns
 
 out="bench/runs/$(date -u +%Y-%m-%d)-core-vs-peers"
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_work
 
 knot_port=25353; ours=25354; dnsdist_port=25355; unbound_port=25356
 
 # Upstream: knotd with a zone of 1,000 names.
-{
-  echo '$ORIGIN test.'; echo '$TTL 3600'
-  echo '@ SOA ns.test. admin.test. 1 3600 600 86400 3600'
-  echo '@ NS ns.test.'; echo 'ns A 192.0.2.53'
-  for i in $(seq 0 999); do echo "w$i A 192.0.2.$((i % 250 + 1))"; done
-} > "$work/test.zone"
-cat > "$work/knot.conf" <<KNOT
+bench_zone test. "$work/test.zone"
+bench_knot_conf "$work" "$knot_port" test.
 server:
     rundir: "$work"
     listen: 127.0.0.1@$knot_port

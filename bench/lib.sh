@@ -1,19 +1,34 @@
-# Sourced by the bench scripts: the knotd upstream they share.
+# Sourced by the bench scripts: their scratch directory and the knotd upstream they share.
 
-# bench_zone FILE [RECORD...]: zone bench. (SOA, NS, the 1,000 hit names w0..w999)
-# plus RECORDs (zone-file lines), written to FILE.
+# bench_work: a scratch directory in $work; the processes whose pids are added to
+# $pids are killed and the directory removed on exit.
+bench_work() {
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# bench_zone ORIGIN FILE [RECORD...]: zone ORIGIN (SOA, NS, the 1,000 hit names
+# w0..w999) plus RECORDs (zone-file lines), written to FILE.
 bench_zone() {
-  local file=$1; shift
+  local origin=$1 file=$2; shift 2
   {
-    echo '$ORIGIN bench.'; echo '$TTL 3600'
-    echo '@ SOA ns.bench. admin.bench. 1 3600 600 86400 3600'
-    echo '@ NS ns.bench.'; echo 'ns A 192.0.2.53'
+    echo "\$ORIGIN $origin"; echo '$TTL 3600'
+    echo "@ SOA ns.$origin admin.$origin 1 3600 600 86400 3600"
+    echo "@ NS ns.$origin"; echo 'ns A 192.0.2.53'
     for record in "$@"; do echo "$record"; done
     for i in $(seq 0 999); do echo "w$i A 192.0.2.$((i % 250 + 1))"; done
   } > "$file"
 }
 
-# bench_knot_conf WORK PORT: WORK/knot.conf serving WORK/bench.zone on 127.0.0.1@PORT.
+# bench_knot_conf WORK PORT ORIGIN: WORK/knot.conf serving zone ORIGIN from
+# WORK/ORIGIN-without-dot.zone on 127.0.0.1@PORT, logging warnings to stderr.
 bench_knot_conf() {
   cat > "$1/knot.conf" <<KNOT
 server:
@@ -22,7 +37,10 @@ server:
 database:
     storage: "$1"
 zone:
-  - domain: bench.
-    file: "$1/bench.zone"
+  - domain: $3
+    file: "$1/${3%.}.zone"
+log:
+  - target: stderr
+    any: warning
 KNOT
 }

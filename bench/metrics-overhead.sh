@@ -12,6 +12,7 @@
 #   bench/metrics-overhead.sh [SECONDS_PER_RUN] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-10}
 rounds=${2:-3}
 server_core=0
@@ -25,20 +26,12 @@ target=${CARGO_TARGET_DIR:-target}
 
 out="bench/runs/$(date -u +%Y-%m-%d)-metrics-overhead"
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_work
 
 knot_port=25363; with_port=25364; without_port=25365; metrics_port=25366
 
-{
-  echo '$ORIGIN test.'; echo '$TTL 3600'
-  echo '@ SOA ns.test. admin.test. 1 3600 600 86400 3600'
-  echo '@ NS ns.test.'; echo 'ns A 192.0.2.53'
-  for i in $(seq 0 999); do echo "w$i A 192.0.2.$((i % 250 + 1))"; done
-} > "$work/test.zone"
-cat > "$work/knot.conf" <<KNOT
+bench_zone test. "$work/test.zone"
+bench_knot_conf "$work" "$knot_port" test.
 server:
     rundir: "$work"
     listen: 127.0.0.1@$knot_port

@@ -15,13 +15,10 @@ target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p nodelocaldns -p dnsload
 out=${OUT:-"bench/runs/$(date -u +%Y-%m-%d)-scaling"}
 mkdir -p "$out/raw"
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_work
 knot_port=25553
-bench_zone "$work/bench.zone"
-bench_knot_conf "$work" "$knot_port"
+bench_zone bench. "$work/bench.zone"
+bench_knot_conf "$work" "$knot_port" bench.
 knotd -c "$work/knot.conf" 2>/dev/null & pids+=($!)
 for i in $(seq 0 999); do echo "w$i.bench A"; done > "$work/hit.txt"
 declare -A port=([1]=25554 [2]=25555) cores=([1]=0 [2]=0,1)

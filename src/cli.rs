@@ -127,6 +127,12 @@ pub struct Cli {
     #[arg(long, value_name = "USECS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub udp_coalesce_usecs: u32,
+    /// While datagrams arrive densely, wait for the next in a blocking recvmmsg instead of
+    /// parking on io_uring (one system call per wake-up); false keeps every wait on io_uring.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          value_parser = parse_go_bool)]
+    pub udp_hot_wait: bool,
     /// SO_BUSY_POLL of each UDP listening socket, in microseconds (above net.core.busy_read it needs CAP_NET_ADMIN).
     #[arg(long, value_name = "USECS")]
     pub busy_poll_usecs: Option<u32>,
@@ -354,6 +360,8 @@ mod tests {
         assert_eq!(tuned.udp_batch, Some(8));
         assert_eq!(tuned.busy_poll_usecs, Some(50));
         assert!(tuned.reuseport_cpu && !parse(&[]).unwrap().reuseport_cpu);
+        assert!(parse(&[]).unwrap().udp_hot_wait);
+        assert!(!parse(&["--udp-hot-wait=false"]).unwrap().udp_hot_wait);
         let level = parse(&["-log-level", "debug"]).unwrap().log_level;
         assert_eq!(level.as_deref(), Some("debug"));
     }

@@ -66,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         sndbuf_bytes: cli.sndbuf_bytes,
         busy_poll_usecs: cli.busy_poll_usecs,
         udp_coalesce: std::time::Duration::from_micros(cli.udp_coalesce_usecs.into()),
+        udp_hot_wait: cli.udp_hot_wait,
         reuseport_cpu: cli.reuseport_cpu,
         tcp: server::TcpLimits {
             clients_per_shard_max: cli.tcp_clients_max,

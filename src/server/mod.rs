@@ -65,6 +65,8 @@ pub struct Options {
     /// Pause after a small batch on a hot UDP loop, so datagrams gather (`--udp-coalesce-usecs`,
     /// zero = off); see [`udp`].
     pub udp_coalesce: Duration,
+    /// Blocking recvmmsg waits while datagrams arrive densely (`--udp-hot-wait`); see [`udp`].
+    pub udp_hot_wait: bool,
     /// SO_BUSY_POLL of UDP listening sockets, in microseconds; None = not set.
     pub busy_poll_usecs: Option<u32>,
     /// Attach a reuseport CBPF program that picks the socket of the shard pinned to
@@ -105,6 +107,7 @@ impl Default for Options {
             sndbuf_bytes: None,
             udp_batch: limits::UDP_BATCH_MAX,
             udp_coalesce: Duration::ZERO,
+            udp_hot_wait: true,
             busy_poll_usecs: None,
             reuseport_cpu: false,
             io_memory_bytes: 2 * 1024 * 1024,
@@ -256,6 +259,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
             udp: udp::Settings {
                 batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
                 coalesce: options.udp_coalesce.min(udp::COALESCE_MAX),
+                hot_wait: options.udp_hot_wait,
             },
             tcp: options.tcp,
         };

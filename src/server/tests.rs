@@ -153,3 +153,47 @@ fn wildcard_bind_answers_from_the_queried_address() {
     running.shutdown();
     running.join();
 }
+
+/// Sends `count` queries from one socket, keeping up to 16 outstanding, and counts
+/// the answers (each waited for at most 300 ms).
+fn answered_of(port: u16, count: u16) -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (mut sent, mut answered) = (0u16, 0u16);
+    let mut answer = [0u8; 512];
+    while answered < count {
+        while sent < count && sent - answered < 16 {
+            let [hi, lo] = sent.to_be_bytes();
+            let query = [hi, lo, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+            socket.send_to(&query, to).unwrap();
+            sent += 1;
+        }
+        match socket.recv_from(&mut answer) {
+            Ok(_) => answered += 1,
+            Err(_) => break,
+        }
+    }
+    answered
+}
+
+#[test]
+fn a_dense_stream_is_answered_whether_udp_waits_hot_or_not() {
+    for udp_hot_wait in [true, false] {
+        let port = free_port();
+        let options = Options {
+            shards: Some(1),
+            pin: false,
+            udp_hot_wait,
+            ..Default::default()
+        };
+        let running = start(corefile(&[port]), &options).unwrap();
+        assert_eq!(ask_until(port, Some(2)), Some(2));
+        // Back-to-back datagrams turn the loop hot when hot waits are allowed.
+        assert_eq!(answered_of(port, 5000), 5000, "udp_hot_wait {udp_hot_wait}");
+        running.shutdown();
+        running.join();
+    }
+}

@@ -68,6 +68,8 @@ pub struct Settings {
     pub batch: usize,
     /// Pause after a small hot batch (`--udp-coalesce-usecs`); zero = off.
     pub coalesce: Duration,
+    /// Hot waits allowed (`--udp-hot-wait`).
+    pub hot_wait: bool,
 }
 
 /// Serves one UDP socket until the task is cancelled: drain a batch, answer hits in
@@ -80,9 +82,10 @@ pub async fn serve(
 ) {
     // Hot waits need a blocking socket with a receive timeout; every other call on
     // it passes MSG_DONTWAIT, and io_uring does not care.
-    let hot_capable = set_blocking_wait(&socket, HOT_WAIT)
-        .inspect_err(|err| tracing::debug!(%addr, %err, "UDP hot waits disabled"))
-        .is_ok();
+    let hot_capable = settings.hot_wait
+        && set_blocking_wait(&socket, HOT_WAIT)
+            .inspect_err(|err| tracing::debug!(%addr, %err, "UDP hot waits disabled"))
+            .is_ok();
     // SAFETY: the fd comes from a socket we own and give up here.
     let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
     let fd = socket.as_raw_fd();

@@ -15,7 +15,8 @@
 #   bench/compare.sh [SECONDS_PER_RUN] [ROUNDS]      (make bench-compare)
 #   env: RATE (50000), SERVERS (subset, space separated), OUT (record directory; the
 #        default bench/runs/<date>-compare is never overwritten: -2, -3... are used),
-#        PROFILE=1 (perf flame graph of ours under the hit load, into the record),
+#        PROFILE=1 (perf flame graphs of ours under the hit, rate and miss loads, into
+#        the record; installs inferno with cargo if missing),
 #        OURS_ARGS (extra flags for nodelocaldns, e.g. --udp-coalesce-usecs=100),
 #        QUIET_WAIT_SECS (5: how long each run waits for both cores to be 85 % idle)
 #
@@ -97,33 +98,8 @@ cat > "$work/Corefile" <<CF
     }
 }
 CF
-cat > "$work/dnsdist.conf" <<DD
-setLocal("127.0.0.1:${port[dnsdist]}")
-setSecurityPollSuffix("")
-newServer({address="127.0.0.1:$knot_port"})
-getPool(""):setCache(newPacketCache(200000))
-DD
-cat > "$work/unbound.conf" <<UB
-server:
-    interface: 127.0.0.1
-    port: ${port[unbound]}
-    num-threads: 1
-    do-daemonize: no
-    do-ip6: no
-    username: ""
-    chroot: ""
-    directory: "$work"
-    pidfile: ""
-    use-syslog: no
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    module-config: "iterator"
-    msg-cache-size: 128m
-    rrset-cache-size: 256m
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.1@$knot_port
-UB
+bench_dnsdist_conf "$work/dnsdist.conf" "${port[dnsdist]}" "$knot_port"
+bench_unbound_conf "$work/unbound.conf" "${port[unbound]}" "$knot_port" "$work"
 mkdir -p "$work/kresd"
 cat > "$work/kresd.conf" <<KR
 net.ipv6 = false
@@ -251,13 +227,25 @@ done
 echo "$(date -u +%FT%TZ) load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/load.txt"
 
 if [ "${PROFILE:-0}" = 1 ] && [[ " ${started[*]} " == *" nodelocaldns "* ]]; then
-  load -p "${port[nodelocaldns]}" -d "$work/hit.txt" -l 6 -c 16 -q 500 > /dev/null 2>&1 &
-  perf record -F 2999 -g --call-graph dwarf,16384 -e cpu-clock -p "${pid[nodelocaldns]}" -o "$work/perf.data" -- sleep 4 > /dev/null 2>&1 || true
-  wait $! || true
-  if command -v inferno-collapse-perf >/dev/null; then
-    perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$out/ours-hit.folded" &&
-      inferno-flamegraph --title "nodelocaldns cache hits, 1 shard" < "$out/ours-hit.folded" > "$out/ours-hit-flame.svg"
-  fi
+  command -v inferno-flamegraph >/dev/null || cargo install -q --locked inferno ||
+    echo "could not install inferno: no flame graph" >&2
+  # flame NAME TITLE LOAD_ARGS...: 4 s perf profile of ours under that load, as
+  # ours-NAME-flame.svg (and the folded stacks).
+  flame() {
+    local name=$1 title=$2 lp; shift 2
+    load -p "${port[nodelocaldns]}" -l 6 "$@" > /dev/null 2>&1 & lp=$!
+    sleep 1
+    perf record -F 2999 -g --call-graph dwarf,16384 -e cpu-clock -p "${pid[nodelocaldns]}" \
+      -o "$work/perf.data" -- sleep 4 > /dev/null 2>&1 || true
+    wait $lp || true
+    command -v inferno-collapse-perf >/dev/null || return 0
+    perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$out/ours-$name.folded" &&
+      inferno-flamegraph --title "$title" < "$out/ours-$name.folded" > "$out/ours-$name-flame.svg"
+  }
+  flame hit "nodelocaldns cache hits, closed loop, 1 shard" -d "$work/hit.txt" -c 16 -q 500
+  flame rate "nodelocaldns cache hits at $rate QPS, 1 shard" -d "$work/hit.txt" -c 16 --rate "$rate"
+  flame miss "nodelocaldns all-miss over TCP to knotd, 1 shard" --random-names 1000000 \
+    --random-suffix prof.miss.bench. --seed 5 -c 16 -q 500
 fi
 
 {

@@ -44,3 +44,40 @@ log:
     any: warning
 KNOT
 }
+
+# bench_dnsdist_conf FILE PORT UPSTREAM_PORT: dnsdist on 127.0.0.1@PORT with a
+# 200,000-entry packet cache, forwarding to 127.0.0.1@UPSTREAM_PORT.
+bench_dnsdist_conf() {
+  cat > "$1" <<DD
+setLocal("127.0.0.1:$2")
+setSecurityPollSuffix("")
+newServer({address="127.0.0.1:$3"})
+getPool(""):setCache(newPacketCache(200000))
+DD
+}
+
+# bench_unbound_conf FILE PORT UPSTREAM_PORT DIR: one-thread unbound on
+# 127.0.0.1@PORT forwarding everything to 127.0.0.1@UPSTREAM_PORT, run from DIR.
+bench_unbound_conf() {
+  cat > "$1" <<UB
+server:
+    interface: 127.0.0.1
+    port: $2
+    num-threads: 1
+    do-daemonize: no
+    do-ip6: no
+    username: ""
+    chroot: ""
+    directory: "$4"
+    pidfile: ""
+    use-syslog: no
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    msg-cache-size: 128m
+    rrset-cache-size: 256m
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@$3
+UB
+}

@@ -30,16 +30,11 @@ pub const UPSTREAM_BACKOFF_MILLIS_MAX: u64 = 5_000;
 /// when it is shorter), all within `UPSTREAM_QUERY_MILLIS`.
 pub const UPSTREAM_ATTEMPTS_MAX: usize = 3;
 
-/// Upstream TCP: bytes one read of a connection's answers takes at most; every
-/// complete answer among them is handed out, so one read serves a batch. It holds the
-/// largest frame (2-byte length and the largest message), so every frame fits.
-pub const UPSTREAM_TCP_READ_BYTES: usize = 2 + MESSAGE_BYTES_MAX;
 /// Upstream TCP: shortest wait between two idle checks of a connection, so a zero
 /// `expire` with queries in flight does not spin.
 pub const UPSTREAM_TCP_IDLE_CHECK_MILLIS_MIN: u64 = 1;
 
 const _: () = assert!(UPSTREAM_ATTEMPT_MILLIS < UPSTREAM_QUERY_MILLIS);
-const _: () = assert!(UPSTREAM_TCP_READ_BYTES >= 2 + MESSAGE_BYTES_MAX);
 const _: () = assert!(UPSTREAM_BACKOFF_MILLIS_MIN <= UPSTREAM_BACKOFF_MILLIS_MAX);
 const _: () = assert!(UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX <= u16::MAX as usize);
 

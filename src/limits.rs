@@ -106,6 +106,9 @@ pub const HANDOVER_DRAIN_MILLIS_MAX: u64 = 1_500;
 /// lameduck + 5 s.
 pub const HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX: u64 = UPSTREAM_ATTEMPT_MILLIS + 1_500;
 const _: () = assert!(CONTROL_POLL_MILLIS + HANDOVER_DRAIN_SUCCESSOR_MILLIS_MAX < 5_000);
+/// Reload that removes a listen address: longest a shard keeps reading the datagrams
+/// already queued on its socket for it before closing it.
+pub const RELOAD_DRAIN_MILLIS_MAX: u64 = 250;
 /// Start-up: time for every shard's executor to run before `server::start` fails.
 pub const SHARD_START_MILLIS_MAX: u64 = 10_000;
 /// Control plane → shard: messages queued per shard.

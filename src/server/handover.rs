@@ -137,6 +137,25 @@ pub async fn drain(
     }
 }
 
+/// A reload removed `addr`: takes its UDP socket out of service (connected to the
+/// discard port, so no new datagram reaches it) and waits until the UDP loop has read
+/// the datagrams already queued, at most [`limits::RELOAD_DRAIN_MILLIS_MAX`]. Their
+/// answers still leave: the socket closes only after the loop and every miss task let
+/// go of it.
+pub async fn drain_removed(fd: RawFd, addr: SocketAddr) {
+    if let Err(err) = leave_group(fd, addr) {
+        tracing::debug!(%addr, %err, "removed address: cannot stop new datagrams while draining");
+    }
+    let started = Instant::now();
+    let bound = Duration::from_millis(limits::RELOAD_DRAIN_MILLIS_MAX);
+    while queued_bytes(fd) > 0 && started.elapsed() < bound {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    if queued_bytes(fd) > 0 {
+        tracing::warn!(%addr, "removed address: closing with datagrams still queued (drain bound reached)");
+    }
+}
+
 /// `connect()` to the discard port of the loopback of the socket's family.
 pub(super) fn leave_group(fd: RawFd, addr: SocketAddr) -> std::io::Result<()> {
     let peer: SocketAddr = match addr {
@@ -227,6 +246,7 @@ fn parse_udp_line(line: &str) -> Option<(SocketAddr, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn reads_proc_net_udp_lines() {
@@ -251,5 +271,47 @@ mod tests {
             "our own socket"
         );
         assert!(successor_present(addr, &[]), "seen as another process's");
+    }
+
+    #[test]
+    fn a_removed_address_is_drained_and_takes_no_new_datagrams() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            client.send_to(&[i], addr).unwrap();
+        }
+        let read = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let fd = server.as_raw_fd();
+                // A slow reader: one datagram every 5 ms, as a busy UDP loop would.
+                let reader = glommio::spawn_local(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 8];
+                    let started = Instant::now();
+                    while started.elapsed() < Duration::from_millis(400) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                        if let Ok(n) = server.recv(&mut buf) {
+                            got.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    got
+                });
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                drain_removed(fd, addr).await;
+                assert_eq!(queued_bytes(fd), 0, "drained before returning");
+                // Sent after the drain began: refused, never queued.
+                let _ = client.send_to(&[99], addr);
+                reader.await
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            read,
+            [0, 1, 2, 3, 4],
+            "every queued datagram read, nothing new"
+        );
     }
 }

@@ -418,6 +418,7 @@ async fn serve(
                         if endpoints.iter().any(|e| e.addr == listener.addr) {
                             kept.push(listener);
                         } else {
+                            handover::drain_removed(listener.udp_fd, listener.addr).await;
                             let _ = listener.udp.cancel().await;
                             let _ = listener.tcp.cancel().await;
                         }

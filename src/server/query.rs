@@ -3,7 +3,6 @@
 //! query per name in flight on this shard) and answer when it returns.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -36,7 +35,10 @@ pub type Resolution = Rc<Result<StoredAnswer, Rcode>>;
 /// type, class, DO, CD): each waiter gets the shared resolution.
 #[derive(Default)]
 pub struct Inflight {
-    waiting: RefCell<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
+    /// foldhash, randomly seeded per table: the keys are names from the network.
+    waiting: RefCell<
+        hashbrown::HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>, foldhash::fast::RandomState>,
+    >,
 }
 
 impl Inflight {

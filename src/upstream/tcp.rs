@@ -3,7 +3,6 @@
 //! per shard that opens another connection only when the open ones are full.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -23,18 +22,30 @@ use crate::wire;
 
 /// One query waiting for its answer on a connection.
 struct Pending {
-    /// The query as sent, to check the answer's question.
-    query: Vec<u8>,
+    /// The query as sent (2-byte length, then the message): the writer sends it, the
+    /// reader checks the answer's question against it.
+    frame: Vec<u8>,
+    /// Set once the writer took the frame (an ID queued twice is sent once).
+    sent: bool,
     /// Where the reader hands the answer.
     reply: oneshot::Sender<Vec<u8>>,
 }
 
+impl Pending {
+    fn query(&self) -> &[u8] {
+        self.frame.get(2..).unwrap_or_default()
+    }
+}
+
+/// Queries in flight on a connection by ID (random IDs: a fast hash is enough).
+type Pendings = hashbrown::HashMap<u16, Pending, foldhash::fast::RandomState>;
+
 /// State shared by a connection's reader and writer tasks and its users.
 struct Conn {
     /// Queries sent and not yet answered, by the ID they carry on this connection.
-    pending: RefCell<HashMap<u16, Pending>>,
-    /// Frames (length-prefixed) for the writer task; closed when the connection dies.
-    frames: LocalSender<Vec<u8>>,
+    pending: RefCell<Pendings>,
+    /// IDs of queries for the writer task to send; closed when the connection dies.
+    frames: LocalSender<u16>,
     /// Set once the connection failed or expired; a closed connection takes no queries.
     closed: Cell<bool>,
     /// Last time a query was queued, for idle expiry.
@@ -95,19 +106,21 @@ impl TcpPool {
         let id = {
             let mut pending = conn.pending.borrow_mut();
             let id = free_id(&pending);
-            let mut message = query.to_vec();
-            wire::set_message_id(&mut message, id);
-            let mut frame = Vec::with_capacity(message.len() + 2);
-            frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
-            frame.extend_from_slice(&message);
+            let mut frame = Vec::with_capacity(query.len() + 2);
+            frame.extend_from_slice(&(query.len() as u16).to_be_bytes());
+            frame.extend_from_slice(query);
+            if let Some(message) = frame.get_mut(2..) {
+                wire::set_message_id(message, id);
+            }
             pending.insert(
                 id,
                 Pending {
-                    query: message,
+                    frame,
+                    sent: false,
                     reply: tx,
                 },
             );
-            if conn.frames.try_send(frame).is_err() {
+            if conn.frames.try_send(id).is_err() {
                 pending.remove(&id);
                 return Err(UpstreamError::Closed(self.addr));
             }
@@ -152,7 +165,7 @@ impl TcpPool {
         let (frames, queue) =
             local_channel::new_bounded(limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX);
         let conn = Rc::new(Conn {
-            pending: RefCell::new(HashMap::new()),
+            pending: RefCell::new(Pendings::default()),
             frames,
             closed: Cell::new(false),
             last_used: Cell::new(Instant::now()),
@@ -210,7 +223,7 @@ impl Drop for Forget<'_> {
 }
 
 /// A random ID not in flight on this connection.
-fn free_id(pending: &HashMap<u16, Pending>) -> u16 {
+fn free_id(pending: &Pendings) -> u16 {
     loop {
         let id: u16 = rand::random();
         if !pending.contains_key(&id) {
@@ -222,21 +235,34 @@ fn free_id(pending: &HashMap<u16, Pending>) -> u16 {
 /// Drains queued frames into the socket, many per write when they pile up.
 async fn write_frames<W: futures_lite::AsyncWrite + Unpin>(
     mut writer: W,
-    queue: local_channel::LocalReceiver<Vec<u8>>,
+    queue: local_channel::LocalReceiver<u16>,
     conn: &Conn,
 ) {
     let mut batch = Vec::new();
-    while let Some(frame) = queue.recv().await {
+    while let Some(id) = queue.recv().await {
         if conn.closed.get() {
             return;
         }
         batch.clear();
-        batch.extend_from_slice(&frame);
+        take_frame(conn, id, &mut batch);
         while let Some(Some(more)) = futures_lite::future::poll_once(queue.recv()).await {
-            batch.extend_from_slice(&more);
+            take_frame(conn, more, &mut batch);
+        }
+        if batch.is_empty() {
+            continue;
         }
         if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Appends the frame of query `id` to `batch` unless it was sent already or is gone
+/// (its caller gave up before the writer ran).
+fn take_frame(conn: &Conn, id: u16, batch: &mut Vec<u8>) {
+    if let Some(p) = conn.pending.borrow_mut().get_mut(&id) {
+        if !std::mem::replace(&mut p.sent, true) {
+            batch.extend_from_slice(&p.frame);
         }
     }
 }
@@ -274,7 +300,7 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
     }
     conn.close();
     // Wake the writer so it exits.
-    let _ = conn.frames.try_send(Vec::new());
+    let _ = conn.frames.try_send(0);
 }
 
 /// Hands `answer` to the query waiting under its ID; false when the stream is not
@@ -286,7 +312,7 @@ fn deliver(conn: &Conn, answer: &[u8]) -> bool {
     };
     let waiter = conn.pending.borrow_mut().remove(&id);
     match waiter {
-        Some(p) if wire::answer_matches(&p.query, answer, id) => {
+        Some(p) if wire::answer_matches(p.query(), answer, id) => {
             let _ = p.reply.send(answer.to_vec());
             true
         }

@@ -1,7 +1,9 @@
-//! An upstream answer normalised for copying: parsed and validated once with
-//! hickory-proto, classified like CoreDNS `response.Typify`, re-encoded without its
-//! OPT, and kept as the bytes after the question plus the offsets of every TTL, so
-//! that a hit is a copy and a few patches.
+//! An upstream answer normalised for copying: validated once, classified like
+//! CoreDNS `response.Typify`, stripped of its OPT, and kept as the bytes after the
+//! question plus the offsets of every TTL, so that a hit is a copy and a few patches.
+//! A plain answer (its records of well-known types, its OPT last) is walked in place
+//! ([`walk_answer`]); any other is decoded and re-encoded with hickory-proto, and
+//! both paths decide class and TTL from the same [`Summary`].
 //!
 //! A cache entry keeps its question name and its answer in one allocation (see
 //! [`pack`]); [`write_reply`] and the cache's hits both write from an [`AnswerRef`].
@@ -16,7 +18,10 @@ use crate::config::CacheConfig;
 use crate::limits::{
     ANSWER_TTL_SECS_DEFAULT, ANSWER_TTL_SECS_MAX, EDNS_UDP_PAYLOAD_BYTES_OURS, NAME_BYTES_MAX,
 };
-use crate::wire::{flags, split_records, write_opt, Header, Query, Reader, WireError, Writer};
+use crate::wire::{
+    flags, split_records, walk_answer, write_opt, AnswerWalk, Header, Query, Reader, WireError,
+    Writer,
+};
 
 /// How an answer is cached (CoreDNS `response.Type` folded into cache decisions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,26 +88,53 @@ pub struct StoredAnswer {
 
 impl StoredAnswer {
     /// Parses `answer` (ID already matched by the caller), checks it answers `q`,
-    /// classifies it, computes its TTL and re-encodes it without OPT.
+    /// classifies it, computes its TTL and keeps it without OPT. A plain answer (see
+    /// [`walk_answer`]) is taken as it is; any other is decoded and re-encoded.
     pub fn from_upstream(
         answer: &[u8],
         q: &Query<'_>,
         cfg: &CacheConfig,
     ) -> Result<StoredAnswer, AnswerError> {
         check_question(answer, q)?;
+        match StoredAnswer::from_wire(answer, q, cfg) {
+            Some(stored) => Ok(stored),
+            None => StoredAnswer::from_decoded(answer, q, cfg),
+        }
+    }
+
+    /// The fast path: `answer` (question already checked) walked in place, its
+    /// records kept as they are. None if it is not plain.
+    pub(super) fn from_wire(
+        answer: &[u8],
+        q: &Query<'_>,
+        cfg: &CacheConfig,
+    ) -> Option<StoredAnswer> {
+        let walk = walk_answer(answer).filter(|w| w.question_len == q.question().len())?;
+        let summary = Summary::of_walk(&walk);
+        Some(StoredAnswer::new(
+            walk.records,
+            &walk.ttl_offsets,
+            walk.header.flags,
+            walk.counts,
+            walk.question_len,
+            &summary,
+            q.qtype,
+            cfg,
+        ))
+    }
+
+    /// The full path: `answer` (question already checked) decoded with hickory-proto
+    /// and re-encoded without its OPT.
+    pub(super) fn from_decoded(
+        answer: &[u8],
+        q: &Query<'_>,
+        cfg: &CacheConfig,
+    ) -> Result<StoredAnswer, AnswerError> {
         let mut msg = Message::from_vec(answer).map_err(AnswerError::Parse)?;
         if msg.message_type() != MessageType::Response {
             return Err(AnswerError::NotResponse);
         }
-        let kind = typify(&msg, q.qtype);
-        let class = match kind {
-            Kind::NoError | Kind::Delegation => AnswerClass::Success,
-            Kind::NoData | Kind::NameError => AnswerClass::Denial,
-            Kind::ServerError => AnswerClass::ServFail,
-            Kind::Other => AnswerClass::Uncacheable,
-        };
-        let ttl_secs = entry_ttl(&msg, kind, cfg);
-        let rcode = u16::from(msg.response_code());
+        let summary = Summary::of_message(&msg);
         // The high rcode bits live in the OPT we drop; keep the header to the low bits.
         msg.set_response_code(ResponseCode::from_low(msg.response_code().low()));
         *msg.extensions_mut() = None;
@@ -112,20 +144,42 @@ impl StoredAnswer {
             return Err(AnswerError::QuestionMismatch);
         }
         let h = split.header;
-        Ok(StoredAnswer {
-            records: split.records.into(),
-            ttl_offsets: split
-                .ttl_offsets
-                .iter()
-                .flat_map(|o| o.to_le_bytes())
-                .collect(),
-            counts: [h.ancount, h.nscount, h.arcount],
-            flags: h.flags & (flags::AA | flags::TC | flags::RA | flags::AD),
-            rcode,
-            question_len: split.question_len,
-            class,
-            ttl_secs,
-        })
+        Ok(StoredAnswer::new(
+            split.records,
+            &split.ttl_offsets,
+            h.flags,
+            [h.ancount, h.nscount, h.arcount],
+            split.question_len,
+            &summary,
+            q.qtype,
+            cfg,
+        ))
+    }
+
+    /// Assembles an answer from its OPT-less records and the summary of the message
+    /// they came from.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        records: &[u8],
+        ttl_offsets: &[u16],
+        header_flags: u16,
+        counts: [u16; 3],
+        question_len: usize,
+        summary: &Summary,
+        qtype: u16,
+        cfg: &CacheConfig,
+    ) -> StoredAnswer {
+        let kind = typify(summary, qtype);
+        StoredAnswer {
+            records: records.into(),
+            ttl_offsets: ttl_offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
+            counts,
+            flags: header_flags & (flags::AA | flags::TC | flags::RA | flags::AD),
+            rcode: summary.rcode,
+            question_len,
+            class: class_of_kind(kind),
+            ttl_secs: entry_ttl(summary, kind, cfg),
+        }
     }
 
     pub fn class(&self) -> AnswerClass {
@@ -157,6 +211,22 @@ impl StoredAnswer {
             class: self.class,
             ttl_secs: self.ttl_secs,
         }
+    }
+}
+
+#[cfg(test)]
+impl StoredAnswer {
+    /// Everything but the record bytes: class, TTL, rcode, counts, flags and question
+    /// length, which two ways of storing the same answer must agree on.
+    pub(super) fn fields(&self) -> (AnswerClass, u32, u16, [u16; 3], u16, usize) {
+        (
+            self.class,
+            self.ttl_secs,
+            self.rcode,
+            self.counts,
+            self.flags,
+            self.question_len,
+        )
     }
 }
 
@@ -329,30 +399,88 @@ fn check_question(answer: &[u8], q: &Query<'_>) -> Result<(), AnswerError> {
     Ok(())
 }
 
+/// What classification and the TTL are decided on, taken from either a decoded
+/// message or a walk over the wire bytes, so that both paths decide alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Summary {
+    /// The opcode is QUERY.
+    query: bool,
+    truncated: bool,
+    /// Full response code, extended bits included.
+    rcode: u16,
+    answers: usize,
+    authorities: usize,
+    soa_in_authority: bool,
+    ns_in_authority: bool,
+    /// Smallest TTL of the records of all sections, OPT excluded; `u32::MAX` if none.
+    min_ttl: u32,
+}
+
+impl Summary {
+    /// The summary of a decoded message.
+    pub(super) fn of_message(m: &Message) -> Summary {
+        let in_authority = |t: RecordType| m.name_servers().iter().any(|r| r.record_type() == t);
+        Summary {
+            query: m.op_code() == OpCode::Query,
+            truncated: m.truncated(),
+            rcode: u16::from(m.response_code()),
+            answers: m.answers().len(),
+            authorities: m.name_servers().len(),
+            soa_in_authority: in_authority(RecordType::SOA),
+            ns_in_authority: in_authority(RecordType::NS),
+            min_ttl: m
+                .all_sections()
+                .filter(|r| r.record_type() != RecordType::OPT)
+                .map(Record::ttl)
+                .fold(u32::MAX, u32::min),
+        }
+    }
+
+    /// The summary of a walked answer.
+    pub(super) fn of_walk(w: &AnswerWalk<'_>) -> Summary {
+        Summary {
+            query: w.header.opcode() == 0,
+            truncated: w.header.flags & flags::TC != 0,
+            rcode: w.rcode,
+            answers: usize::from(w.counts[0]),
+            authorities: usize::from(w.counts[1]),
+            soa_in_authority: w.soa_in_authority,
+            ns_in_authority: w.ns_in_authority,
+            min_ttl: w.min_ttl,
+        }
+    }
+}
+
+fn class_of_kind(kind: Kind) -> AnswerClass {
+    match kind {
+        Kind::NoError | Kind::Delegation => AnswerClass::Success,
+        Kind::NoData | Kind::NameError => AnswerClass::Denial,
+        Kind::ServerError => AnswerClass::ServFail,
+        Kind::Other => AnswerClass::Uncacheable,
+    }
+}
+
+/// Response codes `typify` tells apart.
+const RCODE_NOERROR: u16 = 0;
+const RCODE_SERVFAIL: u16 = 2;
+const RCODE_NXDOMAIN: u16 = 3;
+const RCODE_NOTIMP: u16 = 4;
+
 /// CoreDNS `response.Typify`, with NXDOMAIN a denial even without SOA.
-fn typify(m: &Message, qtype: u16) -> Kind {
+fn typify(s: &Summary, qtype: u16) -> Kind {
     let transfer = matches!(RecordType::from(qtype), RecordType::AXFR | RecordType::IXFR);
-    if m.op_code() != OpCode::Query || transfer || m.truncated() {
+    if !s.query || transfer || s.truncated {
         return Kind::Other;
     }
-    let rcode = m.response_code();
-    let answers = !m.answers().is_empty();
-    let soa = m
-        .name_servers()
-        .iter()
-        .any(|r| r.record_type() == RecordType::SOA);
-    let ns = m
-        .name_servers()
-        .iter()
-        .any(|r| r.record_type() == RecordType::NS);
-    match rcode {
-        ResponseCode::NoError if answers => Kind::NoError,
-        ResponseCode::NoError if soa => Kind::NoData,
-        ResponseCode::NoError if ns => Kind::Delegation,
-        ResponseCode::NoError => Kind::NoError,
-        ResponseCode::NXDomain if answers => Kind::Other,
-        ResponseCode::NXDomain => Kind::NameError,
-        ResponseCode::ServFail | ResponseCode::NotImp => Kind::ServerError,
+    let answers = s.answers > 0;
+    match s.rcode {
+        RCODE_NOERROR if answers => Kind::NoError,
+        RCODE_NOERROR if s.soa_in_authority => Kind::NoData,
+        RCODE_NOERROR if s.ns_in_authority => Kind::Delegation,
+        RCODE_NOERROR => Kind::NoError,
+        RCODE_NXDOMAIN if answers => Kind::Other,
+        RCODE_NXDOMAIN => Kind::NameError,
+        RCODE_SERVFAIL | RCODE_NOTIMP => Kind::ServerError,
         _ => Kind::Other,
     }
 }
@@ -360,23 +488,15 @@ fn typify(m: &Message, qtype: u16) -> Kind {
 /// CoreDNS `dnsutil.MinimalTTL` then `computeTTL`: min over all records (OPT
 /// excluded) starting from 1 h, 5 s when there is nothing to look at, clamped to the
 /// class's [MINTTL, cap] (cap wins); SERVFAIL uses `servfail_ttl`.
-fn entry_ttl(m: &Message, kind: Kind, cfg: &CacheConfig) -> u32 {
+fn entry_ttl(s: &Summary, kind: Kind, cfg: &CacheConfig) -> u32 {
     if kind == Kind::ServerError {
         return secs(cfg.servfail_ttl);
     }
     let examined = matches!(kind, Kind::NoError | Kind::NameError | Kind::NoData);
-    let msg_ttl = if !examined || m.answers().len() + m.name_servers().len() == 0 {
+    let msg_ttl = if !examined || s.answers + s.authorities == 0 {
         ANSWER_TTL_SECS_DEFAULT
     } else {
-        let records = m
-            .answers()
-            .iter()
-            .chain(m.name_servers())
-            .chain(m.additionals());
-        records
-            .filter(|r| r.record_type() != RecordType::OPT)
-            .map(Record::ttl)
-            .fold(ANSWER_TTL_SECS_MAX, u32::min)
+        s.min_ttl.min(ANSWER_TTL_SECS_MAX)
     };
     let bounds = match kind {
         Kind::NoData | Kind::NameError => cfg.denial,

@@ -1544,3 +1544,432 @@ fn readme_examples() {
     assert_eq!(caches[5].servfail_ttl, Duration::ZERO);
     assert_eq!(caches[5].disable_denial, vec![zone(".")]);
 }
+
+// ---- Stored in place or decoded and re-encoded: the same answer ----
+
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::rdata::{AAAA, MX, NULL, OPT, PTR, SRV, TXT};
+
+/// The replies `stored` gives to a few clients (no EDNS, EDNS, EDNS with DO; hit or
+/// not; with room, and if `tight` with 100 bytes), decoded.
+fn replies(
+    stored: &StoredAnswer,
+    qname: &str,
+    rtype: RecordType,
+    tight: bool,
+) -> Vec<Option<Message>> {
+    let mut out = Vec::new();
+    let limits: &[(bool, usize)] = if tight {
+        &[(false, 4096), (true, 4096), (true, 100)]
+    } else {
+        &[(false, 4096), (true, 4096)]
+    };
+    for edns in [None, Some((1232, false)), Some((4096, true))] {
+        let qb = query_bytes(qname, rtype, edns, true, false);
+        let q = parse_query(&qb).unwrap();
+        for &(hit, max_len) in limits {
+            let mut buf = [0u8; 4096];
+            let n = write_reply(stored, &q, 77, hit, &mut buf, max_len);
+            out.push((n > 0).then(|| Message::from_vec(&buf[..n]).expect("reply parses")));
+        }
+    }
+    out
+}
+
+/// Both paths on `bytes` for a query of `qname`/`rtype`: the wire path must take
+/// them, agree with the decoding path on every field and give the same replies.
+/// Where the upstream compressed differently from hickory-proto, the records differ
+/// in length and so may a reply's truncation: tight limits are compared only for
+/// records of the same length.
+fn assert_paths_agree(bytes: &[u8], qname: &str, rtype: RecordType) -> StoredAnswer {
+    let qb = query_bytes(qname, rtype, None, false, false);
+    let q = parse_query(&qb).unwrap();
+    let fast = StoredAnswer::from_wire(bytes, &q, &cfg()).expect("plain answer walked");
+    let full = StoredAnswer::from_decoded(bytes, &q, &cfg()).expect("answer decodes");
+    assert_eq!(fast.fields(), full.fields());
+    let tight = fast.heap_bytes() == full.heap_bytes();
+    assert_eq!(
+        replies(&fast, qname, rtype, tight),
+        replies(&full, qname, rtype, tight)
+    );
+    assert_eq!(
+        StoredAnswer::from_upstream(bytes, &q, &cfg()).unwrap(),
+        fast
+    );
+    fast
+}
+
+/// `bytes` is not plain: the wire path declines it and the result is the decoding
+/// path's, as it was before there was a wire path.
+fn assert_decoded_only(bytes: &[u8], qname: &str) -> Result<StoredAnswer, String> {
+    let qb = query_bytes(qname, RecordType::A, None, false, false);
+    let q = parse_query(&qb).unwrap();
+    assert_eq!(StoredAnswer::from_wire(bytes, &q, &cfg()), None);
+    let now = StoredAnswer::from_upstream(bytes, &q, &cfg()).map_err(|e| e.to_string());
+    let decoded = StoredAnswer::from_decoded(bytes, &q, &cfg()).map_err(|e| e.to_string());
+    assert_eq!(now, decoded);
+    now
+}
+
+fn without_opt(mut up: Upstream) -> Upstream {
+    *up.msg.extensions_mut() = None;
+    up
+}
+
+fn rec(owner: &str, ttl: u32, rdata: RData) -> Record {
+    Record::from_rdata(name(owner), ttl, rdata)
+}
+
+fn realistic_answers() -> Vec<(&'static str, RecordType, Upstream)> {
+    let q = "www.example.com.";
+    let cname = |to: &str| RData::CNAME(CNAME(name(to)));
+    vec![
+        ("www.example.com.", RecordType::A, www_a()),
+        (
+            q,
+            RecordType::AAAA,
+            Upstream::new(q, RecordType::AAAA, ResponseCode::NoError)
+                .answer(rec(q, 60, cname("a.example.net.")))
+                .answer(rec("a.example.net.", 30, cname("b.example.org.")))
+                .answer(rec(
+                    "b.example.org.",
+                    20,
+                    RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                )),
+        ),
+        (
+            q,
+            RecordType::A,
+            Upstream::new(q, RecordType::A, ResponseCode::NXDomain)
+                .authority(soa("example.com.", 900)),
+        ),
+        (
+            q,
+            RecordType::AAAA,
+            Upstream::new(q, RecordType::AAAA, ResponseCode::NoError)
+                .authority(soa("example.com.", 40)),
+        ),
+        (
+            "x.sub.example.com.",
+            RecordType::A,
+            Upstream::new("x.sub.example.com.", RecordType::A, ResponseCode::NoError)
+                .authority(ns("sub.example.com.", 3000))
+                .authority(rec(
+                    "sub.example.com.",
+                    3000,
+                    RData::NS(NS(name("ns2.sub.example.com."))),
+                ))
+                .additional(a("ns1.example.com.", 100))
+                .additional(rec(
+                    "ns2.sub.example.com.",
+                    200,
+                    RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
+                )),
+        ),
+        (
+            q,
+            RecordType::A,
+            Upstream::new(q, RecordType::A, ResponseCode::ServFail),
+        ),
+        (
+            q,
+            RecordType::A,
+            Upstream::new(q, RecordType::A, ResponseCode::NotImp),
+        ),
+        (
+            q,
+            RecordType::A,
+            Upstream::new(q, RecordType::A, ResponseCode::Refused),
+        ),
+        (
+            q,
+            RecordType::A,
+            Upstream::new(q, RecordType::A, ResponseCode::NXDomain).answer(a(q, 10)),
+        ),
+        (q, RecordType::A, www_a().truncated()),
+        (
+            q,
+            RecordType::MX,
+            Upstream::new(q, RecordType::MX, ResponseCode::NoError)
+                .answer(rec(q, 300, RData::MX(MX::new(10, name("mx.example.com.")))))
+                .additional(a("mx.example.com.", 300)),
+        ),
+        (
+            "_dns._udp.example.com.",
+            RecordType::SRV,
+            Upstream::new(
+                "_dns._udp.example.com.",
+                RecordType::SRV,
+                ResponseCode::NoError,
+            )
+            .answer(rec(
+                "_dns._udp.example.com.",
+                30,
+                RData::SRV(SRV::new(0, 5, 53, name("kube-dns.example.com."))),
+            ))
+            .additional(a("kube-dns.example.com.", 30)),
+        ),
+        (
+            q,
+            RecordType::TXT,
+            Upstream::new(q, RecordType::TXT, ResponseCode::NoError).answer(rec(
+                q,
+                300,
+                RData::TXT(TXT::new(vec!["v=spf1 -all".into(), String::new()])),
+            )),
+        ),
+        (
+            "1.2.0.192.in-addr.arpa.",
+            RecordType::PTR,
+            Upstream::new(
+                "1.2.0.192.in-addr.arpa.",
+                RecordType::PTR,
+                ResponseCode::NoError,
+            )
+            .answer(rec(
+                "1.2.0.192.in-addr.arpa.",
+                300,
+                RData::PTR(PTR(name("www.example.com."))),
+            )),
+        ),
+        (
+            q,
+            RecordType::A,
+            www_a()
+                .answer(rec(
+                    q,
+                    50,
+                    RData::Unknown {
+                        code: RecordType::RRSIG,
+                        rdata: NULL::with(vec![0, 1, 8, 3, 0, 0, 1, 44]),
+                    },
+                ))
+                .authority(rec("example.com.", 7, RData::Update0(RecordType::NS))),
+        ),
+    ]
+}
+
+#[test]
+fn wire_path_agrees_with_decoding() {
+    for (qname, rtype, up) in realistic_answers() {
+        let with = up.bytes();
+        let stored = assert_paths_agree(&with, qname, rtype);
+        // Hickory-proto's own encoding comes back from it unchanged.
+        let qb = query_bytes(qname, rtype, None, false, false);
+        let q = parse_query(&qb).unwrap();
+        assert_eq!(
+            StoredAnswer::from_decoded(&with, &q, &cfg()).unwrap(),
+            stored
+        );
+        assert_paths_agree(&without_opt(up).bytes(), qname, rtype);
+    }
+}
+
+#[test]
+fn wire_path_keeps_the_extended_rcode_and_options() {
+    let qname = "www.example.com.";
+    for high in [0u8, 1, 0x0F, 0xFF] {
+        for low in [0u8, 2, 3, 5] {
+            let mut up = www_a();
+            up.msg.set_response_code(ResponseCode::from(high, low));
+            let options = up.msg.extensions_mut().as_mut().unwrap().options_mut();
+            options.insert(EdnsOption::Unknown(10, vec![1, 2, 3, 4, 5, 6, 7, 8]));
+            options.insert(EdnsOption::Unknown(3, vec![]));
+            let stored = assert_paths_agree(&up.bytes(), qname, RecordType::A);
+            assert_eq!(stored.rcode(), u16::from(high) << 4 | u16::from(low));
+        }
+    }
+}
+
+#[test]
+fn wire_path_reads_uncompressed_names() {
+    // www.example.com. A: CNAME to web.example.com., then its A, every name in full.
+    let qname = "www.example.com.";
+    let www = b"\x03www\x07example\x03com\x00";
+    let web = b"\x03web\x07example\x03com\x00";
+    let mut m = vec![0, 7, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 1];
+    m.extend_from_slice(www);
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m.extend_from_slice(www);
+    m.extend_from_slice(&[0, 5, 0, 1, 0, 0, 1, 44, 0, web.len() as u8]);
+    m.extend_from_slice(web);
+    m.extend_from_slice(web);
+    m.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+    m.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+    let stored = assert_paths_agree(&m, qname, RecordType::A);
+    assert_eq!(stored.ttl_secs(), 60);
+    assert_eq!(stored.class(), AnswerClass::Success);
+}
+
+#[test]
+fn odd_answers_are_decoded_as_before() {
+    let qname = "www.example.com.";
+    let opt_record = || {
+        let mut r = Record::from_rdata(Name::root(), 0, RData::OPT(OPT::default()));
+        r.set_dns_class(DNSClass::for_opt(1232));
+        r
+    };
+    // An OPT before another additional record: decoded like any answer.
+    let mut up = without_opt(www_a());
+    up.msg.add_additional(opt_record());
+    up.msg.add_additional(a("ns2.example.com.", 30));
+    assert!(assert_decoded_only(&up.bytes(), qname).is_ok());
+    // Two OPTs: refused, as before.
+    let mut up = www_a();
+    up.msg.add_additional(opt_record());
+    assert!(assert_decoded_only(&up.bytes(), qname).is_err());
+    // An OPT in the answer section.
+    let up = without_opt(www_a()).answer(opt_record());
+    assert!(assert_decoded_only(&up.bytes(), qname).is_ok());
+    // Bytes after the last record.
+    let mut bytes = www_a().bytes();
+    bytes.extend_from_slice(&[0, 0, 0]);
+    assert!(assert_decoded_only(&bytes, qname).is_ok());
+    // A record type the wire path leaves to the decoder.
+    let up = www_a().answer(rec(
+        qname,
+        30,
+        RData::Unknown {
+            code: RecordType::Unknown(65280),
+            rdata: NULL::with(vec![1, 2, 3]),
+        },
+    ));
+    assert!(assert_decoded_only(&up.bytes(), qname).is_ok());
+    // A Client Subnet option, which the decoder parses.
+    let mut up = www_a();
+    let options = up.msg.extensions_mut().as_mut().unwrap().options_mut();
+    options.insert(EdnsOption::Unknown(8, vec![0, 1, 24, 0, 10, 0, 0]));
+    assert!(assert_decoded_only(&up.bytes(), qname).is_ok());
+}
+
+#[test]
+fn odd_names_are_decoded_as_before() {
+    let qname = "www.example.com.";
+    let plain = without_opt(Upstream::new(qname, RecordType::A, ResponseCode::NoError))
+        .answer(a(qname, 60))
+        .bytes();
+    // The answer's owner is a pointer to the question (offset 12), at offset 33.
+    assert_eq!(&plain[33..35], &[0xC0, 12]);
+    assert!(assert_paths_agree(&plain, qname, RecordType::A).ttl_secs() == 60);
+    // Into the header (a zero byte there reads as the root): the decoder takes it, a
+    // reply would not, so the wire path declines. Into a label or onto itself: refused.
+    for (target, decodes) in [
+        (0u8, true),
+        (6, true),
+        (13, false),
+        (33, false),
+        (34, false),
+    ] {
+        let mut bytes = plain.clone();
+        bytes[34] = target;
+        let result = assert_decoded_only(&bytes, qname);
+        assert_eq!(result.is_ok(), decodes, "pointer to {target}: {result:?}");
+    }
+    // A pointer to a TTL that reads as a name ("x."): the decoder takes it, but a
+    // reply rewrites that TTL, so the wire path declines.
+    let mut bytes = without_opt(Upstream::new(qname, RecordType::A, ResponseCode::NoError))
+        .answer(a(qname, 0x0178_0000))
+        .answer(a(qname, 5))
+        .bytes();
+    assert_eq!(&bytes[39..43], &[1, b'x', 0, 0]);
+    assert_eq!(&bytes[49..51], &[0xC0, 12]);
+    bytes[50] = 39;
+    assert!(assert_decoded_only(&bytes, qname).is_ok());
+    // The OPT owner is not the root: refused, as before.
+    let mut bytes = www_a().bytes();
+    let opt_at = bytes.len() - 11;
+    assert_eq!(bytes[opt_at..opt_at + 3], [0, 0, 41]);
+    bytes.splice(opt_at..opt_at + 1, [0xC0, 12]);
+    let n = bytes.len();
+    assert!(assert_decoded_only(&bytes[..n], qname).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Generated answers of every kind the wire path takes: same fields, same replies.
+    #[test]
+    fn generated_answers_agree(
+        rcode in prop::sample::select(vec![0u16, 2, 3, 4, 5, 16, 0x23]),
+        answers in proptest::collection::vec((0u8..6, 0u32..100_000), 0..6),
+        authority in proptest::collection::vec((0u8..6, 0u32..100_000), 0..3),
+        additional in proptest::collection::vec((0u8..6, 0u32..100_000), 0..3),
+        opt: bool,
+        truncated: bool,
+        qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::MX]),
+    ) {
+        let qname = "svc.ns.svc.cluster.local.";
+        let record = |(kind, ttl): (u8, u32), i: usize| {
+            let owner = format!("h{i}.ns.svc.cluster.local.");
+            let rdata = match kind {
+                0 => RData::A(A::new(10, 0, 0, i as u8)),
+                1 => RData::AAAA(AAAA::new(0xfd00, 0, 0, 0, 0, 0, 0, i as u16)),
+                2 => RData::CNAME(CNAME(name(&owner))),
+                3 => RData::NS(NS(name("ns.cluster.local."))),
+                4 => soa("cluster.local.", 0).into_data(),
+                _ => RData::MX(MX::new(5, name(qname))),
+            };
+            rec(if i % 2 == 0 { qname } else { &owner }, ttl, rdata)
+        };
+        let code = ResponseCode::from((rcode >> 4) as u8, (rcode & 0xF) as u8);
+        let mut up = Upstream::new(qname, qtype, code);
+        for (i, r) in answers.into_iter().enumerate() {
+            up = up.answer(record(r, i));
+        }
+        for (i, r) in authority.into_iter().enumerate() {
+            up = up.authority(record(r, i + 10));
+        }
+        for (i, r) in additional.into_iter().enumerate() {
+            up = up.additional(record(r, i + 20));
+        }
+        if truncated {
+            up = up.truncated();
+        }
+        if !opt && rcode < 16 {
+            up = without_opt(up);
+        }
+        assert_paths_agree(&up.bytes(), qname, qtype);
+    }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Any bytes after the question: never a panic, and whatever the wire path takes
+    /// the decoding path takes too, with the same fields and replies.
+    #[test]
+    fn mutated_answers_agree_or_fall_back(
+        edits in proptest::collection::vec((0usize..400, any::<u8>()), 1..6),
+        cut in 0usize..8,
+    ) {
+        let qname = "www.example.com.";
+        let mut bytes = realistic_answers()[4].2.bytes();
+        let up = www_a().answer(rec(qname, 9, RData::MX(MX::new(1, name("m.example.com.")))));
+        if cut % 2 == 0 {
+            bytes = up.bytes();
+        }
+        let question_end = 12 + 4 + if cut % 2 == 0 { 17 } else { 19 };
+        for (at, b) in edits {
+            let at = question_end + at % (bytes.len() - question_end);
+            bytes[at] = b;
+        }
+        bytes.truncate(bytes.len() - cut / 2);
+        let qn = if cut % 2 == 0 { qname } else { "x.sub.example.com." };
+        let qb = query_bytes(qn, RecordType::A, None, false, false);
+        let q = parse_query(&qb).unwrap();
+        let now = StoredAnswer::from_upstream(&bytes, &q, &cfg());
+        if let Some(fast) = StoredAnswer::from_wire(&bytes, &q, &cfg()) {
+            let full = StoredAnswer::from_decoded(&bytes, &q, &cfg());
+            prop_assert!(full.is_ok(), "{:?}", full);
+            let full = full.unwrap();
+            prop_assert_eq!(fast.fields(), full.fields());
+            let tight = fast.heap_bytes() == full.heap_bytes();
+            prop_assert_eq!(
+                replies(&fast, qn, RecordType::A, tight),
+                replies(&full, qn, RecordType::A, tight)
+            );
+            prop_assert_eq!(now.unwrap(), fast);
+        }
+    }
+}

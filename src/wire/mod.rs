@@ -5,11 +5,13 @@
 //! - [`header`]: the header, flag bits, rcodes, OPT, record skipping.
 //! - [`name`]: case folding, hashing and zone membership of wire-form names.
 //! - [`query`]: client query checks ([`parse_query`]), error replies, upstream queries.
+//! - [`records`]: one checked pass over an upstream answer's records ([`walk_answer`]).
 
 pub mod cursor;
 pub mod header;
 pub mod name;
 pub mod query;
+pub mod records;
 
 pub use cursor::{Reader, WireError, Writer};
 pub use header::{
@@ -18,6 +20,7 @@ pub use header::{
 pub use query::{
     parse_query, write_error_reply, write_upstream_query, DropReason, Query, Rejection,
 };
+pub use records::{walk_answer, AnswerWalk};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,249 @@
+//! One pass over an upstream answer's records, for storing it without a full decode.
+//!
+//! [`walk_answer`] accepts only messages it can vouch for: every name and every
+//! record's data checked as strictly as hickory-proto's decoder checks them (for
+//! the record types listed in [`rdata_ok`]), at most one OPT and that one the last
+//! record, nothing after it. Removing that OPT then moves no byte any compression
+//! pointer could refer to, so the records before it can be stored as they are.
+//! Anything else is left to the full decoder (`None`).
+
+use super::cursor::Reader;
+use super::header::{flags, Header, HEADER_BYTES, TYPE_NS, TYPE_OPT, TYPE_SOA};
+use crate::limits::{NAME_BYTES_MAX, NAME_POINTER_HOPS_MAX};
+
+/// Fixed bytes of a record after its owner name: type, class, TTL, RDLENGTH.
+const RECORD_FIXED_BYTES: usize = 10;
+/// Smallest record: a root owner and the fixed fields.
+const RECORD_BYTES_MIN: usize = 1 + RECORD_FIXED_BYTES;
+/// EDNS option code of Client Subnet (RFC 7871), which a full decoder parses and may reject.
+const EDNS_OPTION_SUBNET: u16 = 8;
+
+/// An answer walked by [`walk_answer`]: what classification and storage need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerWalk<'a> {
+    pub header: Header,
+    /// Full response code: the header's low 4 bits and the OPT's 8 extended bits.
+    pub rcode: u16,
+    /// Bytes of the question section (name, type, class).
+    pub question_len: usize,
+    /// Answer, authority and additional records after the question, OPT excluded.
+    pub records: &'a [u8],
+    /// Offsets of each record's TTL within `records`.
+    pub ttl_offsets: Vec<u16>,
+    /// ANCOUNT, NSCOUNT, ARCOUNT of `records` (OPT excluded).
+    pub counts: [u16; 3],
+    /// An SOA record is in the authority section.
+    pub soa_in_authority: bool,
+    /// An NS record is in the authority section.
+    pub ns_in_authority: bool,
+    /// Smallest TTL of the records (OPT excluded); `u32::MAX` if there are none.
+    pub min_ttl: u32,
+}
+
+/// One record's fixed fields, its owner name already checked.
+struct Fields {
+    rtype: u16,
+    ttl_at: usize,
+    ttl: u32,
+    rdata_at: usize,
+    rdata_len: usize,
+}
+
+/// Walks `msg` (a response with one uncompressed question) and returns its records
+/// without the OPT, or None if it is anything but plain (see the module docs).
+pub fn walk_answer(msg: &[u8]) -> Option<AnswerWalk<'_>> {
+    let mut r = Reader::new(msg);
+    let header = Header::read(&mut r).ok()?;
+    if header.qdcount != 1 {
+        return None;
+    }
+    r.name_uncompressed().ok()?;
+    r.skip(4).ok()?;
+    let start = r.pos();
+    let [an, ns, ar] = [header.ancount, header.nscount, header.arcount].map(usize::from);
+    let total = an + ns + ar;
+    let room = (msg.len() - start) / RECORD_BYTES_MIN;
+    let mut walk = AnswerWalk {
+        header,
+        rcode: header.flags & flags::RCODE_MASK,
+        question_len: start - HEADER_BYTES,
+        records: &[],
+        ttl_offsets: Vec::with_capacity(total.min(room)),
+        counts: [header.ancount, header.nscount, header.arcount],
+        soa_in_authority: false,
+        ns_in_authority: false,
+        min_ttl: u32::MAX,
+    };
+    let mut end = start;
+    for i in 0..total {
+        let owner_at = end;
+        let rec = read_fields(msg, owner_at, start, &walk.ttl_offsets)?;
+        end = rec.rdata_at + rec.rdata_len;
+        if rec.rtype == TYPE_OPT {
+            let last_additional = i + 1 == total && i >= an + ns;
+            let root_owner = rec.ttl_at == owner_at + 5;
+            if !last_additional || !root_owner || !opt_options_ok(msg, &rec) {
+                return None;
+            }
+            walk.rcode |= u16::try_from(rec.ttl >> 24).ok()? << 4;
+            walk.counts[2] -= 1;
+            walk.records = msg.get(start..owner_at)?;
+            return (end == msg.len()).then_some(walk);
+        }
+        let ttl_offset = u16::try_from(rec.ttl_at - start).ok()?;
+        walk.ttl_offsets.push(ttl_offset);
+        if !rdata_ok(msg, &rec, start, &walk.ttl_offsets) {
+            return None;
+        }
+        walk.min_ttl = walk.min_ttl.min(rec.ttl);
+        let in_authority = (an..an + ns).contains(&i);
+        walk.soa_in_authority |= in_authority && rec.rtype == TYPE_SOA;
+        walk.ns_in_authority |= in_authority && rec.rtype == TYPE_NS;
+    }
+    walk.records = msg.get(start..end)?;
+    (end == msg.len()).then_some(walk)
+}
+
+/// Reads the record at `at`: its owner name (checked) and fixed fields, with the
+/// RDATA bounds-checked.
+fn read_fields(msg: &[u8], at: usize, base: usize, ttls: &[u16]) -> Option<Fields> {
+    let mut r = Reader::at(msg, check_name(msg, at, base, ttls)?);
+    let rtype = r.u16().ok()?;
+    r.skip(2).ok()?;
+    let ttl_at = r.pos();
+    let ttl = r.u32().ok()?;
+    let rdata_len = usize::from(r.u16().ok()?);
+    let rdata_at = r.pos();
+    r.skip(rdata_len).ok()?;
+    Some(Fields {
+        rtype,
+        ttl_at,
+        ttl,
+        rdata_at,
+        rdata_len,
+    })
+}
+
+/// Record types [`rdata_ok`] knows: A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, DS,
+/// RRSIG, NSEC, DNSKEY, NSEC3, NSEC3PARAM.
+const KNOWN_TYPES: [u16; 15] = [1, 2, 5, 6, 12, 15, 16, 28, 33, 43, 46, 47, 48, 50, 51];
+
+/// Whether a record's data is what hickory-proto's decoder accepts for its type and
+/// re-encodes with the same meaning. Types other than [`KNOWN_TYPES`] are left to
+/// the full decoder.
+fn rdata_ok(msg: &[u8], rec: &Fields, base: usize, ttls: &[u16]) -> bool {
+    let (at, len) = (rec.rdata_at, rec.rdata_len);
+    let end = at + len;
+    let name_ends_at = |from: usize, fixed_after: usize| {
+        len >= from - at && check_name(msg, from, base, ttls).map(|e| e + fixed_after) == Some(end)
+    };
+    // Empty data is kept empty by the decoder, whatever the type, but only the
+    // types below are plain records wherever they stand (SIG and TSIG are not).
+    if len == 0 {
+        return KNOWN_TYPES.contains(&rec.rtype);
+    }
+    match rec.rtype {
+        // A, AAAA
+        1 => len == 4,
+        28 => len == 16,
+        // NS, CNAME, PTR: one name.
+        2 | 5 | 12 => name_ends_at(at, 0),
+        // MX: preference, exchange.
+        15 => name_ends_at(at + 2, 0),
+        // SRV: priority, weight, port, target.
+        33 => name_ends_at(at + 6, 0),
+        // SOA: MNAME, RNAME, five 32-bit fields.
+        6 => check_name(msg, at, base, ttls).is_some_and(|m| m < end && name_ends_at(m, 20)),
+        // TXT: character-strings filling the data exactly.
+        16 => character_strings_fill(msg, at, end),
+        // DS, RRSIG, NSEC, DNSKEY, NSEC3, NSEC3PARAM: kept as opaque bytes.
+        43 | 46 | 47 | 48 | 50 | 51 => true,
+        _ => false,
+    }
+}
+
+/// Whether `msg[at..end]` is a sequence of length-prefixed strings ending at `end`.
+fn character_strings_fill(msg: &[u8], mut at: usize, end: usize) -> bool {
+    let mut r = Reader::at(msg, at);
+    while at < end {
+        match r.u8().ok().and_then(|n| r.skip(usize::from(n)).ok()) {
+            Some(()) => at = r.pos(),
+            None => return false,
+        }
+    }
+    at == end
+}
+
+/// Whether the OPT's data is a whole number of options, none of them one the full
+/// decoder parses (Client Subnet).
+fn opt_options_ok(msg: &[u8], rec: &Fields) -> bool {
+    let end = rec.rdata_at + rec.rdata_len;
+    let mut r = Reader::at(msg, rec.rdata_at);
+    while r.pos() < end {
+        let option = r.u16().and_then(|code| Ok((code, r.u16()?)));
+        match option {
+            Ok((code, len)) if code != EDNS_OPTION_SUBNET && r.skip(usize::from(len)).is_ok() => {}
+            _ => return false,
+        }
+    }
+    r.pos() == end
+}
+
+/// Checks the possibly compressed name at `at` the way hickory-proto reads names
+/// (a pointer must point before the start of the labels that hold it, and what it
+/// points to must end before them; at most 255 bytes expanded), and more strictly:
+/// pointers must point past the header, at most `NAME_POINTER_HOPS_MAX` of them,
+/// and no byte read through a pointer may be a TTL already seen (`ttls`, offsets
+/// from `base`), since a reply rewrites those. Returns the offset after the name.
+fn check_name(msg: &[u8], at: usize, base: usize, ttls: &[u16]) -> Option<usize> {
+    let mut pos = at;
+    // Start of the labels being read, and the bound hickory-proto puts on them.
+    let (mut labels_at, mut limit) = (at, usize::MAX);
+    // Where the name ends in place: set at its first pointer.
+    let mut after: Option<usize> = None;
+    let (mut expanded, mut hops) = (1usize, 0usize);
+    loop {
+        if pos >= limit {
+            return None;
+        }
+        let mut r = Reader::at(msg, pos);
+        let len = r.u8().ok()?;
+        let pointer = match len & 0xC0 {
+            0x00 => false,
+            0xC0 => true,
+            _ => return None,
+        };
+        let element = if pointer { 2 } else { 1 + usize::from(len) };
+        r.skip(element - 1).ok()?;
+        if after.is_some() && overlaps_ttl(pos, element, base, ttls) {
+            return None;
+        }
+        if len == 0 {
+            return Some(after.unwrap_or(pos + 1));
+        }
+        if pointer {
+            let low = msg.get(pos + 1).copied()?;
+            let target = usize::from(u16::from_be_bytes([len, low]) & 0x3FFF);
+            hops += 1;
+            if target >= labels_at || target < HEADER_BYTES || hops > NAME_POINTER_HOPS_MAX {
+                return None;
+            }
+            after.get_or_insert(pos + 2);
+            (limit, labels_at, pos) = (labels_at, target, target);
+        } else {
+            expanded += element;
+            if expanded > NAME_BYTES_MAX {
+                return None;
+            }
+            pos += element;
+        }
+    }
+}
+
+/// Whether `msg[pos..pos + len]` overlaps any of the 4-byte TTL fields at `ttls`
+/// (sorted offsets from `base`).
+fn overlaps_ttl(pos: usize, len: usize, base: usize, ttls: &[u16]) -> bool {
+    let first_after = ttls.partition_point(|&t| base + usize::from(t) + 4 <= pos);
+    ttls.get(first_after)
+        .is_some_and(|&t| base + usize::from(t) < pos + len)
+}

@@ -7,12 +7,14 @@
 #   bench/ab.sh BIN_A BIN_B [ROUNDS] [SECONDS_PER_RUN]
 #   env: LOAD (miss: unique names, closed loop -c 16 -q 500 | hit: 1,000 warm names,
 #        closed loop | rate: 1,000 warm names open loop at RATE), RATE (50000),
-#        OUT (record directory; default: print only)
+#        OUT (record directory; default: print only), LABEL_A / LABEL_B (names of the
+#        builds in the report, e.g. their commits; default: the paths)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 [ $# -ge 2 ] || { sed -n 2,11p "$0"; exit 2; }
 bins=("$1" "$2")
+labels=("${LABEL_A:-$1}" "${LABEL_B:-$2}")
 rounds=${3:-6}
 secs=${4:-5}
 load_kind=${LOAD:-miss}
@@ -65,7 +67,7 @@ for r in $(seq 1 "$rounds"); do
   order="${order#* } ${order%% *}"
 done
 
-report=$(python3 - "$work/runs.tsv" "${bins[@]}" <<'PY'
+report=$(python3 - "$work/runs.tsv" "${labels[@]}" <<'PY'
 import json, statistics, sys
 rows, bins = sys.argv[1], sys.argv[2:]
 runs = {0: [], 1: []}
@@ -95,7 +97,7 @@ if [ -n "${OUT:-}" ]; then
     echo "$report"
     echo
     echo '```'
-    echo "bench/ab.sh ${bins[*]} $rounds $secs (LOAD=$load_kind RATE=$rate)"
+    echo "bench/ab.sh A B $rounds $secs (LOAD=$load_kind RATE=$rate; A, B: the builds named above)"
     echo "dnsload $("$dnsload" --version | awk '{print $2}'), kernel $(uname -r), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo '```'
   } > "$OUT/README.md"

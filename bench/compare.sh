@@ -170,6 +170,15 @@ idle_pct() {
   for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
   echo $(( (b[4] - a[4] + b[5] - a[5]) * 100 / (total > 0 ? total : 1) ))
 }
+# core_times CORE: the busy and total jiffies of one core so far.
+core_times() {
+  awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+# busy_pct "BUSY0 TOTAL0" "BUSY1 TOTAL1": the core's busy % between two core_times.
+busy_pct() {
+  local a=($1) b=($2)
+  echo $(( (b[0] - a[0]) * 100 / ((b[1] - a[1]) > 0 ? b[1] - a[1] : 1) ))
+}
 # Waits up to QUIET_WAIT_SECS for both cores to be ≥ 85 % idle; prints the idle %.
 wait_quiet() {
   local waited=0 idle
@@ -206,8 +215,10 @@ for r in $(seq 1 "$rounds"); do
   for s in $order; do
     p=${port[$s]}
     idle=$(wait_quiet)
+    l0=$(core_times $load_core)
     load -p "$p" -d "$work/hit.txt" -l "$secs" -c 16 -q 500 --json "$out/raw/$s-hit-$r.json" > /dev/null 2>&1 || true
-    meta "$s	hit	$r	-	-	$idle"
+    # The load core's busy %: near 100, dnsload itself is the limit of the hit run.
+    meta "$s	hit	$r	$(busy_pct "$l0" "$(core_times $load_core)")	-	$idle"
     idle=$(wait_quiet)
     c0=$(cpu_ns "${pid[$s]}")
     load -p "$p" -d "$work/hit.txt" -l "$secs" -c 16 --rate "$rate" --json "$out/raw/$s-rate-$r.json" > /dev/null 2>&1 || true

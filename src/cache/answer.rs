@@ -72,7 +72,13 @@ pub struct StoredAnswer {
     /// Offsets of each record's TTL within `records`, patched on every reply, as
     /// little-endian u16 pairs (the form a packed cache entry keeps them in).
     ttl_offsets: Box<[u8]>,
-    /// ANCOUNT, NSCOUNT, ARCOUNT of `records`.
+    meta: Meta,
+}
+
+/// What an answer carries besides its record bytes, owned or borrowed alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    /// ANCOUNT, NSCOUNT, ARCOUNT of the records.
     counts: [u16; 3],
     /// Upstream header flags we pass on: AA, TC, RA, AD.
     flags: u16,
@@ -173,26 +179,28 @@ impl StoredAnswer {
         StoredAnswer {
             records: records.into(),
             ttl_offsets: ttl_offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
-            counts,
-            flags: header_flags & (flags::AA | flags::TC | flags::RA | flags::AD),
-            rcode: summary.rcode,
-            question_len,
-            class: class_of_kind(kind),
-            ttl_secs: entry_ttl(summary, kind, cfg),
+            meta: Meta {
+                counts,
+                flags: header_flags & (flags::AA | flags::TC | flags::RA | flags::AD),
+                rcode: summary.rcode,
+                question_len,
+                class: class_of_kind(kind),
+                ttl_secs: entry_ttl(summary, kind, cfg),
+            },
         }
     }
 
     pub fn class(&self) -> AnswerClass {
-        self.class
+        self.meta.class
     }
 
     pub fn ttl_secs(&self) -> u32 {
-        self.ttl_secs
+        self.meta.ttl_secs
     }
 
     /// The full response code.
     pub fn rcode(&self) -> u16 {
-        self.rcode
+        self.meta.rcode
     }
 
     /// Heap bytes this answer holds.
@@ -204,12 +212,7 @@ impl StoredAnswer {
         AnswerRef {
             records: &self.records,
             ttl_offsets: &self.ttl_offsets,
-            counts: self.counts,
-            flags: self.flags,
-            rcode: self.rcode,
-            question_len: self.question_len,
-            class: self.class,
-            ttl_secs: self.ttl_secs,
+            meta: self.meta,
         }
     }
 }
@@ -219,13 +222,14 @@ impl StoredAnswer {
     /// Everything but the record bytes: class, TTL, rcode, counts, flags and question
     /// length, which two ways of storing the same answer must agree on.
     pub(super) fn fields(&self) -> (AnswerClass, u32, u16, [u16; 3], u16, usize) {
+        let m = self.meta;
         (
-            self.class,
-            self.ttl_secs,
-            self.rcode,
-            self.counts,
-            self.flags,
-            self.question_len,
+            m.class,
+            m.ttl_secs,
+            m.rcode,
+            m.counts,
+            m.flags,
+            m.question_len,
         )
     }
 }
@@ -237,21 +241,16 @@ pub(super) struct AnswerRef<'a> {
     records: &'a [u8],
     /// Little-endian u16 offsets of the TTLs within `records`.
     ttl_offsets: &'a [u8],
-    counts: [u16; 3],
-    flags: u16,
-    rcode: u16,
-    question_len: usize,
-    class: AnswerClass,
-    ttl_secs: u32,
+    meta: Meta,
 }
 
 impl AnswerRef<'_> {
     pub(super) fn class(&self) -> AnswerClass {
-        self.class
+        self.meta.class
     }
 
     pub(super) fn ttl_secs(&self) -> u32 {
-        self.ttl_secs
+        self.meta.ttl_secs
     }
 }
 
@@ -276,22 +275,19 @@ pub(super) fn pack(
 ) -> Option<Box<[u8]>> {
     let name_len = u8::try_from(name.len()).ok()?;
     let offsets = u16::try_from(stored.ttl_offsets.len() / 2).ok()?;
-    if stored.question_len != name.len().checked_add(4)? {
+    let m = stored.meta;
+    if m.question_len != name.len().checked_add(4)? {
         return None;
     }
     let mut v = Vec::with_capacity(packed_len(name.len(), stored));
     for x in [qtype, qclass] {
         v.extend_from_slice(&x.to_le_bytes());
     }
-    v.extend_from_slice(&stored.ttl_secs.to_le_bytes());
-    for x in stored
-        .counts
-        .into_iter()
-        .chain([stored.flags, stored.rcode])
-    {
+    v.extend_from_slice(&m.ttl_secs.to_le_bytes());
+    for x in m.counts.into_iter().chain([m.flags, m.rcode]) {
         v.extend_from_slice(&x.to_le_bytes());
     }
-    v.extend_from_slice(&[class_code(stored.class), name_len]);
+    v.extend_from_slice(&[class_code(m.class), name_len]);
     v.extend_from_slice(&offsets.to_le_bytes());
     v.extend(name.iter().map(u8::to_ascii_lowercase));
     v.extend_from_slice(&stored.records);
@@ -344,16 +340,18 @@ impl<'a> Packed<'a> {
             answer: AnswerRef {
                 records,
                 ttl_offsets,
-                counts: [
-                    u16::from_le_bytes([a0, a1]),
-                    u16::from_le_bytes([n0, n1]),
-                    u16::from_le_bytes([r0, r1]),
-                ],
-                flags: u16::from_le_bytes([f0, f1]),
-                rcode: u16::from_le_bytes([k0, k1]),
-                question_len: name_len + 4,
-                class: class_of(class),
-                ttl_secs: u32::from_le_bytes([l0, l1, l2, l3]),
+                meta: Meta {
+                    counts: [
+                        u16::from_le_bytes([a0, a1]),
+                        u16::from_le_bytes([n0, n1]),
+                        u16::from_le_bytes([r0, r1]),
+                    ],
+                    flags: u16::from_le_bytes([f0, f1]),
+                    rcode: u16::from_le_bytes([k0, k1]),
+                    question_len: name_len + 4,
+                    class: class_of(class),
+                    ttl_secs: u32::from_le_bytes([l0, l1, l2, l3]),
+                },
             },
         })
     }
@@ -537,11 +535,12 @@ pub(super) fn write_answer(
     max_len: usize,
 ) -> usize {
     let question = q.question();
-    if question.len() != stored.question_len {
+    if question.len() != stored.meta.question_len {
         return 0;
     }
-    let mut f = flags::QR | (q.flags & (flags::OPCODE_MASK | flags::RD | flags::CD)) | stored.flags;
-    f |= stored.rcode & flags::RCODE_MASK;
+    let mut f =
+        flags::QR | (q.flags & (flags::OPCODE_MASK | flags::RD | flags::CD)) | stored.meta.flags;
+    f |= stored.meta.rcode & flags::RCODE_MASK;
     if hit {
         f |= flags::AA;
     }
@@ -553,9 +552,9 @@ pub(super) fn write_answer(
         id: q.id,
         flags: f,
         qdcount: 1,
-        ancount: stored.counts[0],
-        nscount: stored.counts[1],
-        arcount: stored.counts[2].saturating_add(opt),
+        ancount: stored.meta.counts[0],
+        nscount: stored.meta.counts[1],
+        arcount: stored.meta.counts[2].saturating_add(opt),
     };
     let mut w = Writer::with_limit(out, max_len);
     if write_full(&mut w, &header, question, &stored, ttl_secs, q).is_ok() {
@@ -600,7 +599,12 @@ fn write_client_opt(
     q: &Query<'_>,
 ) -> Result<(), WireError> {
     match q.edns {
-        Some(e) => write_opt(w, EDNS_UDP_PAYLOAD_BYTES_OURS, stored.rcode, e.dnssec_ok),
+        Some(e) => write_opt(
+            w,
+            EDNS_UDP_PAYLOAD_BYTES_OURS,
+            stored.meta.rcode,
+            e.dnssec_ok,
+        ),
         None => Ok(()),
     }
 }

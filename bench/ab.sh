@@ -21,9 +21,7 @@ load_kind=${LOAD:-miss}
 rate=${RATE:-50000}
 for b in "${bins[@]}"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 2; }; done
 case $load_kind in miss | hit | rate) ;; *) echo "LOAD must be miss, hit or rate" >&2; exit 2;; esac
-command -v knotd >/dev/null || PATH=$PATH:/usr/sbin command -v knotd >/dev/null ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq knot >/dev/null
-export PATH=$PATH:/usr/sbin
+bench_install knot:knotd
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p dnsload
 dnsload="$target/release/dnsload"

@@ -33,13 +33,8 @@ load_core=1
 servers=${SERVERS:-"nodelocaldns echo dnsdist unbound kresd pdns-recursor dnsmasq"}
 target=${CARGO_TARGET_DIR:-target}
 
-for pkg in knot:knotd dnsdist:dnsdist unbound:unbound knot-resolver:kresd \
-  pdns-recursor:pdns_recursor dnsmasq:dnsmasq; do
-  command -v "${pkg#*:}" >/dev/null || PATH=$PATH:/usr/sbin command -v "${pkg#*:}" >/dev/null ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg%%:*}" >/dev/null ||
-    echo "could not install ${pkg%%:*}" >&2
-done
-export PATH=$PATH:/usr/sbin
+bench_install knot:knotd dnsdist:dnsdist unbound:unbound knot-resolver:kresd \
+  pdns-recursor:pdns_recursor dnsmasq:dnsmasq
 cargo build --release -q -p nodelocaldns -p dnsload
 cargo build --release -q --manifest-path bench/echo/Cargo.toml --target-dir "$target"
 dnsload="$target/release/dnsload"

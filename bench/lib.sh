@@ -81,3 +81,16 @@ forward-zone:
     forward-addr: 127.0.0.1@$3
 UB
 }
+
+# bench_install PACKAGE:COMMAND...: installs each Debian PACKAGE whose COMMAND is
+# missing (sbin included); a failed install is reported, not fatal (a missing peer is
+# left out of the run). Leaves /usr/sbin on PATH.
+bench_install() {
+  local pkg
+  export PATH=$PATH:/usr/sbin
+  for pkg in "$@"; do
+    command -v "${pkg#*:}" >/dev/null ||
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg%%:*}" >/dev/null ||
+      echo "could not install ${pkg%%:*}" >&2
+  done
+}

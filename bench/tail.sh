@@ -23,12 +23,7 @@ out=${OUT:-bench/runs/$(date -u +%Y-%m-%d)-tail}
 server_core=0
 load_core=1
 
-for pkg in knot:knotd dnsdist:dnsdist unbound:unbound linux-perf:perf; do
-  command -v "${pkg#*:}" >/dev/null || PATH=$PATH:/usr/sbin command -v "${pkg#*:}" >/dev/null ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg%%:*}" >/dev/null ||
-    echo "could not install ${pkg%%:*}" >&2
-done
-export PATH=$PATH:/usr/sbin
+bench_install knot:knotd dnsdist:dnsdist unbound:unbound linux-perf:perf
 cargo build --release -q -p nodelocaldns -p dnsload
 cargo build --release -q --manifest-path bench/echo/Cargo.toml --target-dir "$target"
 dnsload="$target/release/dnsload"

@@ -133,6 +133,12 @@ pub struct Cli {
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           value_parser = parse_go_bool)]
     pub udp_hot_wait: bool,
+    /// Send equal-length answers of one batch to the same client as one UDP GSO send
+    /// (UDP_SEGMENT): the IP stack is crossed once for the group; false sends each alone.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          value_parser = parse_go_bool)]
+    pub udp_gso: bool,
     /// SO_BUSY_POLL of each UDP listening socket, in microseconds (above net.core.busy_read it needs CAP_NET_ADMIN).
     #[arg(long, value_name = "USECS")]
     pub busy_poll_usecs: Option<u32>,
@@ -362,6 +368,9 @@ mod tests {
         assert!(tuned.reuseport_cpu && !parse(&[]).unwrap().reuseport_cpu);
         assert!(parse(&[]).unwrap().udp_hot_wait);
         assert!(!parse(&["--udp-hot-wait=false"]).unwrap().udp_hot_wait);
+        assert!(parse(&[]).unwrap().udp_gso);
+        assert!(!parse(&["--udp-gso=false"]).unwrap().udp_gso);
+        assert!(parse(&["--udp-gso=maybe"]).is_err());
         let level = parse(&["-log-level", "debug"]).unwrap().log_level;
         assert_eq!(level.as_deref(), Some("debug"));
     }

@@ -67,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         busy_poll_usecs: cli.busy_poll_usecs,
         udp_coalesce: std::time::Duration::from_micros(cli.udp_coalesce_usecs.into()),
         udp_hot_wait: cli.udp_hot_wait,
+        udp_gso: cli.udp_gso,
         reuseport_cpu: cli.reuseport_cpu,
         tcp: server::TcpLimits {
             clients_per_shard_max: cli.tcp_clients_max,

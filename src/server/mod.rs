@@ -67,6 +67,8 @@ pub struct Options {
     pub udp_coalesce: Duration,
     /// Blocking recvmmsg waits while datagrams arrive densely (`--udp-hot-wait`); see [`udp`].
     pub udp_hot_wait: bool,
+    /// Equal-length answers of a batch to one client leave as one GSO send (`--udp-gso`).
+    pub udp_gso: bool,
     /// SO_BUSY_POLL of UDP listening sockets, in microseconds; None = not set.
     pub busy_poll_usecs: Option<u32>,
     /// Attach a reuseport CBPF program that picks the socket of the shard pinned to
@@ -108,6 +110,7 @@ impl Default for Options {
             udp_batch: limits::UDP_BATCH_MAX,
             udp_coalesce: Duration::ZERO,
             udp_hot_wait: true,
+            udp_gso: true,
             busy_poll_usecs: None,
             reuseport_cpu: false,
             io_memory_bytes: 2 * 1024 * 1024,
@@ -260,6 +263,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                 batch: options.udp_batch.clamp(1, limits::UDP_BATCH_MAX),
                 coalesce: options.udp_coalesce.min(udp::COALESCE_MAX),
                 hot_wait: options.udp_hot_wait,
+                gso: options.udp_gso,
             },
             tcp: options.tcp,
         };

@@ -197,3 +197,66 @@ fn a_dense_stream_is_answered_whether_udp_waits_hot_or_not() {
         running.join();
     }
 }
+
+/// A `name IN A` query with `id`; `name` is one label (empty for the root).
+fn query_for(id: u16, name: &[u8]) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    if !name.is_empty() {
+        q.push(name.len() as u8);
+        q.extend_from_slice(name);
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn bursts_from_one_socket_get_every_answer_as_its_own_datagram() {
+    // Back-to-back queries from two sockets, two name lengths interleaved: the
+    // answers of a batch to one socket with one length leave as a GSO send (when
+    // on), and each must still arrive as its own datagram with its own ID.
+    // Fewer answers than a client's default receive buffer holds (about 250).
+    const BURST: u16 = 200;
+    for udp_gso in [true, false] {
+        let port = free_port();
+        let options = Options {
+            shards: Some(1),
+            pin: false,
+            udp_gso,
+            ..Default::default()
+        };
+        let running = start(corefile(&[port]), &options).unwrap();
+        assert_eq!(ask_until(port, Some(2)), Some(2));
+        let to: SocketAddr = ([127, 0, 0, 1], port).into();
+        let clients: Vec<UdpSocket> = (0..2)
+            .map(|_| {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                s
+            })
+            .collect();
+        let name_of = |id: u16| if id % 3 == 0 { &b"abc"[..] } else { &b""[..] };
+        for id in 0..BURST {
+            let client = &clients[usize::from(id % 7 == 0)];
+            client.send_to(&query_for(id, name_of(id)), to).unwrap();
+        }
+        let mut seen = vec![false; usize::from(BURST)];
+        let mut answer = [0u8; 4096];
+        for client in &clients {
+            while let Ok(len) = client.recv(&mut answer) {
+                let id = u16::from_be_bytes([answer[0], answer[1]]);
+                let query = query_for(id, name_of(id));
+                assert_eq!(len, query.len(), "udp_gso {udp_gso}: answer {id} alone");
+                assert_eq!(answer[12..len], query[12..], "udp_gso {udp_gso}: question");
+                assert_eq!(answer[3] & 0x0f, 2, "udp_gso {udp_gso}: SERVFAIL");
+                assert!(!seen[usize::from(id)], "udp_gso {udp_gso}: {id} twice");
+                seen[usize::from(id)] = true;
+            }
+        }
+        let answered = seen.iter().filter(|s| **s).count();
+        assert_eq!(answered, usize::from(BURST), "udp_gso {udp_gso}");
+        running.shutdown();
+        running.join();
+    }
+}

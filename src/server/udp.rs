@@ -26,6 +26,16 @@
 //! arrived less than [`HOT_GAP`] apart. Glommio timers and cross-shard messages wait
 //! for the next trip through the executor (≤ [`TRIP_EVERY`] while traffic flows).
 //!
+//! Answers of one batch that go to the same client (address, port and source
+//! address) with the same length leave as one UDP GSO send (`UDP_SEGMENT`, on unless
+//! `--udp-gso=false`): the kernel builds, routes and queues one super-datagram and
+//! splits it into ordinary datagrams at the end (on loopback, at the client's socket),
+//! instead of crossing the IP stack once per answer. A client that sends bursts from
+//! one socket (a forwarder, a load generator) gets most of its answers this way; a
+//! batch of distinct clients sends exactly as before. Only answers up to
+//! [`GSO_SEGMENT_BYTES_MAX`] are grouped, so no segment can exceed a link's MTU, and a
+//! kernel or device that refuses GSO switches it off for the socket.
+//!
 //! Optionally (`--udp-coalesce-usecs`, off by default) a hot loop that answered a
 //! small batch sleeps that long before the next receive, so the datagrams of the
 //! pause share one wake-up: less CPU per query at moderate rates, for up to that
@@ -61,6 +71,16 @@ const COALESCE_BELOW: usize = 4;
 /// Longest coalescing pause (it blocks the shard's thread).
 pub const COALESCE_MAX: Duration = Duration::from_millis(1);
 
+/// Longest answer sent as part of a GSO group: DNS's MTU-safe UDP size, so a segment
+/// fits any IPv6 link (1280-byte MTU), where the kernel would refuse a larger one.
+pub const GSO_SEGMENT_BYTES_MAX: usize = 1232;
+
+/// Answers in one GSO send at most: a whole batch, within the kernel's 64 segments
+/// and one datagram's 64 KiB.
+const GSO_SEGMENTS_MAX: usize = limits::UDP_BATCH_MAX;
+const _: () = assert!(GSO_SEGMENTS_MAX <= 64);
+const _: () = assert!(GSO_SEGMENTS_MAX * GSO_SEGMENT_BYTES_MAX <= 65_000);
+
 /// How a shard serves each of its UDP sockets.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -70,6 +90,8 @@ pub struct Settings {
     pub coalesce: Duration,
     /// Hot waits allowed (`--udp-hot-wait`).
     pub hot_wait: bool,
+    /// Group answers to one client into GSO sends (`--udp-gso`).
+    pub gso: bool,
 }
 
 /// Serves one UDP socket until the task is cancelled: drain a batch, answer hits in
@@ -91,6 +113,7 @@ pub async fn serve(
     let fd = socket.as_raw_fd();
     let mut batch = Box::<Batch>::default();
     batch.size = settings.batch.clamp(1, limits::UDP_BATCH_MAX);
+    batch.gso = settings.gso;
     let _loop = UdpLoop::enter();
     let mut wait = Wait::new(hot_capable);
     let coalesce = settings.coalesce.min(COALESCE_MAX);
@@ -292,6 +315,9 @@ pub struct Batch {
     /// Datagrams read per recvmmsg (1..=UDP_BATCH_MAX, `--udp-batch`); the answers of a
     /// batch, at most as many, go out in one sendmmsg.
     pub size: usize,
+    /// Send equal-length answers to one client as one GSO send; cleared for good when
+    /// the kernel refuses one.
+    pub gso: bool,
     names: Box<[libc::sockaddr_storage]>,
     controls: Box<[Control]>,
     headers: Box<Headers>,
@@ -304,12 +330,15 @@ struct Headers {
     send: SendHeaders,
 }
 
-/// The headers of one sendmmsg call and the addresses they point at.
+/// The headers of one sendmmsg call and the addresses they point at. Message `k`
+/// carries `segments[k]` answers (more than one: a GSO send), whose iovecs are
+/// consecutive in `iovecs`, one per answer.
 struct SendHeaders {
     iovecs: [libc::iovec; limits::UDP_BATCH_MAX],
     msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX],
     names: [libc::sockaddr_storage; limits::UDP_BATCH_MAX],
     controls: [Control; limits::UDP_BATCH_MAX],
+    segments: [usize; limits::UDP_BATCH_MAX],
 }
 
 impl SendHeaders {
@@ -319,33 +348,63 @@ impl SendHeaders {
         unsafe { Box::new(MaybeUninit::zeroed().assume_init()) }
     }
 
-    /// Points header `i` at `buf[..len]` for `peer`.
-    fn set(&mut self, i: usize, buf: &[u8], peer: Peer) {
-        let (Some(iovec), Some(name), Some(control), Some(msg)) = (
-            self.iovecs.get_mut(i),
-            self.names.get_mut(i),
-            self.controls.get_mut(i),
-            self.msgs.get_mut(i),
+    /// Points header `k` at the answers `bufs`, each `len` bytes, for `peer`, with
+    /// their iovecs from `first` on: one datagram, or a GSO send of `len`-byte
+    /// segments. Returns how many answers the header took (at least one; only the
+    /// first if the GSO control message did not fit), 0 when `k` or `first` is out of
+    /// range.
+    fn set(
+        &mut self,
+        k: usize,
+        first: usize,
+        bufs: &[[u8; limits::UDP_PAYLOAD_BYTES_MAX]],
+        len: usize,
+        peer: Peer,
+    ) -> usize {
+        let (Some(iovecs), Some(name), Some(control), Some(msg), Some(segments)) = (
+            self.iovecs.get_mut(first..first + bufs.len()),
+            self.names.get_mut(k),
+            self.controls.get_mut(k),
+            self.msgs.get_mut(k),
+            self.segments.get_mut(k),
         ) else {
-            return;
+            return 0;
         };
-        iovec.iov_base = buf.as_ptr() as *mut libc::c_void;
-        iovec.iov_len = buf.len();
+        if bufs.is_empty() {
+            return 0;
+        }
+        for (iovec, buf) in iovecs.iter_mut().zip(bufs) {
+            let bytes = buf.get(..len).unwrap_or(buf);
+            iovec.iov_base = bytes.as_ptr() as *mut libc::c_void;
+            iovec.iov_len = bytes.len();
+        }
         let hdr = &mut msg.msg_hdr;
         hdr.msg_namelen = addr_to_storage(peer.client, name);
         hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-        hdr.msg_iov = iovec;
-        hdr.msg_iovlen = 1;
+        hdr.msg_iov = iovecs.as_mut_ptr();
         hdr.msg_control = std::ptr::null_mut();
         hdr.msg_controllen = 0;
+        let mut control_len = 0;
         if let Some(local) = peer.local {
             // SAFETY: the control buffer is aligned and has room for one pktinfo.
-            let len = unsafe { write_source(control, local) };
-            if len > 0 {
-                hdr.msg_control = control.0.as_mut_ptr().cast();
-                hdr.msg_controllen = len;
+            control_len = unsafe { write_source(control, local) };
+        }
+        let mut taken = 1;
+        if bufs.len() > 1 {
+            // SAFETY: `control_len` is where the first control message ended (aligned).
+            let with_segment = unsafe { write_segment(control, control_len, len as u16) };
+            if with_segment > control_len {
+                control_len = with_segment;
+                taken = bufs.len();
             }
         }
+        if control_len > 0 {
+            hdr.msg_control = control.0.as_mut_ptr().cast();
+            hdr.msg_controllen = control_len;
+        }
+        hdr.msg_iovlen = taken;
+        *segments = taken;
+        taken
     }
 
     /// sendmmsg of the first `count` headers; how many the kernel took.
@@ -395,6 +454,7 @@ impl Default for Batch {
             send_peers: [none; limits::UDP_BATCH_MAX],
             send_count: 0,
             size: limits::UDP_BATCH_MAX,
+            gso: false,
             names: vec![zero_storage; limits::UDP_BATCH_MAX].into_boxed_slice(),
             controls: vec![Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX].into_boxed_slice(),
             headers: Box::new(Headers {
@@ -486,28 +546,59 @@ impl Batch {
     /// Sends every queued answer; returns how many the kernel did not take.
     pub fn flush(&mut self, fd: RawFd) -> usize {
         let count = std::mem::take(&mut self.send_count).min(limits::UDP_BATCH_MAX);
-        let send = &mut self.headers.send;
-        let queued = self
-            .send_bufs
-            .iter()
-            .zip(self.send_lens.iter().zip(self.send_peers.iter()))
-            .take(count);
-        for (i, (buf, (&len, &peer))) in queued.enumerate() {
-            send.set(i, buf.get(..len).unwrap_or(buf), peer);
-        }
-        let mut sent = 0;
-        while sent < count {
-            // A partial send leaves the rest at the front for the next call.
-            if sent > 0 {
-                send.msgs.copy_within(sent..count, 0);
-            }
-            match send.send(fd, count - sent) {
-                Ok(0) | Err(_) => return count - sent,
-                Ok(n) => sent += n,
+        let mut done = 0;
+        while done < count {
+            // A partial send (a full socket buffer) rebuilds the headers of the rest.
+            let msgs = self.build_send(done, count);
+            let send = &mut self.headers.send;
+            match send.send(fd, msgs) {
+                Ok(0) => return count - done,
+                Ok(n) => done += send.segments.iter().take(n).sum::<usize>(),
+                Err(err) if self.gso && send.segments[0] > 1 && gso_refused(&err) => {
+                    tracing::info!(%err, "UDP GSO refused: answers on this socket go one by one");
+                    self.gso = false;
+                }
+                Err(_) => return count - done,
             }
         }
         0
     }
+
+    /// Fills the send headers with the queued answers `from..count`, answers to the
+    /// same peer with the same length grouped into GSO sends; returns the headers.
+    fn build_send(&mut self, from: usize, count: usize) -> usize {
+        let count = count.min(limits::UDP_BATCH_MAX);
+        let send = &mut self.headers.send;
+        let (mut msgs, mut i) = (0, from);
+        while i < count {
+            let (len, peer) = (self.send_lens[i], self.send_peers[i]);
+            let mut n = 1;
+            if self.gso && len <= GSO_SEGMENT_BYTES_MAX {
+                while i + n < count
+                    && n < GSO_SEGMENTS_MAX
+                    && self.send_lens[i + n] == len
+                    && self.send_peers[i + n] == peer
+                {
+                    n += 1;
+                }
+            }
+            let taken = send.set(msgs, i, &self.send_bufs[i..i + n], len, peer);
+            if taken == 0 {
+                break;
+            }
+            msgs += 1;
+            i += taken;
+        }
+        msgs
+    }
+}
+
+/// True when a GSO send failed because the kernel or the device cannot do it.
+fn gso_refused(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
 }
 
 /// Sends one answer outside a batch (answers of misses, written later), straight
@@ -621,6 +712,29 @@ unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
         cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
     }
     None
+}
+
+/// Appends a UDP_SEGMENT control message (`segment` bytes per datagram) at `offset`
+/// of `control`; returns where the control data now ends, or `offset` when it does
+/// not fit.
+///
+/// # Safety
+/// `control` is aligned for cmsghdr and `offset` is a multiple of its alignment.
+unsafe fn write_segment(control: &mut Control, offset: usize, segment: u16) -> usize {
+    let data_len = std::mem::size_of::<u16>() as u32;
+    let space = libc::CMSG_SPACE(data_len) as usize;
+    if offset + space > CONTROL_BYTES {
+        return offset;
+    }
+    let cmsg = control.0.as_mut_ptr().add(offset).cast::<libc::cmsghdr>();
+    let header = libc::cmsghdr {
+        cmsg_len: libc::CMSG_LEN(data_len) as usize,
+        cmsg_level: libc::SOL_UDP,
+        cmsg_type: libc::UDP_SEGMENT,
+    };
+    std::ptr::write_unaligned(cmsg, header);
+    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+    offset + space
 }
 
 /// Writes a control message that sets the source address; returns its length.

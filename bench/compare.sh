@@ -10,6 +10,10 @@
 #         /proc/PID/task/*/schedstat (ns of CPU of every thread) before and after
 #   miss  all-miss QPS: closed loop over unique random names (new seed every run);
 #         ours forwards over TCP (force_tcp), the peers as they default (UDP)
+# Besides ours as it ships, "nodelocaldns-nogso" is the same binary with --udp-gso=false:
+# dnsload sends bursts from each of its 16 sockets, so most answers of a batch go to
+# one client and leave as one GSO send; a node's pods (one or two queries per socket)
+# get what the nogso row shows.
 # Once per server, on a fresh cache: RSS growth (VmRSS) over 100,000 unique names.
 #
 #   bench/compare.sh [SECONDS_PER_RUN] [ROUNDS]      (make bench-compare)
@@ -30,7 +34,7 @@ rounds=${2:-3}
 rate=${RATE:-50000}
 server_core=0
 load_core=1
-servers=${SERVERS:-"nodelocaldns echo dnsdist unbound kresd pdns-recursor dnsmasq"}
+servers=${SERVERS:-"nodelocaldns nodelocaldns-nogso echo dnsdist unbound kresd pdns-recursor dnsmasq"}
 target=${CARGO_TARGET_DIR:-target}
 
 bench_install knot:knotd dnsdist:dnsdist unbound:unbound knot-resolver:kresd \
@@ -58,7 +62,7 @@ trap cleanup EXIT
 
 knot_port=25353
 declare -A port=([nodelocaldns]=25360 [echo]=25361 [dnsdist]=25362 [unbound]=25363
-  [kresd]=25364 [pdns-recursor]=25365 [dnsmasq]=25366)
+  [kresd]=25364 [pdns-recursor]=25365 [dnsmasq]=25366 [nodelocaldns-nogso]=25367)
 
 # Upstream: knotd (zone bench.: unbound and others refuse the special-use test.), 1,000 names for hits and a wildcard for unique (miss, RSS) names.
 bench_zone bench. "$work/bench.zone" '*.miss A 192.0.2.7' '*.rss A 192.0.2.8'
@@ -81,8 +85,9 @@ KNOT
 taskset -c $load_core knotd -c "$work/knot.conf" 2>"$work/knot.log" & pid[knotd]=$!
 
 # --- server configurations -------------------------------------------------------
-cat > "$work/Corefile" <<CF
-.:${port[nodelocaldns]} {
+for s in nodelocaldns nodelocaldns-nogso; do
+  cat > "$work/$s.Corefile" <<CF
+.:${port[$s]} {
     bind 127.0.0.1
     cache 3600 {
         success 200000
@@ -93,6 +98,7 @@ cat > "$work/Corefile" <<CF
     }
 }
 CF
+done
 bench_dnsdist_conf "$work/dnsdist.conf" "${port[dnsdist]}" "$knot_port"
 bench_unbound_conf "$work/unbound.conf" "${port[unbound]}" "$knot_port" "$work"
 mkdir -p "$work/kresd"
@@ -123,10 +129,11 @@ PR
 dnsmasq_args=(-k --conf-file=/dev/null --no-resolv --no-hosts --server=127.0.0.1#$knot_port
   --listen-address=127.0.0.1 --bind-interfaces --port=${port[dnsmasq]} --cache-size=200000
   --dns-forward-max=10000 --pid-file= --user=root)
-cp "$work"/{Corefile,dnsdist.conf,unbound.conf,kresd.conf,recursor.conf,knot.conf,bench.zone} "$out/conf/"
+cp "$work"/{nodelocaldns.Corefile,dnsdist.conf,unbound.conf,kresd.conf,recursor.conf,knot.conf,bench.zone} "$out/conf/"
 
 declare -A cmd=(
-  [nodelocaldns]="$target/release/nodelocaldns -conf $work/Corefile --shards 1${OURS_ARGS:+ $OURS_ARGS}"
+  [nodelocaldns]="$target/release/nodelocaldns -conf $work/nodelocaldns.Corefile --shards 1${OURS_ARGS:+ $OURS_ARGS}"
+  [nodelocaldns-nogso]="$target/release/nodelocaldns -conf $work/nodelocaldns-nogso.Corefile --shards 1 --udp-gso=false${OURS_ARGS:+ $OURS_ARGS}"
   [echo]="$target/release/bench-echo 127.0.0.1:${port[echo]}"
   [dnsdist]="dnsdist --supervised --disable-syslog -C $work/dnsdist.conf"
   [unbound]="unbound -d -c $work/unbound.conf"
@@ -136,7 +143,7 @@ declare -A cmd=(
 )
 version() {
   case $1 in
-    nodelocaldns) echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty)";;
+    nodelocaldns|nodelocaldns-nogso) echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty)";;
     echo) echo "bench/echo $(git rev-parse --short HEAD)";;
     dnsdist) dnsdist --version 2>/dev/null | head -1 | awk '{print $2}';;
     unbound) unbound -V 2>/dev/null | awk '/Version/ {print $2}';;
@@ -186,6 +193,8 @@ wait_quiet() {
 cpu_ns() { # total CPU of every thread of a process, ns
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
 }
+# The echo and ours without GSO only answer hits: no miss or RSS runs.
+hit_and_rate_only() { [ "$1" = echo ] || [ "$1" = nodelocaldns-nogso ]; }
 rss_kb() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
 meta() { echo "$1" >> "$out/runs.tsv"; }
 : > "$out/runs.tsv"
@@ -194,7 +203,7 @@ echo "$(date -u +%FT%TZ) load average at start: $(cut -d' ' -f1-3 /proc/loadavg)
 # Warm every cache with the hit names; RSS growth over 100k new names.
 for s in "${started[@]}"; do
   load -p "${port[$s]}" -d "$work/hit.txt" -n 3 -c 4 -q 100 > /dev/null 2>&1 || true
-  [ "$s" = echo ] && continue
+  hit_and_rate_only "$s" && continue
   before=$(rss_kb "${pid[$s]}")
   load -p "${port[$s]}" --random-names 100000 --random-suffix rss.bench. --seed 7 -n 1 -c 8 -q 200 \
     --json "$out/raw/$s-rss.json" > /dev/null 2>&1 || true
@@ -210,16 +219,18 @@ for r in $(seq 1 "$rounds"); do
   for s in $order; do
     p=${port[$s]}
     idle=$(wait_quiet)
-    l0=$(core_times $load_core)
+    l0=$(core_times $load_core); s0=$(core_times $server_core); c0=$(cpu_ns "${pid[$s]}")
     load -p "$p" -d "$work/hit.txt" -l "$secs" -c 16 -q 500 --json "$out/raw/$s-hit-$r.json" > /dev/null 2>&1 || true
-    # The load core's busy %: near 100, dnsload itself is the limit of the hit run.
-    meta "$s	hit	$r	$(busy_pct "$l0" "$(core_times $load_core)")	-	$idle"
+    c1=$(cpu_ns "${pid[$s]}")
+    # Both cores' busy % and the server's CPU over the run: a server core below 100 %
+    # while the load core is at 100 % means dnsload was the limit, not the server.
+    meta "$s	hit	$r	$(busy_pct "$l0" "$(core_times $load_core)")	-	$idle	$(busy_pct "$s0" "$(core_times $server_core)")	$((c1 - c0))"
     idle=$(wait_quiet)
     c0=$(cpu_ns "${pid[$s]}")
     load -p "$p" -d "$work/hit.txt" -l "$secs" -c 16 --rate "$rate" --json "$out/raw/$s-rate-$r.json" > /dev/null 2>&1 || true
     c1=$(cpu_ns "${pid[$s]}")
     meta "$s	rate	$r	$c0	$c1	$idle"
-    if [ "$s" != echo ]; then
+    if ! hit_and_rate_only "$s"; then
       idle=$(wait_quiet)
       load -p "$p" --random-names 1000000 --random-suffix "r$r.miss.bench." --seed "$((r * 100 + ${#s}))" \
         -l "$secs" -c 16 -q 500 --json "$out/raw/$s-miss-$r.json" > /dev/null 2>&1 || true

@@ -10,6 +10,8 @@
 #         /proc/PID/task/*/schedstat (ns of CPU of every thread) before and after
 #   miss  all-miss QPS: closed loop over unique random names (new seed every run);
 #         ours forwards over TCP (force_tcp), the peers as they default (UDP)
+# dnsdist and unbound get the 4 MiB receive buffer ours has by default; kresd,
+# pdns-recursor and dnsmasq have no setting for it and keep the kernel's default.
 # Besides ours as it ships, "nodelocaldns-nogso" is the same binary with --udp-gso=false:
 # dnsload sends bursts from each of its 16 sockets, so most answers of a batch go to
 # one client and leave as one GSO send; a node's pods (one or two queries per socket)

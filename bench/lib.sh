@@ -46,23 +46,28 @@ KNOT
 }
 
 # bench_dnsdist_conf FILE PORT UPSTREAM_PORT: dnsdist on 127.0.0.1@PORT with a
-# 200,000-entry packet cache, forwarding to 127.0.0.1@UPSTREAM_PORT.
+# 200,000-entry packet cache, forwarding to 127.0.0.1@UPSTREAM_PORT. Its listening
+# socket gets a 4 MiB receive buffer, as ours has by default (`--rcvbuf-bytes`):
+# with the kernel's 208 KiB a burst of a load generator's queries overflows it.
 bench_dnsdist_conf() {
   cat > "$1" <<DD
 setLocal("127.0.0.1:$2")
 setSecurityPollSuffix("")
 newServer({address="127.0.0.1:$3"})
 getPool(""):setCache(newPacketCache(200000))
+setUDPSocketBufferSizes(4194304, 0)
 DD
 }
 
 # bench_unbound_conf FILE PORT UPSTREAM_PORT DIR: one-thread unbound on
-# 127.0.0.1@PORT forwarding everything to 127.0.0.1@UPSTREAM_PORT, run from DIR.
+# 127.0.0.1@PORT forwarding everything to 127.0.0.1@UPSTREAM_PORT, run from DIR,
+# with a 4 MiB receive buffer like ours and dnsdist's.
 bench_unbound_conf() {
   cat > "$1" <<UB
 server:
     interface: 127.0.0.1
     port: $2
+    so-rcvbuf: 4m
     num-threads: 1
     do-daemonize: no
     do-ip6: no

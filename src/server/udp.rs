@@ -573,7 +573,7 @@ impl Batch {
         while i < count {
             let (len, peer) = (self.send_lens[i], self.send_peers[i]);
             let mut n = 1;
-            if self.gso && len <= GSO_SEGMENT_BYTES_MAX {
+            if self.gso && (1..=GSO_SEGMENT_BYTES_MAX).contains(&len) {
                 while i + n < count
                     && n < GSO_SEGMENTS_MAX
                     && self.send_lens[i + n] == len

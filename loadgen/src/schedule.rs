@@ -63,11 +63,6 @@ impl Pacer {
         }
     }
 
-    /// True in closed loop (`-q` outstanding, no rate).
-    pub fn is_closed(&self) -> bool {
-        self.pacing == Pacing::Closed
-    }
-
     /// True when latency must be measured from the intended send time.
     pub fn latency_from_intended(&self) -> bool {
         matches!(self.pacing, Pacing::Open(_))

@@ -217,8 +217,6 @@ struct Worker<'a> {
     next_channel: usize,
     /// When sending stopped, for the QPS denominator.
     sending_ended_ns: Option<u64>,
-    /// The last receive pass delivered answers (more are likely on their way).
-    answers_flowing: bool,
 }
 
 /// Runs one worker until the run stops; reports through `out`.
@@ -241,7 +239,6 @@ pub fn run_worker<C: Channels>(
         out,
         drain_until_ns: None,
         sending_ended_ns: None,
-        answers_flowing: false,
         next_channel: plan.index,
         plan,
         shared,
@@ -262,11 +259,9 @@ impl Worker<'_> {
                 self.send_round(channels, now);
             }
             let start = self.shared.start;
-            let answered = self.counters.answered;
             channels
                 .receive(start, &mut |c, msg, t| self.on_answer(c, msg, t))
                 .map_err(|source| WorkerError::Receive { worker, source })?;
-            self.answers_flowing = self.counters.answered != answered;
             let now = self.shared.now_ns();
             self.counters.lost += self.inflight.expire(now, self.plan.timeout_ns);
             if self.drain_done(now) {
@@ -304,23 +299,13 @@ impl Worker<'_> {
     }
 
     /// One pass over the channels, each getting at most one batch.
-    ///
-    /// Closed loop sends only whole batches (or what `-q` allows) while answers keep
-    /// arriving: topping up a few freed slots at a time would make every system call
-    /// carry a handful of queries, on both sides. A receive pass that found nothing
-    /// (answers lost or slow) lets a partial batch go, so the run never waits on
-    /// timeouts for room it already has.
     fn send_round<C: Channels>(&mut self, channels: &mut C, now: u64) {
         let n = channels.count();
-        let whole = self.plan.batch.min(self.plan.outstanding_max).max(1);
         for k in 0..n {
             let room = self
                 .plan
                 .outstanding_max
                 .saturating_sub(self.inflight.outstanding());
-            if self.pacer.is_closed() && room < whole && self.answers_flowing {
-                return;
-            }
             let due = self
                 .pacer
                 .poll(now, self.shared.rate(), room.min(self.plan.batch));

@@ -8,18 +8,12 @@
 //! server's socket). That is where a generator's time goes, so it is the
 //! difference between keeping up with a fast server and not.
 //!
-//! A receive pass reads only the sockets that have datagrams queued, as an epoll
-//! set (level-triggered, polled with a zero timeout) reports them: with 16 sockets
-//! and answers spread over them, trying every socket in turn cost three recvmmsg
-//! calls per answer, most of them EAGAIN, a third of the generator's core.
-//!
-//! The unsafe code is confined to building the `mmsghdr` arrays and the epoll
-//! calls; every buffer they point into is owned by [`UdpChannels`] and outlives the
-//! call.
+//! The unsafe code is confined to building the `mmsghdr` arrays; every buffer they
+//! point into is owned by [`UdpChannels`] and outlives the call.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -33,13 +27,8 @@ pub struct UdpChannels {
     sockets: Vec<Socket>,
     /// `BATCH_MSGS_MAX` receive slots of `RECV_SLOT_BYTES`.
     recv_bytes: Vec<u8>,
-    /// Epoll set of every socket (readable, level-triggered), its event data the
-    /// socket's index.
-    epoll: OwnedFd,
-    /// Events of one `epoll_wait`, one slot per socket.
-    events: Vec<libc::epoll_event>,
-    /// The epoll descriptor for `ppoll`: waits until any socket is readable.
-    pollfds: [libc::pollfd; 1],
+    /// Descriptors for `ppoll`, one per socket.
+    pollfds: Vec<libc::pollfd>,
     /// Use UDP GSO; switched off for good if the kernel refuses it.
     gso: bool,
 }
@@ -50,73 +39,21 @@ impl UdpChannels {
         let sockets = (0..count)
             .map(|i| open_socket(server).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
-        let epoll = readable_set(&sockets).map_err(|e| (0, e))?;
-        let pollfds = [libc::pollfd {
-            fd: epoll.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let pollfds = sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         Ok(Self {
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; sockets.len().max(1)],
             sockets,
             recv_bytes: vec![0; BATCH_MSGS_MAX * RECV_SLOT_BYTES],
-            epoll,
             pollfds,
             gso,
         })
     }
-
-    /// Indexes of the sockets with datagrams queued, into `self.events`; how many.
-    fn readable(&mut self) -> io::Result<usize> {
-        let capacity = self.events.len().min(i32::MAX as usize) as libc::c_int;
-        // SAFETY: `events` has room for `capacity` entries and outlives the call.
-        let rc = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                capacity,
-                0,
-            )
-        };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(err),
-            };
-        }
-        Ok(rc as usize)
-    }
-}
-
-/// An epoll set of `sockets`, each readable event carrying the socket's index.
-fn readable_set(sockets: &[Socket]) -> io::Result<OwnedFd> {
-    // SAFETY: plain system call; a non-negative result is a descriptor we own.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just created and is owned by nothing else.
-    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-    for (i, socket) in sockets.iter().enumerate() {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: both descriptors are open; `event` is read during the call only.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                socket.as_raw_fd(),
-                &mut event,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(epoll)
 }
 
 fn open_socket(server: SocketAddr) -> io::Result<Socket> {
@@ -157,14 +94,7 @@ impl Channels for UdpChannels {
         start: Instant,
         on_msg: &mut dyn FnMut(usize, &[u8], u64),
     ) -> io::Result<()> {
-        let ready = self.readable()?;
-        for k in 0..ready {
-            let Some(channel) = self.events.get(k).map(|e| e.u64 as usize) else {
-                break;
-            };
-            let Some(socket) = self.sockets.get(channel) else {
-                continue;
-            };
+        for (channel, socket) in self.sockets.iter().enumerate() {
             let mut lens = [0usize; BATCH_MSGS_MAX];
             loop {
                 let got = recv_mmsg(socket.as_raw_fd(), &mut self.recv_bytes, &mut lens)?;

@@ -19,8 +19,8 @@ use crate::limits::{
     ANSWER_TTL_SECS_DEFAULT, ANSWER_TTL_SECS_MAX, EDNS_UDP_PAYLOAD_BYTES_OURS, NAME_BYTES_MAX,
 };
 use crate::wire::{
-    flags, split_records, walk_answer, write_opt, AnswerWalk, Header, Query, Reader, WireError,
-    Writer,
+    flags, split_records, walk_answer, write_opt, AnswerWalk, Header, Query, Reader, Split,
+    WireError, Writer,
 };
 
 /// How an answer is cached (CoreDNS `response.Type` folded into cache decisions).
@@ -77,7 +77,7 @@ pub struct StoredAnswer {
 
 /// What an answer carries besides its record bytes, owned or borrowed alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Meta {
+pub(super) struct Meta {
     /// ANCOUNT, NSCOUNT, ARCOUNT of the records.
     counts: [u16; 3],
     /// Upstream header flags we pass on: AA, TC, RA, AD.
@@ -115,18 +115,9 @@ impl StoredAnswer {
         q: &Query<'_>,
         cfg: &CacheConfig,
     ) -> Option<StoredAnswer> {
-        let walk = walk_answer(answer).filter(|w| w.question_len == q.question().len())?;
+        let walk = walk_answer(answer).filter(|w| w.split.question_len == q.question().len())?;
         let summary = Summary::of_walk(&walk);
-        Some(StoredAnswer::new(
-            walk.records,
-            &walk.ttl_offsets,
-            walk.header.flags,
-            walk.counts,
-            walk.question_len,
-            &summary,
-            q.qtype,
-            cfg,
-        ))
+        Some(StoredAnswer::new(&walk.split, &summary, q.qtype, cfg))
     }
 
     /// The full path: `answer` (question already checked) decoded with hickory-proto
@@ -149,41 +140,26 @@ impl StoredAnswer {
         if split.question_len != q.question().len() {
             return Err(AnswerError::QuestionMismatch);
         }
-        let h = split.header;
-        Ok(StoredAnswer::new(
-            split.records,
-            &split.ttl_offsets,
-            h.flags,
-            [h.ancount, h.nscount, h.arcount],
-            split.question_len,
-            &summary,
-            q.qtype,
-            cfg,
-        ))
+        Ok(StoredAnswer::new(&split, &summary, q.qtype, cfg))
     }
 
-    /// Assembles an answer from its OPT-less records and the summary of the message
-    /// they came from.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        records: &[u8],
-        ttl_offsets: &[u16],
-        header_flags: u16,
-        counts: [u16; 3],
-        question_len: usize,
-        summary: &Summary,
-        qtype: u16,
-        cfg: &CacheConfig,
-    ) -> StoredAnswer {
+    /// Assembles an answer from a message without its OPT (header, records and their
+    /// TTL offsets) and the summary of the message it came from.
+    fn new(split: &Split<'_>, summary: &Summary, qtype: u16, cfg: &CacheConfig) -> StoredAnswer {
         let kind = typify(summary, qtype);
+        let h = split.header;
         StoredAnswer {
-            records: records.into(),
-            ttl_offsets: ttl_offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
+            records: split.records.into(),
+            ttl_offsets: split
+                .ttl_offsets
+                .iter()
+                .flat_map(|o| o.to_le_bytes())
+                .collect(),
             meta: Meta {
-                counts,
-                flags: header_flags & (flags::AA | flags::TC | flags::RA | flags::AD),
+                counts: [h.ancount, h.nscount, h.arcount],
+                flags: h.flags & (flags::AA | flags::TC | flags::RA | flags::AD),
                 rcode: summary.rcode,
-                question_len,
+                question_len: split.question_len,
                 class: class_of_kind(kind),
                 ttl_secs: entry_ttl(summary, kind, cfg),
             },
@@ -219,18 +195,10 @@ impl StoredAnswer {
 
 #[cfg(test)]
 impl StoredAnswer {
-    /// Everything but the record bytes: class, TTL, rcode, counts, flags and question
-    /// length, which two ways of storing the same answer must agree on.
-    pub(super) fn fields(&self) -> (AnswerClass, u32, u16, [u16; 3], u16, usize) {
-        let m = self.meta;
-        (
-            m.class,
-            m.ttl_secs,
-            m.rcode,
-            m.counts,
-            m.flags,
-            m.question_len,
-        )
+    /// Everything but the record bytes (class, TTL, rcode, counts, flags, question
+    /// length), which two ways of storing the same answer must agree on.
+    pub(super) fn meta(&self) -> Meta {
+        self.meta
     }
 }
 
@@ -437,11 +405,11 @@ impl Summary {
     /// The summary of a walked answer.
     pub(super) fn of_walk(w: &AnswerWalk<'_>) -> Summary {
         Summary {
-            query: w.header.opcode() == 0,
-            truncated: w.header.flags & flags::TC != 0,
+            query: w.split.header.opcode() == 0,
+            truncated: w.split.header.flags & flags::TC != 0,
             rcode: w.rcode,
-            answers: usize::from(w.counts[0]),
-            authorities: usize::from(w.counts[1]),
+            answers: usize::from(w.split.header.ancount),
+            authorities: usize::from(w.split.header.nscount),
             soa_in_authority: w.soa_in_authority,
             ns_in_authority: w.ns_in_authority,
             min_ttl: w.min_ttl,

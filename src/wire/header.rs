@@ -208,6 +208,12 @@ pub fn record_ttl_offsets(
     Ok(r.pos())
 }
 
+/// Fixed bytes of a record after its owner name: type, class, TTL, RDLENGTH.
+const RECORD_FIXED_BYTES: usize = 10;
+/// Smallest record: a root owner and the fixed fields. The records a message can
+/// hold, whatever its header claims, are at most its bytes over this.
+pub(crate) const RECORD_BYTES_MIN: usize = 1 + RECORD_FIXED_BYTES;
+
 /// A message cut after its (single) question, for storing the records as bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split<'a> {
@@ -234,7 +240,7 @@ pub fn split_records(msg: &[u8]) -> Result<Split<'_>, WireError> {
     let start = r.pos();
     let count =
         usize::from(header.ancount) + usize::from(header.nscount) + usize::from(header.arcount);
-    let mut offsets = Vec::with_capacity(count);
+    let mut offsets = Vec::with_capacity(count.min((msg.len() - start) / RECORD_BYTES_MIN));
     let end = record_ttl_offsets(msg, start, count, &mut offsets)?;
     if end != msg.len() {
         return Err(WireError::Truncated(end));

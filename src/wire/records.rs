@@ -8,30 +8,22 @@
 //! Anything else is left to the full decoder (`None`).
 
 use super::cursor::Reader;
-use super::header::{flags, Header, HEADER_BYTES, TYPE_NS, TYPE_OPT, TYPE_SOA};
+use super::header::{
+    flags, Header, Split, HEADER_BYTES, RECORD_BYTES_MIN, TYPE_NS, TYPE_OPT, TYPE_SOA,
+};
 use crate::limits::{NAME_BYTES_MAX, NAME_POINTER_HOPS_MAX};
 
-/// Fixed bytes of a record after its owner name: type, class, TTL, RDLENGTH.
-const RECORD_FIXED_BYTES: usize = 10;
-/// Smallest record: a root owner and the fixed fields.
-const RECORD_BYTES_MIN: usize = 1 + RECORD_FIXED_BYTES;
 /// EDNS option code of Client Subnet (RFC 7871), which a full decoder parses and may reject.
 const EDNS_OPTION_SUBNET: u16 = 8;
 
 /// An answer walked by [`walk_answer`]: what classification and storage need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerWalk<'a> {
-    pub header: Header,
+    /// The message as stored: its records after the question without the OPT, and
+    /// its header with an ARCOUNT that no longer counts the OPT.
+    pub split: Split<'a>,
     /// Full response code: the header's low 4 bits and the OPT's 8 extended bits.
     pub rcode: u16,
-    /// Bytes of the question section (name, type, class).
-    pub question_len: usize,
-    /// Answer, authority and additional records after the question, OPT excluded.
-    pub records: &'a [u8],
-    /// Offsets of each record's TTL within `records`.
-    pub ttl_offsets: Vec<u16>,
-    /// ANCOUNT, NSCOUNT, ARCOUNT of `records` (OPT excluded).
-    pub counts: [u16; 3],
     /// An SOA record is in the authority section.
     pub soa_in_authority: bool,
     /// An NS record is in the authority section.
@@ -64,12 +56,13 @@ pub fn walk_answer(msg: &[u8]) -> Option<AnswerWalk<'_>> {
     let total = an + ns + ar;
     let room = (msg.len() - start) / RECORD_BYTES_MIN;
     let mut walk = AnswerWalk {
-        header,
+        split: Split {
+            header,
+            question_len: start - HEADER_BYTES,
+            records: &[],
+            ttl_offsets: Vec::with_capacity(total.min(room)),
+        },
         rcode: header.flags & flags::RCODE_MASK,
-        question_len: start - HEADER_BYTES,
-        records: &[],
-        ttl_offsets: Vec::with_capacity(total.min(room)),
-        counts: [header.ancount, header.nscount, header.arcount],
         soa_in_authority: false,
         ns_in_authority: false,
         min_ttl: u32::MAX,
@@ -77,7 +70,7 @@ pub fn walk_answer(msg: &[u8]) -> Option<AnswerWalk<'_>> {
     let mut end = start;
     for i in 0..total {
         let owner_at = end;
-        let rec = read_fields(msg, owner_at, start, &walk.ttl_offsets)?;
+        let rec = read_fields(msg, owner_at, start, &walk.split.ttl_offsets)?;
         end = rec.rdata_at + rec.rdata_len;
         if rec.rtype == TYPE_OPT {
             let last_additional = i + 1 == total && i >= an + ns;
@@ -86,13 +79,13 @@ pub fn walk_answer(msg: &[u8]) -> Option<AnswerWalk<'_>> {
                 return None;
             }
             walk.rcode |= u16::try_from(rec.ttl >> 24).ok()? << 4;
-            walk.counts[2] -= 1;
-            walk.records = msg.get(start..owner_at)?;
+            walk.split.header.arcount -= 1;
+            walk.split.records = msg.get(start..owner_at)?;
             return (end == msg.len()).then_some(walk);
         }
         let ttl_offset = u16::try_from(rec.ttl_at - start).ok()?;
-        walk.ttl_offsets.push(ttl_offset);
-        if !rdata_ok(msg, &rec, start, &walk.ttl_offsets) {
+        walk.split.ttl_offsets.push(ttl_offset);
+        if !rdata_ok(msg, &rec, start, &walk.split.ttl_offsets) {
             return None;
         }
         walk.min_ttl = walk.min_ttl.min(rec.ttl);
@@ -100,7 +93,7 @@ pub fn walk_answer(msg: &[u8]) -> Option<AnswerWalk<'_>> {
         walk.soa_in_authority |= in_authority && rec.rtype == TYPE_SOA;
         walk.ns_in_authority |= in_authority && rec.rtype == TYPE_NS;
     }
-    walk.records = msg.get(start..end)?;
+    walk.split.records = msg.get(start..end)?;
     (end == msg.len()).then_some(walk)
 }
 

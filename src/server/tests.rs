@@ -13,6 +13,15 @@ fn free_port() -> u16 {
     socket.local_addr().unwrap().port()
 }
 
+/// One unpinned shard, every other option as `Options::default()` has it.
+fn one_shard() -> Options {
+    Options {
+        shards: Some(1),
+        pin: false,
+        ..Default::default()
+    }
+}
+
 fn corefile(ports: &[u16]) -> crate::config::Config {
     let text: String = ports
         .iter()
@@ -83,12 +92,7 @@ fn reload_keeps_unchanged_listeners_and_applies_the_new_set() {
 #[test]
 fn a_bind_error_leaves_the_running_config() {
     let a = free_port();
-    let options = Options {
-        shards: Some(1),
-        pin: false,
-        ..Default::default()
-    };
-    let mut running = start(corefile(&[a]), &options).unwrap();
+    let mut running = start(corefile(&[a]), &one_shard()).unwrap();
     // 192.0.2.1 is not an address of this host: binding it fails.
     let bad = parse_corefile(
         &format!(".:{a} {{\n    bind 192.0.2.1\n}}\n"),
@@ -166,9 +170,7 @@ fn answered_of(port: u16, count: u16) -> u16 {
     let mut answer = [0u8; 512];
     while answered < count {
         while sent < count && sent - answered < 16 {
-            let [hi, lo] = sent.to_be_bytes();
-            let query = [hi, lo, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
-            socket.send_to(&query, to).unwrap();
+            socket.send_to(&query_for(sent, b""), to).unwrap();
             sent += 1;
         }
         match socket.recv_from(&mut answer) {
@@ -179,18 +181,21 @@ fn answered_of(port: u16, count: u16) -> u16 {
     answered
 }
 
+/// A server on a free port with `options`, once it answers; and the port.
+fn serving(options: Options) -> (super::Running, u16) {
+    let port = free_port();
+    let running = start(corefile(&[port]), &options).unwrap();
+    assert_eq!(ask_until(port, Some(2)), Some(2));
+    (running, port)
+}
+
 #[test]
 fn a_dense_stream_is_answered_whether_udp_waits_hot_or_not() {
     for udp_hot_wait in [true, false] {
-        let port = free_port();
-        let options = Options {
-            shards: Some(1),
-            pin: false,
+        let (running, port) = serving(Options {
             udp_hot_wait,
-            ..Default::default()
-        };
-        let running = start(corefile(&[port]), &options).unwrap();
-        assert_eq!(ask_until(port, Some(2)), Some(2));
+            ..one_shard()
+        });
         // Back-to-back datagrams turn the loop hot when hot waits are allowed.
         assert_eq!(answered_of(port, 5000), 5000, "udp_hot_wait {udp_hot_wait}");
         running.shutdown();
@@ -218,15 +223,10 @@ fn bursts_from_one_socket_get_every_answer_as_its_own_datagram() {
     // Fewer answers than a client's default receive buffer holds (about 250).
     const BURST: u16 = 200;
     for udp_gso in [true, false] {
-        let port = free_port();
-        let options = Options {
-            shards: Some(1),
-            pin: false,
+        let (running, port) = serving(Options {
             udp_gso,
-            ..Default::default()
-        };
-        let running = start(corefile(&[port]), &options).unwrap();
-        assert_eq!(ask_until(port, Some(2)), Some(2));
+            ..one_shard()
+        });
         let to: SocketAddr = ([127, 0, 0, 1], port).into();
         let clients: Vec<UdpSocket> = (0..2)
             .map(|_| {

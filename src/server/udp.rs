@@ -284,8 +284,16 @@ fn set_blocking_wait(socket: &socket2::Socket, timeout: Duration) -> std::io::Re
     socket.set_nonblocking(false)
 }
 
-/// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
+/// Room for one IP_PKTINFO or IPV6_PKTINFO control message and a UDP_SEGMENT one.
 const CONTROL_BYTES: usize = 64;
+// SAFETY: CMSG_SPACE is arithmetic.
+const _: () = assert!(
+    unsafe {
+        libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32)
+            + libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32)
+    } as usize
+        <= CONTROL_BYTES
+);
 
 /// A control-message buffer aligned for `cmsghdr`.
 #[derive(Clone, Copy)]
@@ -350,9 +358,8 @@ impl SendHeaders {
 
     /// Points header `k` at the answers `bufs`, each `len` bytes, for `peer`, with
     /// their iovecs from `first` on: one datagram, or a GSO send of `len`-byte
-    /// segments. Returns how many answers the header took (at least one; only the
-    /// first if the GSO control message did not fit), 0 when `k` or `first` is out of
-    /// range.
+    /// segments. False (nothing set) when `bufs` is empty or `k` or `first` is out
+    /// of range.
     fn set(
         &mut self,
         k: usize,
@@ -360,7 +367,7 @@ impl SendHeaders {
         bufs: &[[u8; limits::UDP_PAYLOAD_BYTES_MAX]],
         len: usize,
         peer: Peer,
-    ) -> usize {
+    ) -> bool {
         let (Some(iovecs), Some(name), Some(control), Some(msg), Some(segments)) = (
             self.iovecs.get_mut(first..first + bufs.len()),
             self.names.get_mut(k),
@@ -368,10 +375,10 @@ impl SendHeaders {
             self.msgs.get_mut(k),
             self.segments.get_mut(k),
         ) else {
-            return 0;
+            return false;
         };
         if bufs.is_empty() {
-            return 0;
+            return false;
         }
         for (iovec, buf) in iovecs.iter_mut().zip(bufs) {
             let bytes = buf.get(..len).unwrap_or(buf);
@@ -386,25 +393,19 @@ impl SendHeaders {
         hdr.msg_controllen = 0;
         let mut control_len = 0;
         if let Some(local) = peer.local {
-            // SAFETY: the control buffer is aligned and has room for one pktinfo.
-            control_len = unsafe { write_source(control, local) };
+            control_len = write_source(control, 0, local);
         }
-        let mut taken = 1;
         if bufs.len() > 1 {
-            // SAFETY: `control_len` is where the first control message ended (aligned).
-            let with_segment = unsafe { write_segment(control, control_len, len as u16) };
-            if with_segment > control_len {
-                control_len = with_segment;
-                taken = bufs.len();
-            }
+            // Always fits after a pktinfo (CONTROL_BYTES is checked at compile time).
+            control_len = write_segment(control, control_len, len as u16);
         }
         if control_len > 0 {
             hdr.msg_control = control.0.as_mut_ptr().cast();
             hdr.msg_controllen = control_len;
         }
-        hdr.msg_iovlen = taken;
-        *segments = taken;
-        taken
+        hdr.msg_iovlen = bufs.len();
+        *segments = bufs.len();
+        true
     }
 
     /// sendmmsg of the first `count` headers; how many the kernel took.
@@ -582,12 +583,11 @@ impl Batch {
                     n += 1;
                 }
             }
-            let taken = send.set(msgs, i, &self.send_bufs[i..i + n], len, peer);
-            if taken == 0 {
+            if !send.set(msgs, i, &self.send_bufs[i..i + n], len, peer) {
                 break;
             }
             msgs += 1;
-            i += taken;
+            i += n;
         }
         msgs
     }
@@ -619,8 +619,7 @@ pub fn send_one(fd: RawFd, buf: &[u8], peer: Peer) -> std::io::Result<()> {
     hdr.msg_iov = &mut iovec;
     hdr.msg_iovlen = 1;
     if let Some(local) = peer.local {
-        // SAFETY: the control buffer is aligned and has room for one pktinfo.
-        let len = unsafe { write_source(&mut control, local) };
+        let len = write_source(&mut control, 0, local);
         if len > 0 {
             hdr.msg_control = control.0.as_mut_ptr().cast();
             hdr.msg_controllen = len;
@@ -714,74 +713,148 @@ unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
     None
 }
 
-/// Appends a UDP_SEGMENT control message (`segment` bytes per datagram) at `offset`
-/// of `control`; returns where the control data now ends, or `offset` when it does
-/// not fit.
-///
-/// # Safety
-/// `control` is aligned for cmsghdr and `offset` is a multiple of its alignment.
-unsafe fn write_segment(control: &mut Control, offset: usize, segment: u16) -> usize {
-    let data_len = std::mem::size_of::<u16>() as u32;
-    let space = libc::CMSG_SPACE(data_len) as usize;
-    if offset + space > CONTROL_BYTES {
+/// Appends a control message (`level`, `kind`, then `data`'s bytes) at `offset` of
+/// `control`; returns where the control data now ends, or `offset` when it does not
+/// fit. `offset` must be 0 or a value this returned (aligned for the next header).
+fn append_cmsg<T: Copy>(
+    control: &mut Control,
+    offset: usize,
+    level: libc::c_int,
+    kind: libc::c_int,
+    data: T,
+) -> usize {
+    let data_len = std::mem::size_of::<T>() as u32;
+    // SAFETY: CMSG_SPACE and CMSG_LEN are arithmetic.
+    let (space, len) = unsafe { (libc::CMSG_SPACE(data_len), libc::CMSG_LEN(data_len)) };
+    let end = offset + space as usize;
+    if end > CONTROL_BYTES {
         return offset;
     }
-    let cmsg = control.0.as_mut_ptr().add(offset).cast::<libc::cmsghdr>();
-    let header = libc::cmsghdr {
-        cmsg_len: libc::CMSG_LEN(data_len) as usize,
-        cmsg_level: libc::SOL_UDP,
-        cmsg_type: libc::UDP_SEGMENT,
-    };
-    std::ptr::write_unaligned(cmsg, header);
-    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
-    offset + space
+    // SAFETY: `offset..end` lies within `control`; the header and the data after it
+    // (CMSG_DATA is the header's aligned end) fit in CMSG_SPACE bytes, and both are
+    // written unaligned.
+    unsafe {
+        let cmsg = control.0.as_mut_ptr().add(offset).cast::<libc::cmsghdr>();
+        let header = libc::cmsghdr {
+            cmsg_len: len as usize,
+            cmsg_level: level,
+            cmsg_type: kind,
+        };
+        std::ptr::write_unaligned(cmsg, header);
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<T>(), data);
+    }
+    end
 }
 
-/// Writes a control message that sets the source address; returns its length.
-///
-/// # Safety
-/// `control` is aligned for cmsghdr and CONTROL_BYTES long.
-unsafe fn write_source(control: &mut Control, local: IpAddr) -> usize {
-    let mut hdr: libc::msghdr = MaybeUninit::zeroed().assume_init();
-    hdr.msg_control = control.0.as_mut_ptr().cast();
-    let (level, kind, data_len) = match local {
-        IpAddr::V4(_) => (
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            std::mem::size_of::<libc::in_pktinfo>(),
-        ),
-        IpAddr::V6(_) => (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_PKTINFO,
-            std::mem::size_of::<libc::in6_pktinfo>(),
-        ),
-    };
-    let space = libc::CMSG_SPACE(data_len as u32) as usize;
-    if space > CONTROL_BYTES {
-        return 0;
-    }
-    hdr.msg_controllen = space;
-    let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-    if cmsg.is_null() {
-        return 0;
-    }
-    let header = libc::cmsghdr {
-        cmsg_len: libc::CMSG_LEN(data_len as u32) as usize,
-        cmsg_level: level,
-        cmsg_type: kind,
-    };
-    std::ptr::write_unaligned(cmsg, header);
+/// Appends a UDP_SEGMENT control message (`segment` bytes per datagram) at `offset`.
+fn write_segment(control: &mut Control, offset: usize, segment: u16) -> usize {
+    append_cmsg(control, offset, libc::SOL_UDP, libc::UDP_SEGMENT, segment)
+}
+
+/// Appends a control message that sets the source address at `offset`.
+fn write_source(control: &mut Control, offset: usize, local: IpAddr) -> usize {
     match local {
         IpAddr::V4(ip) => {
-            let mut info: libc::in_pktinfo = MaybeUninit::zeroed().assume_init();
+            // SAFETY: in_pktinfo is plain old data; all-zero is a valid value.
+            let mut info: libc::in_pktinfo = unsafe { MaybeUninit::zeroed().assume_init() };
             info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
+            append_cmsg(control, offset, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
         }
         IpAddr::V6(ip) => {
-            let mut info: libc::in6_pktinfo = MaybeUninit::zeroed().assume_init();
+            // SAFETY: in6_pktinfo is plain old data; all-zero is a valid value.
+            let mut info: libc::in6_pktinfo = unsafe { MaybeUninit::zeroed().assume_init() };
             info.ipi6_addr.s6_addr = ip.octets();
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo, info);
+            append_cmsg(
+                control,
+                offset,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                info,
+            )
         }
     }
-    space
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn client() -> UdpSocket {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        socket
+    }
+
+    /// Every datagram `socket` holds, as (length, first byte).
+    fn datagrams(socket: &UdpSocket) -> Vec<(usize, u8)> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(len) = socket.recv(&mut buf) {
+            got.push((len, buf[0]));
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+        }
+        got
+    }
+
+    #[test]
+    fn a_batch_groups_runs_of_equal_answers_to_one_client_into_gso_sends() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (a, b) = (client(), client());
+        let peer = |s: &UdpSocket| Peer {
+            client: s.local_addr().unwrap(),
+            local: None,
+        };
+        // (client, length, tag): runs broken by another length, another client, and
+        // one answer too long to be a segment.
+        let queued = [
+            (&a, 20, 1),
+            (&a, 20, 2),
+            (&a, 20, 3),
+            (&a, 21, 4),
+            (&b, 20, 5),
+            (&b, 20, 6),
+            (&a, 20, 7),
+            (&a, GSO_SEGMENT_BYTES_MAX + 1, 8),
+            (&a, GSO_SEGMENT_BYTES_MAX + 1, 9),
+        ];
+        for gso in [true, false] {
+            let mut batch = Box::<Batch>::default();
+            batch.gso = gso;
+            for &(to, len, tag) in &queued {
+                batch.send_bufs[batch.send_count][..len].fill(tag);
+                batch.push_send(len, peer(to));
+            }
+            let msgs = batch.build_send(0, queued.len());
+            let segments = &batch.headers.send.segments[..msgs];
+            if gso {
+                assert_eq!(segments, [3, 1, 2, 1, 1, 1]);
+            } else {
+                assert_eq!(segments, [1; 9]);
+            }
+            assert_eq!(batch.flush(server.as_raw_fd()), 0, "gso {gso}: all sent");
+            let expect = |to: &UdpSocket| -> Vec<(usize, u8)> {
+                let to = to.local_addr().unwrap();
+                queued
+                    .iter()
+                    .filter(|q| q.0.local_addr().unwrap() == to)
+                    .map(|&(_, len, tag)| (len, tag))
+                    .collect()
+            };
+            assert_eq!(
+                datagrams(&a),
+                expect(&a),
+                "gso {gso}: one datagram per answer"
+            );
+            assert_eq!(
+                datagrams(&b),
+                expect(&b),
+                "gso {gso}: one datagram per answer"
+            );
+        }
+    }
 }

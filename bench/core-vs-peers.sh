@@ -13,9 +13,7 @@ rounds=${2:-3}
 server_core=0
 load_core=1
 
-for pkg in knot:knotd dnsperf:dnsperf dnsdist:dnsdist unbound:unbound; do
-  command -v "${pkg#*:}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg%%:*}"
-done
+bench_install knot:knotd dnsperf:dnsperf dnsdist:dnsdist unbound:unbound
 cargo build --release -q -p nodelocaldns
 
 out="bench/runs/$(date -u +%Y-%m-%d)-core-vs-peers"
@@ -27,18 +25,6 @@ knot_port=25353; ours=25354; dnsdist_port=25355; unbound_port=25356
 # Upstream: knotd with a zone of 1,000 names.
 bench_zone test. "$work/test.zone"
 bench_knot_conf "$work" "$knot_port" test.
-server:
-    rundir: "$work"
-    listen: 127.0.0.1@$knot_port
-database:
-    storage: "$work"
-zone:
-  - domain: test.
-    file: "$work/test.zone"
-log:
-  - target: stderr
-    any: warning
-KNOT
 taskset -c $load_core knotd -c "$work/knot.conf" 2>"$work/knot.log" & pids+=($!)
 
 cat > "$work/Corefile" <<CF
@@ -48,31 +34,8 @@ cat > "$work/Corefile" <<CF
     forward . 127.0.0.1:$knot_port
 }
 CF
-cat > "$work/dnsdist.conf" <<DD
-setLocal("127.0.0.1:$dnsdist_port")
-newServer({address="127.0.0.1:$knot_port"})
-getPool(""):setCache(newPacketCache(100000))
-DD
-cat > "$work/unbound.conf" <<UB
-server:
-    interface: 127.0.0.1
-    port: $unbound_port
-    num-threads: 1
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "$work"
-    pidfile: ""
-    use-syslog: no
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    module-config: "iterator"
-    msg-cache-size: 64m
-    rrset-cache-size: 64m
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.1@$knot_port
-UB
+bench_dnsdist_conf "$work/dnsdist.conf" "$dnsdist_port" "$knot_port"
+bench_unbound_conf "$work/unbound.conf" "$unbound_port" "$knot_port" "$work"
 
 taskset -c $server_core ./target/release/nodelocaldns -conf "$work/Corefile" --shards 1 2>"$work/ours.log" & pids+=($!)
 taskset -c $server_core dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.log" 2>&1 & pids+=($!)

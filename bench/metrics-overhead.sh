@@ -18,9 +18,7 @@ rounds=${2:-3}
 server_core=0
 load_core=1
 
-for pkg in knot:knotd dnsperf:dnsperf curl:curl; do
-  command -v "${pkg#*:}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg%%:*}"
-done
+bench_install knot:knotd dnsperf:dnsperf curl:curl
 cargo build --release -q -p nodelocaldns
 target=${CARGO_TARGET_DIR:-target}
 
@@ -32,18 +30,6 @@ knot_port=25363; with_port=25364; without_port=25365; metrics_port=25366
 
 bench_zone test. "$work/test.zone"
 bench_knot_conf "$work" "$knot_port" test.
-server:
-    rundir: "$work"
-    listen: 127.0.0.1@$knot_port
-database:
-    storage: "$work"
-zone:
-  - domain: test.
-    file: "$work/test.zone"
-log:
-  - target: stderr
-    any: warning
-KNOT
 taskset -c $load_core knotd -c "$work/knot.conf" 2>"$work/knot.log" & pids+=($!)
 
 corefile() { # port [prometheus line]

@@ -24,7 +24,9 @@
 #        PROFILE=1 (perf flame graphs of ours under the hit, rate and miss loads, into
 #        the record; installs inferno with cargo if missing),
 #        OURS_ARGS (extra flags for nodelocaldns, e.g. --udp-coalesce-usecs=100),
-#        QUIET_WAIT_SECS (5: how long each run waits for both cores to be 85 % idle)
+#        QUIET_WAIT_SECS (5: how long each run waits for both cores to be 85 % idle),
+#        IDLE_POLL=1 (hold /dev/cpu_dma_latency at 0 for the run, so idle cores poll
+#        instead of halting; a diagnosis, not a comparison: see bench/wake-cost.sh)
 #
 # The record (README.md table, results.json, raw dnsload JSON, configs, versions,
 # commands) goes under bench/runs/<date>-compare/.
@@ -200,6 +202,11 @@ hit_and_rate_only() { [ "$1" = echo ] || [ "$1" = nodelocaldns-nogso ]; }
 rss_kb() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
 meta() { echo "$1" >> "$out/runs.tsv"; }
 : > "$out/runs.tsv"
+if [ "${IDLE_POLL:-0}" = 1 ]; then
+  # The kernel keeps the request while the file is open: until this script exits.
+  exec {idle_poll_fd}>/dev/cpu_dma_latency
+  printf '\x00\x00\x00\x00' >&"$idle_poll_fd"
+fi
 echo "$(date -u +%FT%TZ) load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" > "$out/load.txt"
 
 # Warm every cache with the hit names; RSS growth over 100k new names.
@@ -276,6 +283,7 @@ done
 {
   echo "bench/compare.sh $secs $rounds (RATE=$rate SERVERS=\"$servers\")"
   echo "dnsload: $("$dnsload" --version 2>/dev/null || echo '?'); kernel $(uname -r); $(nproc) cores"
+  [ "${IDLE_POLL:-0}" = 1 ] && echo "IDLE_POLL=1: idle cores polled (/dev/cpu_dma_latency held at 0), not halted"
   echo "hit:  dnsload -s 127.0.0.1 -p PORT -d hit.txt -l $secs -c 16 -q 500 -T 1 --cores $load_core -t 2"
   echo "rate: dnsload -s 127.0.0.1 -p PORT -d hit.txt -l $secs -c 16 --rate $rate -T 1 --cores $load_core -t 2"
   echo "miss: dnsload -s 127.0.0.1 -p PORT --random-names 1000000 --random-suffix rROUND.miss.bench. --seed S -l $secs -c 16 -q 500 -T 1 --cores $load_core -t 2"

@@ -83,7 +83,10 @@ fn pin(core: usize) -> Result<(), String> {
     };
     match rc {
         0 => Ok(()),
-        _ => Err(format!("pin to core {core}: {}", std::io::Error::last_os_error())),
+        _ => Err(format!(
+            "pin to core {core}: {}",
+            std::io::Error::last_os_error()
+        )),
     }
 }
 
@@ -180,10 +183,16 @@ fn arm(ns: u64, run_for: Duration) -> Result<String, String> {
     // SAFETY: plain timerfd creation; the fd is closed at exit.
     let tfd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, 0) };
     if tfd < 0 {
-        return Err(format!("timerfd_create: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "timerfd_create: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let spec = |ns: u64| libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
         it_value: libc::timespec {
             tv_sec: 0,
             tv_nsec: ns as libc::c_long,

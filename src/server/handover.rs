@@ -285,13 +285,14 @@ mod tests {
         let read = glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 let fd = server.as_raw_fd();
-                // A slow reader: one datagram every 5 ms, as a busy UDP loop would.
+                // A slow reader, as a busy UDP loop would be: one datagram per
+                // millisecond, so the drain must wait ~5 ms (50× inside its bound).
                 let reader = glommio::spawn_local(async move {
                     let mut got = Vec::new();
                     let mut buf = [0u8; 8];
                     let started = Instant::now();
                     while started.elapsed() < Duration::from_millis(400) {
-                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
                         if let Ok(n) = server.recv(&mut buf) {
                             got.extend_from_slice(&buf[..n]);
                         }

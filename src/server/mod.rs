@@ -17,6 +17,7 @@ pub mod query;
 pub mod shard;
 mod tcp;
 mod udp;
+mod wake;
 
 #[cfg(test)]
 mod tests;

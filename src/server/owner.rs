@@ -4,17 +4,22 @@
 //! every shard with its own misses, so N clients on N cores asking the same cold name
 //! cause one upstream query; the answer travels back and fills the cache of each
 //! shard that asked. Cache hits never cross cores: only misses use the mesh.
+//!
+//! Every message also pokes the receiver's [`Wake`], which interrupts its UDP loop
+//! when that blocks in a hot wait, so the message is read at once (`wake.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 
 use super::shard::Shard;
+use super::wake::{self, Wake};
 use super::Current;
 use crate::cache::StoredAnswer;
 use crate::limits;
@@ -53,16 +58,26 @@ pub enum Outcome {
     Mismatch,
 }
 
-pub type Mesh = MeshBuilder<Message, Full>;
+/// The channels between every pair of shards, and each shard's [`Wake`].
+#[derive(Clone)]
+pub struct Mesh {
+    channels: MeshBuilder<Message, Full>,
+    wakes: Arc<[Wake]>,
+}
 
 /// A mesh for `shards` shards (None for one shard: nothing to route).
 pub fn mesh(shards: usize) -> Option<Mesh> {
-    (shards > 1).then(|| MeshBuilder::full(shards, limits::OWNER_CHANNEL_MAX))
+    (shards > 1).then(|| Mesh {
+        channels: MeshBuilder::full(shards, limits::OWNER_CHANNEL_MAX),
+        wakes: wake::wakes(shards),
+    })
 }
 
 /// A shard's end of the mesh.
 pub struct Peers {
     senders: Senders<Message>,
+    /// Every shard's wake, by peer id.
+    wakes: Arc<[Wake]>,
     /// Requests sent and not yet answered, by ticket.
     waiting: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
     next_ticket: Cell<u64>,
@@ -72,6 +87,21 @@ impl Peers {
     /// This shard's index in the mesh.
     pub fn me(&self) -> usize {
         self.senders.peer_id()
+    }
+
+    /// This shard's wake: its UDP loop's hot waits publish themselves there.
+    pub fn wake(&self) -> Option<&Wake> {
+        self.wakes.get(self.me())
+    }
+
+    /// Queues `message` for shard `to` and interrupts its hot wait; Err when the
+    /// mesh is closed.
+    async fn send(&self, to: usize, message: Message) -> Result<(), ()> {
+        self.senders.send_to(to, message).await.map_err(|_| ())?;
+        if let Some(wake) = self.wakes.get(to) {
+            wake.poke();
+        }
+        Ok(())
     }
 
     /// The owner of a cache key (same answer on every shard).
@@ -111,7 +141,7 @@ impl Peers {
             transport,
             refresh,
         };
-        self.senders.send_to(owner, request).await.ok()?;
+        self.send(owner, request).await.ok()?;
         let budget = Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS + 500);
         match with_deadline(budget, rx).await {
             Some(Ok(Outcome::Mismatch)) | Some(Err(_)) | None => None,
@@ -133,9 +163,10 @@ impl Drop for Forget<'_> {
 
 /// Joins the mesh and serves requests from the other shards until cancelled.
 pub async fn join(mesh: Mesh, current: Current) -> Option<Rc<Peers>> {
-    let (senders, mut receivers) = mesh.join().await.ok()?;
+    let (senders, mut receivers) = mesh.channels.join().await.ok()?;
     let peers = Rc::new(Peers {
         senders,
+        wakes: mesh.wakes,
         waiting: RefCell::new(HashMap::new()),
         next_ticket: Cell::new(0),
     });
@@ -180,8 +211,7 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
                     }
                 };
                 let _ = peers
-                    .senders
-                    .send_to(from, Message::Response { ticket, outcome })
+                    .send(from, Message::Response { ticket, outcome })
                     .await;
             })
             .detach();

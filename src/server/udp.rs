@@ -14,17 +14,20 @@
 //! - **hot** (the last park was shorter than [`HOT_GAP`]): one blocking recvmmsg
 //!   (MSG_WAITFORONE on a blocking socket) sleeps in the kernel like a plain UDP
 //!   server, one system call per wake-up. io_uring completions interrupt it (EINTR
-//!   from the ring's task work), and the loop hands the thread back to the executor
-//!   at least every [`TRIP_EVERY`], at once after a miss spawned a task, and whenever
-//!   a wait times out (the traffic went sparse: back to cold).
+//!   from the ring's task work), so do messages from other shards (`wake.rs`), and
+//!   the loop hands the thread back to the executor at least every [`TRIP_EVERY`], at
+//!   once after a miss spawned a task, and whenever a wait times out (the traffic went
+//!   sparse: back to cold).
 //!
 //! Only a shard with a single UDP socket waits hot: with several (two listen
 //! addresses, IPv4 and IPv6) a blocking wait on one would hold back the others.
 //!
-//! Blocking the shard's thread is bounded by SO_RCVTIMEO, which the kernel counts in
-//! jiffies: one tick (1–10 ms with CONFIG_HZ 1000–100), and only after datagrams
-//! arrived less than [`HOT_GAP`] apart. Glommio timers and cross-shard messages wait
-//! for the next trip through the executor (≤ [`TRIP_EVERY`] while traffic flows).
+//! Blocking the shard's thread is bounded by SO_RCVTIMEO ([`HOT_WAIT`], rounded up to
+//! whole jiffies by the kernel), and only after datagrams arrived less than
+//! [`HOT_GAP`] apart. Glommio timers wait for the next trip through the executor:
+//! ≤ [`TRIP_EVERY`] + [`HOT_WAIT`] while traffic flows. A park costs glommio ~9
+//! io_uring_enter calls, a membarrier and four io_uring timeouts, so from 500
+//! datagrams per second a shard waits hot (`bench/runs/2026-11-22-hot-gap/`).
 //!
 //! Answers of one batch that go to the same client (address, port and source
 //! address) with the same length leave as one UDP GSO send (`UDP_SEGMENT`, on unless
@@ -48,21 +51,22 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::query::{self, Handled};
+use super::wake::Wake;
 use super::Current;
 use crate::limits;
 use crate::upstream::Transport;
 
 /// A park on io_uring shorter than this turns the loop hot: datagrams arrive densely
 /// enough that a blocking wait pays.
-const HOT_GAP: Duration = Duration::from_micros(250);
+const HOT_GAP: Duration = Duration::from_millis(2);
 
-/// SO_RCVTIMEO of a hot wait; the kernel rounds it up to one jiffy. A wait that long
-/// without a datagram turns the loop cold.
-const HOT_WAIT: Duration = Duration::from_micros(1);
+/// SO_RCVTIMEO of a hot wait (the kernel rounds it up to whole jiffies): twice
+/// [`HOT_GAP`]. A wait that long without a datagram turns the loop cold.
+const HOT_WAIT: Duration = Duration::from_millis(4);
 
 /// Longest the loop keeps the thread in hot waits before it parks once on io_uring,
-/// so the executor polls its rings, fires timers and reads its channels.
-const TRIP_EVERY: Duration = Duration::from_millis(1);
+/// so the executor polls its rings and fires its timers.
+const TRIP_EVERY: Duration = Duration::from_millis(2);
 
 /// A hot batch of fewer datagrams than this is followed by the coalescing pause
 /// (`--udp-coalesce-usecs`) before the next receive, so one wake-up answers several.
@@ -116,16 +120,21 @@ pub async fn serve(
     batch.gso = settings.gso;
     let _loop = UdpLoop::enter();
     let mut wait = Wait::new(hot_capable);
+    // Messages from other shards interrupt hot waits (none with one shard).
+    let peers = current.borrow().peers.clone();
+    let wake = peers.as_deref().and_then(|p| p.wake());
     let coalesce = settings.coalesce.min(COALESCE_MAX);
     let mut probe = [0u8; 1];
     loop {
         let received = match wait.hot_now() {
-            true => batch.receive_waiting(fd),
+            true => wait.hot_receive(&mut batch, fd, wake),
             false => batch.receive(fd),
         };
         let count = match received {
             Ok(0) => {
-                // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK).
+                // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK);
+                // the executor reads every message counted so far meanwhile.
+                wait.seen = wake.map_or(0, |w| w.sent());
                 let parked = Instant::now();
                 let _ = socket.peek_from(&mut probe).await;
                 wait.woke(parked.elapsed());
@@ -211,7 +220,7 @@ thread_local! {
 
 /// Counts a UDP loop on this shard while it lives. A hot wait blocks the thread on
 /// one socket, which would hold back the datagrams of the shard's other sockets (two
-/// listen addresses, or IPv4 and IPv6) by up to a jiffy: only a shard's only UDP loop
+/// listen addresses, or IPv4 and IPv6) by up to HOT_WAIT: only a shard's only UDP loop
 /// waits hot.
 struct UdpLoop;
 
@@ -243,6 +252,8 @@ struct Wait {
     /// A miss started a task since the last park: it must run (and its upstream
     /// query be submitted) before the thread blocks again.
     spawned: bool,
+    /// Messages from other shards counted before the last park (see `wake.rs`).
+    seen: u64,
 }
 
 impl Wait {
@@ -252,7 +263,27 @@ impl Wait {
             hot: false,
             tripped: Instant::now(),
             spawned: false,
+            seen: 0,
         }
+    }
+
+    /// A hot wait: a blocking receive that a message from another shard interrupts;
+    /// Ok(0) at once when one came since the last park (the executor must read it).
+    fn hot_receive(
+        &self,
+        batch: &mut Batch,
+        fd: RawFd,
+        wake: Option<&Wake>,
+    ) -> std::io::Result<usize> {
+        let Some(wake) = wake else {
+            return batch.receive_waiting(fd);
+        };
+        if !wake.enter(self.seen) {
+            return Ok(0);
+        }
+        let received = batch.receive_waiting(fd);
+        wake.leave();
+        received
     }
 
     /// True when the next receive may block the thread (a hot wait).

@@ -68,6 +68,10 @@ const HOT_WAIT: Duration = Duration::from_millis(4);
 /// so the executor polls its rings and fires its timers.
 const TRIP_EVERY: Duration = Duration::from_millis(2);
 
+/// A timer this short is still pending when first polled, so awaiting it takes the
+/// loop through the executor once (reactor poll, timers, channels) without a park.
+const MESSAGE_PASS: Duration = Duration::from_micros(1);
+
 /// A hot batch of fewer datagrams than this is followed by the coalescing pause
 /// (`--udp-coalesce-usecs`) before the next receive, so one wake-up answers several.
 const COALESCE_BELOW: usize = 4;
@@ -131,6 +135,15 @@ pub async fn serve(
             false => batch.receive(fd),
         };
         let count = match received {
+            Ok(0) if wake.is_some_and(|w| w.sent() != wait.seen) => {
+                // Another shard's message interrupted the wait or came before it: one
+                // pass through the executor, which reads the channels and fires due
+                // timers. Not a park: it would return at once without the executor
+                // when a datagram is queued already.
+                wait.seen = wake.map_or(0, |w| w.sent());
+                glommio::timer::sleep(MESSAGE_PASS).await;
+                continue;
+            }
             Ok(0) => {
                 // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK);
                 // the executor reads every message counted so far meanwhile.

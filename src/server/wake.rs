@@ -6,13 +6,14 @@
 //! for that trip. Instead a sender, after queueing a message, counts it in the
 //! receiver's [`Wake`] and, when the receiver's thread is in a hot wait, interrupts
 //! it with SIGURG: a no-op handler installed without SA_RESTART makes the blocking
-//! `recvmmsg` return EINTR, and the loop parks, so glommio reads the channel.
+//! `recvmmsg` return EINTR, and the loop passes once through the executor, which
+//! reads the channel.
 //!
 //! Before blocking, the receiver publishes its thread id and then compares the count
-//! with the one it took before its last park. A message counted before the thread id
-//! was published shows in the count (the receiver parks instead of blocking); one
-//! counted after finds the thread id and signals. Both sides are SeqCst, so no
-//! message waits for a trip.
+//! with the one it took before its last pass through the executor. A message counted
+//! before the thread id was published shows in the count (the receiver passes through
+//! the executor instead of blocking); one counted after finds the thread id and
+//! signals. Both sides are SeqCst, so no message waits for a trip.
 //!
 //! SIGURG is ignored by default and is not queued, so a signal that arrives after the
 //! wait ended, or before the handler is installed, does nothing; every other call of
@@ -45,8 +46,8 @@ impl Wake {
         }
     }
 
-    /// The count to hand to the next [`Wake::enter`]: taken before a park, after
-    /// which the executor has read every message counted so far.
+    /// The count to hand to the next [`Wake::enter`]: taken before a pass through the
+    /// executor, after which it has read every message counted so far.
     pub fn sent(&self) -> u64 {
         self.sent.load(SeqCst)
     }

@@ -94,14 +94,14 @@ impl Peers {
         self.wakes.get(self.me())
     }
 
-    /// Queues `message` for shard `to` and interrupts its hot wait; Err when the
+    /// Queues `message` for shard `to` and interrupts its hot wait; None when the
     /// mesh is closed.
-    async fn send(&self, to: usize, message: Message) -> Result<(), ()> {
-        self.senders.send_to(to, message).await.map_err(|_| ())?;
+    async fn send(&self, to: usize, message: Message) -> Option<()> {
+        self.senders.send_to(to, message).await.ok()?;
         if let Some(wake) = self.wakes.get(to) {
             wake.poke();
         }
-        Ok(())
+        Some(())
     }
 
     /// The owner of a cache key (same answer on every shard).
@@ -141,7 +141,7 @@ impl Peers {
             transport,
             refresh,
         };
-        self.send(owner, request).await.ok()?;
+        self.send(owner, request).await?;
         let budget = Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS + 500);
         match with_deadline(budget, rx).await {
             Some(Ok(Outcome::Mismatch)) | Some(Err(_)) | None => None,

@@ -51,7 +51,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::query::{self, Handled};
-use super::wake::Wake;
+use super::wake::{self, Wake};
 use super::Current;
 use crate::limits;
 use crate::upstream::Transport;
@@ -135,19 +135,17 @@ pub async fn serve(
             false => batch.receive(fd),
         };
         let count = match received {
-            Ok(0) if wake.is_some_and(|w| w.sent() != wait.seen) => {
-                // Another shard's message interrupted the wait or came before it: one
-                // pass through the executor, which reads the channels and fires due
-                // timers. Not a park: it would return at once without the executor
-                // when a datagram is queued already.
-                wait.seen = wake.map_or(0, |w| w.sent());
-                glommio::timer::sleep(MESSAGE_PASS).await;
-                continue;
-            }
             Ok(0) => {
+                if wait.message_came(wake) {
+                    // Another shard's message interrupted the wait or came before it:
+                    // one pass through the executor, which reads the channels and
+                    // fires due timers. Not a park: it would return at once without
+                    // the executor when a datagram is queued already.
+                    glommio::timer::sleep(MESSAGE_PASS).await;
+                    continue;
+                }
                 // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK);
                 // the executor reads every message counted so far meanwhile.
-                wait.seen = wake.map_or(0, |w| w.sent());
                 let parked = Instant::now();
                 let _ = socket.peek_from(&mut probe).await;
                 wait.woke(parked.elapsed());
@@ -265,8 +263,11 @@ struct Wait {
     /// A miss started a task since the last park: it must run (and its upstream
     /// query be submitted) before the thread blocks again.
     spawned: bool,
-    /// Messages from other shards counted before the last park (see `wake.rs`).
+    /// Messages from other shards counted before the last pass through the executor
+    /// (see `wake.rs`).
     seen: u64,
+    /// This thread's id, which hot waits publish in the shard's wake.
+    tid: i32,
 }
 
 impl Wait {
@@ -277,7 +278,15 @@ impl Wait {
             tripped: Instant::now(),
             spawned: false,
             seen: 0,
+            tid: wake::thread_id(),
         }
+    }
+
+    /// Before the loop passes through the executor (which then reads every message
+    /// counted so far): true when a message came since the last pass.
+    fn message_came(&mut self, wake: Option<&Wake>) -> bool {
+        let sent = wake.map_or(0, Wake::sent);
+        std::mem::replace(&mut self.seen, sent) != sent
     }
 
     /// A hot wait: a blocking receive that a message from another shard interrupts;
@@ -291,7 +300,7 @@ impl Wait {
         let Some(wake) = wake else {
             return batch.receive_waiting(fd);
         };
-        if !wake.enter(self.seen) {
+        if !wake.enter(self.tid, self.seen) {
             return Ok(0);
         }
         let received = batch.receive_waiting(fd);

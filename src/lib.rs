@@ -11,6 +11,7 @@
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
 //! - [`doctor`]: `nodelocaldns doctor`, what is wrong with this node's DNS path.
 //! - [`fuzzing`]: the fuzz targets' bodies, shared with the corpus replay test.
+//! - [`testing`]: helpers the test suites share.
 
 pub mod cache;
 pub mod cli;
@@ -22,5 +23,7 @@ pub mod limits;
 pub mod node;
 pub mod server;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
 pub mod upstream;
 pub mod wire;

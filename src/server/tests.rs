@@ -7,19 +7,7 @@ use std::time::Duration;
 
 use super::{start, Options};
 use crate::config::parse_corefile;
-
-/// A port free on 127.0.0.1 for both UDP and TCP (the servers listen on both): a UDP
-/// port the kernel picks may be another test's TCP connection's local port.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP on 127.0.0.1 after 100 tries");
-}
+use crate::testing::free_port;
 
 /// One unpinned shard, every other option as `Options::default()` has it.
 fn one_shard() -> Options {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
@@ -20,17 +20,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a SIGTERM'd server may take to exit before it is SIGKILL'd.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A port free on 127.0.0.1 for both UDP and TCP at the time of the call.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP on 127.0.0.1 after 100 tries");
-}
+pub use nodelocaldns::testing::free_port;
 
 /// `name` found in PATH or in the sbin directories (knotd lives in /usr/sbin).
 fn find_program(name: &str, package: &str) -> PathBuf {

@@ -5,13 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
+use nodelocaldns::testing::free_port;
 use prometheus_parse::{Scrape, Value};
 
 const ZONE: &str = "$ORIGIN example.
@@ -21,17 +22,6 @@ $TTL 300
 ns A 127.0.0.1
 www A 192.0.2.1
 ";
-
-/// A port free on 127.0.0.1 for both UDP and TCP (at the time of asking).
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// knotd serving `example.` on a free port; killed on drop.
 struct Knot {

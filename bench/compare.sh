@@ -202,11 +202,7 @@ hit_and_rate_only() { [ "$1" = echo ] || [ "$1" = nodelocaldns-nogso ]; }
 rss_kb() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
 meta() { echo "$1" >> "$out/runs.tsv"; }
 : > "$out/runs.tsv"
-if [ "${IDLE_POLL:-0}" = 1 ]; then
-  # The kernel keeps the request while the file is open: until this script exits.
-  exec {idle_poll_fd}>/dev/cpu_dma_latency
-  printf '\x00\x00\x00\x00' >&"$idle_poll_fd"
-fi
+bench_idle_poll
 echo "$(date -u +%FT%TZ) load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" > "$out/load.txt"
 
 # Warm every cache with the hit names; RSS growth over 100k new names.

@@ -99,3 +99,12 @@ bench_install() {
       echo "could not install ${pkg%%:*}" >&2
   done
 }
+
+# bench_idle_poll: when IDLE_POLL=1, holds /dev/cpu_dma_latency at 0 until the calling
+# script exits (the kernel drops the request when the file closes), so idle cores poll
+# instead of halting. A diagnosis of what halting costs, never a comparison setting.
+bench_idle_poll() {
+  [ "${IDLE_POLL:-0}" = 1 ] || return 0
+  exec {bench_idle_poll_fd}>/dev/cpu_dma_latency
+  printf '\x00\x00\x00\x00' >&"$bench_idle_poll_fd"
+}

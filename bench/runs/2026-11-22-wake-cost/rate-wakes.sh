@@ -10,10 +10,7 @@ set -euo pipefail
 . bench/lib.sh
 bin=$1 rate=${2:-50000} secs=${3:-5}
 release=${CARGO_TARGET_DIR:-target}/release
-if [ "${IDLE_POLL:-0}" = 1 ]; then
-  exec {qos}>/dev/cpu_dma_latency
-  printf '\x00\x00\x00\x00' >&"$qos"
-fi
+bench_idle_poll
 bench_work
 knot_port=25453 port=25460
 bench_zone bench. "$work/bench.zone"

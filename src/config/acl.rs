@@ -15,114 +15,16 @@
 
 use std::net::IpAddr;
 
+use super::context::Ctx;
 use super::error::ConfigError;
 use super::parser::LineSyntax;
-use super::setup::Ctx;
-use super::types::Zone;
+use super::types::{AclAction, AclConfig, AclRule, IpNet, Zone};
 use crate::wire;
 
 /// Rules a policy may hold: each is tried per query, so a bound keeps that cheap.
 pub const ACL_RULES_MAX: usize = 64;
 /// Networks and types one rule may list.
 pub const ACL_RULE_ITEMS_MAX: usize = 256;
-
-/// What happens to a query a rule matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AclAction {
-    Allow,
-    /// Answer REFUSED.
-    Block,
-    /// Answer NOERROR, no records.
-    Filter,
-    /// No answer at all.
-    Drop,
-}
-
-/// A network: the address with the bits past the prefix cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl IpNet {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                mask32(u32::from(ip), self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                mask128(u128::from(ip), self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn mask32(bits: u32, prefix: u8) -> u32 {
-    match prefix {
-        0 => 0,
-        p => bits & (u32::MAX << (32 - u32::from(p.min(32)))),
-    }
-}
-
-fn mask128(bits: u128, prefix: u8) -> u128 {
-    match prefix {
-        0 => 0,
-        p => bits & (u128::MAX << (128 - u32::from(p.min(128)))),
-    }
-}
-
-/// One `ACTION [type ...] [net ...]` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AclRule {
-    pub action: AclAction,
-    /// Query types; empty = any.
-    pub qtypes: Vec<u16>,
-    /// Client networks; empty = any.
-    pub nets: Vec<IpNet>,
-}
-
-impl AclRule {
-    fn matches(&self, client: IpAddr, qtype: u16) -> bool {
-        (self.qtypes.is_empty() || self.qtypes.contains(&qtype))
-            && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(client)))
-    }
-}
-
-/// A block's `acl` policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AclConfig {
-    /// Zones the policy applies to.
-    pub zones: Vec<Zone>,
-    /// Wire forms of `zones`, for the per-query check.
-    zones_wire: Vec<Vec<u8>>,
-    pub rules: Vec<AclRule>,
-}
-
-impl AclConfig {
-    /// The action for a query of `qtype` for `qname` (wire form) from `client`.
-    pub fn decide(&self, client: IpAddr, qname: &[u8], qtype: u16) -> AclAction {
-        if !self
-            .zones_wire
-            .iter()
-            .any(|z| wire::name::in_zone(qname, z))
-        {
-            return AclAction::Allow;
-        }
-        self.rules
-            .iter()
-            .find(|rule| rule.matches(client, qtype))
-            .map_or(AclAction::Allow, |rule| rule.action)
-    }
-}
 
 const USAGE: &str = "acl [ZONES...] { ACTION [type QTYPE...] [net SOURCE...] }";
 
@@ -253,11 +155,7 @@ fn net(ctx: &Ctx<'_>, token: &super::lexer::Token) -> Result<IpNet, ConfigError>
             _ => return Err(bad("prefix length out of range")),
         },
     };
-    let addr = match ip {
-        IpAddr::V4(v4) => IpAddr::V4(mask32(u32::from(v4), prefix).into()),
-        IpAddr::V6(v6) => IpAddr::V6(mask128(u128::from(v6), prefix).into()),
-    };
-    Ok(IpNet { addr, prefix })
+    Ok(IpNet::new(ip, prefix))
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use super::context::{Ctx, Once};
 use super::error::ConfigError;
 use super::lexer::Token;
 use super::parser::LineSyntax;
-use super::setup::{Ctx, Once};
 use super::types::{CacheClass, CacheConfig, Prefetch, ServeStale, StaleMode, Zone};
 use super::value::{parse_duration, parse_size_bytes};
 

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::context::{Ctx, Once};
 use super::error::ConfigError;
 use super::lexer::Token;
 use super::parser::LineSyntax;
 use super::resolv::read_nameservers;
-use super::setup::{Ctx, Once};
 use super::types::{ForwardConfig, Policy, Zone};
 use super::value::parse_upstream_addr;
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use super::context::Ctx;
 use super::parser::LineSyntax;
-use super::setup::Ctx;
 use super::types::{Consolidate, LogLevel, ResponseClasses};
 use super::ConfigError;
 

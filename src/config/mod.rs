@@ -9,6 +9,7 @@
 pub mod acl;
 mod cache;
 pub mod configmap;
+mod context;
 mod error;
 mod forward;
 pub(crate) mod lexer;
@@ -25,7 +26,6 @@ mod tests;
 
 use std::path::Path;
 
-pub use acl::{AclAction, AclConfig, AclRule, IpNet};
 pub use configmap::{parse_kube_dns, read_configmap_dir, ConfigMapError, KubeDnsConfig};
 pub use error::{ConfigError, SUPPORTED_DIRECTIVES};
 pub use pillar::{render_corefile, service_host_var, PillarError, PillarValues};
@@ -63,7 +63,7 @@ pub fn parse_corefile_with_env(
 ) -> Result<Config, ConfigError> {
     let tokens = lexer::tokenize(text, file, env)?;
     let blocks = parser::parse_blocks(&tokens, file)?;
-    let ctx = setup::Ctx { file };
+    let ctx = context::Ctx { file };
     let mut servers: Vec<ServerBlock> = Vec::with_capacity(blocks.len());
     for block in &blocks {
         let server = setup::server_block(&ctx, block)?;

@@ -9,6 +9,7 @@
 //! packet.
 
 mod errlog;
+mod export;
 mod handover;
 mod listen;
 mod loop_detect;
@@ -396,14 +397,15 @@ async fn serve(
         .map(|s| spawn_listener(&current, s, settings))
         .collect();
     let mut publisher = Publisher::new(slot);
-    publisher.serving(&current.borrow());
+    let mut exporter = export::Exporter::new(publisher.index());
+    publisher.serving(exporter.snapshot(&current.borrow()));
     let mut last_sweep = Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_millis(limits::CONTROL_POLL_MILLIS)).await;
         while let Ok(message) = inbox.try_recv() {
             match message {
                 Control::Stop => {
-                    stop(&current, listeners, &member, &publisher).await;
+                    stop(&current, listeners, &member, &exporter).await;
                     publisher.stopped();
                     return;
                 }
@@ -417,7 +419,7 @@ async fn serve(
                     let new = Shard::new(&config, &endpoints, shards, generation, peers);
                     let adopted = new.adopt_caches(&current.borrow());
                     tracing::debug!(generation, adopted, "caches carried over the reload");
-                    publisher.retire(std::mem::replace(&mut *current.borrow_mut(), new));
+                    exporter.retire(std::mem::replace(&mut *current.borrow_mut(), new));
                     let mut kept = Vec::with_capacity(listeners.len());
                     for listener in listeners {
                         if endpoints.iter().any(|e| e.addr == listener.addr) {
@@ -443,7 +445,9 @@ async fn serve(
             shard.sweep(limits::CACHE_SWEEP_ENTRIES_PER_SECOND);
             shard.flush_error_summaries(last_sweep);
         }
-        publisher.tick(&current.borrow());
+        if let Some(wanted) = publisher.due() {
+            publisher.publish(exporter.snapshot(&current.borrow()), wanted);
+        }
     }
 }
 
@@ -453,7 +457,7 @@ async fn stop(
     current: &Current,
     listeners: Vec<Listener>,
     member: &handover::Member,
-    publisher: &Publisher,
+    exporter: &export::Exporter,
 ) {
     let fds: Vec<_> = listeners.iter().map(|l| (l.udp_fd, l.addr)).collect();
     let left = handover::leave(&fds);
@@ -474,7 +478,7 @@ async fn stop(
             shard.misses_in_flight(),
             shard.counters.pending_misses.get(),
         );
-        let retired = publisher.retired_busy();
+        let retired = exporter.retired_busy();
         (upstream > 0 || pending > 0 || retired).then(|| {
             format!("{upstream} upstream queries, {pending} client misses, state before a reload in use: {retired}")
         })

@@ -7,12 +7,12 @@
 //! - [`http`]: the HTTP listeners (tiny_http), one per distinct address.
 //! - [`querylog`]: the `log` directive's per-query line.
 //!
-//! Flow: each shard's control tick (every 100 ms) exports its state into a
-//! [`Metrics`] snapshot and stores it in its own slot once a second, or at once when
-//! a scrape asks for fresh numbers (a generation counter the scrape bumps). A scrape
-//! merges the slots. A reload replaces a shard's state: the old state is kept until
-//! the misses still using it finish, then its counters are folded into a carried
-//! total, so counters never go backwards.
+//! Flow: each shard's control tick (every 100 ms) asks its [`Publisher`] whether a
+//! publication is due (once a second, or at once when a scrape asks for fresh numbers
+//! through a generation counter the scrape bumps); if so the server exports the
+//! shard's state into a [`Metrics`] snapshot (`server/export.rs`) and the publisher
+//! stores it in the shard's slot. A scrape merges the slots. Telemetry never sees a
+//! shard's insides.
 
 pub mod http;
 pub mod metrics;
@@ -20,7 +20,6 @@ pub mod querylog;
 pub mod stats;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -30,7 +29,6 @@ pub use querylog::QueryLog;
 pub use stats::{Meter, Plugin, Proto, Report, ShardStats, UpstreamStats};
 
 use crate::config::Config;
-use crate::server::shard::Shard;
 
 /// How often a shard publishes without being asked.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -162,15 +160,12 @@ pub struct Slot {
     shared: Arc<Shared>,
 }
 
-/// A shard's publishing state: lives on the shard's thread.
+/// A shard's publishing state: lives on the shard's thread. It stores the snapshots
+/// the server exports; it never looks inside a shard.
 pub struct Publisher {
     slot: Slot,
     published: u64,
     last: Instant,
-    /// Counters of shard states replaced by reloads and no longer in use.
-    carried: Metrics,
-    /// Replaced shard states still used by misses in flight.
-    retired: Vec<Rc<Shard>>,
 }
 
 impl Publisher {
@@ -179,14 +174,17 @@ impl Publisher {
             slot,
             published: 0,
             last: Instant::now(),
-            carried: Metrics::default(),
-            retired: Vec::new(),
         }
     }
 
-    /// The shard's listeners run.
-    pub fn serving(&mut self, current: &Shard) {
-        self.publish(current, 0);
+    /// The shard's index (the `shard` label of its own families).
+    pub fn index(&self) -> usize {
+        self.slot.index
+    }
+
+    /// The shard's listeners run; `snapshot` is its state now.
+    pub fn serving(&mut self, snapshot: Metrics) {
+        self.publish(snapshot, 0);
         if let Some(report) = self.report() {
             report.lock().map(|mut r| r.serving = true).ok();
         }
@@ -199,47 +197,15 @@ impl Publisher {
         }
     }
 
-    /// True while a state replaced by a reload still has work in flight (the stop
-    /// drain waits for it).
-    pub fn retired_busy(&self) -> bool {
-        self.retired.iter().any(|s| Rc::strong_count(s) > 1)
-    }
-
-    /// A reload replaced `old`: keep its counters.
-    pub fn retire(&mut self, old: Rc<Shard>) {
-        self.retired.push(old);
-    }
-
-    /// Called on every control tick: publishes when asked or when due.
-    pub fn tick(&mut self, current: &Shard) {
+    /// Called on every control tick: the generation to publish for when a scrape
+    /// asked for fresh numbers or a publication is due, else None.
+    pub fn due(&self) -> Option<u64> {
         let wanted = self.slot.shared.wanted.load(Ordering::Relaxed);
-        if wanted > self.published || self.last.elapsed() >= PUBLISH_INTERVAL {
-            self.publish(current, wanted);
-        }
+        (wanted > self.published || self.last.elapsed() >= PUBLISH_INTERVAL).then_some(wanted)
     }
 
-    fn report(&self) -> Option<&Mutex<ShardReport>> {
-        self.slot.shared.shards.get(self.slot.index)
-    }
-
-    fn publish(&mut self, current: &Shard, wanted: u64) {
-        let index = self.slot.index;
-        let (done, alive): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
-            .into_iter()
-            .partition(|s| Rc::strong_count(s) == 1);
-        for old in done {
-            let mut finished = Metrics::default();
-            stats::export_shard(&old, index, &mut finished);
-            self.carried.merge(&finished, true);
-        }
-        self.retired = alive;
-        let mut snapshot = self.carried.clone();
-        for old in &self.retired {
-            let mut partial = Metrics::default();
-            stats::export_shard(old, index, &mut partial);
-            snapshot.merge(&partial, true);
-        }
-        stats::export_shard(current, index, &mut snapshot);
+    /// Stores `snapshot` as this shard's numbers, answering scrapes up to `wanted`.
+    pub fn publish(&mut self, snapshot: Metrics, wanted: u64) {
         if let Some(report) = self.report() {
             if let Ok(mut report) = report.lock() {
                 report.metrics = snapshot;
@@ -248,6 +214,10 @@ impl Publisher {
         }
         self.published = self.published.max(wanted);
         self.last = Instant::now();
+    }
+
+    fn report(&self) -> Option<&Mutex<ShardReport>> {
+        self.slot.shared.shards.get(self.slot.index)
     }
 }
 

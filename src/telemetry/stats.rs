@@ -1,16 +1,16 @@
 //! What a shard counts on its query path: plain `Cell` counters and fixed-bucket
 //! histograms, one set per (server, zone) series of the blocks that have the
 //! `prometheus` directive, and per cache and per upstream. Owned by one thread;
-//! nothing here is atomic or locked. [`export_shard`] turns a shard's state into
-//! labelled [`Metrics`] on its control tick, never per query.
+//! nothing here is atomic or locked. The server turns a shard's state into labelled
+//! [`Metrics`] on its control tick (`server/export.rs`), never per query.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::metrics::{self as m, Metrics, SIZE_BUCKETS, TIME_BUCKETS};
+use crate::cache::CacheStats;
 use crate::config::Config;
-use crate::server::shard::Shard;
 use crate::wire::{self, Header, Reader};
 
 /// A histogram with `N - 1` bounds and a +Inf bucket; counts are per bucket.
@@ -348,6 +348,38 @@ impl ShardStats {
     pub fn cache(&self, series: BlockSeries) -> Option<&CacheSeries> {
         self.cache.get(series.cache?)
     }
+
+    /// Adds the series and the per-cache counters to `out`; `own(block)` gives the
+    /// counters the cache shard of a block keeps itself (refreshes, stale answers,
+    /// evictions, its drops, entries).
+    pub fn export(&self, out: &mut Metrics, own: impl Fn(usize) -> CacheStats) {
+        for series in &self.dns {
+            series.export(out);
+        }
+        for cache in &self.cache {
+            let labels = [cache.server.as_str(), cache.zones.as_str(), ""];
+            let typed =
+                |kind: &'static str| [cache.server.as_str(), kind, cache.zones.as_str(), ""];
+            out.counter(&m::CACHE_REQUESTS, &labels, cache.requests.get());
+            out.counter(&m::CACHE_HITS, &typed("success"), cache.hits[0].get());
+            out.counter(&m::CACHE_HITS, &typed("denial"), cache.hits[1].get());
+            out.counter(&m::CACHE_MISSES, &labels, cache.misses.get());
+            // The meter counts mismatched answers as drops; the cache shard its own.
+            let own = own(cache.block);
+            out.counter(&m::CACHE_DROPS, &labels, cache.drops.get() + own.drops);
+            out.counter(&m::CACHE_PREFETCH, &labels, own.prefetches);
+            out.counter(&m::CACHE_SERVED_STALE, &labels, own.served_stale);
+            out.counter(
+                &m::CACHE_EVICTIONS,
+                &typed("success"),
+                own.evictions_success,
+            );
+            out.counter(&m::CACHE_EVICTIONS, &typed("denial"), own.evictions_denial);
+            let (success, denial) = (own.entries_success, own.entries_denial);
+            out.gauge(&m::CACHE_ENTRIES, &typed("success"), success as f64);
+            out.gauge(&m::CACHE_ENTRIES, &typed("denial"), denial as f64);
+        }
+    }
 }
 
 /// What the query path needs to count one query of a block with `prometheus`:
@@ -474,119 +506,19 @@ impl UpstreamStats {
             .1
             .observe(&TIME_BUCKETS, elapsed.as_secs_f64());
     }
+
+    /// Adds the answer durations of upstream `to` to `out`, by rcode.
+    pub fn export(&self, out: &mut Metrics, to: &str) {
+        for (rcode, hist) in self.durations.borrow().iter() {
+            let rcode = rcode_name(*rcode);
+            hist.export(out, &m::PROXY_DURATION, &["forward", to, rcode.as_str()]);
+        }
+    }
 }
 
 #[inline]
 fn bump(cell: &Cell<u64>) {
     cell.set(cell.get() + 1);
-}
-
-/// Adds the state of one shard to `out`: its series, caches, upstreams and extras.
-pub fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
-    let stats = &shard.stats;
-    for series in &stats.dns {
-        series.export(out);
-    }
-    for cache in &stats.cache {
-        let labels = [cache.server.as_str(), cache.zones.as_str(), ""];
-        let typed = |kind: &'static str| [cache.server.as_str(), kind, cache.zones.as_str(), ""];
-        out.counter(&m::CACHE_REQUESTS, &labels, cache.requests.get());
-        out.counter(&m::CACHE_HITS, &typed("success"), cache.hits[0].get());
-        out.counter(&m::CACHE_HITS, &typed("denial"), cache.hits[1].get());
-        out.counter(&m::CACHE_MISSES, &labels, cache.misses.get());
-        // The cache shard counts refreshes, stale answers, evictions and its own
-        // drops (answers over the byte budget); the meter counts mismatched answers.
-        let own = shard
-            .blocks
-            .get(cache.block)
-            .and_then(|b| b.cache.as_ref())
-            .map(|c| c.borrow().stats())
-            .unwrap_or_default();
-        out.counter(&m::CACHE_DROPS, &labels, cache.drops.get() + own.drops);
-        out.counter(&m::CACHE_PREFETCH, &labels, own.prefetches);
-        out.counter(&m::CACHE_SERVED_STALE, &labels, own.served_stale);
-        out.counter(
-            &m::CACHE_EVICTIONS,
-            &typed("success"),
-            own.evictions_success,
-        );
-        out.counter(&m::CACHE_EVICTIONS, &typed("denial"), own.evictions_denial);
-        let (success, denial) = (own.entries_success, own.entries_denial);
-        out.gauge(&m::CACHE_ENTRIES, &typed("success"), success as f64);
-        out.gauge(&m::CACHE_ENTRIES, &typed("denial"), denial as f64);
-    }
-    export_upstreams(shard, out);
-    export_extras(shard, index, out);
-}
-
-fn export_upstreams(shard: &Shard, out: &mut Metrics) {
-    let mut broken = 0;
-    let mut rejects = 0;
-    for forwarder in shard.blocks.iter().filter_map(|b| b.forwarder.as_ref()) {
-        broken += forwarder.broken.get();
-        rejects += forwarder.rejected.get();
-        for upstream in forwarder.upstreams() {
-            let to = upstream.addr.to_string();
-            let to = to.as_str();
-            out.counter(
-                &m::PROXY_HEALTHCHECK_FAILURES,
-                &["forward", to],
-                upstream.healthcheck_failures.get(),
-            );
-            let (tcp, stats) = (&upstream.tcp, &upstream.stats);
-            out.counter(
-                &m::PROXY_CONN_CACHE_HITS,
-                &["forward", to, "tcp"],
-                tcp.reused.get(),
-            );
-            out.counter(&m::PROXY_CONN_CACHE_HITS, &["forward", to, "udp"], 0);
-            out.counter(
-                &m::PROXY_CONN_CACHE_MISSES,
-                &["forward", to, "tcp"],
-                tcp.opened.get(),
-            );
-            let udp = stats.udp_exchanges.get();
-            out.counter(&m::PROXY_CONN_CACHE_MISSES, &["forward", to, "udp"], udp);
-            for (rcode, hist) in stats.durations.borrow().iter() {
-                let rcode = rcode_name(*rcode);
-                hist.export(out, &m::PROXY_DURATION, &["forward", to, rcode.as_str()]);
-            }
-            let open = tcp.open_conns() as f64;
-            out.gauge(&m::UPSTREAM_CONNECTIONS, &[to, "tcp"], open);
-            out.gauge(&m::UPSTREAM_INFLIGHT, &[to], stats.inflight.get() as f64);
-        }
-    }
-    out.counter(&m::FORWARD_HEALTHCHECK_BROKEN, &[], broken);
-    out.counter(&m::FORWARD_MAX_CONCURRENT_REJECTS, &[], rejects);
-}
-
-fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
-    let shard_label = index.to_string();
-    let label = shard_label.as_str();
-    let counters = &shard.counters;
-    out.counter(&m::SHARD_QUERIES, &[label], counters.queries.get());
-    out.counter(&m::COALESCED, &[], counters.coalesced.get());
-    let dropped = [
-        ("malformed", counters.dropped.get()),
-        ("send_failed", counters.send_failures.get()),
-        ("tcp_clients_full", counters.tcp_refused.get()),
-        ("miss_overload", counters.miss_overload.get()),
-        ("acl", counters.acl_dropped.get()),
-    ];
-    for (reason, n) in dropped {
-        out.counter(&m::DROPPED_PACKETS, &[reason], n);
-    }
-    let (mut success, mut denial, mut bytes) = (0, 0, 0);
-    for cache in shard.blocks.iter().filter_map(|b| b.cache.as_ref()) {
-        let cache = cache.borrow();
-        let (s, d) = cache.len();
-        success += s;
-        denial += d;
-        bytes += cache.bytes();
-    }
-    out.gauge(&m::SHARD_CACHE_ENTRIES, &[label, "success"], success as f64);
-    out.gauge(&m::SHARD_CACHE_ENTRIES, &[label, "denial"], denial as f64);
-    out.gauge(&m::SHARD_CACHE_BYTES, &[label], bytes as f64);
 }
 
 #[cfg(test)]

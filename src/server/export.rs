@@ -1,0 +1,147 @@
+//! A shard's state as labelled [`Metrics`]: the server walks its own shard (series,
+//! caches, upstreams, extras) on the control tick, never per query, and hands the
+//! snapshot to telemetry's publisher, which only stores and merges snapshots.
+//!
+//! A reload replaces a shard's state while misses may still use the old one: the
+//! [`Exporter`] keeps replaced states until their last user is gone, then folds
+//! their counters into a carried total, so counters never go backwards.
+
+use std::rc::Rc;
+
+use super::shard::Shard;
+use crate::telemetry::metrics as m;
+use crate::telemetry::Metrics;
+
+/// What one shard has exported, across reloads.
+pub(super) struct Exporter {
+    /// The shard's index: the `shard` label of our own families.
+    index: usize,
+    /// Counters of states replaced by reloads and no longer in use.
+    carried: Metrics,
+    /// Replaced states still used by misses in flight.
+    retired: Vec<Rc<Shard>>,
+}
+
+impl Exporter {
+    pub fn new(index: usize) -> Exporter {
+        Exporter {
+            index,
+            carried: Metrics::default(),
+            retired: Vec::new(),
+        }
+    }
+
+    /// A reload replaced `old`: keep its counters.
+    pub fn retire(&mut self, old: Rc<Shard>) {
+        self.retired.push(old);
+    }
+
+    /// True while a state replaced by a reload still has work in flight (the stop
+    /// drain waits for it).
+    pub fn retired_busy(&self) -> bool {
+        self.retired.iter().any(|s| Rc::strong_count(s) > 1)
+    }
+
+    /// Everything this shard has counted: carried totals, states still draining and
+    /// the current state.
+    pub fn snapshot(&mut self, current: &Shard) -> Metrics {
+        let (done, alive): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|s| Rc::strong_count(s) == 1);
+        for old in done {
+            let mut finished = Metrics::default();
+            export_shard(&old, self.index, &mut finished);
+            self.carried.merge(&finished, true);
+        }
+        self.retired = alive;
+        let mut snapshot = self.carried.clone();
+        for old in &self.retired {
+            let mut partial = Metrics::default();
+            export_shard(old, self.index, &mut partial);
+            snapshot.merge(&partial, true);
+        }
+        export_shard(current, self.index, &mut snapshot);
+        snapshot
+    }
+}
+
+/// Adds the state of one shard to `out`: its series, caches, upstreams and extras.
+fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
+    shard.stats.export(out, |block| {
+        shard
+            .blocks
+            .get(block)
+            .and_then(|b| b.cache.as_ref())
+            .map(|c| c.borrow().stats())
+            .unwrap_or_default()
+    });
+    export_upstreams(shard, out);
+    export_extras(shard, index, out);
+}
+
+fn export_upstreams(shard: &Shard, out: &mut Metrics) {
+    let mut broken = 0;
+    let mut rejects = 0;
+    for forwarder in shard.blocks.iter().filter_map(|b| b.forwarder.as_ref()) {
+        broken += forwarder.broken.get();
+        rejects += forwarder.rejected.get();
+        for upstream in forwarder.upstreams() {
+            let to = upstream.addr.to_string();
+            let to = to.as_str();
+            out.counter(
+                &m::PROXY_HEALTHCHECK_FAILURES,
+                &["forward", to],
+                upstream.healthcheck_failures.get(),
+            );
+            let (tcp, stats) = (&upstream.tcp, &upstream.stats);
+            out.counter(
+                &m::PROXY_CONN_CACHE_HITS,
+                &["forward", to, "tcp"],
+                tcp.reused.get(),
+            );
+            out.counter(&m::PROXY_CONN_CACHE_HITS, &["forward", to, "udp"], 0);
+            out.counter(
+                &m::PROXY_CONN_CACHE_MISSES,
+                &["forward", to, "tcp"],
+                tcp.opened.get(),
+            );
+            let udp = stats.udp_exchanges.get();
+            out.counter(&m::PROXY_CONN_CACHE_MISSES, &["forward", to, "udp"], udp);
+            stats.export(out, to);
+            let open = tcp.open_conns() as f64;
+            out.gauge(&m::UPSTREAM_CONNECTIONS, &[to, "tcp"], open);
+            out.gauge(&m::UPSTREAM_INFLIGHT, &[to], stats.inflight.get() as f64);
+        }
+    }
+    out.counter(&m::FORWARD_HEALTHCHECK_BROKEN, &[], broken);
+    out.counter(&m::FORWARD_MAX_CONCURRENT_REJECTS, &[], rejects);
+}
+
+fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
+    let shard_label = index.to_string();
+    let label = shard_label.as_str();
+    let counters = &shard.counters;
+    out.counter(&m::SHARD_QUERIES, &[label], counters.queries.get());
+    out.counter(&m::COALESCED, &[], counters.coalesced.get());
+    let dropped = [
+        ("malformed", counters.dropped.get()),
+        ("send_failed", counters.send_failures.get()),
+        ("tcp_clients_full", counters.tcp_refused.get()),
+        ("miss_overload", counters.miss_overload.get()),
+        ("acl", counters.acl_dropped.get()),
+    ];
+    for (reason, n) in dropped {
+        out.counter(&m::DROPPED_PACKETS, &[reason], n);
+    }
+    let (mut success, mut denial, mut bytes) = (0, 0, 0);
+    for cache in shard.blocks.iter().filter_map(|b| b.cache.as_ref()) {
+        let cache = cache.borrow();
+        let (s, d) = cache.len();
+        success += s;
+        denial += d;
+        bytes += cache.bytes();
+    }
+    out.gauge(&m::SHARD_CACHE_ENTRIES, &[label, "success"], success as f64);
+    out.gauge(&m::SHARD_CACHE_ENTRIES, &[label, "denial"], denial as f64);
+    out.gauge(&m::SHARD_CACHE_BYTES, &[label], bytes as f64);
+}

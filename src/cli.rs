@@ -69,6 +69,12 @@ pub struct Cli {
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           value_parser = parse_go_bool)]
     pub setupiptables: bool,
+    /// How -setupiptables installs the rules: `nftables` (one table, `inet nodelocaldns`,
+    /// over netlink: no iptables binary, no xtables lock), `iptables` (node-cache's rules
+    /// through the iptables binaries) or `auto` (nftables when kube-proxy or the node's
+    /// firewall uses nftables, or no iptables binary is on PATH; logged at start).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_enum)]
+    pub rules: RulesMode,
     /// Leave the interface and the rules in place on exit.
     #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
@@ -163,6 +169,17 @@ pub struct Cli {
     /// (`nodelocaldns::upstream=debug`); default: RUST_LOG, else info.
     #[arg(long)]
     pub log_level: Option<String>,
+}
+
+/// `--rules`: which tool installs node-cache's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RulesMode {
+    /// Decide from the node (see `node::detect`).
+    Auto,
+    /// One nftables table over netlink.
+    Nftables,
+    /// The iptables binaries, as node-cache.
+    Iptables,
 }
 
 /// `-localip`: the addresses in flag order, without duplicates.
@@ -436,6 +453,16 @@ mod tests {
         );
         assert_eq!(cli.interfacename, "nodelocaldns");
         assert_eq!(cli.interface_kind, "dummy");
+        assert_eq!(cli.rules, RulesMode::Auto);
+        assert_eq!(
+            parse(&["-rules=nftables"]).unwrap().rules,
+            RulesMode::Nftables
+        );
+        assert_eq!(
+            parse(&["--rules", "iptables"]).unwrap().rules,
+            RulesMode::Iptables
+        );
+        assert!(parse(&["-rules=nft"]).is_err());
         assert_eq!(cli.syncinterval, Duration::from_secs(60));
         assert_eq!(cli.health_port, 8080);
         assert_eq!(cli.dns_port, 53);
@@ -516,6 +543,8 @@ mod tests {
             "interface-kind",
             "config-poll-interval",
             "teardown-timeout",
+            "rules",
+            "nftables",
             "embedded default",
         ] {
             assert!(help.contains(flag), "--help lacks {flag}");

@@ -135,3 +135,19 @@ pub const OWNER_HASH_SEED: u64 = 0x6e6f_6465_6c6f_6361;
 /// and is counted. A waiting miss is a task whose future holds the upstream query
 /// buffer (~8 KiB with its state), so this bounds a flood to ~32 MiB per shard.
 pub const MISSES_PENDING_PER_SHARD_MAX: usize = 4_096;
+
+/// nftables rules mode: longest one netlink receive waits for the kernel (a batch's
+/// acknowledgements, one message of a dump); the teardown's own deadline bounds the
+/// whole exchange too.
+pub const NFT_NETLINK_TIMEOUT_MILLIS: u64 = 2_000;
+/// nftables: bytes of one netlink receive (the kernel sends dumps in datagrams of at
+/// most 32 KiB; a larger one is an error, not a truncation).
+pub const NFT_RECV_BYTES: usize = 64 * 1024;
+/// nftables: objects (tables, chains or rules) read from one dump before it is
+/// refused; our table holds 12 rules per local IP, a node's whole ruleset more.
+pub const NFT_DUMP_MESSAGES_MAX: usize = 100_000;
+/// nftables: local IPs our table holds rules for (12 rules each, one batch).
+pub const NFT_LOCAL_IPS_MAX: usize = 64;
+
+const _: () = assert!(NFT_RECV_BYTES >= 32 * 1024);
+const _: () = assert!(NFT_LOCAL_IPS_MAX * 12 < NFT_DUMP_MESSAGES_MAX);

@@ -25,15 +25,19 @@ pub enum SetupError {
     InterfaceCheck,
     /// The kube-dns ConfigMap, the template or the Corefile was invalid.
     ConfigMap,
+    /// Installing, checking or deleting the nftables table failed (our label, not
+    /// node-cache's: its rules mode has no nftables).
+    Nftables,
 }
 
 impl SetupError {
-    pub const ALL: [SetupError; 5] = [
+    pub const ALL: [SetupError; 6] = [
         SetupError::Iptables,
         SetupError::IptablesLock,
         SetupError::InterfaceAdd,
         SetupError::InterfaceCheck,
         SetupError::ConfigMap,
+        SetupError::Nftables,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +47,7 @@ impl SetupError {
             SetupError::InterfaceAdd => "interface_add",
             SetupError::InterfaceCheck => "interface_check",
             SetupError::ConfigMap => "configmap",
+            SetupError::Nftables => "nftables",
         }
     }
 }
@@ -50,7 +55,7 @@ impl SetupError {
 /// The counters, shared by the sync loop, the config watcher and the listener.
 #[derive(Debug, Default)]
 pub struct SetupErrors {
-    counts: [AtomicU64; 5],
+    counts: [AtomicU64; SetupError::ALL.len()],
 }
 
 impl SetupErrors {

@@ -7,8 +7,11 @@
 //! [`run`] follows node-cache's start-up order: rule list, setup metrics, Corefile,
 //! config sync, interface, server, rules once the server answers, periodic sync.
 
+pub mod detect;
 pub mod interface;
 pub mod metrics;
+pub mod nfnetlink;
+pub mod nftables;
 pub mod rules;
 pub mod sync;
 pub mod watch;
@@ -27,7 +30,7 @@ use crate::server::{self, ServerError};
 
 use interface::Interface;
 use metrics::{SetupError, SetupErrors};
-use sync::NodeSetup;
+use sync::{NodeSetup, Rules};
 use watch::{Sources, WatchError, Watcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,11 +93,11 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
     let node_mode = !local_ips.is_empty();
     let errors = Arc::new(SetupErrors::default());
 
-    // 1. The rule list.
+    // 1. The rule list, and the tool that installs it.
     let rules = if node_mode && cli.setupiptables {
-        rules::rules_for(&local_ips, cli.dns_port, cli.health_port)
+        rule_list(cli, &local_ips)
     } else {
-        Vec::new()
+        Rules::None
     };
     // 2. Setup metrics.
     if node_mode {
@@ -139,6 +142,25 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
     let result = serve_until_stop(running, &events, &errors, teardown);
     drop(pidfile);
     result
+}
+
+/// node-cache's rules for the local IPs, as iptables rules or our nftables table
+/// (`--rules`, decided and logged here).
+fn rule_list(cli: &Cli, local_ips: &[IpAddr]) -> Rules {
+    let choice = detect::choose(cli.rules);
+    tracing::info!(rules = choice.backend.label(), reason = %choice.reason, "rules mode");
+    let iptables = rules::rules_for(local_ips, cli.dns_port, cli.health_port);
+    match choice.backend {
+        detect::Backend::Iptables => Rules::Iptables(iptables),
+        detect::Backend::Nftables => Rules::Nftables {
+            table: nftables::Ruleset::new(rules::captures(
+                local_ips,
+                cli.dns_port,
+                cli.health_port,
+            )),
+            stale: iptables,
+        },
+    }
 }
 
 fn start_server(config: Config, options: &server::Options) -> Result<server::Running, NodeError> {

@@ -56,56 +56,124 @@ impl RuleError {
     }
 }
 
-/// The 12 rules of each local IP (unspecified addresses have none), in node-cache's
-/// order. P = DNS port, H = health port.
-pub fn rules_for(local_ips: &[IpAddr], dns_port: u16, health_port: u16) -> Vec<Rule> {
-    let mut rules = Vec::with_capacity(local_ips.len() * 12);
-    for ip in local_ips.iter().filter(|ip| !ip.is_unspecified()) {
-        let ipv6 = ip.is_ipv6();
-        let rule = |table, chain, spec: String| Rule {
-            ipv6,
-            table,
-            chain,
-            spec,
-        };
-        let skip = format!("-m comment --comment \"{COMMENT_SKIP_CONNTRACK}\"");
-        let allow = format!("-m comment --comment \"{COMMENT_ALLOW_DNS}\"");
-        for proto in ["tcp", "udp"] {
-            let to = format!("-p {proto} -d {ip} --dport {dns_port}");
-            rules.push(rule("raw", "PREROUTING", format!("{to} -j NOTRACK {skip}")));
+/// Which way a captured packet goes relative to the local IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Way {
+    /// `-d IP --dport PORT`: to the cache.
+    To,
+    /// `-s IP --sport PORT`: from the cache.
+    From,
+}
+
+/// What a rule does with a matching packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// raw table: skip conntrack.
+    Notrack,
+    /// filter table: let it through a restrictive policy.
+    Accept,
+}
+
+/// One of node-cache's rules, whatever tool installs it: the iptables rules
+/// ([`rules_for`]) and the nftables table (`super::nftables`) are both drawn from
+/// [`captures`], so the two modes capture exactly the same traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Capture {
+    /// `raw` or `filter`.
+    pub table: &'static str,
+    /// `PREROUTING`, `INPUT` or `OUTPUT`.
+    pub chain: &'static str,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    pub ip: IpAddr,
+    pub way: Way,
+    pub port: u16,
+    pub target: Target,
+}
+
+impl Capture {
+    /// node-cache's comment for this rule.
+    pub fn comment(&self) -> &'static str {
+        match self.target {
+            Target::Notrack => COMMENT_SKIP_CONNTRACK,
+            Target::Accept => COMMENT_ALLOW_DNS,
         }
-        for proto in ["tcp", "udp"] {
-            let to = format!("-p {proto} -d {ip} --dport {dns_port}");
-            rules.push(rule("filter", "INPUT", format!("{to} -j ACCEPT {allow}")));
-        }
-        for proto in ["tcp", "udp"] {
-            let from = format!("-p {proto} -s {ip} --sport {dns_port}");
-            rules.push(rule("raw", "OUTPUT", format!("{from} -j NOTRACK {skip}")));
-        }
-        for proto in ["tcp", "udp"] {
-            let from = format!("-p {proto} -s {ip} --sport {dns_port}");
-            rules.push(rule(
-                "filter",
-                "OUTPUT",
-                format!("{from} -j ACCEPT {allow}"),
-            ));
-        }
-        for proto in ["tcp", "udp"] {
-            let to = format!("-p {proto} -d {ip} --dport {dns_port}");
-            rules.push(rule("raw", "OUTPUT", format!("{to} -j NOTRACK {skip}")));
-        }
-        rules.push(rule(
-            "raw",
-            "OUTPUT",
-            format!("-p tcp -d {ip} --dport {health_port} -j NOTRACK {skip}"),
-        ));
-        rules.push(rule(
-            "raw",
-            "OUTPUT",
-            format!("-p tcp -s {ip} --sport {health_port} -j NOTRACK {skip}"),
-        ));
     }
-    rules
+}
+
+/// The 12 captures of each local IP (unspecified addresses have none), in
+/// node-cache's order. P = DNS port, H = health port.
+pub fn captures(local_ips: &[IpAddr], dns_port: u16, health_port: u16) -> Vec<Capture> {
+    use Target::{Accept, Notrack};
+    use Way::{From, To};
+    // (table, chain, way, port, target, protocols), node-cache's order.
+    let dns = [
+        ("raw", "PREROUTING", To, Notrack),
+        ("filter", "INPUT", To, Accept),
+        ("raw", "OUTPUT", From, Notrack),
+        ("filter", "OUTPUT", From, Accept),
+        ("raw", "OUTPUT", To, Notrack),
+    ];
+    let mut out = Vec::with_capacity(local_ips.len() * 12);
+    for &ip in local_ips.iter().filter(|ip| !ip.is_unspecified()) {
+        for (table, chain, way, target) in dns {
+            for proto in ["tcp", "udp"] {
+                out.push(Capture {
+                    table,
+                    chain,
+                    proto,
+                    ip,
+                    way,
+                    port: dns_port,
+                    target,
+                });
+            }
+        }
+        // The liveness probe: tcp only, both ways.
+        for way in [To, From] {
+            out.push(Capture {
+                table: "raw",
+                chain: "OUTPUT",
+                proto: "tcp",
+                ip,
+                way,
+                port: health_port,
+                target: Notrack,
+            });
+        }
+    }
+    out
+}
+
+/// The 12 iptables rules of each local IP, in node-cache's order.
+pub fn rules_for(local_ips: &[IpAddr], dns_port: u16, health_port: u16) -> Vec<Rule> {
+    captures(local_ips, dns_port, health_port)
+        .iter()
+        .map(iptables_rule)
+        .collect()
+}
+
+fn iptables_rule(capture: &Capture) -> Rule {
+    let Capture {
+        proto, ip, port, ..
+    } = capture;
+    let matched = match capture.way {
+        Way::To => format!("-p {proto} -d {ip} --dport {port}"),
+        Way::From => format!("-p {proto} -s {ip} --sport {port}"),
+    };
+    let target = match capture.target {
+        Target::Notrack => "NOTRACK",
+        Target::Accept => "ACCEPT",
+    };
+    Rule {
+        ipv6: ip.is_ipv6(),
+        table: capture.table,
+        chain: capture.chain,
+        spec: format!(
+            "{matched} -j {target} -m comment --comment \"{}\"",
+            capture.comment()
+        ),
+    }
 }
 
 /// The `iptables` and `ip6tables` commands, looked up on first use.

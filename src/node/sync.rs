@@ -3,12 +3,15 @@
 //! The sync thread first waits until the server answers a real DNS query on the local
 //! IP (a broken server must not capture the node's DNS), then installs the rules, and
 //! every `-syncinterval` re-adds any missing address or rule ("Added back ...").
-//! Errors are counted by type and retried at the next pass, never fatal.
+//! In the nftables mode a pass reads our table back and reapplies it whole, in one
+//! batch, when anything differs. Errors are counted by type and retried at the next
+//! pass, never fatal. The first pass also removes what the other mode left (a stale
+//! table, or stale iptables rules), which would outlive our teardown.
 //!
 //! Teardown (unless `-skipteardown`) stops the loop, deletes every copy of every
-//! rule, then the interface, on a helper thread the caller waits for at most a
-//! deadline: a hung `iptables` (xtables lock held forever) cannot keep the process
-//! from exiting.
+//! rule (or the table), then the interface, on a helper thread the caller waits for
+//! at most a deadline: a hung `iptables` (xtables lock held forever) cannot keep the
+//! process from exiting.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::detect;
 use super::interface::{Interface, InterfaceError};
 use super::metrics::{SetupError, SetupErrors};
+use super::nftables::{NftError, Problem, Ruleset};
 use super::rules::{Iptables, Rule, RuleError};
 
 /// Wait between readiness probes until the server first answers.
@@ -26,12 +31,32 @@ const PROBE_RETRY: Duration = Duration::from_millis(250);
 /// Time one readiness probe waits for its answer (a miss may go upstream).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The rules and the tool that installs them.
+pub enum Rules {
+    /// `-setupiptables=false`.
+    None,
+    /// node-cache's rules through the iptables binaries.
+    Iptables(Vec<Rule>),
+    /// Our nftables table; `stale` are the same rules as iptables rules, removed at
+    /// the first pass if an iptables binary is there (an earlier iptables-mode run).
+    Nftables { table: Ruleset, stale: Vec<Rule> },
+}
+
+impl Rules {
+    fn is_empty(&self) -> bool {
+        match self {
+            Rules::None => true,
+            Rules::Iptables(rules) => rules.is_empty(),
+            Rules::Nftables { table, .. } => table.rules().is_empty(),
+        }
+    }
+}
+
 /// What the node needs, shared by the sync thread and the teardown.
 pub struct NodeSetup {
     /// None with `-setupinterface=false`.
     pub interface: Option<Interface>,
-    /// Empty with `-setupiptables=false`.
-    pub rules: Vec<Rule>,
+    pub rules: Rules,
     /// Where the readiness probe asks.
     pub probe: SocketAddr,
     pub interval: Duration,
@@ -45,7 +70,7 @@ pub struct NodeSetup {
 impl NodeSetup {
     pub fn new(
         interface: Option<Interface>,
-        rules: Vec<Rule>,
+        rules: Rules,
         probe: SocketAddr,
         interval: Duration,
         errors: Arc<SetupErrors>,
@@ -87,7 +112,26 @@ impl NodeSetup {
     }
 
     fn ensure_rules(&self, iptables: &mut Iptables, first: bool) {
-        for rule in &self.rules {
+        match &self.rules {
+            Rules::None => {}
+            Rules::Iptables(rules) => {
+                if first {
+                    self.remove_stale_table();
+                }
+                self.ensure_iptables(iptables, rules, first);
+            }
+            Rules::Nftables { table, stale } => {
+                self.ensure_table(table, first);
+                // After our table is in: the iptables binary takes a while per rule.
+                if first && detect::on_path("iptables") {
+                    self.remove_iptables(iptables, stale, true);
+                }
+            }
+        }
+    }
+
+    fn ensure_iptables(&self, iptables: &mut Iptables, rules: &[Rule], first: bool) {
+        for rule in rules {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
@@ -97,6 +141,47 @@ impl NodeSetup {
                 Ok(false) => {}
                 Err(err) => self.rule_error(&err),
             }
+        }
+    }
+
+    fn ensure_table(&self, table: &Ruleset, first: bool) {
+        let problems = match table.ensure() {
+            Ok(problems) => problems,
+            Err(err) => return self.table_error(&err),
+        };
+        let rules = table.rules().len();
+        match problems.as_slice() {
+            [] => {}
+            [Problem::TableMissing] if first => {
+                tracing::info!(rules, "added nodelocaldns table inet nodelocaldns")
+            }
+            _ => {
+                let what: Vec<String> = problems.iter().take(4).map(ToString::to_string).collect();
+                let verb = if first { "Replaced" } else { "Added back" };
+                tracing::info!(
+                    rules,
+                    differences = problems.len(),
+                    first = %what.join("; "),
+                    "{verb} nodelocaldns rules: table inet nodelocaldns reapplied"
+                );
+            }
+        }
+    }
+
+    fn table_error(&self, err: &NftError) {
+        tracing::error!(%err, "nftables failed; retrying at the next sync");
+        self.errors.count(SetupError::Nftables);
+    }
+
+    /// An nftables table left by an earlier nftables-mode run would keep skipping
+    /// conntrack after our teardown.
+    fn remove_stale_table(&self) {
+        match Ruleset::remove() {
+            Ok(true) => {
+                tracing::info!("removed the stale table inet nodelocaldns of an nftables-mode run")
+            }
+            Ok(false) => {}
+            Err(err) => tracing::debug!(%err, "cannot check for a stale nftables table"),
         }
     }
 
@@ -207,10 +292,25 @@ impl NodeSetup {
 
     fn remove_rules(&self) {
         let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
-        let mut iptables = Iptables::default();
-        for rule in &self.rules {
+        match &self.rules {
+            Rules::None => {}
+            Rules::Iptables(rules) => self.remove_iptables(&mut Iptables::default(), rules, false),
+            Rules::Nftables { .. } => match Ruleset::remove() {
+                Ok(true) => tracing::info!("removed table inet nodelocaldns"),
+                Ok(false) => {}
+                Err(err) => self.table_error(&err),
+            },
+        }
+    }
+
+    /// Deletes every copy of `rules`; `stale`: left by an earlier iptables-mode run.
+    fn remove_iptables(&self, iptables: &mut Iptables, rules: &[Rule], stale: bool) {
+        for rule in rules {
             match iptables.remove(rule) {
                 Ok(0) => {}
+                Ok(copies) if stale => {
+                    tracing::info!(%rule, copies, "removed a stale iptables rule of an iptables-mode run")
+                }
                 Ok(copies) => tracing::debug!(%rule, copies, "removed rule"),
                 Err(err) => self.rule_error(&err),
             }
@@ -329,7 +429,7 @@ mod tests {
     fn teardown_is_bounded() {
         let setup = NodeSetup::new(
             None,
-            Vec::new(),
+            Rules::None,
             "127.0.0.1:53".parse().unwrap(),
             Duration::from_secs(60),
             Arc::new(SetupErrors::default()),

@@ -19,7 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upstreams probed at most (a Corefile names a handful).
 const UPSTREAMS_MAX: usize = 16;
 /// Marker shared by both of node-cache's rule comments.
-const OUR_COMMENT: &str = "NodeLocal DNS Cache";
+pub(super) const OUR_COMMENT: &str = "NodeLocal DNS Cache";
 
 pub fn interface(cli: &Cli, mode: Mode, ips: &[IpAddr]) -> Vec<Check> {
     let name = &cli.interfacename;
@@ -179,7 +179,7 @@ fn expected_key(rule: &Rule) -> RuleKey {
     rule_key(rule.table, rule.chain, &words(&rule.spec))
 }
 
-fn iptables_save(ipv6: bool) -> Result<String, String> {
+pub(super) fn iptables_save(ipv6: bool) -> Result<String, String> {
     let cmd = if ipv6 {
         "ip6tables-save"
     } else {

@@ -9,11 +9,13 @@
 
 mod checks;
 mod netif;
+mod nft;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::cli::Cli;
+use crate::node::detect::Backend;
 
 /// resolv.conf the node's upstream servers come from (node-cache's default).
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -159,6 +161,8 @@ impl Options {
 #[derive(Debug)]
 pub struct Report {
     pub mode: Mode,
+    /// The tool whose rules should be on the node.
+    pub rules: Backend,
     pub local_ips: Vec<IpAddr>,
     pub checks: Vec<Check>,
 }
@@ -186,6 +190,7 @@ impl Report {
             .collect();
         serde_json::json!({
             "mode": self.mode.label(),
+            "rules": self.rules.label(),
             "local_ips": self.local_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "healthy": self.problems() == 0,
             "problems": self.problems(),
@@ -196,8 +201,9 @@ impl Report {
     pub fn to_text(&self) -> String {
         let ips: Vec<String> = self.local_ips.iter().map(ToString::to_string).collect();
         let mut text = format!(
-            "nodelocaldns doctor: {} mode, local IPs {}\n",
+            "nodelocaldns doctor: {} mode, {} rules, local IPs {}\n",
             self.mode.label(),
+            self.rules.label(),
             ips.join(", ")
         );
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
@@ -230,7 +236,14 @@ pub fn examine(options: &Options) -> Report {
     let local_ips = local_ips(cli);
     let mut checks = Vec::new();
     checks.extend(checks::interface(cli, mode, &local_ips));
-    checks.extend(checks::rules(cli, mode, &local_ips));
+    let rules = nft::backend(cli);
+    match rules {
+        Backend::Nftables => checks.extend(nft::rules(cli, mode, &local_ips)),
+        Backend::Iptables => {
+            checks.extend(checks::rules(cli, mode, &local_ips));
+            checks.extend(nft::stale_table());
+        }
+    }
     checks.extend(checks::conntrack(cli, mode, &local_ips));
     checks.extend(checks::answers(cli, &local_ips));
     checks.extend(checks::stale_interface(cli, mode, &local_ips, &checks));
@@ -238,6 +251,7 @@ pub fn examine(options: &Options) -> Report {
     checks.push(checks::resolv_conf(&options.resolv_conf, &local_ips));
     Report {
         mode,
+        rules,
         local_ips,
         checks,
     }

@@ -312,6 +312,8 @@ impl NodeSetup {
                     tracing::info!(%rule, copies, "removed a stale iptables rule of an iptables-mode run")
                 }
                 Ok(copies) => tracing::debug!(%rule, copies, "removed rule"),
+                // Looking for leftovers of another mode is not this mode's error.
+                Err(err) if stale => tracing::debug!(%err, "cannot check for stale iptables rules"),
                 Err(err) => self.rule_error(&err),
             }
         }

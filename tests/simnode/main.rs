@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harness::wait_until;
-use node::{can_run, failed, Node, KUBE_DNS, LOCAL_DNS, NODE_IP, OUR_RULES};
+use node::{can_run, failed, KubeProxy, Node, KUBE_DNS, LOCAL_DNS, NODE_IP, OUR_RULES};
 
 /// Longest wait for something the cache does within a second or two.
 const SETTLE: Duration = Duration::from_secs(8);
@@ -352,4 +352,275 @@ fn doctor_is_quiet_when_healthy_and_names_each_planted_fault() {
 
 fn fails_none(node: &Node) -> bool {
     node.doctor("iptables", &[]).0 == 0
+}
+
+/// A PATH for the cache with `ip` (to enter the namespace) and no `iptables`.
+fn path_without_iptables(node: &Node) -> std::path::PathBuf {
+    let dir = node.node.path("bin-without-iptables");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ip = std::process::Command::new("sh")
+        .args(["-c", "command -v ip"])
+        .output()
+        .unwrap();
+    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
+    let _ = std::os::unix::fs::symlink(ip, dir.join("ip"));
+    dir
+}
+
+fn wait_nft_rules(node: &Node, count: usize) {
+    assert!(
+        wait_until(SETTLE, || node.nft_rules() == count),
+        "nft rules: {} of {count}\n{}",
+        node.nft_rules(),
+        node.log()
+    );
+}
+
+/// kube-proxy in nftables mode (`table ip kube-proxy`, DNAT for new connections, drop
+/// policies): `--rules=auto` picks nftables, the pod resolves through the cache with
+/// no conntrack entry, the sync restores a deleted rule and a deleted table, a
+/// SIGKILLed predecessor's table is taken over by a start without any iptables binary
+/// (one table, no second set), and the teardown gives kube-proxy's DNAT path back.
+#[test]
+fn nftables_mode_pod_resolves_through_the_cache_and_gets_dnat_back() {
+    if !can_run() || !harness::require(&["nft"]) {
+        return;
+    }
+    let mut node = Node::build_with("nft", KubeProxy::Nftables);
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    let direct = node.cluster.udp();
+    assert!(direct > 0);
+    // A rule an earlier iptables-mode run left: the cache removes it.
+    ipt(&node, &format!("-t raw -I PREROUTING -p udp -d {KUBE_DNS} --dport 53 -j NOTRACK -m comment --comment \"{OUR_RULES}: skip conntrack\""));
+
+    let pid = node.start_cache("iptables", &[]);
+    wait_nft_rules(&node, 24);
+    assert!(
+        node.log().contains("reason=kube-proxy's nftables table"),
+        "{}",
+        node.log()
+    );
+    assert!(
+        wait_until(SETTLE, || node.our_rules() == 0),
+        "stale iptables rule: {}",
+        node.log()
+    );
+    node.node.run(&["conntrack", "-D", "-d", KUBE_DNS]);
+    assert_eq!(
+        node.resolve("kubernetes.default"),
+        vec!["10.96.0.1"],
+        "{}",
+        node.log()
+    );
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    assert_eq!(
+        node.cluster.udp(),
+        direct,
+        "no pod query bypassed the cache"
+    );
+    assert_eq!(
+        node.conntrack_dns(KUBE_DNS),
+        0,
+        "{}",
+        node.node.run_ok(&["conntrack", "-L"])
+    );
+    assert_eq!(node.conntrack_dns(LOCAL_DNS), 0);
+    let metrics = node.node.scrape("127.0.0.1:9353");
+    assert!(
+        metrics.contains("coredns_nodecache_setup_errors_total{errortype=\"nftables\"} 0"),
+        "{metrics}"
+    );
+
+    // The sync restores a deleted rule, then a deleted table.
+    let handle = node.nft_handle(
+        "raw-prerouting",
+        &format!("ip daddr {KUBE_DNS} udp dport 53"),
+    );
+    node.node.run_ok(&[
+        "nft",
+        "delete",
+        "rule",
+        "inet",
+        "nodelocaldns",
+        "raw-prerouting",
+        "handle",
+        &handle,
+    ]);
+    // (The 1 s sync may restore it before it could be counted: the log says it did.)
+    let added_back = |node: &Node, what: &str| {
+        wait_until(SETTLE, || {
+            node.log()
+                .lines()
+                .any(|l| l.contains("Added back nodelocaldns rules") && l.contains(what))
+        })
+    };
+    let rule = format!("rule missing in raw-prerouting: ip daddr {KUBE_DNS} udp dport 53 notrack");
+    assert!(added_back(&node, &rule), "{}", node.log());
+    wait_nft_rules(&node, 24);
+    node.node
+        .run_ok(&["nft", "delete", "table", "inet", "nodelocaldns"]);
+    assert!(
+        added_back(&node, "table inet nodelocaldns is missing"),
+        "{}",
+        node.log()
+    );
+    wait_nft_rules(&node, 24);
+
+    // SIGKILL leaves the table; a start with no iptables binary at all takes it over.
+    signal(pid, libc::SIGKILL);
+    assert!(node.node.wait_exit(pid, Duration::from_secs(5)).is_some());
+    assert_eq!(node.nft_rules(), 24, "left behind");
+    let path = path_without_iptables(&node);
+    let pid = node.start_cache_with_path("iptables", &[], Some(&path));
+    assert!(
+        wait_until(SETTLE, || node
+            .log()
+            .contains("reason=no iptables binary on PATH")),
+        "{}",
+        node.log()
+    );
+    assert!(wait_until(SETTLE, || node.resolve("kubernetes.default")
+        == vec!["10.96.0.1"]));
+    let tables = node.node.run_ok(&["nft", "list", "tables"]);
+    assert_eq!(tables.matches("inet nodelocaldns").count(), 1, "{tables}");
+    assert_eq!(node.nft_rules(), 24, "one set of rules");
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    assert_eq!(node.conntrack_dns(KUBE_DNS), 0);
+    assert_eq!(node.cluster.udp(), direct);
+
+    // Teardown: the table and the interface go, kube-proxy's table is as it was and
+    // the pod reaches kube-dns through its DNAT again.
+    signal(pid, libc::SIGTERM);
+    let status = node.node.wait_exit(pid, Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{}", node.log());
+    assert!(!node
+        .node
+        .run_ok(&["nft", "list", "tables"])
+        .contains("nodelocaldns"));
+    assert!(!node.node.link_exists(IFACE));
+    assert_eq!(
+        node.node
+            .run_ok(&["nft", "list", "table", "ip", "kube-proxy"]),
+        node.nat_before
+    );
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    assert!(
+        node.cluster.udp() > direct,
+        "the pod reaches kube-dns through the DNAT again"
+    );
+}
+
+/// `doctor` on an nftables node: healthy, then each planted fault named (a NOTRACK
+/// rule deleted, a chain deleted, the table deleted, a stale iptables rule).
+#[test]
+fn doctor_names_each_planted_fault_in_nftables_mode() {
+    if !can_run() || !harness::require(&["nft"]) {
+        return;
+    }
+    let mut node = Node::build_with("docnft", KubeProxy::Nftables);
+    let pid = node.start_cache("iptables", &["-syncinterval", "1h"]);
+    wait_nft_rules(&node, 24);
+    let saved = node.node.path("table.nft");
+    let table = node
+        .node
+        .run_ok(&["nft", "list", "table", "inet", "nodelocaldns"]);
+    std::fs::write(
+        &saved,
+        format!("table inet nodelocaldns {{}}\ndelete table inet nodelocaldns\n{table}"),
+    )
+    .unwrap();
+    let restore = |node: &Node| {
+        node.node.run_ok(&["nft", "-f", saved.to_str().unwrap()]);
+        node.node.run(&["conntrack", "-D", "-d", KUBE_DNS]);
+    };
+    let healthy = |node: &Node| {
+        let (code, report) = node.doctor("iptables", &[]);
+        assert_eq!((code, failed(&report)), (0, vec![]), "{report:#}");
+        assert_eq!(report["rules"], "nftables");
+    };
+    let fails = |node: &Node| {
+        let (code, report) = node.doctor("iptables", &[]);
+        assert_eq!(code, 1, "{report:#}");
+        (failed(&report), report.to_string())
+    };
+    healthy(&node);
+
+    // A NOTRACK rule deleted: the pod's queries take conntrack (and the DNAT).
+    let handle = node.nft_handle(
+        "raw-prerouting",
+        &format!("ip daddr {KUBE_DNS} udp dport 53"),
+    );
+    node.node.run_ok(&[
+        "nft",
+        "delete",
+        "rule",
+        "inet",
+        "nodelocaldns",
+        "raw-prerouting",
+        "handle",
+        &handle,
+    ]);
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    let (found, text) = fails(&node);
+    for check in ["nft rules", "notrack", &format!("conntrack {KUBE_DNS}")] {
+        assert!(found.contains(&check.to_string()), "{check}: {found:?}");
+    }
+    assert!(
+        text.contains(&format!(
+            "raw-prerouting: ip daddr {KUBE_DNS} udp dport 53 notrack"
+        )),
+        "{text}"
+    );
+    restore(&node);
+    healthy(&node);
+
+    // A chain deleted.
+    node.node.run_ok(&[
+        "nft",
+        "flush",
+        "chain",
+        "inet",
+        "nodelocaldns",
+        "filter-output",
+    ]);
+    node.node.run_ok(&[
+        "nft",
+        "delete",
+        "chain",
+        "inet",
+        "nodelocaldns",
+        "filter-output",
+    ]);
+    let (found, text) = fails(&node);
+    assert_eq!(found, vec!["nft chains", "nft rules"], "{text}");
+    assert!(text.contains("chain filter-output is missing"), "{text}");
+    restore(&node);
+    healthy(&node);
+
+    // The table deleted.
+    node.node
+        .run_ok(&["nft", "delete", "table", "inet", "nodelocaldns"]);
+    let (found, text) = fails(&node);
+    assert_eq!(found, vec!["nft table", "notrack", "notrack"], "{text}");
+    restore(&node);
+    healthy(&node);
+
+    // An iptables rule of an earlier iptables-mode run.
+    let stale = format!("PREROUTING -p tcp -d {LOCAL_DNS} --dport 53 -j NOTRACK -m comment --comment \"{OUR_RULES}: skip conntrack\"");
+    ipt(&node, &format!("-t raw -I {stale}"));
+    let (found, text) = fails(&node);
+    assert_eq!(found, vec!["stale iptables rules"], "{text}");
+    ipt(&node, &format!("-t raw -D {stale}"));
+    healthy(&node);
+    signal(pid, libc::SIGTERM);
+    assert!(node.node.wait_exit(pid, Duration::from_secs(15)).is_some());
 }

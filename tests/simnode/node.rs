@@ -159,12 +159,54 @@ pub struct Node {
     pub dns: Netns,
     pub cluster: Knot,
     pub stub: Knot,
-    /// `iptables-save -t nat` of the node before the cache ran.
+    /// kube-proxy's rules before the cache ran: `iptables-save -t nat`, or `nft list
+    /// table ip kube-proxy`.
     pub nat_before: String,
 }
 
+/// How kube-proxy runs on the simulated node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeProxy {
+    /// DNAT rules in iptables' nat table.
+    Iptables,
+    /// kube-proxy's nftables mode: `table ip kube-proxy` ([`KUBE_PROXY_NFT`]).
+    Nftables,
+}
+
+/// A kube-proxy-like nftables table: the two Services' ClusterIPs DNATed to the
+/// cluster DNS for new connections only (kube-proxy's nftables mode), and filter
+/// chains with a drop policy. nftables runs every table's base chains and a drop is
+/// final, so the cache's own `accept` cannot let the pod's NOTRACKed DNS through:
+/// the node's firewall accepts it (`ct state untracked`), as our README asks of it.
+pub const KUBE_PROXY_NFT: &str = "table ip kube-proxy {
+    chain nat-prerouting {
+        type nat hook prerouting priority -100; policy accept;
+        ct state new ip daddr { 10.96.0.10, 10.96.0.11 } meta l4proto { tcp, udp } th dport 53 dnat to 10.0.0.2:53
+    }
+    chain nat-output {
+        type nat hook output priority -100; policy accept;
+        ct state new ip daddr { 10.96.0.10, 10.96.0.11 } meta l4proto { tcp, udp } th dport 53 dnat to 10.0.0.2:53
+    }
+    chain filter-forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        ct status dnat accept
+    }
+    chain filter-input {
+        type filter hook input priority filter; policy drop;
+        ct state established,related accept
+        iif \"lo\" accept
+        ct state untracked accept
+    }
+}
+";
+
 impl Node {
     pub fn build(test: &str) -> Node {
+        Node::build_with(test, KubeProxy::Iptables)
+    }
+
+    pub fn build_with(test: &str, proxy: KubeProxy) -> Node {
         let pod = Netns::new(&format!("pod{test}"));
         let node = Netns::new(&format!("node{test}"));
         let mut dns = Netns::new(&format!("dns{test}"));
@@ -184,29 +226,12 @@ impl Node {
         dns.run_ok(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
         node.run_ok(&["ip", "route", "add", "default", "via", CLUSTER_DNS_POD]);
         node.run_ok(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
-        // kube-proxy, iptables mode: the two Services' ClusterIPs DNATed to kube-dns.
-        for svc in [KUBE_DNS, KUBE_DNS_UPSTREAM] {
-            for chain in ["PREROUTING", "OUTPUT"] {
-                for proto in ["udp", "tcp"] {
-                    node.run_ok(&[
-                        "iptables",
-                        "-w",
-                        "-t",
-                        "nat",
-                        "-A",
-                        chain,
-                        "-d",
-                        svc,
-                        "-p",
-                        proto,
-                        "--dport",
-                        "53",
-                        "-j",
-                        "DNAT",
-                        "--to-destination",
-                        &format!("{CLUSTER_DNS_POD}:53"),
-                    ]);
-                }
+        match proxy {
+            KubeProxy::Iptables => iptables_dnat(&node),
+            KubeProxy::Nftables => {
+                let file = node.path("kube-proxy.nft");
+                std::fs::write(&file, KUBE_PROXY_NFT).unwrap();
+                node.run_ok(&["nft", "-f", file.to_str().unwrap()]);
             }
         }
         // The pod's resolv.conf, as kubelet writes it with --cluster-dns 10.96.0.10.
@@ -240,7 +265,10 @@ impl Node {
                 ("example.", "www A 192.0.2.1"),
             ],
         );
-        let nat_before = node.run_ok(&["iptables-save", "-t", "nat"]);
+        let nat_before = match proxy {
+            KubeProxy::Iptables => node.run_ok(&["iptables-save", "-t", "nat"]),
+            KubeProxy::Nftables => node.run_ok(&["nft", "list", "table", "ip", "kube-proxy"]),
+        };
         Node {
             pod,
             node,
@@ -254,6 +282,17 @@ impl Node {
     /// Starts the cache with `mode`'s manifest args and template, a kube-dns ConfigMap
     /// with a stub domain, and `extra` args. Returns its pid.
     pub fn start_cache(&mut self, mode: &str, extra: &[&str]) -> u32 {
+        self.start_cache_with_path(mode, extra, None)
+    }
+
+    /// [`Node::start_cache`] with the cache's PATH replaced (e.g. one without
+    /// `iptables`).
+    pub fn start_cache_with_path(
+        &mut self,
+        mode: &str,
+        extra: &[&str],
+        path: Option<&Path>,
+    ) -> u32 {
         let (args, template) = manifest(mode);
         let base = self.node.path("Corefile.base");
         std::fs::write(&base, template).unwrap();
@@ -271,14 +310,17 @@ impl Node {
             .args(extra)
             .env("KUBE_DNS_UPSTREAM_SERVICE_HOST", KUBE_DNS_UPSTREAM)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.node.path("nodelocaldns.log"))
-                    .unwrap(),
-            );
+            .stdout(Stdio::null());
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        command.stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.node.path("nodelocaldns.log"))
+                .unwrap(),
+        );
         self.node.spawn(command)
     }
 
@@ -315,6 +357,30 @@ impl Node {
             .lines()
             .filter(|l| l.contains(OUR_RULES))
             .count()
+    }
+
+    /// Our rules in the node's nftables table (0 without the table).
+    pub fn nft_rules(&self) -> usize {
+        let out = self
+            .node
+            .run(&["nft", "list", "table", "inet", "nodelocaldns"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(OUR_RULES))
+            .count()
+    }
+
+    /// The handle of the first rule of `chain` in our table containing `needle`.
+    pub fn nft_handle(&self, chain: &str, needle: &str) -> String {
+        let out = self
+            .node
+            .run_ok(&["nft", "-a", "list", "chain", "inet", "nodelocaldns", chain]);
+        out.lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.rsplit("# handle ").next())
+            .unwrap_or_else(|| panic!("no {needle} in {chain}: {out}"))
+            .trim()
+            .to_string()
     }
 
     /// `getent ahosts NAME` in the pod: the addresses, empty when it failed.
@@ -378,6 +444,34 @@ impl Node {
             )
         });
         (out.status.code().unwrap_or(-1), report)
+    }
+}
+
+/// kube-proxy, iptables mode: the two Services' ClusterIPs DNATed to kube-dns.
+fn iptables_dnat(node: &Netns) {
+    for svc in [KUBE_DNS, KUBE_DNS_UPSTREAM] {
+        for chain in ["PREROUTING", "OUTPUT"] {
+            for proto in ["udp", "tcp"] {
+                node.run_ok(&[
+                    "iptables",
+                    "-w",
+                    "-t",
+                    "nat",
+                    "-A",
+                    chain,
+                    "-d",
+                    svc,
+                    "-p",
+                    proto,
+                    "--dport",
+                    "53",
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    &format!("{CLUSTER_DNS_POD}:53"),
+                ]);
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)
+command -v nft >/dev/null || need+=(nftables)
 command -v taskset >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
   sudo_cmd=""

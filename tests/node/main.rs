@@ -235,6 +235,7 @@ fn daemonset_args_set_up_interface_rules_and_answer() {
         "interface_add",
         "interface_check",
         "configmap",
+        "nftables",
     ] {
         let line = format!("coredns_nodecache_setup_errors_total{{errortype=\"{kind}\"}} 0");
         assert!(metrics.contains(&line), "{kind}: {metrics}");
@@ -552,6 +553,103 @@ fn dual_stack_in_one_process() {
             );
         }
     }
+}
+
+/// `nft list table inet nodelocaldns` as (chain, rule) without comments and handles,
+/// sorted; empty without the table.
+fn nft_table(ns: &Netns) -> Vec<(String, String)> {
+    let out = ns.run(&["nft", "list", "table", "inet", "nodelocaldns"]);
+    let mut chain = String::new();
+    let mut rules = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("chain ") {
+            chain = name.trim_end_matches(" {").to_string();
+        } else if let Some((rule, _)) = line.split_once(" comment ") {
+            rules.push((chain.clone(), rule.to_string()));
+        }
+    }
+    rules.sort();
+    rules
+}
+
+/// The nftables mode, dual-stack: one `inet` table with both families' rules, the
+/// exact chains, answers on both addresses, nothing in iptables; -skipteardown keeps
+/// the table.
+#[test]
+fn nftables_mode_dual_stack_one_table_and_skipteardown() {
+    let Some(mut ns) = cluster("nftdual") else {
+        return;
+    };
+    harness::require(&["nft"]);
+    let pid = start_node(
+        &mut ns,
+        "169.254.20.10,fd00::10",
+        &["--rules=nftables", "-skipteardown"],
+    );
+    assert!(
+        wait_until(SYNC_WAIT, || nft_table(&ns).len() == 24),
+        "{:?} {}",
+        nft_table(&ns),
+        log(&ns)
+    );
+    let text = ns.run_ok(&["nft", "list", "table", "inet", "nodelocaldns"]);
+    for chain in [
+        "type filter hook prerouting priority raw; policy accept;",
+        "type filter hook output priority raw; policy accept;",
+        "type filter hook input priority filter; policy accept;",
+        "type filter hook output priority filter; policy accept;",
+    ] {
+        assert!(text.contains(chain), "{chain}: {text}");
+    }
+    let rules = nft_table(&ns);
+    let has = |chain: &str, rule: &str| rules.contains(&(chain.to_string(), rule.to_string()));
+    for (ip, family) in [("169.254.20.10", "ip"), ("fd00::10", "ip6")] {
+        for p in ["tcp", "udp"] {
+            assert!(
+                has(
+                    "raw-prerouting",
+                    &format!("{family} daddr {ip} {p} dport 53 notrack")
+                ),
+                "{rules:?}"
+            );
+            assert!(has(
+                "filter-input",
+                &format!("{family} daddr {ip} {p} dport 53 accept")
+            ));
+            assert!(has(
+                "raw-output",
+                &format!("{family} saddr {ip} {p} sport 53 notrack")
+            ));
+            assert!(has(
+                "raw-output",
+                &format!("{family} daddr {ip} {p} dport 53 notrack")
+            ));
+            assert!(has(
+                "filter-output",
+                &format!("{family} saddr {ip} {p} sport 53 accept")
+            ));
+        }
+        assert!(has(
+            "raw-output",
+            &format!("{family} daddr {ip} tcp dport 8080 notrack")
+        ));
+        assert!(has(
+            "raw-output",
+            &format!("{family} saddr {ip} tcp sport 8080 notrack")
+        ));
+    }
+    assert!(text.contains("comment \"NodeLocal DNS Cache: skip conntrack\""));
+    assert!(our_rules(&ns.iptables_save(false)).is_empty());
+    assert!(our_rules(&ns.iptables_save(true)).is_empty());
+    for server in ["@169.254.20.10", "@fd00::10"] {
+        for transport in ["+notcp", "+tcp"] {
+            let answer = ns.kdig(&[transport, server, "www.example"]);
+            assert_eq!(answer.trim(), "192.0.2.1", "{server} {transport}");
+        }
+    }
+    signal(pid, libc::SIGTERM);
+    assert!(ns.wait_exit(pid, Duration::from_secs(15)).is_some());
+    assert_eq!(nft_table(&ns), rules, "-skipteardown keeps the table");
 }
 
 #[test]

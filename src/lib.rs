@@ -5,7 +5,7 @@
 //! - [`cache`]: per-core cache shard, stored answers, classification, eviction.
 //! - [`upstream`]: pipelined TCP and UDP forwarding, health, policies.
 //! - [`config`]: Corefile parser → typed [`config::Config`].
-//! - [`node`]: interface, iptables rules, sync and teardown.
+//! - [`node`]: interface, iptables or nftables rules, sync and teardown.
 //! - [`telemetry`]: per-shard counters → CoreDNS metrics, health, readiness.
 //! - [`cli`]: command-line flags, node-cache style.
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.

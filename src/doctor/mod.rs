@@ -1,7 +1,9 @@
 //! `nodelocaldns doctor [--json] [--resolv-conf FILE] [the DaemonSet's flags]`: looks
 //! at this node's DNS path and says what is wrong in plain words. It takes the same
 //! flags as the cache (so an operator pastes the DaemonSet's args) and checks, read
-//! only: the interface and its addresses, each iptables rule present exactly once,
+//! only: the interface and its addresses, each iptables rule present exactly once (or,
+//! in the nftables rules mode, our table, its chains and rules, and no stale iptables
+//! rules),
 //! conntrack entries for DNS to the local IPs, the cache answering on each local IP
 //! over UDP and TCP, each upstream of the Corefile over TCP, resolv.conf, and hints for
 //! the redirect mode (a NOTRACK rule missing, a stale interface nobody answers on,

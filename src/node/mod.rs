@@ -1,6 +1,7 @@
 //! Node integration, as k8s-dns-node-cache does it: the Corefile generated from the
 //! template and the kube-dns ConfigMap and kept in sync, the interface holding the
-//! local IPs (rtnetlink), the iptables rules, the periodic re-check, the setup-error
+//! local IPs (rtnetlink), the iptables rules or the nftables table (`--rules`,
+//! `detect`), the periodic re-check, the setup-error
 //! metric, signals (TERM/INT/QUIT stop, USR1 reloads) and the bounded teardown.
 //! See README.md in this directory for the flags and the behaviour.
 //!

@@ -122,9 +122,8 @@ impl NodeSetup {
             }
             Rules::Nftables { table, stale } => {
                 self.ensure_table(table, first);
-                // After our table is in: the iptables binary takes a while per rule.
                 if first && detect::on_path("iptables") {
-                    self.remove_iptables(iptables, stale, true);
+                    spawn_stale_cleanup(stale.clone());
                 }
             }
         }
@@ -294,7 +293,7 @@ impl NodeSetup {
         let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
         match &self.rules {
             Rules::None => {}
-            Rules::Iptables(rules) => self.remove_iptables(&mut Iptables::default(), rules, false),
+            Rules::Iptables(rules) => self.remove_iptables(&mut Iptables::default(), rules),
             Rules::Nftables { .. } => match Ruleset::remove() {
                 Ok(true) => tracing::info!("removed table inet nodelocaldns"),
                 Ok(false) => {}
@@ -303,17 +302,12 @@ impl NodeSetup {
         }
     }
 
-    /// Deletes every copy of `rules`; `stale`: left by an earlier iptables-mode run.
-    fn remove_iptables(&self, iptables: &mut Iptables, rules: &[Rule], stale: bool) {
+    /// Deletes every copy of `rules`.
+    fn remove_iptables(&self, iptables: &mut Iptables, rules: &[Rule]) {
         for rule in rules {
             match iptables.remove(rule) {
                 Ok(0) => {}
-                Ok(copies) if stale => {
-                    tracing::info!(%rule, copies, "removed a stale iptables rule of an iptables-mode run")
-                }
                 Ok(copies) => tracing::debug!(%rule, copies, "removed rule"),
-                // Looking for leftovers of another mode is not this mode's error.
-                Err(err) if stale => tracing::debug!(%err, "cannot check for stale iptables rules"),
                 Err(err) => self.rule_error(&err),
             }
         }
@@ -328,6 +322,32 @@ impl NodeSetup {
                 Err(err) => tracing::error!(%err, "cannot remove the interface"),
             }
         }
+    }
+}
+
+/// In the nftables mode, removes the node-cache iptables rules an earlier
+/// iptables-mode run left (they would outlive our teardown). On its own thread,
+/// holding nothing: an `iptables` stuck on the xtables lock must not stop the sync
+/// loop or the teardown of a mode that needs no iptables. Failures are not this
+/// mode's errors: logged only.
+fn spawn_stale_cleanup(rules: Vec<Rule>) {
+    let spawned = std::thread::Builder::new()
+        .name("stale-iptables".into())
+        .spawn(move || {
+            let mut iptables = Iptables::default();
+            for rule in &rules {
+                match iptables.remove(rule) {
+                    Ok(0) => {}
+                    Ok(copies) => tracing::info!(%rule, copies, "removed a stale iptables rule of an iptables-mode run"),
+                    Err(err) => {
+                        tracing::debug!(%err, "cannot check for stale iptables rules");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::debug!(%err, "cannot start the stale iptables cleanup");
     }
 }
 

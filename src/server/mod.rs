@@ -4,16 +4,18 @@
 //! before anything runs and port 0 resolves once), then starts one glommio executor
 //! per shard pinned to its core, and returns once every shard runs. Each shard owns
 //! its sockets, cache and upstream connections; besides the owner mesh for misses
-//! (owner.rs), the shards share only their control inboxes and, while stopping, the
+//! (mesh.rs, driven by miss.rs), the shards share only their control inboxes and, while stopping, the
 //! flags by which they drain together (handover.rs), read by a timer, never per
 //! packet.
 
+mod coalesce;
 mod errlog;
 mod export;
 mod handover;
 mod listen;
 mod loop_detect;
-mod owner;
+mod mesh;
+mod miss;
 pub mod query;
 pub mod shard;
 mod tcp;
@@ -242,7 +244,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
     let endpoints = Arc::new(endpoints);
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
-    let mesh = owner::mesh(shards);
+    let mesh = mesh::mesh(shards);
     // Hand-over: the shards stop together (handover.rs), and `start` returns only
     // once every shard runs, so "listening" means serving to a predecessor waiting
     // to leave the reuseport group.
@@ -277,7 +279,8 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
                     &config, &endpoints, shards, 0, None,
                 )));
                 if let Some(mesh) = mesh {
-                    let peers = owner::join(mesh, current.clone()).await;
+                    let handler = miss::owner_handler(current.clone());
+                    let peers = mesh::join(mesh, handler).await;
                     *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
                 }
                 let _ = started_tx.send(());

@@ -5,10 +5,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::coalesce::Inflight;
 use super::errlog::ErrorLog;
 use super::listen::Endpoint;
-use super::owner::Peers;
-use super::query::Inflight;
+use super::mesh::Peers;
 use crate::cache;
 use crate::config::{CacheClass, CacheConfig, Config, ResponseClasses, ServerBlock};
 use crate::limits;
@@ -133,6 +133,22 @@ impl Shard {
             }
         }
         best.map(|(index, zone, _)| (index, zone))
+    }
+
+    /// Answers from the cache of block `block_index` into `out` (its length is the
+    /// size limit): the reply's length and whether the cache asks for a refresh
+    /// (prefetch, stale). None on a miss or without a cache.
+    pub fn cached(
+        &self,
+        block_index: usize,
+        query: &wire::Query<'_>,
+        now: std::time::Instant,
+        out: &mut [u8],
+    ) -> Option<(usize, bool)> {
+        let cache = self.blocks.get(block_index)?.cache.as_ref()?;
+        let max_len = out.len();
+        let lookup = cache.borrow_mut().lookup(query, now, out, max_len);
+        Some((lookup.reply_len()?, lookup.must_refresh()))
     }
 
     /// Prints the `errors consolidate` summaries whose period is over.

@@ -1,9 +1,9 @@
-//! Cross-core miss routing: every cache key has an owner shard (a fixed hash of the
-//! key), and a shard that misses on a key it does not own asks the owner over a
-//! glommio channel mesh instead of the upstream. The owner coalesces the requests of
-//! every shard with its own misses, so N clients on N cores asking the same cold name
-//! cause one upstream query; the answer travels back and fills the cache of each
-//! shard that asked. Cache hits never cross cores: only misses use the mesh.
+//! The owner mesh: every cache key has an owner shard (a fixed hash of the key), and
+//! a shard that misses on a key it does not own asks the owner over a glommio channel
+//! mesh instead of the upstream (as glommio's `examples/sharding.rs`). This module is
+//! the transport only: requests, responses, tickets and wake-ups; what an owner does
+//! with a request is the [`Handler`] it joins with (`miss.rs`). Cache hits never
+//! cross cores: only misses use the mesh.
 //!
 //! Every message also pokes the receiver's [`Wake`], which interrupts its UDP loop
 //! when that blocks in a hot wait, so the message is read at once (`wake.rs`).
@@ -18,29 +18,37 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 
-use super::shard::Shard;
+use futures_lite::future::BoxedLocal;
+
 use super::wake::{self, Wake};
-use super::Current;
 use crate::cache::StoredAnswer;
 use crate::limits;
 use crate::upstream::{with_deadline, Transport};
-use crate::wire::{self, Rcode};
+use crate::wire::Rcode;
+
+/// A miss handed to its owner.
+pub struct Request {
+    /// Configuration generation of the requester: a block index only means the same
+    /// block when both shards run the same configuration.
+    pub generation: u64,
+    pub block: usize,
+    /// The client's query (any ID, the client's case).
+    pub packet: Vec<u8>,
+    pub transport: Transport,
+    /// A refresh (prefetch, stale) of the requester's entry, not a client's miss.
+    pub refresh: bool,
+}
+
+/// What an owner does with a request (called on the owner's thread).
+pub type Handler = Rc<dyn Fn(Request) -> BoxedLocal<Outcome>>;
 
 /// What crosses cores: a miss handed to its owner, or the owner's answer.
-pub enum Message {
+enum Message {
     Request {
         /// Requester's ticket, echoed in the response.
         ticket: u64,
         from: usize,
-        /// Configuration generation of the requester: a block index only means the
-        /// same block when both shards run the same configuration.
-        generation: u64,
-        block: usize,
-        /// The client's query (any ID, the client's case).
-        packet: Vec<u8>,
-        transport: Transport,
-        /// A refresh (prefetch, stale) of the requester's entry, not a client's miss.
-        refresh: bool,
+        request: Request,
     },
     Response {
         ticket: u64,
@@ -135,11 +143,13 @@ impl Peers {
         let request = Message::Request {
             ticket,
             from: self.me(),
-            generation,
-            block,
-            packet: packet.to_vec(),
-            transport,
-            refresh,
+            request: Request {
+                generation,
+                block,
+                packet: packet.to_vec(),
+                transport,
+                refresh,
+            },
         };
         self.send(owner, request).await?;
         let budget = Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS + 500);
@@ -161,8 +171,9 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// Joins the mesh and serves requests from the other shards until cancelled.
-pub async fn join(mesh: Mesh, current: Current) -> Option<Rc<Peers>> {
+/// Joins the mesh and serves requests from the other shards with `handler` until
+/// cancelled.
+pub async fn join(mesh: Mesh, handler: Handler) -> Option<Rc<Peers>> {
     let (senders, mut receivers) = mesh.channels.join().await.ok()?;
     let peers = Rc::new(Peers {
         senders,
@@ -171,10 +182,10 @@ pub async fn join(mesh: Mesh, current: Current) -> Option<Rc<Peers>> {
         next_ticket: Cell::new(0),
     });
     for (_, stream) in receivers.streams() {
-        let (peers, current) = (peers.clone(), current.clone());
+        let (peers, handler) = (peers.clone(), handler.clone());
         glommio::spawn_local(async move {
             while let Some(message) = stream.recv().await {
-                dispatch(&peers, &current, message);
+                dispatch(&peers, &handler, message);
             }
         })
         .detach();
@@ -182,7 +193,7 @@ pub async fn join(mesh: Mesh, current: Current) -> Option<Rc<Peers>> {
     Some(peers)
 }
 
-fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
+fn dispatch(peers: &Rc<Peers>, handler: &Handler, message: Message) {
     match message {
         Message::Response { ticket, outcome } => {
             if let Some(waiter) = peers.waiting.borrow_mut().remove(&ticket) {
@@ -192,24 +203,11 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
         Message::Request {
             ticket,
             from,
-            generation,
-            block,
-            packet,
-            transport,
-            refresh,
+            request,
         } => {
-            let (peers, shard) = (peers.clone(), current.borrow().clone());
+            let (peers, answer) = (peers.clone(), handler(request));
             glommio::spawn_local(async move {
-                let outcome = if shard.generation != generation || block >= shard.blocks.len() {
-                    Outcome::Mismatch
-                } else {
-                    match wire::parse_query(&packet) {
-                        Ok(query) => {
-                            answer_request(&shard, block, &query, transport, refresh).await
-                        }
-                        Err(_) => Outcome::Resolved(Err(Rcode::FormErr)),
-                    }
-                };
+                let outcome = answer.await;
                 let _ = peers
                     .send(from, Message::Response { ticket, outcome })
                     .await;
@@ -217,37 +215,4 @@ fn dispatch(peers: &Rc<Peers>, current: &Current, message: Message) {
             .detach();
         }
     }
-}
-
-/// The owner's side of a request: its cache first (the reply travels as bytes), else
-/// a resolution shared with every other miss of the key on this shard.
-///
-/// A `refresh` request for an entry the owner is refreshing itself (both copies
-/// became due together) joins that refresh (no extra upstream query) and gets the new
-/// answer, or the failure, instead of the copy about to be replaced, which the
-/// requester would cache again and soon refresh again. A client's miss takes the
-/// cached copy at once.
-async fn answer_request(
-    shard: &Rc<Shard>,
-    block: usize,
-    query: &wire::Query<'_>,
-    transport: Transport,
-    refresh: bool,
-) -> Outcome {
-    let mut reply = vec![0u8; limits::MESSAGE_BYTES_MAX];
-    let now = std::time::Instant::now();
-    if let Some(len) = super::query::cached_reply(shard, block, query, transport, now, &mut reply) {
-        let refreshing = refresh
-            && shard
-                .blocks
-                .get(block)
-                .and_then(|b| b.cache.as_ref())
-                .is_some_and(|c| c.borrow().refreshing(query, now));
-        if !refreshing {
-            reply.truncate(len);
-            return Outcome::Cached(reply);
-        }
-    }
-    let resolution = super::query::resolve_owned(shard, block, query, transport).await;
-    Outcome::Resolved((*resolution).clone())
 }

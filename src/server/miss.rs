@@ -1,0 +1,281 @@
+//! The miss path, top to bottom: a miss joins the upstream query in flight for its
+//! key on this shard or leads it (`coalesce.rs`); the leader asks the key's owner
+//! shard over the mesh (`mesh.rs`) when that is another shard, else the upstreams;
+//! the answer fills this shard's cache and every waiter's reply. The owner's side of
+//! a request, and the refreshes the cache asks for, run the same path.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::future::BoxedLocal;
+
+use super::coalesce::{self, Join, Resolution};
+use super::mesh::{Outcome, Request};
+use super::shard::{Block, Shard};
+use super::Current;
+use crate::cache::{self, AnswerClass, StoredAnswer};
+use crate::limits;
+use crate::telemetry::{Meter, Plugin};
+use crate::upstream::{Transport, UpstreamError};
+use crate::wire::{self, Query, Rcode};
+
+/// A client's miss handed to its task.
+pub struct Miss {
+    pub block_index: usize,
+    pub transport: Transport,
+    /// The client's size limit for the answer.
+    pub max_len: usize,
+    pub meter: Option<Meter>,
+}
+
+/// Resolves a client's miss and writes the answer for the client; returns the
+/// answer (empty: nothing to send) and who answered.
+pub async fn answer(shard: &Rc<Shard>, miss: &Miss, packet: &[u8]) -> (Vec<u8>, Plugin) {
+    let Ok(query) = wire::parse_query(packet) else {
+        return (Vec::new(), Plugin::Server);
+    };
+    let block = &shard.blocks[miss.block_index];
+    let lead = |key: &[u8]| {
+        let owner = other_owner(shard, key);
+        via_owner(
+            shard,
+            miss.block_index,
+            &query,
+            owner,
+            miss.transport,
+            false,
+            miss.meter,
+        )
+    };
+    let resolution = coalesced(shard, block, &query, lead).await;
+    let failed = match resolution.as_ref() {
+        Ok(stored) => matches!(
+            stored.class(),
+            AnswerClass::ServFail | AnswerClass::Uncacheable
+        ),
+        Err(_) => true,
+    };
+    // The answer buffer exists only once there is an answer, so a miss waiting on
+    // the upstream holds no more than its query.
+    let mut out = vec![0u8; miss.max_len];
+    // serve_stale verify: an expired answer still beats a failure.
+    if let (true, Some(cache)) = (failed, &block.cache) {
+        let stale = cache
+            .borrow_mut()
+            .lookup_stale(&query, Instant::now(), &mut out, miss.max_len);
+        if let Some(len) = stale {
+            out.truncate(len);
+            return (out, Plugin::Cache);
+        }
+    }
+    let (len, plugin) = match resolution.as_ref() {
+        Ok(stored) => {
+            if stored.rcode() == Rcode::ServFail.code() {
+                log_error(block, &query, "upstream answered SERVFAIL");
+            }
+            let len = cache::write_reply(
+                stored,
+                &query,
+                stored.ttl_secs(),
+                false,
+                &mut out,
+                miss.max_len,
+            );
+            (len, Plugin::Forward)
+        }
+        Err(rcode) => (
+            wire::write_error_reply(packet, *rcode, &mut out),
+            Plugin::Server,
+        ),
+    };
+    out.truncate(len);
+    (out, plugin)
+}
+
+/// Starts the refresh the cache asked for (prefetch or serve_stale immediate) of
+/// the entry `packet` asks for.
+pub fn spawn_refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transport: Transport) {
+    glommio::spawn_local(refresh(shard, block_index, packet, transport)).detach();
+}
+
+/// An answer of any kind is inserted by the resolution (which clears the entry's
+/// refresh mark); a failure clears it here.
+async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transport: Transport) {
+    let Ok(query) = wire::parse_query(&packet) else {
+        return;
+    };
+    let block = &shard.blocks[block_index];
+    let lead = |key: &[u8]| {
+        let owner = other_owner(&shard, key);
+        via_owner(&shard, block_index, &query, owner, transport, true, None)
+    };
+    let resolution = coalesced(&shard, block, &query, lead).await;
+    if let (Err(_), Some(cache)) = (resolution.as_ref(), &block.cache) {
+        cache.borrow_mut().refresh_failed(&query);
+    }
+}
+
+/// The mesh handler of a shard: answers the requests other shards send the owner.
+pub fn owner_handler(current: Current) -> super::mesh::Handler {
+    Rc::new(move |request: Request| -> BoxedLocal<Outcome> {
+        let shard = current.borrow().clone();
+        Box::pin(answer_request(shard, request))
+    })
+}
+
+/// The owner's side of a request: its cache first (the reply travels as bytes), else
+/// a resolution shared with every other miss of the key on this shard.
+///
+/// A `refresh` request for an entry the owner is refreshing itself (both copies
+/// became due together) joins that refresh (no extra upstream query) and gets the new
+/// answer, or the failure, instead of the copy about to be replaced, which the
+/// requester would cache again and soon refresh again. A client's miss takes the
+/// cached copy at once.
+async fn answer_request(shard: Rc<Shard>, request: Request) -> Outcome {
+    let Request {
+        generation,
+        block: block_index,
+        packet,
+        transport,
+        refresh,
+    } = request;
+    let Some(block) = shard.blocks.get(block_index) else {
+        return Outcome::Mismatch;
+    };
+    if shard.generation != generation {
+        return Outcome::Mismatch;
+    }
+    let Ok(query) = wire::parse_query(&packet) else {
+        return Outcome::Resolved(Err(Rcode::FormErr));
+    };
+    let mut reply = vec![0u8; limits::MESSAGE_BYTES_MAX];
+    let now = Instant::now();
+    if let Some((len, must_refresh)) = shard.cached(block_index, &query, now, &mut reply) {
+        if must_refresh {
+            spawn_refresh(shard.clone(), block_index, packet.clone(), transport);
+        }
+        let refreshing = refresh
+            && block
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.borrow().refreshing(&query, now));
+        if !refreshing {
+            reply.truncate(len);
+            return Outcome::Cached(reply);
+        }
+    }
+    let lead = |_: &[u8]| resolve(&shard, block, &query, transport, None);
+    let resolution = coalesced(&shard, block, &query, lead).await;
+    Outcome::Resolved((*resolution).clone())
+}
+
+/// Joins the resolution in flight for the query's key on this shard, or leads it
+/// with `lead` (given the key); the result fills the cache and every waiter.
+async fn coalesced<F, L>(shard: &Shard, block: &Block, query: &Query<'_>, lead: L) -> Resolution
+where
+    L: FnOnce(&[u8]) -> F,
+    F: std::future::Future<Output = Result<StoredAnswer, Rcode>>,
+{
+    let leader = match block.inflight.join(coalesce::key(query)) {
+        Join::Lead(leader) => leader,
+        Join::Wait(rx) => {
+            let coalesced = &shard.counters.coalesced;
+            coalesced.set(coalesced.get() + 1);
+            return rx.await.unwrap_or_else(|_| Rc::new(Err(Rcode::ServFail)));
+        }
+        Join::Full => return Rc::new(Err(Rcode::ServFail)),
+    };
+    let resolution = Rc::new(lead(leader.key()).await);
+    if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
+        cache
+            .borrow_mut()
+            .insert(query, stored.clone(), Instant::now());
+    }
+    leader.finish(&resolution);
+    resolution
+}
+
+/// The shard that owns `key`, when that is not this one.
+fn other_owner(shard: &Shard, key: &[u8]) -> Option<usize> {
+    let peers = shard.peers.as_ref()?;
+    Some(peers.owner(key)).filter(|owner| *owner != peers.me())
+}
+
+/// Asks `owner` (`refresh`: to refresh this shard's entry), else, or when the owner
+/// cannot answer, the upstreams.
+async fn via_owner(
+    shard: &Shard,
+    block_index: usize,
+    query: &Query<'_>,
+    owner: Option<usize>,
+    transport: Transport,
+    refresh: bool,
+    meter: Option<Meter>,
+) -> Result<StoredAnswer, Rcode> {
+    let block = &shard.blocks[block_index];
+    if let (Some(owner), Some(peers)) = (owner, &shard.peers) {
+        let generation = shard.generation;
+        let asked = peers.ask(
+            owner,
+            generation,
+            block_index,
+            query.packet,
+            transport,
+            refresh,
+        );
+        match asked.await {
+            Some(Outcome::Resolved(result)) => return result,
+            Some(Outcome::Cached(reply)) => {
+                return StoredAnswer::from_upstream(&reply, query, &block.cache_config)
+                    .map_err(|_| Rcode::ServFail)
+            }
+            Some(Outcome::Mismatch) | None => {}
+        }
+    }
+    resolve(shard, block, query, transport, meter).await
+}
+
+/// Asks the upstreams and normalises the answer for the cache and the reply.
+async fn resolve(
+    shard: &Shard,
+    block: &Block,
+    query: &Query<'_>,
+    transport: Transport,
+    meter: Option<Meter>,
+) -> Result<StoredAnswer, Rcode> {
+    let Some(forwarder) = &block.forwarder else {
+        return Err(Rcode::ServFail);
+    };
+    let mut upstream_query = [0u8; limits::UDP_PAYLOAD_BYTES_MAX];
+    let len = wire::write_upstream_query(query, 0, block.bufsize, &mut upstream_query);
+    let answer = match forwarder.resolve(&upstream_query[..len], transport).await {
+        Ok(answer) => answer,
+        Err(UpstreamError::MaxConcurrent) => return Err(Rcode::Refused),
+        Err(err) => {
+            let failures = &shard.counters.upstream_failures;
+            failures.set(failures.get() + 1);
+            log_error(block, query, &err.to_string());
+            return Err(Rcode::ServFail);
+        }
+    };
+    StoredAnswer::from_upstream(&answer, query, &block.cache_config).map_err(|err| {
+        let bad = &shard.counters.bad_answers;
+        bad.set(bad.get() + 1);
+        if let Some(meter) = meter {
+            meter.cache_drop(&shard.stats);
+        }
+        log_error(block, query, &err.to_string());
+        Rcode::ServFail
+    })
+}
+
+/// The `errors` directive's line `SERVFAIL qname QTYPE: error`, for blocks with it.
+fn log_error(block: &Block, query: &Query<'_>, error: &str) {
+    if let Some(errors) = &block.errors {
+        let (name, qtype) = (
+            wire::name_to_string(query.qname),
+            wire::type_to_string(query.qtype),
+        );
+        errors.failed("SERVFAIL", &name, &qtype, error);
+    }
+}

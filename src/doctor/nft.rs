@@ -19,14 +19,20 @@ use crate::node::rules;
 /// Problems listed in one check's detail before "and N more".
 const SHOWN: usize = 3;
 
-/// Which rules the cache installs here.
+/// Which rules the cache installs here: `--rules`, or for `auto` the mode whose
+/// rules are there, else (none, or both) the cache's own decision.
 pub fn backend(cli: &Cli) -> Backend {
     match cli.rules {
-        RulesMode::Iptables => Backend::Iptables,
-        RulesMode::Nftables => Backend::Nftables,
-        RulesMode::Auto if table_present() => Backend::Nftables,
-        RulesMode::Auto if stale_iptables_rules().is_some_and(|n| n > 0) => Backend::Iptables,
-        RulesMode::Auto => detect::choose(RulesMode::Auto).backend,
+        RulesMode::Iptables => return Backend::Iptables,
+        RulesMode::Nftables => return Backend::Nftables,
+        RulesMode::Auto => {}
+    }
+    let table = table_present();
+    let iptables = stale_iptables_rules().is_some_and(|n| n > 0);
+    match (table, iptables) {
+        (true, false) => Backend::Nftables,
+        (false, true) => Backend::Iptables,
+        _ => detect::choose(RulesMode::Auto).backend,
     }
 }
 

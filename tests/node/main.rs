@@ -61,6 +61,11 @@ fn cluster_on(test: &str, port: u16) -> Option<Netns> {
 
 /// Starts nodelocaldns with the upstream DaemonSet's args plus the test's.
 fn start_node(ns: &mut Netns, localip: &str, extra: &[&str]) -> u32 {
+    start_node_env(ns, localip, extra, &[])
+}
+
+/// [`start_node`] with more environment variables (e.g. PATH).
+fn start_node_env(ns: &mut Netns, localip: &str, extra: &[&str], env: &[(&str, &str)]) -> u32 {
     let (conf, base, cm) = (
         ns.path("Corefile"),
         ns.path("Corefile.base"),
@@ -86,9 +91,28 @@ fn start_node(ns: &mut Netns, localip: &str, extra: &[&str]) -> u32 {
         .args(extra)
         .env("KUBE_DNS_UPSTREAM_SERVICE_HOST", "127.0.0.1")
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(ns.path("nodelocaldns.log")).unwrap());
     ns.spawn(command)
+}
+
+/// A PATH whose first `iptables` and `ip6tables` never return, as when another
+/// process holds the xtables lock forever.
+fn hanging_iptables_path(ns: &Netns) -> String {
+    let fake = ns.path("fakebin");
+    std::fs::create_dir(&fake).unwrap();
+    for tool in ["iptables", "ip6tables"] {
+        let path = fake.join(tool);
+        std::fs::write(&path, "#!/bin/sh\nexec sleep 600\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 fn log(ns: &Netns) -> String {
@@ -650,6 +674,60 @@ fn nftables_mode_dual_stack_one_table_and_skipteardown() {
     signal(pid, libc::SIGTERM);
     assert!(ns.wait_exit(pid, Duration::from_secs(15)).is_some());
     assert_eq!(nft_table(&ns), rules, "-skipteardown keeps the table");
+
+    // Switching to the iptables mode removes the stale table, which would outlive
+    // the teardown.
+    let pid = start_node(&mut ns, "169.254.20.10,fd00::10", &["--rules=iptables"]);
+    assert!(
+        wait_rules(&ns, false, 12) && wait_rules(&ns, true, 12),
+        "{}",
+        log(&ns)
+    );
+    assert!(wait_until(SYNC_WAIT, || nft_table(&ns).is_empty()));
+    assert!(log(&ns).contains("removed the stale table inet nodelocaldns"));
+    signal(pid, libc::SIGTERM);
+    assert!(ns.wait_exit(pid, Duration::from_secs(15)).is_some());
+}
+
+/// The nftables mode needs no iptables: with an `iptables` that hangs first on PATH
+/// (the xtables lock held forever), the table goes in, a deleted table comes back,
+/// and the teardown deletes it in time.
+#[test]
+fn nftables_mode_is_unaffected_by_a_hanging_iptables() {
+    let Some(mut ns) = cluster("nfthang") else {
+        return;
+    };
+    harness::require(&["nft"]);
+    let path = hanging_iptables_path(&ns);
+    let pid = start_node_env(
+        &mut ns,
+        "169.254.20.10",
+        &["--rules=nftables", "--shards", "1"],
+        &[("PATH", &path)],
+    );
+    assert!(
+        wait_until(SYNC_WAIT, || nft_table(&ns).len() == 12),
+        "{}",
+        log(&ns)
+    );
+    ns.run_ok(&["nft", "delete", "table", "inet", "nodelocaldns"]);
+    assert!(
+        wait_until(SYNC_WAIT, || nft_table(&ns).len() == 12),
+        "not restored: {}",
+        log(&ns)
+    );
+    let started = std::time::Instant::now();
+    signal(pid, libc::SIGTERM);
+    let status = ns.wait_exit(pid, Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{}", log(&ns));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(nft_table(&ns).is_empty(), "{}", log(&ns));
+    assert!(!ns.link_exists(IFACE));
+    assert!(!log(&ns).contains("did not finish in time"), "{}", log(&ns));
 }
 
 #[test]
@@ -750,21 +828,8 @@ fn teardown_is_bounded_when_iptables_hangs() {
     let Some(mut ns) = cluster("hang") else {
         return;
     };
-    // An `iptables` that never returns, as when another process holds the xtables
-    // lock forever: first on PATH for the node process only.
-    let fake = ns.path("fakebin");
-    std::fs::create_dir(&fake).unwrap();
-    for tool in ["iptables", "ip6tables"] {
-        let path = fake.join(tool);
-        std::fs::write(&path, "#!/bin/sh\nexec sleep 600\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let path = format!(
-        "{}:{}",
-        fake.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    // An `iptables` that never returns: first on PATH for the node process only.
+    let path = hanging_iptables_path(&ns);
     let conf = ns.path("Corefile");
     let mut command = ns.command(&[BIN]);
     command

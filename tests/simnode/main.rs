@@ -260,7 +260,7 @@ fn shell_words(text: &str) -> Vec<String> {
 
 #[test]
 fn doctor_is_quiet_when_healthy_and_names_each_planted_fault() {
-    if !can_run() {
+    if !can_run() || !harness::require(&["nft"]) {
         return;
     }
     let mut node = Node::build("doc");
@@ -331,6 +331,14 @@ fn doctor_is_quiet_when_healthy_and_names_each_planted_fault() {
         "{found:?}"
     );
     ipt(&node, &reject.replace("-I OUTPUT", "-D OUTPUT"));
+    healthy(&node);
+
+    // A table of an earlier nftables-mode run.
+    node.node
+        .run_ok(&["nft", "add", "table", "inet", "nodelocaldns"]);
+    assert_eq!(fails(&node, &[]), vec!["stale nft table"]);
+    node.node
+        .run_ok(&["nft", "delete", "table", "inet", "nodelocaldns"]);
     healthy(&node);
 
     // resolv.conf naming the cache itself.

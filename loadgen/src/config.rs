@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::limits::{
     BATCH_MSGS_DEFAULT, BATCH_MSGS_MAX, CHANNELS_PER_WORKER_MAX, THREADS_MAX, TIMEOUT_SECS_MAX,
 };
+use crate::gate::{self, Gate, GateError};
 use crate::queries::{self, NameSource, Order, QueryError, QuerySpec};
 use crate::schedule::Spacing;
 use crate::wire::QueryOptions;
@@ -170,6 +171,12 @@ pub struct Args {
     /// No per-second progress line on stderr.
     #[arg(long = "quiet")]
     pub quiet: bool,
+    /// Exit with code 3 and the reason when any condition holds, e.g.
+    /// 'p99>2ms,loss>0.1%,qps<50000' (figures: min mean p50 p90 p99 p99.9 p99.99 max
+    /// lag_p50 lag_p99 lag_max loss qps sent answered lost mismatched truncated
+    /// send_errors; comparisons > >= < <=; times in us, ms or s).
+    #[arg(long = "fail-if", value_name = "CONDITIONS")]
+    pub fail_if: Option<String>,
 }
 
 /// Why the arguments do not describe a runnable load.
@@ -191,6 +198,9 @@ pub enum ConfigError {
     /// The query set could not be built.
     #[error(transparent)]
     Queries(#[from] QueryError),
+    /// `--fail-if` does not parse.
+    #[error(transparent)]
+    Gate(#[from] GateError),
 }
 
 /// The ramp's plan.
@@ -273,6 +283,11 @@ pub struct Config {
     /// Suppress progress lines.
     #[serde(skip)]
     pub quiet: bool,
+    /// `--fail-if` as written.
+    pub fail_if: Option<String>,
+    /// `--fail-if`, parsed.
+    #[serde(skip)]
+    pub gates: Vec<Gate>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -359,6 +374,8 @@ impl Config {
             csv: args.csv,
             plot: args.plot,
             quiet: args.quiet,
+            gates: args.fail_if.as_deref().map(gate::parse).transpose()?.unwrap_or_default(),
+            fail_if: args.fail_if,
         })
     }
 }
@@ -403,7 +420,7 @@ fn clients_of(args: &Args) -> Result<usize, ConfigError> {
         return Err(range_err(
             "-c",
             clients,
-            "must be between 1 and 256 per thread",
+            "must be between 1 and 4096 per thread",
         ));
     }
     Ok(clients.max(args.threads))

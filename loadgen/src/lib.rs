@@ -5,22 +5,28 @@
 //!
 //! - [`config`]: dnsperf-compatible command line → one validated [`config::Config`].
 //! - [`limits`]: every bound, with its unit, in one place.
+//! - [`clock`]: the run's monotonic clock and the kernel's receive stamps on it.
 //! - [`queries`]: query files, name patterns, random names, type mix, Zipf; encoded once.
 //! - [`wire`]: the only code that reads or writes DNS message bytes.
 //! - [`schedule`]: intended send times (closed loop, `-Q`, open loop constant/Poisson).
 //! - [`inflight`]: outstanding queries per worker, keyed by channel and ID; timeouts.
 //! - [`sender`]: the per-worker loop shared by both transports.
+//! - [`poll`]: one epoll set per worker, nanosecond waits, only ready sockets read.
 //! - [`udp`], [`tcp`]: batched UDP sockets (sendmmsg/recvmmsg) and pipelined TCP.
 //! - [`stats`]: counters and HDR histograms per worker-second, merged into seconds.
 //! - [`run`]: threads, pinning, stop conditions, the ramp controller.
 //! - [`report`], [`plot`]: progress line, summary, JSON, CSV, SVG.
+//! - [`gate`]: `--fail-if` conditions over the report's figures.
 //! - [`campaign`]: `dnsload campaign`, tuning experiments over sysctls and server options.
 
 pub mod campaign;
+pub mod clock;
 pub mod config;
+pub mod gate;
 pub mod inflight;
 pub mod limits;
 pub mod plot;
+pub mod poll;
 pub mod queries;
 pub mod report;
 pub mod run;

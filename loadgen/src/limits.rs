@@ -20,8 +20,16 @@ pub const QUERY_BYTES_MAX: usize = 512;
 /// DNS message IDs per socket or connection (the ID field is 16 bits).
 pub const IDS_PER_CHANNEL_MAX: usize = 1 << 16;
 
-/// Sockets or connections one worker thread may own.
-pub const CHANNELS_PER_WORKER_MAX: usize = 256;
+/// Fewest IDs a socket or connection gets (the table is sized per channel from the
+/// outstanding limit; this floor keeps an ID from being reused too soon).
+pub const IDS_PER_CHANNEL_MIN: usize = 256;
+
+/// Sockets or connections one worker thread may own (a node's pods, each its own
+/// socket). Only ready ones are read, so a pass does not grow with this.
+pub const CHANNELS_PER_WORKER_MAX: usize = 4096;
+
+/// Ready sockets taken from epoll per wait; more stay ready for the next pass.
+pub const EPOLL_EVENTS_MAX: usize = 256;
 
 /// Worker threads.
 pub const THREADS_MAX: usize = 256;
@@ -52,17 +60,22 @@ pub const TCP_OUT_BYTES_MAX: usize = 256 << 10;
 /// Bytes of the per-connection TCP read buffer (a DNS message is at most 64 KiB + 2).
 pub const TCP_IN_BYTES: usize = 128 << 10;
 
-/// Longest a worker sleeps in `ppoll` before looking at the clock and stop flag.
+/// Longest a worker sleeps in `epoll_pwait2` before looking at the clock and stop flag.
 pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
 
-/// Below this wait a worker spins instead of sleeping: a syscall round trip costs more.
-pub const SPIN_NS_MAX: u64 = 30_000;
+/// A worker wakes this long before its next send is due and spins the rest, so the
+/// wake-up's own latency (tens of microseconds from an idle core) does not make the
+/// send late; waits shorter than this are spun entirely.
+pub const SPIN_NS_MAX: u64 = 2_000;
 
 /// How long a worker keeps waiting for outstanding answers after Ctrl-C.
 pub const INTERRUPT_DRAIN_NS_MAX: u64 = 1_000_000_000;
 
 /// Rate the `-Q` limiter may fall behind before it forgets the debt (no catch-up burst).
 pub const RATE_LIMIT_DEBT_NS_MAX: u64 = 100_000_000;
+
+/// Conditions one `--fail-if` may hold.
+pub const GATES_MAX: usize = 64;
 
 /// Ramp steps before the ramp gives up looking for a knee.
 pub const RAMP_STEPS_MAX: usize = 1000;
@@ -74,3 +87,6 @@ const _: () = assert!(QUERY_BYTES_MAX <= RECV_SLOT_BYTES);
 const _: () = assert!(TCP_IN_BYTES >= (1 << 16) + 2);
 const _: () = assert!(SPIN_NS_MAX < IDLE_SLEEP_NS_MAX);
 const _: () = assert!(IDS_PER_CHANNEL_MAX == u16::MAX as usize + 1);
+const _: () = assert!(IDS_PER_CHANNEL_MIN.is_power_of_two());
+const _: () = assert!(IDS_PER_CHANNEL_MIN <= IDS_PER_CHANNEL_MAX);
+const _: () = assert!(IDS_PER_CHANNEL_MIN >= 2 * BATCH_MSGS_MAX);

@@ -1,5 +1,6 @@
 //! `dnsload` command: parse flags, run, print. Exit code 2 for bad input (flags,
-//! query file, pattern), 1 for failures while running.
+//! query file, pattern), 1 for failures while running, 3 when a `--fail-if`
+//! condition held.
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -8,7 +9,10 @@ use std::sync::Arc;
 use clap::Parser;
 use dnsload::config::{Args, Config, ConfigError};
 use dnsload::run::RunError;
-use dnsload::{report, run};
+use dnsload::{gate, report, run};
+
+/// Exit code of a run that finished but met a `--fail-if` condition.
+const EXIT_GATE: u8 = 3;
 
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "campaign") {
@@ -16,7 +20,13 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     match try_main(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(tripped) if tripped.is_empty() => ExitCode::SUCCESS,
+        Ok(tripped) => {
+            for t in tripped {
+                eprintln!("dnsload: --fail-if: {t}");
+            }
+            ExitCode::from(EXIT_GATE)
+        }
         Err(err) => {
             eprintln!("dnsload: error: {err:#}");
             ExitCode::from(exit_code(&err))
@@ -34,7 +44,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-fn try_main(args: Args) -> anyhow::Result<()> {
+fn try_main(args: Args) -> anyhow::Result<Vec<gate::Tripped>> {
     let config = Config::from_args(args)?;
     let quiet = config.quiet;
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -48,5 +58,5 @@ fn try_main(args: Args) -> anyhow::Result<()> {
     let result = run::run(config, &interrupt, &mut progress)?;
     print!("{}", report::summary_text(&result));
     report::write_outputs(&result)?;
-    Ok(())
+    Ok(gate::check(&result.config.gates, &report::figures(&result)))
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::gate::Figures;
 use crate::run::{RampResult, RunResult};
 use crate::stats::{Counters, Percentiles, SecondStats};
 use crate::wire::RCODE_NAMES;
@@ -41,7 +42,7 @@ fn ms(us: f64) -> String {
 pub fn progress_line(s: &SecondStats) -> String {
     let c = &s.counters;
     format!(
-        "[{:>4}s] sent {:>9} answered {:>9} lost {:>6} mismatched {:>4} qps {:>10.0} p50 {} p99 {}",
+        "[{:>4}s] sent {:>9} answered {:>9} lost {:>6} mismatched {:>4} qps {:>10.0} p50 {} p99 {} lag p99 {}",
         s.second + 1,
         c.sent,
         c.answered,
@@ -50,6 +51,7 @@ pub fn progress_line(s: &SecondStats) -> String {
         s.qps,
         ms(s.latency.p50_us),
         ms(s.latency.p99_us),
+        ms(s.send_lag.p99_us),
     )
 }
 
@@ -63,6 +65,17 @@ fn loss_pct(c: &Counters) -> f64 {
         0.0
     } else {
         c.lost as f64 * 100.0 / c.sent as f64
+    }
+}
+
+/// The figures `--fail-if` looks at.
+pub fn figures(r: &RunResult) -> Figures {
+    Figures {
+        latency: r.percentiles(),
+        send_lag: Percentiles::of(&r.send_lag),
+        counters: r.counters.clone(),
+        qps: answered_qps(r),
+        loss_pct: loss_pct(&r.counters),
     }
 }
 
@@ -111,6 +124,15 @@ pub fn summary_text(r: &RunResult) -> String {
     let _ = writeln!(out, "\n  Latency (from {}):", latency_origin(&r.config));
     for (label, v) in percentile_rows(&p) {
         let _ = writeln!(out, "    {label:<7} {}", ms(v));
+    }
+    if !r.send_lag.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n  Send lag (how late dnsload itself sent, against its schedule):"
+        );
+        for (label, v) in percentile_rows(&Percentiles::of(&r.send_lag)) {
+            let _ = writeln!(out, "    {label:<7} {}", ms(v));
+        }
     }
     if let Some(ramp) = &r.ramp {
         out.push_str(&ramp_text(ramp));
@@ -224,6 +246,7 @@ struct JsonReport<'a> {
     loss_pct: f64,
     rcodes: std::collections::BTreeMap<&'static str, u64>,
     latency: Percentiles,
+    send_lag: Percentiles,
     histogram: Vec<HistogramBucket>,
     series: Vec<SeriesRow>,
     ramp: Option<&'a RampResult>,
@@ -251,6 +274,9 @@ struct SeriesRow {
     p99_us: f64,
     p99_9_us: f64,
     max_us: f64,
+    lag_p50_us: f64,
+    lag_p99_us: f64,
+    lag_max_us: f64,
 }
 
 fn series_rows(series: &[SecondStats]) -> Vec<SeriesRow> {
@@ -269,6 +295,9 @@ fn series_rows(series: &[SecondStats]) -> Vec<SeriesRow> {
             p99_us: s.latency.p99_us,
             p99_9_us: s.latency.p99_9_us,
             max_us: s.latency.max_us,
+            lag_p50_us: s.send_lag.p50_us,
+            lag_p99_us: s.send_lag.p99_us,
+            lag_max_us: s.send_lag.max_us,
         })
         .collect()
 }
@@ -298,6 +327,7 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
         loss_pct: loss_pct(&r.counters),
         rcodes: rcode_rows(&r.counters).into_iter().collect(),
         latency: r.percentiles(),
+        send_lag: Percentiles::of(&r.send_lag),
         histogram,
         series: series_rows(&r.series),
         ramp: r.ramp.as_ref(),
@@ -308,12 +338,12 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
 /// Renders the per-second series as CSV.
 pub fn csv_string(r: &RunResult) -> String {
     let mut out = String::from(
-        "second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us\n",
+        "second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us,lag_p50_us,lag_p99_us,lag_max_us\n",
     );
     for s in series_rows(&r.series) {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            "{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
             s.second,
             s.sent,
             s.answered,
@@ -325,7 +355,10 @@ pub fn csv_string(r: &RunResult) -> String {
             s.p90_us,
             s.p99_us,
             s.p99_9_us,
-            s.max_us
+            s.max_us,
+            s.lag_p50_us,
+            s.lag_p99_us,
+            s.lag_max_us
         );
     }
     out

@@ -80,6 +80,8 @@ pub struct RunResult {
     pub counters: Counters,
     /// All latencies.
     pub latency: Histogram<u64>,
+    /// How late the generator sent against its schedule (empty in closed loop).
+    pub send_lag: Histogram<u64>,
     /// Per-second series.
     pub series: Vec<SecondStats>,
     /// Ramp outcome, in ramp mode.
@@ -130,6 +132,7 @@ pub fn run(
         sending: Duration::from_nanos(collector.agg.sending_ended_ns).max(Duration::from_millis(1)),
         counters: collector.agg.total.clone(),
         latency: std::mem::replace(&mut collector.agg.total_latency, new_histogram()),
+        send_lag: std::mem::replace(&mut collector.agg.total_send_lag, new_histogram()),
         series: collector.series,
         ramp: collector.ramp.map(Ramp::finish),
         interrupted: collector.interrupted,
@@ -234,6 +237,7 @@ fn worker_main(
             second: shared.now_ns() / 1_000_000_000,
             counters: Counters::default(),
             latency: new_histogram(),
+            send_lag: new_histogram(),
             last: true,
             sending_ended_ns: None,
         });

@@ -68,6 +68,12 @@ impl Pacer {
         matches!(self.pacing, Pacing::Open(_))
     }
 
+    /// True when queries have intended send times (open loop and `-Q`), so how late
+    /// each actually left can be reported.
+    pub fn is_scheduled(&self) -> bool {
+        self.pacing != Pacing::Closed
+    }
+
     /// Makes up to `max` intended times that are due at `now_ns` available through
     /// [`Pacer::due_times`]; returns how many are due. Closed loop: `max`, all "now".
     pub fn poll(&mut self, now_ns: u64, rate_qps: f64, max: usize) -> usize {

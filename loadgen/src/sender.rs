@@ -10,12 +10,16 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::clock::{tighten_timer_slack, Clock};
+
 use hdrhistogram::Histogram;
 use std::sync::mpsc::Sender;
 use thiserror::Error;
 
 use crate::inflight::InFlight;
-use crate::limits::{IDLE_SLEEP_NS_MAX, INTERRUPT_DRAIN_NS_MAX, QUERY_BYTES_MAX, SPIN_NS_MAX};
+use crate::limits::{
+    IDLE_SLEEP_NS_MAX, IDS_PER_CHANNEL_MIN, INTERRUPT_DRAIN_NS_MAX, QUERY_BYTES_MAX, SPIN_NS_MAX,
+};
 use crate::queries::{Budget, Order, Picker, QuerySet};
 use crate::schedule::{Pacer, Pacing};
 use crate::stats::{new_histogram, Counters, Interval};
@@ -178,10 +182,10 @@ pub trait Channels {
     /// `Err` means the kernel refused them all (counted as send errors).
     fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64>;
     /// Delivers every message that can be read without blocking to `on_msg`,
-    /// with the channel index and the time it was read.
+    /// with the channel index and the time it arrived (nanoseconds on `clock`).
     fn receive(
         &mut self,
-        start: Instant,
+        clock: &Clock,
         on_msg: &mut dyn FnMut(usize, &[u8], u64),
     ) -> io::Result<()>;
     /// Blocks up to `timeout_ns` until something is readable (or writable, for
@@ -207,6 +211,11 @@ struct Worker<'a> {
     counters: Counters,
     /// Latencies of the current second.
     latency: Histogram<u64>,
+    /// How late the worker sent each query of the current second against its
+    /// schedule (open loop and `-Q`): the tool's own lateness, not the server's.
+    send_lag: Histogram<u64>,
+    /// The run's clock, with this worker's wall-clock sync for receive stamps.
+    clock: Clock,
     /// Second being counted.
     second: u64,
     /// Where to report.
@@ -226,15 +235,23 @@ pub fn run_worker<C: Channels>(
     mut channels: C,
     out: Sender<Interval>,
 ) -> Result<(), WorkerError> {
-    let ids = (plan.outstanding_max * 2).max(plan.batch * 2);
+    tighten_timer_slack();
+    let inflight = InFlight::new(
+        channels.count(),
+        ids_per_channel(plan.outstanding_max, channels.count(), plan.batch),
+    );
+    // The schedule starts once everything is allocated, so setup is not charged
+    // to the first queries as lateness.
     let start_ns = shared.now_ns();
     let mut w = Worker {
-        inflight: InFlight::new(channels.count(), ids),
+        inflight,
         picker: Picker::new(shared.queries.len(), plan.order, plan.seed),
         pacer: Pacer::new(plan.pacing, start_ns, plan.seed ^ 0x5eed),
         batch: SendBatch::new(plan.batch),
         counters: Counters::default(),
         latency: new_histogram(),
+        send_lag: new_histogram(),
+        clock: Clock::starting_at(shared.start),
         second: start_ns / 1_000_000_000,
         out,
         drain_until_ns: None,
@@ -248,6 +265,14 @@ pub fn run_worker<C: Channels>(
     result
 }
 
+/// IDs each channel needs: its share of the outstanding limit twice over (IDs are
+/// reused late), plus a batch; a power of two between the floor and 65,536. Sized
+/// per channel so thousands of sockets do not each get the whole ID space.
+fn ids_per_channel(outstanding: usize, channels: usize, batch: usize) -> usize {
+    let share = outstanding.div_ceil(channels.max(1));
+    (share * 2 + batch * 2).clamp(IDS_PER_CHANNEL_MIN, crate::limits::IDS_PER_CHANNEL_MAX)
+}
+
 impl Worker<'_> {
     fn run<C: Channels>(&mut self, channels: &mut C) -> Result<(), WorkerError> {
         let worker = self.plan.index;
@@ -258,9 +283,9 @@ impl Worker<'_> {
             if self.drain_until_ns.is_none() {
                 self.send_round(channels, now);
             }
-            let start = self.shared.start;
+            let clock = self.clock;
             channels
-                .receive(start, &mut |c, msg, t| self.on_answer(c, msg, t))
+                .receive(&clock, &mut |c, msg, t| self.on_answer(c, msg, t))
                 .map_err(|source| WorkerError::Receive { worker, source })?;
             let now = self.shared.now_ns();
             self.counters.lost += self.inflight.expire(now, self.plan.timeout_ns);
@@ -268,11 +293,17 @@ impl Worker<'_> {
                 self.counters.lost += self.inflight.expire_all();
                 return Ok(());
             }
+            // Wake a little before the next send is due and spin the rest, so the
+            // send leaves on time whatever the wake-up costs.
             let sleep = self.sleep_ns(now);
             if sleep > SPIN_NS_MAX {
                 channels
-                    .wait(sleep)
+                    .wait(sleep - SPIN_NS_MAX)
                     .map_err(|source| WorkerError::Poll { worker, source })?;
+            } else if sleep > 0 {
+                // Spinning: let a thread of equal priority on this core (the main
+                // thread under a real-time policy) run, or it would never stop us.
+                std::thread::yield_now();
             }
         }
     }
@@ -313,7 +344,7 @@ impl Worker<'_> {
                 return;
             }
             let channel = (self.next_channel + k) % n;
-            if !self.send_batch(channels, channel, due, now) {
+            if !self.send_batch(channels, channel, due) {
                 return;
             }
         }
@@ -327,7 +358,6 @@ impl Worker<'_> {
         channels: &mut C,
         channel: usize,
         due: usize,
-        now: u64,
     ) -> bool {
         self.batch.clear();
         for i in 0..due {
@@ -346,6 +376,8 @@ impl Worker<'_> {
             return !self.picker.is_done();
         }
         let len = self.batch.len();
+        // The clock read at the actual send, not at the top of the loop.
+        let now = self.clock.now_ns();
         let sent = match channels.send(channel, &self.batch) {
             Ok(sent) => sent,
             Err(_) => {
@@ -358,13 +390,15 @@ impl Worker<'_> {
             }
         };
         let from_intended = self.pacer.latency_from_intended();
+        let scheduled = self.pacer.is_scheduled();
         let due_times = self.pacer.due_times();
         for i in (0..len).filter(|i| sent & (1 << i) != 0) {
-            let origin = if from_intended {
-                due_times.get(i).copied().unwrap_or(now)
-            } else {
-                now
-            };
+            let due = due_times.get(i).copied().unwrap_or(now);
+            if scheduled {
+                self.send_lag
+                    .saturating_record(now.saturating_sub(due).max(1));
+            }
+            let origin = if from_intended { due } else { now };
             self.inflight.insert(
                 channel,
                 self.batch.ids[i],
@@ -432,6 +466,9 @@ impl Worker<'_> {
 
     /// Ships the counts of every second that has ended.
     fn roll_seconds(&mut self, now: u64) {
+        if now >= (self.second + 1) * 1_000_000_000 {
+            self.clock.resync();
+        }
         while now >= (self.second + 1) * 1_000_000_000 {
             self.ship(false);
             self.second += 1;
@@ -444,6 +481,7 @@ impl Worker<'_> {
             second: self.second,
             counters: std::mem::take(&mut self.counters),
             latency: std::mem::replace(&mut self.latency, new_histogram()),
+            send_lag: std::mem::replace(&mut self.send_lag, new_histogram()),
             last,
             sending_ended_ns: self.sending_ended_ns.filter(|_| last),
         };

@@ -63,6 +63,8 @@ pub struct Interval {
     pub counters: Counters,
     /// Latencies of answers received during that second.
     pub latency: Histogram<u64>,
+    /// How late each query sent during that second left against its schedule.
+    pub send_lag: Histogram<u64>,
     /// Last report of this worker: it has stopped.
     pub last: bool,
     /// When this worker stopped sending (ns since start), in its last report.
@@ -116,6 +118,8 @@ pub struct SecondStats {
     pub qps: f64,
     /// Latency of the answers received in that second.
     pub latency: Percentiles,
+    /// The generator's own lateness against its schedule in that second.
+    pub send_lag: Percentiles,
     /// Histogram of that second, kept for ramp steps; not serialised.
     #[serde(skip)]
     pub histogram: Histogram<u64>,
@@ -127,14 +131,16 @@ pub struct Aggregator {
     reported: Vec<Option<u64>>,
     /// Workers that sent their last report.
     finished: Vec<bool>,
-    /// Seconds with some reports but not yet closed.
-    open: BTreeMap<u64, (Counters, Histogram<u64>)>,
+    /// Seconds with some reports but not yet closed: counts, latency, send lag.
+    open: BTreeMap<u64, (Counters, Histogram<u64>, Histogram<u64>)>,
     /// Next second to close.
     next_second: u64,
     /// Totals over the whole run.
     pub total: Counters,
     /// All latencies of the run.
     pub total_latency: Histogram<u64>,
+    /// All send lags of the run.
+    pub total_send_lag: Histogram<u64>,
     /// Latest time any worker stopped sending, ns since start.
     pub sending_ended_ns: u64,
 }
@@ -149,6 +155,7 @@ impl Aggregator {
             next_second: 0,
             total: Counters::default(),
             total_latency: new_histogram(),
+            total_send_lag: new_histogram(),
             sending_ended_ns: 0,
         }
     }
@@ -163,12 +170,14 @@ impl Aggregator {
         self.total.add(&iv.counters);
         self.sending_ended_ns = self.sending_ended_ns.max(iv.sending_ended_ns.unwrap_or(0));
         let _ = self.total_latency.add(&iv.latency);
+        let _ = self.total_send_lag.add(&iv.send_lag);
         let entry = self
             .open
             .entry(iv.second)
-            .or_insert_with(|| (Counters::default(), new_histogram()));
+            .or_insert_with(|| (Counters::default(), new_histogram(), new_histogram()));
         entry.0.add(&iv.counters);
         let _ = entry.1.add(&iv.latency);
+        let _ = entry.2.add(&iv.send_lag);
         if let Some(r) = self.reported.get_mut(iv.worker) {
             *r = Some(r.map_or(iv.second, |s| s.max(iv.second)));
         }
@@ -195,13 +204,14 @@ impl Aggregator {
             if !all_done && second as i64 > closable {
                 break;
             }
-            let Some((_, (counters, histogram))) = self.open.pop_first() else {
+            let Some((_, (counters, histogram, send_lag))) = self.open.pop_first() else {
                 break;
             };
             closed.push(SecondStats {
                 second,
                 qps: counters.answered as f64,
                 latency: Percentiles::of(&histogram),
+                send_lag: Percentiles::of(&send_lag),
                 counters,
                 histogram,
             });
@@ -227,6 +237,7 @@ mod tests {
                 ..Default::default()
             },
             latency,
+            send_lag: new_histogram(),
             last,
             sending_ended_ns: None,
         }

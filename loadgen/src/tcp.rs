@@ -2,15 +2,20 @@
 //! RFC 7766), 2-byte length framing. Writes are buffered per connection and
 //! flushed without blocking; a connection the server closes is reopened on the
 //! next send, and its unanswered queries time out as lost.
+//!
+//! Readiness comes from one epoll set (a pass reads only the connections with
+//! something to read or room to write), and an answer's time is the clock read
+//! right after the `read` that completed it.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::limits::{TCP_IN_BYTES, TCP_OUT_BYTES_MAX};
+use crate::poll::Poller;
 use crate::sender::{Channels, SendBatch};
-use crate::udp::ppoll;
 
 /// How long opening a connection may take before the send is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +32,8 @@ struct Conn {
     inbuf: Vec<u8>,
     /// Valid bytes in `inbuf`.
     in_len: usize,
+    /// Whether the poller also watches this connection for room to write.
+    watch_out: bool,
 }
 
 /// A worker's TCP connections.
@@ -37,6 +44,10 @@ pub struct TcpChannels {
     conns: Vec<Conn>,
     /// Connections reopened after the server closed them.
     pub reconnects: u64,
+    /// Readiness; the token is the connection index.
+    poller: Poller,
+    /// Ready connections of the current pass (reused buffer).
+    ready: Vec<(usize, u32)>,
 }
 
 fn connect(server: SocketAddr) -> io::Result<TcpStream> {
@@ -50,21 +61,45 @@ impl TcpChannels {
     /// Opens `count` connections to `server`.
     pub fn open(server: SocketAddr, count: usize) -> Result<Self, (usize, io::Error)> {
         let mut conns = Vec::with_capacity(count);
+        let mut poller = Poller::new().map_err(|e| (0, e))?;
         for i in 0..count {
             let stream = connect(server).map_err(|e| (i, e))?;
+            poller.add(stream.as_raw_fd(), i, false).map_err(|e| (i, e))?;
             conns.push(Conn {
                 stream: Some(stream),
-                out: Vec::with_capacity(TCP_OUT_BYTES_MAX),
+                out: Vec::new(),
                 out_pos: 0,
                 inbuf: vec![0; TCP_IN_BYTES],
                 in_len: 0,
+                watch_out: false,
             });
         }
         Ok(Self {
             server,
             conns,
             reconnects: 0,
+            poller,
+            ready: Vec::new(),
         })
+    }
+
+    /// Watches connection `channel` for room to write exactly while it has unsent bytes.
+    fn sync_watch(&mut self, channel: usize) {
+        let Some(conn) = self.conns.get_mut(channel) else {
+            return;
+        };
+        let Some(stream) = conn.stream.as_ref() else {
+            return;
+        };
+        let want = conn.pending() > 0;
+        if want != conn.watch_out
+            && self
+                .poller
+                .modify(stream.as_raw_fd(), channel, want)
+                .is_ok()
+        {
+            conn.watch_out = want;
+        }
     }
 }
 
@@ -100,8 +135,9 @@ impl Conn {
         }
     }
 
-    /// Reads what is available and hands every complete message to `on_msg`.
-    fn read(&mut self, mut on_msg: impl FnMut(&[u8])) {
+    /// Reads what is available and hands every complete message to `on_msg`, with
+    /// the clock read right after the `read` that completed it.
+    fn read(&mut self, clock: &Clock, mut on_msg: impl FnMut(&[u8], u64)) {
         loop {
             let Some(stream) = self.stream.as_mut() else {
                 return;
@@ -116,7 +152,8 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(),
             }
-            self.take_frames(&mut on_msg);
+            let now = clock.now_ns();
+            self.take_frames(&mut |msg| on_msg(msg, now));
         }
     }
 
@@ -152,11 +189,15 @@ impl Channels for TcpChannels {
             return Ok(0);
         };
         if conn.stream.is_none() {
-            conn.stream = Some(connect(server)?);
+            let stream = connect(server)?;
+            self.poller.add(stream.as_raw_fd(), channel, false)?;
+            conn.stream = Some(stream);
+            conn.watch_out = false;
             self.reconnects += 1;
         }
         if conn.pending() > TCP_OUT_BYTES_MAX {
             conn.flush();
+            self.sync_watch(channel);
             return Ok(0);
         }
         for i in 0..batch.len() {
@@ -166,35 +207,31 @@ impl Channels for TcpChannels {
             conn.out.extend_from_slice(msg);
         }
         conn.flush();
+        self.sync_watch(channel);
         Ok(batch.all_sent())
     }
 
     fn receive(
         &mut self,
-        start: Instant,
+        clock: &Clock,
         on_msg: &mut dyn FnMut(usize, &[u8], u64),
     ) -> io::Result<()> {
-        for (channel, conn) in self.conns.iter_mut().enumerate() {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(self.poller.take_ready()?);
+        for &(channel, _) in &ready {
+            let Some(conn) = self.conns.get_mut(channel) else {
+                continue;
+            };
             conn.flush();
-            conn.read(|msg| on_msg(channel, msg, start.elapsed().as_nanos() as u64));
+            conn.read(clock, |msg, t| on_msg(channel, msg, t));
+            self.sync_watch(channel);
         }
+        self.ready = ready;
         Ok(())
     }
 
     fn wait(&mut self, timeout_ns: u64) -> io::Result<()> {
-        let mut fds: Vec<libc::pollfd> = self
-            .conns
-            .iter()
-            .filter_map(|c| {
-                let stream = c.stream.as_ref()?;
-                let out = if c.pending() > 0 { libc::POLLOUT } else { 0 };
-                Some(libc::pollfd {
-                    fd: stream.as_raw_fd(),
-                    events: libc::POLLIN | out,
-                    revents: 0,
-                })
-            })
-            .collect();
-        ppoll(&mut fds, timeout_ns)
+        self.poller.wait(timeout_ns)
     }
 }

@@ -8,18 +8,28 @@
 //! server's socket). That is where a generator's time goes, so it is the
 //! difference between keeping up with a fast server and not.
 //!
+//! Receives read only the sockets epoll reports ready (a pass costs the answers,
+//! not the socket count), and every answer carries the kernel's receive stamp
+//! (`SO_TIMESTAMPNS`): its latency ends when it reached the socket, however long
+//! the worker took to read it.
+//!
 //! The unsafe code is confined to building the `mmsghdr` arrays; every buffer they
 //! point into is owned by [`UdpChannels`] and outlives the call.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::clock::Clock;
 use crate::limits::{BATCH_MSGS_MAX, RECV_SLOT_BYTES, SOCKET_BUFFER_BYTES};
+use crate::poll::Poller;
 use crate::sender::{first_bits, Channels, SendBatch};
+
+/// Bytes of control data per received datagram: room for one `SCM_TIMESTAMPNS`
+/// (CMSG_SPACE(16) = 32) with margin, in u64s to keep `cmsghdr` aligned.
+const RECV_CONTROL_WORDS: usize = 8;
 
 /// A worker's UDP sockets and the buffers for batched receives.
 pub struct UdpChannels {
@@ -27,8 +37,10 @@ pub struct UdpChannels {
     sockets: Vec<Socket>,
     /// `BATCH_MSGS_MAX` receive slots of `RECV_SLOT_BYTES`.
     recv_bytes: Vec<u8>,
-    /// Descriptors for `ppoll`, one per socket.
-    pollfds: Vec<libc::pollfd>,
+    /// Control buffers for the receive stamps, one per slot.
+    recv_control: Vec<[u64; RECV_CONTROL_WORDS]>,
+    /// Readiness of the sockets; the token is the channel index.
+    poller: Poller,
     /// Use UDP GSO; switched off for good if the kernel refuses it.
     gso: bool,
 }
@@ -39,18 +51,15 @@ impl UdpChannels {
         let sockets = (0..count)
             .map(|i| open_socket(server).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
-        let pollfds = sockets
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut poller = Poller::new().map_err(|e| (0, e))?;
+        for (i, s) in sockets.iter().enumerate() {
+            poller.add(s.as_raw_fd(), i, false).map_err(|e| (i, e))?;
+        }
         Ok(Self {
             sockets,
             recv_bytes: vec![0; BATCH_MSGS_MAX * RECV_SLOT_BYTES],
-            pollfds,
+            recv_control: vec![[0; RECV_CONTROL_WORDS]; BATCH_MSGS_MAX],
+            poller,
             gso,
         })
     }
@@ -66,6 +75,7 @@ fn open_socket(server: SocketAddr) -> io::Result<Socket> {
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     socket.set_nonblocking(true)?;
+    enable_receive_stamps(socket.as_raw_fd())?;
     socket.connect(&server.into())?;
     Ok(socket)
 }
@@ -91,18 +101,28 @@ impl Channels for UdpChannels {
 
     fn receive(
         &mut self,
-        start: Instant,
+        clock: &Clock,
         on_msg: &mut dyn FnMut(usize, &[u8], u64),
     ) -> io::Result<()> {
-        for (channel, socket) in self.sockets.iter().enumerate() {
-            let mut lens = [0usize; BATCH_MSGS_MAX];
+        let mut stamps = [0u64; BATCH_MSGS_MAX];
+        let mut lens = [0usize; BATCH_MSGS_MAX];
+        let ready = self.poller.take_ready()?;
+        for (channel, _) in ready {
+            let Some(socket) = self.sockets.get(channel) else {
+                continue;
+            };
             loop {
-                let got = recv_mmsg(socket.as_raw_fd(), &mut self.recv_bytes, &mut lens)?;
-                let now = start.elapsed().as_nanos() as u64;
-                for (i, len) in lens.iter().take(got).enumerate() {
+                let slots = RecvSlots {
+                    bytes: &mut self.recv_bytes,
+                    control: &mut self.recv_control,
+                    lens: &mut lens,
+                    stamps: &mut stamps,
+                };
+                let got = recv_mmsg(socket.as_raw_fd(), slots, clock)?;
+                for i in 0..got {
                     let begin = i * RECV_SLOT_BYTES;
-                    if let Some(msg) = self.recv_bytes.get(begin..begin + len) {
-                        on_msg(channel, msg, now);
+                    if let Some(msg) = self.recv_bytes.get(begin..begin + lens[i]) {
+                        on_msg(channel, msg, stamps[i]);
                     }
                 }
                 if got < BATCH_MSGS_MAX {
@@ -114,7 +134,7 @@ impl Channels for UdpChannels {
     }
 
     fn wait(&mut self, timeout_ns: u64) -> io::Result<()> {
-        ppoll(&mut self.pollfds, timeout_ns)
+        self.poller.wait(timeout_ns)
     }
 }
 
@@ -249,27 +269,63 @@ unsafe fn set_segment_size(hdr: &mut libc::msghdr, control: &mut [u64; 4], segme
     std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
 }
 
-/// Receives up to `BATCH_MSGS_MAX` datagrams into `bytes` with one `recvmmsg`;
-/// stores their lengths (clamped to the slot size) in `lens`, returns how many.
-fn recv_mmsg(fd: RawFd, bytes: &mut [u8], lens: &mut [usize; BATCH_MSGS_MAX]) -> io::Result<usize> {
-    let slots = (bytes.len() / RECV_SLOT_BYTES).min(BATCH_MSGS_MAX);
+/// Asks the kernel to stamp every received datagram with its arrival time.
+fn enable_receive_stamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: plain setsockopt with a valid int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The buffers one `recvmmsg` fills: payloads, control data, and what is read
+/// out of them (lengths and arrival times).
+struct RecvSlots<'a> {
+    /// `BATCH_MSGS_MAX` slots of `RECV_SLOT_BYTES`.
+    bytes: &'a mut [u8],
+    /// One control buffer per slot.
+    control: &'a mut [[u64; RECV_CONTROL_WORDS]],
+    /// Payload length per slot (clamped to the slot size).
+    lens: &'a mut [usize; BATCH_MSGS_MAX],
+    /// Arrival time per slot, nanoseconds since the run started.
+    stamps: &'a mut [u64; BATCH_MSGS_MAX],
+}
+
+/// Receives up to `BATCH_MSGS_MAX` datagrams with one `recvmmsg`; returns how many.
+/// Each one's time is the kernel's stamp, or the clock read right after the call
+/// when a stamp is missing.
+fn recv_mmsg(fd: RawFd, out: RecvSlots<'_>, clock: &Clock) -> io::Result<usize> {
+    let slots = (out.bytes.len() / RECV_SLOT_BYTES)
+        .min(out.control.len())
+        .min(BATCH_MSGS_MAX);
     // SAFETY: plain C structs, all-zero is valid.
     let mut iov: [libc::iovec; BATCH_MSGS_MAX] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH_MSGS_MAX] = unsafe { std::mem::zeroed() };
-    for (i, chunk) in bytes
-        .chunks_exact_mut(RECV_SLOT_BYTES)
-        .take(slots)
-        .enumerate()
-    {
+    let chunks = out.bytes.chunks_exact_mut(RECV_SLOT_BYTES);
+    for (i, (chunk, control)) in chunks.zip(out.control.iter_mut()).take(slots).enumerate() {
         iov[i] = libc::iovec {
             iov_base: chunk.as_mut_ptr().cast(),
             iov_len: chunk.len(),
         };
-        hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_iov = &mut iov[i];
+        h.msg_iovlen = 1;
+        h.msg_control = control.as_mut_ptr().cast();
+        h.msg_controllen = std::mem::size_of_val(control);
     }
     // SAFETY: each header points at one iovec on this frame covering a distinct
-    // RECV_SLOT_BYTES chunk of `bytes`, which is exclusively borrowed for the call.
+    // RECV_SLOT_BYTES chunk of `bytes`, and at its own control buffer; both are
+    // exclusively borrowed for the call.
     let rc = unsafe {
         libc::recvmmsg(
             fd,
@@ -279,6 +335,7 @@ fn recv_mmsg(fd: RawFd, bytes: &mut [u8], lens: &mut [usize; BATCH_MSGS_MAX]) ->
             std::ptr::null_mut(),
         )
     };
+    let now = clock.now_ns();
     if rc < 0 {
         let err = io::Error::last_os_error();
         return match err.kind() {
@@ -288,32 +345,30 @@ fn recv_mmsg(fd: RawFd, bytes: &mut [u8], lens: &mut [usize; BATCH_MSGS_MAX]) ->
             _ => Err(err),
         };
     }
-    for (len, h) in lens.iter_mut().zip(&hdrs[..rc as usize]) {
-        *len = (h.msg_len as usize).min(RECV_SLOT_BYTES);
+    let got = rc as usize;
+    for (i, h) in hdrs[..got].iter().enumerate() {
+        out.lens[i] = (h.msg_len as usize).min(RECV_SLOT_BYTES);
+        // SAFETY: the kernel filled `msg_control` up to `msg_controllen`, within
+        // the buffer this header points at.
+        out.stamps[i] = unsafe { receive_stamp(&h.msg_hdr) }
+            .map_or(now, |(secs, nanos)| clock.from_wall(secs, nanos, now));
     }
-    Ok(rc as usize)
+    Ok(got)
 }
 
-/// Waits up to `timeout_ns` for any of `fds` to become ready.
-pub fn ppoll(fds: &mut [libc::pollfd], timeout_ns: u64) -> io::Result<()> {
-    let ts = libc::timespec {
-        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
-    let rc = unsafe {
-        libc::ppoll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            &ts,
-            std::ptr::null(),
-        )
-    };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+/// The `SCM_TIMESTAMPNS` of a received message, if it has one.
+///
+/// # Safety
+/// `hdr` must be a header the kernel just filled, with its control buffer alive.
+unsafe fn receive_stamp(hdr: &libc::msghdr) -> Option<(i64, i64)> {
+    let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+    while !cmsg.is_null() {
+        let c = &*cmsg;
+        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
+            let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+            return Some((ts.tv_sec, ts.tv_nsec));
         }
+        cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
     }
-    Ok(())
+    None
 }

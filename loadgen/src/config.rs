@@ -12,10 +12,10 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::gate::{self, Gate, GateError};
 use crate::limits::{
     BATCH_MSGS_DEFAULT, BATCH_MSGS_MAX, CHANNELS_PER_WORKER_MAX, THREADS_MAX, TIMEOUT_SECS_MAX,
 };
-use crate::gate::{self, Gate, GateError};
 use crate::queries::{self, NameSource, Order, QueryError, QuerySpec};
 use crate::schedule::Spacing;
 use crate::wire::QueryOptions;
@@ -374,7 +374,12 @@ impl Config {
             csv: args.csv,
             plot: args.plot,
             quiet: args.quiet,
-            gates: args.fail_if.as_deref().map(gate::parse).transpose()?.unwrap_or_default(),
+            gates: args
+                .fail_if
+                .as_deref()
+                .map(gate::parse)
+                .transpose()?
+                .unwrap_or_default(),
             fail_if: args.fail_if,
         })
     }

@@ -175,8 +175,8 @@ fn parse_one(text: &str) -> Result<Gate, GateError> {
         _ => (Op::Lt, &rest[1..]),
     };
     let figure = figure.trim().to_ascii_lowercase();
-    let kind = kind_of(&figure)
-        .ok_or_else(|| GateError::UnknownFigure(text.into(), figure.clone()))?;
+    let kind =
+        kind_of(&figure).ok_or_else(|| GateError::UnknownFigure(text.into(), figure.clone()))?;
     let threshold = threshold(value.trim(), kind)
         .map_err(|hint| GateError::BadThreshold(text.into(), value.trim().into(), hint))?;
     Ok(Gate {
@@ -232,7 +232,12 @@ pub fn check(gates: &[Gate], figures: &Figures) -> Vec<Tripped> {
         .filter_map(|g| {
             let value = figures.get(&g.figure)?;
             g.op.holds(value, g.threshold).then(|| Tripped {
-                condition: format!("{}{}{}", g.figure, g.op.symbol(), shown(g.kind, g.threshold)),
+                condition: format!(
+                    "{}{}{}",
+                    g.figure,
+                    g.op.symbol(),
+                    shown(g.kind, g.threshold)
+                ),
                 value: shown(g.kind, value),
             })
         })
@@ -270,7 +275,10 @@ mod tests {
         let text: Vec<String> = tripped.iter().map(ToString::to_string).collect();
         assert_eq!(
             text,
-            ["p99>2.000ms (it was 2.500ms)", "qps<50000.0 (it was 40000.0)"]
+            [
+                "p99>2.000ms (it was 2.500ms)",
+                "qps<50000.0 (it was 40000.0)"
+            ]
         );
         assert!(check(&parse("p99>=3000us,loss>=1").unwrap(), &figures()).is_empty());
         assert_eq!(check(&parse("P99 > 0.002s").unwrap(), &figures()).len(), 1);
@@ -280,9 +288,15 @@ mod tests {
     fn malformed_expressions_say_why() {
         assert_eq!(parse(" , "), Err(GateError::Empty));
         assert!(matches!(parse("p99=2ms"), Err(GateError::NoComparison(_))));
-        assert!(matches!(parse("p98>2ms"), Err(GateError::UnknownFigure(..))));
+        assert!(matches!(
+            parse("p98>2ms"),
+            Err(GateError::UnknownFigure(..))
+        ));
         assert!(matches!(parse("p99>2kg"), Err(GateError::BadThreshold(..))));
-        assert!(matches!(parse("loss>abc"), Err(GateError::BadThreshold(..))));
+        assert!(matches!(
+            parse("loss>abc"),
+            Err(GateError::BadThreshold(..))
+        ));
         assert!(matches!(parse("qps<5ms"), Err(GateError::BadThreshold(..))));
         let msg = parse("p99>").unwrap_err().to_string();
         assert!(msg.contains("not a number"), "{msg}");

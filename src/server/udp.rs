@@ -661,6 +661,7 @@ pub fn send_one(fd: RawFd, buf: &[u8], peer: Peer) -> std::io::Result<()> {
     // SAFETY: all-zero is a valid msghdr; every pointer set below targets a local
     // that outlives the call, and the kernel only reads them.
     let mut hdr: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    // SAFETY: all-zero is a valid sockaddr_storage (family AF_UNSPEC).
     let mut name: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
     let mut control = Control([0u8; CONTROL_BYTES]);
     let mut iovec = libc::iovec {
@@ -748,20 +749,28 @@ unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
     if hdr.msg_controllen == 0 {
         return None;
     }
-    let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-    while !cmsg.is_null() {
-        let c = &*cmsg;
-        if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
-            let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
-            return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                info.ipi_addr.s_addr,
-            ))));
+    // SAFETY: the caller promises a kernel-filled control buffer, so the CMSG_*
+    // macros walk headers the kernel wrote inside it, and each payload read is of
+    // the type its level and kind announce (unaligned reads: cmsg data has no
+    // alignment guarantee for these structs).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
+                let data = libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo;
+                let info = std::ptr::read_unaligned(data);
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
+            }
+            if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
+                let data = libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo;
+                let info = std::ptr::read_unaligned(data);
+                return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
-        if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
-            let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
-            return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-        }
-        cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
     }
     None
 }

@@ -146,8 +146,14 @@ pub const NFT_RECV_BYTES: usize = 64 * 1024;
 /// nftables: objects (tables, chains or rules) read from one dump before it is
 /// refused; our table holds 12 rules per local IP, a node's whole ruleset more.
 pub const NFT_DUMP_MESSAGES_MAX: usize = 100_000;
-/// nftables: local IPs our table holds rules for (12 rules each, one batch).
-pub const NFT_LOCAL_IPS_MAX: usize = 64;
+/// nftables: local IPs our table holds rules for (12 rules each, all in one batch; a
+/// node has two, four dual-stack). More is refused with an error, counted.
+pub const NFT_LOCAL_IPS_MAX: usize = 16;
+/// nftables: largest batch we send. The kernel refuses a netlink message larger than
+/// the socket's send buffer (net.core.wmem_default, 212,992 bytes unless lowered);
+/// our table for NFT_LOCAL_IPS_MAX IPv6 addresses takes 96,172 bytes (unit test
+/// `nftables::tests::largest_batch_fits`).
+pub const NFT_BATCH_BYTES_MAX: usize = 160 * 1024;
 
 const _: () = assert!(NFT_RECV_BYTES >= 32 * 1024);
 const _: () = assert!(NFT_LOCAL_IPS_MAX * 12 < NFT_DUMP_MESSAGES_MAX);

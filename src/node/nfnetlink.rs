@@ -24,7 +24,9 @@ use neli::types::{Buffer, GenlBuffer};
 use neli::utils::Groups;
 use neli::{FromBytesWithInput, Header, Size, ToBytes};
 
-use crate::limits::{NFT_DUMP_MESSAGES_MAX, NFT_NETLINK_TIMEOUT_MILLIS, NFT_RECV_BYTES};
+use crate::limits::{
+    NFT_BATCH_BYTES_MAX, NFT_DUMP_MESSAGES_MAX, NFT_NETLINK_TIMEOUT_MILLIS, NFT_RECV_BYTES,
+};
 
 /// Kernel ABI numbers (`linux/netfilter/nfnetlink.h`, `nf_tables.h`) that `libc`
 /// does not export.
@@ -248,6 +250,19 @@ impl Conn {
     /// refuses one (its error names that one).
     pub fn batch(&mut self, requests: &[Request]) -> Result<(), NetlinkError> {
         let first = self.seq.wrapping_add(1);
+        let out = self.encode_batch(requests)?;
+        if out.len() > NFT_BATCH_BYTES_MAX {
+            return Err(malformed(format!(
+                "a batch of {} bytes, more than {NFT_BATCH_BYTES_MAX}",
+                out.len()
+            )));
+        }
+        self.send(&out)?;
+        self.wait_acks(first, requests)
+    }
+
+    /// BATCH_BEGIN, the requests (each asking for an ACK), BATCH_END: one datagram.
+    pub fn encode_batch(&mut self, requests: &[Request]) -> Result<Vec<u8>, NetlinkError> {
         let mut out = Cursor::new(Vec::new());
         let subsys = libc::NFNL_SUBSYS_NFTABLES as u16;
         self.write(
@@ -278,8 +293,12 @@ impl Conn {
             NlmF::REQUEST,
             Vec::new(),
         )?;
-        self.send(out.get_ref())?;
-        // One ACK or error per request, matched by sequence number.
+        Ok(out.into_inner())
+    }
+
+    /// One ACK or error per request, matched by sequence number (`first` is the
+    /// BATCH_BEGIN's).
+    fn wait_acks(&mut self, first: u32, requests: &[Request]) -> Result<(), NetlinkError> {
         let mut acked = 0;
         while acked < requests.len() {
             for message in self.receive()? {

@@ -774,6 +774,29 @@ mod tests {
         }
     }
 
+    /// The largest table we accept (NFT_LOCAL_IPS_MAX IPv6 addresses, 5-digit ports)
+    /// fits in one batch.
+    #[test]
+    fn largest_batch_fits() {
+        let ips: Vec<IpAddr> = (0..crate::limits::NFT_LOCAL_IPS_MAX)
+            .map(|i| format!("fd00:1234:5678:9abc::{i:x}").parse().unwrap())
+            .collect();
+        let set = Ruleset::new(captures(&ips, 65_053, 65_080));
+        let requests = set.batch().unwrap();
+        assert_eq!(requests.len(), 3 + 4 + ips.len() * 12);
+        let bytes = Conn::open().unwrap().encode_batch(&requests).unwrap();
+        assert!(
+            bytes.len() <= crate::limits::NFT_BATCH_BYTES_MAX,
+            "{} bytes",
+            bytes.len()
+        );
+        assert!(
+            bytes.len() > crate::limits::NFT_BATCH_BYTES_MAX / 2,
+            "{} bytes",
+            bytes.len()
+        );
+    }
+
     #[test]
     fn compare_names_each_difference() {
         let set = ruleset();

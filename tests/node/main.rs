@@ -689,6 +689,40 @@ fn nftables_mode_dual_stack_one_table_and_skipteardown() {
     assert!(ns.wait_exit(pid, Duration::from_secs(15)).is_some());
 }
 
+/// A table the nftables mode refuses to write (more local IPs than it holds) is an
+/// error counted as `nftables`, and nothing is half-installed.
+#[test]
+fn nftables_errors_are_counted() {
+    let Some(mut ns) = cluster("nfterr") else {
+        return;
+    };
+    harness::require(&["nft"]);
+    let ips: Vec<String> = (1..=17).map(|i| format!("169.254.20.{i}")).collect();
+    start_node(
+        &mut ns,
+        &ips.join(","),
+        &["--rules=nftables", "--shards", "1"],
+    );
+    let counted = |ns: &Netns| {
+        ns.scrape("127.0.0.1:9353").lines().any(|l| {
+            l.starts_with("coredns_nodecache_setup_errors_total{errortype=\"nftables\"} ")
+                && !l.ends_with(" 0")
+        })
+    };
+    assert!(wait_until(SYNC_WAIT, || counted(&ns)), "{}", log(&ns));
+    assert!(
+        log(&ns).contains("17 local IPs: the nftables table holds at most 16"),
+        "{}",
+        log(&ns)
+    );
+    assert!(nft_table(&ns).is_empty());
+    let metrics = ns.scrape("127.0.0.1:9353");
+    assert!(
+        metrics.contains("coredns_nodecache_setup_errors_total{errortype=\"iptables\"} 0"),
+        "{metrics}"
+    );
+}
+
 /// The nftables mode needs no iptables: with an `iptables` that hangs first on PATH
 /// (the xtables lock held forever), the table goes in, a deleted table comes back,
 /// and the teardown deletes it in time.

@@ -392,6 +392,34 @@ pub fn chains_of(family: &str, table: &str) -> Result<Vec<String>, NetlinkError>
         .collect())
 }
 
+/// Rules of iptables-nft's `raw` tables (`ip raw`, `ip6 raw`, where node-cache's
+/// NOTRACK rules go) whose expressions or user data hold `mark` (iptables-nft keeps
+/// `-m comment` there). Read over netlink: no iptables binary, no xtables lock.
+pub fn iptables_nft_rules_marked(mark: &str) -> Result<usize, NetlinkError> {
+    let mut conn = Conn::open()?;
+    let tables = tables_with(&mut conn)?;
+    let mut count = 0;
+    for (family, number) in [("ip", NFPROTO_IPV4), ("ip6", NFPROTO_IPV6)] {
+        if !tables.iter().any(|(f, n)| f == family && n == "raw") {
+            continue;
+        }
+        let filter = vec![attr_str(NFTA_RULE_TABLE, "raw")?];
+        for reply in conn.dump(NFT_MSG_GETRULE, number, filter)? {
+            let holds = |kind| {
+                find(&reply.attrs, kind).is_some_and(|bytes| contains(bytes, mark.as_bytes()))
+            };
+            if holds(NFTA_RULE_EXPRESSIONS) || holds(NFTA_RULE_USERDATA) {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn family_name(family: u8) -> &'static str {
     match family {
         NFPROTO_INET => "inet",

@@ -6,7 +6,8 @@
 //! In the nftables mode a pass reads our table back and reapplies it whole, in one
 //! batch, when anything differs. Errors are counted by type and retried at the next
 //! pass, never fatal. The first pass also removes what the other mode left (a stale
-//! table, or stale iptables rules), which would outlive our teardown.
+//! table, or stale iptables rules), which would outlive our teardown; later passes of
+//! the nftables mode look for our rules in iptables-nft's raw tables again.
 //!
 //! Teardown (unless `-skipteardown`) stops the loop, deletes every copy of every
 //! rule (or the table), then the interface, on a helper thread the caller waits for
@@ -23,8 +24,11 @@ use crossbeam_channel::{Receiver, Sender};
 use super::detect;
 use super::interface::{Interface, InterfaceError};
 use super::metrics::{SetupError, SetupErrors};
-use super::nftables::{NftError, Problem, Ruleset};
+use super::nftables::{self, NftError, Problem, Ruleset};
 use super::rules::{Iptables, Rule, RuleError};
+
+/// What both node-cache rule comments start with.
+const OUR_RULES_MARK: &str = "NodeLocal DNS Cache";
 
 /// Wait between readiness probes until the server first answers.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
@@ -65,6 +69,8 @@ pub struct NodeSetup {
     /// the teardown just removed.
     pass: Mutex<()>,
     stop: AtomicBool,
+    /// A stale iptables cleanup is running (at most one; a hung one stays alone).
+    cleaning: Arc<AtomicBool>,
 }
 
 impl NodeSetup {
@@ -83,6 +89,7 @@ impl NodeSetup {
             errors,
             pass: Mutex::new(()),
             stop: AtomicBool::new(false),
+            cleaning: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -122,8 +129,14 @@ impl NodeSetup {
             }
             Rules::Nftables { table, stale } => {
                 self.ensure_table(table, first);
-                if first && detect::on_path("iptables") {
-                    spawn_stale_cleanup(stale.clone());
+                // At the first pass whatever the backend; later when iptables-nft's
+                // raw tables show our rules again (a predecessor of the iptables mode
+                // still running beside us during an upgrade re-adds them), read
+                // over netlink, without the binary or its lock.
+                let again =
+                    || nftables::iptables_nft_rules_marked(OUR_RULES_MARK).is_ok_and(|n| n > 0);
+                if (first || again()) && detect::on_path("iptables") {
+                    self.spawn_stale_cleanup(stale.clone());
                 }
             }
         }
@@ -164,6 +177,38 @@ impl NodeSetup {
                     "{verb} nodelocaldns rules: table inet nodelocaldns reapplied"
                 );
             }
+        }
+    }
+
+    /// In the nftables mode, removes the node-cache iptables rules an iptables-mode
+    /// run left (they would outlive our teardown). On its own thread, holding no
+    /// lock of ours: an `iptables` stuck on the xtables lock must not stop the sync
+    /// loop or the teardown of a mode that needs no iptables. Failures are not this
+    /// mode's errors: logged only.
+    fn spawn_stale_cleanup(&self, rules: Vec<Rule>) {
+        if self.cleaning.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cleaning = self.cleaning.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stale-iptables".into())
+            .spawn(move || {
+                let mut iptables = Iptables::default();
+                for rule in &rules {
+                    match iptables.remove(rule) {
+                        Ok(0) => {}
+                        Ok(copies) => tracing::info!(%rule, copies, "removed a stale iptables rule of an iptables-mode run"),
+                        Err(err) => {
+                            tracing::debug!(%err, "cannot check for stale iptables rules");
+                            break;
+                        }
+                    }
+                }
+                cleaning.store(false, Ordering::Release);
+            });
+        if let Err(err) = spawned {
+            self.cleaning.store(false, Ordering::Release);
+            tracing::debug!(%err, "cannot start the stale iptables cleanup");
         }
     }
 
@@ -322,32 +367,6 @@ impl NodeSetup {
                 Err(err) => tracing::error!(%err, "cannot remove the interface"),
             }
         }
-    }
-}
-
-/// In the nftables mode, removes the node-cache iptables rules an earlier
-/// iptables-mode run left (they would outlive our teardown). On its own thread,
-/// holding nothing: an `iptables` stuck on the xtables lock must not stop the sync
-/// loop or the teardown of a mode that needs no iptables. Failures are not this
-/// mode's errors: logged only.
-fn spawn_stale_cleanup(rules: Vec<Rule>) {
-    let spawned = std::thread::Builder::new()
-        .name("stale-iptables".into())
-        .spawn(move || {
-            let mut iptables = Iptables::default();
-            for rule in &rules {
-                match iptables.remove(rule) {
-                    Ok(0) => {}
-                    Ok(copies) => tracing::info!(%rule, copies, "removed a stale iptables rule of an iptables-mode run"),
-                    Err(err) => {
-                        tracing::debug!(%err, "cannot check for stale iptables rules");
-                        return;
-                    }
-                }
-            }
-        });
-    if let Err(err) = spawned {
-        tracing::debug!(%err, "cannot start the stale iptables cleanup");
     }
 }
 

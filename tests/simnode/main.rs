@@ -477,6 +477,38 @@ fn nftables_mode_pod_resolves_through_the_cache_and_gets_dnat_back() {
     );
     wait_nft_rules(&node, 24);
 
+    // A chain deleted comes back too.
+    node.node.run_ok(&[
+        "nft",
+        "flush",
+        "chain",
+        "inet",
+        "nodelocaldns",
+        "raw-output",
+    ]);
+    node.node.run_ok(&[
+        "nft",
+        "delete",
+        "chain",
+        "inet",
+        "nodelocaldns",
+        "raw-output",
+    ]);
+    assert!(
+        added_back(&node, "chain raw-output is missing"),
+        "{}",
+        node.log()
+    );
+    wait_nft_rules(&node, 24);
+    // An iptables-mode cache beside this one (an upgrade) adds its rules again: found
+    // over netlink at the next pass and removed.
+    ipt(&node, &format!("-t raw -I PREROUTING -p tcp -d {LOCAL_DNS} --dport 53 -j NOTRACK -m comment --comment \"{OUR_RULES}: skip conntrack\""));
+    assert!(
+        wait_until(SETTLE, || node.our_rules() == 0),
+        "stale iptables rule: {}",
+        node.log()
+    );
+
     // SIGKILL leaves the table; a start with no iptables binary at all takes it over.
     signal(pid, libc::SIGKILL);
     assert!(node.node.wait_exit(pid, Duration::from_secs(5)).is_some());

@@ -14,7 +14,8 @@ use thiserror::Error;
 
 use crate::gate::{self, Gate, GateError};
 use crate::limits::{
-    BATCH_MSGS_DEFAULT, BATCH_MSGS_MAX, CHANNELS_PER_WORKER_MAX, THREADS_MAX, TIMEOUT_SECS_MAX,
+    BATCH_MSGS_DEFAULT, BATCH_MSGS_MAX, CHANNELS_PER_WORKER_MAX, START_AT_AHEAD_SECS_MAX,
+    THREADS_MAX, TIMEOUT_SECS_MAX,
 };
 use crate::queries::{self, NameSource, Order, QueryError, QuerySpec};
 use crate::schedule::Spacing;
@@ -177,6 +178,11 @@ pub struct Args {
     /// send_errors; comparisons > >= < <=; times in us, ms or s).
     #[arg(long = "fail-if", value_name = "CONDITIONS")]
     pub fail_if: Option<String>,
+    /// Wait until this wall-clock time before sending (RFC 3339, e.g.
+    /// 2026-12-03T21:00:00Z, or Unix seconds), so runs on many machines share one
+    /// start and `dnsload merge` lines up their seconds. A time already past starts now.
+    #[arg(long = "start-at", value_name = "TIME")]
+    pub start_at: Option<String>,
 }
 
 /// Why the arguments do not describe a runnable load.
@@ -201,6 +207,9 @@ pub enum ConfigError {
     /// `--fail-if` does not parse.
     #[error(transparent)]
     Gate(#[from] GateError),
+    /// `--start-at` is not a time, or too far ahead.
+    #[error("--start-at {0:?}: {1}")]
+    StartAt(String, &'static str),
 }
 
 /// The ramp's plan.
@@ -288,6 +297,8 @@ pub struct Config {
     /// `--fail-if`, parsed.
     #[serde(skip)]
     pub gates: Vec<Gate>,
+    /// Wall-clock start, seconds since the Unix epoch (`--start-at`).
+    pub start_at_unix_secs: Option<f64>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -380,9 +391,32 @@ impl Config {
                 .map(gate::parse)
                 .transpose()?
                 .unwrap_or_default(),
+            start_at_unix_secs: args.start_at.as_deref().map(start_at).transpose()?,
             fail_if: args.fail_if,
         })
     }
+}
+
+/// `--start-at` as Unix seconds: RFC 3339 or a number, at most a day ahead.
+fn start_at(text: &str) -> Result<f64, ConfigError> {
+    let err = |why| ConfigError::StartAt(text.into(), why);
+    let secs = match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => s,
+        Ok(_) => return Err(err("must be a time after 1970")),
+        Err(_) => {
+            chrono::DateTime::parse_from_rfc3339(text.trim())
+                .map_err(|_| err("not RFC 3339 (2026-12-03T21:00:00Z) nor Unix seconds"))?
+                .timestamp_micros() as f64
+                / 1e6
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if secs - now > START_AT_AHEAD_SECS_MAX {
+        return Err(err("more than a day ahead"));
+    }
+    Ok(secs)
 }
 
 fn load_of(args: &Args) -> Result<Load, ConfigError> {

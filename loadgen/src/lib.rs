@@ -17,6 +17,7 @@
 //! - [`run`]: threads, pinning, stop conditions, the ramp controller.
 //! - [`report`], [`plot`]: progress line, summary, JSON, CSV, SVG.
 //! - [`gate`]: `--fail-if` conditions over the report's figures.
+//! - [`merge`]: `dnsload merge`, exact merge of reports from many machines.
 //! - [`campaign`]: `dnsload campaign`, tuning experiments over sysctls and server options.
 
 pub mod campaign;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod gate;
 pub mod inflight;
 pub mod limits;
+pub mod merge;
 pub mod plot;
 pub mod poll;
 pub mod queries;

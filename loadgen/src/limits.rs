@@ -77,6 +77,19 @@ pub const RATE_LIMIT_DEBT_NS_MAX: u64 = 100_000_000;
 /// Conditions one `--fail-if` may hold.
 pub const GATES_MAX: usize = 64;
 
+/// Reports one `dnsload merge` reads.
+pub const MERGE_INPUTS_MAX: usize = 10_000;
+
+/// Bytes of a JSON report `dnsload merge` accepts (a day-long run's report with its
+/// per-second series and histograms is a few MB).
+pub const REPORT_BYTES_MAX: u64 = 256 << 20;
+
+/// Seconds of a merged per-second series (a week); later seconds are left out.
+pub const SERIES_SECONDS_MAX: u64 = 7 * 86_400;
+
+/// Furthest ahead `--start-at` may be, seconds.
+pub const START_AT_AHEAD_SECS_MAX: f64 = 86_400.0;
+
 /// Ramp steps before the ramp gives up looking for a knee.
 pub const RAMP_STEPS_MAX: usize = 1000;
 

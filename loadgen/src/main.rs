@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "campaign") {
         return dnsload::campaign::main(std::env::args_os().skip(2));
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "merge") {
+        return dnsload::merge::main(std::env::args_os().skip(2));
+    }
     let args = Args::parse();
     match try_main(args) {
         Ok(tripped) if tripped.is_empty() => ExitCode::SUCCESS,

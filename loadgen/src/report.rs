@@ -5,13 +5,14 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::Config;
 use crate::gate::Figures;
 use crate::run::{RampResult, RunResult};
-use crate::stats::{Counters, Percentiles, SecondStats};
+use crate::stats::{encode_histogram, Counters, Percentiles, SecondStats};
 use crate::wire::RCODE_NAMES;
 
 /// Why an output file could not be written.
@@ -60,7 +61,7 @@ pub fn answered_qps(r: &RunResult) -> f64 {
     r.counters.answered as f64 / r.sending.as_secs_f64().max(1e-9)
 }
 
-fn loss_pct(c: &Counters) -> f64 {
+pub(crate) fn loss_pct(c: &Counters) -> f64 {
     if c.sent == 0 {
         0.0
     } else {
@@ -82,7 +83,6 @@ pub fn figures(r: &RunResult) -> Figures {
 /// The final human-readable summary.
 pub fn summary_text(r: &RunResult) -> String {
     let c = &r.counters;
-    let p = r.percentiles();
     let mut out = String::new();
     let secs = r.duration.as_secs_f64();
     let _ = writeln!(out, "Statistics:\n");
@@ -92,6 +92,31 @@ pub fn summary_text(r: &RunResult) -> String {
         r.config.server, r.config.transport
     );
     let _ = writeln!(out, "  Load:                 {}", load_text(&r.config));
+    out.push_str(&counts_text(c));
+    let _ = writeln!(
+        out,
+        "  Run time (s):         {:.3} sending, {secs:.3} with the wait for late answers",
+        r.sending.as_secs_f64()
+    );
+    let _ = writeln!(out, "  Queries per second:   {:.1}", answered_qps(r));
+    if r.interrupted {
+        let _ = writeln!(out, "  Interrupted:          yes (Ctrl-C)");
+    }
+    out.push_str(&latency_text(
+        c,
+        latency_origin(&r.config),
+        &r.latency,
+        &r.send_lag,
+    ));
+    if let Some(ramp) = &r.ramp {
+        out.push_str(&ramp_text(ramp));
+    }
+    out
+}
+
+/// The query counts of a summary.
+pub(crate) fn counts_text(c: &Counters) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "  Queries sent:         {}", c.sent);
     let _ = writeln!(
         out,
@@ -108,34 +133,33 @@ pub fn summary_text(r: &RunResult) -> String {
     let _ = writeln!(out, "  Mismatched answers:   {}", c.mismatched);
     let _ = writeln!(out, "  Truncated answers:    {}", c.truncated);
     let _ = writeln!(out, "  Send errors:          {}", c.send_errors);
-    let _ = writeln!(
-        out,
-        "  Run time (s):         {:.3} sending, {secs:.3} with the wait for late answers",
-        r.sending.as_secs_f64()
-    );
-    let _ = writeln!(out, "  Queries per second:   {:.1}", answered_qps(r));
-    if r.interrupted {
-        let _ = writeln!(out, "  Interrupted:          yes (Ctrl-C)");
-    }
+    out
+}
+
+/// The rcode table, the latency percentiles and the send lag of a summary.
+pub(crate) fn latency_text(
+    c: &Counters,
+    origin: &str,
+    latency: &Histogram<u64>,
+    send_lag: &Histogram<u64>,
+) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "\n  Response codes:");
     for (name, n) in rcode_rows(c) {
         let _ = writeln!(out, "    {name:<10} {n:>12} ({:.2}%)", pct(n, c.answered));
     }
-    let _ = writeln!(out, "\n  Latency (from {}):", latency_origin(&r.config));
-    for (label, v) in percentile_rows(&p) {
+    let _ = writeln!(out, "\n  Latency (from {origin}):");
+    for (label, v) in percentile_rows(&Percentiles::of(latency)) {
         let _ = writeln!(out, "    {label:<7} {}", ms(v));
     }
-    if !r.send_lag.is_empty() {
+    if !send_lag.is_empty() {
         let _ = writeln!(
             out,
             "\n  Send lag (how late dnsload itself sent, against its schedule):"
         );
-        for (label, v) in percentile_rows(&Percentiles::of(&r.send_lag)) {
+        for (label, v) in percentile_rows(&Percentiles::of(send_lag)) {
             let _ = writeln!(out, "    {label:<7} {}", ms(v));
         }
-    }
-    if let Some(ramp) = &r.ramp {
-        out.push_str(&ramp_text(ramp));
     }
     out
 }
@@ -175,7 +199,7 @@ fn latency_origin(c: &Config) -> &'static str {
     }
 }
 
-fn rcode_rows(c: &Counters) -> Vec<(&'static str, u64)> {
+pub(crate) fn rcode_rows(c: &Counters) -> Vec<(&'static str, u64)> {
     RCODE_NAMES
         .iter()
         .zip(c.rcodes.iter())
@@ -248,13 +272,33 @@ struct JsonReport<'a> {
     latency: Percentiles,
     send_lag: Percentiles,
     histogram: Vec<HistogramBucket>,
+    histograms: EncodedHistograms,
     series: Vec<SeriesRow>,
     ramp: Option<&'a RampResult>,
 }
 
+/// The run's full histograms, for `dnsload merge` and other HDR tools.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct EncodedHistograms {
+    /// Latency in nanoseconds: base64 of the HdrHistogram V2 encoding.
+    pub latency_ns_v2_base64: String,
+    /// Send lag in nanoseconds, same encoding.
+    pub send_lag_ns_v2_base64: String,
+}
+
+impl EncodedHistograms {
+    /// Encodes both histograms.
+    pub fn of(latency: &Histogram<u64>, send_lag: &Histogram<u64>) -> Self {
+        Self {
+            latency_ns_v2_base64: encode_histogram(latency),
+            send_lag_ns_v2_base64: encode_histogram(send_lag),
+        }
+    }
+}
+
 /// One recorded histogram value (highest equivalent value, in microseconds).
 #[derive(Serialize)]
-struct HistogramBucket {
+pub(crate) struct HistogramBucket {
     value_us: f64,
     count: u64,
 }
@@ -302,16 +346,19 @@ fn series_rows(series: &[SecondStats]) -> Vec<SeriesRow> {
         .collect()
 }
 
-/// Renders the JSON report.
-pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
-    let histogram = r
-        .latency
-        .iter_recorded()
+/// Every recorded value of `h` with its count, for readers without an HDR decoder.
+pub(crate) fn histogram_buckets(h: &Histogram<u64>) -> Vec<HistogramBucket> {
+    h.iter_recorded()
         .map(|v| HistogramBucket {
             value_us: v.value_iterated_to() as f64 / 1000.0,
             count: v.count_at_value(),
         })
-        .collect();
+        .collect()
+}
+
+/// Renders the JSON report.
+pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
+    let histogram = histogram_buckets(&r.latency);
     let doc = JsonReport {
         tool: "dnsload",
         version: env!("CARGO_PKG_VERSION"),
@@ -329,6 +376,7 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
         latency: r.percentiles(),
         send_lag: Percentiles::of(&r.send_lag),
         histogram,
+        histograms: EncodedHistograms::of(&r.latency, &r.send_lag),
         series: series_rows(&r.series),
         ramp: r.ramp.as_ref(),
     };
@@ -385,7 +433,7 @@ pub fn write_outputs(r: &RunResult) -> Result<(), ReportError> {
     Ok(())
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), ReportError> {
     fs::write(path, text).map_err(|source| ReportError::Write {
         path: path.into(),
         source,

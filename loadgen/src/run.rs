@@ -106,6 +106,9 @@ pub fn run(
 ) -> Result<RunResult, RunError> {
     let set = queries::build(&config.queries)?;
     let query_count = set.len();
+    if let Some(at) = config.start_at_unix_secs {
+        wait_until(at, interrupt);
+    }
     let limit = config.passes.map(|p| p.saturating_mul(query_count as u64));
     let shared = Arc::new(Shared {
         queries: set,
@@ -138,6 +141,19 @@ pub fn run(
         interrupted: collector.interrupted,
         config,
     })
+}
+
+/// Sleeps until the wall clock reads `at` (Unix seconds), or Ctrl-C.
+fn wait_until(at: f64, interrupt: &AtomicBool) {
+    loop {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if now >= at || interrupt.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs_f64((at - now).min(0.05)));
+    }
 }
 
 fn initial_rate(load: &Load) -> f64 {

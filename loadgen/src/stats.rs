@@ -7,13 +7,16 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::limits::{HISTOGRAM_SIGFIGS, LATENCY_NS_MAX};
 
 /// What happened to queries, in counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Queries handed to the kernel.
     pub sent: u64,
@@ -50,6 +53,43 @@ impl Counters {
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_NS_MAX, HISTOGRAM_SIGFIGS)
         .expect("histogram bounds are constants checked by the unit tests")
+}
+
+/// Why a serialized histogram could not be read back.
+#[derive(Debug, Error)]
+pub enum HistogramError {
+    /// Not base64.
+    #[error("histogram is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// Not an HDR histogram in the V2 format.
+    #[error("histogram is not in the HdrHistogram V2 format: {0}")]
+    Format(String),
+    /// Another tool's bounds; adding it would not be exact.
+    #[error("histogram tracks {low}..{high} at {sigfig} digits; dnsload's is 1..{LATENCY_NS_MAX} at {HISTOGRAM_SIGFIGS}")]
+    Bounds { low: u64, high: u64, sigfig: u8 },
+}
+
+/// A histogram as base64 of the HdrHistogram V2 encoding (uncompressed), the form
+/// other HDR tools read and that [`decode_histogram`] turns back into an equal one.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    // Writing into a Vec cannot fail for a histogram with valid bounds.
+    let _ = V2Serializer::new().serialize(h, &mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The histogram [`encode_histogram`] wrote; refuses other bounds, so adding it
+/// to dnsload's own histograms is exact.
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramError> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| HistogramError::Format(format!("{e:?}")))?;
+    let (low, high, sigfig) = (h.low(), h.high(), h.sigfig());
+    if low != 1 || high != LATENCY_NS_MAX || sigfig != HISTOGRAM_SIGFIGS {
+        return Err(HistogramError::Bounds { low, high, sigfig });
+    }
+    Ok(h)
 }
 
 /// One worker's report for one second of the run.
@@ -257,6 +297,24 @@ mod tests {
         assert_eq!(closed[0].qps, 2.0);
         assert!(a.all_finished());
         assert_eq!(a.total.answered, 14);
+    }
+
+    #[test]
+    fn histograms_survive_encoding() {
+        let mut h = new_histogram();
+        for v in [1, 999, 1_000_000, 77_777_777, LATENCY_NS_MAX] {
+            h.record(v).unwrap();
+        }
+        let back = decode_histogram(&encode_histogram(&h)).unwrap();
+        assert_eq!(back, h);
+        assert!(decode_histogram("not base64!").is_err());
+        assert!(decode_histogram("AAAA").is_err());
+        let other = Histogram::<u64>::new_with_bounds(1, 1000, 2).unwrap();
+        let err = decode_histogram(&encode_histogram(&other)).unwrap_err();
+        assert!(
+            matches!(err, HistogramError::Bounds { high: 1000, .. }),
+            "{err}"
+        );
     }
 
     #[test]

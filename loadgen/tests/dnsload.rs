@@ -546,3 +546,184 @@ fn fail_if_exits_3_with_the_conditions_that_held() {
         stdout(&out)
     );
 }
+
+/// The latency histogram a report carries, decoded here with the hdrhistogram
+/// crate itself (not dnsload's code), so the merge is checked independently.
+fn histogram_of(report: &Value) -> hdrhistogram::Histogram<u64> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Deserializer;
+    let text = report["histograms"]["latency_ns_v2_base64"]
+        .as_str()
+        .expect("histograms.latency_ns_v2_base64");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64");
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .expect("HdrHistogram V2")
+}
+
+#[test]
+fn runs_in_parallel_merge_exactly() {
+    // Three dnsload processes with one shared --start-at load knotd at the same time
+    // (different rates, so their latency shapes differ); `dnsload merge` must give
+    // the percentiles of all their samples together: the same as adding their full
+    // histograms here and reading the percentiles off the sum.
+    let knot = Knot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = knot.port.to_string();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 1.0;
+    let start = format!("{start:.3}");
+    let children: Vec<(std::path::PathBuf, support::KillOnDrop)> = ["300", "600", "900"]
+        .iter()
+        .enumerate()
+        .map(|(i, rate)| {
+            let json = dir.path().join(format!("run{i}.json"));
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_dnsload"))
+                .args(["-p", &port, "--names", "svc{0..99}.example", "--rate", rate])
+                .args([
+                    "-l",
+                    "2",
+                    "-c",
+                    "8",
+                    "--no-pin",
+                    "--quiet",
+                    "--start-at",
+                    &start,
+                ])
+                .arg("--json")
+                .arg(&json)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn dnsload");
+            (json, support::KillOnDrop(Some(child)))
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for (json, mut guard) in children {
+        let child = guard.0.take().expect("child");
+        assert_ok(&support::wait_bounded(child, RUN_LIMIT));
+        runs.push((json.clone(), read_json(&json)));
+    }
+    for (_, r) in &runs {
+        let started = r["started_unix_secs"].as_f64().unwrap();
+        let wanted: f64 = start.parse().unwrap();
+        assert!(
+            (wanted..wanted + 0.5).contains(&started),
+            "started at {started}, --start-at {wanted}"
+        );
+    }
+    let merged_path = dir.path().join("merged.json");
+    let mut args = vec!["merge".to_string()];
+    args.extend(runs.iter().map(|(p, _)| p.to_str().unwrap().to_string()));
+    args.extend(["--json".into(), merged_path.to_str().unwrap().into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = dnsload(&args, RUN_LIMIT);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).contains("Statistics (merged)"),
+        "{}",
+        stdout(&out)
+    );
+    let merged = read_json(&merged_path);
+
+    let mut all = histogram_of(&runs[0].1);
+    for (_, r) in &runs[1..] {
+        all.add(histogram_of(r)).unwrap();
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    for (field, q) in [
+        ("p50_us", 0.5),
+        ("p90_us", 0.9),
+        ("p99_us", 0.99),
+        ("p99_9_us", 0.999),
+    ] {
+        assert_eq!(
+            merged["latency"][field].as_f64().unwrap(),
+            us(all.value_at_quantile(q)),
+            "{field}"
+        );
+    }
+    assert_eq!(merged["latency"]["max_us"].as_f64().unwrap(), us(all.max()));
+    let sum = |f: &str| runs.iter().map(|(_, r)| count(r, f)).sum::<u64>();
+    assert_eq!(count(&merged, "answered"), sum("answered"));
+    assert_eq!(count(&merged, "sent"), sum("sent"));
+    assert_eq!(count(&merged, "answered"), all.len());
+    // 300 + 600 + 900 QPS for 2 s: about 3600 queries in all.
+    assert!((3000..=3700).contains(&sum("sent")), "sent {}", sum("sent"));
+    let qps = merged["qps"].as_f64().unwrap();
+    let qps_sum: f64 = runs.iter().map(|(_, r)| r["qps"].as_f64().unwrap()).sum();
+    assert!((qps - qps_sum).abs() < 1e-6, "{qps} vs {qps_sum}");
+
+    // A file that is not a report is bad input, named in the message.
+    let bogus = dir.path().join("bogus.json");
+    std::fs::write(&bogus, "[1, 2]").unwrap();
+    let out = dnsload(&["merge", bogus.to_str().unwrap()], RUN_LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("bogus.json: not a dnsload JSON report"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn job_manifest_runs_its_pod_command() {
+    // deploy/loadtest/dnsload-job.yaml: an Indexed Job whose pods share --start-at
+    // and print their JSON report. Its pod command is run here as the pod would run
+    // it (sh -c, the manifest's env with the target moved to a loopback knotd, a
+    // short run), and what it prints must be a report `dnsload merge` reads.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/loadtest/dnsload-job.yaml"
+    );
+    let job: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    assert_eq!(job["spec"]["completions"], job["spec"]["parallelism"]);
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"][1], "-c");
+    let script = container["args"][0].as_str().unwrap();
+    assert!(script.contains("--start-at \"$START_AT\""), "{script}");
+    let knot = Knot::start();
+    let port = knot.port.to_string();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_dnsload"))
+        .parent()
+        .unwrap();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(script);
+    for env in container["env"].as_sequence().unwrap() {
+        cmd.env(
+            env["name"].as_str().unwrap(),
+            env["value"].as_str().unwrap(),
+        );
+    }
+    let path_env = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    cmd.env("PATH", path_env)
+        .env("TARGET", "127.0.0.1")
+        .env("PORT", &port)
+        .env("RATE", "300")
+        .env("SECONDS", "1")
+        .env("START_AT", "0")
+        .env("JOB_COMPLETION_INDEX", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = support::wait_bounded(cmd.spawn().unwrap(), RUN_LIMIT);
+    assert_ok(&out);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pod-2.json");
+    std::fs::write(&log, &out.stdout).unwrap();
+    let report = read_json(&log);
+    assert!(
+        (250..=350).contains(&count(&report, "answered")),
+        "{report}"
+    );
+    let merged = dnsload(&["merge", log.to_str().unwrap()], RUN_LIMIT);
+    assert_ok(&merged);
+}

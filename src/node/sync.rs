@@ -163,6 +163,10 @@ impl NodeSetup {
         };
         let rules = table.rules().len();
         match problems.as_slice() {
+            [] if first => tracing::info!(
+                rules,
+                "table inet nodelocaldns already in place (a predecessor's): kept"
+            ),
             [] => {}
             [Problem::TableMissing] if first => {
                 tracing::info!(rules, "added nodelocaldns table inet nodelocaldns")
@@ -173,7 +177,7 @@ impl NodeSetup {
                 tracing::info!(
                     rules,
                     differences = problems.len(),
-                    first = %what.join("; "),
+                    what = %what.join("; "),
                     "{verb} nodelocaldns rules: table inet nodelocaldns reapplied"
                 );
             }

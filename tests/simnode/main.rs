@@ -527,6 +527,13 @@ fn nftables_mode_pod_resolves_through_the_cache_and_gets_dnat_back() {
     let tables = node.node.run_ok(&["nft", "list", "tables"]);
     assert_eq!(tables.matches("inet nodelocaldns").count(), 1, "{tables}");
     assert_eq!(node.nft_rules(), 24, "one set of rules");
+    assert!(
+        wait_until(SETTLE, || node
+            .log()
+            .contains("table inet nodelocaldns already in place")),
+        "{}",
+        node.log()
+    );
     assert_eq!(
         node.resolve("web.default.svc.cluster.local"),
         vec!["10.96.5.5"]

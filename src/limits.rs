@@ -157,3 +157,16 @@ pub const NFT_BATCH_BYTES_MAX: usize = 160 * 1024;
 
 const _: () = assert!(NFT_RECV_BYTES >= 32 * 1024);
 const _: () = assert!(NFT_LOCAL_IPS_MAX * 12 < NFT_DUMP_MESSAGES_MAX);
+
+/// `errors` without a matching `consolidate` rule: the period over which lines of one
+/// kind (same rcode and reason, any name and type) are counted on a block of a shard.
+pub const ERRORS_STORM_PERIOD_SECS: u64 = 10;
+/// `errors`: whole lines of one kind written per period before the rest are only
+/// counted and summarised at its end (a flood of cold names whose upstream stalls
+/// would otherwise write one line per query).
+pub const ERRORS_LINES_PER_KIND_MAX: u64 = 10;
+/// `errors`: kinds tracked per period; lines of further kinds count under one
+/// "other" summary, so the tracking itself is bounded.
+pub const ERRORS_KINDS_MAX: usize = 64;
+
+const _: () = assert!(ERRORS_LINES_PER_KIND_MAX >= 1 && ERRORS_KINDS_MAX >= 1);

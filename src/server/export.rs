@@ -133,6 +133,13 @@ fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
     for (reason, n) in dropped {
         out.counter(&m::DROPPED_PACKETS, &[reason], n);
     }
+    let summarised = shard
+        .blocks
+        .iter()
+        .filter_map(|b| b.errors.as_ref())
+        .map(|e| e.summarised())
+        .sum();
+    out.counter(&m::ERRORS_SUMMARISED, &[], summarised);
     let (mut success, mut denial, mut bytes) = (0, 0, 0);
     for cache in shard.blocks.iter().filter_map(|b| b.cache.as_ref()) {
         let cache = cache.borrow();

@@ -281,6 +281,13 @@ family!(
     "Cache misses that joined an upstream query already in flight for the same key."
 );
 family!(
+    ERRORS_SUMMARISED,
+    "nodelocaldns_errors_summarised_total",
+    Counter,
+    [],
+    "Lines of the errors plugin counted into a periodic summary instead of written (storm guard)."
+);
+family!(
     SHARDS_SERVING,
     "nodelocaldns_shards_serving",
     Gauge,
@@ -321,6 +328,7 @@ pub static FAMILIES: &[&Family] = &[
     &UPSTREAM_INFLIGHT,
     &DROPPED_PACKETS,
     &COALESCED,
+    &ERRORS_SUMMARISED,
     &SHARDS_SERVING,
 ];
 

@@ -682,3 +682,73 @@ fn errors_logs_a_timeout() {
         .collect();
     assert_eq!(servfails, 1.0, "{samples:#?}");
 }
+
+/// A storm of failures of one kind (60 cold names, the upstream silent) writes at
+/// most 10 whole lines per shard; the rest are counted in
+/// `nodelocaldns_errors_summarised_total` (exact accounting: `server/errlog.rs`).
+#[test]
+fn errors_storm_is_summarised_not_written_line_by_line() {
+    const NAMES: u16 = 60;
+    const LINES_PER_SHARD: usize = 10;
+    let (_hole, hole) = blackhole();
+    let ports = Ports::new();
+    let corefile = format!(
+        "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    forward . 127.0.0.1:{hole}\n    \
+         prometheus 127.0.0.1:{metrics}\n}}\n",
+        dns = ports.dns,
+        metrics = ports.metrics,
+    );
+    let server = Server::start(&corefile);
+    let dns = ports.dns();
+    wait_until("DNS listener", Duration::from_secs(10), || {
+        TcpStream::connect(dns).is_ok()
+    });
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("timeout");
+    for id in 0..NAMES {
+        let name = format!("storm{id}.example.");
+        let packet = query(id, &name, RecordType::A, false);
+        socket.send_to(&packet, dns).expect("send");
+    }
+    let mut buf = [0u8; 4096];
+    for _ in 0..NAMES {
+        let (len, _) = socket.recv_from(&mut buf).expect("every query answered");
+        let answer = Message::from_vec(&buf[..len]).expect("decode");
+        assert_eq!(answer.response_code(), ResponseCode::ServFail);
+    }
+    // Whole lines name the query; summaries do not.
+    let lines = |kind: &str| {
+        let log = server.log();
+        log.lines()
+            .filter(|l| l.contains("ERROR") && l.contains("SERVFAIL storm") && l.contains(kind))
+            .count()
+    };
+    let summarised = || {
+        value(
+            &scrape(ports.metrics),
+            "nodelocaldns_errors_summarised_total",
+            &[],
+        )
+    };
+    let total = usize::from(NAMES);
+    wait_until("summarised lines counted", Duration::from_secs(5), || {
+        summarised() > 0.0
+    });
+    let (written, counted) = (lines(""), summarised() as usize);
+    let log = server.log();
+    // Every failure is written or counted once; the count is read from the shards'
+    // last published snapshots, which may lag a second behind.
+    assert!(
+        written + counted <= total && written < total,
+        "{written} written, {counted} summarised of {total}:\n{log}"
+    );
+    // The upstream's silence is one kind (a marked-down upstream may add another);
+    // each shard writes 10 per period, and the storm may straddle two periods.
+    let deadline = lines("no answer within the attempt deadline");
+    assert!(
+        (1..=2 * 2 * LINES_PER_SHARD).contains(&deadline),
+        "{deadline} whole lines of one kind for {NAMES} failures:\n{log}"
+    );
+}

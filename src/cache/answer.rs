@@ -19,8 +19,8 @@ use crate::limits::{
     ANSWER_TTL_SECS_DEFAULT, ANSWER_TTL_SECS_MAX, EDNS_UDP_PAYLOAD_BYTES_OURS, NAME_BYTES_MAX,
 };
 use crate::wire::{
-    flags, split_records, walk_answer, write_opt, AnswerWalk, Header, Query, Reader, Split,
-    WireError, Writer,
+    fitting_records, flags, split_records, walk_answer, write_opt, AnswerWalk, Header, Query,
+    Reader, Split, WireError, Writer, HEADER_BYTES, OPT_BYTES,
 };
 
 /// How an answer is cached (CoreDNS `response.Type` folded into cache decisions).
@@ -481,7 +481,9 @@ fn secs(d: Duration) -> u32 {
 /// `hit`; RA, TC and rcode from upstream; AD kept only if the query had DO or AD. Then
 /// the client's question verbatim, the records with every TTL set to `ttl_secs`, and
 /// an OPT (our UDP size, client's DO) if the client sent one. A reply longer than
-/// `max_len` becomes header + question + OPT with TC=1.
+/// `max_len` keeps as many whole records as fit (answer, then authority, then
+/// additional; [`fitting_records`]) and the OPT, with TC=1, as CoreDNS does: a
+/// resolver that never retries over TCP (musl before 1.2.4) still gets addresses.
 pub fn write_reply(
     stored: &StoredAnswer,
     q: &Query<'_>,
@@ -516,51 +518,70 @@ pub(super) fn write_answer(
         f &= !flags::AD;
     }
     let opt = u16::from(q.edns.is_some());
+    let [an, ns, ar] = stored.meta.counts;
     let mut header = Header {
         id: q.id,
         flags: f,
         qdcount: 1,
-        ancount: stored.meta.counts[0],
-        nscount: stored.meta.counts[1],
-        arcount: stored.meta.counts[2].saturating_add(opt),
+        ancount: an,
+        nscount: ns,
+        arcount: ar.saturating_add(opt),
     };
+    let all = (
+        usize::from(an) + usize::from(ns) + usize::from(ar),
+        stored.records,
+    );
     let mut w = Writer::with_limit(out, max_len);
-    if write_full(&mut w, &header, question, &stored, ttl_secs, q).is_ok() {
+    if write_records(&mut w, &header, question, &stored, all, ttl_secs, q).is_ok() {
         return w.len();
     }
+    // Too long: the records that fit, TC=1.
+    let fixed = HEADER_BYTES + question.len() + if opt == 1 { OPT_BYTES } else { 0 };
+    let room = w.capacity().saturating_sub(fixed);
+    let kept = fitting_records(stored.records, ttl_offsets(&stored), room);
+    let in_answer = kept.0.min(usize::from(an));
+    let in_authority = (kept.0 - in_answer).min(usize::from(ns));
+    let in_additional = kept.0 - in_answer - in_authority;
     header.flags |= flags::TC;
-    (header.ancount, header.nscount, header.arcount) = (0, 0, opt);
+    // Each count is at most the stored one, a u16.
+    (header.ancount, header.nscount) = (in_answer as u16, in_authority as u16);
+    header.arcount = (in_additional as u16).saturating_add(opt);
     w.truncate(0);
-    let truncated = header
-        .write(&mut w)
-        .and_then(|()| w.bytes(question))
-        .and_then(|()| write_client_opt(&mut w, &stored, q));
-    if truncated.is_ok() {
-        w.len()
-    } else {
-        0
+    match write_records(&mut w, &header, question, &stored, kept, ttl_secs, q) {
+        Ok(()) => w.len(),
+        Err(_) => 0,
     }
 }
 
-fn write_full(
+/// The offsets of the TTLs within the records, in order.
+fn ttl_offsets<'a>(stored: &AnswerRef<'a>) -> impl Iterator<Item = usize> + 'a {
+    stored.ttl_offsets.chunks_exact(2).map(|o| {
+        usize::from(u16::from_le_bytes(
+            <[u8; 2]>::try_from(o).unwrap_or_default(),
+        ))
+    })
+}
+
+/// Header, question, the first `kept.0` records (their bytes `kept.1`) with every
+/// TTL set to `ttl_secs`, and the client's OPT.
+fn write_records(
     w: &mut Writer<'_>,
     header: &Header,
     question: &[u8],
     stored: &AnswerRef<'_>,
+    kept: (usize, &[u8]),
     ttl_secs: u32,
     q: &Query<'_>,
 ) -> Result<(), WireError> {
     header.write(w)?;
     w.bytes(question)?;
     let base = w.len();
-    w.bytes(stored.records)?;
-    for off in stored.ttl_offsets.chunks_exact(2) {
-        let off = u16::from_le_bytes(<[u8; 2]>::try_from(off).unwrap_or_default());
-        w.set_u32(base + usize::from(off), ttl_secs)?;
+    w.bytes(kept.1)?;
+    for off in ttl_offsets(stored).take(kept.0) {
+        w.set_u32(base + off, ttl_secs)?;
     }
     write_client_opt(w, stored, q)
 }
-
 fn write_client_opt(
     w: &mut Writer<'_>,
     stored: &AnswerRef<'_>,

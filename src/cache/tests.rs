@@ -349,16 +349,81 @@ fn large_reply_is_truncated() {
     );
     let q = parse_query(&qb).unwrap();
     let s = stored(&up, &q);
-    let m = reply(&s, &q, 60, true, q.udp_limit());
-    assert!(m.truncated());
-    assert!(m.answers().is_empty());
-    assert_eq!(m.queries()[0].name().to_ascii(), "big.example.com.");
-    assert!(m.extensions().as_ref().unwrap().flags().dnssec_ok);
     let full = reply(&s, &q, 60, true, 65535);
     assert!(!full.truncated());
     assert_eq!(full.answers().len(), 60);
+    // As CoreDNS: the whole records that fit in 512 bytes, the OPT kept, TC=1.
+    // Header 12, question 21, OPT 11: 468 bytes for records of 16 (owner pointer 2,
+    // fixed 10, address 4): 29 of them.
+    let mut out = [0u8; 4096];
+    let n = write_reply(&s, &q, 60, true, &mut out, q.udp_limit());
+    assert!(
+        n <= 512 && n + 16 > 512,
+        "{n} bytes: as many records as fit"
+    );
+    let m = Message::from_vec(&out[..n]).expect("truncated reply parses");
+    assert!(m.truncated());
+    assert_eq!(m.answers().len(), 29);
+    assert_eq!(
+        m.answers(),
+        &full.answers()[..29],
+        "the first 29, TTLs patched"
+    );
+    assert!(m.name_servers().is_empty() && m.additionals().is_empty());
+    assert_eq!(m.queries()[0].name().to_ascii(), "big.example.com.");
+    assert!(m.extensions().as_ref().unwrap().flags().dnssec_ok);
+    // Room for header, question and OPT only: TC, no record.
+    let bare = reply(&s, &q, 60, true, 12 + 21 + 11 + 15);
+    assert!(bare.truncated() && bare.answers().is_empty());
+    assert!(bare.extensions().is_some(), "the OPT is kept");
     let mut tiny = [0u8; 20];
     assert_eq!(write_reply(&s, &q, 60, true, &mut tiny, 65535), 0);
+}
+
+#[test]
+fn truncation_keeps_whole_records_in_section_order() {
+    // Answer, authority and additional: a cut fills the answer first, then the
+    // authority, then the additional, stopping at the first record that does not
+    // fit; the counts say what is there.
+    let q_bytes = query_bytes("www.example.com.", RecordType::A, None, false, false);
+    let q = parse_query(&q_bytes).unwrap();
+    let s = stored(&www_a(), &q);
+    let full = reply(&s, &q, 30, true, 65535);
+    let sizes: Vec<usize> = (1..=4)
+        .map(|limit| {
+            let mut out = [0u8; 512];
+            let mut n = 0;
+            // The shortest limit that keeps `limit` records.
+            for max in 12..512 {
+                n = write_reply(&s, &q, 30, true, &mut out, max);
+                if n == 0 {
+                    assert!(max < 12 + 21, "header and question fit in {max} bytes");
+                    continue;
+                }
+                let m = Message::from_vec(&out[..n]).unwrap();
+                let kept = m.answers().len() + m.name_servers().len() + m.additionals().len();
+                if kept == limit {
+                    assert_eq!(
+                        m.truncated(),
+                        limit < 4,
+                        "TC only when records are left out"
+                    );
+                    let sections = [m.answers(), m.name_servers(), m.additionals()];
+                    let want = [
+                        &full.answers()[..limit.min(2)],
+                        &full.name_servers()[..limit.saturating_sub(2).min(1)],
+                        &full.additionals()[..limit.saturating_sub(3)],
+                    ];
+                    assert_eq!(sections, want, "{limit} records kept at {max} bytes");
+                    break;
+                }
+                assert!(kept < limit, "{kept} records at {max} bytes");
+                assert!(m.truncated());
+            }
+            n
+        })
+        .collect();
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
 }
 
 #[test]

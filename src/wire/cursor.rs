@@ -205,6 +205,11 @@ impl<'a> Writer<'a> {
         self.len == 0
     }
 
+    /// The most bytes this writer takes: its limit or its buffer, the smaller.
+    pub fn capacity(&self) -> usize {
+        self.limit
+    }
+
     /// Forgets everything written after `len`.
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

@@ -20,7 +20,7 @@ pub use header::{
 pub use query::{
     parse_query, write_error_reply, write_upstream_query, DropReason, Query, Rejection,
 };
-pub use records::{walk_answer, AnswerWalk};
+pub use records::{fitting_records, walk_answer, AnswerWalk};
 
 #[cfg(test)]
 mod tests;

@@ -240,3 +240,33 @@ fn overlaps_ttl(pos: usize, len: usize, base: usize, ttls: &[u16]) -> bool {
     ttls.get(first_after)
         .is_some_and(|&t| base + usize::from(t) < pos + len)
 }
+
+/// The longest run of whole records at the start of `records` that fits in `room`
+/// bytes: how many records, and their bytes. `ttl_offsets` gives each record's TTL
+/// offset within `records`, in order (each record ends 6 bytes after it plus its
+/// RDATA). This is how CoreDNS (miekg/dns `Msg.Truncate`) cuts a reply to a client's
+/// size: answer records first, then authority, then additional, up to the first one
+/// that does not fit, never a part of one. A prefix keeps every compression pointer
+/// valid, since pointers only point backwards. An offset that does not lead to a
+/// whole record ends the run. Allocates nothing.
+pub fn fitting_records(
+    records: &[u8],
+    ttl_offsets: impl Iterator<Item = usize>,
+    room: usize,
+) -> (usize, &[u8]) {
+    let limit = room.min(records.len());
+    let (mut count, mut end) = (0, 0);
+    for ttl_at in ttl_offsets {
+        let mut r = Reader::at(records, ttl_at.saturating_add(4));
+        let record_end = r.u16().ok().and_then(|rdata_len| {
+            let rdata_at = r.pos();
+            r.skip(usize::from(rdata_len)).ok()?;
+            Some(rdata_at + usize::from(rdata_len))
+        });
+        match record_end {
+            Some(e) if e > end && e <= limit => (count, end) = (count + 1, e),
+            _ => break,
+        }
+    }
+    (count, Reader::new(records).bytes(end).unwrap_or(&[]))
+}

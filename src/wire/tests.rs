@@ -291,3 +291,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fitting_records_keeps_whole_records_only() {
+    // Two records: root owner, type A, class IN, TTL, 4 bytes of data (15 bytes each),
+    // TTLs at 5 and 20.
+    let rec = [0, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 192, 0, 2, 1];
+    let records: Vec<u8> = rec.iter().chain(rec.iter()).copied().collect();
+    let offsets = || [5usize, 20].into_iter();
+    assert_eq!(
+        super::fitting_records(&records, offsets(), 14),
+        (0, &[][..])
+    );
+    assert_eq!(
+        super::fitting_records(&records, offsets(), 15),
+        (1, &records[..15])
+    );
+    assert_eq!(
+        super::fitting_records(&records, offsets(), 29),
+        (1, &records[..15])
+    );
+    assert_eq!(
+        super::fitting_records(&records, offsets(), 30),
+        (2, &records[..])
+    );
+    assert_eq!(
+        super::fitting_records(&records, offsets(), 999),
+        (2, &records[..])
+    );
+    // An offset leading past the bytes, or backwards, ends the run.
+    assert_eq!(
+        super::fitting_records(&records, [5usize, 40].into_iter(), 999),
+        (1, &records[..15])
+    );
+    assert_eq!(
+        super::fitting_records(&records, [5usize, 5].into_iter(), 999),
+        (1, &records[..15])
+    );
+    assert_eq!(
+        super::fitting_records(&records, [usize::MAX].into_iter(), 999),
+        (0, &[][..])
+    );
+}

@@ -29,7 +29,21 @@ short 1 A     192.0.2.50
 /// The wildcard's address: every `*.many.test.` name resolves to it.
 pub const MANY_ADDR: &str = "192.0.2.99";
 
-/// A knot serving [`TEST_ZONE`].
+/// A name with [`SIXTY_COUNT`] A records (a headless service with that many
+/// endpoints): 1,000 bytes on the wire, twice what a client without EDNS takes.
+pub const SIXTY: &str = "sixty.test.";
+pub const SIXTY_COUNT: u8 = 60;
+
+/// [`TEST_ZONE`] and the [`SIXTY`] records.
+pub fn test_zone() -> String {
+    let mut zone = TEST_ZONE.to_string();
+    for i in 1..=SIXTY_COUNT {
+        zone.push_str(&format!("sixty   A     198.51.100.{i}\n"));
+    }
+    zone
+}
+
+/// A knot serving [`test_zone`].
 pub fn knot() -> Knot {
-    Knot::start(&[Zone::new("test.", TEST_ZONE)])
+    Knot::start(&[Zone::new("test.", &test_zone())])
 }

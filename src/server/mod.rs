@@ -15,6 +15,7 @@ mod handover;
 mod listen;
 mod loop_detect;
 mod mesh;
+mod migrate;
 mod miss;
 pub mod query;
 pub mod shard;
@@ -360,7 +361,10 @@ struct Listener {
     /// The UDP socket, to take it out of the reuseport group when stopping.
     udp_fd: std::os::fd::RawFd,
     udp: glommio::Task<()>,
+    /// The accept loop; it ends by itself once `tcp_control` is stopped.
     tcp: glommio::Task<()>,
+    /// The TCP listener's state, to stop it and see its connections while stopping.
+    tcp_control: Rc<tcp::Control>,
 }
 
 /// What every listener of a shard is started with.
@@ -377,11 +381,19 @@ fn spawn_listener(
 ) -> Listener {
     let addr = sockets.addr;
     let (udp_settings, tcp_limits) = (settings.udp, settings.tcp);
+    let (tcp_control, tcp_listener) = tcp::Control::new(sockets.tcp);
     Listener {
         addr,
         udp_fd: sockets.udp.as_raw_fd(),
         udp: glommio::spawn_local(udp::serve(current.clone(), addr, sockets.udp, udp_settings)),
-        tcp: glommio::spawn_local(tcp::serve(current.clone(), addr, sockets.tcp, tcp_limits)),
+        tcp: glommio::spawn_local(tcp::serve(
+            current.clone(),
+            addr,
+            tcp_control.clone(),
+            tcp_listener,
+            tcp_limits,
+        )),
+        tcp_control,
     }
 }
 
@@ -430,6 +442,7 @@ async fn serve(
                         } else {
                             handover::drain_removed(listener.udp_fd, listener.addr).await;
                             let _ = listener.udp.cancel().await;
+                            listener.tcp_control.stop();
                             let _ = listener.tcp.cancel().await;
                         }
                     }
@@ -455,7 +468,9 @@ async fn serve(
 }
 
 /// Hands the endpoints with a successor over to it, drains, then ends the listeners
-/// (see handover.rs).
+/// (see handover.rs): UDP sockets leave their groups, TCP listeners stop accepting
+/// with their queued connections migrating to the successor (migrate.rs), and the
+/// shard exits once every query it read was answered and its TCP clients closed.
 async fn stop(
     current: &Current,
     listeners: Vec<Listener>,
@@ -464,16 +479,17 @@ async fn stop(
 ) {
     let fds: Vec<_> = listeners.iter().map(|l| (l.udp_fd, l.addr)).collect();
     let left = handover::leave(&fds);
-    let mut udp_tasks = Vec::with_capacity(listeners.len());
-    let mut tcp_tasks = Vec::new();
-    for listener in listeners {
-        if left.contains(&listener.addr) {
-            // New connections go to the successor; connected clients stay served.
-            let _ = listener.tcp.cancel().await;
-        } else {
-            tcp_tasks.push(listener.tcp);
+    let handed: Vec<&Listener> = listeners
+        .iter()
+        .filter(|l| left.contains(&l.addr))
+        .collect();
+    if !handed.is_empty() {
+        let tcp_fds: Vec<_> = handed.iter().map(|l| l.tcp_control.fd()).collect();
+        migrate::enable(&tcp_fds);
+        // New connections go to the successor; connected clients stay served.
+        for listener in &handed {
+            listener.tcp_control.stop();
         }
-        udp_tasks.push(listener.udp);
     }
     let busy = || {
         let shard = current.borrow();
@@ -482,12 +498,31 @@ async fn stop(
             shard.counters.pending_misses.get(),
         );
         let retired = exporter.retired_busy();
-        (upstream > 0 || pending > 0 || retired).then(|| {
-            format!("{upstream} upstream queries, {pending} client misses, state before a reload in use: {retired}")
+        let tcp: usize = handed.iter().map(|l| l.tcp_control.clients()).sum();
+        (upstream > 0 || pending > 0 || retired || tcp > 0).then(|| {
+            format!("{upstream} upstream queries, {pending} client misses, {tcp} TCP clients of the successor's endpoints, state before a reload in use: {retired}")
         })
     };
     handover::drain(member, &fds, !left.is_empty(), busy).await;
-    for task in udp_tasks.into_iter().chain(tcp_tasks) {
-        let _ = task.cancel().await;
+    // Endpoints without a successor served until now: stop them too, and let every
+    // TCP client finish (idle ones close after `TCP_STOP_IDLE_MILLIS`).
+    for listener in &listeners {
+        listener.tcp_control.stop();
+    }
+    let clients = || -> usize { listeners.iter().map(|l| l.tcp_control.clients()).sum() };
+    let started = Instant::now();
+    let bound = Duration::from_millis(limits::HANDOVER_TCP_CLOSE_MILLIS_MAX);
+    while clients() > 0 && started.elapsed() < bound {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    if clients() > 0 {
+        tracing::warn!(
+            clients = clients(),
+            "stopping with TCP clients still connected (bound reached)"
+        );
+    }
+    for listener in listeners {
+        let _ = listener.udp.cancel().await;
+        let _ = listener.tcp.cancel().await;
     }
 }

@@ -3,9 +3,16 @@
 //! complete, possibly out of order) and a writer task that sends the answers.
 //! Idle connections close after the CoreDNS timeouts (`--tcp-idle-timeout`); a shard
 //! bounds its clients (`--tcp-clients-max`).
+//!
+//! Stopping ([`Control::stop`]) ends the accept loop without dropping a connection
+//! the kernel already handed to it: the listener is shut down (which wakes the
+//! pending accept with an error; with migration on, `migrate.rs`, the connections
+//! still queued move to the successor's listener), every accepted connection is
+//! served until its client closes it, or until it has been idle for
+//! [`limits::TCP_STOP_IDLE_MILLIS`], and its answers in flight are sent first.
 
 use std::cell::Cell;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -17,19 +24,68 @@ use super::query::{self, Handled};
 use crate::limits;
 use crate::upstream::{with_deadline, Transport};
 
-/// Accepts clients until the task is cancelled.
+/// What the shard's stop sees of one listener and its connections.
+#[derive(Debug)]
+pub struct Control {
+    /// The listening socket (open until the accept loop ends).
+    fd: RawFd,
+    /// Set by [`Control::stop`]: the accept loop ends, idle connections close.
+    stopping: Cell<bool>,
+    /// Connections being served.
+    clients: Cell<usize>,
+}
+
+impl Control {
+    /// Takes `socket` for the accept loop; the loop's [`Control`] and its listener.
+    pub fn new(socket: socket2::Socket) -> (Rc<Control>, TcpListener) {
+        let fd = socket.into_raw_fd();
+        let control = Rc::new(Control {
+            fd,
+            stopping: Cell::new(false),
+            clients: Cell::new(0),
+        });
+        // SAFETY: the fd comes from a socket we own and give up here.
+        (control, unsafe { TcpListener::from_raw_fd(fd) })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Connections still being served.
+    pub fn clients(&self) -> usize {
+        self.clients.get()
+    }
+
+    /// Stops accepting: shuts the listener down, which takes it out of its reuseport
+    /// group (its queued connections migrate or are reset, see `migrate.rs`) and
+    /// fails the accept in progress, so the loop ends without losing a connection
+    /// it was handed. Connected clients stay served (see the module docs).
+    pub fn stop(&self) {
+        if self.stopping.replace(true) {
+            return;
+        }
+        // SAFETY: the accept loop keeps the listener open while this Control is
+        // reachable from the shard's stop; shutdown has no memory arguments.
+        let rc = unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        if rc != 0 {
+            tracing::debug!(err = %std::io::Error::last_os_error(), "TCP listener shutdown");
+        }
+    }
+}
+
+/// Accepts clients until [`Control::stop`] (or until the task is cancelled).
 pub async fn serve(
     current: super::Current,
     addr: std::net::SocketAddr,
-    socket: socket2::Socket,
+    control: Rc<Control>,
+    listener: TcpListener,
     bounds: super::TcpLimits,
 ) {
-    // SAFETY: the fd comes from a socket we own and give up here.
-    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
-    let clients = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
+            Err(_) if control.stopping.get() => return,
             Err(err) => {
                 tracing::warn!(%err, "TCP accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -37,29 +93,31 @@ pub async fn serve(
             }
         };
         let shard = current.borrow().clone();
-        if clients.get() >= bounds.clients_per_shard_max {
+        if control.clients.get() >= bounds.clients_per_shard_max {
             shard
                 .counters
                 .tcp_refused
                 .set(shard.counters.tcp_refused.get() + 1);
             continue;
         }
-        clients.set(clients.get() + 1);
-        let (current, clients) = (current.clone(), clients.clone());
+        control.clients.set(control.clients.get() + 1);
+        let (current, control) = (current.clone(), control.clone());
         glommio::spawn_local(async move {
-            serve_client(&current, addr, stream, bounds.idle).await;
-            clients.set(clients.get() - 1);
+            serve_client(&current, addr, stream, bounds.idle, &control.stopping).await;
+            control.clients.set(control.clients.get() - 1);
         })
         .detach();
     }
 }
 
-/// Reads queries until the client closes, sends garbage framing, or idles out.
+/// Reads queries until the client closes, sends garbage framing, or idles out
+/// (after `idle`, or [`limits::TCP_STOP_IDLE_MILLIS`] once `stopping`).
 async fn serve_client(
     current: &super::Current,
     addr: std::net::SocketAddr,
     stream: TcpStream,
     idle: Duration,
+    stopping: &Cell<bool>,
 ) {
     let client = stream
         .peer_addr()
@@ -76,12 +134,9 @@ async fn serve_client(
     // The first query may take CoreDNS's 3 s, unless the idle limit is shorter.
     let mut wait = Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS).min(idle);
     loop {
-        let mut len = [0u8; 2];
-        match with_deadline(wait, reader.read_exact(&mut len)).await {
-            Some(Ok(())) => {}
-            _ => break,
-        }
-        let len = usize::from(u16::from_be_bytes(len));
+        let Some(len) = read_length(&mut reader, wait, stopping).await else {
+            break;
+        };
         // A frame shorter than a header can never be a query: close.
         if len < 12 {
             break;
@@ -156,6 +211,32 @@ async fn serve_client(
     }
     drop(frames);
     writing.await;
+}
+
+/// Reads the 2-byte length of the next query; None when the client closed, sent
+/// nothing for `wait`, or (once `stopping`) for [`limits::TCP_STOP_IDLE_MILLIS`]
+/// with no byte of the length read. Reads in slices of that time, keeping the bytes
+/// read so far, so a stop is noticed while waiting.
+async fn read_length<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    wait: Duration,
+    stopping: &Cell<bool>,
+) -> Option<usize> {
+    let slice = Duration::from_millis(limits::TCP_STOP_IDLE_MILLIS);
+    let started = Instant::now();
+    let mut len = [0u8; 2];
+    let mut filled = 0;
+    while filled < len.len() {
+        let left = wait.checked_sub(started.elapsed())?;
+        let buf = len.get_mut(filled..)?;
+        match with_deadline(left.min(slice), reader.read(buf)).await {
+            Some(Ok(0)) | Some(Err(_)) => return None,
+            Some(Ok(n)) => filled += n,
+            None if stopping.get() && filled == 0 => return None,
+            None => {}
+        }
+    }
+    Some(usize::from(u16::from_be_bytes(len)))
 }
 
 fn frame(answer: &[u8]) -> Vec<u8> {

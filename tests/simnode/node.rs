@@ -150,6 +150,30 @@ impl Knot {
     }
 }
 
+/// A headless service with this many endpoints (`sixty.default.svc.cluster.local`):
+/// about 1,000 bytes of A records, twice what a client without EDNS takes.
+pub const SIXTY_COUNT: usize = 60;
+/// Bytes of the one TXT record of `bigtxt.default.svc.cluster.local`: over the
+/// 1,232 bytes of an EDNS client's usual size, so it reaches clients over TCP only.
+pub const BIG_TXT_BYTES: usize = 6 * 240;
+
+/// The cluster DNS's `cluster.local.` records: two services, a headless one with
+/// [`SIXTY_COUNT`] endpoints, an SRV record, a TXT of [`BIG_TXT_BYTES`].
+fn cluster_records() -> String {
+    let mut zone = String::from(
+        "kubernetes.default.svc A 10.96.0.1\nweb.default.svc A 10.96.5.5\n\
+         _http._tcp.web.default.svc SRV 10 5 80 web.default.svc.cluster.local.\n",
+    );
+    for i in 1..=SIXTY_COUNT {
+        zone.push_str(&format!("sixty.default.svc A 10.96.6.{i}\n"));
+    }
+    let strings: Vec<String> = (0..BIG_TXT_BYTES / 240)
+        .map(|i| format!("\"{}\"", char::from(b'a' + i as u8).to_string().repeat(239)))
+        .collect();
+    zone.push_str(&format!("bigtxt.default.svc TXT {}\n", strings.join(" ")));
+    zone
+}
+
 /// The three namespaces, the cluster DNS and the kube-proxy rules.
 pub struct Node {
     pub pod: Netns,
@@ -251,10 +275,7 @@ impl Node {
             &mut dns,
             "cluster",
             CLUSTER_DNS_POD,
-            &[(
-                "cluster.local.",
-                "kubernetes.default.svc A 10.96.0.1\nweb.default.svc A 10.96.5.5",
-            )],
+            &[("cluster.local.", &cluster_records())],
         );
         let stub = Knot::start(
             &mut dns,
@@ -262,7 +283,10 @@ impl Node {
             STUB_DNS,
             &[
                 ("acme.local.", "www A 192.0.2.53"),
-                ("example.", "www A 192.0.2.1"),
+                (
+                    "example.",
+                    "www A 192.0.2.1\ndual A 192.0.2.2\ndual AAAA 2001:db8::2",
+                ),
             ],
         );
         let nat_before = match proxy {
@@ -294,15 +318,16 @@ impl Node {
         path: Option<&Path>,
     ) -> u32 {
         let (args, template) = manifest(mode);
-        let base = self.node.path("Corefile.base");
-        std::fs::write(&base, template).unwrap();
+        // Written as kubelet updates a mounted ConfigMap: atomically, and only when it
+        // changes, so that an instance already running (a hand-over) never reads a
+        // half-written template.
+        replace_file(&self.node.path("Corefile.base"), &template);
         let cm = self.node.path("kube-dns");
         std::fs::create_dir_all(&cm).unwrap();
-        std::fs::write(
-            cm.join("stubDomains"),
-            format!("{{\"acme.local\": [\"{STUB_DNS}\"]}}"),
-        )
-        .unwrap();
+        replace_file(
+            &cm.join("stubDomains"),
+            &format!("{{\"acme.local\": [\"{STUB_DNS}\"]}}"),
+        );
         let mut command = self.node.command(&[BIN]);
         command
             .args(&args)
@@ -322,6 +347,15 @@ impl Node {
                 .unwrap(),
         );
         self.node.spawn(command)
+    }
+
+    /// Starts instance `n` of the cache as a pod of its own would run beside another
+    /// during a rolling update: with its own generated Corefile (each container has
+    /// its own filesystem; a shared one would make the running instance reload when
+    /// the new one writes it). Returns its pid.
+    pub fn start_instance(&mut self, mode: &str, n: usize) -> u32 {
+        let conf = self.node.path(&format!("Corefile.{n}"));
+        self.start_cache(mode, &["-conf", conf.to_str().unwrap()])
     }
 
     /// What a test adds to the DaemonSet's args: its own paths and pace, and the
@@ -484,6 +518,16 @@ pub fn failed(report: &Value) -> Vec<String> {
         .filter(|c| c["status"] == "fail")
         .map(|c| c["check"].as_str().unwrap_or("").to_string())
         .collect()
+}
+
+/// Replaces `path` with `text` atomically (a rename), unless it holds `text` already.
+fn replace_file(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A veth pair: `name` in `a` with `a_ip`, its peer `eth0` in `b` with `b_ip` (/24).

@@ -68,6 +68,11 @@ pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
 /// send late; waits shorter than this are spun entirely.
 pub const SPIN_NS_MAX: u64 = 2_000;
 
+/// In open loop over UDP (arrivals stamped by the kernel), answers are read this
+/// often instead of as each comes: a late read changes no latency, and one read
+/// per socket per interval replaces a wake-up per answer.
+pub const RECEIVE_INTERVAL_NS: u64 = 1_000_000;
+
 /// How long a worker keeps waiting for outstanding answers after Ctrl-C.
 pub const INTERRUPT_DRAIN_NS_MAX: u64 = 1_000_000_000;
 
@@ -103,3 +108,4 @@ const _: () = assert!(IDS_PER_CHANNEL_MAX == u16::MAX as usize + 1);
 const _: () = assert!(IDS_PER_CHANNEL_MIN.is_power_of_two());
 const _: () = assert!(IDS_PER_CHANNEL_MIN <= IDS_PER_CHANNEL_MAX);
 const _: () = assert!(IDS_PER_CHANNEL_MIN >= 2 * BATCH_MSGS_MAX);
+const _: () = assert!(RECEIVE_INTERVAL_NS <= IDLE_SLEEP_NS_MAX);

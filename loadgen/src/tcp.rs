@@ -233,6 +233,10 @@ impl Channels for TcpChannels {
         Ok(())
     }
 
+    fn stamps_arrivals(&self) -> bool {
+        false
+    }
+
     fn wait(&mut self, timeout_ns: u64) -> io::Result<()> {
         self.poller.wait(timeout_ns)
     }

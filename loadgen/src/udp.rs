@@ -133,6 +133,10 @@ impl Channels for UdpChannels {
         Ok(())
     }
 
+    fn stamps_arrivals(&self) -> bool {
+        true
+    }
+
     fn wait(&mut self, timeout_ns: u64) -> io::Result<()> {
         self.poller.wait(timeout_ns)
     }

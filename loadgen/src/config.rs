@@ -172,6 +172,10 @@ pub struct Args {
     /// No per-second progress line on stderr.
     #[arg(long = "quiet")]
     pub quiet: bool,
+    /// TCP connection churn: open a new connection after every N queries (1: one
+    /// connection per query), paying the handshake as reconnecting clients do.
+    #[arg(long = "tcp-churn", value_name = "N")]
+    pub tcp_churn: Option<u64>,
     /// Exit with code 3 and the reason when any condition holds, e.g.
     /// 'p99>2ms,loss>0.1%,qps<50000' (figures: min mean p50 p90 p99 p99.9 p99.99 max
     /// lag_p50 lag_p99 lag_max loss qps sent answered lost mismatched truncated
@@ -299,6 +303,8 @@ pub struct Config {
     pub gates: Vec<Gate>,
     /// Wall-clock start, seconds since the Unix epoch (`--start-at`).
     pub start_at_unix_secs: Option<f64>,
+    /// New TCP connection after this many queries (`--tcp-churn`).
+    pub tcp_churn: Option<u64>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -361,6 +367,7 @@ impl Config {
             (None, None, _) => Some(1),
             (p, _, _) => p,
         };
+        let tcp_churn = tcp_churn_of(&args)?;
         let order = match args.zipf {
             Some(s) => Order::Zipf(positive("--zipf", s)?),
             None => Order::Sequential,
@@ -392,8 +399,23 @@ impl Config {
                 .transpose()?
                 .unwrap_or_default(),
             start_at_unix_secs: args.start_at.as_deref().map(start_at).transpose()?,
+            tcp_churn,
             fail_if: args.fail_if,
         })
+    }
+}
+
+/// `--tcp-churn`: only with `-m tcp`, at least 1.
+fn tcp_churn_of(args: &Args) -> Result<Option<u64>, ConfigError> {
+    match (args.tcp_churn, args.mode) {
+        (None, _) => Ok(None),
+        (Some(_), Transport::Udp) => Err(range_err(
+            "--tcp-churn",
+            args.tcp_churn.unwrap_or(0),
+            "needs -m tcp",
+        )),
+        (Some(0), _) => Err(range_err("--tcp-churn", 0, "must be at least 1")),
+        (Some(n), _) => Ok(Some(n)),
     }
 }
 

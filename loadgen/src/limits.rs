@@ -57,8 +57,17 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// stops adding more (back-pressure instead of unbounded growth).
 pub const TCP_OUT_BYTES_MAX: usize = 256 << 10;
 
-/// Bytes of the per-connection TCP read buffer (a DNS message is at most 64 KiB + 2).
+/// Bytes of the per-connection TCP read buffer at most (a DNS message is at most
+/// 64 KiB + 2).
 pub const TCP_IN_BYTES: usize = 128 << 10;
+
+/// Bytes a TCP read buffer starts with; it doubles while a message does not fit
+/// (churn opens many connections, most of which see only small answers).
+pub const TCP_IN_BYTES_INITIAL: usize = 4 << 10;
+
+/// Retired connections (`--tcp-churn`) one worker keeps open for their last
+/// answers; when all are in use, channels wait before opening another.
+pub const TCP_RETIRED_MAX: usize = 4096;
 
 /// Longest a worker sleeps in `epoll_pwait2` before looking at the clock and stop flag.
 pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
@@ -109,3 +118,4 @@ const _: () = assert!(IDS_PER_CHANNEL_MIN.is_power_of_two());
 const _: () = assert!(IDS_PER_CHANNEL_MIN <= IDS_PER_CHANNEL_MAX);
 const _: () = assert!(IDS_PER_CHANNEL_MIN >= 2 * BATCH_MSGS_MAX);
 const _: () = assert!(RECEIVE_INTERVAL_NS <= IDLE_SLEEP_NS_MAX);
+const _: () = assert!(TCP_IN_BYTES_INITIAL <= TCP_IN_BYTES);

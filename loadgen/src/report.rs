@@ -133,6 +133,13 @@ pub(crate) fn counts_text(c: &Counters) -> String {
     let _ = writeln!(out, "  Mismatched answers:   {}", c.mismatched);
     let _ = writeln!(out, "  Truncated answers:    {}", c.truncated);
     let _ = writeln!(out, "  Send errors:          {}", c.send_errors);
+    if c.connections > 0 {
+        let _ = writeln!(
+            out,
+            "  TCP connections:      {} opened after the first",
+            c.connections
+        );
+    }
     out
 }
 

@@ -17,7 +17,7 @@ use crate::queries::{self, Budget};
 use crate::schedule::Pacing;
 use crate::sender::{run_worker, Shared, WorkerError, WorkerPlan};
 use crate::stats::{new_histogram, Aggregator, Counters, Interval, Percentiles, SecondStats};
-use crate::tcp::TcpChannels;
+use crate::tcp::{TcpChannels, TcpOptions};
 use crate::udp::UdpChannels;
 
 /// Why a run failed.
@@ -212,22 +212,46 @@ fn spawn_workers(
             seed: config.queries.seed.wrapping_add(index as u64 * 0x9e37_79b9),
         };
         let (shared, tx) = (Arc::clone(shared), tx.clone());
-        let (server, transport, gso) = (config.server, config.transport, config.gso);
+        let link = Link {
+            server: config.server,
+            transport: config.transport,
+            gso: config.gso,
+            tcp_churn: config.tcp_churn,
+        };
         let handle = std::thread::Builder::new()
             .name(format!("dnsload-{index}"))
-            .spawn(move || worker_main(plan, &shared, (server, transport, gso), tx))
+            .spawn(move || worker_main(plan, &shared, link, tx))
             .map_err(|e| RunError::Thread(index, e.to_string()))?;
         handles.push(handle);
     }
     Ok(handles)
 }
 
+/// How a worker reaches the server.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    /// Server address.
+    server: std::net::SocketAddr,
+    /// UDP or TCP.
+    transport: Transport,
+    /// UDP GSO.
+    gso: bool,
+    /// TCP churn.
+    tcp_churn: Option<u64>,
+}
+
 fn worker_main(
     plan: WorkerPlan,
     shared: &Shared,
-    (server, transport, gso): (std::net::SocketAddr, Transport, bool),
+    link: Link,
     tx: mpsc::Sender<Interval>,
 ) -> Result<(), WorkerError> {
+    let Link {
+        server,
+        transport,
+        gso,
+        tcp_churn,
+    } = link;
     if let Some(core) = plan.core {
         core_affinity::set_for_current(core);
     }
@@ -242,9 +266,16 @@ fn worker_main(
         Transport::Udp => UdpChannels::open(server, count, gso)
             .map_err(open_err)
             .and_then(|c| run_worker(plan, shared, c, tx.clone())),
-        Transport::Tcp => TcpChannels::open(server, count)
-            .map_err(open_err)
-            .and_then(|c| run_worker(plan, shared, c, tx.clone())),
+        Transport::Tcp => TcpChannels::open(
+            server,
+            count,
+            TcpOptions {
+                churn: tcp_churn,
+                timeout_ns: plan.timeout_ns,
+            },
+        )
+        .map_err(open_err)
+        .and_then(|c| run_worker(plan, shared, c, tx.clone())),
     };
     if result.is_err() {
         // Tell the collector this worker is gone, then stop the others.

@@ -192,6 +192,10 @@ pub trait Channels {
     /// True when [`Channels::receive`] reports each message's arrival time as the
     /// kernel stamped it, so reading it later does not change its latency.
     fn stamps_arrivals(&self) -> bool;
+    /// Connections opened after the first ones (TCP reconnects and churn).
+    fn connections_opened(&self) -> u64 {
+        0
+    }
     /// Blocks up to `timeout_ns` until something is readable (or writable, for
     /// channels with unsent bytes).
     fn wait(&mut self, timeout_ns: u64) -> io::Result<()>;
@@ -234,6 +238,8 @@ struct Worker<'a> {
     stamped_arrivals: bool,
     /// When answers are read next, if reads are deferred.
     next_receive_ns: u64,
+    /// Connections opened, as counted so far.
+    connections_seen: u64,
 }
 
 /// Runs one worker until the run stops; reports through `out`.
@@ -266,6 +272,7 @@ pub fn run_worker<C: Channels>(
         sending_ended_ns: None,
         stamped_arrivals: channels.stamps_arrivals(),
         next_receive_ns: 0,
+        connections_seen: 0,
         next_channel: plan.index,
         plan,
         shared,
@@ -292,6 +299,9 @@ impl Worker<'_> {
             self.maybe_start_drain(now);
             if self.drain_until_ns.is_none() {
                 self.send_round(channels, now);
+                let opened = channels.connections_opened();
+                self.counters.connections += opened - self.connections_seen;
+                self.connections_seen = opened;
             }
             if self.receive_due(now) {
                 let clock = self.clock;

@@ -32,6 +32,9 @@ pub struct Counters {
     pub send_errors: u64,
     /// Matched answers per header rcode.
     pub rcodes: [u64; 16],
+    /// TCP connections opened after the first ones (reconnects, `--tcp-churn`).
+    #[serde(default)]
+    pub connections: u64,
 }
 
 impl Counters {
@@ -43,6 +46,7 @@ impl Counters {
         self.mismatched += other.mismatched;
         self.truncated += other.truncated;
         self.send_errors += other.send_errors;
+        self.connections += other.connections;
         for (a, b) in self.rcodes.iter_mut().zip(other.rcodes.iter()) {
             *a += b;
         }

@@ -727,3 +727,44 @@ fn job_manifest_runs_its_pod_command() {
     let merged = dnsload(&["merge", log.to_str().unwrap()], RUN_LIMIT);
     assert_ok(&merged);
 }
+
+#[test]
+fn tcp_churn_opens_a_connection_every_n_queries() {
+    // 2 connections, a new one after every 5 queries, 400 queries against knotd:
+    // every query answered (a retired connection is read until its last answer),
+    // and 400 / 5 = 80 connections in all, 78 of them after the first two.
+    let knot = Knot::start();
+    let port = knot.port.to_string();
+    let base = ["-p", &port, "-m", "tcp", "--names", "svc{0..99}.example"];
+    let mut args = base.to_vec();
+    args.extend([
+        "-n",
+        "4",
+        "-c",
+        "2",
+        "-q",
+        "10",
+        "--tcp-churn",
+        "5",
+        "--no-pin",
+    ]);
+    let j = report(&args);
+    assert_eq!(count(&j, "sent"), 400);
+    assert_eq!(count(&j, "answered"), 400);
+    assert_eq!(count(&j, "lost"), 0);
+    assert_eq!(count(&j, "connections"), 78);
+    // One connection per query, in open loop.
+    let mut args = base.to_vec();
+    args.extend(["-n", "1", "--rate", "500", "--tcp-churn", "1", "--no-pin"]);
+    let j = report(&args);
+    assert_eq!(count(&j, "answered"), 100);
+    assert!(count(&j, "connections") >= 99, "{}", j["counters"]);
+    // Churn is a TCP mode.
+    let out = dnsload(&["--names", "a.test", "--tcp-churn", "3"], RUN_LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--tcp-churn 3: needs -m tcp"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -3,10 +3,12 @@
 # the generator (one thread) pinned to core 1, alternating runs, medians reported.
 #
 # Targets: the GSO "reflector" example (echoes queries as answers, cheaper per
-# query than any generator, so it measures the generator) and knotd (a real
-# authoritative server with one UDP worker).
+# query than any generator, so it measures the generator), knotd (a real
+# authoritative server with one UDP worker) and bench/echo (plain recvmmsg/sendmmsg,
+# no GSO).
 #
 # Usage: bench/dnsload-vs-dnsperf.sh [RUNS] [SECONDS]
+#   env: TARGETS (default "reflector knot echo"), QUIET_WAIT_SECS, NICE, OUTSTANDING, CLIENTS
 # Writes bench/runs/<date>-dnsload-vs-dnsperf/{README.md,raw/*}. Loopback only.
 set -euo pipefail
 
@@ -14,6 +16,8 @@ RUNS=${1:-3}
 SECS=${2:-5}
 PORT_REFLECTOR=${PORT_REFLECTOR:-5400}
 PORT_KNOT=${PORT_KNOT:-5401}
+PORT_ECHO=${PORT_ECHO:-5402}
+TARGETS=${TARGETS:-"reflector knot echo"}
 OUTSTANDING=${OUTSTANDING:-500}
 CLIENTS=${CLIENTS:-4}
 # The machine is shared (other builds run at the same time); a higher CFS weight for
@@ -25,7 +29,9 @@ RUN="nice -n $NICE"
 cd "$(git rev-parse --show-toplevel)"
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -p dnsload --bins --examples >/dev/null
+cargo build --release -q --manifest-path bench/echo/Cargo.toml --target-dir "$TARGET_DIR"
 DNSLOAD="$TARGET_DIR/release/dnsload"
+ECHO="$TARGET_DIR/release/bench-echo"
 REFLECTOR="$TARGET_DIR/release/examples/reflector"
 command -v dnsperf >/dev/null || { echo "dnsperf missing: apt-get install dnsperf" >&2; exit 1; }
 KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
@@ -72,6 +78,7 @@ CONF
 
 $RUN taskset -c 0 "$REFLECTOR" "127.0.0.1:$PORT_REFLECTOR" 2>/dev/null & PIDS+=($!)
 $RUN taskset -c 0 "$KNOTD" -c "$WORK/knot.conf" 2>/dev/null & PIDS+=($!)
+$RUN taskset -c 0 "$ECHO" "127.0.0.1:$PORT_ECHO" 2>/dev/null & PIDS+=($!)
 sleep 1
 
 DNSPERF_ARGS="-s 127.0.0.1 -d $QUERIES -l $SECS -c $CLIENTS -q $OUTSTANDING -T 1"
@@ -106,8 +113,12 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TABLE="$WORK/table.md"
 : >"$TABLE"
 declare -A QPS
-for target in reflector knot; do
-  port=$PORT_REFLECTOR; [ "$target" = knot ] && port=$PORT_KNOT
+for target in $TARGETS; do
+  case $target in
+    knot) port=$PORT_KNOT ;;
+    echo) port=$PORT_ECHO ;;
+    *) port=$PORT_REFLECTOR ;;
+  esac
   for run in $(seq 1 "$RUNS"); do
     for tool in dnsperf dnsload; do
       f="$RAW/$target-$tool-$run.txt"
@@ -148,8 +159,7 @@ summary() {
   echo
   echo "| target | dnsperf median QPS | dnsload median QPS | ratio | dnsperf best QPS | dnsload best QPS | ratio |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
-  summary reflector
-  summary knot
+  for t in $TARGETS; do summary "$t"; done
   echo
   echo "## Commands"
   echo
@@ -157,6 +167,7 @@ summary() {
   echo "# every process below runs under: $RUN"
   echo "taskset -c 0 reflector 127.0.0.1:$PORT_REFLECTOR     # cargo build --release -p dnsload --examples"
   echo "taskset -c 0 knotd -c knot.conf                  # udp-workers: 1, zone example. (svc0..svc99, www)"
+  echo "taskset -c 0 bench-echo 127.0.0.1:$PORT_ECHO        # bench/echo: recvmmsg/sendmmsg, no GSO"
   echo "taskset -c 1 dnsperf $DNSPERF_ARGS -p PORT" | sed "s|$QUERIES|queries.txt|"
   echo "taskset -c 1 dnsload $DNSLOAD_ARGS -p PORT" | sed "s|$QUERIES|queries.txt|"
   echo '```'

@@ -122,6 +122,7 @@ pub fn run(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     shared.set_rate(initial_rate(&config.load) / config.threads as f64);
+    raise_open_files_limit();
     let (tx, rx) = mpsc::channel();
     let handles = spawn_workers(&config, &shared, tx)?;
     let mut collector = Collector::new(&config, &shared);
@@ -141,6 +142,23 @@ pub fn run(
         interrupted: collector.interrupted,
         config,
     })
+}
+
+/// Raises the soft limit on open files to the hard one: thousands of sockets (one
+/// per simulated client) pass the usual soft limit of 1,024. Best effort; a socket
+/// that still cannot be opened is reported with its error.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Sleeps until the wall clock reads `at` (Unix seconds), or Ctrl-C.

@@ -100,15 +100,19 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
     } else {
         Rules::None
     };
-    // 2. Setup metrics.
-    if node_mode {
-        match metrics::serve(cli.metrics_listen_address, errors.clone()) {
-            Ok(addr) => tracing::info!(%addr, "setup metrics on /metrics"),
-            Err(err) => {
-                tracing::error!(%err, addr = %cli.metrics_listen_address, "cannot serve setup metrics")
+    // 2. Setup metrics, served until this function returns.
+    let _setup_metrics = node_mode
+        .then(|| match metrics::serve(cli.metrics_listen_address, errors.clone()) {
+            Ok(listener) => {
+                tracing::info!(addr = %listener.addr, "setup metrics on /metrics");
+                Some(listener)
             }
-        }
-    }
+            Err(err) => {
+                tracing::error!(%err, addr = %cli.metrics_listen_address, "cannot serve setup metrics");
+                None
+            }
+        })
+        .flatten();
     // 3. The Corefile, from the template.
     let mut watcher = Watcher::new(sources(cli, &local_ips), errors.clone());
     let config = watcher

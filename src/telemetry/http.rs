@@ -62,17 +62,7 @@ pub fn start(config: &Config, shared: &Arc<Shared>) -> std::io::Result<Vec<Liste
     }
     let mut listeners = Vec::with_capacity(addrs.len());
     for (addr, routes) in addrs {
-        let server = bind_reusable(addr)
-            .map_err(|err| err.into())
-            .and_then(|l| Server::from_listener(l, None))
-            .map_err(|err| {
-                std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("cannot listen on http {addr}: {err}"),
-                )
-            })?;
-        let server = Arc::new(server);
-        let bound = server.server_addr().to_ip().unwrap_or(addr);
+        let (server, bound) = listen(addr)?;
         let paths: Vec<&str> = [
             (routes.metrics, "/metrics"),
             (routes.health, "/health"),
@@ -101,11 +91,7 @@ fn serve(server: &Server, routes: Routes, shared: &Shared) {
         let started = Instant::now();
         let path = request.url().split('?').next().unwrap_or("").to_string();
         let response = match path.as_str() {
-            "/metrics" if routes.metrics => {
-                let body = shared.collect().render();
-                let kind = "text/plain; version=0.0.4; charset=utf-8";
-                text(200, body).with_header(content_type(kind))
-            }
+            "/metrics" if routes.metrics => exposition(shared.collect().render()),
             "/health" if routes.health => text(200, "OK".into()),
             "/ready" if routes.ready => match shared.ready() {
                 true => text(200, "OK".into()),
@@ -118,6 +104,54 @@ fn serve(server: &Server, routes: Routes, shared: &Shared) {
             shared.observe_health(started.elapsed());
         }
     }
+}
+
+/// Binds `addr` for HTTP: the server and the address it got.
+fn listen(addr: SocketAddr) -> std::io::Result<(Arc<Server>, SocketAddr)> {
+    let server = bind_reusable(addr)
+        .map_err(|err| err.into())
+        .and_then(|l| Server::from_listener(l, None))
+        .map_err(|err| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("cannot listen on http {addr}: {err}"),
+            )
+        })?;
+    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    Ok((Arc::new(server), bound))
+}
+
+/// A listener of its own that serves only `/metrics`, the text `render` makes (the
+/// node's setup metrics, `-metrics-listen-address`).
+pub fn serve_metrics(
+    addr: SocketAddr,
+    render: Box<dyn Fn() -> String + Send>,
+) -> std::io::Result<Listener> {
+    let (server, bound) = listen(addr)?;
+    let thread_server = server.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("http-{}", bound.port()))
+        .spawn(move || {
+            for request in thread_server.incoming_requests() {
+                let path = request.url().split('?').next().unwrap_or("");
+                let response = match path {
+                    "/metrics" => exposition(render()),
+                    _ => text(404, "404 page not found\n".into()),
+                };
+                let _ = request.respond(response);
+            }
+        })?;
+    Ok(Listener {
+        addr: bound,
+        server,
+        thread: Some(thread),
+    })
+}
+
+/// A Prometheus text exposition response.
+fn exposition(body: String) -> Response<std::io::Cursor<Vec<u8>>> {
+    let kind = "text/plain; version=0.0.4; charset=utf-8";
+    text(200, body).with_header(content_type(kind))
 }
 
 fn text(status: u16, body: String) -> Response<std::io::Cursor<Vec<u8>>> {

@@ -634,21 +634,47 @@ fn health_and_ready_before_during_and_after_lameduck() {
     );
 }
 
+/// The server (`errors`, `prometheus`) in front of an upstream that never answers.
+struct Silent {
+    _hole: UdpSocket,
+    hole: u16,
+    ports: Ports,
+    server: Server,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        let (_hole, hole) = blackhole();
+        let ports = Ports::new();
+        let corefile = format!(
+            "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    forward . 127.0.0.1:{hole}\n    \
+             prometheus 127.0.0.1:{metrics}\n}}\n",
+            dns = ports.dns,
+            metrics = ports.metrics,
+        );
+        let server = Server::start(&corefile);
+        let dns = ports.dns();
+        wait_until("DNS listener", Duration::from_secs(10), || {
+            TcpStream::connect(dns).is_ok()
+        });
+        Silent {
+            _hole,
+            hole,
+            ports,
+            server,
+        }
+    }
+}
+
 #[test]
 fn errors_logs_a_timeout() {
-    let (_hole, hole) = blackhole();
-    let ports = Ports::new();
-    let corefile = format!(
-        "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    forward . 127.0.0.1:{hole}\n    \
-         prometheus 127.0.0.1:{metrics}\n}}\n",
-        dns = ports.dns,
-        metrics = ports.metrics,
-    );
-    let server = Server::start(&corefile);
+    let Silent {
+        _hole,
+        hole,
+        ports,
+        server,
+    } = Silent::start();
     let dns = ports.dns();
-    wait_until("DNS listener", Duration::from_secs(10), || {
-        TcpStream::connect(dns).is_ok()
-    });
     let started = Instant::now();
     let answer = udp_exchange(dns, &query(7, "timeout.example.", RecordType::A, false));
     assert_eq!(
@@ -690,19 +716,13 @@ fn errors_logs_a_timeout() {
 fn errors_storm_is_summarised_not_written_line_by_line() {
     const NAMES: u16 = 60;
     const LINES_PER_SHARD: usize = 10;
-    let (_hole, hole) = blackhole();
-    let ports = Ports::new();
-    let corefile = format!(
-        "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    forward . 127.0.0.1:{hole}\n    \
-         prometheus 127.0.0.1:{metrics}\n}}\n",
-        dns = ports.dns,
-        metrics = ports.metrics,
-    );
-    let server = Server::start(&corefile);
+    let Silent {
+        _hole,
+        ports,
+        server,
+        ..
+    } = Silent::start();
     let dns = ports.dns();
-    wait_until("DNS listener", Duration::from_secs(10), || {
-        TcpStream::connect(dns).is_ok()
-    });
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket
         .set_read_timeout(Some(Duration::from_secs(8)))

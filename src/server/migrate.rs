@@ -28,7 +28,7 @@
 //! between the last accept and the close are then reset.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// `BPF_PROG_LOAD` (include/uapi/linux/bpf.h `enum bpf_cmd`).
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -41,6 +41,8 @@ const SO_ATTACH_REUSEPORT_EBPF: libc::c_int = 52;
 /// `SK_PASS`: let the kernel pick (by hash) when the program selected nothing.
 const SK_PASS: i32 = 1;
 const MIGRATE_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+/// BPF_PROG_LOAD calls before giving up on EAGAIN (libbpf's `PROG_LOAD_ATTEMPTS`).
+const PROG_LOAD_ATTEMPTS: u32 = 5;
 
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
@@ -82,10 +84,17 @@ pub enum Migration {
     Unavailable(String),
 }
 
-/// The program, loaded once per process (every shard attaches the same one).
-fn program() -> &'static Result<OwnedFd, std::io::Error> {
-    static PROGRAM: OnceLock<Result<OwnedFd, std::io::Error>> = OnceLock::new();
-    PROGRAM.get_or_init(load_program)
+/// The program's descriptor, loaded once per process (every shard attaches the same
+/// one); a failed load is tried again by the next caller.
+fn program() -> Result<RawFd, std::io::Error> {
+    static PROGRAM: Mutex<Option<OwnedFd>> = Mutex::new(None);
+    let mut program = PROGRAM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if program.is_none() {
+        *program = Some(load_program()?);
+    }
+    Ok(program.as_ref().map_or(-1, |p| p.as_raw_fd()))
 }
 
 /// Loads `r0 = SK_PASS; exit` as a reuseport program that may migrate.
@@ -123,29 +132,36 @@ fn load_program() -> Result<OwnedFd, std::io::Error> {
         prog_ifindex: 0,
         expected_attach_type: BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
     };
-    // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute block of the size passed;
-    // the instructions and the license it points to outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
+    // The verifier gives up with EAGAIN when interrupted (as by the signal that
+    // stops us): try again a few times, as libbpf does.
+    let mut attempts = PROG_LOAD_ATTEMPTS;
+    let fd = loop {
+        // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute block of the size
+        // passed; the instructions and the license it points to outlive the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoad,
+                std::mem::size_of::<ProgLoad>(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        attempts -= 1;
+        match fd {
+            fd if fd >= 0 => break fd,
+            _ if err.raw_os_error() == Some(libc::EAGAIN) && attempts > 0 => continue,
+            _ => return Err(err),
+        }
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     // SAFETY: the kernel just returned this new descriptor to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Attaches the program to the groups of the TCP listeners `fds`.
 fn attach(fds: &[RawFd]) -> Result<(), std::io::Error> {
-    let program = program()
-        .as_ref()
+    let prog_fd: libc::c_int = program()
         .map_err(|e| std::io::Error::new(e.kind(), format!("loading the program: {e}")))?;
-    let prog_fd: libc::c_int = program.as_raw_fd();
     for &fd in fds {
         // SAFETY: `fd` is an open listener of this shard; the option value is a c_int
         // that outlives the call.
@@ -171,7 +187,7 @@ pub fn enable(fds: &[RawFd]) -> Migration {
     let attached = attach(fds);
     let migration = match attached {
         Ok(()) => Migration::Program,
-        Err(bpf) => match enable_sysctl() {
+        Err(bpf) => match enable_sysctl(&bpf) {
             Ok(()) => Migration::Sysctl,
             Err(sysctl) => Migration::Unavailable(format!(
                 "no reuseport migration program ({bpf}; needs CAP_BPF) and {MIGRATE_SYSCTL} not settable ({sysctl})"
@@ -194,13 +210,14 @@ pub fn enable(fds: &[RawFd]) -> Migration {
     migration
 }
 
-/// Sets `net.ipv4.tcp_migrate_req=1` unless it is already.
-fn enable_sysctl() -> Result<(), std::io::Error> {
+/// Sets `net.ipv4.tcp_migrate_req=1` unless it is already (`bpf`: why the program
+/// could not be attached, for the log).
+fn enable_sysctl(bpf: &std::io::Error) -> Result<(), std::io::Error> {
     if std::fs::read_to_string(MIGRATE_SYSCTL)?.trim() == "1" {
         return Ok(());
     }
     std::fs::write(MIGRATE_SYSCTL, "1")?;
-    tracing::warn!("set net.ipv4.tcp_migrate_req=1 in this network namespace for the TCP hand-over (no CAP_BPF for a reuseport program)");
+    tracing::warn!(%bpf, "set net.ipv4.tcp_migrate_req=1 in this network namespace for the TCP hand-over (no reuseport program)");
     Ok(())
 }
 

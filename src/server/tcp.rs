@@ -9,7 +9,8 @@
 //! pending accept with an error; with migration on, `migrate.rs`, the connections
 //! still queued move to the successor's listener), every accepted connection is
 //! served until its client closes it, or until it has been idle for
-//! [`limits::TCP_STOP_IDLE_MILLIS`], and its answers in flight are sent first.
+//! [`limits::TCP_STOP_IDLE_MILLIS`] after a query, and its answers in flight are
+//! sent first.
 
 use std::cell::Cell;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
@@ -133,10 +134,17 @@ async fn serve_client(
     let mut out = vec![0u8; limits::MESSAGE_BYTES_MAX];
     // The first query may take CoreDNS's 3 s, unless the idle limit is shorter.
     let mut wait = Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS).min(idle);
+    // A connection on which no query came yet is not idle, however long its client
+    // takes to send (a loaded client thread between connect and write): closing it
+    // would reset the query on its way. It gets the first-read wait, stop or not.
+    let no_stop = Cell::new(false);
+    let mut first = true;
     loop {
-        let Some(len) = read_length(&mut reader, wait, stopping).await else {
+        let stop_idle = if first { &no_stop } else { stopping };
+        let Some(len) = read_length(&mut reader, wait, stop_idle).await else {
             break;
         };
+        first = false;
         // A frame shorter than a header can never be a query: close.
         if len < 12 {
             break;

@@ -564,6 +564,7 @@ fn ttl_offsets<'a>(stored: &AnswerRef<'a>) -> impl Iterator<Item = usize> + 'a {
 
 /// Header, question, the first `kept.0` records (their bytes `kept.1`) with every
 /// TTL set to `ttl_secs`, and the client's OPT.
+#[inline]
 fn write_records(
     w: &mut Writer<'_>,
     header: &Header,

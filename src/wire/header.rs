@@ -79,6 +79,7 @@ pub struct Header {
 }
 
 impl Header {
+    #[inline]
     pub fn read(r: &mut Reader<'_>) -> Result<Header, WireError> {
         Ok(Header {
             id: r.u16()?,

@@ -306,12 +306,15 @@ fn daemonset_essentials_per_mode() {
             .capabilities
             .as_ref()
             .unwrap();
-        let want = if lrp { "NET_BIND_SERVICE" } else { "NET_ADMIN" };
-        assert_eq!(
-            caps.add.as_deref(),
-            Some(&[want.to_string()][..]),
-            "{label}"
-        );
+        // NET_ADMIN for the interface and the rules; BPF for the reuseport program
+        // that migrates queued TCP connections at a hand-over (deploy/ROLLOUT.md).
+        let want: &[&str] = if lrp {
+            &["NET_BIND_SERVICE"]
+        } else {
+            &["NET_ADMIN", "BPF"]
+        };
+        let want: Vec<String> = want.iter().map(|c| c.to_string()).collect();
+        assert_eq!(caps.add.as_deref(), Some(&want[..]), "{label}");
         assert_eq!(
             caps.drop.as_deref(),
             Some(&["ALL".to_string()][..]),

@@ -5,29 +5,14 @@
 # sockets. Two servers on one port, 100k distinct names, entries of each.
 #   bench/reuseport-repro.sh   (from the repository root)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
 bin=${CARGO_TARGET_DIR:-target}/release
-work=$(mktemp -d)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_work
 knot_port=25463; port=25464
-cat > "$work/z.zone" <<'ZONE'
-$ORIGIN z.test.
-$TTL 3600
-@ SOA ns.z.test. admin.z.test. 1 3600 600 86400 3600
-@ NS ns
-ns A 192.0.2.53
-* A 192.0.2.1
-ZONE
-cat > "$work/knot.conf" <<KNOT
-server:
-    rundir: "$work"
-    listen: 127.0.0.1@$knot_port
-database:
-    storage: "$work"
-zone:
-  - domain: z.test.
-    file: "$work/z.zone"
-KNOT
+# knotd answering every *.z.test. name with one A record.
+bench_zone z.test. "$work/z.test.zone" '* A 192.0.2.1'
+bench_knot_conf "$work" "$knot_port" z.test.
 taskset -c 1 knotd -c "$work/knot.conf" 2>/dev/null & pids+=($!)
 for m in 25465 25466; do
   cat > "$work/Corefile-$m" <<CF

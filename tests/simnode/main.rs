@@ -30,13 +30,18 @@ fn signal(pid: u32, sig: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
 }
 
-fn wait_rules(node: &Node, count: usize) {
+/// Waits until `rules(node)` (iptables or nftables rules of ours) is `count`.
+fn wait_count(node: &Node, what: &str, count: usize, rules: fn(&Node) -> usize) {
     assert!(
-        wait_until(SETTLE, || node.our_rules() == count),
-        "rules: {} of {count}\n{}",
-        node.our_rules(),
+        wait_until(SETTLE, || rules(node) == count),
+        "{what}: {} of {count}\n{}",
+        rules(node),
         node.log()
     );
+}
+
+fn wait_rules(node: &Node, count: usize) {
+    wait_count(node, "rules", count, Node::our_rules);
 }
 
 #[test]
@@ -381,12 +386,7 @@ fn path_without_iptables(node: &Node) -> std::path::PathBuf {
 }
 
 fn wait_nft_rules(node: &Node, count: usize) {
-    assert!(
-        wait_until(SETTLE, || node.nft_rules() == count),
-        "nft rules: {} of {count}\n{}",
-        node.nft_rules(),
-        node.log()
-    );
+    wait_count(node, "nft rules", count, Node::nft_rules);
 }
 
 /// kube-proxy in nftables mode (`table ip kube-proxy`, DNAT for new connections, drop

@@ -17,6 +17,7 @@ use crate::limits::{
     BATCH_MSGS_DEFAULT, BATCH_MSGS_MAX, CHANNELS_PER_WORKER_MAX, START_AT_AHEAD_SECS_MAX,
     THREADS_MAX, TIMEOUT_SECS_MAX,
 };
+use crate::pods::{PodModel, Profile, ProfileError, Resolver};
 use crate::queries::{self, NameSource, Order, QueryError, QuerySpec};
 use crate::schedule::Spacing;
 use crate::wire::QueryOptions;
@@ -187,6 +188,26 @@ pub struct Args {
     /// start and `dnsload merge` lines up their seconds. A time already past starts now.
     #[arg(long = "start-at", value_name = "TIME")]
     pub start_at: Option<String>,
+
+    /// Kubernetes pod traffic: N pods, each its own UDP socket, whose lookups are
+    /// expanded through the pod's search list (ndots:5) and asked as A+AAAA pairs;
+    /// Poisson arrivals at --rate lookups/s (default: the profile's rate per pod x
+    /// N). The report adds lookups/s and lookup latency. Needs -l.
+    #[arg(long = "pods", value_name = "N", conflicts_with_all = ["datafile", "names", "random_names", "clients", "ramp", "max_qps"])]
+    pub pods: Option<usize>,
+    /// The pod model's knobs (TOML; see the README); implies the pod model.
+    #[arg(long = "pod-profile", value_name = "FILE", conflicts_with_all = ["datafile", "names", "random_names", "clients", "ramp", "max_qps"])]
+    pub pod_profile: Option<PathBuf>,
+    /// The pods' stub resolver [default: the profile's, glibc].
+    #[arg(long = "pod-resolver", value_enum, value_name = "LIBC")]
+    pub pod_resolver: Option<Resolver>,
+    /// Pod model: every outside lookup asks a new name (all cache misses).
+    #[arg(long = "pods-churn")]
+    pub pods_churn: bool,
+    /// Pod model: write the zone files under which every name of the model
+    /// resolves into DIR (for knotd or any authoritative server), then exit.
+    #[arg(long = "write-zones", value_name = "DIR")]
+    pub write_zones: Option<PathBuf>,
 }
 
 /// Why the arguments do not describe a runnable load.
@@ -214,6 +235,12 @@ pub enum ConfigError {
     /// `--start-at` is not a time, or too far ahead.
     #[error("--start-at {0:?}: {1}")]
     StartAt(String, &'static str),
+    /// The pod profile cannot be used.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// An option that the chosen mode cannot honour.
+    #[error("{0}")]
+    Mode(&'static str),
 }
 
 /// The ramp's plan.
@@ -305,6 +332,10 @@ pub struct Config {
     pub start_at_unix_secs: Option<f64>,
     /// New TCP connection after this many queries (`--tcp-churn`).
     pub tcp_churn: Option<u64>,
+    /// The pod traffic model (`--pods`, `--pod-profile`).
+    pub pods: Option<PodModel>,
+    /// Where to write the pod model's zone files instead of running.
+    pub write_zones: Option<PathBuf>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -354,14 +385,25 @@ impl Config {
         if timeout_secs > TIMEOUT_SECS_MAX {
             return Err(range_err("-t", timeout_secs, "must be at most 60 seconds"));
         }
-        let load = load_of(&args)?;
-        let clients = clients_of(&args)?;
+        let pods = pod_model(&args)?;
+        let load = match &pods {
+            Some(model) => pod_load(&args, model)?,
+            None => load_of(&args)?,
+        };
+        let clients = match &pods {
+            Some(model) => pod_clients(&args, model)?,
+            None => clients_of(&args)?,
+        };
         let outstanding = outstanding_of(&args, &load, timeout_secs)?;
         let time_limit = args
             .time_limit_secs
             .map(|l| positive("-l", l).map(Duration::from_secs_f64))
             .transpose()?;
+        if pods.is_some() && time_limit.is_none() && args.write_zones.is_none() {
+            return Err(ConfigError::Mode("--pods needs -l SECS (lookups never run out)"));
+        }
         let passes = match (args.passes, time_limit, &load) {
+            (_, _, _) if pods.is_some() => None,
             (Some(0), _, _) => return Err(range_err("-n", 0, "must be at least 1")),
             (None, None, Load::Ramp(_)) => None,
             (None, None, _) => Some(1),
@@ -401,6 +443,8 @@ impl Config {
             start_at_unix_secs: args.start_at.as_deref().map(start_at).transpose()?,
             tcp_churn,
             fail_if: args.fail_if,
+            write_zones: args.write_zones,
+            pods,
         })
     }
 }
@@ -439,6 +483,62 @@ fn start_at(text: &str) -> Result<f64, ConfigError> {
         return Err(err("more than a day ahead"));
     }
     Ok(secs)
+}
+
+/// The pod model, when `--pods` or `--pod-profile` asks for it.
+fn pod_model(args: &Args) -> Result<Option<PodModel>, ConfigError> {
+    if args.pods.is_none() && args.pod_profile.is_none() {
+        if args.pods_churn || args.pod_resolver.is_some() || args.write_zones.is_some() {
+            return Err(ConfigError::Mode(
+                "--pods-churn, --pod-resolver and --write-zones need --pods N or --pod-profile FILE",
+            ));
+        }
+        return Ok(None);
+    }
+    if args.mode == Transport::Tcp {
+        return Err(ConfigError::Mode("--pods models UDP stub resolvers: drop -m tcp"));
+    }
+    let mut profile = match &args.pod_profile {
+        Some(path) => Profile::read(path)?,
+        None => Profile::default(),
+    };
+    if let Some(n) = args.pods {
+        profile.pods = n;
+    }
+    if let Some(r) = args.pod_resolver {
+        profile.resolver = r;
+    }
+    profile.churn |= args.pods_churn;
+    Ok(Some(PodModel::new(profile)?))
+}
+
+/// Open loop with Poisson arrivals at the lookup rate.
+fn pod_load(args: &Args, model: &PodModel) -> Result<Load, ConfigError> {
+    let p = &model.profile;
+    let qps = match args.rate {
+        Some(r) => positive("--rate", r)?,
+        None => p.lookups_per_pod_per_sec * p.pods as f64,
+    };
+    Ok(Load::Open {
+        qps,
+        spacing: crate::schedule::Spacing::Poisson,
+    })
+}
+
+/// One socket per pod, split over the threads.
+fn pod_clients(args: &Args, model: &PodModel) -> Result<usize, ConfigError> {
+    let pods = model.profile.pods;
+    if pods > args.threads * CHANNELS_PER_WORKER_MAX {
+        return Err(range_err(
+            "--pods",
+            pods,
+            "at most 4096 pods per thread (-T), each its own socket",
+        ));
+    }
+    if pods < args.threads {
+        return Err(range_err("--pods", pods, "fewer pods than threads (-T)"));
+    }
+    Ok(pods)
 }
 
 fn load_of(args: &Args) -> Result<Load, ConfigError> {
@@ -516,6 +616,7 @@ fn query_spec(args: &Args) -> Result<QuerySpec, ConfigError> {
             count,
             suffix: args.random_suffix.clone(),
         },
+        _ if args.pods.is_some() || args.pod_profile.is_some() => NameSource::Model,
         _ => return Err(ConfigError::NoQueries),
     };
     Ok(QuerySpec {

@@ -11,6 +11,9 @@
 //! - [`schedule`]: intended send times (closed loop, `-Q`, open loop constant/Poisson).
 //! - [`inflight`]: outstanding queries per worker, keyed by channel and ID; timeouts.
 //! - [`sender`]: the per-worker loop shared by both transports.
+//! - [`pods`]: the Kubernetes pod traffic model: profile, search-list expansion,
+//!   glibc/musl step rules, working set, zone files.
+//! - [`lookups`]: the pod model's per-worker loop (lookups made of A+AAAA steps).
 //! - [`poll`]: one epoll set per worker, nanosecond waits, only ready sockets read.
 //! - [`udp`], [`tcp`]: batched UDP sockets (sendmmsg/recvmmsg) and pipelined TCP.
 //! - [`stats`]: counters and HDR histograms per worker-second, merged into seconds.
@@ -26,8 +29,10 @@ pub mod config;
 pub mod gate;
 pub mod inflight;
 pub mod limits;
+pub mod lookups;
 pub mod merge;
 pub mod plot;
+pub mod pods;
 pub mod poll;
 pub mod queries;
 pub mod report;

@@ -112,6 +112,31 @@ pub const START_AT_AHEAD_SECS_MAX: f64 = 86_400.0;
 /// Ramp steps before the ramp gives up looking for a knee.
 pub const RAMP_STEPS_MAX: usize = 1000;
 
+/// Namespaces a pod profile may spread its pods over.
+pub const NAMESPACES_MAX: usize = 10_000;
+
+/// Highest `ndots` (resolv.conf(5) caps the option at 15).
+pub const NDOTS_MAX: usize = 15;
+
+/// Search domains a resolver reads (glibc's MAXDNSRCH); the cluster uses three.
+pub const SEARCH_DOMAINS_MAX: usize = 6;
+
+/// Services of a pod profile, all namespaces together.
+pub const SERVICES_MAX: usize = 1_000_000;
+
+/// Distinct outside names of a pod profile.
+pub const OUTSIDE_NAMES_MAX: usize = 1_000_000;
+
+/// Bytes of a pod profile file.
+pub const PROFILE_BYTES_MAX: u64 = 1 << 20;
+
+/// Lookups one worker keeps in flight at most (pod model); arrivals beyond it
+/// wait, and the wait shows as send lag.
+pub const LOOKUPS_IN_FLIGHT_MAX: usize = 1 << 16;
+
+/// Lookups one worker starts per pass of its loop, before it reads answers again.
+pub const LOOKUP_STARTS_PER_PASS: usize = 64;
+
 const _: () = assert!(BATCH_MSGS_DEFAULT <= BATCH_MSGS_MAX);
 // A batch's sent/unsent state travels as one bit per message in a u64.
 const _: () = assert!(BATCH_MSGS_MAX <= 64);
@@ -124,3 +149,7 @@ const _: () = assert!(IDS_PER_CHANNEL_MIN <= IDS_PER_CHANNEL_MAX);
 const _: () = assert!(IDS_PER_CHANNEL_MIN >= 2 * BATCH_MSGS_MAX);
 const _: () = assert!(RECEIVE_INTERVAL_NS <= IDLE_SLEEP_NS_MAX);
 const _: () = assert!(TCP_IN_BYTES_INITIAL <= TCP_IN_BYTES);
+const _: () = assert!(SEARCH_DOMAINS_MAX > 3);
+const _: () = assert!(LOOKUP_STARTS_PER_PASS <= LOOKUPS_IN_FLIGHT_MAX);
+// A step's queries (A and AAAA) go out in one batch.
+const _: () = assert!(BATCH_MSGS_MAX >= 2);

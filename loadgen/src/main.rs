@@ -49,6 +49,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn try_main(args: Args) -> anyhow::Result<Vec<gate::Tripped>> {
     let config = Config::from_args(args)?;
+    if let (Some(dir), Some(model)) = (&config.write_zones, &config.pods) {
+        for (origin, path) in dnsload::pods::write_zones(model, dir)
+            .map_err(|e| anyhow::anyhow!("--write-zones {}: {e}", dir.display()))?
+        {
+            println!("{origin} {}", path.display());
+        }
+        return Ok(Vec::new());
+    }
     let quiet = config.quiet;
     let interrupt = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt))?;

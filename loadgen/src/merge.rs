@@ -346,7 +346,7 @@ impl Merged {
             latency: self.percentiles(),
             send_lag: Percentiles::of(&self.send_lag),
             histogram: report::histogram_buckets(&self.latency),
-            histograms: EncodedHistograms::of(&self.latency, &self.send_lag),
+            histograms: EncodedHistograms::of(&self.latency, &self.send_lag, &new_histogram()),
             series: self.series.values().cloned().collect(),
         };
         serde_json::to_string_pretty(&doc)
@@ -396,7 +396,7 @@ mod tests {
             "started_unix_secs": start,
             "duration_secs": 1.0,
             "latency_origin": "intended send time",
-            "histograms": EncodedHistograms::of(&h, &new_histogram()),
+            "histograms": EncodedHistograms::of(&h, &new_histogram(), &new_histogram()),
             "series": [{"second": 0, "sent": samples.len(), "answered": samples.len(),
                         "lost": 0, "mismatched": 0, "truncated": 0, "qps": samples.len() as f64}],
         })

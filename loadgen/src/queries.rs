@@ -62,6 +62,8 @@ pub enum NameSource {
     Pattern(String),
     /// This many unique random names under `suffix`.
     Random { count: usize, suffix: String },
+    /// Names made while running, by the pod model: nothing to build up front.
+    Model,
 }
 
 /// Everything needed to build a [`QuerySet`].
@@ -135,6 +137,7 @@ pub fn build(spec: &QuerySpec) -> Result<QuerySet, QueryError> {
     let mix = TypeMix::new(&spec.qtypes);
     match &spec.source {
         NameSource::File(path) => read_file(path, &spec.options, &mut set)?,
+        NameSource::Model => return Ok(set),
         NameSource::Pattern(p) => {
             for name in expand_pattern(p)? {
                 set.push(&name, mix.pick(&mut rng), &spec.options)?;

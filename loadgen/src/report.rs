@@ -111,6 +111,90 @@ pub fn summary_text(r: &RunResult) -> String {
     if let Some(ramp) = &r.ramp {
         out.push_str(&ramp_text(ramp));
     }
+    if let Some(l) = lookup_summary(r) {
+        out.push_str(&lookups_text(&l));
+    }
+    out
+}
+
+/// The pod model's lookup figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupSummary {
+    /// Lookups finished.
+    pub lookups: u64,
+    /// ... with an address.
+    pub resolved: u64,
+    /// ... without one.
+    pub unresolved: u64,
+    /// ... with a step unanswered within the timeout.
+    pub lost: u64,
+    /// Lookups finished per second of sending.
+    pub lookups_per_sec: f64,
+    /// Queries sent per lookup.
+    pub queries_per_lookup: f64,
+    /// What the model expects when every name resolves where it should.
+    pub expected_queries_per_lookup: Option<f64>,
+    /// Lookup latency: from the lookup's arrival to its last answer.
+    pub latency: Percentiles,
+}
+
+impl LookupSummary {
+    /// The summary of these counts and latencies over `sending_secs`.
+    pub fn of(
+        c: &Counters,
+        latency: &Histogram<u64>,
+        sending_secs: f64,
+        expected: Option<f64>,
+    ) -> Self {
+        Self {
+            lookups: c.lookups,
+            resolved: c.lookups_resolved,
+            unresolved: c.lookups_unresolved,
+            lost: c.lookups_lost,
+            lookups_per_sec: c.lookups as f64 / sending_secs.max(1e-9),
+            queries_per_lookup: c.sent as f64 / c.lookups.max(1) as f64,
+            expected_queries_per_lookup: expected,
+            latency: Percentiles::of(latency),
+        }
+    }
+}
+
+/// The lookup figures of a pod-model run (`None` for other modes).
+pub fn lookup_summary(r: &RunResult) -> Option<LookupSummary> {
+    let model = r.config.pods.as_ref()?;
+    Some(LookupSummary::of(
+        &r.counters,
+        &r.lookup_latency,
+        r.sending.as_secs_f64(),
+        Some(model.expected_queries_per_lookup),
+    ))
+}
+
+/// The lookups part of a summary.
+pub(crate) fn lookups_text(l: &LookupSummary) -> String {
+    let mut out = String::from("\n");
+    let _ = writeln!(
+        out,
+        "  Lookups:              {} ({} resolved, {} without an address, {} lost)",
+        l.lookups, l.resolved, l.unresolved, l.lost
+    );
+    let _ = writeln!(out, "  Lookups per second:   {:.1}", l.lookups_per_sec);
+    let expected = l
+        .expected_queries_per_lookup
+        .map(|e| format!(" (the model expects {e:.2})"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  Queries per lookup:   {:.2}{expected}",
+        l.queries_per_lookup
+    );
+    let _ = writeln!(
+        out,
+        "\n  Lookup latency (from the lookup's arrival to its last answer, the whole expansion):"
+    );
+    for (label, v) in percentile_rows(&l.latency) {
+        let _ = writeln!(out, "    {label:<7} {}", ms(v));
+    }
     out
 }
 
@@ -282,6 +366,7 @@ struct JsonReport<'a> {
     histograms: EncodedHistograms,
     series: Vec<SeriesRow>,
     ramp: Option<&'a RampResult>,
+    lookups: Option<LookupSummary>,
 }
 
 /// The run's full histograms, for `dnsload merge` and other HDR tools.
@@ -291,14 +376,23 @@ pub struct EncodedHistograms {
     pub latency_ns_v2_base64: String,
     /// Send lag in nanoseconds, same encoding.
     pub send_lag_ns_v2_base64: String,
+    /// Lookup latency in nanoseconds (pod model), same encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_latency_ns_v2_base64: Option<String>,
 }
 
 impl EncodedHistograms {
-    /// Encodes both histograms.
-    pub fn of(latency: &Histogram<u64>, send_lag: &Histogram<u64>) -> Self {
+    /// Encodes the histograms (the lookup latency only when there were lookups).
+    pub fn of(
+        latency: &Histogram<u64>,
+        send_lag: &Histogram<u64>,
+        lookup_latency: &Histogram<u64>,
+    ) -> Self {
         Self {
             latency_ns_v2_base64: encode_histogram(latency),
             send_lag_ns_v2_base64: encode_histogram(send_lag),
+            lookup_latency_ns_v2_base64: (!lookup_latency.is_empty())
+                .then(|| encode_histogram(lookup_latency)),
         }
     }
 }
@@ -328,6 +422,9 @@ struct SeriesRow {
     lag_p50_us: f64,
     lag_p99_us: f64,
     lag_max_us: f64,
+    lookups: u64,
+    lookup_p50_us: f64,
+    lookup_p99_us: f64,
 }
 
 fn series_rows(series: &[SecondStats]) -> Vec<SeriesRow> {
@@ -349,6 +446,9 @@ fn series_rows(series: &[SecondStats]) -> Vec<SeriesRow> {
             lag_p50_us: s.send_lag.p50_us,
             lag_p99_us: s.send_lag.p99_us,
             lag_max_us: s.send_lag.max_us,
+            lookups: s.counters.lookups,
+            lookup_p50_us: s.lookup_latency.p50_us,
+            lookup_p99_us: s.lookup_latency.p99_us,
         })
         .collect()
 }
@@ -383,9 +483,10 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
         latency: r.percentiles(),
         send_lag: Percentiles::of(&r.send_lag),
         histogram,
-        histograms: EncodedHistograms::of(&r.latency, &r.send_lag),
+        histograms: EncodedHistograms::of(&r.latency, &r.send_lag, &r.lookup_latency),
         series: series_rows(&r.series),
         ramp: r.ramp.as_ref(),
+        lookups: lookup_summary(r),
     };
     serde_json::to_string_pretty(&doc)
 }
@@ -393,12 +494,12 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
 /// Renders the per-second series as CSV.
 pub fn csv_string(r: &RunResult) -> String {
     let mut out = String::from(
-        "second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us,lag_p50_us,lag_p99_us,lag_max_us\n",
+        "second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us,lag_p50_us,lag_p99_us,lag_max_us,lookups,lookup_p50_us,lookup_p99_us\n",
     );
     for s in series_rows(&r.series) {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            "{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.1},{:.1}",
             s.second,
             s.sent,
             s.answered,
@@ -413,7 +514,10 @@ pub fn csv_string(r: &RunResult) -> String {
             s.max_us,
             s.lag_p50_us,
             s.lag_p99_us,
-            s.lag_max_us
+            s.lag_max_us,
+            s.lookups,
+            s.lookup_p50_us,
+            s.lookup_p99_us
         );
     }
     out

@@ -13,6 +13,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{Config, Load, RampPlan, Transport};
+use crate::limits::LOOKUPS_IN_FLIGHT_MAX;
+use crate::lookups::{run_pod_worker, PodPlan};
+use crate::pods::PodModel;
 use crate::queries::{self, Budget};
 use crate::schedule::Pacing;
 use crate::sender::{run_worker, Shared, WorkerError, WorkerPlan};
@@ -82,6 +85,8 @@ pub struct RunResult {
     pub latency: Histogram<u64>,
     /// How late the generator sent against its schedule (empty in closed loop).
     pub send_lag: Histogram<u64>,
+    /// Lookup latencies (pod model; empty otherwise).
+    pub lookup_latency: Histogram<u64>,
     /// Per-second series.
     pub series: Vec<SecondStats>,
     /// Ramp outcome, in ramp mode.
@@ -105,7 +110,7 @@ pub fn run(
     progress: &mut dyn FnMut(&SecondStats),
 ) -> Result<RunResult, RunError> {
     let set = queries::build(&config.queries)?;
-    let query_count = set.len();
+    let query_count = config.pods.as_ref().map_or(set.len(), |m| m.working_set());
     if let Some(at) = config.start_at_unix_secs {
         wait_until(at, interrupt);
     }
@@ -137,6 +142,10 @@ pub fn run(
         counters: collector.agg.total.clone(),
         latency: std::mem::replace(&mut collector.agg.total_latency, new_histogram()),
         send_lag: std::mem::replace(&mut collector.agg.total_send_lag, new_histogram()),
+        lookup_latency: std::mem::replace(
+            &mut collector.agg.total_lookup_latency,
+            new_histogram(),
+        ),
         series: collector.series,
         ramp: collector.ramp.map(Ramp::finish),
         interrupted: collector.interrupted,
@@ -236,13 +245,41 @@ fn spawn_workers(
             gso: config.gso,
             tcp_churn: config.tcp_churn,
         };
+        let work = match &config.pods {
+            Some(model) => Work::Pods(pod_plan(config, &plan), model.clone()),
+            None => Work::Queries,
+        };
         let handle = std::thread::Builder::new()
             .name(format!("dnsload-{index}"))
-            .spawn(move || worker_main(plan, &shared, link, tx))
+            .spawn(move || worker_main(plan, work, &shared, link, tx))
             .map_err(|e| RunError::Thread(index, e.to_string()))?;
         handles.push(handle);
     }
     Ok(handles)
+}
+
+/// What a worker runs besides its [`WorkerPlan`].
+enum Work {
+    /// Queries from the query set.
+    Queries,
+    /// The pod model's lookups.
+    Pods(PodPlan, PodModel),
+}
+
+/// The pod plan of worker `plan.index`: its share of the pods (numbered
+/// node-wide) and of the lookups in flight.
+fn pod_plan(config: &Config, plan: &WorkerPlan) -> PodPlan {
+    let first_pod = (0..plan.index)
+        .map(|i| share(config.clients, config.threads, i))
+        .sum();
+    PodPlan {
+        index: plan.index,
+        first_pod,
+        lookups_max: plan.outstanding_max.min(LOOKUPS_IN_FLIGHT_MAX),
+        timeout_ns: plan.timeout_ns,
+        seed: plan.seed,
+        options: config.queries.options,
+    }
 }
 
 /// How a worker reaches the server.
@@ -260,6 +297,7 @@ struct Link {
 
 fn worker_main(
     plan: WorkerPlan,
+    work: Work,
     shared: &Shared,
     link: Link,
     tx: mpsc::Sender<Interval>,
@@ -280,11 +318,14 @@ fn worker_main(
         server,
         source,
     };
-    let result = match transport {
-        Transport::Udp => UdpChannels::open(server, count, gso)
+    let result = match (transport, work) {
+        (_, Work::Pods(pod_plan, model)) => UdpChannels::open(server, count, gso)
+            .map_err(open_err)
+            .and_then(|c| run_pod_worker(pod_plan, shared, &model, c, tx.clone())),
+        (Transport::Udp, Work::Queries) => UdpChannels::open(server, count, gso)
             .map_err(open_err)
             .and_then(|c| run_worker(plan, shared, c, tx.clone())),
-        Transport::Tcp => TcpChannels::open(
+        (Transport::Tcp, Work::Queries) => TcpChannels::open(
             server,
             count,
             TcpOptions {
@@ -303,6 +344,7 @@ fn worker_main(
             counters: Counters::default(),
             latency: new_histogram(),
             send_lag: new_histogram(),
+            lookup_latency: new_histogram(),
             last: true,
             sending_ended_ns: None,
         });

@@ -73,7 +73,8 @@ impl Shared {
             .store(qps_per_worker.to_bits(), Ordering::Relaxed);
     }
 
-    fn rate(&self) -> f64 {
+    /// The per-worker rate.
+    pub fn rate(&self) -> f64 {
         f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
     }
 }
@@ -114,7 +115,8 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
-    fn new(capacity: usize) -> Self {
+    /// An empty batch with room for `capacity` messages.
+    pub fn new(capacity: usize) -> Self {
         Self {
             bytes: vec![0; capacity * QUERY_BYTES_MAX],
             lens: Vec::with_capacity(capacity),
@@ -145,13 +147,15 @@ impl SendBatch {
         self.bytes.get(start..start + len).unwrap_or_default()
     }
 
-    fn clear(&mut self) {
+    /// Empties the batch.
+    pub fn clear(&mut self) {
         self.lens.clear();
         self.ids.clear();
         self.queries.clear();
     }
 
-    fn push(&mut self, template: &[u8], id: u16, query: u32) -> bool {
+    /// Appends a copy of `template` with `id` stamped in; false when full.
+    pub fn push(&mut self, template: &[u8], id: u16, query: u32) -> bool {
         let start = self.lens.len() * QUERY_BYTES_MAX;
         let Some(dst) = self.bytes.get_mut(start..start + template.len()) else {
             return false;
@@ -527,6 +531,7 @@ impl Worker<'_> {
             counters: std::mem::take(&mut self.counters),
             latency: std::mem::replace(&mut self.latency, new_histogram()),
             send_lag: std::mem::replace(&mut self.send_lag, new_histogram()),
+            lookup_latency: new_histogram(),
             last,
             sending_ended_ns: self.sending_ended_ns.filter(|_| last),
         };

@@ -35,6 +35,19 @@ pub struct Counters {
     /// TCP connections opened after the first ones (reconnects, `--tcp-churn`).
     #[serde(default)]
     pub connections: u64,
+    /// Lookups finished (pod model): resolved, unresolved or lost.
+    #[serde(default)]
+    pub lookups: u64,
+    /// Lookups that ended with an address.
+    #[serde(default)]
+    pub lookups_resolved: u64,
+    /// Lookups that ended without an address (every candidate NXDOMAIN, or an
+    /// error that ends the search).
+    #[serde(default)]
+    pub lookups_unresolved: u64,
+    /// Lookups whose step was not answered within the timeout.
+    #[serde(default)]
+    pub lookups_lost: u64,
 }
 
 impl Counters {
@@ -47,6 +60,10 @@ impl Counters {
         self.truncated += other.truncated;
         self.send_errors += other.send_errors;
         self.connections += other.connections;
+        self.lookups += other.lookups;
+        self.lookups_resolved += other.lookups_resolved;
+        self.lookups_unresolved += other.lookups_unresolved;
+        self.lookups_lost += other.lookups_lost;
         for (a, b) in self.rcodes.iter_mut().zip(other.rcodes.iter()) {
             *a += b;
         }
@@ -109,6 +126,9 @@ pub struct Interval {
     pub latency: Histogram<u64>,
     /// How late each query sent during that second left against its schedule.
     pub send_lag: Histogram<u64>,
+    /// Latencies of lookups finished during that second (pod model): from the
+    /// lookup's intended start to its last answer, the whole expansion.
+    pub lookup_latency: Histogram<u64>,
     /// Last report of this worker: it has stopped.
     pub last: bool,
     /// When this worker stopped sending (ns since start), in its last report.
@@ -164,9 +184,36 @@ pub struct SecondStats {
     pub latency: Percentiles,
     /// The generator's own lateness against its schedule in that second.
     pub send_lag: Percentiles,
+    /// Lookups finished in that second (pod model).
+    pub lookups_per_sec: f64,
+    /// Latency of the lookups finished in that second (pod model).
+    pub lookup_latency: Percentiles,
     /// Histogram of that second, kept for ramp steps; not serialised.
     #[serde(skip)]
     pub histogram: Histogram<u64>,
+}
+
+/// A second some workers have reported.
+struct OpenSecond {
+    /// Counts so far.
+    counters: Counters,
+    /// Query latencies so far.
+    latency: Histogram<u64>,
+    /// Send lags so far.
+    send_lag: Histogram<u64>,
+    /// Lookup latencies so far.
+    lookup_latency: Histogram<u64>,
+}
+
+impl OpenSecond {
+    fn new() -> Self {
+        Self {
+            counters: Counters::default(),
+            latency: new_histogram(),
+            send_lag: new_histogram(),
+            lookup_latency: new_histogram(),
+        }
+    }
 }
 
 /// Merges worker intervals into closed seconds and run totals.
@@ -175,8 +222,8 @@ pub struct Aggregator {
     reported: Vec<Option<u64>>,
     /// Workers that sent their last report.
     finished: Vec<bool>,
-    /// Seconds with some reports but not yet closed: counts, latency, send lag.
-    open: BTreeMap<u64, (Counters, Histogram<u64>, Histogram<u64>)>,
+    /// Seconds with some reports but not yet closed.
+    open: BTreeMap<u64, OpenSecond>,
     /// Next second to close.
     next_second: u64,
     /// Totals over the whole run.
@@ -185,6 +232,8 @@ pub struct Aggregator {
     pub total_latency: Histogram<u64>,
     /// All send lags of the run.
     pub total_send_lag: Histogram<u64>,
+    /// All lookup latencies of the run (pod model).
+    pub total_lookup_latency: Histogram<u64>,
     /// Latest time any worker stopped sending, ns since start.
     pub sending_ended_ns: u64,
 }
@@ -200,6 +249,7 @@ impl Aggregator {
             total: Counters::default(),
             total_latency: new_histogram(),
             total_send_lag: new_histogram(),
+            total_lookup_latency: new_histogram(),
             sending_ended_ns: 0,
         }
     }
@@ -215,13 +265,12 @@ impl Aggregator {
         self.sending_ended_ns = self.sending_ended_ns.max(iv.sending_ended_ns.unwrap_or(0));
         let _ = self.total_latency.add(&iv.latency);
         let _ = self.total_send_lag.add(&iv.send_lag);
-        let entry = self
-            .open
-            .entry(iv.second)
-            .or_insert_with(|| (Counters::default(), new_histogram(), new_histogram()));
-        entry.0.add(&iv.counters);
-        let _ = entry.1.add(&iv.latency);
-        let _ = entry.2.add(&iv.send_lag);
+        let _ = self.total_lookup_latency.add(&iv.lookup_latency);
+        let entry = self.open.entry(iv.second).or_insert_with(OpenSecond::new);
+        entry.counters.add(&iv.counters);
+        let _ = entry.latency.add(&iv.latency);
+        let _ = entry.send_lag.add(&iv.send_lag);
+        let _ = entry.lookup_latency.add(&iv.lookup_latency);
         if let Some(r) = self.reported.get_mut(iv.worker) {
             *r = Some(r.map_or(iv.second, |s| s.max(iv.second)));
         }
@@ -248,16 +297,18 @@ impl Aggregator {
             if !all_done && second as i64 > closable {
                 break;
             }
-            let Some((_, (counters, histogram, send_lag))) = self.open.pop_first() else {
+            let Some((_, open)) = self.open.pop_first() else {
                 break;
             };
             closed.push(SecondStats {
                 second,
-                qps: counters.answered as f64,
-                latency: Percentiles::of(&histogram),
-                send_lag: Percentiles::of(&send_lag),
-                counters,
-                histogram,
+                qps: open.counters.answered as f64,
+                latency: Percentiles::of(&open.latency),
+                send_lag: Percentiles::of(&open.send_lag),
+                lookups_per_sec: open.counters.lookups as f64,
+                lookup_latency: Percentiles::of(&open.lookup_latency),
+                counters: open.counters,
+                histogram: open.latency,
             });
             self.next_second = second + 1;
         }
@@ -282,6 +333,7 @@ mod tests {
             },
             latency,
             send_lag: new_histogram(),
+            lookup_latency: new_histogram(),
             last,
             sending_ended_ns: None,
         }

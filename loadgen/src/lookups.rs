@@ -1,0 +1,526 @@
+//! The pod model's load loop: lookups arrive as a Poisson process at the worker's
+//! share of the rate, each on a random pod of the worker (one UDP socket per pod);
+//! a lookup walks its candidates ([`crate::pods::candidates`]) one step at a time,
+//! each step an A and an AAAA query sent together on the pod's socket (or AAAA
+//! after A with `single_request`), the next step sent when both answers are in.
+//!
+//! Query latency counts from each query's intended send time (the lookup's arrival
+//! for the first step, the previous step's last answer after that); lookup latency
+//! counts from the arrival to the answer that ended the lookup, which is what the
+//! application waited. How late the worker sent against those times is the send lag.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::clock::{tighten_timer_slack, Clock};
+use crate::limits::{
+    IDLE_SLEEP_NS_MAX, INTERRUPT_DRAIN_NS_MAX, LOOKUP_STARTS_PER_PASS, SPIN_NS_MAX, SPIN_NS_MIN,
+};
+use crate::pods::{AnswerSummary, PodModel, Step, QTYPES};
+use crate::schedule::{Pacer, Pacing, Spacing};
+use crate::sender::{Channels, SendBatch, Shared, WorkerError};
+use crate::stats::{new_histogram, Counters, Interval};
+use crate::wire::{self, QueryOptions};
+
+/// What one pod worker is told to do.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    /// Worker index, for reports and seeding.
+    pub index: usize,
+    /// Global index of this worker's first pod (pods are numbered node-wide, so
+    /// a pod's namespace does not depend on the thread count).
+    pub first_pod: usize,
+    /// Lookups in flight at most.
+    pub lookups_max: usize,
+    /// Time a step may wait for its answers.
+    pub timeout_ns: u64,
+    /// Seed of this worker's randomness.
+    pub seed: u64,
+    /// Header and EDNS options of every query.
+    pub options: QueryOptions,
+}
+
+/// How a lookup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// With an address.
+    Resolved,
+    /// Without one.
+    Unresolved,
+    /// A step timed out (or could not be sent).
+    Lost,
+}
+
+/// One lookup in flight.
+struct Lookup {
+    /// Pod (channel) index within the worker.
+    pod: usize,
+    /// Bumped at every send, so stale timeout entries are recognised.
+    generation: u32,
+    /// Names to try, in order.
+    candidates: Vec<String>,
+    /// Index of the candidate being asked.
+    step: usize,
+    /// Intended arrival: the lookup latency's origin.
+    started_ns: u64,
+    /// The step's encoded A and AAAA queries (ID 0).
+    queries: [Vec<u8>; 2],
+    /// Their question lengths.
+    question_lens: [usize; 2],
+    /// IDs sent with.
+    ids: [u16; 2],
+    /// Intended send times (query latency origins).
+    origins: [u64; 2],
+    /// Which were sent and not yet answered.
+    awaiting: [bool; 2],
+    /// What came back.
+    answers: [Option<AnswerSummary>; 2],
+}
+
+/// A send the worker owes, made after the answers of a receive pass are read.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// The lookup's current step (both queries, or A alone with single_request).
+    Step(u32, u64),
+    /// The AAAA of a single_request step, after its A answer.
+    Second(u32, u64),
+}
+
+/// Everything a pod worker owns.
+struct PodWorker<'a> {
+    plan: PodPlan,
+    shared: &'a Shared,
+    model: &'a PodModel,
+    /// Pods of this worker.
+    pods: usize,
+    /// Lookups by slot; `None` is free.
+    lookups: Vec<Option<Lookup>>,
+    /// Free slots.
+    free: Vec<u32>,
+    /// Lookups in flight.
+    active: usize,
+    /// (pod, ID) of every unanswered query → (lookup slot, query index).
+    outstanding: HashMap<(usize, u16), (u32, usize)>,
+    /// (deadline, lookup slot, generation) in send order.
+    timeouts: VecDeque<(u64, u32, u32)>,
+    /// Sends owed after the current receive pass.
+    due: Vec<Due>,
+    picker: crate::pods::Picker,
+    pacer: Pacer,
+    rng: SmallRng,
+    batch: SendBatch,
+    counters: Counters,
+    latency: Histogram<u64>,
+    send_lag: Histogram<u64>,
+    lookup_latency: Histogram<u64>,
+    clock: Clock,
+    second: u64,
+    out: Sender<Interval>,
+    drain_until_ns: Option<u64>,
+    sending_ended_ns: Option<u64>,
+}
+
+/// Runs one pod worker until the run stops; reports through `out`.
+pub fn run_pod_worker<C: Channels>(
+    plan: PodPlan,
+    shared: &Shared,
+    model: &PodModel,
+    mut channels: C,
+    out: Sender<Interval>,
+) -> Result<(), WorkerError> {
+    tighten_timer_slack();
+    let start_ns = shared.now_ns();
+    let mut w = PodWorker {
+        pods: channels.count().max(1),
+        lookups: Vec::new(),
+        free: Vec::new(),
+        active: 0,
+        outstanding: HashMap::new(),
+        timeouts: VecDeque::new(),
+        due: Vec::new(),
+        picker: crate::pods::Picker::new(model, plan.index),
+        pacer: Pacer::new(
+            Pacing::Open(Spacing::Poisson),
+            start_ns,
+            plan.seed ^ 0x5eed,
+        ),
+        rng: SmallRng::seed_from_u64(plan.seed),
+        batch: SendBatch::new(2),
+        counters: Counters::default(),
+        latency: new_histogram(),
+        send_lag: new_histogram(),
+        lookup_latency: new_histogram(),
+        clock: Clock::starting_at(shared.start),
+        second: start_ns / 1_000_000_000,
+        out,
+        drain_until_ns: None,
+        sending_ended_ns: None,
+        plan,
+        shared,
+        model,
+    };
+    let result = w.run(&mut channels);
+    w.roll_seconds(w.shared.now_ns());
+    w.ship(true);
+    result
+}
+
+/// Records `value` ns (at least 1) into `h`.
+fn record(h: &mut Histogram<u64>, value: u64) {
+    h.saturating_record(value.max(1));
+}
+
+/// The answer count of a DNS message (0 when it is too short to have one).
+fn answer_count(msg: &[u8]) -> u16 {
+    msg.get(6..8).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+impl PodWorker<'_> {
+    fn run<C: Channels>(&mut self, channels: &mut C) -> Result<(), WorkerError> {
+        let worker = self.plan.index;
+        loop {
+            let now = self.shared.now_ns();
+            self.roll_seconds(now);
+            self.maybe_start_drain(now);
+            if self.drain_until_ns.is_none() {
+                self.start_lookups(now);
+            }
+            let clock = self.clock;
+            channels
+                .receive(&clock, &mut |c, msg, t| self.on_answer(c, msg, t))
+                .map_err(|source| WorkerError::Receive { worker, source })?;
+            for due in std::mem::take(&mut self.due) {
+                self.send(channels, due);
+            }
+            let now = self.shared.now_ns();
+            self.expire(now);
+            if self.drain_done(now) {
+                let slots: Vec<u32> = (0..self.lookups.len() as u32).collect();
+                for slot in slots {
+                    self.lose(slot, now);
+                }
+                return Ok(());
+            }
+            let sleep = self.sleep_ns(now);
+            let spin = self.spin_ns();
+            if sleep > spin {
+                channels
+                    .wait(sleep - spin)
+                    .map_err(|source| WorkerError::Poll { worker, source })?;
+            } else if sleep > 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn maybe_start_drain(&mut self, now: u64) {
+        if self.drain_until_ns.is_none() && self.shared.stop.load(Ordering::Relaxed) {
+            let mut wait = self.plan.timeout_ns;
+            if self.shared.interrupted.load(Ordering::Relaxed) {
+                wait = wait.min(INTERRUPT_DRAIN_NS_MAX);
+            }
+            self.drain_until_ns = Some(now + wait);
+            self.sending_ended_ns = Some(now);
+        }
+    }
+
+    fn drain_done(&self, now: u64) -> bool {
+        self.drain_until_ns
+            .is_some_and(|until| self.active == 0 || now >= until)
+    }
+
+    /// Starts the lookups whose arrival time has come (as many as there is room for).
+    fn start_lookups(&mut self, now: u64) {
+        let room = self.plan.lookups_max.saturating_sub(self.active);
+        let n = self
+            .pacer
+            .poll(now, self.shared.rate(), room.min(LOOKUP_STARTS_PER_PASS));
+        for i in 0..n {
+            let arrival = self.pacer.due_times().get(i).copied().unwrap_or(now);
+            let pod = self.rng.gen_range(0..self.pods);
+            let global_pod = self.plan.first_pod + pod;
+            let (name, _) = self.picker.pick(self.model, &mut self.rng);
+            let lookup = Lookup {
+                pod,
+                generation: 0,
+                candidates: self.model.candidates_for(global_pod, &name),
+                step: 0,
+                started_ns: arrival,
+                queries: Default::default(),
+                question_lens: [0; 2],
+                ids: [0; 2],
+                origins: [arrival; 2],
+                awaiting: [false; 2],
+                answers: [None; 2],
+            };
+            let slot = match self.free.pop() {
+                Some(s) => s,
+                None => {
+                    self.lookups.push(None);
+                    self.lookups.len() as u32 - 1
+                }
+            };
+            if let Some(entry) = self.lookups.get_mut(slot as usize) {
+                *entry = Some(lookup);
+                self.active += 1;
+                self.due.push(Due::Step(slot, arrival));
+            }
+        }
+        self.pacer.consume(n);
+    }
+
+    /// Sends what `due` asks for.
+    fn send<C: Channels>(&mut self, channels: &mut C, due: Due) {
+        let (slot, origin, which) = match due {
+            Due::Step(slot, origin) => {
+                if !self.encode_step(slot) {
+                    return;
+                }
+                let which = if self.model.profile.single_request {
+                    0..1
+                } else {
+                    0..2
+                };
+                (slot, origin, which)
+            }
+            Due::Second(slot, origin) => (slot, origin, 1..2),
+        };
+        let Some(Some(l)) = self.lookups.get_mut(slot as usize) else {
+            return;
+        };
+        let pod = l.pod;
+        self.batch.clear();
+        let mut ids = [0u16; 2];
+        for k in which.clone() {
+            let Some(id) = free_id(&self.outstanding, pod, &mut self.rng) else {
+                break;
+            };
+            ids[k] = id;
+            self.batch.push(&l.queries[k], id, slot);
+        }
+        let now = self.clock.now_ns();
+        let sent = match channels.send(pod, &self.batch) {
+            Ok(mask) => mask,
+            Err(_) => 0,
+        };
+        for (bit, k) in which.clone().take(self.batch.len()).enumerate() {
+            if sent & (1 << bit) == 0 {
+                self.counters.send_errors += 1;
+                continue;
+            }
+            self.counters.sent += 1;
+            record(&mut self.send_lag, now.saturating_sub(origin));
+            l.ids[k] = ids[k];
+            l.origins[k] = origin;
+            l.awaiting[k] = true;
+            self.outstanding.insert((pod, ids[k]), (slot, k));
+        }
+        let missing = which.len() - sent.count_ones() as usize;
+        if missing > 0 && self.batch.len() < which.len() {
+            self.counters.send_errors += (which.len() - self.batch.len()) as u64;
+        }
+        if missing > 0 {
+            self.lose(slot, now);
+            return;
+        }
+        l.generation = l.generation.wrapping_add(1);
+        self.timeouts
+            .push_back((now + self.plan.timeout_ns, slot, l.generation));
+    }
+
+    /// Encodes the lookup's current candidate as A and AAAA queries; a name that
+    /// does not encode ends the lookup unresolved (a resolver skips it too).
+    fn encode_step(&mut self, slot: u32) -> bool {
+        let Some(Some(l)) = self.lookups.get_mut(slot as usize) else {
+            return false;
+        };
+        let Some(name) = l.candidates.get(l.step) else {
+            return false;
+        };
+        l.answers = [None; 2];
+        for (k, qtype) in QTYPES.iter().enumerate() {
+            l.queries[k].clear();
+            match wire::encode_query(name, *qtype, &self.plan.options, &mut l.queries[k]) {
+                Ok(len) => l.question_lens[k] = len,
+                Err(_) => {
+                    let started = l.started_ns;
+                    self.finish(slot, End::Unresolved, started);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn on_answer(&mut self, pod: usize, msg: &[u8], t: u64) {
+        let Some(h) = wire::read_header(msg) else {
+            self.counters.mismatched += 1;
+            return;
+        };
+        let found = self.outstanding.get(&(pod, h.id)).copied();
+        let Some((slot, k)) = found.filter(|_| h.is_response) else {
+            self.counters.mismatched += 1;
+            return;
+        };
+        let Some(Some(l)) = self.lookups.get_mut(slot as usize) else {
+            self.outstanding.remove(&(pod, h.id));
+            return;
+        };
+        let question_ok = if h.qdcount == 0 {
+            h.rcode != 0
+        } else {
+            h.qdcount == 1 && wire::question_matches(msg, &l.queries[k], l.question_lens[k])
+        };
+        if !question_ok {
+            self.counters.mismatched += 1;
+            return;
+        }
+        self.outstanding.remove(&(pod, h.id));
+        self.counters.answered += 1;
+        self.counters.truncated += u64::from(h.truncated);
+        if let Some(r) = self.counters.rcodes.get_mut(usize::from(h.rcode)) {
+            *r += 1;
+        }
+        record(&mut self.latency, t.saturating_sub(l.origins[k]));
+        l.awaiting[k] = false;
+        l.answers[k] = Some(AnswerSummary {
+            rcode: h.rcode,
+            answers: answer_count(msg),
+        });
+        if l.awaiting.iter().any(|a| *a) {
+            return;
+        }
+        if l.answers[1].is_none() {
+            // single_request: the AAAA goes out once the A is answered.
+            self.due.push(Due::Second(slot, t));
+            return;
+        }
+        let answers: Vec<AnswerSummary> = l.answers.iter().flatten().copied().collect();
+        match self.model.profile.resolver.step(&answers) {
+            Step::Resolved => self.finish(slot, End::Resolved, t),
+            Step::Unresolved => self.finish(slot, End::Unresolved, t),
+            Step::Next if l.step + 1 < l.candidates.len() => {
+                l.step += 1;
+                self.due.push(Due::Step(slot, t));
+            }
+            Step::Next => self.finish(slot, End::Unresolved, t),
+        }
+    }
+
+    /// Ends a lookup at time `t` and frees its slot.
+    fn finish(&mut self, slot: u32, end: End, t: u64) {
+        let Some(entry) = self.lookups.get_mut(slot as usize) else {
+            return;
+        };
+        let Some(l) = entry.take() else {
+            return;
+        };
+        for k in 0..2 {
+            if l.awaiting[k] {
+                self.outstanding.remove(&(l.pod, l.ids[k]));
+            }
+        }
+        self.active -= 1;
+        self.free.push(slot);
+        let c = &mut self.counters;
+        c.lookups += 1;
+        match end {
+            End::Resolved => c.lookups_resolved += 1,
+            End::Unresolved => c.lookups_unresolved += 1,
+            End::Lost => c.lookups_lost += 1,
+        }
+        if end != End::Lost {
+            record(&mut self.lookup_latency, t.saturating_sub(l.started_ns));
+        }
+    }
+
+    /// Ends a lookup as lost, counting its unanswered queries.
+    fn lose(&mut self, slot: u32, now: u64) {
+        if let Some(Some(l)) = self.lookups.get(slot as usize) {
+            self.counters.lost += l.awaiting.iter().filter(|a| **a).count() as u64;
+            self.finish(slot, End::Lost, now);
+        }
+    }
+
+    /// Ends the lookups whose step has waited longer than the timeout.
+    fn expire(&mut self, now: u64) {
+        while let Some(&(deadline, slot, generation)) = self.timeouts.front() {
+            if deadline > now {
+                break;
+            }
+            self.timeouts.pop_front();
+            let current = matches!(
+                self.lookups.get(slot as usize),
+                Some(Some(l)) if l.generation == generation && l.awaiting.iter().any(|a| *a)
+            );
+            if current {
+                self.lose(slot, now);
+            }
+        }
+    }
+
+    fn sleep_ns(&self, now: u64) -> u64 {
+        if !self.due.is_empty() {
+            return 0;
+        }
+        let mut until = (now + IDLE_SLEEP_NS_MAX).min((self.second + 1) * 1_000_000_000);
+        if self.drain_until_ns.is_none() && self.active < self.plan.lookups_max {
+            if let Some(due) = self.pacer.next_due_ns() {
+                until = until.min(due);
+            }
+        }
+        if let Some(&(deadline, _, _)) = self.timeouts.front() {
+            until = until.min(deadline);
+        }
+        until.saturating_sub(now)
+    }
+
+    fn spin_ns(&self) -> u64 {
+        let rate = self.shared.rate();
+        if rate <= 0.0 {
+            return SPIN_NS_MIN;
+        }
+        ((0.25e9 / rate) as u64).clamp(SPIN_NS_MIN, SPIN_NS_MAX)
+    }
+
+    fn roll_seconds(&mut self, now: u64) {
+        if now >= (self.second + 1) * 1_000_000_000 {
+            self.clock.resync();
+        }
+        while now >= (self.second + 1) * 1_000_000_000 {
+            self.ship(false);
+            self.second += 1;
+        }
+    }
+
+    fn ship(&mut self, last: bool) {
+        let iv = Interval {
+            worker: self.plan.index,
+            second: self.second,
+            counters: std::mem::take(&mut self.counters),
+            latency: std::mem::replace(&mut self.latency, new_histogram()),
+            send_lag: std::mem::replace(&mut self.send_lag, new_histogram()),
+            lookup_latency: std::mem::replace(&mut self.lookup_latency, new_histogram()),
+            last,
+            sending_ended_ns: self.sending_ended_ns.filter(|_| last),
+        };
+        let _ = self.out.send(iv);
+    }
+}
+
+/// A random ID not outstanding on `pod` (resolvers pick IDs at random); `None`
+/// after a bounded number of tries on a pod whose ID space is nearly full.
+fn free_id(
+    outstanding: &HashMap<(usize, u16), (u32, usize)>,
+    pod: usize,
+    rng: &mut SmallRng,
+) -> Option<u16> {
+    (0..64)
+        .map(|_| rng.gen::<u16>())
+        .find(|id| !outstanding.contains_key(&(pod, *id)))
+}

@@ -10,6 +10,9 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v nft >/dev/null || need+=(nftables)
 command -v taskset >/dev/null || need+=(util-linux)
+# dnsload's tests capture their traffic and decode it with tshark.
+command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v tshark >/dev/null || need+=(tshark)
 # The real-client suite (tests/simnode): glibc's and musl's resolvers from C, Go's
 # pure resolver, c-ares through Node.
 command -v cc >/dev/null || need+=(gcc libc6-dev)

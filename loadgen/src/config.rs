@@ -400,7 +400,9 @@ impl Config {
             .map(|l| positive("-l", l).map(Duration::from_secs_f64))
             .transpose()?;
         if pods.is_some() && time_limit.is_none() && args.write_zones.is_none() {
-            return Err(ConfigError::Mode("--pods needs -l SECS (lookups never run out)"));
+            return Err(ConfigError::Mode(
+                "--pods needs -l SECS (lookups never run out)",
+            ));
         }
         let passes = match (args.passes, time_limit, &load) {
             (_, _, _) if pods.is_some() => None,
@@ -496,7 +498,9 @@ fn pod_model(args: &Args) -> Result<Option<PodModel>, ConfigError> {
         return Ok(None);
     }
     if args.mode == Transport::Tcp {
-        return Err(ConfigError::Mode("--pods models UDP stub resolvers: drop -m tcp"));
+        return Err(ConfigError::Mode(
+            "--pods models UDP stub resolvers: drop -m tcp",
+        ));
     }
     let mut profile = match &args.pod_profile {
         Some(path) => Profile::read(path)?,
@@ -504,6 +508,10 @@ fn pod_model(args: &Args) -> Result<Option<PodModel>, ConfigError> {
     };
     if let Some(n) = args.pods {
         profile.pods = n;
+        if args.pod_profile.is_none() {
+            // Without a profile, a small node has as many namespaces as pods at most.
+            profile.namespaces = profile.namespaces.min(n.max(1));
+        }
     }
     if let Some(r) = args.pod_resolver {
         profile.resolver = r;

@@ -144,11 +144,7 @@ pub fn run_pod_worker<C: Channels>(
         timeouts: VecDeque::new(),
         due: Vec::new(),
         picker: crate::pods::Picker::new(model, plan.index),
-        pacer: Pacer::new(
-            Pacing::Open(Spacing::Poisson),
-            start_ns,
-            plan.seed ^ 0x5eed,
-        ),
+        pacer: Pacer::new(Pacing::Open(Spacing::Poisson), start_ns, plan.seed ^ 0x5eed),
         rng: SmallRng::seed_from_u64(plan.seed),
         batch: SendBatch::new(2),
         counters: Counters::default(),
@@ -177,7 +173,8 @@ fn record(h: &mut Histogram<u64>, value: u64) {
 
 /// The answer count of a DNS message (0 when it is too short to have one).
 fn answer_count(msg: &[u8]) -> u16 {
-    msg.get(6..8).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    msg.get(6..8)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 
 impl PodWorker<'_> {
@@ -304,10 +301,8 @@ impl PodWorker<'_> {
             self.batch.push(&l.queries[k], id, slot);
         }
         let now = self.clock.now_ns();
-        let sent = match channels.send(pod, &self.batch) {
-            Ok(mask) => mask,
-            Err(_) => 0,
-        };
+        // A refused send (e.g. ICMP port unreachable) sends nothing.
+        let sent: u64 = channels.send(pod, &self.batch).unwrap_or_default();
         for (bit, k) in which.clone().take(self.batch.len()).enumerate() {
             if sent & (1 << bit) == 0 {
                 self.counters.send_errors += 1;

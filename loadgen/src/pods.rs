@@ -217,7 +217,11 @@ impl PodModel {
             return Err(knob("pods", 0, "must be at least 1"));
         }
         if p.namespaces == 0 || p.namespaces > NAMESPACES_MAX {
-            return Err(knob("namespaces", p.namespaces, "must be between 1 and 10000"));
+            return Err(knob(
+                "namespaces",
+                p.namespaces,
+                "must be between 1 and 10000",
+            ));
         }
         if p.namespaces > p.pods {
             return Err(knob(
@@ -234,7 +238,11 @@ impl PodModel {
             ));
         }
         if p.ndots == 0 || p.ndots > NDOTS_MAX {
-            return Err(knob("ndots", p.ndots, "must be between 1 and 15 (resolv.conf caps it at 15)"));
+            return Err(knob(
+                "ndots",
+                p.ndots,
+                "must be between 1 and 15 (resolv.conf caps it at 15)",
+            ));
         }
         if p.node_search.len() > SEARCH_DOMAINS_MAX - 3 {
             return Err(knob(
@@ -253,7 +261,11 @@ impl PodModel {
             ));
         }
         if p.outside_names == 0 || p.outside_names > OUTSIDE_NAMES_MAX {
-            return Err(knob("outside_names", p.outside_names, "must be between 1 and 1000000"));
+            return Err(knob(
+                "outside_names",
+                p.outside_names,
+                "must be between 1 and 1000000",
+            ));
         }
         share("outside_share", p.outside_share)?;
         share("fqdn_share", p.fqdn_share)?;
@@ -441,10 +453,7 @@ impl Resolver {
     pub fn step(self, answers: &[AnswerSummary]) -> Step {
         match self {
             Resolver::Glibc => {
-                if answers
-                    .iter()
-                    .any(|a| a.rcode == NOERROR && a.answers > 0)
-                {
+                if answers.iter().any(|a| a.rcode == NOERROR && a.answers > 0) {
                     Step::Resolved
                 } else if answers
                     .iter()

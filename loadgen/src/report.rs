@@ -265,6 +265,13 @@ fn pct(n: u64, of: u64) -> f64 {
 
 fn load_text(c: &Config) -> String {
     use crate::config::Load;
+    if let (Some(m), Load::Open { qps, .. }) = (&c.pods, c.load) {
+        let p = &m.profile;
+        return format!(
+            "pod model: {} pods in {} namespaces, {:?} resolver, {qps} lookups/s, Poisson arrivals",
+            p.pods, p.namespaces, p.resolver
+        );
+    }
     match c.load {
         Load::Closed => format!(
             "closed loop, {} outstanding, {} clients, {} threads",

@@ -142,10 +142,7 @@ pub fn run(
         counters: collector.agg.total.clone(),
         latency: std::mem::replace(&mut collector.agg.total_latency, new_histogram()),
         send_lag: std::mem::replace(&mut collector.agg.total_send_lag, new_histogram()),
-        lookup_latency: std::mem::replace(
-            &mut collector.agg.total_lookup_latency,
-            new_histogram(),
-        ),
+        lookup_latency: std::mem::replace(&mut collector.agg.total_lookup_latency, new_histogram()),
         series: collector.series,
         ramp: collector.ramp.map(Ramp::finish),
         interrupted: collector.interrupted,
@@ -242,11 +239,13 @@ fn spawn_workers(
         let link = Link {
             server: config.server,
             transport: config.transport,
-            gso: config.gso,
+            // A resolver sends its A and AAAA as two datagrams (sendmmsg), not
+            // as one GSO super-datagram, which a capture would see as one packet.
+            gso: config.gso && config.pods.is_none(),
             tcp_churn: config.tcp_churn,
         };
         let work = match &config.pods {
-            Some(model) => Work::Pods(pod_plan(config, &plan), model.clone()),
+            Some(model) => Work::Pods(pod_plan(config, &plan), Box::new(model.clone())),
             None => Work::Queries,
         };
         let handle = std::thread::Builder::new()
@@ -263,7 +262,7 @@ enum Work {
     /// Queries from the query set.
     Queries,
     /// The pod model's lookups.
-    Pods(PodPlan, PodModel),
+    Pods(PodPlan, Box<PodModel>),
 }
 
 /// The pod plan of worker `plan.index`: its share of the pods (numbered

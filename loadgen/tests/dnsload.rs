@@ -768,3 +768,168 @@ fn tcp_churn_opens_a_connection_every_n_queries() {
         stderr(&out)
     );
 }
+
+/// Writes the pod model's zones for `profile_args` into `dir` and starts knotd on them.
+fn knot_for_pods(dir: &std::path::Path, profile_args: &[&str]) -> Knot {
+    let zones = dir.join("zones");
+    let mut args = profile_args.to_vec();
+    args.extend(["--write-zones", zones.to_str().unwrap()]);
+    let out = dnsload(&args, RUN_LIMIT);
+    assert_ok(&out);
+    Knot::start_zones(&stdout(&out))
+}
+
+#[test]
+fn pods_expand_through_the_search_list_as_glibc_does() {
+    // 4 pods in 2 namespaces, 150 lookups/s for 2 s against knotd serving the
+    // model's cluster.local and example.com zones, captured on loopback. The
+    // capture, decoded by tshark, is checked against the ndots:5 rules on its own
+    // (support/expansion.rs), then against dnsload's report.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("pods.toml");
+    std::fs::write(&profile, "namespaces = 2\nfqdn_share = 0.2\n").unwrap();
+    let model = ["--pods", "4", "--pod-profile", profile.to_str().unwrap()];
+    let knot = knot_for_pods(dir.path(), &model);
+    let capture = support::Capture::start(knot.port, &dir.path().join("pods.pcap"));
+    let port = knot.port.to_string();
+    let mut args = model.to_vec();
+    args.extend(["-p", &port, "--rate", "150", "-l", "2", "--no-pin"]);
+    let j = report(&args);
+    let pcap = capture.finish();
+    let e = support::expansion::check(&support::expansion::packets(&pcap, knot.port));
+    // Every query and answer is in the capture, and the capture's lookups are
+    // dnsload's lookups.
+    assert_eq!(e.queries as u64, count(&j, "sent"));
+    assert_eq!(e.answers as u64, count(&j, "answered"));
+    assert_eq!(count(&j, "lost"), 0);
+    let l = &j["lookups"];
+    assert_eq!(e.lookups as u64, l["lookups"].as_u64().unwrap(), "{l}");
+    assert_eq!(e.resolved as u64, l["resolved"].as_u64().unwrap(), "{l}");
+    // Every name of the model resolves against its zones.
+    assert_eq!(e.resolved, e.lookups, "{:?}", e.steps_histogram);
+    // One socket per pod, each searching one namespace, both namespaces used.
+    assert_eq!(e.namespaces.len(), 4, "{:?}", e.namespaces);
+    let spread: std::collections::BTreeSet<_> = e.namespaces.values().collect();
+    assert_eq!(spread.len(), 2, "{:?}", e.namespaces);
+    // A and AAAA of a step leave in one sendmmsg. On loopback the kernel hands
+    // the A to knotd inside that call, so knotd often answers it before the AAAA
+    // is on the wire; but asked in sequence (single-request) the AAAA never
+    // precedes the A's answer, so steps where it does prove the pair is parallel.
+    assert!(e.parallel_steps > 0, "{e:?}");
+    // Short names resolve at the first step, svc.ns at the second, FQDNs without
+    // the dot and outside names at the fourth (after three NXDOMAIN pairs).
+    let steps: Vec<usize> = e.steps_histogram.keys().copied().collect();
+    assert_eq!(steps, [1, 2, 4], "{:?}", e.steps_histogram);
+    // Lookups/s, queries per lookup and the lookup latency agree with the counts.
+    let lookups = l["lookups"].as_f64().unwrap();
+    let sending = j["sending_secs"].as_f64().unwrap();
+    assert!((l["lookups_per_sec"].as_f64().unwrap() - lookups / sending).abs() < 1e-6);
+    let qpl = l["queries_per_lookup"].as_f64().unwrap();
+    assert!(
+        (qpl - count(&j, "sent") as f64 / lookups).abs() < 1e-9,
+        "{l}"
+    );
+    let pairs: usize = e.steps_histogram.iter().map(|(s, n)| s * n).sum();
+    assert_eq!(2 * pairs as u64, count(&j, "sent"));
+    // At 150/s for 2 s: 300 lookups, Poisson, so within +-25 %.
+    assert!((225.0..375.0).contains(&lookups), "{lookups}");
+    // A lookup waits at least for its last query, so its latency is never below
+    // the fastest query's, and on average at least a query's.
+    assert!(l["latency"]["min_us"].as_f64() >= j["latency"]["min_us"].as_f64());
+    assert!(l["latency"]["mean_us"].as_f64() >= j["latency"]["mean_us"].as_f64());
+    let series = j["series"].as_array().unwrap();
+    let per_second: u64 = series.iter().map(|s| s["lookups"].as_u64().unwrap()).sum();
+    assert_eq!(per_second as f64, lookups);
+}
+
+#[test]
+fn pods_single_request_asks_aaaa_after_the_a_answer() {
+    // glibc's `options single-request`: same expansion, but each step's AAAA
+    // leaves only once its A is answered.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("pods.toml");
+    std::fs::write(&profile, "namespaces = 1\nsingle_request = true\n").unwrap();
+    let model = ["--pods", "2", "--pod-profile", profile.to_str().unwrap()];
+    let knot = knot_for_pods(dir.path(), &model);
+    let capture = support::Capture::start(knot.port, &dir.path().join("sr.pcap"));
+    let port = knot.port.to_string();
+    let mut args = model.to_vec();
+    args.extend(["-p", &port, "--rate", "100", "-l", "1", "--no-pin"]);
+    let j = report(&args);
+    let e = support::expansion::check(&support::expansion::packets(&capture.finish(), knot.port));
+    assert_eq!(e.queries as u64, count(&j, "sent"));
+    assert!(e.lookups > 0);
+    assert_eq!(e.parallel_steps, 0, "{e:?}");
+    assert_eq!(e.resolved, e.lookups);
+}
+
+#[test]
+fn pods_churn_asks_new_names_that_still_resolve() {
+    // Every outside lookup a new name: answered by the outside zone's wildcard.
+    let dir = tempfile::tempdir().unwrap();
+    let model = ["--pods", "8", "--pods-churn"];
+    let knot = knot_for_pods(dir.path(), &model);
+    let port = knot.port.to_string();
+    let mut args = model.to_vec();
+    args.extend(["-p", &port, "--rate", "400", "-l", "1", "--no-pin"]);
+    let j = report(&args);
+    let l = &j["lookups"];
+    assert!(l["lookups"].as_u64().unwrap() > 200, "{l}");
+    assert_eq!(l["resolved"], l["lookups"], "{l}");
+    assert_eq!(count(&j, "lost"), 0);
+}
+
+#[test]
+fn pods_bad_input_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "podz = 3\n").unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "pods = [\n").unwrap();
+    let share = dir.path().join("share.toml");
+    std::fs::write(&share, "outside_share = 2.0\n").unwrap();
+    let typed = dir.path().join("typed.toml");
+    std::fs::write(&typed, "pods = \"many\"\n").unwrap();
+    let cases: [(&[&str], &str); 10] = [
+        (&["--pods", "0", "-l", "1"], "pods = 0: must be at least 1"),
+        (
+            &["--pods", "4", "--rate", "0", "-l", "1"],
+            "--rate 0: must be a positive number",
+        ),
+        (&["--pods", "4"], "--pods needs -l SECS"),
+        (
+            &["--pods", "4", "-m", "tcp", "-l", "1"],
+            "--pods models UDP",
+        ),
+        (
+            &["--pods", "5000", "-l", "1"],
+            "--pods 5000: at most 4096 pods per thread",
+        ),
+        (
+            &["--pod-profile", "/nonexistent/p.toml", "-l", "1"],
+            "/nonexistent/p.toml",
+        ),
+        (
+            &["--pod-profile", unknown.to_str().unwrap(), "-l", "1"],
+            "unknown field `podz`",
+        ),
+        (
+            &["--pod-profile", broken.to_str().unwrap(), "-l", "1"],
+            "broken.toml: not a pod profile",
+        ),
+        (
+            &["--pod-profile", share.to_str().unwrap(), "-l", "1"],
+            "outside_share = 2: must be a share",
+        ),
+        (
+            &["--pod-profile", typed.to_str().unwrap(), "-l", "1"],
+            "typed.toml: not a pod profile",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = dnsload(args, Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+    }
+}

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod expansion;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -122,21 +124,45 @@ fn zone() -> String {
 }
 
 impl Knot {
-    /// Starts knotd and waits until it answers. Fails the test (never skips) when
-    /// knotd is not installed.
+    /// Starts knotd serving `example.` and waits until it answers. Fails the test
+    /// (never skips) when knotd is not installed.
     pub fn start() -> Knot {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("example.zone");
+        std::fs::write(&path, zone()).expect("write zone");
+        Knot::serve(dir, &[("example".into(), path)])
+    }
+
+    /// Starts knotd serving the zone files written by `dnsload --write-zones DIR`
+    /// (`ORIGIN PATH` per line of `listing`).
+    pub fn start_zones(listing: &str) -> Knot {
+        let zones: Vec<(String, PathBuf)> = listing
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(o, p)| (o.to_owned(), PathBuf::from(p)))
+            .collect();
+        assert!(!zones.is_empty(), "no zones listed: {listing:?}");
+        Knot::serve(tempfile::tempdir().expect("temp dir"), &zones)
+    }
+
+    fn serve(dir: tempfile::TempDir, zones: &[(String, PathBuf)]) -> Knot {
         let knotd = find_knotd().unwrap_or_else(|| {
             panic!("knotd not found in PATH or /usr/sbin: these tests need a real DNS server; install it with `apt-get install knot`")
         });
-        let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let d = dir.path().display();
-        std::fs::write(dir.path().join("example.zone"), zone()).expect("write zone");
-        let conf = format!(
+        let mut conf = format!(
             "server:\n  listen: [127.0.0.1@{port}, ::1@{port}]\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n\
-             database:\n  storage: {d}\nzone:\n  - domain: example.\n    file: {d}/example.zone\n\
-             log:\n  - target: stderr\n    any: error\n"
+             database:\n  storage: {d}\nzone:\n"
         );
+        for (origin, file) in zones {
+            conf.push_str(&format!(
+                "  - domain: {}.\n    file: {}\n",
+                origin.trim_end_matches('.'),
+                file.display()
+            ));
+        }
+        conf.push_str("log:\n  - target: stderr\n    any: error\n");
         let conf_path = dir.path().join("knot.conf");
         std::fs::write(&conf_path, conf).expect("write config");
         let child = Command::new(knotd)
@@ -161,6 +187,123 @@ impl Knot {
         }
         knot
     }
+}
+
+/// A tcpdump capture of loopback UDP traffic to or from one port, into a pcap
+/// file; stopped (SIGINT, so the file is complete) by [`Capture::finish`] or on drop.
+pub struct Capture {
+    /// tcpdump.
+    child: KillOnDrop,
+    /// The rest of tcpdump's stderr (its drop count), read by a thread.
+    stderr: Option<JoinHandle<String>>,
+    /// The pcap file.
+    pub path: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing `udp port PORT` on `lo` into `path` and waits until
+    /// tcpdump listens. Fails the test when tcpdump is missing or may not capture.
+    pub fn start(port: u16, path: &Path) -> Capture {
+        use std::io::{BufRead, Read};
+        // Immediate mode and a 32 MiB buffer: nothing waits in a half-full block
+        // when the capture stops, and a busy machine does not make it drop.
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                "lo",
+                "-B",
+                "32768",
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(path)
+            .args(["udp", "port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("tcpdump: {e} (apt-get install tcpdump; needs CAP_NET_RAW)")
+            });
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("tcpdump stderr"));
+        let mut line = String::new();
+        let _ = stderr.read_line(&mut line);
+        assert!(
+            line.contains("listening on"),
+            "tcpdump did not start capturing: {line:?}"
+        );
+        let rest = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Capture {
+            child: KillOnDrop(Some(child)),
+            stderr: Some(rest),
+            path: path.to_owned(),
+        }
+    }
+
+    /// Stops the capture, waits until the file is complete, and fails the test if
+    /// the kernel dropped packets (the capture would not be the whole traffic).
+    pub fn finish(mut self) -> PathBuf {
+        if let Some(mut child) = self.child.0.take() {
+            // Packets already on the wire reach tcpdump's buffer first.
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: kill only sends a signal to the child we started.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            }
+            let _ = child.wait();
+        }
+        let report = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        assert!(
+            report
+                .lines()
+                .any(|l| l.trim() == "0 packets dropped by kernel"),
+            "the capture is incomplete: {report}"
+        );
+        self.path.clone()
+    }
+}
+
+/// The DNS messages of a capture as tshark decodes them: one row per packet with
+/// the fields asked for, tab-separated.
+/// Traffic on `port` is decoded as DNS whatever the other port is.
+pub fn tshark_fields(pcap: &Path, port: u16, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(pcap).args([
+        "-d",
+        &format!("udp.port=={port},dns"),
+        "-Y",
+        "dns",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=f",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("tshark: {e} (apt-get install tshark)"));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
 }
 
 /// What the in-process test server does to queries.

@@ -19,6 +19,7 @@ use crate::limits::{
 };
 use crate::pods::{PodModel, Profile, ProfileError, Resolver};
 use crate::queries::{self, NameSource, Order, QueryError, QuerySpec};
+use crate::replay::ReplaySpec;
 use crate::schedule::Spacing;
 use crate::wire::QueryOptions;
 
@@ -208,6 +209,18 @@ pub struct Args {
     /// resolves into DIR (for knotd or any authoritative server), then exit.
     #[arg(long = "write-zones", value_name = "DIR")]
     pub write_zones: Option<PathBuf>,
+
+    /// Replay the DNS queries of a pcap or pcapng capture (UDP to --replay-port)
+    /// or of a text query log (SECONDS CLIENT NAME [TYPE] per line) at their
+    /// relative times, each original client (address:port) on its own socket.
+    #[arg(long = "replay", value_name = "FILE", conflicts_with_all = ["datafile", "names", "random_names", "clients", "ramp", "max_qps", "rate", "pods", "pod_profile"])]
+    pub replay: Option<PathBuf>,
+    /// Replay time scale: 2 sends twice as fast, 0.5 half as fast.
+    #[arg(long = "replay-speed", value_name = "X", default_value_t = 1.0)]
+    pub replay_speed: f64,
+    /// The original server's UDP port: queries to it are replayed (captures only).
+    #[arg(long = "replay-port", value_name = "PORT", default_value_t = 53)]
+    pub replay_port: u16,
 }
 
 /// Why the arguments do not describe a runnable load.
@@ -272,6 +285,8 @@ pub enum Load {
     Open { qps: f64, spacing: Spacing },
     /// Rising open-loop rate.
     Ramp(RampPlan),
+    /// Queries at the times of a capture or query log (`--replay`), scaled.
+    Replay { speed: f64 },
 }
 
 /// A validated run description.
@@ -336,6 +351,8 @@ pub struct Config {
     pub pods: Option<PodModel>,
     /// Where to write the pod model's zone files instead of running.
     pub write_zones: Option<PathBuf>,
+    /// The capture or query log to replay (`--replay`).
+    pub replay: Option<ReplaySpec>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -386,9 +403,11 @@ impl Config {
             return Err(range_err("-t", timeout_secs, "must be at most 60 seconds"));
         }
         let pods = pod_model(&args)?;
-        let load = match &pods {
-            Some(model) => pod_load(&args, model)?,
-            None => load_of(&args)?,
+        let replay = replay_of(&args)?;
+        let load = match (&pods, &replay) {
+            (Some(model), _) => pod_load(&args, model)?,
+            (_, Some(r)) => Load::Replay { speed: r.speed },
+            _ => load_of(&args)?,
         };
         let clients = match &pods {
             Some(model) => pod_clients(&args, model)?,
@@ -405,7 +424,7 @@ impl Config {
             ));
         }
         let passes = match (args.passes, time_limit, &load) {
-            (_, _, _) if pods.is_some() => None,
+            (_, _, _) if pods.is_some() || replay.is_some() => None,
             (Some(0), _, _) => return Err(range_err("-n", 0, "must be at least 1")),
             (None, None, Load::Ramp(_)) => None,
             (None, None, _) => Some(1),
@@ -447,6 +466,7 @@ impl Config {
             fail_if: args.fail_if,
             write_zones: args.write_zones,
             pods,
+            replay,
         })
     }
 }
@@ -485,6 +505,21 @@ fn start_at(text: &str) -> Result<f64, ConfigError> {
         return Err(err("more than a day ahead"));
     }
     Ok(secs)
+}
+
+/// What `--replay` reads, checked.
+fn replay_of(args: &Args) -> Result<Option<ReplaySpec>, ConfigError> {
+    let Some(path) = &args.replay else {
+        return Ok(None);
+    };
+    if args.mode == Transport::Tcp {
+        return Err(ConfigError::Mode("--replay sends over UDP: drop -m tcp"));
+    }
+    Ok(Some(ReplaySpec {
+        path: path.clone(),
+        port: args.replay_port,
+        speed: positive("--replay-speed", args.replay_speed)?,
+    }))
 }
 
 /// The pod model, when `--pods` or `--pod-profile` asks for it.
@@ -624,7 +659,9 @@ fn query_spec(args: &Args) -> Result<QuerySpec, ConfigError> {
             count,
             suffix: args.random_suffix.clone(),
         },
-        _ if args.pods.is_some() || args.pod_profile.is_some() => NameSource::Model,
+        _ if args.pods.is_some() || args.pod_profile.is_some() || args.replay.is_some() => {
+            NameSource::Model
+        }
         _ => return Err(ConfigError::NoQueries),
     };
     Ok(QuerySpec {

@@ -14,6 +14,8 @@
 //! - [`pods`]: the Kubernetes pod traffic model: profile, search-list expansion,
 //!   glibc/musl step rules, working set, zone files.
 //! - [`lookups`]: the pod model's per-worker loop (lookups made of A+AAAA steps).
+//! - [`replay`]: queries, times and clients from a pcap/pcapng capture or a query log.
+//! - [`replayer`]: the replay loop: each query at its time on its client's socket.
 //! - [`poll`]: one epoll set per worker, nanosecond waits, only ready sockets read.
 //! - [`udp`], [`tcp`]: batched UDP sockets (sendmmsg/recvmmsg) and pipelined TCP.
 //! - [`stats`]: counters and HDR histograms per worker-second, merged into seconds.
@@ -35,6 +37,8 @@ pub mod plot;
 pub mod pods;
 pub mod poll;
 pub mod queries;
+pub mod replay;
+pub mod replayer;
 pub mod report;
 pub mod run;
 pub mod schedule;

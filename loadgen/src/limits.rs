@@ -137,6 +137,16 @@ pub const LOOKUPS_IN_FLIGHT_MAX: usize = 1 << 16;
 /// Lookups one worker starts per pass of its loop, before it reads answers again.
 pub const LOOKUP_STARTS_PER_PASS: usize = 64;
 
+/// Queries one replay holds (16 bytes each, plus the distinct queries encoded).
+pub const REPLAY_QUERIES_MAX: usize = 10_000_000;
+
+/// Outstanding-query slots one replay worker allocates over its sockets (24
+/// bytes each).
+pub const REPLAY_ID_SLOTS_MAX: usize = 1 << 22;
+
+/// Original clients one replay thread maps to sockets of its own.
+pub const REPLAY_CLIENTS_MAX: usize = CHANNELS_PER_WORKER_MAX;
+
 const _: () = assert!(BATCH_MSGS_DEFAULT <= BATCH_MSGS_MAX);
 // A batch's sent/unsent state travels as one bit per message in a u64.
 const _: () = assert!(BATCH_MSGS_MAX <= 64);

@@ -23,8 +23,8 @@ use crate::limits::{
 };
 use crate::pods::{AnswerSummary, PodModel, Step, QTYPES};
 use crate::schedule::{Pacer, Pacing, Spacing};
-use crate::sender::{Channels, SendBatch, Shared, WorkerError};
-use crate::stats::{new_histogram, Counters, Interval};
+use crate::sender::{answer_fits, count_answer, Channels, SendBatch, Shared, WorkerError};
+use crate::stats::{Interval, Tally};
 use crate::wire::{self, QueryOptions};
 
 /// What one pod worker is told to do.
@@ -114,13 +114,8 @@ struct PodWorker<'a> {
     pacer: Pacer,
     rng: SmallRng,
     batch: SendBatch,
-    counters: Counters,
-    latency: Histogram<u64>,
-    send_lag: Histogram<u64>,
-    lookup_latency: Histogram<u64>,
+    tally: Tally,
     clock: Clock,
-    second: u64,
-    out: Sender<Interval>,
     drain_until_ns: Option<u64>,
     sending_ended_ns: Option<u64>,
 }
@@ -147,13 +142,8 @@ pub fn run_pod_worker<C: Channels>(
         pacer: Pacer::new(Pacing::Open(Spacing::Poisson), start_ns, plan.seed ^ 0x5eed),
         rng: SmallRng::seed_from_u64(plan.seed),
         batch: SendBatch::new(2),
-        counters: Counters::default(),
-        latency: new_histogram(),
-        send_lag: new_histogram(),
-        lookup_latency: new_histogram(),
+        tally: Tally::new(plan.index, start_ns, out),
         clock: Clock::starting_at(shared.start),
-        second: start_ns / 1_000_000_000,
-        out,
         drain_until_ns: None,
         sending_ended_ns: None,
         plan,
@@ -161,8 +151,8 @@ pub fn run_pod_worker<C: Channels>(
         model,
     };
     let result = w.run(&mut channels);
-    w.roll_seconds(w.shared.now_ns());
-    w.ship(true);
+    w.tally.roll(w.shared.now_ns());
+    w.tally.ship(true, w.sending_ended_ns);
     result
 }
 
@@ -182,7 +172,9 @@ impl PodWorker<'_> {
         let worker = self.plan.index;
         loop {
             let now = self.shared.now_ns();
-            self.roll_seconds(now);
+            if self.tally.roll(now) {
+                self.clock.resync();
+            }
             self.maybe_start_drain(now);
             if self.drain_until_ns.is_none() {
                 self.start_lookups(now);
@@ -305,11 +297,11 @@ impl PodWorker<'_> {
         let sent: u64 = channels.send(pod, &self.batch).unwrap_or_default();
         for (bit, k) in which.clone().take(self.batch.len()).enumerate() {
             if sent & (1 << bit) == 0 {
-                self.counters.send_errors += 1;
+                self.tally.counters.send_errors += 1;
                 continue;
             }
-            self.counters.sent += 1;
-            record(&mut self.send_lag, now.saturating_sub(origin));
+            self.tally.counters.sent += 1;
+            record(&mut self.tally.send_lag, now.saturating_sub(origin));
             l.ids[k] = ids[k];
             l.origins[k] = origin;
             l.awaiting[k] = true;
@@ -317,7 +309,7 @@ impl PodWorker<'_> {
         }
         let missing = which.len() - sent.count_ones() as usize;
         if missing > 0 && self.batch.len() < which.len() {
-            self.counters.send_errors += (which.len() - self.batch.len()) as u64;
+            self.tally.counters.send_errors += (which.len() - self.batch.len()) as u64;
         }
         if missing > 0 {
             self.lose(slot, now);
@@ -354,34 +346,24 @@ impl PodWorker<'_> {
 
     fn on_answer(&mut self, pod: usize, msg: &[u8], t: u64) {
         let Some(h) = wire::read_header(msg) else {
-            self.counters.mismatched += 1;
+            self.tally.counters.mismatched += 1;
             return;
         };
-        let found = self.outstanding.get(&(pod, h.id)).copied();
-        let Some((slot, k)) = found.filter(|_| h.is_response) else {
-            self.counters.mismatched += 1;
+        let Some((slot, k)) = self.outstanding.get(&(pod, h.id)).copied() else {
+            self.tally.counters.mismatched += 1;
             return;
         };
         let Some(Some(l)) = self.lookups.get_mut(slot as usize) else {
             self.outstanding.remove(&(pod, h.id));
             return;
         };
-        let question_ok = if h.qdcount == 0 {
-            h.rcode != 0
-        } else {
-            h.qdcount == 1 && wire::question_matches(msg, &l.queries[k], l.question_lens[k])
-        };
-        if !question_ok {
-            self.counters.mismatched += 1;
+        if !answer_fits(&h, msg, &l.queries[k], l.question_lens[k]) {
+            self.tally.counters.mismatched += 1;
             return;
         }
         self.outstanding.remove(&(pod, h.id));
-        self.counters.answered += 1;
-        self.counters.truncated += u64::from(h.truncated);
-        if let Some(r) = self.counters.rcodes.get_mut(usize::from(h.rcode)) {
-            *r += 1;
-        }
-        record(&mut self.latency, t.saturating_sub(l.origins[k]));
+        count_answer(&mut self.tally.counters, &h);
+        record(&mut self.tally.latency, t.saturating_sub(l.origins[k]));
         l.awaiting[k] = false;
         l.answers[k] = Some(AnswerSummary {
             rcode: h.rcode,
@@ -422,7 +404,7 @@ impl PodWorker<'_> {
         }
         self.active -= 1;
         self.free.push(slot);
-        let c = &mut self.counters;
+        let c = &mut self.tally.counters;
         c.lookups += 1;
         match end {
             End::Resolved => c.lookups_resolved += 1,
@@ -430,14 +412,17 @@ impl PodWorker<'_> {
             End::Lost => c.lookups_lost += 1,
         }
         if end != End::Lost {
-            record(&mut self.lookup_latency, t.saturating_sub(l.started_ns));
+            record(
+                &mut self.tally.lookup_latency,
+                t.saturating_sub(l.started_ns),
+            );
         }
     }
 
     /// Ends a lookup as lost, counting its unanswered queries.
     fn lose(&mut self, slot: u32, now: u64) {
         if let Some(Some(l)) = self.lookups.get(slot as usize) {
-            self.counters.lost += l.awaiting.iter().filter(|a| **a).count() as u64;
+            self.tally.counters.lost += l.awaiting.iter().filter(|a| **a).count() as u64;
             self.finish(slot, End::Lost, now);
         }
     }
@@ -463,7 +448,7 @@ impl PodWorker<'_> {
         if !self.due.is_empty() {
             return 0;
         }
-        let mut until = (now + IDLE_SLEEP_NS_MAX).min((self.second + 1) * 1_000_000_000);
+        let mut until = (now + IDLE_SLEEP_NS_MAX).min(self.tally.second_end_ns());
         if self.drain_until_ns.is_none() && self.active < self.plan.lookups_max {
             if let Some(due) = self.pacer.next_due_ns() {
                 until = until.min(due);
@@ -481,30 +466,6 @@ impl PodWorker<'_> {
             return SPIN_NS_MIN;
         }
         ((0.25e9 / rate) as u64).clamp(SPIN_NS_MIN, SPIN_NS_MAX)
-    }
-
-    fn roll_seconds(&mut self, now: u64) {
-        if now >= (self.second + 1) * 1_000_000_000 {
-            self.clock.resync();
-        }
-        while now >= (self.second + 1) * 1_000_000_000 {
-            self.ship(false);
-            self.second += 1;
-        }
-    }
-
-    fn ship(&mut self, last: bool) {
-        let iv = Interval {
-            worker: self.plan.index,
-            second: self.second,
-            counters: std::mem::take(&mut self.counters),
-            latency: std::mem::replace(&mut self.latency, new_histogram()),
-            send_lag: std::mem::replace(&mut self.send_lag, new_histogram()),
-            lookup_latency: std::mem::replace(&mut self.lookup_latency, new_histogram()),
-            last,
-            sending_ended_ns: self.sending_ended_ns.filter(|_| last),
-        };
-        let _ = self.out.send(iv);
     }
 }
 

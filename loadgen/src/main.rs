@@ -39,7 +39,10 @@ fn main() -> ExitCode {
 
 fn exit_code(err: &anyhow::Error) -> u8 {
     let bad_input = err.downcast_ref::<ConfigError>().is_some()
-        || matches!(err.downcast_ref::<RunError>(), Some(RunError::Queries(_)));
+        || matches!(
+            err.downcast_ref::<RunError>(),
+            Some(RunError::Queries(_) | RunError::Replay(_))
+        );
     if bad_input {
         2
     } else {

@@ -118,6 +118,12 @@ impl QuerySet {
         Some((msg, e.question_len as usize))
     }
 
+    /// Encodes and appends a query; returns its index.
+    pub fn add(&mut self, name: &str, qtype: u16, opts: &QueryOptions) -> Result<u32, WireError> {
+        self.push(name, qtype, opts)?;
+        Ok(self.entries.len() as u32 - 1)
+    }
+
     fn push(&mut self, name: &str, qtype: u16, opts: &QueryOptions) -> Result<(), WireError> {
         let offset = self.bytes.len();
         let question_len = wire::encode_query(name, qtype, opts, &mut self.bytes)?;
@@ -195,7 +201,7 @@ fn read_file(path: &Path, opts: &QueryOptions, set: &mut QuerySet) -> Result<(),
 
 /// One query-file line: `None` for blanks and comments, else name and type
 /// (type defaults to A, as in dnsperf).
-fn parse_line(line: &str) -> Result<Option<(&str, u16)>, String> {
+pub(crate) fn parse_line(line: &str) -> Result<Option<(&str, u16)>, String> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with(';') || trimmed.starts_with('#') {
         return Ok(None);

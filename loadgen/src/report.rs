@@ -286,13 +286,20 @@ fn load_text(c: &Config) -> String {
             "ramp from {} qps by {} qps every {} s",
             p.start_qps, p.step_qps, p.step_secs
         ),
+        Load::Replay { speed } => format!(
+            "replay of {} at {speed}x its speed, {} clients",
+            c.replay
+                .as_ref()
+                .map_or_else(String::new, |r| r.path.display().to_string()),
+            c.clients
+        ),
     }
 }
 
 fn latency_origin(c: &Config) -> &'static str {
     use crate::config::Load;
     match c.load {
-        Load::Open { .. } | Load::Ramp(_) => "intended send time",
+        Load::Open { .. } | Load::Ramp(_) | Load::Replay { .. } => "intended send time",
         _ => "actual send time",
     }
 }

@@ -13,10 +13,12 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{Config, Load, RampPlan, Transport};
-use crate::limits::LOOKUPS_IN_FLIGHT_MAX;
+use crate::limits::{LOOKUPS_IN_FLIGHT_MAX, REPLAY_CLIENTS_MAX};
 use crate::lookups::{run_pod_worker, PodPlan};
 use crate::pods::PodModel;
 use crate::queries::{self, Budget};
+use crate::replay::{self, Event, ReplayError};
+use crate::replayer::{run_replay_worker, ReplayPlan};
 use crate::schedule::Pacing;
 use crate::sender::{run_worker, Shared, WorkerError, WorkerPlan};
 use crate::stats::{new_histogram, Aggregator, Counters, Interval, Percentiles, SecondStats};
@@ -29,6 +31,9 @@ pub enum RunError {
     /// The queries could not be built.
     #[error(transparent)]
     Queries(#[from] queries::QueryError),
+    /// The replay input cannot be used.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     /// A worker failed.
     #[error(transparent)]
     Worker(#[from] WorkerError),
@@ -105,11 +110,18 @@ impl RunResult {
 /// Runs the load described by `config`. `interrupt` is polled (Ctrl-C); `progress`
 /// sees each second as it closes.
 pub fn run(
-    config: Config,
+    mut config: Config,
     interrupt: &AtomicBool,
     progress: &mut dyn FnMut(&SecondStats),
 ) -> Result<RunResult, RunError> {
-    let set = queries::build(&config.queries)?;
+    let mut set = queries::build(&config.queries)?;
+    let mut events = Arc::new(Vec::new());
+    if let Some(spec) = &config.replay {
+        let trace = replay::read(spec, config.threads * REPLAY_CLIENTS_MAX)?;
+        config.clients = trace.clients.len().max(config.threads);
+        set = trace.queries;
+        events = Arc::new(trace.events);
+    }
     let query_count = config.pods.as_ref().map_or(set.len(), |m| m.working_set());
     if let Some(at) = config.start_at_unix_secs {
         wait_until(at, interrupt);
@@ -129,7 +141,7 @@ pub fn run(
     shared.set_rate(initial_rate(&config.load) / config.threads as f64);
     raise_open_files_limit();
     let (tx, rx) = mpsc::channel();
-    let handles = spawn_workers(&config, &shared, tx)?;
+    let handles = spawn_workers(&config, &shared, &events, tx)?;
     let mut collector = Collector::new(&config, &shared);
     collector.collect(&rx, interrupt, progress);
     let duration = shared.start.elapsed();
@@ -185,6 +197,7 @@ fn initial_rate(load: &Load) -> f64 {
         Load::Closed => 0.0,
         Load::RateLimited { qps } | Load::Open { qps, .. } => *qps,
         Load::Ramp(plan) => plan.start_qps,
+        Load::Replay { .. } => 0.0,
     }
 }
 
@@ -193,7 +206,7 @@ fn pacing_of(load: &Load) -> Pacing {
         Load::Closed => Pacing::Closed,
         Load::RateLimited { .. } => Pacing::RateLimited,
         Load::Open { spacing, .. } => Pacing::Open(*spacing),
-        Load::Ramp(_) => Pacing::Open(crate::schedule::Spacing::Constant),
+        Load::Ramp(_) | Load::Replay { .. } => Pacing::Open(crate::schedule::Spacing::Constant),
     }
 }
 
@@ -219,6 +232,7 @@ fn cores_for(config: &Config) -> Vec<core_affinity::CoreId> {
 fn spawn_workers(
     config: &Config,
     shared: &Arc<Shared>,
+    events: &Arc<Vec<Event>>,
     tx: mpsc::Sender<Interval>,
 ) -> Result<Vec<JoinHandle<Result<(), WorkerError>>>, RunError> {
     let cores = cores_for(config);
@@ -240,13 +254,24 @@ fn spawn_workers(
             server: config.server,
             transport: config.transport,
             // A resolver sends its A and AAAA as two datagrams (sendmmsg), not
-            // as one GSO super-datagram, which a capture would see as one packet.
-            gso: config.gso && config.pods.is_none(),
+            // as one GSO super-datagram, which a capture would see as one packet;
+            // a replay sends each captured datagram as one.
+            gso: config.gso && config.pods.is_none() && config.replay.is_none(),
             tcp_churn: config.tcp_churn,
         };
-        let work = match &config.pods {
-            Some(model) => Work::Pods(pod_plan(config, &plan), Box::new(model.clone())),
-            None => Work::Queries,
+        let work = match (&config.pods, &config.replay) {
+            (Some(model), _) => Work::Pods(pod_plan(config, &plan), Box::new(model.clone())),
+            (_, Some(spec)) => Work::Replay(
+                ReplayPlan {
+                    index,
+                    workers: config.threads,
+                    timeout_ns: plan.timeout_ns,
+                    batch: config.batch,
+                    speed: spec.speed,
+                },
+                Arc::clone(events),
+            ),
+            _ => Work::Queries,
         };
         let handle = std::thread::Builder::new()
             .name(format!("dnsload-{index}"))
@@ -263,6 +288,8 @@ enum Work {
     Queries,
     /// The pod model's lookups.
     Pods(PodPlan, Box<PodModel>),
+    /// A capture's or log's queries.
+    Replay(ReplayPlan, Arc<Vec<Event>>),
 }
 
 /// The pod plan of worker `plan.index`: its share of the pods (numbered
@@ -321,6 +348,9 @@ fn worker_main(
         (_, Work::Pods(pod_plan, model)) => UdpChannels::open(server, count, gso)
             .map_err(open_err)
             .and_then(|c| run_pod_worker(pod_plan, shared, &model, c, tx.clone())),
+        (_, Work::Replay(replay_plan, events)) => UdpChannels::open(server, count, gso)
+            .map_err(open_err)
+            .and_then(|c| run_replay_worker(replay_plan, shared, &events, c, tx.clone())),
         (Transport::Udp, Work::Queries) => UdpChannels::open(server, count, gso)
             .map_err(open_err)
             .and_then(|c| run_worker(plan, shared, c, tx.clone())),

@@ -169,6 +169,59 @@ impl SendBatch {
     }
 }
 
+/// The check every answer passes, whatever sent its query: a response whose
+/// question is the query's (a message without a question only with an error rcode).
+pub fn answer_fits(h: &wire::AnswerHeader, msg: &[u8], query: &[u8], question_len: usize) -> bool {
+    if !h.is_response {
+        return false;
+    }
+    if h.qdcount == 0 {
+        h.rcode != 0
+    } else {
+        h.qdcount == 1 && wire::question_matches(msg, query, question_len)
+    }
+}
+
+/// Counts a matched answer: answered, truncated, its rcode.
+pub fn count_answer(counters: &mut Counters, h: &wire::AnswerHeader) {
+    counters.answered += 1;
+    counters.truncated += u64::from(h.truncated);
+    if let Some(r) = counters.rcodes.get_mut(usize::from(h.rcode)) {
+        *r += 1;
+    }
+}
+
+/// Matches an answer on `channel` to its outstanding query in `inflight`, checks
+/// it against the query in `queries`, and counts it (its latency from the
+/// query's origin to `now`) or counts it mismatched.
+pub fn account_answer(
+    inflight: &mut InFlight,
+    queries: &QuerySet,
+    (counters, latency): (&mut Counters, &mut Histogram<u64>),
+    channel: usize,
+    msg: &[u8],
+    now: u64,
+) {
+    let Some(h) = wire::read_header(msg) else {
+        counters.mismatched += 1;
+        return;
+    };
+    let Some(slot) = inflight.get(channel, h.id) else {
+        counters.mismatched += 1;
+        return;
+    };
+    let Some((query, question_len)) = queries.get(slot.query as usize) else {
+        return;
+    };
+    if !answer_fits(&h, msg, query, question_len) {
+        counters.mismatched += 1;
+        return;
+    }
+    inflight.complete(channel, h.id);
+    count_answer(counters, &h);
+    latency.saturating_record(now.saturating_sub(slot.origin_ns).max(1));
+}
+
 /// A mask of the first `n` bits (n ≤ 64).
 pub fn first_bits(n: usize) -> u64 {
     if n >= 64 {
@@ -460,37 +513,15 @@ impl Worker<'_> {
     }
 
     fn on_answer(&mut self, channel: usize, msg: &[u8], now: u64) {
-        let Some(h) = wire::read_header(msg) else {
-            self.counters.mismatched += 1;
-            return;
-        };
-        let slot = match self.inflight.get(channel, h.id) {
-            Some(slot) if h.is_response => slot,
-            _ => {
-                self.counters.mismatched += 1;
-                return;
-            }
-        };
-        let Some((query, question_len)) = self.shared.queries.get(slot.query as usize) else {
-            return;
-        };
-        let question_ok = if h.qdcount == 0 {
-            h.rcode != 0
-        } else {
-            h.qdcount == 1 && wire::question_matches(msg, query, question_len)
-        };
-        if !question_ok {
-            self.counters.mismatched += 1;
-            return;
-        }
-        self.inflight.complete(channel, h.id);
-        self.counters.answered += 1;
-        self.counters.truncated += u64::from(h.truncated);
-        if let Some(r) = self.counters.rcodes.get_mut(usize::from(h.rcode)) {
-            *r += 1;
-        }
-        self.latency
-            .saturating_record(now.saturating_sub(slot.origin_ns).max(1));
+        let tally = (&mut self.counters, &mut self.latency);
+        account_answer(
+            &mut self.inflight,
+            &self.shared.queries,
+            tally,
+            channel,
+            msg,
+            now,
+        );
     }
 
     /// How long the worker may sleep before it has something to do.

@@ -137,6 +137,71 @@ pub struct Interval {
     pub sending_ended_ns: Option<u64>,
 }
 
+/// A worker's counts and histograms of the current second, shipped to the main
+/// thread as each second ends (for the loops of the pod model and replay).
+pub struct Tally {
+    /// Counts of the current second.
+    pub counters: Counters,
+    /// Query latencies of the current second.
+    pub latency: Histogram<u64>,
+    /// Send lags of the current second.
+    pub send_lag: Histogram<u64>,
+    /// Lookup latencies of the current second.
+    pub lookup_latency: Histogram<u64>,
+    /// Worker index.
+    worker: usize,
+    /// Second being counted.
+    second: u64,
+    /// Where seconds go.
+    out: std::sync::mpsc::Sender<Interval>,
+}
+
+impl Tally {
+    /// A tally for `worker`, starting in the second of `now_ns`.
+    pub fn new(worker: usize, now_ns: u64, out: std::sync::mpsc::Sender<Interval>) -> Self {
+        Self {
+            counters: Counters::default(),
+            latency: new_histogram(),
+            send_lag: new_histogram(),
+            lookup_latency: new_histogram(),
+            worker,
+            second: now_ns / 1_000_000_000,
+            out,
+        }
+    }
+
+    /// When the current second ends, ns since the run started.
+    pub fn second_end_ns(&self) -> u64 {
+        (self.second + 1) * 1_000_000_000
+    }
+
+    /// Ships every second that ended by `now_ns`; true if any did.
+    pub fn roll(&mut self, now_ns: u64) -> bool {
+        let rolled = now_ns >= self.second_end_ns();
+        while now_ns >= self.second_end_ns() {
+            self.ship(false, None);
+            self.second += 1;
+        }
+        rolled
+    }
+
+    /// Ships the current second (`last`: the worker has stopped, having stopped
+    /// sending at `sending_ended_ns`).
+    pub fn ship(&mut self, last: bool, sending_ended_ns: Option<u64>) {
+        let iv = Interval {
+            worker: self.worker,
+            second: self.second,
+            counters: std::mem::take(&mut self.counters),
+            latency: std::mem::replace(&mut self.latency, new_histogram()),
+            send_lag: std::mem::replace(&mut self.send_lag, new_histogram()),
+            lookup_latency: std::mem::replace(&mut self.lookup_latency, new_histogram()),
+            last,
+            sending_ended_ns: sending_ended_ns.filter(|_| last),
+        };
+        let _ = self.out.send(iv);
+    }
+}
+
 /// Latency summary in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Percentiles {

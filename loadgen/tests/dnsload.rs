@@ -933,3 +933,233 @@ fn pods_bad_input_names_the_problem() {
         assert!(!stderr(&out).contains("panicked"), "{args:?}");
     }
 }
+
+/// The queries (not answers) of a capture of traffic to `port`, in capture order.
+fn captured_queries(pcap: &std::path::Path, port: u16) -> Vec<support::expansion::Packet> {
+    support::expansion::packets(pcap, port)
+        .into_iter()
+        .filter(|p| !p.response)
+        .collect()
+}
+
+/// Checks that `replayed` asks what `original` asked, in the same order, each
+/// original client on a socket of its own, at the original relative times divided
+/// by `speed`; returns (median, max) timing error in ms. The error is measured
+/// after removing the median offset between the two (the replay's start: its
+/// first send may be late by the worker's start-up, as in the original run).
+fn assert_replayed(
+    original: &[support::expansion::Packet],
+    replayed: &[support::expansion::Packet],
+    speed: f64,
+) -> (f64, f64) {
+    assert_eq!(original.len(), replayed.len());
+    let mut ports = std::collections::HashMap::new();
+    let mut errors = Vec::new();
+    for (a, b) in original.iter().zip(replayed) {
+        assert_eq!((&a.name, a.qtype), (&b.name, b.qtype), "order kept");
+        let mapped = *ports.entry(a.client_port).or_insert(b.client_port);
+        assert_eq!(mapped, b.client_port, "one socket per original client");
+        let want = (a.time - original[0].time) / speed;
+        let got = b.time - replayed[0].time;
+        errors.push((got - want) * 1000.0);
+    }
+    let mut sorted = errors.clone();
+    sorted.sort_by(f64::total_cmp);
+    let offset = sorted[sorted.len() / 2];
+    let mut errors: Vec<f64> = errors.iter().map(|e| (e - offset).abs()).collect();
+    let distinct: std::collections::HashSet<_> = ports.values().collect();
+    assert_eq!(
+        distinct.len(),
+        ports.len(),
+        "distinct clients, distinct sockets"
+    );
+    errors.sort_by(f64::total_cmp);
+    (errors[errors.len() / 2], errors[errors.len() - 1])
+}
+
+#[test]
+fn replay_keeps_order_timing_and_clients() {
+    // Real traffic to replay: the pod model (4 pods, so 4 client ports) against
+    // knotd for 1 s, captured with tcpdump. Replayed from the pcap, from a pcapng
+    // made of it by tshark (at twice the speed), and from a text log, each against
+    // the same knotd and captured again.
+    let dir = tempfile::tempdir().unwrap();
+    let knot = knot_for_pods(dir.path(), &["--pods", "4"]);
+    let port = knot.port.to_string();
+    let original = dir.path().join("original.pcap");
+    let capture = support::Capture::start(knot.port, &original);
+    report(&[
+        "--pods", "4", "-p", &port, "--rate", "80", "-l", "1", "--no-pin",
+    ]);
+    let a = captured_queries(&capture.finish(), knot.port);
+    assert!(a.len() > 100, "{}", a.len());
+    let replay = |file: &std::path::Path, speed: &str, out: &str| {
+        let capture = support::Capture::start(knot.port, &dir.path().join(out));
+        let args = [
+            "-p",
+            &port,
+            "--replay",
+            file.to_str().unwrap(),
+            "--replay-port",
+            &port,
+            "--replay-speed",
+            speed,
+            "--no-pin",
+        ];
+        let j = report(&args);
+        (j, captured_queries(&capture.finish(), knot.port))
+    };
+    let (j, b) = replay(&original, "1", "replay.pcap");
+    assert_eq!(count(&j, "sent"), a.len() as u64);
+    assert_eq!(count(&j, "answered"), a.len() as u64);
+    assert_eq!(j["config"]["clients"], 4);
+    // Tolerance: a send is late by the replayer's wake-up and the machine's
+    // scheduling (shared, busy 2-core box): the median within 1 ms, the worst
+    // within 30 ms, of a run that lasts 1 s.
+    let (median, max) = assert_replayed(&a, &b, 1.0);
+    assert!(
+        median < 1.0 && max < 30.0,
+        "timing error median {median} ms, max {max} ms"
+    );
+    // pcapng, twice as fast.
+    let pcapng = dir.path().join("original.pcapng");
+    let conv = std::process::Command::new("tshark")
+        .args(["-r", original.to_str().unwrap(), "-F", "pcapng", "-w"])
+        .arg(&pcapng)
+        .output()
+        .expect("tshark");
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    let (j, c) = replay(&pcapng, "2", "replay2.pcap");
+    assert_eq!(count(&j, "answered"), a.len() as u64);
+    let (median, max) = assert_replayed(&a, &c, 2.0);
+    assert!(
+        median < 1.0 && max < 30.0,
+        "timing error median {median} ms, max {max} ms"
+    );
+    // A text query log of the same queries.
+    let log = dir.path().join("queries.log");
+    let text: String = a
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.6} client{} {} TYPE{}\n",
+                p.time, p.client_port, p.name, p.qtype
+            )
+        })
+        .collect();
+    std::fs::write(&log, text).unwrap();
+    let (j, d) = replay(&log, "1", "replay3.pcap");
+    assert_eq!(count(&j, "answered"), a.len() as u64);
+    let (median, max) = assert_replayed(&a, &d, 1.0);
+    assert!(
+        median < 1.0 && max < 30.0,
+        "timing error median {median} ms, max {max} ms"
+    );
+}
+
+#[test]
+fn replay_bad_input_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    // A real capture to cut short: 20 queries from dnsload itself.
+    let knot = Knot::start();
+    let port = knot.port.to_string();
+    let pcap = dir.path().join("q.pcap");
+    let capture = support::Capture::start(knot.port, &pcap);
+    // Without GSO: a capture on loopback would hold a batch as one frame.
+    report(&[
+        "-p",
+        &port,
+        "--names",
+        "svc{0..19}.example",
+        "-n",
+        "1",
+        "--no-gso",
+        "--no-pin",
+    ]);
+    capture.finish();
+    let bytes = std::fs::read(&pcap).unwrap();
+    let truncated = dir.path().join("truncated.pcap");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 7]).unwrap();
+    let header_only = dir.path().join("header.pcap");
+    std::fs::write(&header_only, &bytes[..10]).unwrap();
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, "").unwrap();
+    let binary = dir.path().join("binary.bin");
+    std::fs::write(&binary, [0x00, 0xff, 0xfe, 0x80, 0x81, 0x82]).unwrap();
+    let p = |path: &std::path::PathBuf| path.to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![p(&truncated), port.clone()],
+            "truncated.pcap: not a readable pcap capture after".into(),
+        ),
+        (
+            vec![p(&header_only), port.clone()],
+            "header.pcap: not a readable pcap capture after 0 packets".into(),
+        ),
+        (
+            vec![p(&pcap), "1".into()],
+            "q.pcap: no DNS queries to UDP port 1".into(),
+        ),
+        (
+            vec![p(&empty), port.clone()],
+            "empty.log: no DNS queries".into(),
+        ),
+        (
+            vec![p(&binary), port.clone()],
+            "binary.bin:1: not a text query log".into(),
+        ),
+        (
+            vec!["/nonexistent/x.pcap".into(), port.clone()],
+            "/nonexistent/x.pcap: No such file".into(),
+        ),
+    ];
+    for (args, message) in &cases {
+        let run = [
+            "-p",
+            &port,
+            "--replay",
+            &args[0],
+            "--replay-port",
+            &args[1],
+            "-t",
+            "0.5",
+        ];
+        let out = dnsload(&run, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(message.as_str()),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+    }
+    for (args, message) in [
+        (
+            ["--replay", &p(&pcap), "--replay-speed", "0"],
+            "--replay-speed 0: must be a positive number",
+        ),
+        (
+            ["--replay", &p(&pcap), "-m", "tcp"],
+            "--replay sends over UDP",
+        ),
+    ] {
+        let out = dnsload(&args, Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    // The whole capture replays.
+    let j = report(&[
+        "-p",
+        &port,
+        "--replay",
+        &p(&pcap),
+        "--replay-port",
+        &port,
+        "--no-pin",
+    ]);
+    assert_eq!(count(&j, "answered"), 20);
+}

@@ -71,6 +71,24 @@ pub fn free_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A free port below the ephemeral range (32768 and up), so a client's port is
+/// always the higher one: tshark decodes a datagram by its lower port first, and
+/// a client port that happens to be registered to another protocol would
+/// otherwise hide DNS messages from it.
+pub fn free_low_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(20_000..32_000);
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
 /// Sends one A query for `name` and waits up to `wait` for any answer.
 pub fn probe(server: SocketAddr, wait: Duration) -> bool {
     let bind = if server.is_ipv4() {
@@ -149,7 +167,7 @@ impl Knot {
         let knotd = find_knotd().unwrap_or_else(|| {
             panic!("knotd not found in PATH or /usr/sbin: these tests need a real DNS server; install it with `apt-get install knot`")
         });
-        let port = free_port();
+        let port = free_low_port();
         let d = dir.path().display();
         let mut conf = format!(
             "server:\n  listen: [127.0.0.1@{port}, ::1@{port}]\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n\

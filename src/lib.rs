@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod fuzzing;
 pub mod limits;
 pub mod node;
+pub mod plugin;
 pub mod server;
 pub mod telemetry;
 #[doc(hidden)]

@@ -527,6 +527,9 @@ pub(super) fn write_answer(
         nscount: ns,
         arcount: ar.saturating_add(opt),
     };
+    if let Some(len) = write_whole(&header, question, &stored, ttl_secs, q, out, max_len) {
+        return len;
+    }
     let all = (
         usize::from(an) + usize::from(ns) + usize::from(ar),
         stored.records,
@@ -551,6 +554,50 @@ pub(super) fn write_answer(
         Ok(()) => w.len(),
         Err(_) => 0,
     }
+}
+
+/// The common case of [`write_answer`]: the whole answer fits `max_len`, so it is
+/// copied as one block (header, question, records, OPT) and its TTLs patched, with no
+/// walk over the records. None when it does not fit (the caller truncates).
+#[inline]
+fn write_whole(
+    header: &Header,
+    question: &[u8],
+    stored: &AnswerRef<'_>,
+    ttl_secs: u32,
+    q: &Query<'_>,
+    out: &mut [u8],
+    max_len: usize,
+) -> Option<usize> {
+    let opt = if q.edns.is_some() { OPT_BYTES } else { 0 };
+    let records_at = HEADER_BYTES + question.len();
+    let len = records_at + stored.records.len() + opt;
+    if len > max_len {
+        return None;
+    }
+    let (head, rest) = out.get_mut(..len)?.split_at_mut(records_at);
+    let (fixed, asked) = head.split_at_mut(HEADER_BYTES);
+    fixed.copy_from_slice(&header_bytes(header));
+    asked.copy_from_slice(question);
+    let (records, tail) = rest.split_at_mut(stored.records.len());
+    records.copy_from_slice(stored.records);
+    let ttl = ttl_secs.to_be_bytes();
+    for off in ttl_offsets(stored) {
+        records.get_mut(off..off + 4)?.copy_from_slice(&ttl);
+    }
+    write_client_opt(&mut Writer::new(tail), stored, q).ok()?;
+    Some(len)
+}
+
+/// A header's 12 wire bytes.
+#[inline]
+fn header_bytes(h: &Header) -> [u8; HEADER_BYTES] {
+    let fields = [h.id, h.flags, h.qdcount, h.ancount, h.nscount, h.arcount];
+    let mut bytes = [0u8; HEADER_BYTES];
+    for (pair, field) in bytes.chunks_exact_mut(2).zip(fields) {
+        pair.copy_from_slice(&field.to_be_bytes());
+    }
+    bytes
 }
 
 /// The offsets of the TTLs within the records, in order.

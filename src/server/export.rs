@@ -71,8 +71,8 @@ fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
         shard
             .blocks
             .get(block)
-            .and_then(|b| b.cache.as_ref())
-            .map(|c| c.borrow().stats())
+            .and_then(|b| b.chain.cache())
+            .map(|c| c.cell().borrow().stats())
             .unwrap_or_default()
     });
     export_upstreams(shard, out);
@@ -82,7 +82,7 @@ fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
 fn export_upstreams(shard: &Shard, out: &mut Metrics) {
     let mut broken = 0;
     let mut rejects = 0;
-    for forwarder in shard.blocks.iter().filter_map(|b| b.forwarder.as_ref()) {
+    for forwarder in shard.blocks.iter().filter_map(|b| b.chain.forwarder()) {
         broken += forwarder.broken.get();
         rejects += forwarder.rejected.get();
         for upstream in forwarder.upstreams() {
@@ -121,6 +121,7 @@ fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
     let shard_label = index.to_string();
     let label = shard_label.as_str();
     let counters = &shard.counters;
+    let acl_dropped = shard.blocks.iter().map(|b| b.chain.acl_counts().1).sum();
     out.counter(&m::SHARD_QUERIES, &[label], counters.queries.get());
     out.counter(&m::COALESCED, &[], counters.coalesced.get());
     let dropped = [
@@ -128,7 +129,7 @@ fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
         ("send_failed", counters.send_failures.get()),
         ("tcp_clients_full", counters.tcp_refused.get()),
         ("miss_overload", counters.miss_overload.get()),
-        ("acl", counters.acl_dropped.get()),
+        ("acl", acl_dropped),
     ];
     for (reason, n) in dropped {
         out.counter(&m::DROPPED_PACKETS, &[reason], n);
@@ -136,13 +137,13 @@ fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {
     let summarised = shard
         .blocks
         .iter()
-        .filter_map(|b| b.errors.as_ref())
+        .filter_map(|b| b.chain.errors())
         .map(|e| e.summarised())
         .sum();
     out.counter(&m::ERRORS_SUMMARISED, &[], summarised);
     let (mut success, mut denial, mut bytes) = (0, 0, 0);
-    for cache in shard.blocks.iter().filter_map(|b| b.cache.as_ref()) {
-        let cache = cache.borrow();
+    for cache in shard.blocks.iter().filter_map(|b| b.chain.cache()) {
+        let cache = cache.cell().borrow();
         let (s, d) = cache.len();
         success += s;
         denial += d;

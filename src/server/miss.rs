@@ -15,9 +15,10 @@ use super::shard::{Block, Shard};
 use super::Current;
 use crate::cache::{self, AnswerClass, StoredAnswer};
 use crate::limits;
-use crate::telemetry::{Meter, Plugin};
+use crate::plugin::Origin;
+use crate::telemetry::Meter;
 use crate::upstream::{Transport, UpstreamError};
-use crate::wire::{self, Query, Rcode};
+use crate::wire::{self, Edns, Query, Rcode};
 
 /// A client's miss handed to its task.
 pub struct Miss {
@@ -28,12 +29,75 @@ pub struct Miss {
     pub meter: Option<Meter>,
 }
 
+/// A query as a task keeps it: its bytes and what parsing found, so that the task
+/// reads it without parsing it again.
+#[derive(Clone)]
+pub struct Asked {
+    packet: Box<[u8]>,
+    id: u16,
+    flags: u16,
+    /// Where the question name is in `packet`, and its length.
+    qname: (usize, usize),
+    qtype: u16,
+    qclass: u16,
+    question_end: usize,
+    edns: Option<Edns>,
+}
+
+impl Asked {
+    /// Keeps a copy of `query` (its packet included).
+    pub fn new(query: &Query<'_>) -> Asked {
+        Asked::keep(query.packet.into(), query)
+    }
+
+    /// Parses `packet` (the one parse of this shard hop) and keeps it.
+    fn parse(packet: Vec<u8>) -> Option<Asked> {
+        let query = wire::parse_query(&packet).ok()?;
+        let asked = Asked::keep(Box::default(), &query);
+        Some(Asked {
+            packet: packet.into(),
+            ..asked
+        })
+    }
+
+    fn keep(packet: Box<[u8]>, query: &Query<'_>) -> Asked {
+        // The name is a slice of the packet (no pointers in a question).
+        let at = (query.qname.as_ptr() as usize).wrapping_sub(query.packet.as_ptr() as usize);
+        Asked {
+            packet,
+            id: query.id,
+            flags: query.flags,
+            qname: (at, query.qname.len()),
+            qtype: query.qtype,
+            qclass: query.qclass,
+            question_end: query.question_end,
+            edns: query.edns,
+        }
+    }
+
+    /// The query, as parsing found it.
+    pub fn query(&self) -> Query<'_> {
+        let (at, len) = self.qname;
+        Query {
+            packet: &self.packet,
+            id: self.id,
+            flags: self.flags,
+            qname: at
+                .checked_add(len)
+                .and_then(|end| self.packet.get(at..end))
+                .unwrap_or_default(),
+            qtype: self.qtype,
+            qclass: self.qclass,
+            question_end: self.question_end,
+            edns: self.edns,
+        }
+    }
+}
+
 /// Resolves a client's miss and writes the answer for the client; returns the
 /// answer (empty: nothing to send) and who answered.
-pub async fn answer(shard: &Rc<Shard>, miss: &Miss, packet: &[u8]) -> (Vec<u8>, Plugin) {
-    let Ok(query) = wire::parse_query(packet) else {
-        return (Vec::new(), Plugin::Server);
-    };
+pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, Origin) {
+    let query = asked.query();
     let block = &shard.blocks[miss.block_index];
     let lead = |key: &[u8]| {
         let owner = other_owner(shard, key);
@@ -59,16 +123,18 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, packet: &[u8]) -> (Vec<u8>, 
     // the upstream holds no more than its query.
     let mut out = vec![0u8; miss.max_len];
     // serve_stale verify: an expired answer still beats a failure.
-    if let (true, Some(cache)) = (failed, &block.cache) {
-        let stale = cache
-            .borrow_mut()
-            .lookup_stale(&query, Instant::now(), &mut out, miss.max_len);
+    if let (true, Some(cache)) = (failed, block.chain.cache()) {
+        let stale =
+            cache
+                .cell()
+                .borrow_mut()
+                .lookup_stale(&query, Instant::now(), &mut out, miss.max_len);
         if let Some(len) = stale {
             out.truncate(len);
-            return (out, Plugin::Cache);
+            return (out, Origin::Cache);
         }
     }
-    let (len, plugin) = match resolution.as_ref() {
+    let (len, origin) = match resolution.as_ref() {
         Ok(stored) => {
             if stored.rcode() == Rcode::ServFail.code() {
                 log_error(block, &query, "upstream answered SERVFAIL");
@@ -81,37 +147,35 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, packet: &[u8]) -> (Vec<u8>, 
                 &mut out,
                 miss.max_len,
             );
-            (len, Plugin::Forward)
+            (len, Origin::Forward)
         }
         Err(rcode) => (
-            wire::write_error_reply(packet, *rcode, &mut out),
-            Plugin::Server,
+            wire::write_error_reply(query.packet, *rcode, &mut out),
+            Origin::Server,
         ),
     };
     out.truncate(len);
-    (out, plugin)
+    (out, origin)
 }
 
 /// Starts the refresh the cache asked for (prefetch or serve_stale immediate) of
-/// the entry `packet` asks for.
-pub fn spawn_refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transport: Transport) {
-    glommio::spawn_local(refresh(shard, block_index, packet, transport)).detach();
+/// the entry `asked` asks for.
+pub fn spawn_refresh(shard: Rc<Shard>, block_index: usize, asked: Asked, transport: Transport) {
+    glommio::spawn_local(refresh(shard, block_index, asked, transport)).detach();
 }
 
 /// An answer of any kind is inserted by the resolution (which clears the entry's
 /// refresh mark); a failure clears it here.
-async fn refresh(shard: Rc<Shard>, block_index: usize, packet: Vec<u8>, transport: Transport) {
-    let Ok(query) = wire::parse_query(&packet) else {
-        return;
-    };
+async fn refresh(shard: Rc<Shard>, block_index: usize, asked: Asked, transport: Transport) {
+    let query = asked.query();
     let block = &shard.blocks[block_index];
     let lead = |key: &[u8]| {
         let owner = other_owner(&shard, key);
         via_owner(&shard, block_index, &query, owner, transport, true, None)
     };
     let resolution = coalesced(&shard, block, &query, lead).await;
-    if let (Err(_), Some(cache)) = (resolution.as_ref(), &block.cache) {
-        cache.borrow_mut().refresh_failed(&query);
+    if let (Err(_), Some(cache)) = (resolution.as_ref(), block.chain.cache()) {
+        cache.cell().borrow_mut().refresh_failed(&query);
     }
 }
 
@@ -145,22 +209,21 @@ async fn answer_request(shard: Rc<Shard>, request: Request) -> Outcome {
     if shard.generation != generation {
         return Outcome::Mismatch;
     }
-    let Ok(query) = wire::parse_query(&packet) else {
+    let Some(asked) = Asked::parse(packet) else {
         return Outcome::Resolved(Err(Rcode::FormErr));
     };
-    let mut reply = vec![0u8; limits::MESSAGE_BYTES_MAX];
+    let query = asked.query();
     let now = Instant::now();
-    if let Some((len, must_refresh)) = shard.cached(block_index, &query, now, &mut reply) {
+    if let Some((reply, must_refresh)) = shard.cached_copy(block_index, &query, now) {
         if must_refresh {
-            spawn_refresh(shard.clone(), block_index, packet.clone(), transport);
+            spawn_refresh(shard.clone(), block_index, asked.clone(), transport);
         }
         let refreshing = refresh
             && block
-                .cache
-                .as_ref()
-                .is_some_and(|c| c.borrow().refreshing(&query, now));
+                .chain
+                .cache()
+                .is_some_and(|c| c.cell().borrow().refreshing(&query, now));
         if !refreshing {
-            reply.truncate(len);
             return Outcome::Cached(reply);
         }
     }
@@ -186,8 +249,9 @@ where
         Join::Full => return Rc::new(Err(Rcode::ServFail)),
     };
     let resolution = Rc::new(lead(leader.key()).await);
-    if let (Ok(stored), Some(cache)) = (resolution.as_ref(), &block.cache) {
+    if let (Ok(stored), Some(cache)) = (resolution.as_ref(), block.chain.cache()) {
         cache
+            .cell()
             .borrow_mut()
             .insert(query, stored.clone(), Instant::now());
     }
@@ -243,12 +307,16 @@ async fn resolve(
     transport: Transport,
     meter: Option<Meter>,
 ) -> Result<StoredAnswer, Rcode> {
-    let Some(forwarder) = &block.forwarder else {
+    let Some(forward) = block.chain.forward() else {
         return Err(Rcode::ServFail);
     };
     let mut upstream_query = [0u8; limits::UDP_PAYLOAD_BYTES_MAX];
-    let len = wire::write_upstream_query(query, 0, block.bufsize, &mut upstream_query);
-    let answer = match forwarder.resolve(&upstream_query[..len], transport).await {
+    let len = wire::write_upstream_query(query, 0, forward.bufsize, &mut upstream_query);
+    let answer = match forward
+        .forwarder
+        .resolve(&upstream_query[..len], transport)
+        .await
+    {
         Ok(answer) => answer,
         Err(UpstreamError::MaxConcurrent) => return Err(Rcode::Refused),
         Err(err) => {
@@ -271,7 +339,7 @@ async fn resolve(
 
 /// The `errors` directive's line `SERVFAIL qname QTYPE: error`, for blocks with it.
 fn log_error(block: &Block, query: &Query<'_>, error: &str) {
-    if let Some(errors) = &block.errors {
+    if let Some(errors) = block.chain.errors() {
         let (name, qtype) = (
             wire::name_to_string(query.qname),
             wire::type_to_string(query.qtype),

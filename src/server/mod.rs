@@ -9,11 +9,9 @@
 //! packet.
 
 mod coalesce;
-mod errlog;
 mod export;
 mod handover;
 mod listen;
-mod loop_detect;
 mod mesh;
 mod migrate;
 mod miss;
@@ -346,7 +344,7 @@ fn send_loop_probes(config: &Config, endpoints: &[listen::Endpoint]) {
             });
         }
         for zone in &block.zones {
-            loop_detect::probe(&zone.name, target);
+            crate::plugin::loop_detect::probe(&zone.name, target);
         }
     }
 }

@@ -1,18 +1,16 @@
-//! One shard's state: its server blocks (cache shard, forwarder, misses in flight)
-//! and its counters. Owned by one thread; nothing in here is shared or locked.
+//! One shard's state: its server blocks (plugin chain, misses in flight) and its
+//! counters. Owned by one thread; nothing in here is shared or locked.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
 use super::coalesce::Inflight;
-use super::errlog::ErrorLog;
 use super::listen::Endpoint;
 use super::mesh::Peers;
-use crate::cache;
-use crate::config::{CacheClass, CacheConfig, Config, ResponseClasses, ServerBlock};
+use crate::config::{CacheClass, CacheConfig, Config, ServerBlock};
 use crate::limits;
-use crate::upstream::Forwarder;
+use crate::plugin::Chain;
 use crate::wire;
 
 /// Plain per-shard counters, read by the control plane when metrics are scraped.
@@ -23,8 +21,6 @@ pub struct Counters {
     pub dropped: Cell<u64>,
     /// Queries answered FORMERR/NOTIMP/REFUSED/BADVERS by the checks.
     pub rejected: Cell<u64>,
-    pub hits: Cell<u64>,
-    pub misses: Cell<u64>,
     /// Misses that joined an upstream query already in flight.
     pub coalesced: Cell<u64>,
     pub upstream_failures: Cell<u64>,
@@ -38,31 +34,17 @@ pub struct Counters {
     pub pending_misses: Cell<usize>,
     /// Misses answered SERVFAIL at once because too many were pending.
     pub miss_overload: Cell<u64>,
-    /// Queries answered REFUSED (or NOERROR for `filter`) by an `acl` rule.
-    pub acl_refused: Cell<u64>,
-    /// Queries dropped unanswered by an `acl` rule.
-    pub acl_dropped: Cell<u64>,
 }
 
 /// A server block as a shard runs it.
 pub struct Block {
     /// Wire forms of the block's zones (lower case).
     zones: Vec<Vec<u8>>,
-    pub cache: Option<RefCell<cache::Shard>>,
+    /// The block's plugins, in node-cache's order.
+    pub chain: Chain,
     /// Classification and TTL bounds for answers (the cache's, or defaults without one).
     pub cache_config: CacheConfig,
-    pub forwarder: Option<Rc<Forwarder>>,
     pub inflight: Inflight,
-    /// EDNS UDP size advertised upstream.
-    pub bufsize: u16,
-    /// `errors`: failed queries are logged (some consolidated).
-    pub errors: Option<ErrorLog>,
-    /// `whoami`: answer with the client's address instead of forwarding.
-    pub whoami: bool,
-    /// `log`: one line per answered query of these classes.
-    pub log: Option<ResponseClasses>,
-    /// `acl`: who may query the block.
-    pub acl: Option<crate::config::AclConfig>,
 }
 
 pub struct Shard {
@@ -77,6 +59,8 @@ pub struct Shard {
     pub counters: Counters,
     /// Metrics of the blocks with `prometheus` (empty without).
     pub stats: crate::telemetry::ShardStats,
+    /// The buffer an owner writes a cached answer for another shard into.
+    scratch: RefCell<Box<[u8]>>,
 }
 
 impl Shard {
@@ -106,6 +90,7 @@ impl Shard {
                 .collect(),
             counters: Counters::default(),
             stats,
+            scratch: RefCell::new(vec![0u8; limits::MESSAGE_BYTES_MAX].into_boxed_slice()),
         })
     }
 
@@ -135,26 +120,27 @@ impl Shard {
         best.map(|(index, zone, _)| (index, zone))
     }
 
-    /// Answers from the cache of block `block_index` into `out` (its length is the
-    /// size limit): the reply's length and whether the cache asks for a refresh
-    /// (prefetch, stale). None on a miss or without a cache.
-    pub fn cached(
+    /// The cached answer to `query` of block `block_index` for another shard, as an
+    /// answer of its own length (written in the shard's scratch buffer first), and
+    /// whether the cache asks for a refresh. None on a miss or without a cache.
+    pub fn cached_copy(
         &self,
         block_index: usize,
         query: &wire::Query<'_>,
         now: std::time::Instant,
-        out: &mut [u8],
-    ) -> Option<(usize, bool)> {
-        let cache = self.blocks.get(block_index)?.cache.as_ref()?;
-        let max_len = out.len();
-        let lookup = cache.borrow_mut().lookup(query, now, out, max_len);
-        Some((lookup.reply_len()?, lookup.must_refresh()))
+    ) -> Option<(Vec<u8>, bool)> {
+        let cache = self.blocks.get(block_index)?.chain.cache()?.cell();
+        let mut scratch = self.scratch.borrow_mut();
+        let max_len = scratch.len();
+        let lookup = cache.borrow_mut().lookup(query, now, &mut scratch, max_len);
+        let answer = scratch.get(..lookup.reply_len()?)?.to_vec();
+        Some((answer, lookup.must_refresh()))
     }
 
     /// Prints the `errors consolidate` summaries whose period is over.
     pub fn flush_error_summaries(&self, now: std::time::Instant) {
         for block in &self.blocks {
-            if let Some(errors) = &block.errors {
+            if let Some(errors) = block.chain.errors() {
                 errors.flush(now);
             }
         }
@@ -174,9 +160,13 @@ impl Shard {
     pub fn adopt_caches(&self, old: &Shard) -> usize {
         let mut adopted = 0;
         for (index, block) in self.blocks.iter().enumerate() {
-            let Some(cache) = &block.cache else { continue };
+            let Some(cache) = block.chain.cache() else {
+                continue;
+            };
             let same = |o: &&Block| {
-                o.cache.is_some() && o.zones == block.zones && o.cache_config == block.cache_config
+                o.chain.cache().is_some()
+                    && o.zones == block.zones
+                    && o.cache_config == block.cache_config
             };
             // The block at the same place first: blocks of equal zones on two ports.
             let Some(old_cache) = old
@@ -184,15 +174,16 @@ impl Shard {
                 .get(index)
                 .filter(same)
                 .or_else(|| old.blocks.iter().find(same))
-                .and_then(|o| o.cache.as_ref())
+                .and_then(|o| o.chain.cache())
             else {
                 continue;
             };
             // Borrows never outlive a call on this thread; a failed one only means a
             // cold start for this block.
-            if let (Ok(mut theirs), Ok(mut ours)) =
-                (old_cache.try_borrow_mut(), cache.try_borrow_mut())
-            {
+            if let (Ok(mut theirs), Ok(mut ours)) = (
+                old_cache.cell().try_borrow_mut(),
+                cache.cell().try_borrow_mut(),
+            ) {
                 std::mem::swap(&mut *theirs, &mut *ours);
                 adopted += 1;
             }
@@ -204,8 +195,8 @@ impl Shard {
     pub fn sweep(&self, budget: usize) {
         let now = std::time::Instant::now();
         for block in &self.blocks {
-            if let Some(cache) = &block.cache {
-                cache.borrow_mut().sweep(now, budget);
+            if let Some(cache) = block.chain.cache() {
+                cache.cell().borrow_mut().sweep(now, budget);
             }
         }
     }
@@ -221,20 +212,9 @@ impl Block {
         let cache_config = block.cache.clone().unwrap_or_else(uncached_defaults);
         Block {
             zones,
-            cache: block
-                .cache
-                .as_ref()
-                .map(|c| RefCell::new(cache::Shard::with_share(c, shards))),
+            chain: Chain::new(block, shards),
             cache_config,
-            forwarder: block.forward.as_ref().map(|f| Forwarder::new(f, shards)),
             inflight: Inflight::default(),
-            bufsize: block.bufsize.unwrap_or(limits::UPSTREAM_BUFSIZE_DEFAULT),
-            errors: block
-                .errors
-                .then(|| ErrorLog::new(&block.errors_consolidate)),
-            whoami: block.whoami,
-            log: block.log.then_some(block.log_classes),
-            acl: block.acl.clone(),
         }
     }
 }

@@ -240,8 +240,7 @@ pub struct CacheSeries {
     server: String,
     zones: String,
     block: usize,
-    pub requests: Cell<u64>,
-    /// By type: success, denial.
+    /// By type: success, denial. Requests are hits plus misses, added at scrape.
     pub hits: [Cell<u64>; 2],
     pub misses: Cell<u64>,
     /// Upstream answers not cached because they failed validation.
@@ -249,16 +248,22 @@ pub struct CacheSeries {
 }
 
 impl CacheSeries {
+    /// A lookup answered with `response`.
     #[inline]
-    pub fn hit(&self, denial: bool) {
-        bump(&self.requests);
+    pub fn hit(&self, response: &[u8]) {
+        let (_, denial) = response_class(response);
         bump(&self.hits[usize::from(denial)]);
     }
 
+    /// A lookup that found nothing to answer with.
     #[inline]
     pub fn miss(&self) {
-        bump(&self.requests);
         bump(&self.misses);
+    }
+
+    /// `coredns_cache_requests_total`: every lookup.
+    fn requests(&self) -> u64 {
+        self.hits.iter().map(Cell::get).sum::<u64>() + self.misses.get()
     }
 }
 
@@ -315,7 +320,6 @@ impl ShardStats {
                         server: server.clone(),
                         zones: zones.join(","),
                         block: b,
-                        requests: Cell::new(0),
                         hits: [Cell::new(0), Cell::new(0)],
                         misses: Cell::new(0),
                         drops: Cell::new(0),
@@ -360,7 +364,7 @@ impl ShardStats {
             let labels = [cache.server.as_str(), cache.zones.as_str(), ""];
             let typed =
                 |kind: &'static str| [cache.server.as_str(), kind, cache.zones.as_str(), ""];
-            out.counter(&m::CACHE_REQUESTS, &labels, cache.requests.get());
+            out.counter(&m::CACHE_REQUESTS, &labels, cache.requests());
             out.counter(&m::CACHE_HITS, &typed("success"), cache.hits[0].get());
             out.counter(&m::CACHE_HITS, &typed("denial"), cache.hits[1].get());
             out.counter(&m::CACHE_MISSES, &labels, cache.misses.get());
@@ -418,21 +422,10 @@ impl Meter {
         })
     }
 
-    /// A cache hit answered with `response`: counts the hit and the answer.
+    /// Where the query's series are.
     #[inline]
-    pub fn cache_hit(&self, stats: &ShardStats, response: &[u8]) {
-        let (rcode, denial) = response_class(response);
-        if let Some(cache) = stats.cache(self.series) {
-            cache.hit(denial);
-        }
-        self.report(stats, response.len(), rcode, Plugin::Cache);
-    }
-
-    #[inline]
-    pub fn cache_miss(&self, stats: &ShardStats) {
-        if let Some(cache) = stats.cache(self.series) {
-            cache.miss();
-        }
+    pub fn series(&self) -> BlockSeries {
+        self.series
     }
 
     /// An upstream answer that failed validation and was not cached.

@@ -9,7 +9,26 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
+use super::{Flow, Request};
+use crate::config::ServerBlock;
 use crate::wire;
+
+/// The plugin: looks for the block's probes among the HINFO queries, passes all on.
+pub struct Loop;
+
+impl Loop {
+    pub fn new(block: &ServerBlock) -> Option<Loop> {
+        block.loop_detect.then_some(Loop)
+    }
+
+    #[inline]
+    pub fn serve(&self, req: &Request<'_>) -> Flow {
+        if req.query.qtype == HINFO {
+            check(req.query.qname);
+        }
+        Flow::Next
+    }
+}
 
 /// Query type HINFO.
 pub const HINFO: u16 = 13;

@@ -13,8 +13,21 @@
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
-use crate::config::{Consolidate, LogLevel};
+use crate::config::{Consolidate, LogLevel, ServerBlock};
 use crate::limits::{ERRORS_KINDS_MAX, ERRORS_LINES_PER_KIND_MAX, ERRORS_STORM_PERIOD_SECS};
+
+/// The plugin: passes every query on; the miss path writes its failures to `log`.
+pub struct Errors {
+    pub log: ErrorLog,
+}
+
+impl Errors {
+    pub fn new(block: &ServerBlock) -> Option<Errors> {
+        block.errors.then(|| Errors {
+            log: ErrorLog::new(&block.errors_consolidate),
+        })
+    }
+}
 
 struct Rule {
     pattern: regex::Regex,

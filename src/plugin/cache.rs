@@ -1,0 +1,48 @@
+//! `cache`: answers from the block's cache shard (`crate::cache`) and counts the
+//! hit or the miss in the block's series once. A miss passes on; the miss path
+//! fills the cache through [`Cache::cell`] when the answer comes.
+
+use std::cell::RefCell;
+
+use super::{Flow, Origin, Request, Trail};
+use crate::cache;
+use crate::config::ServerBlock;
+
+pub struct Cache {
+    shard: RefCell<cache::Shard>,
+}
+
+impl Cache {
+    pub fn new(block: &ServerBlock, shards: usize) -> Option<Cache> {
+        let config = block.cache.as_ref()?;
+        Some(Cache {
+            shard: RefCell::new(cache::Shard::with_share(config, shards)),
+        })
+    }
+
+    /// The cache shard, for the miss path, the metrics and a reload's hand-over.
+    pub fn cell(&self) -> &RefCell<cache::Shard> {
+        &self.shard
+    }
+
+    #[inline]
+    pub fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
+        let max_len = out.len();
+        let lookup = self
+            .shard
+            .borrow_mut()
+            .lookup(req.query, req.now, out, max_len);
+        let series = trail.meter.and_then(|m| req.stats.cache(m.series()));
+        let Some(len) = lookup.reply_len() else {
+            if let Some(series) = series {
+                series.miss();
+            }
+            return Flow::Next;
+        };
+        if let (Some(series), Some(answer)) = (series, out.get(..len)) {
+            series.hit(answer);
+        }
+        trail.refresh = lookup.must_refresh();
+        Flow::Answer(len, Origin::Cache)
+    }
+}

@@ -1,0 +1,275 @@
+//! The plugin chain of a server block: its plugins in node-cache's order (CoreDNS
+//! `plugin.cfg`, see [`ORDER`]), each a type with one entry point, [`Plugin::serve`],
+//! that answers the query, drops it, hands it to the miss path, or passes it to the
+//! next plugin. Plugins that a query passed see its answer on the way back, last
+//! first ([`Plugin::back`]: count it, log it, rewrite it), whether the answer was
+//! written at once or arrives later from the miss path: the two halves of CoreDNS's
+//! `ServeDNS` and its `ResponseWriter` wrapper.
+//!
+//! Dispatch is static (a `match` on [`Plugin`]) and a query allocates nothing on its
+//! way through: what a plugin keeps for the way back goes in the query's [`Trail`].
+//! The chain knows nothing of shards, sockets or tasks: the server runs it
+//! (`server/query.rs`) and resolves what it defers (`server/miss.rs`). How to add a
+//! plugin: README.md beside this file.
+
+mod acl;
+mod cache;
+pub mod errors;
+mod forward;
+mod log;
+pub mod loop_detect;
+mod prometheus;
+mod whoami;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::config::ServerBlock;
+use crate::telemetry::{Meter, Proto, QueryLog, ShardStats};
+use crate::upstream::{Forwarder, Transport};
+use crate::wire::{self, Query, Rcode};
+
+pub use crate::telemetry::Plugin as Origin;
+pub use errors::ErrorLog;
+
+/// node-cache's plugin order (CoreDNS `plugin.cfg` of k8s-dns-node-cache, plus our
+/// `acl` where CoreDNS has it, and `ready`): a query meets the plugins of its block in
+/// this order. Directives that configure the server rather than handle queries
+/// (timeouts, reload, bufsize, bind, health, pprof, ready) are not links of the
+/// chain; `bufsize` is read by `forward`.
+pub const ORDER: [&str; 22] = [
+    "timeouts",
+    "reload",
+    "bufsize",
+    "bind",
+    "debug",
+    "trace",
+    "health",
+    "ready",
+    "pprof",
+    "prometheus",
+    "errors",
+    "log",
+    "dns64",
+    "acl",
+    "loadbalance",
+    "cache",
+    "rewrite",
+    "template",
+    "hosts",
+    "loop",
+    "forward",
+    "whoami",
+];
+
+/// One query on its way down a chain: what every plugin may read.
+pub struct Request<'a> {
+    /// Parsed once, when the query arrived on this shard.
+    pub query: &'a Query<'a>,
+    pub client: SocketAddr,
+    pub transport: Transport,
+    /// The listening address the query came in on (index on this shard).
+    pub endpoint: usize,
+    /// The block's index, and the index of the zone that matched in it.
+    pub block: usize,
+    pub zone: usize,
+    /// The largest answer the client takes.
+    pub max_len: usize,
+    pub now: Instant,
+    /// The shard's metric series (written by `prometheus` and `cache`).
+    pub stats: &'a ShardStats,
+}
+
+impl Request<'_> {
+    pub fn proto(&self) -> Proto {
+        match self.transport {
+            Transport::Udp => Proto::Udp,
+            Transport::Tcp => Proto::Tcp,
+        }
+    }
+}
+
+/// What the plugins a query passed leave for its way back, and for the server.
+#[derive(Default)]
+pub struct Trail {
+    /// `prometheus`: the query's series.
+    pub meter: Option<Meter>,
+    /// `log`: the query's line, written when the answer is.
+    pub log: Option<QueryLog>,
+    /// `cache`: the answer came from an entry that wants a refresh (prefetch, stale).
+    pub refresh: bool,
+    /// The plugins before this index passed the query (and see its answer).
+    passed: usize,
+}
+
+/// What a plugin, or the whole chain, did with a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Pass to the next plugin.
+    Next,
+    /// An answer of this many bytes is in the output buffer, written by `Origin`.
+    Answer(usize, Origin),
+    /// Send nothing.
+    Drop,
+    /// Forward: the miss path resolves the query and answers later.
+    Defer,
+}
+
+/// A link of the chain: one variant per plugin, each in its own module.
+// Built once per block and shard, a handful per chain: the cache's inline size costs
+// a few hundred bytes, a box would cost an indirection on every hit.
+#[allow(clippy::large_enum_variant)]
+pub enum Plugin {
+    Prometheus(prometheus::Prometheus),
+    Errors(errors::Errors),
+    Log(log::Log),
+    Acl(acl::Acl),
+    Cache(cache::Cache),
+    Loop(loop_detect::Loop),
+    Forward(forward::Forward),
+    Whoami(whoami::Whoami),
+}
+
+impl Plugin {
+    /// The plugin's verdict on `req`; an answer goes into `out`, whose length is the
+    /// client's limit.
+    #[inline]
+    fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
+        match self {
+            Plugin::Prometheus(p) => p.serve(req, trail),
+            Plugin::Errors(_) => Flow::Next,
+            Plugin::Log(p) => p.serve(req, trail),
+            Plugin::Acl(p) => p.serve(req, out),
+            Plugin::Cache(p) => p.serve(req, trail, out),
+            Plugin::Loop(p) => p.serve(req),
+            Plugin::Forward(p) => p.serve(req),
+            Plugin::Whoami(p) => p.serve(req, out),
+        }
+    }
+
+    /// The way back: `answer` (empty: nothing was sent), written by `origin`.
+    #[inline]
+    fn back(&self, stats: &ShardStats, trail: &Trail, answer: &[u8], origin: Origin) {
+        match self {
+            Plugin::Prometheus(_) => prometheus::back(stats, trail, answer, origin),
+            Plugin::Log(_) => log::back(trail, answer),
+            Plugin::Errors(_)
+            | Plugin::Acl(_)
+            | Plugin::Cache(_)
+            | Plugin::Loop(_)
+            | Plugin::Forward(_)
+            | Plugin::Whoami(_) => {}
+        }
+    }
+}
+
+/// A server block's plugins, in [`ORDER`].
+pub struct Chain {
+    plugins: Box<[Plugin]>,
+}
+
+impl Chain {
+    /// The chain of `block` on one of `shards` shards.
+    pub fn new(block: &ServerBlock, shards: usize) -> Chain {
+        let plugins = ORDER
+            .iter()
+            .filter_map(|name| Chain::plugin(name, block, shards))
+            .collect();
+        Chain { plugins }
+    }
+
+    /// The plugin `name` of `block`, if the block has it and it handles queries.
+    fn plugin(name: &str, block: &ServerBlock, shards: usize) -> Option<Plugin> {
+        Some(match name {
+            "prometheus" => Plugin::Prometheus(prometheus::Prometheus::new(block)?),
+            "errors" => Plugin::Errors(errors::Errors::new(block)?),
+            "log" => Plugin::Log(log::Log::new(block)?),
+            "acl" => Plugin::Acl(acl::Acl::new(block)?),
+            "cache" => Plugin::Cache(cache::Cache::new(block, shards)?),
+            "loop" => Plugin::Loop(loop_detect::Loop::new(block)?),
+            "forward" => Plugin::Forward(forward::Forward::new(block, shards)?),
+            "whoami" => Plugin::Whoami(whoami::Whoami::new(block)?),
+            _ => return None,
+        })
+    }
+
+    /// Runs `req` down the chain until a plugin answers, drops or defers it. An
+    /// answer written here goes back through the plugins it passed at once; a
+    /// deferred one goes back when the miss path calls [`Chain::back`]. A query no
+    /// plugin answers is answered SERVFAIL, as CoreDNS does at the chain's end.
+    #[inline]
+    pub fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            trail.passed = index;
+            match plugin.serve(req, trail, out) {
+                Flow::Next => {}
+                Flow::Answer(len, origin) => {
+                    self.back(req.stats, trail, out.get(..len).unwrap_or_default(), origin);
+                    return Flow::Answer(len, origin);
+                }
+                flow => return flow,
+            }
+        }
+        trail.passed = self.plugins.len();
+        let len = wire::write_error_reply(req.query.packet, Rcode::ServFail, out);
+        self.back(
+            req.stats,
+            trail,
+            out.get(..len).unwrap_or_default(),
+            Origin::Server,
+        );
+        Flow::Answer(len, Origin::Server)
+    }
+
+    /// The way back of `answer`: every plugin the query passed, last first.
+    pub fn back(&self, stats: &ShardStats, trail: &Trail, answer: &[u8], origin: Origin) {
+        let passed = self.plugins.get(..trail.passed).unwrap_or_default();
+        for plugin in passed.iter().rev() {
+            plugin.back(stats, trail, answer, origin);
+        }
+    }
+
+    /// The block's cache, for the miss path (insert, stale answers, refreshes).
+    pub fn cache(&self) -> Option<&cache::Cache> {
+        self.plugins.iter().find_map(|p| match p {
+            Plugin::Cache(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// The block's upstreams, for the miss path.
+    pub fn forward(&self) -> Option<&forward::Forward> {
+        self.plugins.iter().find_map(|p| match p {
+            Plugin::Forward(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// The block's forwarder, for the miss path and the metrics.
+    pub fn forwarder(&self) -> Option<&Rc<Forwarder>> {
+        self.forward().map(|f| &f.forwarder)
+    }
+
+    /// The block's error log (`errors`).
+    pub fn errors(&self) -> Option<&ErrorLog> {
+        self.plugins.iter().find_map(|p| match p {
+            Plugin::Errors(e) => Some(&e.log),
+            _ => None,
+        })
+    }
+
+    /// Queries the block's `acl` refused and dropped.
+    pub fn acl_counts(&self) -> (u64, u64) {
+        self.plugins
+            .iter()
+            .find_map(|p| match p {
+                Plugin::Acl(a) => Some(a.counts()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub use cache::Cache;
+pub use forward::Forward;

@@ -32,7 +32,10 @@ impl Cache {
             .shard
             .borrow_mut()
             .lookup(req.query, req.now, out, max_len);
-        let series = trail.meter.and_then(|m| req.stats.cache(m.series()));
+        let series = trail
+            .meter
+            .as_ref()
+            .and_then(|m| req.stats.cache(m.series()));
         let Some(len) = lookup.reply_len() else {
             if let Some(series) = series {
                 series.miss();

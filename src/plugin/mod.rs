@@ -201,15 +201,15 @@ impl Chain {
     #[inline]
     pub fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
         for (index, plugin) in self.plugins.iter().enumerate() {
-            trail.passed = index;
-            match plugin.serve(req, trail, out) {
-                Flow::Next => {}
-                Flow::Answer(len, origin) => {
-                    self.back(req.stats, trail, out.get(..len).unwrap_or_default(), origin);
-                    return Flow::Answer(len, origin);
-                }
-                flow => return flow,
+            let flow = plugin.serve(req, trail, out);
+            if flow == Flow::Next {
+                continue;
             }
+            trail.passed = index;
+            if let Flow::Answer(len, origin) = flow {
+                self.back(req.stats, trail, out.get(..len).unwrap_or_default(), origin);
+            }
+            return flow;
         }
         trail.passed = self.plugins.len();
         let len = wire::write_error_reply(req.query.packet, Rcode::ServFail, out);
@@ -223,7 +223,11 @@ impl Chain {
     }
 
     /// The way back of `answer`: every plugin the query passed, last first.
+    #[inline]
     pub fn back(&self, stats: &ShardStats, trail: &Trail, answer: &[u8], origin: Origin) {
+        if trail.passed == 0 {
+            return;
+        }
         let passed = self.plugins.get(..trail.passed).unwrap_or_default();
         for plugin in passed.iter().rev() {
             plugin.back(stats, trail, answer, origin);

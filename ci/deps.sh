@@ -19,6 +19,11 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v go >/dev/null || need+=(golang-go)
 command -v node >/dev/null || need+=(nodejs)
+# The image (ci/image.sh) and its tests (tests/simnode/image.rs): podman with runc,
+# a Debian base made by debootstrap.
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 if ((${#need[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -306,12 +306,14 @@ fn daemonset_essentials_per_mode() {
             .capabilities
             .as_ref()
             .unwrap();
-        // NET_ADMIN for the interface and the rules; BPF for the reuseport program
-        // that migrates queued TCP connections at a hand-over (deploy/ROLLOUT.md).
+        // NET_ADMIN for the interface and the rules; NET_RAW for iptables-legacy
+        // (its socket is raw) on legacy nodes; NET_BIND_SERVICE for port 53 once
+        // ALL is dropped (tests/simnode's image tests fail without each); BPF for the reuseport program that migrates queued TCP connections at
+        // a hand-over (deploy/ROLLOUT.md).
         let want: &[&str] = if lrp {
             &["NET_BIND_SERVICE"]
         } else {
-            &["NET_ADMIN", "BPF"]
+            &["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "BPF"]
         };
         let want: Vec<String> = want.iter().map(|c| c.to_string()).collect();
         assert_eq!(caps.add.as_deref(), Some(&want[..]), "{label}");
@@ -390,7 +392,11 @@ fn dockerfile_builds_the_binary_and_ships_iptables() {
     assert!(stages[0].contains(" AS build"), "{stages:?}");
     assert!(text.contains("cargo build --release --locked --bin nodelocaldns"));
     let run = &text[text.rfind("\nFROM ").unwrap()..];
-    assert!(run.contains("COPY --from=build /out/nodelocaldns /usr/local/bin/nodelocaldns"));
+    // The run stage copies from `binary`: the build stage by default, or the host's
+    // build imported as an image (ci/image.sh's local path).
+    assert!(text.contains("ARG BINARY=build"));
+    assert!(text.contains("FROM ${BINARY} AS binary"));
+    assert!(run.contains("COPY --from=binary /out/nodelocaldns /usr/local/bin/nodelocaldns"));
     assert!(run.contains("iptables"), "the run stage installs iptables");
     assert!(run.contains("--no-install-recommends"));
     assert!(run.contains(

@@ -9,6 +9,7 @@ mod clients;
 #[allow(dead_code)]
 #[path = "../node/harness.rs"]
 mod harness;
+mod image;
 mod node;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,0 +1,423 @@
+//! The real image (`make image`, `ci/image.sh`) on the simulated node: podman joins
+//! the node's network namespace as a DaemonSet pod with `hostNetwork: true` does, with
+//! the manifest's capabilities, `/run/xtables.lock` mounted and the node's files
+//! mounted at the same paths. The image is built once per test run (a lock serialises
+//! the tests; a rebuild with nothing changed only checks the label).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::harness::wait_until;
+use crate::node::{
+    can_run, manifest, Node, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, NODE_IP, OUR_RULES,
+};
+
+/// The tag `make image` gives by default.
+pub const IMAGE: &str = "nodelocaldns:dev";
+
+/// Options every container of these tests needs on this kind of host: runc (crun
+/// refuses hybrid cgroup hierarchies) and rlimits within the host's hard limits
+/// (podman's defaults exceed them, and runc then refuses to start the container).
+const RUN_OPTS: &[&str] = &[
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=16384:16384",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// True when podman and runc are here (ci/deps.sh installs them); otherwise the test
+/// fails with the reason.
+pub fn require_podman() {
+    for tool in ["podman", "runc", "debootstrap"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{tool} is missing: run ci/deps.sh (apt-get install podman runc debootstrap)"
+        );
+    }
+}
+
+/// Builds the image (once per run: `ci/image.sh` skips the build when the binary,
+/// the Dockerfile and the entrypoint are those of the image already there).
+pub fn build_image() {
+    require_podman();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(root.join("target/image")).unwrap();
+    let out = Command::new("flock")
+        .arg(root.join("target/image/.lock"))
+        .arg(root.join("ci/image.sh"))
+        .env("IMAGE", IMAGE)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("flock ci/image.sh");
+    assert!(
+        out.status.success(),
+        "make image failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A container of the image, removed on drop (also when the test fails).
+pub struct Container {
+    pub name: String,
+}
+
+impl Container {
+    /// Runs the image in the node's namespace with the DaemonSet's args of `mode`,
+    /// the test's paths and pace ([`Node::test_args`]) and `extra` podman options.
+    pub fn start(node: &Node, mode: &str, extra: &[&str]) -> Container {
+        Container::start_named(node, mode, extra, "")
+    }
+
+    /// [`Container::start`] with a suffix for a second container beside the first.
+    pub fn start_named(node: &Node, mode: &str, extra: &[&str], suffix: &str) -> Container {
+        build_image();
+        let (args, template) = manifest(mode);
+        std::fs::write(node.node.path("Corefile.base"), template).unwrap();
+        let cm = node.node.path("kube-dns");
+        std::fs::create_dir_all(&cm).unwrap();
+        std::fs::write(
+            cm.join("stubDomains"),
+            format!("{{\"acme.local\": [\"{}\"]}}", crate::node::STUB_DNS),
+        )
+        .unwrap();
+        let name = format!("{}{suffix}", node.node.name);
+        let caps = capability_opts(mode);
+        let seccomp = seccomp_with_io_uring(node);
+        let dir = node.node.dir.path().display().to_string();
+        let mut command = Command::new("podman");
+        command
+            .args(["run", "-d", "--name", &name])
+            .args(RUN_OPTS)
+            .arg("--network")
+            .arg(format!("ns:/run/netns/{}", node.node.name))
+            .args(["-v", &format!("{dir}:{dir}")])
+            .args([
+                "-e",
+                &format!("KUBE_DNS_UPSTREAM_SERVICE_HOST={KUBE_DNS_UPSTREAM}"),
+            ])
+            .args(["-e", "RUST_LOG=info"])
+            .args(&caps)
+            .args(["--security-opt", &format!("seccomp={}", seccomp.display())])
+            .args(extra)
+            .arg(IMAGE)
+            .args(&args)
+            .args(node.test_args());
+        let out = run(&mut command);
+        assert!(
+            out.status.success(),
+            "podman run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Container { name }
+    }
+
+    /// What the container printed (its stderr is the cache's log).
+    pub fn log(&self) -> String {
+        let out = run(Command::new("podman").args(["logs", &self.name]));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// True while the container runs.
+    pub fn running(&self) -> bool {
+        let out = run(Command::new("podman").args([
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &self.name,
+        ]));
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    }
+
+    /// `podman stop` (SIGTERM, then SIGKILL after `grace`); the exit code.
+    pub fn stop(&self, grace: Duration) -> i64 {
+        let secs = grace.as_secs().to_string();
+        let out = run(Command::new("podman").args(["stop", "-t", &secs, &self.name]));
+        assert!(
+            out.status.success(),
+            "podman stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(wait_until(Duration::from_secs(5), || !self.running()));
+        let out = run(Command::new("podman").args([
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}}",
+            &self.name,
+        ]));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The container runtime's default seccomp profile with io_uring allowed, as the
+/// Localhost profile an operator gives the DaemonSet for the io_uring engine: the
+/// default profiles of podman, containerd 2 and Docker 25+ deny io_uring, and the
+/// cache has no other engine yet. Made from the host's own default profile
+/// (containers-common), so nothing else is allowed.
+fn seccomp_with_io_uring(node: &Node) -> std::path::PathBuf {
+    const DEFAULT: &str = "/usr/share/containers/seccomp.json";
+    let text = std::fs::read_to_string(DEFAULT)
+        .unwrap_or_else(|e| panic!("{DEFAULT} (podman's containers-common): {e}"));
+    let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
+    profile["syscalls"]
+        .as_array_mut()
+        .expect("syscalls")
+        .push(serde_json::json!({
+            "names": ["io_uring_setup", "io_uring_enter", "io_uring_register"],
+            "action": "SCMP_ACT_ALLOW"
+        }));
+    let path = node.node.path("seccomp-io-uring.json");
+    std::fs::write(&path, profile.to_string()).unwrap();
+    path
+}
+
+/// The DaemonSet's `securityContext.capabilities` of `mode`, as podman options.
+fn capability_opts(mode: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes")
+        .join(mode)
+        .join("nodelocaldns.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut opts = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let doc = <serde_json::Value as serde::Deserialize>::deserialize(doc).unwrap();
+        if doc["kind"] != "DaemonSet" {
+            continue;
+        }
+        let caps =
+            &doc["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"];
+        for (key, flag) in [("drop", "--cap-drop"), ("add", "--cap-add")] {
+            for cap in caps[key].as_array().into_iter().flatten() {
+                opts.push(flag.to_string());
+                opts.push(cap.as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(!opts.is_empty(), "{mode}: the DaemonSet sets capabilities");
+    opts
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+/// Longest wait for something the cache does within a second or two (the container
+/// adds podman's start).
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// The host's xtables lock, which the DaemonSet mounts (hostPath, FileOrCreate).
+const XTABLES_LOCK: &str = "/run/xtables.lock";
+
+fn xtables_lock_mount() -> [String; 2] {
+    if !Path::new(XTABLES_LOCK).exists() {
+        std::fs::File::create(XTABLES_LOCK).expect("create /run/xtables.lock");
+    }
+    ["-v".into(), format!("{XTABLES_LOCK}:{XTABLES_LOCK}")]
+}
+
+/// Our rules' lines in the node's `iptables-<backend>-save` (v4 and v6).
+fn rules_in(node: &Node, backend: &str) -> usize {
+    [
+        format!("iptables-{backend}-save"),
+        format!("ip6tables-{backend}-save"),
+    ]
+    .iter()
+    .map(|save| {
+        node.node
+            .run_ok(&[save])
+            .lines()
+            .filter(|l| l.contains(OUR_RULES))
+            .count()
+    })
+    .sum()
+}
+
+fn dnat_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with('-'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn image_iptables_mode_resolves_and_stop_leaves_the_node_as_it_was() {
+    if !can_run() {
+        return;
+    }
+    let node = Node::build("img");
+    let direct_udp = node.cluster.udp();
+    let lock = xtables_lock_mount();
+    let cache = Container::start(&node, "iptables", &[&lock[0], &lock[1]]);
+    assert!(
+        wait_until(SETTLE, || node.our_rules() == 24),
+        "rules: {}\n{}",
+        node.our_rules(),
+        cache.log()
+    );
+    assert_eq!(
+        node.resolve("kubernetes.default"),
+        vec!["10.96.0.1"],
+        "{}",
+        cache.log()
+    );
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    let after_first = node.cluster.total();
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    assert_eq!(
+        node.cluster.total(),
+        after_first,
+        "repeated lookups are hits"
+    );
+    assert_eq!(
+        node.cluster.udp(),
+        direct_udp,
+        "the cache forwards over TCP"
+    );
+    assert_eq!(node.resolve("www.acme.local"), vec!["192.0.2.53"]);
+    assert_eq!(node.conntrack_dns(KUBE_DNS), 0, "NOTRACK for the pod's DNS");
+    assert_eq!(node.conntrack_dns(LOCAL_DNS), 0);
+    assert!(node
+        .node
+        .addresses("nodelocaldns")
+        .iter()
+        .any(|(_, ip, _)| ip == KUBE_DNS));
+
+    // `podman stop`: SIGTERM to the entrypoint's exec'd cache, which tears down.
+    assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
+    assert_eq!(node.our_rules(), 0, "{}", cache.log());
+    assert!(!node.node.link_exists("nodelocaldns"));
+    assert_eq!(
+        dnat_lines(&node.node.run_ok(&["iptables-save", "-t", "nat"])),
+        dnat_lines(&node.nat_before)
+    );
+    let udp = node.cluster.udp();
+    assert_eq!(
+        node.resolve("web.default.svc.cluster.local"),
+        vec!["10.96.5.5"]
+    );
+    assert!(node.cluster.udp() > udp, "kube-proxy's DNAT path again");
+}
+
+#[test]
+fn image_entrypoint_puts_rules_in_the_backend_the_node_uses() {
+    if !can_run() {
+        return;
+    }
+    for backend in ["nft", "legacy"] {
+        let node = Node::build(&format!("be{backend}"));
+        if backend == "legacy" {
+            // kube-proxy on a legacy node: its DNAT in the legacy tables, none in nft.
+            let nat = node.node.run_ok(&["iptables-nft-save", "-t", "nat"]);
+            let file = node.node.path("nat.rules");
+            std::fs::write(&file, &nat).unwrap();
+            node.node.run_ok(&["iptables-nft", "-t", "nat", "-F"]);
+            node.node.run_ok(&[
+                "sh",
+                "-c",
+                &format!("iptables-legacy-restore < {}", file.display()),
+            ]);
+            node.node.run_ok(&["nft", "flush", "ruleset"]);
+        }
+        let other = if backend == "nft" { "legacy" } else { "nft" };
+        let lock = xtables_lock_mount();
+        let cache = Container::start(&node, "iptables", &[&lock[0], &lock[1]]);
+        assert!(
+            wait_until(SETTLE, || rules_in(&node, backend) == 24),
+            "{backend}: {} rules\n{}",
+            rules_in(&node, backend),
+            cache.log()
+        );
+        assert_eq!(rules_in(&node, other), 0, "{backend} node: none in {other}");
+        assert_eq!(
+            node.resolve("kubernetes.default"),
+            vec!["10.96.0.1"],
+            "{backend}: {}",
+            cache.log()
+        );
+        assert_eq!(node.conntrack_dns(KUBE_DNS), 0, "{backend}");
+        assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
+        assert_eq!(rules_in(&node, backend), 0, "{backend}: torn down");
+    }
+}
+
+#[test]
+fn image_cilium_lrp_mode_runs_without_net_admin() {
+    if !can_run() {
+        return;
+    }
+    let node = Node::build("imglrp");
+    // Cilium's redirect, played by a DNAT of the kube-dns IP to the node's address.
+    for proto in ["udp", "tcp"] {
+        node.node.run_ok(&[
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-I",
+            "PREROUTING",
+            "-d",
+            KUBE_DNS,
+            "-p",
+            proto,
+            "--dport",
+            "53",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &format!("{NODE_IP}:53"),
+        ]);
+    }
+    let nat = node.node.run_ok(&["iptables-save", "-t", "nat"]);
+    let cache = Container::start(&node, "cilium-lrp", &[]);
+    assert!(
+        wait_until(SETTLE, || node.resolve("kubernetes.default")
+            == vec!["10.96.0.1"]),
+        "{}",
+        cache.log()
+    );
+    let total = node.cluster.total();
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    assert_eq!(node.cluster.total(), total, "a hit");
+    assert!(!node.node.link_exists("nodelocaldns"));
+    assert_eq!(node.our_rules(), 0);
+    assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
+    assert_eq!(
+        dnat_lines(&node.node.run_ok(&["iptables-save", "-t", "nat"])),
+        dnat_lines(&nat)
+    );
+}

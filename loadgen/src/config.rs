@@ -181,7 +181,8 @@ pub struct Args {
     /// Exit with code 3 and the reason when any condition holds, e.g.
     /// 'p99>2ms,loss>0.1%,qps<50000' (figures: min mean p50 p90 p99 p99.9 p99.99 max
     /// lag_p50 lag_p99 lag_max loss qps sent answered lost mismatched truncated
-    /// send_errors; comparisons > >= < <=; times in us, ms or s).
+    /// send_errors, and with --pods lookup_p50 lookup_p99 lookup_max lookups (per
+    /// second); comparisons > >= < <=; times in us, ms or s).
     #[arg(long = "fail-if", value_name = "CONDITIONS")]
     pub fail_if: Option<String>,
     /// Wait until this wall-clock time before sending (RFC 3339, e.g.

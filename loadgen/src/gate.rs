@@ -36,7 +36,7 @@ pub enum GateError {
 
 /// Every figure a gate may name.
 const FIGURES: &str = "min mean p50 p90 p99 p99.9 p99.99 max lag_p50 lag_p99 lag_max loss qps \
-sent answered lost mismatched truncated send_errors";
+sent answered lost mismatched truncated send_errors lookup_p50 lookup_p99 lookup_max lookups";
 
 /// What a figure measures, which decides its unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,6 +106,10 @@ pub struct Figures {
     pub qps: f64,
     /// Lost share, percent.
     pub loss_pct: f64,
+    /// Lookup latency percentiles (pod model; zeros otherwise).
+    pub lookup_latency: Percentiles,
+    /// Lookups per second (pod model).
+    pub lookups_per_sec: f64,
 }
 
 impl Figures {
@@ -131,6 +135,10 @@ impl Figures {
             "mismatched" => c.mismatched as f64,
             "truncated" => c.truncated as f64,
             "send_errors" => c.send_errors as f64,
+            "lookup_p50" => self.lookup_latency.p50_us,
+            "lookup_p99" => self.lookup_latency.p99_us,
+            "lookup_max" => self.lookup_latency.max_us,
+            "lookups" => self.lookups_per_sec,
             _ => return None,
         })
     }
@@ -139,9 +147,8 @@ impl Figures {
 fn kind_of(figure: &str) -> Option<Kind> {
     match figure {
         "loss" => Some(Kind::Percent),
-        "qps" | "sent" | "answered" | "lost" | "mismatched" | "truncated" | "send_errors" => {
-            Some(Kind::Count)
-        }
+        "qps" | "sent" | "answered" | "lost" | "mismatched" | "truncated" | "send_errors"
+        | "lookups" => Some(Kind::Count),
         f if Figures::default().get(f).is_some() => Some(Kind::Time),
         _ => None,
     }
@@ -266,6 +273,20 @@ mod tests {
             loss_pct: 0.05,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn lookup_figures_gate() {
+        let f = Figures {
+            lookup_latency: Percentiles {
+                p99_us: 9000.0,
+                ..Default::default()
+            },
+            lookups_per_sec: 500.0,
+            ..Default::default()
+        };
+        let tripped = check(&parse("lookup_p99>5ms,lookups<1000").unwrap(), &f);
+        assert_eq!(tripped.len(), 2, "{tripped:?}");
     }
 
     #[test]

@@ -103,6 +103,12 @@ pub const MERGE_INPUTS_MAX: usize = 10_000;
 /// per-second series and histograms is a few MB).
 pub const REPORT_BYTES_MAX: u64 = 256 << 20;
 
+/// Seconds of a JSON report's series that carry their own histograms (about 5 KB
+/// a second, deflated): an hour, so a report stays far below
+/// [`REPORT_BYTES_MAX`]; later seconds carry counts and percentiles only, and a
+/// merge adds only their counts.
+pub const SECOND_HISTOGRAMS_MAX: usize = 3600;
+
 /// Seconds of a merged per-second series (a week); later seconds are left out.
 pub const SERIES_SECONDS_MAX: u64 = 7 * 86_400;
 
@@ -163,3 +169,4 @@ const _: () = assert!(SEARCH_DOMAINS_MAX > 3);
 const _: () = assert!(LOOKUP_STARTS_PER_PASS <= LOOKUPS_IN_FLIGHT_MAX);
 // A step's queries (A and AAAA) go out in one batch.
 const _: () = assert!(BATCH_MSGS_MAX >= 2);
+const _: () = assert!((SECOND_HISTOGRAMS_MAX as u64) * (64 << 10) < REPORT_BYTES_MAX);

@@ -18,8 +18,10 @@ use thiserror::Error;
 
 use crate::gate::{self, Figures, GateError};
 use crate::limits::{MERGE_INPUTS_MAX, REPORT_BYTES_MAX, SERIES_SECONDS_MAX};
-use crate::report::{self, EncodedHistograms, ReportError};
-use crate::stats::{decode_histogram, new_histogram, Counters, HistogramError, Percentiles};
+use crate::report::{self, EncodedHistograms, LookupSummary, ReportError, SecondHistograms};
+use crate::stats::{
+    decode_histogram, new_histogram, Counters, HistogramError, Percentiles, SecondStats,
+};
 
 /// Merge dnsload JSON reports into one, exactly (full histograms, not percentiles).
 #[derive(Debug, Parser)]
@@ -31,6 +33,12 @@ pub struct MergeArgs {
     /// Write the merged report as JSON.
     #[arg(long = "json", value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Write the merged per-second series as CSV (the columns of a run's CSV).
+    #[arg(long = "csv", value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+    /// Draw the merged latency percentiles and QPS over time as SVG.
+    #[arg(long = "plot", value_name = "PATH.svg")]
+    pub plot: Option<PathBuf>,
     /// Exit with code 3 when a condition holds for the merged figures (as for a run).
     #[arg(long = "fail-if", value_name = "CONDITIONS")]
     pub fail_if: Option<String>,
@@ -88,13 +96,24 @@ struct Input {
     latency_origin: String,
     /// Full histograms.
     histograms: EncodedHistograms,
-    /// Per-second counts.
+    /// Per-second counts and histograms.
     #[serde(default)]
     series: Vec<InputSecond>,
+    /// Lookup figures (pod model).
+    #[serde(default)]
+    lookups: Option<InputLookups>,
 }
 
-/// One second of an input's series (counts only; percentiles do not add up).
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+/// The lookup figures a merge adds up (the rest comes from the counts and the
+/// lookup-latency histogram).
+#[derive(Debug, Deserialize)]
+struct InputLookups {
+    lookups_per_sec: f64,
+}
+
+/// One second of an input's series: counts, and the second's histograms
+/// (percentiles do not add up; histograms do).
+#[derive(Debug, Default, Clone, Deserialize)]
 struct InputSecond {
     second: u64,
     sent: u64,
@@ -102,7 +121,18 @@ struct InputSecond {
     lost: u64,
     mismatched: u64,
     truncated: u64,
-    qps: f64,
+    #[serde(default)]
+    lookups: u64,
+    #[serde(default)]
+    histograms: Option<SecondHistograms>,
+}
+
+/// One merged second.
+struct MergedSecond {
+    counters: Counters,
+    latency: Histogram<u64>,
+    send_lag: Histogram<u64>,
+    lookup: Histogram<u64>,
 }
 
 /// Where a merged report came from.
@@ -132,8 +162,12 @@ pub struct Merged {
     pub latency: Histogram<u64>,
     /// All send-lag samples.
     pub send_lag: Histogram<u64>,
-    /// Per wall-clock second since the earliest start, counts summed.
-    series: BTreeMap<u64, InputSecond>,
+    /// All lookup-latency samples (pod model).
+    pub lookup_latency: Histogram<u64>,
+    /// Summed lookups per second.
+    lookups_per_sec: f64,
+    /// Per wall-clock second since the earliest start, counts and histograms summed.
+    series: BTreeMap<u64, MergedSecond>,
 }
 
 /// Entry point of `dnsload merge` (the arguments after "merge").
@@ -175,6 +209,15 @@ fn run(args: &MergeArgs) -> Result<Vec<gate::Tripped>, MergeError> {
             source,
         })?;
         report::write(path, &text)?;
+    }
+    if let Some(path) = &args.csv {
+        report::write(path, &report::csv_of(&merged.seconds()))?;
+    }
+    if let Some(path) = &args.plot {
+        crate::plot::write_svg(&merged.seconds(), path).map_err(|reason| ReportError::Plot {
+            path: path.clone(),
+            reason,
+        })?;
     }
     Ok(gate::check(&gates.unwrap_or_default(), &merged.figures()))
 }
@@ -243,6 +286,8 @@ impl Merged {
             },
             latency: new_histogram(),
             send_lag: new_histogram(),
+            lookup_latency: new_histogram(),
+            lookups_per_sec: 0.0,
             series: BTreeMap::new(),
         }
     }
@@ -258,8 +303,14 @@ impl Merged {
         // Same bounds (checked by the decoder), so adding cannot fail or lose samples.
         let _ = self.latency.add(&latency);
         let _ = self.send_lag.add(&send_lag);
+        if let Some(text) = &input.histograms.lookup_latency_ns_v2_base64 {
+            let _ = self
+                .lookup_latency
+                .add(decode_histogram(text).map_err(hist_err)?);
+        }
         self.counters.add(&input.counters);
         self.qps += input.qps;
+        self.lookups_per_sec += input.lookups.as_ref().map_or(0.0, |l| l.lookups_per_sec);
         let offset = (input.started_unix_secs - self.started_unix_secs)
             .round()
             .max(0.0) as u64;
@@ -268,14 +319,32 @@ impl Merged {
             if second > SERIES_SECONDS_MAX {
                 continue;
             }
-            let row = self.series.entry(second).or_default();
-            row.second = second;
-            row.sent += s.sent;
-            row.answered += s.answered;
-            row.lost += s.lost;
-            row.mismatched += s.mismatched;
-            row.truncated += s.truncated;
-            row.qps += s.qps;
+            let row = self.series.entry(second).or_insert_with(|| MergedSecond {
+                counters: Counters::default(),
+                latency: new_histogram(),
+                send_lag: new_histogram(),
+                lookup: new_histogram(),
+            });
+            row.counters.add(&Counters {
+                sent: s.sent,
+                answered: s.answered,
+                lost: s.lost,
+                mismatched: s.mismatched,
+                truncated: s.truncated,
+                lookups: s.lookups,
+                ..Counters::default()
+            });
+            if let Some(h) = &s.histograms {
+                let _ = row
+                    .latency
+                    .add(decode_histogram(&h.latency_ns).map_err(hist_err)?);
+                let _ = row
+                    .send_lag
+                    .add(decode_histogram(&h.send_lag_ns).map_err(hist_err)?);
+                if let Some(l) = &h.lookup_latency_ns {
+                    let _ = row.lookup.add(decode_histogram(l).map_err(hist_err)?);
+                }
+            }
         }
         self.sources.push(Source {
             path,
@@ -284,6 +353,32 @@ impl Merged {
             answered: input.counters.answered,
         });
         Ok(())
+    }
+
+    /// The merged per-second series (percentiles from the summed histograms of
+    /// each second).
+    pub fn seconds(&self) -> Vec<SecondStats> {
+        self.series
+            .iter()
+            .map(|(&second, m)| {
+                SecondStats::new(
+                    second,
+                    m.counters.clone(),
+                    m.latency.clone(),
+                    m.send_lag.clone(),
+                    m.lookup.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Lookup figures, when the runs had lookups (pod model).
+    fn lookups(&self) -> Option<LookupSummary> {
+        (self.counters.lookups > 0).then(|| {
+            let mut l = LookupSummary::of(&self.counters, &self.lookup_latency, 1.0, None);
+            l.lookups_per_sec = self.lookups_per_sec;
+            l
+        })
     }
 
     /// Merged latency percentiles.
@@ -299,6 +394,8 @@ impl Merged {
             counters: self.counters.clone(),
             qps: self.qps,
             loss_pct: report::loss_pct(&self.counters),
+            lookup_latency: Percentiles::of(&self.lookup_latency),
+            lookups_per_sec: self.lookups_per_sec,
         }
     }
 
@@ -326,6 +423,9 @@ impl Merged {
             &self.latency,
             &self.send_lag,
         ));
+        if let Some(l) = self.lookups() {
+            out.push_str(&report::lookups_text(&l));
+        }
         out
     }
 
@@ -346,8 +446,9 @@ impl Merged {
             latency: self.percentiles(),
             send_lag: Percentiles::of(&self.send_lag),
             histogram: report::histogram_buckets(&self.latency),
-            histograms: EncodedHistograms::of(&self.latency, &self.send_lag, &new_histogram()),
-            series: self.series.values().cloned().collect(),
+            histograms: EncodedHistograms::of(&self.latency, &self.send_lag, &self.lookup_latency),
+            series: report::series_rows(&self.seconds(), true),
+            lookups: self.lookups(),
         };
         serde_json::to_string_pretty(&doc)
     }
@@ -370,7 +471,8 @@ struct MergedJson<'a> {
     send_lag: Percentiles,
     histogram: Vec<report::HistogramBucket>,
     histograms: EncodedHistograms,
-    series: Vec<InputSecond>,
+    series: Vec<report::SeriesRow>,
+    lookups: Option<LookupSummary>,
 }
 
 #[cfg(test)]

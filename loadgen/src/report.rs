@@ -11,8 +11,11 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::gate::Figures;
+use crate::limits::SECOND_HISTOGRAMS_MAX;
 use crate::run::{RampResult, RunResult};
-use crate::stats::{encode_histogram, Counters, Percentiles, SecondStats};
+use crate::stats::{
+    encode_histogram, encode_histogram_compressed, Counters, Percentiles, SecondStats,
+};
 use crate::wire::RCODE_NAMES;
 
 /// Why an output file could not be written.
@@ -77,6 +80,8 @@ pub fn figures(r: &RunResult) -> Figures {
         counters: r.counters.clone(),
         qps: answered_qps(r),
         loss_pct: loss_pct(&r.counters),
+        lookup_latency: Percentiles::of(&r.lookup_latency),
+        lookups_per_sec: lookup_summary(r).map_or(0.0, |l| l.lookups_per_sec),
     }
 }
 
@@ -418,9 +423,33 @@ pub(crate) struct HistogramBucket {
     count: u64,
 }
 
+/// One second's full histograms (deflated HdrHistogram V2, base64), so that
+/// `dnsload merge` reads per-second percentiles off their exact sum.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SecondHistograms {
+    /// Query latency, ns.
+    pub latency_ns: String,
+    /// Send lag, ns.
+    pub send_lag_ns: String,
+    /// Lookup latency, ns (pod model only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_latency_ns: Option<String>,
+}
+
+impl SecondHistograms {
+    fn of(s: &SecondStats) -> Self {
+        Self {
+            latency_ns: encode_histogram_compressed(&s.histogram),
+            send_lag_ns: encode_histogram_compressed(&s.send_lag_histogram),
+            lookup_latency_ns: (!s.lookup_histogram.is_empty())
+                .then(|| encode_histogram_compressed(&s.lookup_histogram)),
+        }
+    }
+}
+
 /// One second of the series, flattened for JSON and CSV.
 #[derive(Serialize)]
-struct SeriesRow {
+pub(crate) struct SeriesRow {
     second: u64,
     sent: u64,
     answered: u64,
@@ -439,12 +468,18 @@ struct SeriesRow {
     lookups: u64,
     lookup_p50_us: f64,
     lookup_p99_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    histograms: Option<SecondHistograms>,
 }
 
-fn series_rows(series: &[SecondStats]) -> Vec<SeriesRow> {
+/// The series as rows; for JSON with each second's histograms (the first
+/// [`SECOND_HISTOGRAMS_MAX`] seconds).
+pub(crate) fn series_rows(series: &[SecondStats], histograms: bool) -> Vec<SeriesRow> {
     series
         .iter()
-        .map(|s| SeriesRow {
+        .enumerate()
+        .map(|(i, s)| SeriesRow {
+            histograms: (histograms && i < SECOND_HISTOGRAMS_MAX).then(|| SecondHistograms::of(s)),
             second: s.second,
             sent: s.counters.sent,
             answered: s.counters.answered,
@@ -498,7 +533,7 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
         send_lag: Percentiles::of(&r.send_lag),
         histogram,
         histograms: EncodedHistograms::of(&r.latency, &r.send_lag, &r.lookup_latency),
-        series: series_rows(&r.series),
+        series: series_rows(&r.series, true),
         ramp: r.ramp.as_ref(),
         lookups: lookup_summary(r),
     };
@@ -507,10 +542,15 @@ pub fn json_string(r: &RunResult) -> Result<String, serde_json::Error> {
 
 /// Renders the per-second series as CSV.
 pub fn csv_string(r: &RunResult) -> String {
+    csv_of(&r.series)
+}
+
+/// The CSV of a per-second series (a run's or a merge's).
+pub(crate) fn csv_of(series: &[SecondStats]) -> String {
     let mut out = String::from(
         "second,sent,answered,lost,mismatched,truncated,qps,p50_us,p90_us,p99_us,p99_9_us,max_us,lag_p50_us,lag_p99_us,lag_max_us,lookups,lookup_p50_us,lookup_p99_us\n",
     );
-    for s in series_rows(&r.series) {
+    for s in series_rows(series, false) {
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.1},{:.1}",
@@ -550,7 +590,7 @@ pub fn write_outputs(r: &RunResult) -> Result<(), ReportError> {
         write(path, &csv_string(r))?;
     }
     if let Some(path) = &r.config.plot {
-        crate::plot::write_svg(r, path).map_err(|reason| ReportError::Plot {
+        crate::plot::write_svg(&r.series, path).map_err(|reason| ReportError::Plot {
             path: path.clone(),
             reason,
         })?;

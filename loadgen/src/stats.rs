@@ -99,7 +99,15 @@ pub fn encode_histogram(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The histogram [`encode_histogram`] wrote; refuses other bounds, so adding it
+/// Like [`encode_histogram`], deflate-compressed (the V2 "compressed" cookie),
+/// for the per-second histograms of a report; [`decode_histogram`] reads both.
+pub fn encode_histogram_compressed(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    let _ = hdrhistogram::serialization::V2DeflateSerializer::new().serialize(h, &mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The histogram [`encode_histogram`] or [`encode_histogram_compressed`] wrote; refuses other bounds, so adding it
 /// to dnsload's own histograms is exact.
 pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramError> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
@@ -253,9 +261,40 @@ pub struct SecondStats {
     pub lookups_per_sec: f64,
     /// Latency of the lookups finished in that second (pod model).
     pub lookup_latency: Percentiles,
-    /// Histogram of that second, kept for ramp steps; not serialised.
+    /// Latency histogram of that second (ramp steps, the JSON series); not
+    /// serialised here.
     #[serde(skip)]
     pub histogram: Histogram<u64>,
+    /// Send-lag histogram of that second.
+    #[serde(skip)]
+    pub send_lag_histogram: Histogram<u64>,
+    /// Lookup-latency histogram of that second.
+    #[serde(skip)]
+    pub lookup_histogram: Histogram<u64>,
+}
+
+impl SecondStats {
+    /// The figures of `second` from its counts and histograms.
+    pub fn new(
+        second: u64,
+        counters: Counters,
+        latency: Histogram<u64>,
+        send_lag: Histogram<u64>,
+        lookup: Histogram<u64>,
+    ) -> Self {
+        Self {
+            second,
+            qps: counters.answered as f64,
+            latency: Percentiles::of(&latency),
+            send_lag: Percentiles::of(&send_lag),
+            lookups_per_sec: counters.lookups as f64,
+            lookup_latency: Percentiles::of(&lookup),
+            counters,
+            histogram: latency,
+            send_lag_histogram: send_lag,
+            lookup_histogram: lookup,
+        }
+    }
 }
 
 /// A second some workers have reported.
@@ -365,16 +404,13 @@ impl Aggregator {
             let Some((_, open)) = self.open.pop_first() else {
                 break;
             };
-            closed.push(SecondStats {
+            closed.push(SecondStats::new(
                 second,
-                qps: open.counters.answered as f64,
-                latency: Percentiles::of(&open.latency),
-                send_lag: Percentiles::of(&open.send_lag),
-                lookups_per_sec: open.counters.lookups as f64,
-                lookup_latency: Percentiles::of(&open.lookup_latency),
-                counters: open.counters,
-                histogram: open.latency,
-            });
+                open.counters,
+                open.latency,
+                open.send_lag,
+                open.lookup_latency,
+            ));
             self.next_second = second + 1;
         }
         closed
@@ -427,6 +463,8 @@ mod tests {
             h.record(v).unwrap();
         }
         let back = decode_histogram(&encode_histogram(&h)).unwrap();
+        assert_eq!(back, h);
+        let back = decode_histogram(&encode_histogram_compressed(&h)).unwrap();
         assert_eq!(back, h);
         assert!(decode_histogram("not base64!").is_err());
         assert!(decode_histogram("AAAA").is_err());

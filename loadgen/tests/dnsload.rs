@@ -1163,3 +1163,168 @@ fn replay_bad_input_names_the_problem() {
     ]);
     assert_eq!(count(&j, "answered"), 20);
 }
+
+/// Decodes a base64 HdrHistogram (plain or deflated V2).
+fn decode_hist(text: &Value) -> hdrhistogram::Histogram<u64> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.as_str().expect("histogram text"))
+        .expect("base64");
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .expect("HdrHistogram V2")
+}
+
+/// CSV rows as maps from column to text.
+fn csv_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn merge_writes_csv_and_svg_that_match_the_runs() {
+    // Two pod-model runs started together against knotd, each with JSON and CSV.
+    // Merging one alone must give its own CSV, byte for byte; merging both, every
+    // second's counts are the sums and its percentiles those of the two seconds'
+    // histograms added (decoded here from the reports); lookups add up the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let knot = knot_for_pods(dir.path(), &["--pods", "8"]);
+    let port = knot.port.to_string();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 1.0;
+    let start = format!("{start:.3}");
+    let children: Vec<_> = ["100", "250"]
+        .iter()
+        .enumerate()
+        .map(|(i, rate)| {
+            let (json, csv) = (
+                dir.path().join(format!("run{i}.json")),
+                dir.path().join(format!("run{i}.csv")),
+            );
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_dnsload"))
+                .args(["-p", &port, "--pods", "8", "--rate", rate, "-l", "2"])
+                .args(["--no-pin", "--quiet", "--start-at", &start, "--seed", rate])
+                .arg("--json")
+                .arg(&json)
+                .arg("--csv")
+                .arg(&csv)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn dnsload");
+            (json, csv, support::KillOnDrop(Some(child)))
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for (json, csv, mut guard) in children {
+        assert_ok(&support::wait_bounded(guard.0.take().unwrap(), RUN_LIMIT));
+        runs.push((
+            json.clone(),
+            read_json(&json),
+            std::fs::read_to_string(&csv).unwrap(),
+        ));
+    }
+    let merge = |inputs: &[&std::path::Path], name: &str| {
+        let (json, csv, svg) = (
+            dir.path().join(format!("{name}.json")),
+            dir.path().join(format!("{name}.csv")),
+            dir.path().join(format!("{name}.svg")),
+        );
+        let mut args: Vec<String> = vec!["merge".into()];
+        args.extend(inputs.iter().map(|p| p.to_str().unwrap().to_string()));
+        for (flag, path) in [("--json", &json), ("--csv", &csv), ("--plot", &svg)] {
+            args.extend([flag.to_string(), path.to_str().unwrap().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_ok(&dnsload(&args, RUN_LIMIT));
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        let report = read_json(&json);
+        (json, report, std::fs::read_to_string(&csv).unwrap(), svg)
+    };
+    // One run merged alone: its own CSV.
+    let (_, _, alone, _) = merge(&[&runs[0].0], "alone");
+    assert_eq!(alone, runs[0].2);
+    // Both runs.
+    let (merged_path, merged, csv, svg) = merge(&[&runs[0].0, &runs[1].0], "both");
+    assert!(
+        svg.contains("<svg") && svg.contains("lookup p99"),
+        "plot has the lookup lines"
+    );
+    let us = |ns: u64| format!("{:.1}", ns as f64 / 1000.0);
+    let rows = csv_rows(&csv);
+    assert!(rows.len() >= 2, "{csv}");
+    for row in &rows {
+        let second: u64 = row["second"].parse().unwrap();
+        let per_run: Vec<&Value> = runs
+            .iter()
+            .filter_map(|(_, j, _)| {
+                j["series"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["second"] == second)
+            })
+            .collect();
+        for field in ["sent", "answered", "lost", "lookups"] {
+            let sum: u64 = per_run.iter().map(|s| s[field].as_u64().unwrap()).sum();
+            assert_eq!(row[field], sum.to_string(), "second {second} {field}");
+        }
+        let mut latency = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        let mut lookup = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for s in &per_run {
+            latency
+                .add(decode_hist(&s["histograms"]["latency_ns"]))
+                .unwrap();
+            if let Some(l) = s["histograms"].get("lookup_latency_ns") {
+                lookup.add(decode_hist(l)).unwrap();
+            }
+        }
+        if latency.is_empty() {
+            continue;
+        }
+        assert_eq!(
+            row["p50_us"],
+            us(latency.value_at_quantile(0.5)),
+            "second {second}"
+        );
+        assert_eq!(
+            row["p99_us"],
+            us(latency.value_at_quantile(0.99)),
+            "second {second}"
+        );
+        assert_eq!(row["max_us"], us(latency.max()), "second {second}");
+        if !lookup.is_empty() {
+            let p99 = us(lookup.value_at_quantile(0.99));
+            assert_eq!(row["lookup_p99_us"], p99, "second {second}");
+        }
+    }
+    // Lookups over the whole run add up, and their latency is that of all lookups.
+    let sum = |f: &str| -> u64 {
+        runs.iter()
+            .map(|(_, j, _)| j["lookups"][f].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(merged["lookups"]["lookups"].as_u64(), Some(sum("lookups")));
+    let mut all = decode_hist(&runs[0].1["histograms"]["lookup_latency_ns_v2_base64"]);
+    all.add(decode_hist(
+        &runs[1].1["histograms"]["lookup_latency_ns_v2_base64"],
+    ))
+    .unwrap();
+    let p99 = all.value_at_quantile(0.99) as f64 / 1000.0;
+    assert_eq!(merged["lookups"]["latency"]["p99_us"].as_f64(), Some(p99));
+    // The merged report merges again to the same CSV.
+    let (_, _, again, _) = merge(&[&merged_path], "again");
+    assert_eq!(again, csv);
+}

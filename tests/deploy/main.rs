@@ -206,21 +206,42 @@ fn probes_and_ports_point_at_what_the_corefile_serves() {
         let corefile = served_corefile(&rendered, &cli);
         let local_ips = cli.localip.clone().unwrap().0;
 
-        // DNS on 53, bound to every local IP (or to all addresses).
-        assert_eq!(port_named(&container, "dns"), (53, "UDP".into()), "{label}");
-        assert_eq!(port_named(&container, "dns-tcp"), (53, "TCP".into()));
+        // DNS on 53, bound to every local IP (or to all addresses). Under hostNetwork
+        // no port is declared (each would be a hostPort, and the surge pod of a
+        // hand-over could not be scheduled beside the old one): the ports are then
+        // the scrape annotation's and the headless Service's.
+        let host_network = rendered.doc("DaemonSet")["spec"]["template"]["spec"]["hostNetwork"]
+            == serde_json::Value::Bool(true);
+        let (metrics_port, setup_port) = if host_network {
+            assert!(
+                container.ports.is_none(),
+                "{label}: ports under hostNetwork"
+            );
+            let port = rendered.doc("DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+                ["prometheus.io/port"]
+                .as_str()
+                .unwrap()
+                .parse::<i32>()
+                .unwrap();
+            (port, 9353)
+        } else {
+            assert_eq!(port_named(&container, "dns"), (53, "UDP".into()), "{label}");
+            assert_eq!(port_named(&container, "dns-tcp"), (53, "TCP".into()));
+            (
+                port_named(&container, "metrics").0,
+                port_named(&container, "setup-metrics").0,
+            )
+        };
         for block in &corefile.servers {
             assert_eq!(block.port, cli.dns_port, "{label}");
             assert_eq!(block.bind, local_ips, "{label}: bind");
             let prometheus = block.prometheus.expect("prometheus in every block");
-            assert_eq!(
-                i32::from(prometheus.port()),
-                port_named(&container, "metrics").0
-            );
+            assert_eq!(i32::from(prometheus.port()), metrics_port, "{label}");
         }
         assert_eq!(
             i32::from(cli.metrics_listen_address.port()),
-            port_named(&container, "setup-metrics").0
+            setup_port,
+            "{label}"
         );
 
         // Liveness: GET /health where the `health` directive listens, on -health-port.
@@ -278,6 +299,16 @@ fn daemonset_essentials_per_mode() {
         let spec = ds.spec.unwrap();
         let rolling = spec.update_strategy.unwrap().rolling_update.unwrap();
         assert!(rolling.max_unavailable.is_some(), "{label}");
+        if spec.template.spec.as_ref().unwrap().host_network == Some(true) {
+            // A hand-over per node: the new pod beside the old one (deploy/ROLLOUT.md).
+            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+            assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)), "{label}");
+            assert_eq!(
+                rolling.max_unavailable,
+                Some(IntOrString::Int(0)),
+                "{label}"
+            );
+        }
         assert!(
             spec.min_ready_seconds.unwrap_or(0) > 0,
             "{label}: minReadySeconds"

@@ -74,11 +74,18 @@ impl Container {
     /// Runs the image in the node's namespace with the DaemonSet's args of `mode`,
     /// the test's paths and pace ([`Node::test_args`]) and `extra` podman options.
     pub fn start(node: &Node, mode: &str, extra: &[&str]) -> Container {
-        Container::start_named(node, mode, extra, "")
+        Container::start_named(node, mode, extra, "", &[])
     }
 
-    /// [`Container::start`] with a suffix for a second container beside the first.
-    pub fn start_named(node: &Node, mode: &str, extra: &[&str], suffix: &str) -> Container {
+    /// [`Container::start`] with a suffix for a second container beside the first
+    /// and `cache_args` after the test's own (a repeated flag takes its last value).
+    pub fn start_named(
+        node: &Node,
+        mode: &str,
+        extra: &[&str],
+        suffix: &str,
+        cache_args: &[&str],
+    ) -> Container {
         build_image();
         let (args, template) = manifest(mode);
         std::fs::write(node.node.path("Corefile.base"), template).unwrap();
@@ -110,7 +117,8 @@ impl Container {
             .args(extra)
             .arg(IMAGE)
             .args(&args)
-            .args(node.test_args());
+            .args(node.test_args())
+            .args(cache_args);
         let out = run(&mut command);
         assert!(
             out.status.success(),
@@ -420,4 +428,111 @@ fn image_cilium_lrp_mode_runs_without_net_admin() {
         dnat_lines(&node.node.run_ok(&["iptables-save", "-t", "nat"])),
         dnat_lines(&nat)
     );
+}
+
+/// `dnsload`, built by the workspace beside our binary.
+fn dnsload() -> std::path::PathBuf {
+    let path = Path::new(crate::harness::BIN).with_file_name("dnsload");
+    assert!(
+        path.is_file(),
+        "{} missing: cargo build --workspace",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn image_rolling_update_beside_the_old_container_loses_no_query() {
+    if !can_run() {
+        return;
+    }
+    let node = Node::build("imgroll");
+    let lock = xtables_lock_mount();
+    let mounts = [lock[0].as_str(), lock[1].as_str()];
+    let old = Container::start_named(&node, "iptables", &mounts, "a", &[]);
+    assert!(
+        wait_until(SETTLE, || node.our_rules() == 24),
+        "{}",
+        old.log()
+    );
+    let names = [
+        "kubernetes.default.svc.cluster.local A",
+        "web.default.svc.cluster.local A",
+        "www.acme.local A",
+        "kubernetes.default.svc.cluster.local AAAA",
+    ];
+    for name in [
+        "kubernetes.default",
+        "web.default.svc.cluster.local",
+        "www.acme.local",
+    ] {
+        assert!(!node.resolve(name).is_empty(), "{name}: {}", old.log());
+    }
+    let queries = node.pod.path("queries.txt");
+    std::fs::write(&queries, names.join("\n") + "\n").unwrap();
+    let report = node.pod.path("load.json");
+    // 10k queries/s from 256 pod sockets to the kube-dns IP for 8 s, open loop.
+    let load = node
+        .pod
+        .command(&[dnsload().to_str().unwrap()])
+        .args(["-s", KUBE_DNS, "-p", "53", "--rate", "10000", "-c", "256"])
+        .args(["-l", "8", "-t", "2", "--quiet", "-d"])
+        .arg(&queries)
+        .arg("--json")
+        .arg(&report)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // maxSurge 1: the new pod starts beside the old one, with its own Corefile (each
+    // container has its own file system), binding every listener the old one holds.
+    let conf = node.node.path("Corefile.1").display().to_string();
+    let new = Container::start_named(&node, "iptables", &mounts, "b", &["-conf", &conf]);
+    let listening = |log: &str| {
+        [
+            format!("listening (udp+tcp) addr={KUBE_DNS}:53"),
+            format!("listening (udp+tcp) addr={LOCAL_DNS}:53"),
+            format!("addr={LOCAL_DNS}:8080"),
+            format!("addr={LOCAL_DNS}:8181"),
+            "addr=0.0.0.0:9253".into(),
+            "addr=0.0.0.0:9353".into(),
+        ]
+        .iter()
+        .all(|needle| log.contains(needle.as_str()))
+    };
+    assert!(
+        wait_until(SETTLE, || listening(&new.log())),
+        "the new container binds every listener beside the old one:\n{}",
+        new.log()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(old.stop(Duration::from_secs(30)), 0, "{}", old.log());
+    // Handed over, not torn down: the rules and the interface stay.
+    assert_eq!(node.our_rules(), 24, "{}", old.log());
+    assert!(node.node.link_exists("nodelocaldns"));
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dnsload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let counters = &report["counters"];
+    let sent = counters["sent"].as_u64().unwrap_or(0);
+    assert!(sent >= 70_000, "the load ran: {counters}");
+    assert_eq!(
+        report["loss_pct"].as_f64(),
+        Some(0.0),
+        "no query lost across the update: {counters}\n{}\n{}",
+        old.log(),
+        new.log()
+    );
+    let rcodes = report["rcodes"].as_object().unwrap();
+    assert!(rcodes.keys().all(|rcode| rcode == "NOERROR"), "{rcodes:?}");
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    assert_eq!(new.stop(Duration::from_secs(15)), 0, "{}", new.log());
+    assert_eq!(node.our_rules(), 0, "the last one tears down");
 }

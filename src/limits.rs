@@ -1,19 +1,13 @@
 //! Every bound of the process in one place, with units last in the names and the
 //! relationships between them checked at compile time.
 
-/// Largest DNS message over TCP (the 2-byte length prefix bounds it).
-pub const MESSAGE_BYTES_MAX: usize = 65_535;
-/// Largest UDP payload we read or send.
-pub const UDP_PAYLOAD_BYTES_MAX: usize = 4096;
-/// UDP answer size without EDNS (RFC 1035).
-pub const UDP_PAYLOAD_BYTES_LEGACY: usize = 512;
-/// Largest name in wire form, labels and length octets included (RFC 1035).
-pub const NAME_BYTES_MAX: usize = 255;
-/// Largest label.
-pub const LABEL_BYTES_MAX: usize = 63;
-
-const _: () = assert!(UDP_PAYLOAD_BYTES_LEGACY <= UDP_PAYLOAD_BYTES_MAX);
-const _: () = assert!(UDP_PAYLOAD_BYTES_MAX <= MESSAGE_BYTES_MAX);
+// The protocol's sizes live with the codec (`dnswire::limits`), which enforces
+// them; they are part of this process's bounds too.
+pub use dnswire::limits::{
+    EDNS_UDP_PAYLOAD_BYTES_DEFAULT, EDNS_UDP_PAYLOAD_BYTES_OURS, LABEL_BYTES_MAX,
+    MESSAGE_BYTES_MAX, NAME_BYTES_MAX, NAME_POINTER_HOPS_MAX, TCP_LENGTH_BYTES,
+    UDP_PAYLOAD_BYTES_LEGACY, UDP_PAYLOAD_BYTES_MAX,
+};
 
 /// Upstream: time for one attempt against one upstream (CoreDNS: 2 s read).
 pub const UPSTREAM_ATTEMPT_MILLIS: u64 = 2_000;
@@ -57,9 +51,9 @@ pub const COALESCED_WAITERS_MAX: usize = 4096;
 /// Distinct misses in flight per shard and server block; more get SERVFAIL.
 pub const MISSES_INFLIGHT_MAX: usize = 16_384;
 /// EDNS UDP size we advertise upstream when `bufsize` is not set.
-pub const UPSTREAM_BUFSIZE_DEFAULT: u16 = 1232;
+pub const UPSTREAM_BUFSIZE_DEFAULT: u16 = EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 /// EDNS UDP size we advertise to clients in replies.
-pub const SERVER_BUFSIZE: u16 = 1232;
+pub const SERVER_BUFSIZE: u16 = EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 
 const _: () = assert!(UDP_BATCH_MAX >= 1 && UDP_BATCH_MAX <= 1024);
 const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
@@ -67,14 +61,8 @@ const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
 /// Expired cache entries removed per second by the sweep, per block and shard.
 pub const CACHE_SWEEP_ENTRIES_PER_SECOND: usize = 1024;
 
-/// UDP payload size we advertise in the OPT of our replies to clients (what we read).
-pub const EDNS_UDP_PAYLOAD_BYTES_OURS: u16 = UDP_PAYLOAD_BYTES_MAX as u16;
-/// Compression pointers followed while reading one name. Pointers must also point
-/// backwards, so loops are impossible anyway; this bounds the work per name.
-pub const NAME_POINTER_HOPS_MAX: usize = 64;
-
-const _: () = assert!(EDNS_UDP_PAYLOAD_BYTES_OURS as usize == UDP_PAYLOAD_BYTES_MAX);
-const _: () = assert!(UDP_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(UPSTREAM_BUFSIZE_DEFAULT as usize <= UDP_PAYLOAD_BYTES_MAX);
+const _: () = assert!(SERVER_BUFSIZE as usize <= UDP_PAYLOAD_BYTES_MAX);
 
 /// Byte budget of a cache shard per configured entry when `max_bytes` is not set:
 /// (success.capacity + denial.capacity) × this. An entry's accounted size is what it

@@ -7,7 +7,7 @@
 //! - [`limits`]: every bound, with its unit, in one place.
 //! - [`clock`]: the run's monotonic clock and the kernel's receive stamps on it.
 //! - [`queries`]: query files, name patterns, random names, type mix, Zipf; encoded once.
-//! - [`wire`]: the only code that reads or writes DNS message bytes.
+//! - [`wire`]: the DNS codec (the workspace crate `dnswire`, shared with the server).
 //! - [`schedule`]: intended send times (closed loop, `-Q`, open loop constant/Poisson).
 //! - [`inflight`]: outstanding queries per worker, keyed by channel and ID; timeouts.
 //! - [`sender`]: the per-worker loop shared by both transports.
@@ -46,4 +46,4 @@ pub mod sender;
 pub mod stats;
 pub mod tcp;
 pub mod udp;
-pub mod wire;
+pub use dnswire as wire;

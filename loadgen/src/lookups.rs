@@ -161,12 +161,6 @@ fn record(h: &mut Histogram<u64>, value: u64) {
     h.saturating_record(value.max(1));
 }
 
-/// The answer count of a DNS message (0 when it is too short to have one).
-fn answer_count(msg: &[u8]) -> u16 {
-    msg.get(6..8)
-        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
-}
-
 impl PodWorker<'_> {
     fn run<C: Channels>(&mut self, channels: &mut C) -> Result<(), WorkerError> {
         let worker = self.plan.index;
@@ -345,7 +339,7 @@ impl PodWorker<'_> {
     }
 
     fn on_answer(&mut self, pod: usize, msg: &[u8], t: u64) {
-        let Some(h) = wire::read_header(msg) else {
+        let Some(h) = wire::Header::parse(msg) else {
             self.tally.counters.mismatched += 1;
             return;
         };
@@ -366,8 +360,9 @@ impl PodWorker<'_> {
         record(&mut self.tally.latency, t.saturating_sub(l.origins[k]));
         l.awaiting[k] = false;
         l.answers[k] = Some(AnswerSummary {
-            rcode: h.rcode,
-            answers: answer_count(msg),
+            // The 4-bit header rcode: always fits.
+            rcode: h.rcode() as u8,
+            answers: h.ancount,
         });
         if l.awaiting.iter().any(|a| *a) {
             return;

@@ -466,7 +466,7 @@ struct MergedJson<'a> {
     counters: &'a Counters,
     qps: f64,
     loss_pct: f64,
-    rcodes: BTreeMap<&'static str, u64>,
+    rcodes: BTreeMap<String, u64>,
     latency: Percentiles,
     send_lag: Percentiles,
     histogram: Vec<report::HistogramBucket>,

@@ -56,7 +56,7 @@ pub enum ProfileError {
     #[error("pod profile: {knob}: {source}")]
     Name {
         knob: &'static str,
-        source: wire::WireError,
+        source: wire::NameError,
     },
 }
 

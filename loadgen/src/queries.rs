@@ -17,7 +17,7 @@ use rand_distr::{Distribution, Zipf};
 use thiserror::Error;
 
 use crate::limits::{NAMES_MAX, QUERY_LINE_BYTES_MAX};
-use crate::wire::{self, QueryOptions, WireError};
+use crate::wire::{self, NameError, QueryOptions};
 
 /// Why the query set could not be built. Every variant names where the input was.
 #[derive(Debug, Error)]
@@ -43,7 +43,7 @@ pub enum QueryError {
     Mix { mix: String, reason: String },
     /// A generated name is not a valid DNS name.
     #[error(transparent)]
-    Wire(#[from] WireError),
+    Wire(#[from] NameError),
     /// Nothing to send.
     #[error("no queries: the query source is empty")]
     Empty,
@@ -119,12 +119,12 @@ impl QuerySet {
     }
 
     /// Encodes and appends a query; returns its index.
-    pub fn add(&mut self, name: &str, qtype: u16, opts: &QueryOptions) -> Result<u32, WireError> {
+    pub fn add(&mut self, name: &str, qtype: u16, opts: &QueryOptions) -> Result<u32, NameError> {
         self.push(name, qtype, opts)?;
         Ok(self.entries.len() as u32 - 1)
     }
 
-    fn push(&mut self, name: &str, qtype: u16, opts: &QueryOptions) -> Result<(), WireError> {
+    fn push(&mut self, name: &str, qtype: u16, opts: &QueryOptions) -> Result<(), NameError> {
         let offset = self.bytes.len();
         let question_len = wire::encode_query(name, qtype, opts, &mut self.bytes)?;
         self.entries.push(Entry {

@@ -16,7 +16,6 @@ use crate::run::{RampResult, RunResult};
 use crate::stats::{
     encode_histogram, encode_histogram_compressed, Counters, Percentiles, SecondStats,
 };
-use crate::wire::RCODE_NAMES;
 
 /// Why an output file could not be written.
 #[derive(Debug, Error)]
@@ -309,12 +308,16 @@ fn latency_origin(c: &Config) -> &'static str {
     }
 }
 
-pub(crate) fn rcode_rows(c: &Counters) -> Vec<(&'static str, u64)> {
-    RCODE_NAMES
-        .iter()
+/// The response codes seen, by name (`RCODEnn` for the header codes without one).
+pub(crate) fn rcode_rows(c: &Counters) -> Vec<(String, u64)> {
+    (0u16..)
         .zip(c.rcodes.iter())
         .filter(|(_, n)| **n > 0)
-        .map(|(name, n)| (*name, *n))
+        .map(|(code, n)| {
+            let name =
+                crate::wire::rcode_name(code).map_or_else(|| format!("RCODE{code}"), String::from);
+            (name, *n)
+        })
         .collect()
 }
 
@@ -378,7 +381,7 @@ struct JsonReport<'a> {
     counters: &'a Counters,
     qps: f64,
     loss_pct: f64,
-    rcodes: std::collections::BTreeMap<&'static str, u64>,
+    rcodes: std::collections::BTreeMap<String, u64>,
     latency: Percentiles,
     send_lag: Percentiles,
     histogram: Vec<HistogramBucket>,

@@ -161,7 +161,7 @@ impl SendBatch {
             return false;
         };
         dst.copy_from_slice(template);
-        wire::set_id(dst, id);
+        wire::set_message_id(dst, id);
         self.lens.push(template.len());
         self.ids.push(id);
         self.queries.push(query);
@@ -171,22 +171,22 @@ impl SendBatch {
 
 /// The check every answer passes, whatever sent its query: a response whose
 /// question is the query's (a message without a question only with an error rcode).
-pub fn answer_fits(h: &wire::AnswerHeader, msg: &[u8], query: &[u8], question_len: usize) -> bool {
-    if !h.is_response {
+pub fn answer_fits(h: &wire::Header, msg: &[u8], query: &[u8], question_len: usize) -> bool {
+    if !h.is_response() {
         return false;
     }
     if h.qdcount == 0 {
-        h.rcode != 0
+        h.rcode() != 0
     } else {
         h.qdcount == 1 && wire::question_matches(msg, query, question_len)
     }
 }
 
 /// Counts a matched answer: answered, truncated, its rcode.
-pub fn count_answer(counters: &mut Counters, h: &wire::AnswerHeader) {
+pub fn count_answer(counters: &mut Counters, h: &wire::Header) {
     counters.answered += 1;
-    counters.truncated += u64::from(h.truncated);
-    if let Some(r) = counters.rcodes.get_mut(usize::from(h.rcode)) {
+    counters.truncated += u64::from(h.truncated());
+    if let Some(r) = counters.rcodes.get_mut(usize::from(h.rcode())) {
         *r += 1;
     }
 }
@@ -202,7 +202,7 @@ pub fn account_answer(
     msg: &[u8],
     now: u64,
 ) {
-    let Some(h) = wire::read_header(msg) else {
+    let Some(h) = wire::Header::parse(msg) else {
         counters.mismatched += 1;
         return;
     };

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::limits::{TCP_IN_BYTES, TCP_IN_BYTES_INITIAL, TCP_OUT_BYTES_MAX, TCP_RETIRED_MAX};
 use crate::poll::Poller;
 use crate::sender::{Channels, SendBatch};
+use crate::wire;
 
 /// How long opening a connection may take before the send is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -295,20 +296,14 @@ impl Conn {
 
     fn take_frames(&mut self, on_msg: &mut impl FnMut(&[u8])) {
         let mut pos = 0;
-        while let Some(prefix) = self
+        while let Some((msg, taken)) = self
             .inbuf
-            .get(pos..pos + 2)
-            .filter(|_| pos + 2 <= self.in_len)
+            .get(pos..self.in_len)
+            .and_then(wire::tcp::split_frame)
         {
-            let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
-            if pos + 2 + len > self.in_len {
-                break;
-            }
-            if let Some(msg) = self.inbuf.get(pos + 2..pos + 2 + len) {
-                self.unanswered = self.unanswered.saturating_sub(1);
-                on_msg(msg);
-            }
-            pos += 2 + len;
+            self.unanswered = self.unanswered.saturating_sub(1);
+            on_msg(msg);
+            pos += taken;
         }
         self.inbuf.copy_within(pos..self.in_len, 0);
         self.in_len -= pos;
@@ -340,10 +335,8 @@ impl Channels for TcpChannels {
             return Ok(0);
         }
         for i in 0..room {
-            let msg = batch.message(i);
-            conn.out
-                .extend_from_slice(&(msg.len() as u16).to_be_bytes());
-            conn.out.extend_from_slice(msg);
+            // Our queries are a few hundred bytes; none is too long to frame.
+            let _ = wire::tcp::frame_into(batch.message(i), &mut conn.out);
         }
         conn.queries += room as u64;
         conn.unanswered += room as u64;

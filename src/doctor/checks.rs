@@ -3,7 +3,6 @@
 //! in plain words; none changes anything.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -373,42 +372,20 @@ pub fn conntrack(cli: &Cli, mode: Mode, ips: &[IpAddr]) -> Vec<Check> {
     checks
 }
 
-fn query_bytes(id: u16) -> Option<Vec<u8>> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RecordType};
-    let mut query = Message::new();
-    query
-        .set_id(id)
-        .set_recursion_desired(true)
-        .add_query(Query::query(Name::root(), RecordType::NS));
-    query.to_vec().ok()
-}
-
 /// True when `target` answers `. IN NS` over TCP with our ID (any rcode).
 pub fn tcp_answers(target: SocketAddr) -> Result<(), String> {
     let id: u16 = rand::random();
-    let query = query_bytes(id).ok_or("cannot build the query")?;
+    let query = crate::wire::root_ns_query(id);
     let mut stream =
         TcpStream::connect_timeout(&target, PROBE_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
-    let len = u16::try_from(query.len()).map_err(|_| "query too long")?;
-    let mut framed = len.to_be_bytes().to_vec();
-    framed.extend_from_slice(&query);
-    stream
-        .write_all(&framed)
-        .map_err(|e| format!("send: {e}"))?;
-    let mut head = [0u8; 2];
-    stream
-        .read_exact(&mut head)
-        .map_err(|e| format!("no answer: {e}"))?;
-    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(head))];
-    stream
-        .read_exact(&mut reply)
-        .map_err(|e| format!("short answer: {e}"))?;
-    match hickory_proto::op::Message::from_vec(&reply) {
-        Ok(message) if message.id() == id => Ok(()),
-        _ => Err("not a DNS answer to our query".into()),
+    crate::wire::tcp::write_frame(&mut stream, &query).map_err(|e| format!("send: {e}"))?;
+    let reply = crate::wire::tcp::read_frame(&mut stream).map_err(|e| format!("no answer: {e}"))?;
+    if crate::wire::answer_matches(&query, &reply, id) {
+        Ok(())
+    } else {
+        Err("not a DNS answer to our query".into())
     }
 }
 

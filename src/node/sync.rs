@@ -394,24 +394,15 @@ pub fn probe_target(local_ips: &[IpAddr], dns_port: u16) -> SocketAddr {
     SocketAddr::new(ip, dns_port)
 }
 
-/// True when `target` answers `. IN NS` over UDP with any reply carrying our ID.
+/// True when `target` answers `. IN NS` over UDP (our ID and question, any rcode).
 pub fn probe(target: SocketAddr) -> bool {
     probe_within(target, PROBE_TIMEOUT)
 }
 
 /// [`probe`] waiting at most `timeout` for the answer.
 pub fn probe_within(target: SocketAddr, timeout: Duration) -> bool {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RecordType};
     let id: u16 = rand::random();
-    let mut query = Message::new();
-    query
-        .set_id(id)
-        .set_recursion_desired(true)
-        .add_query(Query::query(Name::root(), RecordType::NS));
-    let Ok(bytes) = query.to_vec() else {
-        return false;
-    };
+    let bytes = crate::wire::root_ns_query(id);
     let bind: SocketAddr = match target {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -427,8 +418,8 @@ pub fn probe_within(target: SocketAddr, timeout: Duration) -> bool {
     while started.elapsed() < timeout {
         match socket.recv_from(&mut buf) {
             Ok((len, from)) if from == target => {
-                let reply = buf.get(..len).and_then(|b| Message::from_vec(b).ok());
-                if reply.is_some_and(|m| m.id() == id) {
+                let reply = buf.get(..len).unwrap_or_default();
+                if crate::wire::answer_matches(&bytes, reply, id) {
                     return true;
                 }
             }

@@ -24,6 +24,7 @@ use glommio::net::{TcpListener, TcpStream};
 use super::query::{self, Handled};
 use crate::limits;
 use crate::upstream::{with_deadline, Transport};
+use crate::wire;
 
 /// What the shard's stop sees of one listener and its connections.
 #[derive(Debug)]
@@ -244,14 +245,13 @@ async fn read_length<R: futures_lite::AsyncRead + Unpin>(
             None => {}
         }
     }
-    Some(usize::from(u16::from_be_bytes(len)))
+    Some(wire::tcp::frame_len(len))
 }
 
+/// An answer with its length prefix; our answers are at most `MESSAGE_BYTES_MAX`
+/// long, so nothing is ever cut (an empty frame would be, and is never sent).
 fn frame(answer: &[u8]) -> Vec<u8> {
-    let mut framed = Vec::with_capacity(answer.len() + 2);
-    framed.extend_from_slice(&(answer.len() as u16).to_be_bytes());
-    framed.extend_from_slice(answer);
-    framed
+    wire::tcp::frame(answer).unwrap_or_default()
 }
 
 async fn write_answers<W: futures_lite::AsyncWrite + Unpin>(

@@ -323,25 +323,12 @@ fn spawn_upstream_check(config: &Config, shared: Arc<Shared>) {
     });
 }
 
-/// `. IN NS` with RD set and the given ID.
-fn probe_query(id: u16) -> Vec<u8> {
-    crate::wire::simple_query(id, b"\0", 2, true)
-}
-
 fn probe_tcp(addr: SocketAddr) -> std::io::Result<()> {
-    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
     stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
     stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
     let id: u16 = rand::random();
-    let query = probe_query(id);
-    let mut frame = (query.len() as u16).to_be_bytes().to_vec();
-    frame.extend_from_slice(&query);
-    stream.write_all(&frame)?;
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len)?;
-    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut answer)?;
+    let answer = crate::wire::tcp::exchange(&mut stream, &crate::wire::root_ns_query(id))?;
     if crate::wire::message_id(&answer) == Some(id) {
         Ok(())
     } else {
@@ -359,7 +346,7 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
     socket.connect(addr)?;
     socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
     let id: u16 = rand::random();
-    socket.send(&probe_query(id))?;
+    socket.send(&crate::wire::root_ns_query(id))?;
     let mut answer = [0u8; 512];
     let deadline = Instant::now() + PROBE_TIMEOUT;
     while Instant::now() < deadline {

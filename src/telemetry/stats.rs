@@ -53,26 +53,10 @@ impl<const N: usize> Hist<N> {
 pub type TimeHist = Hist<{ TIME_BUCKETS.len() + 1 }>;
 pub type SizeHist = Hist<{ SIZE_BUCKETS.len() + 1 }>;
 
-/// The query types CoreDNS labels by name; every other type is `other`.
-pub const TYPES: [(u16, &str); 18] = [
-    (1, "A"),
-    (28, "AAAA"),
-    (5, "CNAME"),
-    (48, "DNSKEY"),
-    (43, "DS"),
-    (15, "MX"),
-    (50, "NSEC3"),
-    (47, "NSEC"),
-    (2, "NS"),
-    (12, "PTR"),
-    (46, "RRSIG"),
-    (6, "SOA"),
-    (33, "SRV"),
-    (16, "TXT"),
-    (65, "HTTPS"),
-    (251, "IXFR"),
-    (252, "AXFR"),
-    (255, "ANY"),
+/// The query types CoreDNS labels by name (their names from the codec's table);
+/// every other type is `other`.
+pub const TYPES: [u16; 18] = [
+    1, 28, 5, 48, 43, 15, 50, 47, 2, 12, 46, 6, 33, 16, 65, 251, 252, 255,
 ];
 const TYPE_SLOTS: usize = TYPES.len() + 1;
 
@@ -80,23 +64,23 @@ const TYPE_SLOTS: usize = TYPES.len() + 1;
 fn type_slot(qtype: u16) -> usize {
     TYPES
         .iter()
-        .position(|(t, _)| *t == qtype)
+        .position(|t| *t == qtype)
         .unwrap_or(TYPES.len())
 }
 
 fn type_name(slot: usize) -> &'static str {
-    TYPES.get(slot).map_or("other", |(_, name)| name)
+    TYPES
+        .get(slot)
+        .and_then(|t| wire::type_name(*t))
+        .unwrap_or("other")
 }
 
-/// miekg/dns `RcodeToString` for the 4-bit header rcodes.
+/// miekg/dns `RcodeToString` for the 4-bit header rcodes, the number beyond its names.
 pub(super) fn rcode_name(rcode: usize) -> String {
-    const NAMES: [&str; 11] = [
-        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-        "NXRRSET", "NOTAUTH", "NOTZONE",
-    ];
-    NAMES
-        .get(rcode)
-        .map_or_else(|| rcode.to_string(), |n| n.to_string())
+    u16::try_from(rcode)
+        .ok()
+        .and_then(wire::rcode_name)
+        .map_or_else(|| rcode.to_string(), String::from)
 }
 
 /// The transport a query came in on (`proto` label).
@@ -535,6 +519,7 @@ mod tests {
         assert_eq!(type_name(type_slot(1)), "A");
         assert_eq!(type_name(type_slot(65)), "HTTPS");
         assert_eq!(type_name(type_slot(99)), "other");
+        assert!((0..TYPES.len()).all(|slot| type_name(slot) != "other"));
         assert_eq!(rcode_name(3), "NXDOMAIN");
         assert_eq!(rcode_name(12), "12");
     }

@@ -35,6 +35,8 @@ pub enum UpstreamError {
     MaxConcurrent,
     #[error("no upstream answered within the query deadline")]
     Deadline,
+    #[error("query longer than a TCP length prefix can say")]
+    QueryTooLong,
 }
 
 /// How the query reached us, which picks the upstream transport unless the
@@ -270,18 +272,10 @@ async fn probe(forwarder: Weak<Forwarder>, index: usize) {
     }
 }
 
-/// Query type NS.
-const TYPE_NS: u16 = 2;
-
 /// The health-check query: `<domain> IN NS`, RD unless `no_rec`.
 fn health_query(cfg: &ForwardConfig) -> Option<Vec<u8>> {
     let name = wire::name::zone_to_wire(&cfg.health_check_domain.name)?;
-    Some(wire::simple_query(
-        0,
-        &name,
-        TYPE_NS,
-        !cfg.health_check_no_rec,
-    ))
+    Some(wire::ns_query(0, &name, !cfg.health_check_no_rec))
 }
 
 /// Runs `work` for at most `budget`; None when the time ran out.

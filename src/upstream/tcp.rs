@@ -19,6 +19,7 @@ use glommio::timer::Timer;
 
 use super::UpstreamError;
 use crate::limits;
+use crate::limits::TCP_LENGTH_BYTES;
 use crate::wire;
 
 /// One query waiting for its answer on a connection.
@@ -107,10 +108,9 @@ impl TcpPool {
         let id = {
             let mut pending = conn.pending.borrow_mut();
             let id = free_id(&pending);
-            let mut frame = Vec::with_capacity(query.len() + 2);
-            frame.extend_from_slice(&(query.len() as u16).to_be_bytes());
-            frame.extend_from_slice(query);
-            if let Some(message) = frame.get_mut(2..) {
+            let mut frame = Vec::new();
+            wire::tcp::frame_into(query, &mut frame).map_err(|_| UpstreamError::QueryTooLong)?;
+            if let Some(message) = frame.get_mut(TCP_LENGTH_BYTES..) {
                 wire::set_message_id(message, id);
             }
             pending.insert(
@@ -302,7 +302,7 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
         if futures_lite::future::or(read_len, expired).await.is_none() {
             break;
         }
-        let len = usize::from(u16::from_be_bytes(len));
+        let len = wire::tcp::frame_len(len);
         answer.resize(len, 0);
         if len == 0 || reader.read_exact(&mut answer).await.is_err() {
             break;

@@ -1,8 +1,9 @@
-//! Matching an upstream answer to the query we sent: same ID and the same question
-//! (name compared without regard to ASCII case, type and class equal).
+//! Matching an answer to the query we sent: same ID and the same question (name
+//! compared without regard to ASCII case, type and class equal), and the ID and TC
+//! bits read without parsing the rest.
 
-/// Offset of the question section (after the fixed header).
-const HEADER_BYTES: usize = 12;
+use crate::header::HEADER_BYTES;
+use crate::limits::{LABEL_BYTES_MAX, NAME_BYTES_MAX, NAME_LABELS_MAX};
 
 /// The message ID, or None when the packet is shorter than two bytes.
 pub fn message_id(packet: &[u8]) -> Option<u16> {
@@ -21,19 +22,6 @@ pub fn set_message_id(packet: &mut [u8], id: u16) -> bool {
     }
 }
 
-/// A query for `name` (wire form) of type `qtype`, class IN, with `id` and RD as
-/// asked, no EDNS: the probes the process sends itself (health checks, readiness,
-/// loop detection).
-pub fn simple_query(id: u16, name: &[u8], qtype: u16, rd: bool) -> Vec<u8> {
-    let mut query = id.to_be_bytes().to_vec();
-    query.push(u8::from(rd));
-    query.extend_from_slice(&[0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    query.extend_from_slice(name);
-    query.extend_from_slice(&qtype.to_be_bytes());
-    query.extend_from_slice(&1u16.to_be_bytes());
-    query
-}
-
 /// True when the TC (truncated) bit is set.
 pub fn is_truncated(packet: &[u8]) -> bool {
     packet.get(2).is_some_and(|flags| flags & 0x02 != 0)
@@ -50,16 +38,28 @@ pub fn question_bytes(packet: &[u8]) -> Option<&[u8]> {
             at += 1;
             break;
         }
-        if len > crate::limits::LABEL_BYTES_MAX {
+        if len > LABEL_BYTES_MAX {
             return None;
         }
         at += 1 + len;
         hops += 1;
-        if at - HEADER_BYTES > crate::limits::NAME_BYTES_MAX || hops > 128 {
+        if at - HEADER_BYTES > NAME_BYTES_MAX || hops > NAME_LABELS_MAX {
             return None;
         }
     }
     packet.get(HEADER_BYTES..at + 4)
+}
+
+/// True when `answer` carries exactly the question of `query`, whose question
+/// section is `question_len` bytes (names compared ASCII case-insensitively, since
+/// servers may echo 0x20-mixed case). The caller knows `question_len` from encoding
+/// the query, so no name is walked.
+pub fn question_matches(answer: &[u8], query: &[u8], question_len: usize) -> bool {
+    let end = HEADER_BYTES + question_len;
+    match (answer.get(HEADER_BYTES..end), query.get(HEADER_BYTES..end)) {
+        (Some(a), Some(q)) => a.eq_ignore_ascii_case(q),
+        _ => false,
+    }
 }
 
 /// True when `answer` is a response (QR=1) with `id`, QDCOUNT 1 and the question of
@@ -100,32 +100,6 @@ pub fn name_to_string(name: &[u8]) -> String {
         text.push('.');
     }
     text
-}
-
-/// The mnemonic of common query types, else `TYPEnnn` (RFC 3597).
-pub fn type_to_string(qtype: u16) -> std::borrow::Cow<'static, str> {
-    let known = match qtype {
-        1 => "A",
-        2 => "NS",
-        5 => "CNAME",
-        6 => "SOA",
-        12 => "PTR",
-        13 => "HINFO",
-        15 => "MX",
-        16 => "TXT",
-        28 => "AAAA",
-        33 => "SRV",
-        35 => "NAPTR",
-        41 => "OPT",
-        43 => "DS",
-        46 => "RRSIG",
-        48 => "DNSKEY",
-        64 => "SVCB",
-        65 => "HTTPS",
-        255 => "ANY",
-        _ => return format!("TYPE{qtype}").into(),
-    };
-    known.into()
 }
 
 #[cfg(test)]
@@ -173,24 +147,6 @@ mod tests {
         assert_eq!(name_to_string(b"\x03www\x07Example\x00"), "www.Example.");
         assert_eq!(name_to_string(b"\x00"), ".");
         assert_eq!(name_to_string(b"\x05ab"), ".");
-        assert_eq!(type_to_string(28), "AAAA");
-        assert_eq!(type_to_string(999), "TYPE999");
-    }
-
-    #[test]
-    fn simple_queries_parse() {
-        let q = simple_query(0xbeef, b"\x03www\x00", 13, true);
-        let parsed = crate::wire::parse_query(&q).unwrap();
-        assert_eq!(
-            (parsed.id, parsed.qtype, parsed.qclass, parsed.rd()),
-            (0xbeef, 13, 1, true)
-        );
-        assert_eq!(parsed.qname, b"\x03www\x00");
-        assert!(
-            !crate::wire::parse_query(&simple_query(1, b"\x00", 2, false))
-                .unwrap()
-                .rd()
-        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::hash::Hasher;
 
+use crate::compose::encode_name;
 use crate::limits::NAME_BYTES_MAX;
 
 /// Copies `name` lower-cased into `out` and returns the copy; `None` if it is longer
@@ -36,24 +37,14 @@ pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// Turns a dotted zone ("cluster.local." or ".") into lower-cased wire form.
-/// `None` for a name that is not a valid DNS name.
+/// Turns a dotted zone ("cluster.local." or ".") into lower-cased wire form;
+/// empty labels are skipped. `None` for a name that is not a valid DNS name.
 pub fn zone_to_wire(zone: &str) -> Option<Vec<u8>> {
+    let labels: Vec<&str> = zone.split('.').filter(|l| !l.is_empty()).collect();
     let mut out = Vec::with_capacity(zone.len() + 2);
-    for label in zone
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        let len = u8::try_from(label.len()).ok()?;
-        if usize::from(len) > crate::limits::LABEL_BYTES_MAX {
-            return None;
-        }
-        out.push(len);
-        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-    }
-    out.push(0);
-    (out.len() <= NAME_BYTES_MAX).then_some(out)
+    encode_name(&labels.join("."), &mut out).ok()?;
+    out.make_ascii_lowercase();
+    Some(out)
 }
 
 /// Whether `name` (wire form, any case) equals `zone` (lower-cased wire form) or is

@@ -23,7 +23,7 @@ pub const TYPE_SOA: u16 = 6;
 pub const TYPE_NS: u16 = 2;
 pub const CLASS_IN: u16 = 1;
 /// DO bit inside the OPT TTL field (RFC 3225).
-const OPT_DO: u32 = 0x8000;
+pub(crate) const OPT_DO: u32 = 0x8000;
 /// Bytes of an OPT record without options.
 pub const OPT_BYTES: usize = 11;
 
@@ -105,8 +105,30 @@ impl Header {
         Ok(())
     }
 
+    /// The header at the start of `msg`, read without looking at the rest; `None`
+    /// when `msg` is shorter than a header.
+    #[inline]
+    pub fn parse(msg: &[u8]) -> Option<Header> {
+        Header::read(&mut Reader::new(msg)).ok()
+    }
+
     pub fn opcode(&self) -> u8 {
         ((self.flags & flags::OPCODE_MASK) >> flags::OPCODE_SHIFT) as u8
+    }
+
+    /// QR: the message is a response.
+    pub fn is_response(&self) -> bool {
+        self.flags & flags::QR != 0
+    }
+
+    /// TC: the answer did not fit.
+    pub fn truncated(&self) -> bool {
+        self.flags & flags::TC != 0
+    }
+
+    /// The 4-bit header response code.
+    pub fn rcode(&self) -> u16 {
+        self.flags & flags::RCODE_MASK
     }
 }
 

@@ -1,7 +1,7 @@
 //! nodelocaldns: a thread-per-core io_uring DNS cache for Kubernetes nodes.
 //!
 //! - [`limits`]: every bound of the process, in one place.
-//! - [`wire`]: bounds-checked zero-copy DNS message reader and writer.
+//! - [`wire`]: the DNS codec (crate `dnswire`, shared with dnsload) and the `whoami` answer.
 //! - [`cache`]: per-core cache shard, stored answers, classification, eviction.
 //! - [`upstream`]: pipelined TCP and UDP forwarding, health, policies.
 //! - [`config`]: Corefile parser → typed [`config::Config`].

@@ -17,6 +17,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod doctor;

@@ -44,6 +44,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--shards`, or one per usable core within the cgroup's CPU quota (a container
+/// with `--cpus 0.5` gets one shard, not one per core of the node); logged with the
+/// limits it was made from.
+fn shards(cli: &Cli) -> usize {
+    let cores = core_affinity::get_core_ids().map_or(1, |ids| ids.len());
+    let limits = nodelocaldns::cgroup::Limits::of_self();
+    let shards = cli.shards.unwrap_or_else(|| limits.shards(cores));
+    tracing::info!(
+        shards,
+        usable_cores = cores,
+        cpu_quota_cores = ?limits.cpu_cores,
+        memory_limit_bytes = ?limits.memory_bytes,
+        from = if cli.shards.is_some() { "--shards" } else { "cores and cgroup quota" },
+        "shards"
+    );
+    shards
+}
+
 /// The error and its causes, each cause once (our errors often quote their source).
 fn describe(err: &anyhow::Error) -> String {
     let mut text = String::new();
@@ -61,7 +79,7 @@ fn describe(err: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut options = server::Options {
-        shards: cli.shards,
+        shards: Some(shards(&cli)),
         io_memory_bytes: cli.io_memory_bytes,
         sndbuf_bytes: cli.sndbuf_bytes,
         busy_poll_usecs: cli.busy_poll_usecs,

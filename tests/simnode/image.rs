@@ -65,6 +65,31 @@ pub fn build_image() {
     );
 }
 
+/// How a test runs a container beyond the DaemonSet's args.
+#[derive(Default)]
+pub struct Run<'a> {
+    /// podman options (mounts, limits).
+    pub podman: &'a [&'a str],
+    /// Name suffix, for a second container beside the first.
+    pub suffix: &'a str,
+    /// Cache args after the test's own (a repeated flag takes its last value).
+    pub cache_args: &'a [&'a str],
+    /// Leave the shard count to the cache (cores and cgroup quota) instead of the
+    /// test's `--shards 2`.
+    pub default_shards: bool,
+}
+
+/// [`Node::test_args`], without `--shards N` when the cache is to choose.
+fn test_args(node: &Node, default_shards: bool) -> Vec<String> {
+    let mut args = node.test_args();
+    if default_shards {
+        if let Some(at) = args.iter().position(|a| a == "--shards") {
+            args.drain(at..at + 2);
+        }
+    }
+    args
+}
+
 /// A container of the image, removed on drop (also when the test fails).
 pub struct Container {
     pub name: String,
@@ -74,18 +99,24 @@ impl Container {
     /// Runs the image in the node's namespace with the DaemonSet's args of `mode`,
     /// the test's paths and pace ([`Node::test_args`]) and `extra` podman options.
     pub fn start(node: &Node, mode: &str, extra: &[&str]) -> Container {
-        Container::start_named(node, mode, extra, "", &[])
+        Container::start_with(
+            node,
+            mode,
+            Run {
+                podman: extra,
+                ..Run::default()
+            },
+        )
     }
 
-    /// [`Container::start`] with a suffix for a second container beside the first
-    /// and `cache_args` after the test's own (a repeated flag takes its last value).
-    pub fn start_named(
-        node: &Node,
-        mode: &str,
-        extra: &[&str],
-        suffix: &str,
-        cache_args: &[&str],
-    ) -> Container {
+    /// [`Container::start`] with the options of `run`.
+    pub fn start_with(node: &Node, mode: &str, run_opts: Run) -> Container {
+        let Run {
+            podman: extra,
+            suffix,
+            cache_args,
+            default_shards,
+        } = run_opts;
         build_image();
         let (args, template) = manifest(mode);
         std::fs::write(node.node.path("Corefile.base"), template).unwrap();
@@ -117,7 +148,7 @@ impl Container {
             .args(extra)
             .arg(IMAGE)
             .args(&args)
-            .args(node.test_args())
+            .args(test_args(node, default_shards))
             .args(cache_args);
         let out = run(&mut command);
         assert!(
@@ -449,7 +480,15 @@ fn image_rolling_update_beside_the_old_container_loses_no_query() {
     let node = Node::build("imgroll");
     let lock = xtables_lock_mount();
     let mounts = [lock[0].as_str(), lock[1].as_str()];
-    let old = Container::start_named(&node, "iptables", &mounts, "a", &[]);
+    let old = Container::start_with(
+        &node,
+        "iptables",
+        Run {
+            podman: &mounts,
+            suffix: "a",
+            ..Run::default()
+        },
+    );
     assert!(
         wait_until(SETTLE, || node.our_rules() == 24),
         "{}",
@@ -489,7 +528,16 @@ fn image_rolling_update_beside_the_old_container_loses_no_query() {
     // maxSurge 1: the new pod starts beside the old one, with its own Corefile (each
     // container has its own file system), binding every listener the old one holds.
     let conf = node.node.path("Corefile.1").display().to_string();
-    let new = Container::start_named(&node, "iptables", &mounts, "b", &["-conf", &conf]);
+    let new = Container::start_with(
+        &node,
+        "iptables",
+        Run {
+            podman: &mounts,
+            suffix: "b",
+            cache_args: &["-conf", &conf],
+            ..Run::default()
+        },
+    );
     let listening = |log: &str| {
         [
             format!("listening (udp+tcp) addr={KUBE_DNS}:53"),
@@ -535,4 +583,57 @@ fn image_rolling_update_beside_the_old_container_loses_no_query() {
     assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
     assert_eq!(new.stop(Duration::from_secs(15)), 0, "{}", new.log());
     assert_eq!(node.our_rules(), 0, "the last one tears down");
+}
+
+#[test]
+fn image_under_a_cpu_quota_and_memory_limit_takes_one_shard_and_answers() {
+    if !can_run() {
+        return;
+    }
+    let node = Node::build("imglim");
+    for proto in ["udp", "tcp"] {
+        node.node.run_ok(&[
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-I",
+            "PREROUTING",
+            "-d",
+            KUBE_DNS,
+            "-p",
+            proto,
+            "--dport",
+            "53",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &format!("{NODE_IP}:53"),
+        ]);
+    }
+    // What operators set (kubernetes/dns issues quote 0.5 CPU and 64 MiB and less).
+    let cache = Container::start_with(
+        &node,
+        "cilium-lrp",
+        Run {
+            podman: &["--cpus", "0.5", "--memory", "64m"],
+            default_shards: true,
+            ..Run::default()
+        },
+    );
+    assert!(
+        wait_until(SETTLE, || node.resolve("kubernetes.default")
+            == vec!["10.96.0.1"]),
+        "{}",
+        cache.log()
+    );
+    let log = cache.log();
+    let plan = log
+        .lines()
+        .find(|l| l.contains(" shards shards="))
+        .unwrap_or_else(|| panic!("no shard plan logged:\n{log}"));
+    assert!(plan.contains("shards=1 "), "{plan}");
+    assert!(plan.contains("cpu_quota_cores=Some(0.5)"), "{plan}");
+    assert!(plan.contains("memory_limit_bytes=Some(67108864)"), "{plan}");
+    assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
 }

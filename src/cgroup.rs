@@ -41,8 +41,8 @@ impl Limits {
             if controllers.is_empty() {
                 // v2: the unified hierarchy, at the root or under `unified/` (hybrid).
                 for base in [root.to_path_buf(), root.join("unified")] {
-                    let memory = tightest(&base, path, |dir| v2_memory(dir));
-                    let cpu = tightest_f64(&base, path, |dir| v2_cpu(dir));
+                    let memory = tightest(&base, path, v2_memory);
+                    let cpu = tightest_f64(&base, path, v2_cpu);
                     limits.memory_bytes = min_some(limits.memory_bytes, memory);
                     limits.cpu_cores = min_some_f64(limits.cpu_cores, cpu);
                 }
@@ -52,11 +52,11 @@ impl Limits {
                 let base = root.join(controller);
                 match controller {
                     "memory" => {
-                        let memory = tightest(&base, path, |dir| v1_memory(dir));
+                        let memory = tightest(&base, path, v1_memory);
                         limits.memory_bytes = min_some(limits.memory_bytes, memory);
                     }
                     "cpu" => {
-                        let cpu = tightest_f64(&base, path, |dir| v1_cpu(dir));
+                        let cpu = tightest_f64(&base, path, v1_cpu);
                         limits.cpu_cores = min_some_f64(limits.cpu_cores, cpu);
                     }
                     _ => {}
@@ -99,13 +99,16 @@ fn ancestors(base: &Path, path: &str) -> Vec<PathBuf> {
 }
 
 fn tightest(base: &Path, path: &str, read: impl Fn(&Path) -> Option<u64>) -> Option<u64> {
-    ancestors(base, path).iter().filter_map(|d| read(d)).min()
+    ancestors(base, path)
+        .iter()
+        .filter_map(|d| read(d.as_path()))
+        .min()
 }
 
 fn tightest_f64(base: &Path, path: &str, read: impl Fn(&Path) -> Option<f64>) -> Option<f64> {
     ancestors(base, path)
         .iter()
-        .filter_map(|d| read(d))
+        .filter_map(|d| read(d.as_path()))
         .min_by(|a, b| a.total_cmp(b))
 }
 

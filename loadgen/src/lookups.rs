@@ -10,7 +10,6 @@
 //! application waited. How late the worker sent against those times is the send lag.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 
 use hdrhistogram::Histogram;
@@ -18,12 +17,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::clock::{tighten_timer_slack, Clock};
-use crate::limits::{
-    IDLE_SLEEP_NS_MAX, INTERRUPT_DRAIN_NS_MAX, LOOKUP_STARTS_PER_PASS, SPIN_NS_MAX, SPIN_NS_MIN,
-};
+use crate::limits::{IDLE_SLEEP_NS_MAX, LOOKUP_STARTS_PER_PASS, SPIN_NS_MAX, SPIN_NS_MIN};
 use crate::pods::{AnswerSummary, PodModel, Step, QTYPES};
 use crate::schedule::{Pacer, Pacing, Spacing};
-use crate::sender::{answer_fits, count_answer, Channels, SendBatch, Shared, WorkerError};
+use crate::sender::{
+    answer_fits, count_answer, pause, Channels, Drain, SendBatch, Shared, WorkerError,
+};
 use crate::stats::{Interval, Tally};
 use crate::wire::{self, QueryOptions};
 
@@ -60,8 +59,9 @@ enum End {
 struct Lookup {
     /// Pod (channel) index within the worker.
     pod: usize,
-    /// Bumped at every send, so stale timeout entries are recognised.
-    generation: u32,
+    /// Set anew at every send (worker-wide counter), so stale timeout entries
+    /// are recognised.
+    generation: u64,
     /// Names to try, in order.
     candidates: Vec<String>,
     /// Index of the candidate being asked.
@@ -104,10 +104,13 @@ struct PodWorker<'a> {
     free: Vec<u32>,
     /// Lookups in flight.
     active: usize,
+    /// Source of send generations, unique across slot reuse (a freed slot's
+    /// stale timeout entries must not match its next lookup).
+    generations: u64,
     /// (pod, ID) of every unanswered query → (lookup slot, query index).
     outstanding: HashMap<(usize, u16), (u32, usize)>,
     /// (deadline, lookup slot, generation) in send order.
-    timeouts: VecDeque<(u64, u32, u32)>,
+    timeouts: VecDeque<(u64, u32, u64)>,
     /// Sends owed after the current receive pass.
     due: Vec<Due>,
     picker: crate::pods::Picker,
@@ -116,8 +119,7 @@ struct PodWorker<'a> {
     batch: SendBatch,
     tally: Tally,
     clock: Clock,
-    drain_until_ns: Option<u64>,
-    sending_ended_ns: Option<u64>,
+    drain: Drain,
 }
 
 /// Runs one pod worker until the run stops; reports through `out`.
@@ -135,6 +137,7 @@ pub fn run_pod_worker<C: Channels>(
         lookups: Vec::new(),
         free: Vec::new(),
         active: 0,
+        generations: 0,
         outstanding: HashMap::new(),
         timeouts: VecDeque::new(),
         due: Vec::new(),
@@ -144,15 +147,13 @@ pub fn run_pod_worker<C: Channels>(
         batch: SendBatch::new(2),
         tally: Tally::new(plan.index, start_ns, out),
         clock: Clock::starting_at(shared.start),
-        drain_until_ns: None,
-        sending_ended_ns: None,
+        drain: Drain::default(),
         plan,
         shared,
         model,
     };
     let result = w.run(&mut channels);
-    w.tally.roll(w.shared.now_ns());
-    w.tally.ship(true, w.sending_ended_ns);
+    w.tally.finish(w.shared.now_ns(), w.drain.sending_ended_ns);
     result
 }
 
@@ -169,8 +170,9 @@ impl PodWorker<'_> {
             if self.tally.roll(now) {
                 self.clock.resync();
             }
-            self.maybe_start_drain(now);
-            if self.drain_until_ns.is_none() {
+            self.drain
+                .start_if(false, self.shared, self.plan.timeout_ns, now);
+            if !self.drain.started() {
                 self.start_lookups(now);
             }
             let clock = self.clock;
@@ -182,39 +184,15 @@ impl PodWorker<'_> {
             }
             let now = self.shared.now_ns();
             self.expire(now);
-            if self.drain_done(now) {
+            if self.drain.done(self.active, now) {
                 let slots: Vec<u32> = (0..self.lookups.len() as u32).collect();
                 for slot in slots {
                     self.lose(slot, now);
                 }
                 return Ok(());
             }
-            let sleep = self.sleep_ns(now);
-            let spin = self.spin_ns();
-            if sleep > spin {
-                channels
-                    .wait(sleep - spin)
-                    .map_err(|source| WorkerError::Poll { worker, source })?;
-            } else if sleep > 0 {
-                std::thread::yield_now();
-            }
+            pause(channels, worker, self.sleep_ns(now), self.spin_ns())?;
         }
-    }
-
-    fn maybe_start_drain(&mut self, now: u64) {
-        if self.drain_until_ns.is_none() && self.shared.stop.load(Ordering::Relaxed) {
-            let mut wait = self.plan.timeout_ns;
-            if self.shared.interrupted.load(Ordering::Relaxed) {
-                wait = wait.min(INTERRUPT_DRAIN_NS_MAX);
-            }
-            self.drain_until_ns = Some(now + wait);
-            self.sending_ended_ns = Some(now);
-        }
-    }
-
-    fn drain_done(&self, now: u64) -> bool {
-        self.drain_until_ns
-            .is_some_and(|until| self.active == 0 || now >= until)
     }
 
     /// Starts the lookups whose arrival time has come (as many as there is room for).
@@ -309,7 +287,8 @@ impl PodWorker<'_> {
             self.lose(slot, now);
             return;
         }
-        l.generation = l.generation.wrapping_add(1);
+        self.generations += 1;
+        l.generation = self.generations;
         self.timeouts
             .push_back((now + self.plan.timeout_ns, slot, l.generation));
     }
@@ -444,7 +423,7 @@ impl PodWorker<'_> {
             return 0;
         }
         let mut until = (now + IDLE_SLEEP_NS_MAX).min(self.tally.second_end_ns());
-        if self.drain_until_ns.is_none() && self.active < self.plan.lookups_max {
+        if !self.drain.started() && self.active < self.plan.lookups_max {
             if let Some(due) = self.pacer.next_due_ns() {
                 until = until.min(due);
             }

@@ -6,17 +6,15 @@
 //! Clients are dealt to workers round robin (client `c` is socket `c / threads` of
 //! worker `c % threads`); each worker walks the whole event list and sends its own.
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 
 use crate::clock::{tighten_timer_slack, Clock};
 use crate::inflight::InFlight;
 use crate::limits::{
-    IDLE_SLEEP_NS_MAX, IDS_PER_CHANNEL_MAX, IDS_PER_CHANNEL_MIN, INTERRUPT_DRAIN_NS_MAX,
-    REPLAY_ID_SLOTS_MAX, SPIN_NS_MIN,
+    IDLE_SLEEP_NS_MAX, IDS_PER_CHANNEL_MAX, IDS_PER_CHANNEL_MIN, REPLAY_ID_SLOTS_MAX, SPIN_NS_MIN,
 };
 use crate::replay::Event;
-use crate::sender::{account_answer, Channels, SendBatch, Shared, WorkerError};
+use crate::sender::{account_answer, pause, Channels, Drain, SendBatch, Shared, WorkerError};
 use crate::stats::{Interval, Tally};
 
 /// What one replay worker is told to do.
@@ -48,8 +46,7 @@ struct Replayer<'a> {
     batch: SendBatch,
     tally: Tally,
     clock: Clock,
-    drain_until_ns: Option<u64>,
-    sending_ended_ns: Option<u64>,
+    drain: Drain,
 }
 
 /// Runs one replay worker over `events` until they are sent and answered (or the
@@ -70,15 +67,13 @@ pub fn run_replay_worker<C: Channels>(
         batch: SendBatch::new(plan.batch),
         tally: Tally::new(plan.index, start_ns, out),
         clock: Clock::starting_at(shared.start),
-        drain_until_ns: None,
-        sending_ended_ns: None,
+        drain: Drain::default(),
         events,
         plan,
         shared,
     };
     let result = w.run(&mut channels);
-    w.tally.roll(w.shared.now_ns());
-    w.tally.ship(true, w.sending_ended_ns);
+    w.tally.finish(w.shared.now_ns(), w.drain.sending_ended_ns);
     result
 }
 
@@ -97,8 +92,10 @@ impl Replayer<'_> {
             if self.tally.roll(now) {
                 self.clock.resync();
             }
-            self.maybe_start_drain(now);
-            if self.drain_until_ns.is_none() {
+            let done = self.cursor >= self.events.len();
+            self.drain
+                .start_if(done, self.shared, self.plan.timeout_ns, now);
+            if !self.drain.started() {
                 self.send_due(channels, now);
             }
             let clock = self.clock;
@@ -112,21 +109,12 @@ impl Replayer<'_> {
                 .map_err(|source| WorkerError::Receive { worker, source })?;
             let now = self.shared.now_ns();
             self.tally.counters.lost += self.inflight.expire(now, self.plan.timeout_ns);
-            if self
-                .drain_until_ns
-                .is_some_and(|until| self.inflight.outstanding() == 0 || now >= until)
-            {
+            if self.drain.done(self.inflight.outstanding(), now) {
                 self.tally.counters.lost += self.inflight.expire_all();
                 return Ok(());
             }
             let sleep = self.sleep_ns(now);
-            if sleep > SPIN_NS_MIN {
-                channels
-                    .wait(sleep - SPIN_NS_MIN)
-                    .map_err(|source| WorkerError::Poll { worker, source })?;
-            } else if sleep > 0 {
-                std::thread::yield_now();
-            }
+            pause(channels, worker, sleep, SPIN_NS_MIN)?;
         }
     }
 
@@ -139,21 +127,6 @@ impl Replayer<'_> {
     fn channel_of(&self, e: &Event) -> Option<usize> {
         let c = e.client as usize;
         (c % self.plan.workers == self.plan.index).then_some(c / self.plan.workers)
-    }
-
-    fn maybe_start_drain(&mut self, now: u64) {
-        if self.drain_until_ns.is_some() {
-            return;
-        }
-        let stop = self.shared.stop.load(Ordering::Relaxed);
-        if stop || self.cursor >= self.events.len() {
-            let mut wait = self.plan.timeout_ns;
-            if self.shared.interrupted.load(Ordering::Relaxed) {
-                wait = wait.min(INTERRUPT_DRAIN_NS_MAX);
-            }
-            self.drain_until_ns = Some(now + wait);
-            self.sending_ended_ns = Some(now);
-        }
     }
 
     /// Sends every event whose time has come, consecutive ones of one client in
@@ -220,7 +193,7 @@ impl Replayer<'_> {
 
     fn sleep_ns(&mut self, now: u64) -> u64 {
         let mut until = (now + IDLE_SLEEP_NS_MAX).min(self.tally.second_end_ns());
-        if self.drain_until_ns.is_none() {
+        if !self.drain.started() {
             if let Some(e) = self.events.get(self.cursor) {
                 until = until.min(self.due_ns(e));
             }

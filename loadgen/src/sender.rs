@@ -79,6 +79,63 @@ impl Shared {
     }
 }
 
+/// When a worker stopped sending and until when it then waits for answers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Drain {
+    /// Set once sending has stopped: the time by which outstanding answers must arrive.
+    until_ns: Option<u64>,
+    /// When sending stopped, for the QPS denominator.
+    pub sending_ended_ns: Option<u64>,
+}
+
+impl Drain {
+    /// Stops sending at `now` when the run stops or `done` (the worker has
+    /// nothing left to send): answers are then awaited up to `timeout_ns`, or at
+    /// most 1 s after Ctrl-C.
+    pub fn start_if(&mut self, done: bool, shared: &Shared, timeout_ns: u64, now: u64) {
+        if self.until_ns.is_some() || !(done || shared.stop.load(Ordering::Relaxed)) {
+            return;
+        }
+        let mut wait = timeout_ns;
+        if shared.interrupted.load(Ordering::Relaxed) {
+            wait = wait.min(INTERRUPT_DRAIN_NS_MAX);
+        }
+        self.until_ns = Some(now + wait);
+        self.sending_ended_ns = Some(now);
+    }
+
+    /// True once sending has stopped.
+    pub fn started(&self) -> bool {
+        self.until_ns.is_some()
+    }
+
+    /// True when the wait for answers is over: nothing `outstanding`, or time is up.
+    pub fn done(&self, outstanding: usize, now: u64) -> bool {
+        self.until_ns
+            .is_some_and(|until| outstanding == 0 || now >= until)
+    }
+}
+
+/// Waits `sleep_ns` less `spin_ns` for readiness (so a due send is made on time
+/// by spinning the rest), or only yields when less than that is left.
+pub fn pause<C: Channels>(
+    channels: &mut C,
+    worker: usize,
+    sleep_ns: u64,
+    spin_ns: u64,
+) -> Result<(), WorkerError> {
+    if sleep_ns > spin_ns {
+        channels
+            .wait(sleep_ns - spin_ns)
+            .map_err(|source| WorkerError::Poll { worker, source })?;
+    } else if sleep_ns > 0 {
+        // Spinning: let a thread of equal priority on this core (the main
+        // thread under a real-time policy) run, or it would never stop us.
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
 /// What one worker is told to do.
 #[derive(Debug, Clone)]
 pub struct WorkerPlan {
@@ -285,12 +342,10 @@ struct Worker<'a> {
     second: u64,
     /// Where to report.
     out: Sender<Interval>,
-    /// Set once sending has stopped: the time by which outstanding answers must arrive.
-    drain_until_ns: Option<u64>,
+    /// Sending stopped, answers awaited.
+    drain: Drain,
     /// Channel to try first in the next send round (spreads batches).
     next_channel: usize,
-    /// When sending stopped, for the QPS denominator.
-    sending_ended_ns: Option<u64>,
     /// The transport stamps each answer's arrival (UDP), so reading may wait.
     stamped_arrivals: bool,
     /// When answers are read next, if reads are deferred.
@@ -325,8 +380,7 @@ pub fn run_worker<C: Channels>(
         clock: Clock::starting_at(shared.start),
         second: start_ns / 1_000_000_000,
         out,
-        drain_until_ns: None,
-        sending_ended_ns: None,
+        drain: Drain::default(),
         stamped_arrivals: channels.stamps_arrivals(),
         next_receive_ns: 0,
         connections_seen: 0,
@@ -354,7 +408,7 @@ impl Worker<'_> {
             let now = self.shared.now_ns();
             self.roll_seconds(now);
             self.maybe_start_drain(now);
-            if self.drain_until_ns.is_none() {
+            if !self.drain.started() {
                 self.send_round(channels, now);
                 let opened = channels.connections_opened();
                 self.counters.connections += opened - self.connections_seen;
@@ -379,14 +433,8 @@ impl Worker<'_> {
             let spin = self.spin_ns();
             if sleep > spin && self.receives_deferred() {
                 std::thread::sleep(std::time::Duration::from_nanos(sleep - spin));
-            } else if sleep > spin {
-                channels
-                    .wait(sleep - spin)
-                    .map_err(|source| WorkerError::Poll { worker, source })?;
-            } else if sleep > 0 {
-                // Spinning: let a thread of equal priority on this core (the main
-                // thread under a real-time policy) run, or it would never stop us.
-                std::thread::yield_now();
+            } else {
+                pause(channels, worker, sleep, spin)?;
             }
         }
     }
@@ -395,7 +443,7 @@ impl Worker<'_> {
     /// over a transport that stamps arrivals, reading late changes no latency, and
     /// reading every 1 ms instead of waking per answer saves most system calls.
     fn receives_deferred(&self) -> bool {
-        self.stamped_arrivals && self.pacer.latency_from_intended() && self.drain_until_ns.is_none()
+        self.stamped_arrivals && self.pacer.latency_from_intended() && !self.drain.started()
     }
 
     /// How long before a due send the worker stops sleeping and spins: a quarter of the
@@ -413,24 +461,13 @@ impl Worker<'_> {
     }
 
     fn maybe_start_drain(&mut self, now: u64) {
-        if self.drain_until_ns.is_some() {
-            return;
-        }
-        if self.shared.stop.load(Ordering::Relaxed) || self.picker.is_done() {
-            let mut wait = self.plan.timeout_ns;
-            if self.shared.interrupted.load(Ordering::Relaxed) {
-                wait = wait.min(INTERRUPT_DRAIN_NS_MAX);
-            }
-            self.drain_until_ns = Some(now + wait);
-            self.sending_ended_ns = Some(now);
-        }
+        let done = self.picker.is_done();
+        self.drain
+            .start_if(done, self.shared, self.plan.timeout_ns, now);
     }
 
     fn drain_done(&self, now: u64) -> bool {
-        match self.drain_until_ns {
-            Some(until) => self.inflight.outstanding() == 0 || now >= until,
-            None => false,
-        }
+        self.drain.done(self.inflight.outstanding(), now)
     }
 
     /// One pass over the channels, each getting at most one batch.
@@ -528,7 +565,7 @@ impl Worker<'_> {
     fn sleep_ns(&mut self, now: u64) -> u64 {
         let mut until = now + IDLE_SLEEP_NS_MAX;
         let room = self.inflight.outstanding() < self.plan.outstanding_max;
-        if self.drain_until_ns.is_none() && room {
+        if !self.drain.started() && room {
             match self.pacer.next_due_ns() {
                 None => return 0,
                 Some(due) => until = until.min(due),
@@ -564,7 +601,7 @@ impl Worker<'_> {
             send_lag: std::mem::replace(&mut self.send_lag, new_histogram()),
             lookup_latency: new_histogram(),
             last,
-            sending_ended_ns: self.sending_ended_ns.filter(|_| last),
+            sending_ended_ns: self.drain.sending_ended_ns.filter(|_| last),
         };
         let _ = self.out.send(iv);
     }

@@ -193,6 +193,13 @@ impl Tally {
         rolled
     }
 
+    /// Ships every second up to `now_ns` and then the last one, of a worker that
+    /// stopped sending at `sending_ended_ns`.
+    pub fn finish(&mut self, now_ns: u64, sending_ended_ns: Option<u64>) {
+        self.roll(now_ns);
+        self.ship(true, sending_ended_ns);
+    }
+
     /// Ships the current second (`last`: the worker has stopped, having stopped
     /// sending at `sending_ended_ns`).
     pub fn ship(&mut self, last: bool, sending_ended_ns: Option<u64>) {

@@ -779,24 +779,41 @@ fn knot_for_pods(dir: &std::path::Path, profile_args: &[&str]) -> Knot {
     Knot::start_zones(&stdout(&out))
 }
 
+/// Runs the pod model (`profile`, `pods` pods, `rate` lookups/s for `secs`)
+/// against knotd serving its zones, captures the traffic, and returns the report
+/// and what the capture shows (checked against the ndots:5 rules).
+fn pods_captured(
+    profile: &str,
+    pods: &str,
+    rate: &str,
+    secs: &str,
+) -> (Value, support::expansion::Expansion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pods.toml");
+    std::fs::write(&path, profile).unwrap();
+    let model = ["--pods", pods, "--pod-profile", path.to_str().unwrap()];
+    let knot = knot_for_pods(dir.path(), &model);
+    let capture = support::Capture::start(knot.port, &dir.path().join("pods.pcap"));
+    let port = knot.port.to_string();
+    let mut args = model.to_vec();
+    // A timeout shorter than the run: timeouts of finished lookups must not
+    // touch the lookups that reuse their slots.
+    args.extend([
+        "-p", &port, "--rate", rate, "-l", secs, "-t", "0.5", "--no-pin",
+    ]);
+    let j = report(&args);
+    let pcap = capture.finish();
+    let e = support::expansion::check(&support::expansion::packets(&pcap, knot.port));
+    (j, e)
+}
+
 #[test]
 fn pods_expand_through_the_search_list_as_glibc_does() {
     // 4 pods in 2 namespaces, 150 lookups/s for 2 s against knotd serving the
     // model's cluster.local and example.com zones, captured on loopback. The
     // capture, decoded by tshark, is checked against the ndots:5 rules on its own
     // (support/expansion.rs), then against dnsload's report.
-    let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("pods.toml");
-    std::fs::write(&profile, "namespaces = 2\nfqdn_share = 0.2\n").unwrap();
-    let model = ["--pods", "4", "--pod-profile", profile.to_str().unwrap()];
-    let knot = knot_for_pods(dir.path(), &model);
-    let capture = support::Capture::start(knot.port, &dir.path().join("pods.pcap"));
-    let port = knot.port.to_string();
-    let mut args = model.to_vec();
-    args.extend(["-p", &port, "--rate", "150", "-l", "2", "--no-pin"]);
-    let j = report(&args);
-    let pcap = capture.finish();
-    let e = support::expansion::check(&support::expansion::packets(&pcap, knot.port));
+    let (j, e) = pods_captured("namespaces = 2\nfqdn_share = 0.2\n", "4", "150", "2");
     // Every query and answer is in the capture, and the capture's lookups are
     // dnsload's lookups.
     assert_eq!(e.queries as u64, count(&j, "sent"));
@@ -846,17 +863,7 @@ fn pods_expand_through_the_search_list_as_glibc_does() {
 fn pods_single_request_asks_aaaa_after_the_a_answer() {
     // glibc's `options single-request`: same expansion, but each step's AAAA
     // leaves only once its A is answered.
-    let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("pods.toml");
-    std::fs::write(&profile, "namespaces = 1\nsingle_request = true\n").unwrap();
-    let model = ["--pods", "2", "--pod-profile", profile.to_str().unwrap()];
-    let knot = knot_for_pods(dir.path(), &model);
-    let capture = support::Capture::start(knot.port, &dir.path().join("sr.pcap"));
-    let port = knot.port.to_string();
-    let mut args = model.to_vec();
-    args.extend(["-p", &port, "--rate", "100", "-l", "1", "--no-pin"]);
-    let j = report(&args);
-    let e = support::expansion::check(&support::expansion::packets(&capture.finish(), knot.port));
+    let (j, e) = pods_captured("namespaces = 1\nsingle_request = true\n", "2", "100", "1");
     assert_eq!(e.queries as u64, count(&j, "sent"));
     assert!(e.lookups > 0);
     assert_eq!(e.parallel_steps, 0, "{e:?}");
@@ -871,7 +878,9 @@ fn pods_churn_asks_new_names_that_still_resolve() {
     let knot = knot_for_pods(dir.path(), &model);
     let port = knot.port.to_string();
     let mut args = model.to_vec();
-    args.extend(["-p", &port, "--rate", "400", "-l", "1", "--no-pin"]);
+    args.extend([
+        "-p", &port, "--rate", "400", "-l", "1.5", "-t", "0.3", "--no-pin",
+    ]);
     let j = report(&args);
     let l = &j["lookups"];
     assert!(l["lookups"].as_u64().unwrap() > 200, "{l}");

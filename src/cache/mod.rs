@@ -17,7 +17,7 @@ pub mod shard;
 pub mod stats;
 
 pub use answer::{write_reply, AnswerClass, AnswerError, StoredAnswer};
-pub use shard::{Key, Lookup, Shard};
+pub use shard::{Key, Lookup, Shard, Tally};
 pub use stats::CacheStats;
 
 #[cfg(test)]

@@ -324,8 +324,6 @@ struct Pool {
     bytes: usize,
     /// Entries of this pool evicted to make room.
     evictions: u64,
-    /// Lookups answered from this pool.
-    hits: u64,
 }
 
 impl Pool {
@@ -390,10 +388,9 @@ impl Pool {
     }
 }
 
-/// Counters not kept per pool.
+/// Counters not kept per pool or per listening address.
 #[derive(Default)]
 struct Counters {
-    misses: u64,
     prefetches: u64,
     refresh_failures: u64,
     served_stale: u64,
@@ -422,6 +419,28 @@ pub struct Shard {
     disable_success: Vec<Vec<u8>>,
     disable_denial: Vec<Vec<u8>>,
     counters: Counters,
+    /// Hits and misses by the listening address the lookups came through (the
+    /// `server` label of the metrics): the only place a lookup is counted.
+    tallies: Vec<Tally>,
+}
+
+/// The lookups of one cache shard that came through one listening address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Answered from a success entry (fresh, or stale with `immediate`).
+    pub hits_success: u64,
+    /// Answered from a denial or SERVFAIL entry.
+    pub hits_denial: u64,
+    /// Found nothing to answer with.
+    pub misses: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.hits_success += other.hits_success;
+        self.hits_denial += other.hits_denial;
+        self.misses += other.misses;
+    }
 }
 
 fn wire_zones(zones: &[Zone]) -> Vec<Vec<u8>> {
@@ -485,6 +504,7 @@ impl Shard {
             disable_success: wire_zones(&cfg.disable_success),
             disable_denial: wire_zones(&cfg.disable_denial),
             counters: Counters::default(),
+            tallies: vec![Tally::default()],
         }
     }
 
@@ -510,10 +530,14 @@ impl Shard {
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
         let [success, denial] = &self.pools;
+        let mut all = Tally::default();
+        for tally in &self.tallies {
+            all.add(tally);
+        }
         CacheStats {
-            hits_success: success.hits,
-            hits_denial: denial.hits,
-            misses: c.misses,
+            hits_success: all.hits_success,
+            hits_denial: all.hits_denial,
+            misses: all.misses,
             prefetches: c.prefetches,
             refresh_failures: c.refresh_failures,
             served_stale: c.served_stale,
@@ -563,15 +587,48 @@ impl Shard {
         out: &mut [u8],
         max_len: usize,
     ) -> Lookup {
+        self.lookup_via(Some(0), q, now, out, max_len)
+    }
+
+    /// [`Shard::lookup`], counted in the tally of listening address `via` (see
+    /// [`Shard::tally_addresses`]); None counts nowhere (a lookup for another shard,
+    /// whose own lookup was counted there).
+    pub fn lookup_via(
+        &mut self,
+        via: Option<usize>,
+        q: &Query<'_>,
+        now: Instant,
+        out: &mut [u8],
+        max_len: usize,
+    ) -> Lookup {
         let now = self.clock.millis(now);
-        let result = match self.find_query(q) {
-            Some(id) => self.serve(id, q, now, out, max_len),
-            None => Lookup::Miss,
+        let (result, pool) = match self.find_query(q) {
+            Some(id) => (self.serve(id, q, now, out, max_len), id.pool()),
+            None => (Lookup::Miss, SUCCESS),
         };
-        if result == Lookup::Miss {
-            self.counters.misses += 1;
+        if let Some(tally) = via.and_then(|v| self.tallies.get_mut(v)) {
+            match result {
+                Lookup::Miss => tally.misses += 1,
+                _ if pool == SUCCESS => tally.hits_success += 1,
+                _ => tally.hits_denial += 1,
+            }
         }
         result
+    }
+
+    /// Sizes the tallies for `addresses` listening addresses; `was(i)` is the index
+    /// address `i` had before (a reload hands a cache to a state that numbers its
+    /// addresses anew), None for a new one. Counts of addresses gone are dropped.
+    pub fn tally_addresses(&mut self, addresses: usize, was: impl Fn(usize) -> Option<usize>) {
+        let old = std::mem::take(&mut self.tallies);
+        self.tallies = (0..addresses.max(1))
+            .map(|i| was(i).and_then(|o| old.get(o)).copied().unwrap_or_default())
+            .collect();
+    }
+
+    /// The lookups counted through listening address `via`.
+    pub fn tally(&self, via: usize) -> Tally {
+        self.tallies.get(via).copied().unwrap_or_default()
     }
 
     /// [`Shard::lookup`] of the entry `id`, which answers `q`: reads the entry and its
@@ -624,7 +681,6 @@ impl Shard {
         } else {
             e.refresh.claim(now)
         };
-        self.pools[id.pool()].hits += 1;
         if !fresh {
             self.counters.served_stale += 1;
         }

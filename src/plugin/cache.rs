@@ -1,6 +1,7 @@
-//! `cache`: answers from the block's cache shard (`crate::cache`) and counts the
-//! hit or the miss in the block's series once. A miss passes on; the miss path
-//! fills the cache through [`Cache::cell`] when the answer comes.
+//! `cache`: answers from the block's cache shard (`crate::cache`), which counts the
+//! hit or the miss once, under the listening address the query came through (the
+//! metrics read those tallies at scrape). A miss passes on; the miss path fills the
+//! cache through [`Cache::cell`] when the answer comes.
 
 use std::cell::RefCell;
 
@@ -28,23 +29,14 @@ impl Cache {
     #[inline]
     pub fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
         let max_len = out.len();
+        let via = Some(req.endpoint);
         let lookup = self
             .shard
             .borrow_mut()
-            .lookup(req.query, req.now, out, max_len);
-        let series = trail
-            .meter
-            .as_ref()
-            .and_then(|m| req.stats.cache(m.series()));
+            .lookup_via(via, req.query, req.now, out, max_len);
         let Some(len) = lookup.reply_len() else {
-            if let Some(series) = series {
-                series.miss();
-            }
             return Flow::Next;
         };
-        if let (Some(series), Some(answer)) = (series, out.get(..len)) {
-            series.hit(answer);
-        }
         trail.refresh = lookup.must_refresh();
         Flow::Answer(len, Origin::Cache)
     }

@@ -67,12 +67,13 @@ impl Exporter {
 
 /// Adds the state of one shard to `out`: its series, caches, upstreams and extras.
 fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
-    shard.stats.export(out, |block| {
-        shard
-            .blocks
-            .get(block)
-            .and_then(|b| b.chain.cache())
-            .map(|c| c.cell().borrow().stats())
+    shard.stats.export(out, |block, endpoint| {
+        let cache = shard.blocks.get(block).and_then(|b| b.chain.cache());
+        cache
+            .map(|c| {
+                let c = c.cell().borrow();
+                (c.stats(), c.tally(endpoint))
+            })
             .unwrap_or_default()
     });
     export_upstreams(shard, out);

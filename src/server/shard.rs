@@ -71,7 +71,7 @@ impl Shard {
         generation: u64,
         peers: Option<Rc<Peers>>,
     ) -> Rc<Shard> {
-        let blocks = config
+        let blocks: Vec<Block> = config
             .servers
             .iter()
             .map(|block| Block::new(block, shards))
@@ -80,6 +80,12 @@ impl Shard {
             config,
             endpoints.iter().map(|e| (e.addr, e.blocks.as_slice())),
         );
+        for cache in blocks.iter().filter_map(|b| b.chain.cache()) {
+            cache
+                .cell()
+                .borrow_mut()
+                .tally_addresses(endpoints.len(), Some);
+        }
         Rc::new(Shard {
             blocks,
             generation,
@@ -132,7 +138,10 @@ impl Shard {
         let cache = self.blocks.get(block_index)?.chain.cache()?.cell();
         let mut scratch = self.scratch.borrow_mut();
         let max_len = scratch.len();
-        let lookup = cache.borrow_mut().lookup(query, now, &mut scratch, max_len);
+        // Counted where the query arrived, not again here.
+        let lookup = cache
+            .borrow_mut()
+            .lookup_via(None, query, now, &mut scratch, max_len);
         let answer = scratch.get(..lookup.reply_len()?)?.to_vec();
         Some((answer, lookup.must_refresh()))
     }
@@ -185,6 +194,12 @@ impl Shard {
                 cache.cell().try_borrow_mut(),
             ) {
                 std::mem::swap(&mut *theirs, &mut *ours);
+                let was = |i: usize| {
+                    let (addr, _) = self.endpoint_blocks.get(i)?;
+                    old.endpoint_index(*addr)
+                };
+                ours.tally_addresses(self.endpoint_blocks.len(), was);
+                theirs.tally_addresses(old.endpoint_blocks.len(), |_| None);
                 adopted += 1;
             }
         }

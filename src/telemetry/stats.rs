@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::metrics::{self as m, Metrics, SIZE_BUCKETS, TIME_BUCKETS};
-use crate::cache::CacheStats;
+use crate::cache::{CacheStats, Tally};
 use crate::config::Config;
 use crate::wire::{self, Header, Reader};
 
@@ -219,36 +219,16 @@ pub fn response_class(response: &[u8]) -> (usize, bool) {
     }
 }
 
-/// Counters of one cache as seen through one server address.
+/// One cache as seen through one server address: its hits and misses are the cache
+/// shard's own tally for that address, read at scrape.
 pub struct CacheSeries {
     server: String,
     zones: String,
     block: usize,
-    /// By type: success, denial. Requests are hits plus misses, added at scrape.
-    pub hits: [Cell<u64>; 2],
-    pub misses: Cell<u64>,
+    /// The address's index among the shard's listening addresses.
+    endpoint: usize,
     /// Upstream answers not cached because they failed validation.
     pub drops: Cell<u64>,
-}
-
-impl CacheSeries {
-    /// A lookup answered with `response`.
-    #[inline]
-    pub fn hit(&self, response: &[u8]) {
-        let (_, denial) = response_class(response);
-        bump(&self.hits[usize::from(denial)]);
-    }
-
-    /// A lookup that found nothing to answer with.
-    #[inline]
-    pub fn miss(&self) {
-        bump(&self.misses);
-    }
-
-    /// `coredns_cache_requests_total`: every lookup.
-    fn requests(&self) -> u64 {
-        self.hits.iter().map(Cell::get).sum::<u64>() + self.misses.get()
-    }
 }
 
 /// Where the series of one block behind one endpoint are.
@@ -278,7 +258,7 @@ impl ShardStats {
         endpoints: impl Iterator<Item = (SocketAddr, &'a [usize])>,
     ) -> ShardStats {
         let mut stats = ShardStats::default();
-        for (addr, blocks) in endpoints {
+        for (endpoint, (addr, blocks)) in endpoints.enumerate() {
             let server = server_label(addr);
             let mut by_block = vec![None; config.servers.len()];
             for &b in blocks {
@@ -304,8 +284,7 @@ impl ShardStats {
                         server: server.clone(),
                         zones: zones.join(","),
                         block: b,
-                        hits: [Cell::new(0), Cell::new(0)],
-                        misses: Cell::new(0),
+                        endpoint,
                         drops: Cell::new(0),
                     });
                     stats.cache.len() - 1
@@ -337,10 +316,11 @@ impl ShardStats {
         self.cache.get(series.cache?)
     }
 
-    /// Adds the series and the per-cache counters to `out`; `own(block)` gives the
-    /// counters the cache shard of a block keeps itself (refreshes, stale answers,
-    /// evictions, its drops, entries).
-    pub fn export(&self, out: &mut Metrics, own: impl Fn(usize) -> CacheStats) {
+    /// Adds the series and the per-cache counters to `out`; `own(block, endpoint)`
+    /// gives the counters the cache shard of a block keeps itself (refreshes, stale
+    /// answers, evictions, its drops, entries) and its tally of the lookups that came
+    /// through `endpoint`.
+    pub fn export(&self, out: &mut Metrics, own: impl Fn(usize, usize) -> (CacheStats, Tally)) {
         for series in &self.dns {
             series.export(out);
         }
@@ -348,12 +328,13 @@ impl ShardStats {
             let labels = [cache.server.as_str(), cache.zones.as_str(), ""];
             let typed =
                 |kind: &'static str| [cache.server.as_str(), kind, cache.zones.as_str(), ""];
-            out.counter(&m::CACHE_REQUESTS, &labels, cache.requests());
-            out.counter(&m::CACHE_HITS, &typed("success"), cache.hits[0].get());
-            out.counter(&m::CACHE_HITS, &typed("denial"), cache.hits[1].get());
-            out.counter(&m::CACHE_MISSES, &labels, cache.misses.get());
+            let (own, tally) = own(cache.block, cache.endpoint);
+            let requests = tally.hits_success + tally.hits_denial + tally.misses;
+            out.counter(&m::CACHE_REQUESTS, &labels, requests);
+            out.counter(&m::CACHE_HITS, &typed("success"), tally.hits_success);
+            out.counter(&m::CACHE_HITS, &typed("denial"), tally.hits_denial);
+            out.counter(&m::CACHE_MISSES, &labels, tally.misses);
             // The meter counts mismatched answers as drops; the cache shard its own.
-            let own = own(cache.block);
             out.counter(&m::CACHE_DROPS, &labels, cache.drops.get() + own.drops);
             out.counter(&m::CACHE_PREFETCH, &labels, own.prefetches);
             out.counter(&m::CACHE_SERVED_STALE, &labels, own.served_stale);
@@ -404,12 +385,6 @@ impl Meter {
             request_bytes,
             start,
         })
-    }
-
-    /// Where the query's series are.
-    #[inline]
-    pub fn series(&self) -> BlockSeries {
-        self.series
     }
 
     /// An upstream answer that failed validation and was not cached.

@@ -6,7 +6,8 @@
 # profile as an SVG call graph (gprof2dot + graphviz).
 #
 #   bench/callgrind.sh [OUT_DIR] [QUERIES]     env: LABEL (file name prefix),
-#   OURS_BIN (profile this server binary, e.g. a baseline build, instead of this tree's)
+#   OURS_BIN (profile this server binary, e.g. a baseline build, instead of this tree's),
+#   KNOT_PORT, PORT (loopback ports of knotd and the server; 25453, 25454)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -21,7 +22,7 @@ cargo build --release -q -p nodelocaldns -p dnsload
 ours=${OURS_BIN:-"$target/release/nodelocaldns"}
 mkdir -p "$out"
 bench_work
-knot_port=25453; port=25454
+knot_port=${KNOT_PORT:-25453}; port=${PORT:-25454}
 bench_zone bench. "$work/bench.zone"
 bench_knot_conf "$work" "$knot_port" bench.
 knotd -c "$work/knot.conf" 2>/dev/null & pids+=($!)

@@ -277,3 +277,58 @@ impl Chain {
 
 pub use cache::Cache;
 pub use forward::Forward;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Plugin {
+        fn name(&self) -> &'static str {
+            match self {
+                Plugin::Prometheus(_) => "prometheus",
+                Plugin::Errors(_) => "errors",
+                Plugin::Log(_) => "log",
+                Plugin::Acl(_) => "acl",
+                Plugin::Cache(_) => "cache",
+                Plugin::Loop(_) => "loop",
+                Plugin::Forward(_) => "forward",
+                Plugin::Whoami(_) => "whoami",
+            }
+        }
+    }
+
+    fn chain(corefile: &str) -> Vec<&'static str> {
+        let path = std::path::Path::new("Corefile");
+        let config = crate::config::parse_corefile(corefile, path).expect("parses");
+        let chain = Chain::new(&config.servers[0], 1);
+        chain.plugins.iter().map(Plugin::name).collect()
+    }
+
+    /// The links follow node-cache's order whatever the order of the directives.
+    #[test]
+    fn links_follow_node_cache_order() {
+        let corefile = ".:1053 {\n whoami\n forward . 127.0.0.1:53\n loop\n cache 30\n \
+                        acl {\n  allow net 127.0.0.0/8\n }\n log\n errors\n prometheus :9253\n \
+                        bufsize 1232\n}\n";
+        assert_eq!(
+            chain(corefile),
+            [
+                "prometheus",
+                "errors",
+                "log",
+                "acl",
+                "cache",
+                "loop",
+                "forward",
+                "whoami"
+            ]
+        );
+    }
+
+    /// Directives that configure the server are not links.
+    #[test]
+    fn a_plain_block_is_cache_and_forward() {
+        let corefile = ".:1053 {\n bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:53\n}\n";
+        assert_eq!(chain(corefile), ["cache", "forward"]);
+    }
+}

@@ -85,6 +85,15 @@ const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
 
 /// Control plane → shard: how often a shard reads its control inbox (reload, stop).
 pub const CONTROL_POLL_MILLIS: u64 = 100;
+/// Liveness: `/health` answers 503 while a serving shard's control tick has not run
+/// for this long (a wedged loop, a blocked thread). 50 missed ticks: far above what
+/// scheduling on a loaded node delays a tick by, far below the ≥ 20 s a kubelet
+/// needs to act on it (failureThreshold 3 × periodSeconds 10 by default).
+pub const LIVENESS_STALL_MILLIS: u64 = 5_000;
+const _: () = assert!(LIVENESS_STALL_MILLIS >= 20 * CONTROL_POLL_MILLIS);
+/// The test hook that stalls a shard (`NODELOCALDNS_TEST_STALL_FILE`) stalls it at
+/// most this long.
+pub const TEST_STALL_MILLIS_MAX: u64 = 60_000;
 /// Stop without a successor: longest a shard keeps draining its UDP sockets (queued
 /// datagrams, misses in flight) before closing them. The rules' teardown (≤ 2 s) runs
 /// before it, so exit stays within lameduck + 5 s.

@@ -92,7 +92,10 @@ fn serve(server: &Server, routes: Routes, shared: &Shared) {
         let path = request.url().split('?').next().unwrap_or("").to_string();
         let response = match path.as_str() {
             "/metrics" if routes.metrics => exposition(shared.collect().render()),
-            "/health" if routes.health => text(200, "OK".into()),
+            "/health" if routes.health => match shared.health_failure() {
+                None => text(200, "OK".into()),
+                Some(stuck) => text(503, stuck),
+            },
             "/ready" if routes.ready => match shared.ready() {
                 true => text(200, "OK".into()),
                 false => text(503, "not ready".into()),

@@ -223,6 +223,13 @@ family!(
     "A metrics that counts the number of panics."
 );
 family!(
+    HEALTH_FAILURES,
+    "coredns_health_request_failures_total",
+    Counter,
+    [],
+    "The number of times the health check failed."
+);
+family!(
     HEALTH_DURATION,
     "coredns_health_request_duration_seconds",
     Histogram,
@@ -320,6 +327,7 @@ pub static FAMILIES: &[&Family] = &[
     &RELOAD_FAILED,
     &BUILD_INFO,
     &PANICS,
+    &HEALTH_FAILURES,
     &HEALTH_DURATION,
     &SHARD_QUERIES,
     &SHARD_CACHE_ENTRIES,

@@ -65,6 +65,13 @@ pub struct Shared {
     lameduck: AtomicBool,
     /// `coredns_health_request_duration_seconds` (per-bucket counts, sum).
     health: Mutex<(Vec<u64>, f64)>,
+    /// `coredns_health_request_failures_total`.
+    health_failures: AtomicU64,
+    /// Each shard's last control tick, in milliseconds since `born`.
+    heartbeats: Vec<AtomicU64>,
+    born: Instant,
+    /// The test hook's file (`NODELOCALDNS_TEST_STALL_FILE`), when set.
+    stall_file: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -75,7 +82,50 @@ impl Shared {
             upstreams_checked: AtomicBool::new(false),
             lameduck: AtomicBool::new(false),
             health: Mutex::new((vec![0; metrics::SLIM_TIME_BUCKETS.len() + 1], 0.0)),
+            health_failures: AtomicU64::new(0),
+            heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            born: Instant::now(),
+            stall_file: std::env::var_os("NODELOCALDNS_TEST_STALL_FILE").map(Into::into),
         }
+    }
+
+    fn now_millis(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn beat(&self, shard: usize) {
+        if let Some(beat) = self.heartbeats.get(shard) {
+            beat.store(self.now_millis(), Ordering::Relaxed);
+        }
+    }
+
+    /// Serving shards whose control tick has not run for
+    /// [`limits::LIVENESS_STALL_MILLIS`]: (shard, milliseconds since its last tick).
+    pub fn stalled(&self) -> Vec<(usize, u64)> {
+        let now = self.now_millis();
+        self.shards
+            .iter()
+            .zip(&self.heartbeats)
+            .enumerate()
+            .filter(|(_, (report, _))| report.lock().map(|r| r.serving).unwrap_or(false))
+            .map(|(index, (_, beat))| (index, now.saturating_sub(beat.load(Ordering::Relaxed))))
+            .filter(|(_, age)| *age > crate::limits::LIVENESS_STALL_MILLIS)
+            .collect()
+    }
+
+    /// `/health`: None when every serving shard makes progress, else what is stuck
+    /// (counted in `coredns_health_request_failures_total`).
+    pub fn health_failure(&self) -> Option<String> {
+        let stalled = self.stalled();
+        if stalled.is_empty() {
+            return None;
+        }
+        self.health_failures.fetch_add(1, Ordering::Relaxed);
+        let what: Vec<String> = stalled
+            .iter()
+            .map(|(shard, age)| format!("shard {shard} stalled for {age} ms"))
+            .collect();
+        Some(what.join(", "))
     }
 
     fn serving(&self) -> usize {
@@ -124,6 +174,11 @@ impl Shared {
         let revision = option_env!("NODELOCALDNS_REVISION").unwrap_or("");
         out.gauge(&m::BUILD_INFO, &[version, revision, "rust"], 1.0);
         out.counter(&m::PANICS, &[], PANICS.load(Ordering::Relaxed));
+        out.counter(
+            &m::HEALTH_FAILURES,
+            &[],
+            self.health_failures.load(Ordering::Relaxed),
+        );
         out.counter(
             &m::RELOAD_FAILED,
             &[],
@@ -184,6 +239,7 @@ impl Publisher {
 
     /// The shard's listeners run; `snapshot` is its state now.
     pub fn serving(&mut self, snapshot: Metrics) {
+        self.slot.shared.beat(self.slot.index);
         self.publish(snapshot, 0);
         if let Some(report) = self.report() {
             report.lock().map(|mut r| r.serving = true).ok();
@@ -197,9 +253,12 @@ impl Publisher {
         }
     }
 
-    /// Called on every control tick: the generation to publish for when a scrape
-    /// asked for fresh numbers or a publication is due, else None.
+    /// Called on every control tick (which is the shard's heartbeat for `/health`):
+    /// the generation to publish for when a scrape asked for fresh numbers or a
+    /// publication is due, else None.
     pub fn due(&self) -> Option<u64> {
+        self.slot.shared.beat(self.slot.index);
+        self.stall_hook();
         let wanted = self.slot.shared.wanted.load(Ordering::Relaxed);
         (wanted > self.published || self.last.elapsed() >= PUBLISH_INTERVAL).then_some(wanted)
     }
@@ -214,6 +273,32 @@ impl Publisher {
         }
         self.published = self.published.max(wanted);
         self.last = Instant::now();
+    }
+
+    /// Test hook: when `NODELOCALDNS_TEST_STALL_FILE` names a file that says
+    /// "SHARD MILLIS" and SHARD is this shard, the file is removed and the shard's
+    /// thread blocks that long (at most [`limits::TEST_STALL_MILLIS_MAX`]), as a
+    /// wedged loop would. Without the variable this costs nothing.
+    fn stall_hook(&self) {
+        let Some(path) = &self.slot.shared.stall_file else {
+            return;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let mut words = text.split_whitespace();
+        let (Some(Ok(shard)), Some(Ok(millis))) = (
+            words.next().map(str::parse::<usize>),
+            words.next().map(str::parse::<u64>),
+        ) else {
+            return;
+        };
+        if shard != self.slot.index || std::fs::remove_file(path).is_err() {
+            return;
+        }
+        let millis = millis.min(crate::limits::TEST_STALL_MILLIS_MAX);
+        tracing::warn!(shard, millis, "test hook: stalling this shard");
+        std::thread::sleep(Duration::from_millis(millis));
     }
 
     fn report(&self) -> Option<&Mutex<ShardReport>> {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,10 @@ struct Server {
 
 impl Server {
     fn start(corefile: &str) -> Server {
+        Server::start_with_env(corefile, &[])
+    }
+
+    fn start_with_env(corefile: &str, env: &[(&str, &Path)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("Corefile");
         std::fs::write(&conf, corefile).expect("Corefile");
@@ -96,6 +100,7 @@ impl Server {
             .arg(&conf)
             .args(["--shards", "2"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -631,6 +636,73 @@ fn health_and_ready_before_during_and_after_lameduck() {
         http_get(ports.health, "/health"),
         None,
         "/health gone after exit"
+    );
+}
+
+#[test]
+fn health_fails_while_a_shard_is_stalled_and_recovers() {
+    let knot = Knot::start();
+    let ports = Ports::new();
+    let corefile = format!(
+        "example.:{dns} {{\n    bind 127.0.0.1\n    forward . 127.0.0.1:{knot}\n    \
+         health 127.0.0.1:{health}\n    ready 127.0.0.1:{ready}\n    prometheus 127.0.0.1:{metrics}\n}}\n",
+        dns = ports.dns,
+        knot = knot.port,
+        health = ports.health,
+        ready = ports.ready,
+        metrics = ports.metrics,
+    );
+    let hook_dir = tempfile::tempdir().unwrap();
+    let hook = hook_dir.path().join("stall");
+    let server = Server::start_with_env(&corefile, &[("NODELOCALDNS_TEST_STALL_FILE", &hook)]);
+    wait_ready(ports.ready);
+    assert_eq!(
+        http_get(ports.health, "/health"),
+        Some((200, "OK".to_string()))
+    );
+    assert_eq!(
+        value(
+            &scrape(ports.metrics),
+            "coredns_health_request_failures_total",
+            &[]
+        ),
+        0.0
+    );
+    // Shard 1's thread blocks for 9 s: past the 5 s bound, /health says which shard.
+    std::fs::write(&hook, "1 9000").unwrap();
+    let stalled_at = Instant::now();
+    let mut body = String::new();
+    wait_until("/health 503", Duration::from_secs(9), || {
+        match http_get(ports.health, "/health") {
+            Some((503, text)) => {
+                body = text;
+                true
+            }
+            _ => false,
+        }
+    });
+    assert!(body.contains("shard 1 stalled for"), "{body}");
+    assert!(
+        stalled_at.elapsed() >= Duration::from_millis(4_500),
+        "503 before the bound: {:?}",
+        stalled_at.elapsed()
+    );
+    assert!(server.log().contains("test hook: stalling this shard"));
+    // The shard runs again: /health is 200 again.
+    wait_until("/health 200 again", Duration::from_secs(15), || {
+        http_get(ports.health, "/health") == Some((200, "OK".to_string()))
+    });
+    assert!(
+        value(
+            &scrape(ports.metrics),
+            "coredns_health_request_failures_total",
+            &[]
+        ) >= 1.0
+    );
+    let answer = udp_exchange(ports.dns(), &query(7, "www.example.", RecordType::A, false));
+    assert_eq!(
+        answer.map(|a| a.response_code()),
+        Some(ResponseCode::NoError)
     );
 }
 

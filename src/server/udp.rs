@@ -44,8 +44,7 @@
 //! pause share one wake-up: less CPU per query at moderate rates, for up to that
 //! much added latency (interrupt moderation, as NICs do).
 
-use std::mem::MaybeUninit;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -86,8 +85,8 @@ pub const GSO_SEGMENT_BYTES_MAX: usize = 1232;
 /// Answers in one GSO send at most: a whole batch, within the kernel's 64 segments
 /// and one datagram's 64 KiB.
 const GSO_SEGMENTS_MAX: usize = limits::UDP_BATCH_MAX;
-const _: () = assert!(GSO_SEGMENTS_MAX <= 64);
-const _: () = assert!(GSO_SEGMENTS_MAX * GSO_SEGMENT_BYTES_MAX <= 65_000);
+const _: () = assert!(GSO_SEGMENTS_MAX <= mmsg::GSO_SEGMENTS_MAX);
+const _: () = assert!(GSO_SEGMENTS_MAX * GSO_SEGMENT_BYTES_MAX <= mmsg::GSO_BYTES_MAX);
 
 /// How a shard serves each of its UDP sockets.
 #[derive(Debug, Clone, Copy)]
@@ -337,22 +336,6 @@ fn set_blocking_wait(socket: &socket2::Socket, timeout: Duration) -> std::io::Re
     socket.set_nonblocking(false)
 }
 
-/// Room for one IP_PKTINFO or IPV6_PKTINFO control message and a UDP_SEGMENT one.
-const CONTROL_BYTES: usize = 64;
-// SAFETY: CMSG_SPACE is arithmetic.
-const _: () = assert!(
-    unsafe {
-        libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32)
-            + libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32)
-    } as usize
-        <= CONTROL_BYTES
-);
-
-/// A control-message buffer aligned for `cmsghdr`.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct Control([u8; CONTROL_BYTES]);
-
 /// Where a datagram came from and the local address it was sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
@@ -362,9 +345,9 @@ pub struct Peer {
 }
 
 /// Buffers for one batch in each direction, allocated once per socket. The system
-/// call headers live here too and are reused, so a batch zeroes nothing: receive
-/// points each header at its slot again (cheap stores), send fills only the headers
-/// of the answers it sends.
+/// call headers (crate `mmsg`) live here too and are reused, so a batch zeroes
+/// nothing: receive points each header at its slot again (cheap stores), send fills
+/// only the headers of the answers it sends.
 pub struct Batch {
     pub recv_bufs: Box<[[u8; limits::UDP_PAYLOAD_BYTES_MAX]]>,
     pub recv_lens: [usize; limits::UDP_BATCH_MAX],
@@ -379,106 +362,8 @@ pub struct Batch {
     /// Send equal-length answers to one client as one GSO send; cleared for good when
     /// the kernel refuses one.
     pub gso: bool,
-    names: Box<[libc::sockaddr_storage]>,
-    controls: Box<[Control]>,
-    headers: Box<Headers>,
-}
-
-/// recvmmsg/sendmmsg headers and their iovecs, one set per direction.
-struct Headers {
-    recv_iovecs: [libc::iovec; limits::UDP_BATCH_MAX],
-    recv_msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX],
-    send: SendHeaders,
-}
-
-/// The headers of one sendmmsg call and the addresses they point at. Message `k`
-/// carries `segments[k]` answers (more than one: a GSO send), whose iovecs are
-/// consecutive in `iovecs`, one per answer.
-struct SendHeaders {
-    iovecs: [libc::iovec; limits::UDP_BATCH_MAX],
-    msgs: [libc::mmsghdr; limits::UDP_BATCH_MAX],
-    names: [libc::sockaddr_storage; limits::UDP_BATCH_MAX],
-    controls: [Control; limits::UDP_BATCH_MAX],
-    segments: [usize; limits::UDP_BATCH_MAX],
-}
-
-impl SendHeaders {
-    fn boxed() -> Box<SendHeaders> {
-        // SAFETY: iovec, mmsghdr, sockaddr_storage and Control are plain old data;
-        // all-zero is a valid value of each (null pointers, zero lengths).
-        unsafe { Box::new(MaybeUninit::zeroed().assume_init()) }
-    }
-
-    /// Points header `k` at the answers `bufs`, each `len` bytes, for `peer`, with
-    /// their iovecs from `first` on: one datagram, or a GSO send of `len`-byte
-    /// segments. False (nothing set) when `bufs` is empty or `k` or `first` is out
-    /// of range.
-    fn set(
-        &mut self,
-        k: usize,
-        first: usize,
-        bufs: &[[u8; limits::UDP_PAYLOAD_BYTES_MAX]],
-        len: usize,
-        peer: Peer,
-    ) -> bool {
-        let (Some(iovecs), Some(name), Some(control), Some(msg), Some(segments)) = (
-            self.iovecs.get_mut(first..first + bufs.len()),
-            self.names.get_mut(k),
-            self.controls.get_mut(k),
-            self.msgs.get_mut(k),
-            self.segments.get_mut(k),
-        ) else {
-            return false;
-        };
-        if bufs.is_empty() {
-            return false;
-        }
-        for (iovec, buf) in iovecs.iter_mut().zip(bufs) {
-            let bytes = buf.get(..len).unwrap_or(buf);
-            iovec.iov_base = bytes.as_ptr() as *mut libc::c_void;
-            iovec.iov_len = bytes.len();
-        }
-        let hdr = &mut msg.msg_hdr;
-        hdr.msg_namelen = addr_to_storage(peer.client, name);
-        hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-        hdr.msg_iov = iovecs.as_mut_ptr();
-        hdr.msg_control = std::ptr::null_mut();
-        hdr.msg_controllen = 0;
-        let mut control_len = 0;
-        if let Some(local) = peer.local {
-            control_len = write_source(control, 0, local);
-        }
-        if bufs.len() > 1 {
-            // Always fits after a pktinfo (CONTROL_BYTES is checked at compile time).
-            control_len = write_segment(control, control_len, len as u16);
-        }
-        if control_len > 0 {
-            hdr.msg_control = control.0.as_mut_ptr().cast();
-            hdr.msg_controllen = control_len;
-        }
-        hdr.msg_iovlen = bufs.len();
-        *segments = bufs.len();
-        true
-    }
-
-    /// sendmmsg of the first `count` headers; how many the kernel took.
-    fn send(&mut self, fd: RawFd, count: usize) -> std::io::Result<usize> {
-        let count = count.min(limits::UDP_BATCH_MAX);
-        // SAFETY: the first `count` headers were set by `set` and point at buffers the
-        // caller keeps alive across this call; the kernel only reads them.
-        let sent = unsafe {
-            libc::sendmmsg(
-                fd,
-                self.msgs.as_mut_ptr(),
-                count as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(sent as usize)
-    }
+    recv: mmsg::RecvHeaders,
+    send: mmsg::SendHeaders,
 }
 
 impl Default for Batch {
@@ -487,16 +372,6 @@ impl Default for Batch {
             client: SocketAddr::from(([0, 0, 0, 0], 0)),
             local: None,
         };
-        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-        let zero_storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-        // SAFETY: iovec and mmsghdr are plain old data; all-zero is a valid value.
-        let (recv_iovecs, recv_msgs) = unsafe {
-            (
-                MaybeUninit::zeroed().assume_init(),
-                MaybeUninit::zeroed().assume_init(),
-            )
-        };
-        let send = *SendHeaders::boxed();
         Batch {
             recv_bufs: vec![[0u8; limits::UDP_PAYLOAD_BYTES_MAX]; limits::UDP_BATCH_MAX]
                 .into_boxed_slice(),
@@ -509,13 +384,8 @@ impl Default for Batch {
             send_count: 0,
             size: limits::UDP_BATCH_MAX,
             gso: false,
-            names: vec![zero_storage; limits::UDP_BATCH_MAX].into_boxed_slice(),
-            controls: vec![Control([0u8; CONTROL_BYTES]); limits::UDP_BATCH_MAX].into_boxed_slice(),
-            headers: Box::new(Headers {
-                recv_iovecs,
-                recv_msgs,
-                send,
-            }),
+            recv: mmsg::RecvHeaders::new(limits::UDP_BATCH_MAX, true, true),
+            send: mmsg::SendHeaders::new(limits::UDP_BATCH_MAX),
         }
     }
 }
@@ -534,55 +404,14 @@ impl Batch {
     }
 
     fn receive_with(&mut self, fd: RawFd, flags: libc::c_int) -> std::io::Result<usize> {
-        let headers = &mut *self.headers;
-        let slots = headers
-            .recv_iovecs
-            .iter_mut()
-            .zip(headers.recv_msgs.iter_mut())
-            .zip(self.recv_bufs.iter_mut())
-            .zip(self.names.iter_mut())
-            .zip(self.controls.iter_mut());
-        for ((((iovec, msg), buf), name), control) in slots {
-            iovec.iov_base = buf.as_mut_ptr().cast();
-            iovec.iov_len = limits::UDP_PAYLOAD_BYTES_MAX;
-            let hdr = &mut msg.msg_hdr;
-            hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_iov = iovec;
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = control.0.as_mut_ptr().cast();
-            hdr.msg_controllen = CONTROL_BYTES;
-        }
-        // SAFETY: the UDP_BATCH_MAX headers were just pointed at buffers owned by
-        // `self`, which outlive the call.
-        let count = unsafe {
-            libc::recvmmsg(
-                fd,
-                headers.recv_msgs.as_mut_ptr(),
-                self.size.clamp(1, limits::UDP_BATCH_MAX) as libc::c_uint,
-                flags,
-                std::ptr::null_mut(),
-            )
-        };
-        if count < 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(err),
-            };
-        }
-        let count = (count as usize).min(limits::UDP_BATCH_MAX);
-        let received = headers
-            .recv_msgs
-            .iter()
-            .zip(self.names.iter())
-            .zip(self.recv_lens.iter_mut().zip(self.peers.iter_mut()))
-            .take(count);
-        for ((msg, name), (len, peer)) in received {
-            *len = msg.msg_len as usize;
-            let client = storage_to_addr(name).unwrap_or(peer.client);
-            // SAFETY: the kernel filled msg_control up to msg_controllen.
-            let local = unsafe { destination(&msg.msg_hdr) };
+        let slots = self.recv_bufs.iter_mut().map(|b| &mut b[..]);
+        let max = self.size.clamp(1, limits::UDP_BATCH_MAX);
+        let count = self.recv.receive(fd, slots, max, flags)?;
+        let received = self.recv_lens.iter_mut().zip(self.peers.iter_mut());
+        for (i, (len, peer)) in received.take(count).enumerate() {
+            *len = self.recv.len(i);
+            let client = self.recv.source(i).unwrap_or(peer.client);
+            let local = self.recv.destination(i);
             *peer = Peer { client, local };
         }
         Ok(count)
@@ -602,13 +431,28 @@ impl Batch {
         let count = std::mem::take(&mut self.send_count).min(limits::UDP_BATCH_MAX);
         let mut done = 0;
         while done < count {
-            // A partial send (a full socket buffer) rebuilds the headers of the rest.
-            let msgs = self.build_send(done, count);
-            let send = &mut self.headers.send;
-            match send.send(fd, msgs) {
-                Ok(0) => return count - done,
-                Ok(n) => done += send.segments.iter().take(n).sum::<usize>(),
-                Err(err) if self.gso && send.segments[0] > 1 && gso_refused(&err) => {
+            // A partial send (a full socket buffer) builds the headers of the rest again.
+            let gso = self.gso;
+            let mut out = self.send.batch();
+            let mut i = done;
+            while i < count {
+                let (len, peer) = (self.send_lens[i], self.send_peers[i]);
+                let n = group_len(&self.send_lens, &self.send_peers, gso, i, count);
+                for buf in &self.send_bufs[i..i + n] {
+                    out.payload(buf.get(..len).unwrap_or(buf));
+                }
+                let segment = u16::try_from(len).unwrap_or(u16::MAX);
+                if !out.close(mmsg::To::Addr(peer.client), peer.local, segment) {
+                    break;
+                }
+                i += n;
+            }
+            // A refused GSO send fails the call only when it is the first message.
+            let grouped = group_len(&self.send_lens, &self.send_peers, gso, done, count) > 1;
+            match out.send(fd, libc::MSG_DONTWAIT) {
+                Ok(sent) if sent.datagrams == 0 => return count - done,
+                Ok(sent) => done += sent.datagrams,
+                Err(err) if self.gso && grouped && mmsg::gso_refused(&err) => {
                     tracing::info!(%err, "UDP GSO refused: answers on this socket go one by one");
                     self.gso = false;
                 }
@@ -617,224 +461,28 @@ impl Batch {
         }
         0
     }
-
-    /// Fills the send headers with the queued answers `from..count`, answers to the
-    /// same peer with the same length grouped into GSO sends; returns the headers.
-    fn build_send(&mut self, from: usize, count: usize) -> usize {
-        let count = count.min(limits::UDP_BATCH_MAX);
-        let send = &mut self.headers.send;
-        let (mut msgs, mut i) = (0, from);
-        while i < count {
-            let (len, peer) = (self.send_lens[i], self.send_peers[i]);
-            let mut n = 1;
-            if self.gso && (1..=GSO_SEGMENT_BYTES_MAX).contains(&len) {
-                while i + n < count
-                    && n < GSO_SEGMENTS_MAX
-                    && self.send_lens[i + n] == len
-                    && self.send_peers[i + n] == peer
-                {
-                    n += 1;
-                }
-            }
-            if !send.set(msgs, i, &self.send_bufs[i..i + n], len, peer) {
-                break;
-            }
-            msgs += 1;
-            i += n;
-        }
-        msgs
-    }
 }
 
-/// True when a GSO send failed because the kernel or the device cannot do it.
-fn gso_refused(err: &std::io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
-    )
+/// How many queued answers from `i` on (before `count`) go out as one message: with
+/// GSO, the run of answers to the same peer with the same length (at most
+/// [`GSO_SEGMENTS_MAX`], each at most [`GSO_SEGMENT_BYTES_MAX`]); else one.
+fn group_len(lens: &[usize], peers: &[Peer], gso: bool, i: usize, count: usize) -> usize {
+    let len = lens[i];
+    if !gso || !(1..=GSO_SEGMENT_BYTES_MAX).contains(&len) {
+        return 1;
+    }
+    let mut n = 1;
+    while i + n < count && n < GSO_SEGMENTS_MAX && lens[i + n] == len && peers[i + n] == peers[i] {
+        n += 1;
+    }
+    n
 }
 
 /// Sends one answer outside a batch (answers of misses, written later), straight
 /// from `buf`.
 pub fn send_one(fd: RawFd, buf: &[u8], peer: Peer) -> std::io::Result<()> {
     let buf = buf.get(..limits::UDP_PAYLOAD_BYTES_MAX).unwrap_or(buf);
-    // SAFETY: all-zero is a valid msghdr; every pointer set below targets a local
-    // that outlives the call, and the kernel only reads them.
-    let mut hdr: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-    // SAFETY: all-zero is a valid sockaddr_storage (family AF_UNSPEC).
-    let mut name: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut control = Control([0u8; CONTROL_BYTES]);
-    let mut iovec = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    hdr.msg_namelen = addr_to_storage(peer.client, &mut name);
-    hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    hdr.msg_iov = &mut iovec;
-    hdr.msg_iovlen = 1;
-    if let Some(local) = peer.local {
-        let len = write_source(&mut control, 0, local);
-        if len > 0 {
-            hdr.msg_control = control.0.as_mut_ptr().cast();
-            hdr.msg_controllen = len;
-        }
-    }
-    // SAFETY: hdr is fully initialised and points at live locals.
-    let sent = unsafe { libc::sendmsg(fd, &hdr, libc::MSG_DONTWAIT) };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn storage_to_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in =
-                unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 =
-                unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let port = u16::from_be(sin6.sin6_port);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                port,
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-fn addr_to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large enough for sockaddr_in.
-            let sin: &mut libc::sockaddr_in =
-                unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: sockaddr_storage is large enough for sockaddr_in6.
-            let sin6: &mut libc::sockaddr_in6 =
-                unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            sin6.sin6_flowinfo = v6.flowinfo();
-            sin6.sin6_scope_id = v6.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
-}
-
-/// The destination address from an IP_PKTINFO / IPV6_PKTINFO control message.
-///
-/// # Safety
-/// `hdr` must describe a control buffer filled by the kernel.
-unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
-    if hdr.msg_controllen == 0 {
-        return None;
-    }
-    // SAFETY: the caller promises a kernel-filled control buffer, so the CMSG_*
-    // macros walk headers the kernel wrote inside it, and each payload read is of
-    // the type its level and kind announce (unaligned reads: cmsg data has no
-    // alignment guarantee for these structs).
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
-                let data = libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo;
-                let info = std::ptr::read_unaligned(data);
-                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    info.ipi_addr.s_addr,
-                ))));
-            }
-            if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
-                let data = libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo;
-                let info = std::ptr::read_unaligned(data);
-                return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-            }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-        }
-    }
-    None
-}
-
-/// Appends a control message (`level`, `kind`, then `data`'s bytes) at `offset` of
-/// `control`; returns where the control data now ends, or `offset` when it does not
-/// fit. `offset` must be 0 or a value this returned (aligned for the next header).
-fn append_cmsg<T: Copy>(
-    control: &mut Control,
-    offset: usize,
-    level: libc::c_int,
-    kind: libc::c_int,
-    data: T,
-) -> usize {
-    let data_len = std::mem::size_of::<T>() as u32;
-    // SAFETY: CMSG_SPACE and CMSG_LEN are arithmetic.
-    let (space, len) = unsafe { (libc::CMSG_SPACE(data_len), libc::CMSG_LEN(data_len)) };
-    let end = offset + space as usize;
-    if end > CONTROL_BYTES {
-        return offset;
-    }
-    // SAFETY: `offset..end` lies within `control`; the header and the data after it
-    // (CMSG_DATA is the header's aligned end) fit in CMSG_SPACE bytes, and both are
-    // written unaligned.
-    unsafe {
-        let cmsg = control.0.as_mut_ptr().add(offset).cast::<libc::cmsghdr>();
-        let header = libc::cmsghdr {
-            cmsg_len: len as usize,
-            cmsg_level: level,
-            cmsg_type: kind,
-        };
-        std::ptr::write_unaligned(cmsg, header);
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<T>(), data);
-    }
-    end
-}
-
-/// Appends a UDP_SEGMENT control message (`segment` bytes per datagram) at `offset`.
-fn write_segment(control: &mut Control, offset: usize, segment: u16) -> usize {
-    append_cmsg(control, offset, libc::SOL_UDP, libc::UDP_SEGMENT, segment)
-}
-
-/// Appends a control message that sets the source address at `offset`.
-fn write_source(control: &mut Control, offset: usize, local: IpAddr) -> usize {
-    match local {
-        IpAddr::V4(ip) => {
-            // SAFETY: in_pktinfo is plain old data; all-zero is a valid value.
-            let mut info: libc::in_pktinfo = unsafe { MaybeUninit::zeroed().assume_init() };
-            info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
-            append_cmsg(control, offset, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
-        }
-        IpAddr::V6(ip) => {
-            // SAFETY: in6_pktinfo is plain old data; all-zero is a valid value.
-            let mut info: libc::in6_pktinfo = unsafe { MaybeUninit::zeroed().assume_init() };
-            info.ipi6_addr.s6_addr = ip.octets();
-            append_cmsg(
-                control,
-                offset,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_PKTINFO,
-                info,
-            )
-        }
-    }
+    mmsg::send_one(fd, buf, peer.client, peer.local, libc::MSG_DONTWAIT)
 }
 
 #[cfg(test)]
@@ -891,8 +539,13 @@ mod tests {
                 batch.send_bufs[batch.send_count][..len].fill(tag);
                 batch.push_send(len, peer(to));
             }
-            let msgs = batch.build_send(0, queued.len());
-            let segments = &batch.headers.send.segments[..msgs];
+            let mut segments = Vec::new();
+            let mut i = 0;
+            while i < queued.len() {
+                let n = group_len(&batch.send_lens, &batch.send_peers, gso, i, queued.len());
+                segments.push(n);
+                i += n;
+            }
             if gso {
                 assert_eq!(segments, [3, 1, 2, 1, 1, 1]);
             } else {

@@ -156,6 +156,16 @@ pub struct Cli {
     /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,
+    /// Memory limit to plan within, in bytes; default: the cgroup's (v1
+    /// memory.limit_in_bytes, v2 memory.max), or none. The plan bounds the pending
+    /// misses and is logged at start.
+    #[arg(long = "memory-limit", value_name = "BYTES")]
+    pub memory_limit: Option<u64>,
+    /// Misses each shard may keep pending (past it: SERVFAIL, counted); default: from
+    /// the memory plan, or 4096 without a limit.
+    #[arg(long = "misses-pending-max", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub misses_pending_max: Option<u64>,
     /// TCP clients per shard; more are closed at once and counted.
     #[arg(long = "tcp-clients-max", value_name = "N",
           default_value_t = crate::limits::TCP_CLIENTS_PER_SHARD_MAX,

@@ -147,6 +147,25 @@ pub const OWNER_HASH_SEED: u64 = 0x6e6f_6465_6c6f_6361;
 /// and is counted. A waiting miss is a task whose future holds the upstream query
 /// buffer (~8 KiB with its state), so this bounds a flood to ~32 MiB per shard.
 pub const MISSES_PENDING_PER_SHARD_MAX: usize = 4_096;
+/// The fewest pending misses a shard gets from a memory plan, however small.
+pub const MISSES_PENDING_PER_SHARD_MIN: usize = 64;
+/// Memory plan under a cgroup memory limit (or `--memory-limit`): what the process
+/// takes before any miss is pending, apart from the shards (the HTTP threads, the
+/// node's control plane, a default `cache` full): idle RSS measured 12–20 MiB with
+/// two shards.
+pub const MEMORY_BASE_BYTES: u64 = 20 << 20;
+/// Memory plan: what each shard adds before any miss is pending (its io_uring
+/// memory, 2 MiB by default, its thread, buffers and tables).
+pub const MEMORY_SHARD_BYTES: u64 = 4 << 20;
+/// Memory plan: the part of the limit pending misses may take, in quarters (the rest
+/// is the base, the kernel's socket buffers charged to the cgroup, and slack).
+pub const MEMORY_MISSES_QUARTERS: u64 = 3;
+/// Memory plan: what one pending miss costs, measured with heaptrack under a miss
+/// flood (its task's future ~6.5 KiB, its cross-shard request and upstream queue
+/// entry), rounded up.
+pub const MISS_PENDING_BYTES: u64 = 12 << 10;
+const _: () = assert!(MISSES_PENDING_PER_SHARD_MIN <= MISSES_PENDING_PER_SHARD_MAX);
+const _: () = assert!(MEMORY_MISSES_QUARTERS < 4);
 
 /// nftables rules mode: longest one netlink receive waits for the kernel (a batch's
 /// acknowledgements, one message of a dump); the teardown's own deadline bounds the

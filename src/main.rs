@@ -47,9 +47,8 @@ fn main() -> ExitCode {
 /// `--shards`, or one per usable core within the cgroup's CPU quota (a container
 /// with `--cpus 0.5` gets one shard, not one per core of the node); logged with the
 /// limits it was made from.
-fn shards(cli: &Cli) -> usize {
+fn shards(cli: &Cli, limits: &nodelocaldns::cgroup::Limits) -> usize {
     let cores = core_affinity::get_core_ids().map_or(1, |ids| ids.len());
-    let limits = nodelocaldns::cgroup::Limits::of_self();
     let shards = cli.shards.unwrap_or_else(|| limits.shards(cores));
     tracing::info!(
         shards,
@@ -60,6 +59,42 @@ fn shards(cli: &Cli) -> usize {
         "shards"
     );
     shards
+}
+
+/// The memory plan: `--misses-pending-max`, or what `--memory-limit` (default: the
+/// cgroup's limit) leaves each shard for pending misses; logged.
+fn misses_pending_max(cli: &Cli, limits: &nodelocaldns::cgroup::Limits, shards: usize) -> usize {
+    let limit = cli.memory_limit.or(limits.memory_bytes);
+    let planned = nodelocaldns::cgroup::misses_pending_per_shard(limit, shards);
+    let chosen = cli
+        .misses_pending_max
+        .map_or(planned, |n| usize::try_from(n).unwrap_or(planned));
+    tracing::info!(
+        memory_limit_bytes = ?limit,
+        misses_pending_per_shard = chosen,
+        from = if cli.misses_pending_max.is_some() {
+            "--misses-pending-max"
+        } else if cli.memory_limit.is_some() {
+            "--memory-limit"
+        } else if limit.is_some() {
+            "cgroup memory limit"
+        } else {
+            "no memory limit"
+        },
+        "memory plan"
+    );
+    if let Some(limit) = limit {
+        let base = nodelocaldns::cgroup::base_bytes(shards);
+        if base >= limit / 2 {
+            tracing::warn!(
+                memory_limit_bytes = limit,
+                shards,
+                base_bytes = base,
+                "the memory limit is small for this many shards: set --shards or a CPU limit"
+            );
+        }
+    }
+    chosen
 }
 
 /// The error and its causes, each cause once (our errors often quote their source).
@@ -78,8 +113,11 @@ fn describe(err: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let limits = nodelocaldns::cgroup::Limits::of_self();
+    let shards = shards(&cli, &limits);
     let mut options = server::Options {
-        shards: Some(shards(&cli)),
+        shards: Some(shards),
+        misses_pending_max: misses_pending_max(&cli, &limits, shards),
         io_memory_bytes: cli.io_memory_bytes,
         sndbuf_bytes: cli.sndbuf_bytes,
         busy_poll_usecs: cli.busy_poll_usecs,

@@ -79,6 +79,9 @@ pub struct Options {
     pub reuseport_cpu: bool,
     /// io_uring memory per shard (counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     pub io_memory_bytes: usize,
+    /// Misses each shard may keep waiting for an answer; past it a miss gets SERVFAIL
+    /// at once and is counted (the memory plan sizes it from the cgroup's limit).
+    pub misses_pending_max: usize,
     /// Pin shard k to the k-th usable core.
     pub pin: bool,
     /// TCP clients: connection limit per shard and idle timeout.
@@ -117,6 +120,7 @@ impl Default for Options {
             busy_poll_usecs: None,
             reuseport_cpu: false,
             io_memory_bytes: 2 * 1024 * 1024,
+            misses_pending_max: limits::MISSES_PENDING_PER_SHARD_MAX,
             pin: true,
             tcp: TcpLimits::default(),
         }
@@ -229,8 +233,21 @@ impl Running {
     }
 }
 
+/// The process's bound on pending misses per shard ([`Options::misses_pending_max`]),
+/// set once when the server starts and read by each shard on a miss.
+static MISSES_PENDING_MAX: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(limits::MISSES_PENDING_PER_SHARD_MAX);
+
+fn misses_pending_max() -> usize {
+    MISSES_PENDING_MAX.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Opens the listeners of `config` and starts the shards.
 pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> {
+    MISSES_PENDING_MAX.store(
+        options.misses_pending_max.max(1),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shards = options.shards.unwrap_or(cores.len()).max(1);
     let mut endpoints = listen::endpoints(&config);

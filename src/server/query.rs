@@ -100,7 +100,7 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
 ) -> Handled {
     let counters = &shard.counters;
     let pending = &counters.pending_misses;
-    if pending.get() >= limits::MISSES_PENDING_PER_SHARD_MAX {
+    if pending.get() >= super::misses_pending_max() {
         let overloaded = &counters.miss_overload;
         overloaded.set(overloaded.get() + 1);
         let packet = request.query.packet;

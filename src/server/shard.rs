@@ -30,7 +30,7 @@ pub struct Counters {
     pub send_failures: Cell<u64>,
     /// TCP clients refused because the shard had too many.
     pub tcp_refused: Cell<u64>,
-    /// Misses waiting for an answer now (bounded by `MISSES_PENDING_PER_SHARD_MAX`).
+    /// Misses waiting for an answer now (bounded by `Options::misses_pending_max`).
     pub pending_misses: Cell<usize>,
     /// Misses answered SERVFAIL at once because too many were pending.
     pub miss_overload: Cell<u64>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::harness::wait_until;
 use crate::node::{
-    can_run, manifest, Node, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, NODE_IP, OUR_RULES,
+    can_run, manifest, Node, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, NODE_IP, OUR_RULES, STUB_DNS,
 };
 
 /// The tag `make image` gives by default.
@@ -124,7 +124,7 @@ impl Container {
         std::fs::create_dir_all(&cm).unwrap();
         std::fs::write(
             cm.join("stubDomains"),
-            format!("{{\"acme.local\": [\"{}\"]}}", crate::node::STUB_DNS),
+            format!("{{\"acme.local\": [\"{}\"]}}", STUB_DNS),
         )
         .unwrap();
         let name = format!("{}{suffix}", node.node.name);
@@ -175,6 +175,27 @@ impl Container {
             "inspect",
             "--format",
             "{{.State.Running}}",
+            &self.name,
+        ]));
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    }
+
+    /// The container's main process as the host sees it.
+    pub fn pid(&self) -> u32 {
+        let out =
+            run(Command::new("podman").args(["inspect", "--format", "{{.State.Pid}}", &self.name]));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid for {}", self.name))
+    }
+
+    /// True when the kernel's OOM killer ended the container.
+    pub fn oom_killed(&self) -> bool {
+        let out = run(Command::new("podman").args([
+            "inspect",
+            "--format",
+            "{{.State.OOMKilled}}",
             &self.name,
         ]));
         String::from_utf8_lossy(&out.stdout).trim() == "true"
@@ -586,7 +607,7 @@ fn image_rolling_update_beside_the_old_container_loses_no_query() {
 }
 
 #[test]
-fn image_under_a_cpu_quota_and_memory_limit_takes_one_shard_and_answers() {
+fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
     if !can_run() {
         return;
     }
@@ -635,5 +656,93 @@ fn image_under_a_cpu_quota_and_memory_limit_takes_one_shard_and_answers() {
     assert!(plan.contains("shards=1 "), "{plan}");
     assert!(plan.contains("cpu_quota_cores=Some(0.5)"), "{plan}");
     assert!(plan.contains("memory_limit_bytes=Some(67108864)"), "{plan}");
+    let memory = log
+        .lines()
+        .find(|l| l.contains(" memory plan "))
+        .unwrap_or_else(|| panic!("no memory plan logged:\n{log}"));
+    assert!(memory.contains("misses_pending_per_shard=2048"), "{memory}");
+
+    // A unique-name storm against a silent upstream (every query a miss that waits
+    // for its timeout) at more than one shard on half a core can answer, for 10 s.
+    // The container must not be OOM-killed, stay under its limit, and keep
+    // answering the pod's hits.
+    node.dns
+        .run_ok(&["iptables", "-A", "INPUT", "-d", STUB_DNS, "-j", "DROP"]);
+    let pid = cache.pid();
+    let report = node.pod.path("storm.json");
+    let storm = node
+        .pod
+        .command(&[dnsload().to_str().unwrap()])
+        .args(["-s", KUBE_DNS, "-p", "53", "--rate", "20000", "-c", "64"])
+        .args(["--random-names", "1000000", "--random-suffix", "example"])
+        .args([
+            "--qtype",
+            "A=50,TXT=50",
+            "-l",
+            "10",
+            "-t",
+            "1",
+            "--no-pin",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&report)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut peak_kib, mut hits, mut asked) = (0u64, 0u32, 0u32);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        peak_kib = peak_kib.max(rss_kib(pid));
+        let answered = node.pod.in_ns(|| {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            let server = (KUBE_DNS.parse::<std::net::IpAddr>().unwrap(), 53).into();
+            crate::harness::udp_query(&socket, server, "kubernetes.default.svc.cluster.local")
+        });
+        asked += 1;
+        hits += u32::from(answered == Some(0));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = storm.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        cache.running(),
+        "the cache died in the storm:\n{}",
+        cache.log()
+    );
+    assert!(!cache.oom_killed());
+    assert!(
+        peak_kib < 64 * 1024,
+        "RSS {peak_kib} KiB over the 64 MiB limit"
+    );
+    assert!(
+        hits * 10 >= asked * 8,
+        "hits answered during the storm: {hits} of {asked}"
+    );
+    node.dns
+        .run_ok(&["iptables", "-D", "INPUT", "-d", STUB_DNS, "-j", "DROP"]);
+    eprintln!(
+        "storm: peak RSS {peak_kib} KiB, hits {hits}/{asked}, load {}, rcodes {}",
+        report["counters"], report["rcodes"]
+    );
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
     assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
+}
+
+/// VmRSS of `pid` in KiB (0 once it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -424,6 +424,15 @@ impl Config {
                 "--pods needs -l SECS (lookups never run out)",
             ));
         }
+        if let (Some(_), Load::Open { qps, .. }, Some(limit)) = (&pods, &load, time_limit) {
+            if qps * limit.as_secs_f64() < 1.0 {
+                return Err(range_err(
+                    "--rate",
+                    qps,
+                    "less than one lookup in the whole run (-l)",
+                ));
+            }
+        }
         let passes = match (args.passes, time_limit, &load) {
             (_, _, _) if pods.is_some() || replay.is_some() => None,
             (Some(0), _, _) => return Err(range_err("-n", 0, "must be at least 1")),

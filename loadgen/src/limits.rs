@@ -147,8 +147,9 @@ pub const LOOKUP_STARTS_PER_PASS: usize = 64;
 pub const REPLAY_QUERIES_MAX: usize = 10_000_000;
 
 /// Outstanding-query slots one replay worker allocates over its sockets (24
-/// bytes each).
-pub const REPLAY_ID_SLOTS_MAX: usize = 1 << 22;
+/// bytes each, 24 MiB): the whole ID space for up to 16 clients, 256 IDs each
+/// for 4,096.
+pub const REPLAY_ID_SLOTS_MAX: usize = 1 << 20;
 
 /// Original clients one replay thread maps to sockets of its own.
 pub const REPLAY_CLIENTS_MAX: usize = CHANNELS_PER_WORKER_MAX;

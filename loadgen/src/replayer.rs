@@ -59,11 +59,14 @@ pub fn run_replay_worker<C: Channels>(
     out: Sender<Interval>,
 ) -> Result<(), WorkerError> {
     tighten_timer_slack();
+    // The table first: the schedule starts once everything is allocated, so
+    // setup is not charged to the first queries as lateness.
+    let inflight = InFlight::new(channels.count(), ids_per_client(channels.count()));
     let start_ns = shared.now_ns();
     let mut w = Replayer {
         cursor: 0,
         start_ns,
-        inflight: InFlight::new(channels.count(), ids_per_client(channels.count())),
+        inflight,
         batch: SendBatch::new(plan.batch),
         tally: Tally::new(plan.index, start_ns, out),
         clock: Clock::starting_at(shared.start),
@@ -81,7 +84,10 @@ pub fn run_replay_worker<C: Channels>(
 /// have thousands of queries in flight), less for many, within
 /// [`REPLAY_ID_SLOTS_MAX`] slots per worker.
 fn ids_per_client(clients: usize) -> usize {
-    (REPLAY_ID_SLOTS_MAX / clients.max(1)).clamp(IDS_PER_CHANNEL_MIN, IDS_PER_CHANNEL_MAX)
+    let share = REPLAY_ID_SLOTS_MAX / clients.max(1);
+    // A power of two no larger than the share (the table rounds up otherwise).
+    let pow2 = 1usize << (usize::BITS - 1 - share.max(1).leading_zeros());
+    pow2.clamp(IDS_PER_CHANNEL_MIN, IDS_PER_CHANNEL_MAX)
 }
 
 impl Replayer<'_> {
@@ -202,5 +208,22 @@ impl Replayer<'_> {
             until = until.min(oldest + self.plan.timeout_ns);
         }
         until.saturating_sub(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_space_per_client_stays_within_the_slot_budget() {
+        assert_eq!(ids_per_client(1), 65_536);
+        assert_eq!(ids_per_client(110), 8192);
+        assert_eq!(ids_per_client(4096), 256);
+        for clients in [1, 3, 17, 110, 1000, 4096] {
+            let ids = ids_per_client(clients);
+            assert!(ids.is_power_of_two());
+            assert!(ids * clients <= REPLAY_ID_SLOTS_MAX.max(clients * IDS_PER_CHANNEL_MIN));
+        }
     }
 }

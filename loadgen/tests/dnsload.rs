@@ -899,8 +899,12 @@ fn pods_bad_input_names_the_problem() {
     std::fs::write(&share, "outside_share = 2.0\n").unwrap();
     let typed = dir.path().join("typed.toml");
     std::fs::write(&typed, "pods = \"many\"\n").unwrap();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--pods", "0", "-l", "1"], "pods = 0: must be at least 1"),
+        (
+            &["--pods", "4", "--rate", "0.5", "-l", "1"],
+            "--rate 0.5: less than one lookup in the whole run",
+        ),
         (
             &["--pods", "4", "--rate", "0", "-l", "1"],
             "--rate 0: must be a positive number",

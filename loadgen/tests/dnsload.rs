@@ -441,6 +441,15 @@ fn ctrl_c_prints_what_it_has() {
     assert!(text.contains("Queries answered:"), "{text}");
 }
 
+/// Runs dnsload with `args` and asserts it refused them as bad input: exit code 2,
+/// `message` on stderr, no panic.
+fn assert_bad_input(args: &[&str], message: &str) {
+    let out = dnsload(args, Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{args:?}");
+}
+
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -471,10 +480,7 @@ fn bad_input_exits_2_with_a_clear_message() {
         ),
     ];
     for (args, message) in cases {
-        let out = dnsload(args, Duration::from_secs(5));
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
-        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+        assert_bad_input(args, message);
     }
     let out = dnsload(&["--bogus-flag"], Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(2));
@@ -563,6 +569,15 @@ fn histogram_of(report: &Value) -> hdrhistogram::Histogram<u64> {
         .expect("HdrHistogram V2")
 }
 
+/// A `--start-at` value one second ahead (Unix seconds, ms precision).
+fn a_second_from_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    format!("{:.3}", now + 1.0)
+}
+
 #[test]
 fn runs_in_parallel_merge_exactly() {
     // Three dnsload processes with one shared --start-at load knotd at the same time
@@ -572,12 +587,7 @@ fn runs_in_parallel_merge_exactly() {
     let knot = Knot::start();
     let dir = tempfile::tempdir().unwrap();
     let port = knot.port.to_string();
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 1.0;
-    let start = format!("{start:.3}");
+    let start = a_second_from_now();
     let children: Vec<(std::path::PathBuf, support::KillOnDrop)> = ["300", "600", "900"]
         .iter()
         .enumerate()
@@ -940,10 +950,7 @@ fn pods_bad_input_names_the_problem() {
         ),
     ];
     for (args, message) in cases {
-        let out = dnsload(args, Duration::from_secs(5));
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
-        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+        assert_bad_input(args, message);
     }
 }
 
@@ -1148,14 +1155,7 @@ fn replay_bad_input_names_the_problem() {
             "-t",
             "0.5",
         ];
-        let out = dnsload(&run, Duration::from_secs(10));
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains(message.as_str()),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+        assert_bad_input(&run, message);
     }
     for (args, message) in [
         (
@@ -1167,9 +1167,7 @@ fn replay_bad_input_names_the_problem() {
             "--replay sends over UDP",
         ),
     ] {
-        let out = dnsload(&args, Duration::from_secs(5));
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert_bad_input(&args, message);
     }
     // The whole capture replays.
     let j = report(&[
@@ -1219,12 +1217,7 @@ fn merge_writes_csv_and_svg_that_match_the_runs() {
     let dir = tempfile::tempdir().unwrap();
     let knot = knot_for_pods(dir.path(), &["--pods", "8"]);
     let port = knot.port.to_string();
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 1.0;
-    let start = format!("{start:.3}");
+    let start = a_second_from_now();
     let children: Vec<_> = ["100", "250"]
         .iter()
         .enumerate()

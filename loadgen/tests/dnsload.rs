@@ -807,9 +807,10 @@ fn pods_captured(
     let port = knot.port.to_string();
     let mut args = model.to_vec();
     // A timeout shorter than the run: timeouts of finished lookups must not
-    // touch the lookups that reuse their slots.
+    // touch the lookups that reuse their slots. 1.5 s: a busy shared machine
+    // (the whole suite on 2 cores) holds knotd or dnsload off for up to ~0.5 s.
     args.extend([
-        "-p", &port, "--rate", rate, "-l", secs, "-t", "0.5", "--no-pin",
+        "-p", &port, "--rate", rate, "-l", secs, "-t", "1.5", "--no-pin",
     ]);
     let j = report(&args);
     let pcap = capture.finish();
@@ -819,11 +820,11 @@ fn pods_captured(
 
 #[test]
 fn pods_expand_through_the_search_list_as_glibc_does() {
-    // 4 pods in 2 namespaces, 150 lookups/s for 2 s against knotd serving the
+    // 4 pods in 2 namespaces, 150 lookups/s for 3 s against knotd serving the
     // model's cluster.local and example.com zones, captured on loopback. The
     // capture, decoded by tshark, is checked against the ndots:5 rules on its own
     // (support/expansion.rs), then against dnsload's report.
-    let (j, e) = pods_captured("namespaces = 2\nfqdn_share = 0.2\n", "4", "150", "2");
+    let (j, e) = pods_captured("namespaces = 2\nfqdn_share = 0.2\n", "4", "150", "3");
     // Every query and answer is in the capture, and the capture's lookups are
     // dnsload's lookups.
     assert_eq!(e.queries as u64, count(&j, "sent"));
@@ -858,8 +859,8 @@ fn pods_expand_through_the_search_list_as_glibc_does() {
     );
     let pairs: usize = e.steps_histogram.iter().map(|(s, n)| s * n).sum();
     assert_eq!(2 * pairs as u64, count(&j, "sent"));
-    // At 150/s for 2 s: 300 lookups, Poisson, so within +-25 %.
-    assert!((225.0..375.0).contains(&lookups), "{lookups}");
+    // At 150/s for 3 s: 450 lookups, Poisson, so within +-25 %.
+    assert!((337.0..563.0).contains(&lookups), "{lookups}");
     // A lookup waits at least for its last query, so its latency is never below
     // the fastest query's, and on average at least a query's.
     assert!(l["latency"]["min_us"].as_f64() >= j["latency"]["min_us"].as_f64());
@@ -888,9 +889,7 @@ fn pods_churn_asks_new_names_that_still_resolve() {
     let knot = knot_for_pods(dir.path(), &model);
     let port = knot.port.to_string();
     let mut args = model.to_vec();
-    args.extend([
-        "-p", &port, "--rate", "400", "-l", "2.5", "-t", "1", "--no-pin",
-    ]);
+    args.extend(["-p", &port, "--rate", "400", "-l", "1", "--no-pin"]);
     let j = report(&args);
     let l = &j["lookups"];
     assert!(l["lookups"].as_u64().unwrap() > 200, "{l}");

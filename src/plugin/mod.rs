@@ -206,7 +206,8 @@ impl Chain {
                 continue;
             }
             trail.passed = index;
-            if let Flow::Answer(len, origin) = flow {
+            // The first link answering (a plain block's cache hit) has no way back.
+            if let (Flow::Answer(len, origin), true) = (flow, index > 0) {
                 self.back(req.stats, trail, out.get(..len).unwrap_or_default(), origin);
             }
             return flow;

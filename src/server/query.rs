@@ -31,6 +31,7 @@ pub enum Handled {
 /// `reply` makes (called only then, so a hit clones nothing for it).
 // The socket loops pass what they know of the datagram; bundling it would only move the list.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub fn handle<R: FnOnce(&[u8]) + 'static>(
     shard: &Rc<Shard>,
     endpoint: usize,

@@ -11,7 +11,6 @@
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
 //! - [`doctor`]: `nodelocaldns doctor`, what is wrong with this node's DNS path.
 //! - [`fuzzing`]: the fuzz targets' bodies, shared with the corpus replay test.
-//! - [`testing`]: helpers the test suites share.
 
 // Every unsafe block of the server says why it is sound.
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -28,7 +27,5 @@ pub mod node;
 pub mod plugin;
 pub mod server;
 pub mod telemetry;
-#[doc(hidden)]
-pub mod testing;
 pub mod upstream;
 pub mod wire;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{start, Options};
 use crate::config::parse_corefile;
-use crate::testing::free_port;
+use testkit::process::free_port;
 
 /// One unpinned shard, every other option as `Options::default()` has it.
 fn one_shard() -> Options {

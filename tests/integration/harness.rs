@@ -20,22 +20,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a SIGTERM'd server may take to exit before it is SIGKILL'd.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub use nodelocaldns::testing::free_port;
+pub use testkit::process::free_port;
 
-/// `name` found in PATH or in the sbin directories (knotd lives in /usr/sbin).
-fn find_program(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let dirs = path
-        .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"]);
-    for dir in dirs.filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("`{name}` not found in PATH or /usr/sbin: install the Debian package `{package}` (`make deps`)");
-}
+use testkit::process::find_program;
 
 pub fn kdig_path() -> PathBuf {
     find_program("kdig", "knot-dnsutils")
@@ -72,14 +59,7 @@ fn spawn_knotd(dir: &Path, conf: &Path) -> Child {
     let path = dir.join("knotd.log");
     let _ = fs::rename(&path, dir.join("knotd.log.old"));
     let log = fs::File::create(path).expect("knotd.log");
-    Command::new(find_program("knotd", "knot"))
-        .arg("-c")
-        .arg(conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("dup log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawning knotd")
+    testkit::knot::spawn(conf, log.try_clone().expect("dup log").into(), log.into())
 }
 
 impl Knot {
@@ -102,8 +82,7 @@ impl Knot {
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let conf = dir.path().join("knot.conf");
-        fs::write(&conf, knot_conf(dir.path(), port, zones)).expect("writing knot.conf");
+        let conf = knot_conf(dir.path(), port, zones).write();
         for zone in zones {
             fs::write(dir.path().join(zone_file_name(&zone.origin)), &zone.text)
                 .expect("writing zone file");
@@ -225,25 +204,17 @@ fn zone_file_name(origin: &str) -> String {
     format!("{}.zone", origin.trim_end_matches('.').replace('.', "_"))
 }
 
-fn knot_conf(dir: &Path, port: u16, zones: &[Zone]) -> String {
-    let dir = dir.display();
-    let mut conf = format!(
-        "server:\n    rundir: {dir}\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    \
-         background-workers: 1\n    udp-max-payload: 4096\n    tcp-idle-timeout: 60\n\
-         control:\n    listen: {dir}/knot.sock\n\
-         log:\n  - target: stderr\n    any: info\n\
-         database:\n    storage: {dir}\n\
-         mod-stats:\n  - id: all\n    request-protocol: on\n    query-type: on\n    response-code: on\n    \
-         reply-nodata: on\n    edns-presence: on\n\
-         template:\n  - id: default\n    storage: {dir}\n    global-module: mod-stats/all\n\
-         zone:\n"
-    );
+/// The upstream's config: knotd's full statistics (tests compare what reached it),
+/// a control socket for `knotc stats`, 4096-byte UDP answers, idle TCP kept a minute.
+fn knot_conf(dir: &Path, port: u16, zones: &[Zone]) -> testkit::knot::Conf {
+    let mut conf = testkit::knot::Conf::new(dir, &[format!("127.0.0.1@{port}")])
+        .server("udp-max-payload", 4096)
+        .server("tcp-idle-timeout", 60)
+        .control()
+        .stats(testkit::knot::Stats::Full)
+        .log("info");
     for zone in zones {
-        conf.push_str(&format!(
-            "  - domain: {}\n    file: {}\n",
-            zone.origin,
-            zone_file_name(&zone.origin)
-        ));
+        conf = conf.zone(&zone.origin, zone_file_name(&zone.origin));
     }
     conf
 }

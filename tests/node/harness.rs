@@ -48,19 +48,7 @@ pub fn require(tools: &[&str]) -> bool {
     true
 }
 
-/// Polls `check` every 100 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if check() {
-            return true;
-        }
-        if started.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+pub use testkit::process::wait_until;
 
 /// A network namespace with `lo` up and its own resolv.conf pointing at 127.0.0.1.
 pub struct Netns {
@@ -152,23 +140,14 @@ impl Netns {
     pub fn knotd(&mut self, tag: &str, listen: &str, zones: &[(&str, &str)]) {
         let rundir = self.path(&format!("knot-{tag}"));
         std::fs::create_dir_all(&rundir).unwrap();
-        let mut conf = format!(
-            "server:\n    listen: {listen}\n    rundir: {r}\ndatabase:\n    storage: {r}\nlog:\n  - target: stderr\n    any: warning\nzone:\n",
-            r = rundir.display()
-        );
+        let mut conf = testkit::knot::Conf::new(&rundir, &[listen.to_string()]).default_workers();
         for (origin, records) in zones {
             let file = rundir.join(format!("{origin}zone"));
-            let text = format!(
-                "$ORIGIN {origin}\n$TTL 60\n@ SOA ns hostmaster 1 60 60 60 60\n@ NS ns\nns A 127.0.0.1\n{records}\n"
-            );
+            let text = testkit::knot::zone(Some(origin), 60, [60; 4], "127.0.0.1", records);
             std::fs::write(&file, text).unwrap();
-            conf.push_str(&format!(
-                "  - domain: {origin}\n    file: {}\n",
-                file.display()
-            ));
+            conf = conf.zone(origin, file);
         }
-        let conf_path = rundir.join("knot.conf");
-        std::fs::write(&conf_path, conf).unwrap();
+        let conf_path = conf.write();
         let command = self.command(&["knotd", "-c", conf_path.to_str().unwrap()]);
         self.spawn(command);
         let port = listen.rsplit('@').next().unwrap().to_string();

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -14,18 +14,7 @@ use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use tempfile::TempDir;
 
-pub use nodelocaldns::testing::free_port;
-
-pub fn find_program(name: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':').chain(["/usr/sbin", "/sbin"]) {
-        let candidate = Path::new(dir).join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("`{name}` not found: run `make deps`");
-}
+pub use testkit::process::free_port;
 
 /// `dnsload`, built by the workspace into the same target directory as our binary
 /// (`CARGO_BIN_EXE_*` only names binaries of this package); built on demand.
@@ -58,30 +47,20 @@ impl Knot {
     pub fn start() -> Knot {
         let dir = tempfile::Builder::new().prefix("rlk").tempdir().unwrap();
         let port = free_port();
-        let d = dir.path().display();
-        let conf = format!(
-            "server:\n    rundir: {d}\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    \
-             background-workers: 1\ncontrol:\n    listen: {d}/knot.sock\nlog:\n  - target: stderr\n    any: warning\n\
-             database:\n    storage: {d}\ntemplate:\n  - id: default\n    storage: {d}\nzone:\n  - domain: example.test.\n    file: z.zone\n  - domain: f.test.\n    file: f.zone\n"
-        );
-        let mut zone = String::from(
-            "$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 30\n@ NS ns\nns A 127.0.0.1\n",
-        );
-        for i in 0..1000 {
-            zone.push_str(&format!("w{i} A 10.0.{}.{}\n", i / 256, i % 256));
-        }
-        fs::write(dir.path().join("knot.conf"), conf).unwrap();
+        let conf = testkit::knot::Conf::new(dir.path(), &[format!("127.0.0.1@{port}")])
+            .control()
+            .zone("example.test.", "z.zone")
+            .zone("f.test.", "f.zone")
+            .write();
+        let soa = [3600, 600, 86400, 30];
+        let names: String = (0..1000)
+            .map(|i| format!("w{i} A 10.0.{}.{}\n", i / 256, i % 256))
+            .collect();
+        let zone = testkit::knot::zone(None, 300, soa, "127.0.0.1", &names);
         fs::write(dir.path().join("z.zone"), zone).unwrap();
-        let f = "$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 30\n@ NS ns\nns A 127.0.0.1\n* A 10.9.9.9\n";
+        let f = testkit::knot::zone(None, 300, soa, "127.0.0.1", "* A 10.9.9.9\n");
         fs::write(dir.path().join("f.zone"), f).unwrap();
-        let child = Command::new(find_program("knotd"))
-            .arg("-c")
-            .arg(dir.path().join("knot.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = testkit::knot::spawn(&conf, Stdio::null(), Stdio::null());
         let knot = Knot {
             child,
             _dir: dir,

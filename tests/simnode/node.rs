@@ -85,29 +85,16 @@ impl Knot {
     pub fn start(ns: &mut Netns, tag: &str, ip: &str, zones: &[(&str, &str)]) -> Knot {
         let dir = ns.path(&format!("knot-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let d = dir.display();
-        let mut conf = format!(
-            "server:\n    rundir: {d}\n    listen: {ip}@53\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
-             control:\n    listen: {d}/knot.sock\n\
-             log:\n  - target: stderr\n    any: warning\n\
-             mod-stats:\n  - id: all\n    request-protocol: on\n\
-             template:\n  - id: default\n    storage: {d}\n    global-module: mod-stats/all\n\
-             zone:\n"
-        );
+        let mut conf = testkit::knot::Conf::new(&dir, &[format!("{ip}@53")])
+            .control()
+            .stats(testkit::knot::Stats::Protocol);
         for (origin, records) in zones {
             let file = dir.join(format!("{origin}zone"));
-            std::fs::write(
-                &file,
-                format!("$ORIGIN {origin}\n$TTL 300\n@ SOA ns hostmaster 1 60 60 60 60\n@ NS ns\nns A {ip}\n{records}\n"),
-            )
-            .unwrap();
-            conf.push_str(&format!(
-                "  - domain: {origin}\n    file: {}\n",
-                file.display()
-            ));
+            let text = testkit::knot::zone(Some(origin), 300, [60; 4], ip, records);
+            std::fs::write(&file, text).unwrap();
+            conf = conf.zone(origin, file);
         }
-        let conf_path = dir.join("knot.conf");
-        std::fs::write(&conf_path, conf).unwrap();
+        let conf_path = conf.write();
         let command = ns.command(&["knotd", "-c", conf_path.to_str().unwrap()]);
         ns.spawn(command);
         let origin = zones[0].0;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use nodelocaldns::testing::free_port;
 use prometheus_parse::{Scrape, Value};
+use testkit::process::free_port;
 
 const ZONE: &str = "$ORIGIN example.
 $TTL 300
@@ -34,24 +34,13 @@ impl Knot {
     fn start() -> Knot {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let path = dir.path().display().to_string();
         std::fs::write(dir.path().join("example.zone"), ZONE).expect("zone");
-        let conf = format!(
-            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {path}\n\
-             database:\n    storage: {path}\n\
-             template:\n  - id: default\n    storage: {path}\n    semantic-checks: off\n\
-             zone:\n  - domain: example.\n    file: example.zone\n\
-             log:\n  - target: stderr\n    any: warning\n"
-        );
-        let conf_path = dir.path().join("knot.conf");
-        std::fs::write(&conf_path, conf).expect("knot.conf");
-        let child = Command::new("knotd")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("knotd (Debian package knot; ci/deps.sh installs it)");
+        let conf_path = testkit::knot::Conf::new(dir.path(), &[format!("127.0.0.1@{port}")])
+            .default_workers()
+            .no_semantic_checks()
+            .zone("example.", "example.zone")
+            .write();
+        let child = testkit::knot::spawn(&conf_path, Stdio::null(), Stdio::null());
         let knot = Knot {
             child,
             port,
@@ -143,15 +132,11 @@ impl Drop for Server {
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+fn wait_until(what: &str, limit: Duration, check: impl FnMut() -> bool) {
+    assert!(
+        testkit::process::wait_until(limit, check),
+        "timed out waiting for {what}"
+    );
 }
 
 fn query(id: u16, name: &str, qtype: RecordType, dnssec_ok: bool) -> Vec<u8> {

@@ -3,7 +3,7 @@
 //! one stall, dropped answers, wrong IDs). Every process and thread is stopped on
 //! drop, so a failing test leaves nothing behind.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod expansion;
 
@@ -64,12 +64,7 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("JSON report parses")
 }
 
-/// A free port on loopback (for UDP and TCP; the race with other processes is
-/// acceptable in tests).
-pub fn free_port() -> u16 {
-    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr").port()
-}
+pub use testkit::process::free_port;
 
 /// A free port below the ephemeral range (32768 and up), so a client's port is
 /// always the higher one: tshark decodes a datagram by its lower port first, and
@@ -89,26 +84,9 @@ pub fn free_low_port() -> u16 {
     panic!("no free port in 20000..32000");
 }
 
-/// Sends one A query for `name` and waits up to `wait` for any answer.
+/// True when `server` answers a query within `wait` (any rcode).
 pub fn probe(server: SocketAddr, wait: Duration) -> bool {
-    let bind = if server.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    };
-    let Ok(sock) = UdpSocket::bind(bind) else {
-        return false;
-    };
-    let _ = sock.set_read_timeout(Some(wait));
-    let query = [
-        0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0,
-        0, 6, 0, 1,
-    ];
-    if sock.send_to(&query, server).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 512];
-    matches!(sock.recv_from(&mut buf), Ok((n, _)) if n >= 12 && buf[0] == 0x12)
+    testkit::process::answers(server, wait)
 }
 
 /// A `knotd` serving `example.` from a temp dir, on a free loopback port.
@@ -119,14 +97,6 @@ pub struct Knot {
     _dir: tempfile::TempDir,
     /// Port it listens on (127.0.0.1 and ::1, UDP and TCP).
     pub port: u16,
-}
-
-fn find_knotd() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join("knotd"))
-        .find(|p| p.is_file())
 }
 
 /// The test zone: a few fixed names plus `svc0`..`svc99` A records.
@@ -164,32 +134,14 @@ impl Knot {
     }
 
     fn serve(dir: tempfile::TempDir, zones: &[(String, PathBuf)]) -> Knot {
-        let knotd = find_knotd().unwrap_or_else(|| {
-            panic!("knotd not found in PATH or /usr/sbin: these tests need a real DNS server; install it with `apt-get install knot`")
-        });
         let port = free_low_port();
-        let d = dir.path().display();
-        let mut conf = format!(
-            "server:\n  listen: [127.0.0.1@{port}, ::1@{port}]\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n\
-             database:\n  storage: {d}\nzone:\n"
-        );
+        let listen = [format!("127.0.0.1@{port}"), format!("::1@{port}")];
+        let mut conf = testkit::knot::Conf::new(dir.path(), &listen).log("error");
         for (origin, file) in zones {
-            conf.push_str(&format!(
-                "  - domain: {}.\n    file: {}\n",
-                origin.trim_end_matches('.'),
-                file.display()
-            ));
+            conf = conf.zone(&format!("{}.", origin.trim_end_matches('.')), file);
         }
-        conf.push_str("log:\n  - target: stderr\n    any: error\n");
-        let conf_path = dir.path().join("knot.conf");
-        std::fs::write(&conf_path, conf).expect("write config");
-        let child = Command::new(knotd)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn knotd");
+        let conf_path = conf.write();
+        let child = testkit::knot::spawn(&conf_path, Stdio::null(), Stdio::null());
         let knot = Knot {
             _child: KillOnDrop(Some(child)),
             _dir: dir,

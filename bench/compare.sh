@@ -24,6 +24,8 @@
 #        PROFILE=1 (perf flame graphs of ours under the hit, rate and miss loads, into
 #        the record; installs inferno with cargo if missing),
 #        OURS_ARGS (extra flags for nodelocaldns, e.g. --udp-coalesce-usecs=100),
+#        BASE_BIN (another build of nodelocaldns, e.g. of an earlier commit: adds the
+#        server "nodelocaldns-base", configured as ours, for a before/after in one run),
 #        QUIET_WAIT_SECS (5: how long each run waits for both cores to be 85 % idle),
 #        IDLE_POLL=1 (hold /dev/cpu_dma_latency at 0 for the run, so idle cores poll
 #        instead of halting; a diagnosis, not a comparison: see bench/wake-cost.sh)
@@ -66,7 +68,8 @@ trap cleanup EXIT
 
 knot_port=25353
 declare -A port=([nodelocaldns]=25360 [echo]=25361 [dnsdist]=25362 [unbound]=25363
-  [kresd]=25364 [pdns-recursor]=25365 [dnsmasq]=25366 [nodelocaldns-nogso]=25367)
+  [kresd]=25364 [pdns-recursor]=25365 [dnsmasq]=25366 [nodelocaldns-nogso]=25367
+  [nodelocaldns-base]=25368)
 
 # Upstream: knotd (zone bench.: unbound and others refuse the special-use test.), 1,000 names for hits and a wildcard for unique (miss, RSS) names.
 bench_zone bench. "$work/bench.zone" '*.miss A 192.0.2.7' '*.rss A 192.0.2.8'
@@ -89,7 +92,7 @@ KNOT
 taskset -c $load_core knotd -c "$work/knot.conf" 2>"$work/knot.log" & pid[knotd]=$!
 
 # --- server configurations -------------------------------------------------------
-for s in nodelocaldns nodelocaldns-nogso; do
+for s in nodelocaldns nodelocaldns-nogso nodelocaldns-base; do
   cat > "$work/$s.Corefile" <<CF
 .:${port[$s]} {
     bind 127.0.0.1
@@ -138,6 +141,7 @@ cp "$work"/{nodelocaldns.Corefile,dnsdist.conf,unbound.conf,kresd.conf,recursor.
 declare -A cmd=(
   [nodelocaldns]="$target/release/nodelocaldns -conf $work/nodelocaldns.Corefile --shards 1${OURS_ARGS:+ $OURS_ARGS}"
   [nodelocaldns-nogso]="$target/release/nodelocaldns -conf $work/nodelocaldns-nogso.Corefile --shards 1 --udp-gso=false${OURS_ARGS:+ $OURS_ARGS}"
+  [nodelocaldns-base]="${BASE_BIN:-missing-BASE_BIN} -conf $work/nodelocaldns-base.Corefile --shards 1"
   [echo]="$target/release/bench-echo 127.0.0.1:${port[echo]}"
   [dnsdist]="dnsdist --supervised --disable-syslog -C $work/dnsdist.conf"
   [unbound]="unbound -d -c $work/unbound.conf"
@@ -148,6 +152,7 @@ declare -A cmd=(
 version() {
   case $1 in
     nodelocaldns|nodelocaldns-nogso) echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty)";;
+    nodelocaldns-base) echo "$("${BASE_BIN:-false}" -version 2>/dev/null | awk '{print $2}') ($BASE_BIN)";;
     echo) echo "bench/echo $(git rev-parse --short HEAD)";;
     dnsdist) dnsdist --version 2>/dev/null | head -1 | awk '{print $2}';;
     unbound) unbound -V 2>/dev/null | awk '/Version/ {print $2}';;

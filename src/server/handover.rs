@@ -173,7 +173,7 @@ pub(super) fn leave_group(fd: RawFd, addr: SocketAddr) -> std::io::Result<()> {
 }
 
 /// Bytes waiting in the socket's receive queue (SIOCINQ); 0 on error.
-fn queued_bytes(fd: RawFd) -> usize {
+pub(super) fn queued_bytes(fd: RawFd) -> usize {
     let mut bytes: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
     let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut bytes) };

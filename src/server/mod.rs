@@ -12,6 +12,7 @@ mod coalesce;
 mod export;
 mod handover;
 mod listen;
+mod liveness;
 mod mesh;
 mod migrate;
 mod miss;
@@ -430,6 +431,7 @@ async fn serve(
     let mut exporter = export::Exporter::new(publisher.index());
     publisher.serving(exporter.snapshot(&current.borrow()));
     let mut last_sweep = Instant::now();
+    let mut progress = liveness::Progress::default();
     loop {
         glommio::timer::sleep(Duration::from_millis(limits::CONTROL_POLL_MILLIS)).await;
         while let Ok(message) = inbox.try_recv() {
@@ -476,6 +478,11 @@ async fn serve(
             shard.sweep(limits::CACHE_SWEEP_ENTRIES_PER_SECOND);
             shard.flush_error_summaries(last_sweep);
         }
+        let queued = listeners
+            .iter()
+            .any(|l| handover::queued_bytes(l.udp_fd) > 0);
+        let queries = current.borrow().counters.queries.get();
+        publisher.stuck_for(progress.observe(queries, queued, Instant::now()));
         if let Some(wanted) = publisher.due() {
             publisher.publish(exporter.snapshot(&current.borrow()), wanted);
         }

@@ -69,6 +69,8 @@ pub struct Shared {
     health_failures: AtomicU64,
     /// Each shard's last control tick, in milliseconds since `born`.
     heartbeats: Vec<AtomicU64>,
+    /// How long each shard's packet loops have left datagrams unread, in ms.
+    stuck: Vec<AtomicU64>,
     born: Instant,
     /// The test hook's file (`NODELOCALDNS_TEST_STALL_FILE`), when set.
     stall_file: Option<std::path::PathBuf>,
@@ -84,6 +86,7 @@ impl Shared {
             health: Mutex::new((vec![0; metrics::SLIM_TIME_BUCKETS.len() + 1], 0.0)),
             health_failures: AtomicU64::new(0),
             heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            stuck: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             born: Instant::now(),
             stall_file: std::env::var_os("NODELOCALDNS_TEST_STALL_FILE").map(Into::into),
         }
@@ -99,16 +102,20 @@ impl Shared {
         }
     }
 
-    /// Serving shards whose control tick has not run for
-    /// [`limits::LIVENESS_STALL_MILLIS`]: (shard, milliseconds since its last tick).
+    /// Serving shards that made no progress for [`limits::LIVENESS_STALL_MILLIS`]:
+    /// their control tick has not run, or their loops left datagrams unread, for
+    /// that long: (shard, milliseconds).
     pub fn stalled(&self) -> Vec<(usize, u64)> {
         let now = self.now_millis();
         self.shards
             .iter()
-            .zip(&self.heartbeats)
+            .zip(self.heartbeats.iter().zip(&self.stuck))
             .enumerate()
             .filter(|(_, (report, _))| report.lock().map(|r| r.serving).unwrap_or(false))
-            .map(|(index, (_, beat))| (index, now.saturating_sub(beat.load(Ordering::Relaxed))))
+            .map(|(index, (_, (beat, stuck)))| {
+                let silent = now.saturating_sub(beat.load(Ordering::Relaxed));
+                (index, silent.max(stuck.load(Ordering::Relaxed)))
+            })
             .filter(|(_, age)| *age > crate::limits::LIVENESS_STALL_MILLIS)
             .collect()
     }
@@ -273,6 +280,15 @@ impl Publisher {
         }
         self.published = self.published.max(wanted);
         self.last = Instant::now();
+    }
+
+    /// The shard's packet loops have left datagrams unread for `stuck` (zero when
+    /// they make progress), as the server's control tick sees it.
+    pub fn stuck_for(&self, stuck: Duration) {
+        if let Some(cell) = self.slot.shared.stuck.get(self.slot.index) {
+            let millis = u64::try_from(stuck.as_millis()).unwrap_or(u64::MAX);
+            cell.store(millis, Ordering::Relaxed);
+        }
     }
 
     /// Test hook: when `NODELOCALDNS_TEST_STALL_FILE` names a file that says

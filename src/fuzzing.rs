@@ -38,7 +38,12 @@ pub fn wire_query(data: &[u8]) {
                 let n = wire::write_error_reply(data, wire::Rcode::ServFail, &mut out[..limit]);
                 assert!(n <= limit);
             }
-            let n = wire::write_upstream_query(&q, 7, 1232, &mut out);
+            let n = wire::write_upstream_query(
+                &q,
+                7,
+                crate::limits::UPSTREAM_BUFSIZE_DEFAULT,
+                &mut out,
+            );
             assert!(n <= out.len());
             if n > 0 {
                 // What we send upstream is itself a query we would accept, same question.

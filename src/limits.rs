@@ -62,6 +62,22 @@ const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
 pub const CACHE_SWEEP_ENTRIES_PER_SECOND: usize = 1024;
 
 const _: () = assert!(UPSTREAM_BUFSIZE_DEFAULT as usize <= UDP_PAYLOAD_BYTES_MAX);
+
+/// UDP GSO: longest answer sent as part of a GSO group: DNS's MTU-safe UDP size, so
+/// a segment fits any IPv6 link (1280-byte MTU), where the kernel would refuse a
+/// larger one.
+pub const UDP_GSO_SEGMENT_BYTES_MAX: usize = EDNS_UDP_PAYLOAD_BYTES_DEFAULT as usize;
+/// UDP GSO: answers in one GSO send at most: a whole batch, within the kernel's
+/// segments and one datagram's payload.
+pub const UDP_GSO_SEGMENTS_MAX: usize = UDP_BATCH_MAX;
+
+const _: () = assert!(UDP_GSO_SEGMENTS_MAX <= mmsg::GSO_SEGMENTS_MAX);
+const _: () = assert!(UDP_GSO_SEGMENTS_MAX * UDP_GSO_SEGMENT_BYTES_MAX <= mmsg::GSO_BYTES_MAX);
+const _: () = assert!(UDP_GSO_SEGMENT_BYTES_MAX < 1280);
+
+/// Probes (readiness, `doctor`, the node's "does the server answer"): wait for an
+/// answer, and for a TCP connect, at most this long.
+pub const PROBE_MILLIS: u64 = 2_000;
 const _: () = assert!(SERVER_BUFSIZE as usize <= UDP_PAYLOAD_BYTES_MAX);
 
 /// Byte budget of a cache shard per configured entry when `max_bytes` is not set:

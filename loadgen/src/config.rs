@@ -145,7 +145,7 @@ pub struct Args {
     #[arg(long = "seed", default_value_t = 1)]
     pub seed: u64,
     /// EDNS UDP payload size advertised with -e/-D.
-    #[arg(long = "edns-size", value_name = "BYTES", default_value_t = 1232)]
+    #[arg(long = "edns-size", value_name = "BYTES", default_value_t = crate::limits::EDNS_UDP_PAYLOAD_BYTES_DEFAULT)]
     pub edns_size: u16,
 
     /// Messages per sendmmsg/recvmmsg (or per TCP write).

@@ -17,6 +17,12 @@ pub const RECV_SLOT_BYTES: usize = 2048;
 /// Longest query we encode: a 255-byte name, header, question trailer and an OPT RR.
 pub const QUERY_BYTES_MAX: usize = 512;
 
+// The protocol's sizes live with the codec (`dnswire::limits`), which enforces them.
+pub use dnswire::limits::{EDNS_UDP_PAYLOAD_BYTES_DEFAULT, NAME_BYTES_MAX};
+
+const _: () =
+    assert!(QUERY_BYTES_MAX >= dnswire::HEADER_BYTES + NAME_BYTES_MAX + 4 + dnswire::OPT_BYTES);
+
 /// DNS message IDs per socket or connection (the ID field is 16 bits).
 pub const IDS_PER_CHANNEL_MAX: usize = 1 << 16;
 

@@ -22,6 +22,7 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::DataLink;
 use thiserror::Error;
 
+use crate::limits::EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 use crate::limits::{QUERY_LINE_BYTES_MAX, REPLAY_CLIENTS_MAX, REPLAY_QUERIES_MAX};
 use crate::queries::{self, QuerySet};
 use crate::wire::QueryOptions;
@@ -389,7 +390,7 @@ fn parse_query(payload: &[u8]) -> Option<(String, u16, QueryOptions)> {
     let opts = QueryOptions {
         edns: edns.is_some(),
         dnssec_ok: edns.is_some_and(|e| e.flags().dnssec_ok),
-        edns_udp_bytes: edns.map_or(1232, |e| e.max_payload()),
+        edns_udp_bytes: edns.map_or(EDNS_UDP_PAYLOAD_BYTES_DEFAULT, |e| e.max_payload()),
         recursion_desired: msg.recursion_desired(),
     };
     Some((q.name().to_ascii(), u16::from(q.query_type()), opts))

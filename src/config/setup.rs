@@ -19,7 +19,7 @@ const HEALTH_PORT: u16 = 8080;
 const READY_PORT: u16 = 8181;
 const PROMETHEUS_PORT: u16 = 9253;
 /// CoreDNS `bufsize` without an argument: the DNS flag day 2020 size.
-const BUFSIZE_DEFAULT: u16 = 1232;
+const BUFSIZE_DEFAULT: u16 = crate::limits::EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 const RELOAD_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
 const RELOAD_JITTER_DEFAULT: Duration = Duration::from_secs(15);
 const RELOAD_INTERVAL_MIN: Duration = Duration::from_secs(2);

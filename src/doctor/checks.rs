@@ -14,7 +14,7 @@ use crate::node::rules::{self, Rule, COMMENT_SKIP_CONNTRACK};
 use crate::node::sync;
 
 /// Longest wait for one DNS answer or TCP connection.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(crate::limits::PROBE_MILLIS);
 /// Upstreams probed at most (a Corefile names a handful).
 const UPSTREAMS_MAX: usize = 16;
 /// Marker shared by both of node-cache's rule comments.

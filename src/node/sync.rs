@@ -33,7 +33,7 @@ const OUR_RULES_MARK: &str = "NodeLocal DNS Cache";
 /// Wait between readiness probes until the server first answers.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
 /// Time one readiness probe waits for its answer (a miss may go upstream).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(crate::limits::PROBE_MILLIS);
 
 /// The rules and the tool that installs them.
 pub enum Rules {
@@ -413,7 +413,7 @@ pub fn probe_within(target: SocketAddr, timeout: Duration) -> bool {
     if socket.set_read_timeout(Some(timeout)).is_err() || socket.send_to(&bytes, target).is_err() {
         return false;
     }
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; crate::limits::UDP_PAYLOAD_BYTES_MAX];
     let started = Instant::now();
     while started.elapsed() < timeout {
         match socket.recv_from(&mut buf) {

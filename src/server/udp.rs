@@ -36,8 +36,9 @@
 //! instead of crossing the IP stack once per answer. A client that sends bursts from
 //! one socket (a forwarder, a load generator) gets most of its answers this way; a
 //! batch of distinct clients sends exactly as before. Only answers up to
-//! [`GSO_SEGMENT_BYTES_MAX`] are grouped, so no segment can exceed a link's MTU, and a
-//! kernel or device that refuses GSO switches it off for the socket.
+//! [`limits::UDP_GSO_SEGMENT_BYTES_MAX`] are grouped, so no segment can exceed a
+//! link's MTU, and a kernel or device that refuses GSO switches it off for the
+//! socket.
 //!
 //! Optionally (`--udp-coalesce-usecs`, off by default) a hot loop that answered a
 //! small batch sleeps that long before the next receive, so the datagrams of the
@@ -77,16 +78,6 @@ const COALESCE_BELOW: usize = 4;
 
 /// Longest coalescing pause (it blocks the shard's thread).
 pub const COALESCE_MAX: Duration = Duration::from_millis(1);
-
-/// Longest answer sent as part of a GSO group: DNS's MTU-safe UDP size, so a segment
-/// fits any IPv6 link (1280-byte MTU), where the kernel would refuse a larger one.
-pub const GSO_SEGMENT_BYTES_MAX: usize = 1232;
-
-/// Answers in one GSO send at most: a whole batch, within the kernel's 64 segments
-/// and one datagram's 64 KiB.
-const GSO_SEGMENTS_MAX: usize = limits::UDP_BATCH_MAX;
-const _: () = assert!(GSO_SEGMENTS_MAX <= mmsg::GSO_SEGMENTS_MAX);
-const _: () = assert!(GSO_SEGMENTS_MAX * GSO_SEGMENT_BYTES_MAX <= mmsg::GSO_BYTES_MAX);
 
 /// How a shard serves each of its UDP sockets.
 #[derive(Debug, Clone, Copy)]
@@ -465,14 +456,19 @@ impl Batch {
 
 /// How many queued answers from `i` on (before `count`) go out as one message: with
 /// GSO, the run of answers to the same peer with the same length (at most
-/// [`GSO_SEGMENTS_MAX`], each at most [`GSO_SEGMENT_BYTES_MAX`]); else one.
+/// [`limits::UDP_GSO_SEGMENTS_MAX`], each at most
+/// [`limits::UDP_GSO_SEGMENT_BYTES_MAX`]); else one.
 fn group_len(lens: &[usize], peers: &[Peer], gso: bool, i: usize, count: usize) -> usize {
     let len = lens[i];
-    if !gso || !(1..=GSO_SEGMENT_BYTES_MAX).contains(&len) {
+    if !gso || !(1..=limits::UDP_GSO_SEGMENT_BYTES_MAX).contains(&len) {
         return 1;
     }
     let mut n = 1;
-    while i + n < count && n < GSO_SEGMENTS_MAX && lens[i + n] == len && peers[i + n] == peers[i] {
+    while i + n < count
+        && n < limits::UDP_GSO_SEGMENTS_MAX
+        && lens[i + n] == len
+        && peers[i + n] == peers[i]
+    {
         n += 1;
     }
     n
@@ -529,8 +525,8 @@ mod tests {
             (&b, 20, 5),
             (&b, 20, 6),
             (&a, 20, 7),
-            (&a, GSO_SEGMENT_BYTES_MAX + 1, 8),
-            (&a, GSO_SEGMENT_BYTES_MAX + 1, 9),
+            (&a, limits::UDP_GSO_SEGMENT_BYTES_MAX + 1, 8),
+            (&a, limits::UDP_GSO_SEGMENT_BYTES_MAX + 1, 9),
         ];
         for gso in [true, false] {
             let mut batch = Box::<Batch>::default();

@@ -35,7 +35,7 @@ const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a scrape waits for the shards to publish fresh numbers.
 const SCRAPE_WAIT: Duration = Duration::from_millis(500);
 /// Bound of one upstream readiness probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(crate::limits::PROBE_MILLIS);
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
 static RELOAD_FAILED: AtomicU64 = AtomicU64::new(0);
@@ -448,7 +448,7 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
     socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
     let id: u16 = rand::random();
     socket.send(&crate::wire::root_ns_query(id))?;
-    let mut answer = [0u8; 512];
+    let mut answer = [0u8; crate::limits::UDP_PAYLOAD_BYTES_LEGACY];
     let deadline = Instant::now() + PROBE_TIMEOUT;
     while Instant::now() < deadline {
         let len = socket.recv(&mut answer)?;

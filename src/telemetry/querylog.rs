@@ -44,7 +44,11 @@ impl QueryLog {
             proto,
             size,
             dnssec_ok: query.dnssec_ok(),
-            bufsize: query.edns.map_or(512, |e| e.udp_size),
+            bufsize: query
+                .edns
+                .map_or(crate::limits::UDP_PAYLOAD_BYTES_LEGACY as u16, |e| {
+                    e.udp_size
+                }),
             start,
             classes,
         }

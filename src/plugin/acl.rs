@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use super::{Flow, Origin, Request};
+use super::flow::{Flow, Origin, Request};
 use crate::config::{AclAction, AclConfig, ServerBlock};
 use crate::wire::{self, Rcode};
 

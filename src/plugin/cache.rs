@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use super::{Flow, Origin, Request, Trail};
+use super::flow::{Flow, Origin, Request, Trail};
 use crate::cache;
 use crate::config::ServerBlock;
 

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::{Flow, Request};
+use super::flow::{Flow, Request};
 use crate::config::ServerBlock;
 use crate::limits;
 use crate::upstream::Forwarder;

@@ -2,7 +2,7 @@
 //! common format (`telemetry::querylog`). The line's fields are taken on the way
 //! down (only for blocks with `log`) and written on the way back.
 
-use super::{Flow, Request, Trail};
+use super::flow::{Flow, Request, Trail};
 use crate::config::{ResponseClasses, ServerBlock};
 use crate::telemetry::QueryLog;
 

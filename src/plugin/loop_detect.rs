@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-use super::{Flow, Request};
+use super::flow::{Flow, Request};
 use crate::config::ServerBlock;
 use crate::wire;
 

@@ -15,23 +15,24 @@
 mod acl;
 mod cache;
 pub mod errors;
+mod flow;
 mod forward;
 mod log;
 pub mod loop_detect;
 mod prometheus;
 mod whoami;
 
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
 
 use crate::config::ServerBlock;
-use crate::telemetry::{Meter, Proto, QueryLog, ShardStats};
-use crate::upstream::{Forwarder, Transport};
-use crate::wire::{self, Query, Rcode};
+use crate::telemetry::ShardStats;
+use crate::upstream::Forwarder;
+use crate::wire::{self, Rcode};
 
-pub use crate::telemetry::Plugin as Origin;
+pub use cache::Cache;
 pub use errors::ErrorLog;
+pub use flow::{Flow, Origin, Request, Trail};
+pub use forward::Forward;
 
 /// node-cache's plugin order (CoreDNS `plugin.cfg` of k8s-dns-node-cache, plus our
 /// `acl` where CoreDNS has it, and `ready`): a query meets the plugins of its block in
@@ -62,59 +63,6 @@ pub const ORDER: [&str; 22] = [
     "forward",
     "whoami",
 ];
-
-/// One query on its way down a chain: what every plugin may read.
-pub struct Request<'a> {
-    /// Parsed once, when the query arrived on this shard.
-    pub query: &'a Query<'a>,
-    pub client: SocketAddr,
-    pub transport: Transport,
-    /// The listening address the query came in on (index on this shard).
-    pub endpoint: usize,
-    /// The block's index, and the index of the zone that matched in it.
-    pub block: usize,
-    pub zone: usize,
-    /// The largest answer the client takes.
-    pub max_len: usize,
-    pub now: Instant,
-    /// The shard's metric series (written by `prometheus` and `cache`).
-    pub stats: &'a ShardStats,
-}
-
-impl Request<'_> {
-    pub fn proto(&self) -> Proto {
-        match self.transport {
-            Transport::Udp => Proto::Udp,
-            Transport::Tcp => Proto::Tcp,
-        }
-    }
-}
-
-/// What the plugins a query passed leave for its way back, and for the server.
-#[derive(Default)]
-pub struct Trail {
-    /// `prometheus`: the query's series.
-    pub meter: Option<Meter>,
-    /// `log`: the query's line, written when the answer is.
-    pub log: Option<QueryLog>,
-    /// `cache`: the answer came from an entry that wants a refresh (prefetch, stale).
-    pub refresh: bool,
-    /// The plugins before this index passed the query (and see its answer).
-    passed: usize,
-}
-
-/// What a plugin, or the whole chain, did with a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Pass to the next plugin.
-    Next,
-    /// An answer of this many bytes is in the output buffer, written by `Origin`.
-    Answer(usize, Origin),
-    /// Send nothing.
-    Drop,
-    /// Forward: the miss path resolves the query and answers later.
-    Defer,
-}
 
 /// A link of the chain: one variant per plugin, each in its own module.
 // Built once per block and shard, a handful per chain: the cache's inline size costs
@@ -275,9 +223,6 @@ impl Chain {
             .unwrap_or_default()
     }
 }
-
-pub use cache::Cache;
-pub use forward::Forward;
 
 #[cfg(test)]
 mod tests {

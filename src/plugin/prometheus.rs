@@ -3,7 +3,7 @@
 //! per-shard cells (`telemetry::stats`), merged at scrape; the listener itself is
 //! the server's.
 
-use super::{Flow, Origin, Request, Trail};
+use super::flow::{Flow, Origin, Request, Trail};
 use crate::config::ServerBlock;
 use crate::telemetry::{Meter, ShardStats};
 

@@ -1,7 +1,7 @@
 //! `whoami`: answers with the client's address and port (A or AAAA, and SRV for
 //! the port), as CoreDNS's whoami does; the last link of the chain.
 
-use super::{Flow, Origin, Request};
+use super::flow::{Flow, Origin, Request};
 use crate::config::ServerBlock;
 use crate::upstream::Transport;
 use crate::wire;

@@ -6,9 +6,11 @@ use std::os::fd::RawFd;
 use crate::addr;
 use crate::cmsg::{self, Control, CONTROL_BYTES};
 
-/// The headers of one `recvmmsg` call, allocated once for `capacity` datagrams and
-/// re-pointed at the caller's slots on every call. Sender addresses and control
-/// data (pktinfo, stamps) are kept only when asked for at construction.
+/// The headers of one `recvmmsg` call, allocated once for `capacity` datagrams. Each
+/// header points at its iovec, address and control buffer for good (boxed slices do
+/// not move); a call only re-points the iovecs at the caller's slots and resets the
+/// lengths the kernel overwrote. Sender addresses and control data (pktinfo, stamps)
+/// are kept only when asked for at construction.
 pub struct RecvHeaders {
     iovecs: Box<[libc::iovec]>,
     msgs: Box<[libc::mmsghdr]>,
@@ -28,7 +30,7 @@ impl RecvHeaders {
         // (null pointers, zero lengths).
         let (iovec, msg): (libc::iovec, libc::mmsghdr) =
             unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        RecvHeaders {
+        let mut headers = RecvHeaders {
             iovecs: vec![iovec; capacity].into_boxed_slice(),
             msgs: vec![msg; capacity].into_boxed_slice(),
             names: vec![addr::zeroed_storage(); if names { capacity } else { 0 }]
@@ -36,7 +38,20 @@ impl RecvHeaders {
             controls: vec![Control::default(); if control { capacity } else { 0 }]
                 .into_boxed_slice(),
             count: 0,
+        };
+        let slots = headers.msgs.iter_mut().zip(headers.iovecs.iter_mut());
+        for (i, (msg, iovec)) in slots.enumerate() {
+            let hdr = &mut msg.msg_hdr;
+            hdr.msg_iov = iovec;
+            hdr.msg_iovlen = 1;
+            if let Some(name) = headers.names.get_mut(i) {
+                hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            }
+            if let Some(control) = headers.controls.get_mut(i) {
+                hdr.msg_control = control.0.as_mut_ptr().cast();
+            }
         }
+        headers
     }
 
     /// Datagrams one call reads at most.
@@ -55,34 +70,30 @@ impl RecvHeaders {
         flags: libc::c_int,
     ) -> std::io::Result<usize> {
         let mut pointed = 0;
-        for (i, slot) in slots.into_iter().take(max.min(self.msgs.len())).enumerate() {
-            self.iovecs[i] = libc::iovec {
+        let headers = self.iovecs.iter_mut().zip(self.msgs.iter_mut());
+        for (slot, (iovec, msg)) in slots.into_iter().zip(headers).take(max) {
+            *iovec = libc::iovec {
                 iov_base: slot.as_mut_ptr().cast(),
                 iov_len: slot.len(),
             };
-            let hdr = &mut self.msgs[i].msg_hdr;
-            hdr.msg_iov = &mut self.iovecs[i];
-            hdr.msg_iovlen = 1;
-            (hdr.msg_name, hdr.msg_namelen) = match self.names.get_mut(i) {
-                Some(name) => (
-                    (name as *mut libc::sockaddr_storage).cast(),
-                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-                ),
-                None => (std::ptr::null_mut(), 0),
-            };
-            (hdr.msg_control, hdr.msg_controllen) = match self.controls.get_mut(i) {
-                Some(control) => (control.0.as_mut_ptr().cast(), CONTROL_BYTES),
-                None => (std::ptr::null_mut(), 0),
-            };
-            pointed = i + 1;
+            // The kernel overwrote the lengths of the last call's headers.
+            let hdr = &mut msg.msg_hdr;
+            if !hdr.msg_name.is_null() {
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            }
+            if !hdr.msg_control.is_null() {
+                hdr.msg_controllen = CONTROL_BYTES;
+            }
+            pointed += 1;
         }
         self.count = 0;
         if pointed == 0 {
             return Ok(0);
         }
-        // SAFETY: the first `pointed` headers were just pointed at the caller's
-        // slots (exclusively borrowed for this call) and at address and control
-        // buffers owned by `self`; the kernel writes within the lengths given.
+        // SAFETY: the first `pointed` headers point at iovecs just pointed at the
+        // caller's slots (exclusively borrowed for this call) and at address and
+        // control buffers owned by `self` (set in `new`, never moved); the kernel
+        // writes within the lengths given.
         let rc = unsafe {
             libc::recvmmsg(
                 fd,
@@ -156,10 +167,8 @@ impl RecvHeaders {
                 iov_base: reply.as_ptr() as *mut libc::c_void,
                 iov_len: reply.len(),
             };
-            let hdr = &mut self.msgs[i].msg_hdr;
-            hdr.msg_iov = &mut self.iovecs[i];
-            hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_controllen = 0;
+            // No control data on the way back (the next receive restores the length).
+            self.msgs[i].msg_hdr.msg_controllen = 0;
             pointed = i + 1;
         }
         if pointed == 0 {

@@ -37,6 +37,9 @@ cat > "$work/Corefile" <<CF
 CF
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" --dump-instr=no \
   "$ours" -conf "$work/Corefile" --shards 1 2>"$work/vg.log" & pids+=($!)
+# Zero and dump this valgrind only: without a pid, callgrind_control acts on every
+# callgrind process of the machine, another bench run's too.
+vg=$!
 for _ in $(seq 1 60); do
   grep -q "Listening\|listening\|serving" "$work/vg.log" 2>/dev/null && break
   sleep 1
@@ -49,10 +52,10 @@ for _ in 1 2 3 4 5; do
     --json "$work/warm.json" > /dev/null
   python3 -c "import json,sys; j=json.load(open('$work/warm.json')); sys.exit(j['rcodes'].get('NOERROR',0) != 1000)" && break
 done
-callgrind_control -z > /dev/null
+callgrind_control -z "$vg" > /dev/null
 "$target/release/dnsload" -s 127.0.0.1 -p $port -d "$work/hit.txt" -n $((queries / 1000)) -c 4 -q 64 -t 5 \
   --quiet --no-pin --json "$work/load.json" > /dev/null
-callgrind_control -d > /dev/null
+callgrind_control -d "$vg" > /dev/null
 sleep 1
 answered=$(python3 -c "import json; print(json.load(open('$work/load.json'))['rcodes'].get('NOERROR', 0))")
 # The shard thread's dump is the one with the most instructions.

@@ -96,9 +96,10 @@ impl Plugin {
         }
     }
 
-    /// The way back: `answer` (empty: nothing was sent), written by `origin`.
+    /// The way back: `answer` (empty: nothing is sent), written by `origin`, before
+    /// it goes out; a plugin may rewrite it in place.
     #[inline]
-    fn back(&self, stats: &ShardStats, trail: &Trail, answer: &[u8], origin: Origin) {
+    fn back(&self, stats: &ShardStats, trail: &Trail, answer: &mut [u8], origin: Origin) {
         match self {
             Plugin::Prometheus(_) => prometheus::back(stats, trail, answer, origin),
             Plugin::Log(_) => log::back(trail, answer),
@@ -156,24 +157,21 @@ impl Chain {
             trail.passed = index;
             // The first link answering (a plain block's cache hit) has no way back.
             if let (Flow::Answer(len, origin), true) = (flow, index > 0) {
-                self.back(req.stats, trail, out.get(..len).unwrap_or_default(), origin);
+                let answer = out.get_mut(..len).unwrap_or_default();
+                self.back(req.stats, trail, answer, origin);
             }
             return flow;
         }
         trail.passed = self.plugins.len();
         let len = wire::write_error_reply(req.query.packet, Rcode::ServFail, out);
-        self.back(
-            req.stats,
-            trail,
-            out.get(..len).unwrap_or_default(),
-            Origin::Server,
-        );
+        let answer = out.get_mut(..len).unwrap_or_default();
+        self.back(req.stats, trail, answer, Origin::Server);
         Flow::Answer(len, Origin::Server)
     }
 
     /// The way back of `answer`: every plugin the query passed, last first.
     #[inline]
-    pub fn back(&self, stats: &ShardStats, trail: &Trail, answer: &[u8], origin: Origin) {
+    pub fn back(&self, stats: &ShardStats, trail: &Trail, answer: &mut [u8], origin: Origin) {
         if trail.passed == 0 {
             return;
         }

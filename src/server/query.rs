@@ -118,13 +118,13 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
         meter: trail.meter,
     };
     glommio::spawn_local(async move {
-        let (answer, origin) = miss::answer(&shard, &miss, &asked).await;
+        let (mut answer, origin) = miss::answer(&shard, &miss, &asked).await;
         let pending = &shard.counters.pending_misses;
         pending.set(pending.get().saturating_sub(1));
+        let chain = &shard.blocks[miss.block_index].chain;
+        chain.back(&shard.stats, &trail, &mut answer, origin);
         // An empty answer means "nothing to send" but still ends the query.
         reply(&answer);
-        let chain = &shard.blocks[miss.block_index].chain;
-        chain.back(&shard.stats, &trail, &answer, origin);
     })
     .detach();
     Handled::Later

@@ -234,21 +234,9 @@ impl Running {
     }
 }
 
-/// The process's bound on pending misses per shard ([`Options::misses_pending_max`]),
-/// set once when the server starts and read by each shard on a miss.
-static MISSES_PENDING_MAX: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(limits::MISSES_PENDING_PER_SHARD_MAX);
-
-fn misses_pending_max() -> usize {
-    MISSES_PENDING_MAX.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Opens the listeners of `config` and starts the shards.
 pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> {
-    MISSES_PENDING_MAX.store(
-        options.misses_pending_max.max(1),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    query::set_misses_pending_max(options.misses_pending_max);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shards = options.shards.unwrap_or(cores.len()).max(1);
     let mut endpoints = listen::endpoints(&config);

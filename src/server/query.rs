@@ -6,6 +6,7 @@
 //! chain.
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::miss::{self, Asked, Miss};
@@ -89,6 +90,15 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
     }
 }
 
+/// The process's bound on pending misses per shard (`Options::misses_pending_max`,
+/// from the memory plan), set once when the server starts.
+static MISSES_PENDING_MAX: AtomicUsize = AtomicUsize::new(limits::MISSES_PENDING_PER_SHARD_MAX);
+
+/// Sets the bound on pending misses per shard (at least one).
+pub fn set_misses_pending_max(max: usize) {
+    MISSES_PENDING_MAX.store(max.max(1), Ordering::Relaxed);
+}
+
 /// Starts the task that resolves a deferred query, unless too many are pending: a
 /// flood of misses (cold names, or the upstream stalling) must not grow memory
 /// without bound, so past the limit a miss is answered SERVFAIL at once.
@@ -101,7 +111,7 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
 ) -> Handled {
     let counters = &shard.counters;
     let pending = &counters.pending_misses;
-    if pending.get() >= super::misses_pending_max() {
+    if pending.get() >= MISSES_PENDING_MAX.load(Ordering::Relaxed) {
         let overloaded = &counters.miss_overload;
         overloaded.set(overloaded.get() + 1);
         let packet = request.query.packet;

@@ -26,6 +26,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use cache::{DENIAL_TTL_DEFAULT, MIN_TTL_DEFAULT, SUCCESS_TTL_DEFAULT};
 pub use configmap::{parse_kube_dns, read_configmap_dir, ConfigMapError, KubeDnsConfig};
 pub use error::{ConfigError, SUPPORTED_DIRECTIVES};
 pub use pillar::{render_corefile, service_host_var, PillarError, PillarValues};

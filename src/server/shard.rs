@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::coalesce::Inflight;
 use super::listen::Endpoint;
 use super::mesh::Peers;
-use crate::config::{CacheClass, CacheConfig, Config, ServerBlock};
+use crate::config::{self, CacheClass, CacheConfig, Config, ServerBlock};
 use crate::limits;
 use crate::plugin::Chain;
 use crate::wire;
@@ -238,13 +238,13 @@ impl Block {
 fn uncached_defaults() -> CacheConfig {
     let class = |ttl_max| CacheClass {
         capacity: 0,
-        ttl_max: Duration::from_secs(ttl_max),
-        ttl_min: Duration::from_secs(5),
+        ttl_max,
+        ttl_min: config::MIN_TTL_DEFAULT,
     };
     CacheConfig {
         zones: Vec::new(),
-        success: class(3600),
-        denial: class(1800),
+        success: class(config::SUCCESS_TTL_DEFAULT),
+        denial: class(config::DENIAL_TTL_DEFAULT),
         prefetch: None,
         serve_stale: None,
         servfail_ttl: Duration::ZERO,

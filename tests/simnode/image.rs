@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::harness::wait_until;
 use crate::node::{
-    can_run, manifest, Node, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, NODE_IP, OUR_RULES, STUB_DNS,
+    can_run, manifest, Node, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, OUR_RULES, STUB_DNS,
 };
 
 /// The tag `make image` gives by default.
@@ -441,27 +441,7 @@ fn image_cilium_lrp_mode_runs_without_net_admin() {
         return;
     }
     let node = Node::build("imglrp");
-    // Cilium's redirect, played by a DNAT of the kube-dns IP to the node's address.
-    for proto in ["udp", "tcp"] {
-        node.node.run_ok(&[
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-            "-I",
-            "PREROUTING",
-            "-d",
-            KUBE_DNS,
-            "-p",
-            proto,
-            "--dport",
-            "53",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{NODE_IP}:53"),
-        ]);
-    }
+    node.redirect_kube_dns_to_node();
     let nat = node.node.run_ok(&["iptables-save", "-t", "nat"]);
     let cache = Container::start(&node, "cilium-lrp", &[]);
     assert!(
@@ -612,26 +592,7 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
         return;
     }
     let node = Node::build("imglim");
-    for proto in ["udp", "tcp"] {
-        node.node.run_ok(&[
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-            "-I",
-            "PREROUTING",
-            "-d",
-            KUBE_DNS,
-            "-p",
-            proto,
-            "--dport",
-            "53",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{NODE_IP}:53"),
-        ]);
-    }
+    node.redirect_kube_dns_to_node();
     // What operators set (kubernetes/dns issues quote 0.5 CPU and 64 MiB and less).
     let cache = Container::start_with(
         &node,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use clients::{agrees, Client, Lookup, Probes, Truth};
 use harness::wait_until;
 use node::{
-    can_run, failed, KubeProxy, Node, CLUSTER_DNS_POD, KUBE_DNS, LOCAL_DNS, NODE_IP, OUR_RULES,
-    SIXTY_COUNT, STUB_DNS,
+    can_run, failed, KubeProxy, Node, CLUSTER_DNS_POD, KUBE_DNS, LOCAL_DNS, OUR_RULES, SIXTY_COUNT,
+    STUB_DNS,
 };
 
 /// Longest wait for something the cache does within a second or two.
@@ -175,28 +175,7 @@ fn cilium_lrp_mode_touches_nothing_on_the_node() {
         return;
     }
     let mut node = Node::build("lrp");
-    // Cilium's redirect, played by a DNAT of the kube-dns IP to the node-local-dns
-    // endpoint (here the node's address), before kube-proxy's.
-    for proto in ["udp", "tcp"] {
-        node.node.run_ok(&[
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-            "-I",
-            "PREROUTING",
-            "-d",
-            KUBE_DNS,
-            "-p",
-            proto,
-            "--dport",
-            "53",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{NODE_IP}:53"),
-        ]);
-    }
+    node.redirect_kube_dns_to_node();
     let nat = node.node.run_ok(&["iptables-save", "-t", "nat"]);
     let filter = node.node.run_ok(&["iptables-save", "-t", "filter"]);
     let pid = node.start_cache("cilium-lrp", &[]);

@@ -404,6 +404,31 @@ impl Node {
             .to_string()
     }
 
+    /// Cilium's Local Redirect Policy, played by a DNAT of the kube-dns IP to the
+    /// node-local-dns endpoint (here the node's address), before kube-proxy's.
+    pub fn redirect_kube_dns_to_node(&self) {
+        for proto in ["udp", "tcp"] {
+            self.node.run_ok(&[
+                "iptables",
+                "-w",
+                "-t",
+                "nat",
+                "-I",
+                "PREROUTING",
+                "-d",
+                KUBE_DNS,
+                "-p",
+                proto,
+                "--dport",
+                "53",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{NODE_IP}:53"),
+            ]);
+        }
+    }
+
     /// `getent ahosts NAME` in the pod: the addresses, empty when it failed.
     pub fn resolve(&self, name: &str) -> Vec<String> {
         let out = self.pod.run(&["timeout", "15", "getent", "ahosts", name]);

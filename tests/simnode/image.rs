@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::wait_until;
+use crate::harness::{wait_until, Netns};
 use crate::node::{
-    can_run, manifest, Node, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, OUR_RULES, STUB_DNS,
+    can_run, manifest, Node, CACHE_POD_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, OUR_RULES,
+    STUB_DNS,
 };
 
 /// The tag `make image` gives by default.
@@ -77,6 +78,8 @@ pub struct Run<'a> {
     /// Leave the shard count to the cache (cores and cgroup quota) instead of the
     /// test's `--shards 2`.
     pub default_shards: bool,
+    /// The network namespace to join (a pod's own); default: the node's (hostNetwork).
+    pub netns: Option<&'a Netns>,
 }
 
 /// [`Node::test_args`], without `--shards N` when the cache is to choose.
@@ -116,7 +119,9 @@ impl Container {
             suffix,
             cache_args,
             default_shards,
+            netns,
         } = run_opts;
+        let netns = netns.unwrap_or(&node.node);
         build_image();
         let (args, template) = manifest(mode);
         std::fs::write(node.node.path("Corefile.base"), template).unwrap();
@@ -136,7 +141,12 @@ impl Container {
             .args(["run", "-d", "--name", &name])
             .args(RUN_OPTS)
             .arg("--network")
-            .arg(format!("ns:/run/netns/{}", node.node.name))
+            .arg(format!("ns:/run/netns/{}", netns.name))
+            // The namespace's resolv.conf, never the host's: the `.` block forwards to it.
+            .args([
+                "-v",
+                &format!("/etc/netns/{}/resolv.conf:/etc/resolv.conf:ro", netns.name),
+            ])
             .args(["-v", &format!("{dir}:{dir}")])
             .args([
                 "-e",
@@ -441,9 +451,18 @@ fn image_cilium_lrp_mode_runs_without_net_admin() {
         return;
     }
     let node = Node::build("imglrp");
-    node.redirect_kube_dns_to_node();
+    // The cache on the pod network, the kube-dns IP redirected to its pod.
+    let cache_pod = node.cache_pod("imglrp");
+    node.redirect_kube_dns_to(CACHE_POD_IP);
     let nat = node.node.run_ok(&["iptables-save", "-t", "nat"]);
-    let cache = Container::start(&node, "cilium-lrp", &[]);
+    let cache = Container::start_with(
+        &node,
+        "cilium-lrp",
+        Run {
+            netns: Some(&cache_pod),
+            ..Run::default()
+        },
+    );
     assert!(
         wait_until(SETTLE, || node.resolve("kubernetes.default")
             == vec!["10.96.0.1"]),
@@ -453,6 +472,13 @@ fn image_cilium_lrp_mode_runs_without_net_admin() {
     let total = node.cluster.total();
     assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
     assert_eq!(node.cluster.total(), total, "a hit");
+    // The `.` block forwards to the pod's resolv.conf (the node's stub server).
+    assert_eq!(
+        node.resolve("www.example"),
+        vec!["192.0.2.1"],
+        "{}",
+        cache.log()
+    );
     assert!(!node.node.link_exists("nodelocaldns"));
     assert_eq!(node.our_rules(), 0);
     assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());

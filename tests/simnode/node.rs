@@ -31,6 +31,8 @@ pub const CLUSTER_DNS_POD: &str = "10.0.0.2";
 pub const STUB_DNS: &str = "10.0.0.3";
 pub const NODE_IP: &str = "10.244.0.1";
 pub const POD_IP: &str = "10.244.0.2";
+/// The node-local-dns pod's address when it runs on the pod network.
+pub const CACHE_POD_IP: &str = "10.244.1.2";
 pub const OUR_RULES: &str = "NodeLocal DNS Cache";
 
 /// True when this machine can build the node (root and the tools).
@@ -407,6 +409,33 @@ impl Node {
     /// Cilium's Local Redirect Policy, played by a DNAT of the kube-dns IP to the
     /// node-local-dns endpoint (here the node's address), before kube-proxy's.
     pub fn redirect_kube_dns_to_node(&self) {
+        self.redirect_kube_dns_to(NODE_IP);
+    }
+
+    /// The node-local-dns pod's own network namespace (pod network, as under Cilium's
+    /// Local Redirect Policy): [`CACHE_POD_IP`] behind a veth of the node, the node's
+    /// resolv.conf.
+    pub fn cache_pod(&self, test: &str) -> Netns {
+        let pod = Netns::new(&format!("cpod{test}"));
+        let tag = format!("{}{}", std::process::id() % 100_000, test.len());
+        link(
+            &self.node,
+            &format!("c{tag}"),
+            &pod,
+            "10.244.1.1",
+            CACHE_POD_IP,
+        );
+        pod.run_ok(&["ip", "route", "add", "default", "via", "10.244.1.1"]);
+        std::fs::write(
+            Path::new("/etc/netns").join(&pod.name).join("resolv.conf"),
+            format!("nameserver {STUB_DNS}\n"),
+        )
+        .unwrap();
+        pod
+    }
+
+    /// [`Node::redirect_kube_dns_to_node`] with the endpoint at `target`.
+    pub fn redirect_kube_dns_to(&self, target: &str) {
         for proto in ["udp", "tcp"] {
             self.node.run_ok(&[
                 "iptables",
@@ -424,7 +453,7 @@ impl Node {
                 "-j",
                 "DNAT",
                 "--to-destination",
-                &format!("{NODE_IP}:53"),
+                &format!("{target}:53"),
             ]);
         }
     }

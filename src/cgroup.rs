@@ -153,8 +153,15 @@ fn min_some_f64(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
-    // These files hold one short line; a larger one is not a cgroup file.
-    let text = std::fs::read_to_string(path).ok()?;
+    // These files hold one short line; a larger one is not a cgroup file (read at
+    // most one byte past the bound to tell).
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(65)
+        .read_to_string(&mut text)
+        .ok()?;
     (text.len() <= 64).then(|| text.trim().to_string())
 }
 

@@ -536,21 +536,15 @@ fn image_rolling_update_beside_the_old_container_loses_no_query() {
     }
     let queries = node.pod.path("queries.txt");
     std::fs::write(&queries, names.join("\n") + "\n").unwrap();
-    let report = node.pod.path("load.json");
     // 10k queries/s from 256 pod sockets to the kube-dns IP for 8 s, open loop.
-    let load = node
-        .pod
-        .command(&[dnsload().to_str().unwrap()])
-        .args(["-s", KUBE_DNS, "-p", "53", "--rate", "10000", "-c", "256"])
-        .args(["-l", "8", "-t", "2", "--quiet", "-d"])
-        .arg(&queries)
-        .arg("--json")
-        .arg(&report)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let queries = queries.display().to_string();
+    let load = PodLoad::start(
+        &node,
+        "load",
+        &[
+            "--rate", "10000", "-c", "256", "-l", "8", "-t", "2", "-d", &queries,
+        ],
+    );
     std::thread::sleep(Duration::from_millis(1500));
     // maxSurge 1: the new pod starts beside the old one, with its own Corefile (each
     // container has its own file system), binding every listener the old one holds.
@@ -587,14 +581,7 @@ fn image_rolling_update_beside_the_old_container_loses_no_query() {
     // Handed over, not torn down: the rules and the interface stay.
     assert_eq!(node.our_rules(), 24, "{}", old.log());
     assert!(node.node.link_exists("nodelocaldns"));
-    let out = load.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "dnsload: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = load.finish();
     let counters = &report["counters"];
     let sent = counters["sent"].as_u64().unwrap_or(0);
     assert!(sent >= 70_000, "the load ran: {counters}");
@@ -656,13 +643,18 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
     node.dns
         .run_ok(&["iptables", "-A", "INPUT", "-d", STUB_DNS, "-j", "DROP"]);
     let pid = cache.pid();
-    let report = node.pod.path("storm.json");
-    let storm = node
-        .pod
-        .command(&[dnsload().to_str().unwrap()])
-        .args(["-s", KUBE_DNS, "-p", "53", "--rate", "20000", "-c", "64"])
-        .args(["--random-names", "1000000", "--random-suffix", "example"])
-        .args([
+    let storm = PodLoad::start(
+        &node,
+        "storm",
+        &[
+            "--rate",
+            "20000",
+            "-c",
+            "64",
+            "--random-names",
+            "1000000",
+            "--random-suffix",
+            "example",
             "--qtype",
             "A=50,TXT=50",
             "-l",
@@ -670,15 +662,8 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
             "-t",
             "1",
             "--no-pin",
-            "--quiet",
-        ])
-        .arg("--json")
-        .arg(&report)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let (mut peak_kib, mut hits, mut asked) = (0u64, 0u32, 0u32);
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
@@ -692,14 +677,7 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
         hits += u32::from(answered == Some(0));
         std::thread::sleep(Duration::from_millis(250));
     }
-    let out = storm.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = storm.finish();
     assert!(
         cache.running(),
         "the cache died in the storm:\n{}",
@@ -722,6 +700,42 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
     );
     assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
     assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
+}
+
+/// dnsload in the pod's namespace against the kube-dns IP, its JSON report read when
+/// it ends.
+struct PodLoad {
+    child: std::process::Child,
+    report: std::path::PathBuf,
+}
+
+impl PodLoad {
+    fn start(node: &Node, name: &str, args: &[&str]) -> PodLoad {
+        let report = node.pod.path(&format!("{name}.json"));
+        let child = node
+            .pod
+            .command(&[dnsload().to_str().unwrap()])
+            .args(["-s", KUBE_DNS, "-p", "53", "--quiet", "--json"])
+            .arg(&report)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        PodLoad { child, report }
+    }
+
+    /// Waits for dnsload to end; its report (it must have succeeded).
+    fn finish(self) -> serde_json::Value {
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "dnsload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(&self.report).unwrap()).unwrap()
+    }
 }
 
 /// VmRSS of `pid` in KiB (0 once it is gone).

@@ -217,3 +217,23 @@ pub const ERRORS_LINES_PER_KIND_MAX: u64 = 10;
 pub const ERRORS_KINDS_MAX: usize = 64;
 
 const _: () = assert!(ERRORS_LINES_PER_KIND_MAX >= 1 && ERRORS_KINDS_MAX >= 1);
+
+/// `template` and `rewrite`: longest regular expression accepted (CoreDNS refuses
+/// patterns over 10,000 characters for the same reason: compiling one costs memory).
+pub const REGEX_PATTERN_BYTES_MAX: usize = 10_000;
+/// `template` and `rewrite`: memory one compiled regular expression may take (the
+/// `regex` crate's size limit; its default, 10 MiB, is meant for one regex per
+/// program, a Corefile may hold hundreds, and each shard keeps a copy).
+pub const REGEX_COMPILED_BYTES_MAX: usize = 1 << 20;
+/// `template` directives in one server block.
+pub const TEMPLATES_PER_BLOCK_MAX: usize = 64;
+/// `answer`, `additional` and `authority` records of one template together, and
+/// `match` patterns of one template.
+pub const TEMPLATE_RECORDS_MAX: usize = 32;
+/// Longest text of one record template and of one rendered record.
+pub const TEMPLATE_TEXT_BYTES_MAX: usize = 4096;
+/// `rewrite` rules in one server block, and `answer` rules of one rule.
+pub const REWRITE_RULES_PER_BLOCK_MAX: usize = 64;
+
+const _: () = assert!(REGEX_PATTERN_BYTES_MAX < REGEX_COMPILED_BYTES_MAX);
+const _: () = assert!(TEMPLATE_TEXT_BYTES_MAX <= dnswire::limits::MESSAGE_BYTES_MAX);

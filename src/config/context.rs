@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::lexer::Token;
 use super::parser::LineSyntax;
-use super::types::{Location, Zone};
+use super::types::{Location, Pattern, Zone};
 use super::value::{parse_duration, parse_int, parse_zone_name};
 
 /// What every directive parser needs: the file, for locations and relative paths.
@@ -78,6 +78,20 @@ impl Ctx<'_> {
 
     pub fn zone(&self, token: &Token, context: &str) -> Result<Zone, ConfigError> {
         parse_zone_name(&token.text).map_err(|reason| self.invalid(token, context, reason))
+    }
+
+    /// A regular expression within the pattern and compiled-size bounds.
+    pub fn regex(&self, token: &Token, context: &str) -> Result<Pattern, ConfigError> {
+        let max = crate::limits::REGEX_PATTERN_BYTES_MAX;
+        if token.text.len() > max {
+            let reason = format!("regex pattern too long: {} > {max}", token.text.len());
+            return Err(self.invalid(token, context, reason));
+        }
+        regex::RegexBuilder::new(&token.text)
+            .size_limit(crate::limits::REGEX_COMPILED_BYTES_MAX)
+            .build()
+            .map(Pattern)
+            .map_err(|err| self.invalid(token, context, format!("bad regex: {err}")))
     }
 
     pub fn int<T>(&self, token: &Token, context: &str, min: T, max: T) -> Result<T, ConfigError>

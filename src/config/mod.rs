@@ -17,7 +17,9 @@ mod logging;
 pub(crate) mod parser;
 pub mod pillar;
 mod resolv;
+mod rewrite;
 mod setup;
+mod template;
 mod types;
 mod value;
 
@@ -32,6 +34,8 @@ pub use error::{ConfigError, SUPPORTED_DIRECTIVES};
 pub use pillar::{render_corefile, service_host_var, PillarError, PillarValues};
 /// Reads a small text file, refusing one larger than the bound.
 pub(crate) use resolv::read_bounded as read_text_bounded;
+pub use rewrite::{AnswerRule, NameMatch, RewriteAction, RewriteRule};
+pub use template::{Part as TemplatePart, RecordTemplate, TemplateConfig, ANY as TEMPLATE_ANY};
 pub use types::*;
 /// Go duration syntax (`500ms`, `1m30s`), shared with the command line.
 pub(crate) use value::parse_duration as parse_go_duration;

@@ -12,9 +12,12 @@ use super::lexer::Token;
 use super::parser::{BlockSyntax, LineSyntax};
 use super::types::{HealthConfig, ReloadConfig, ResponseClasses, ServerBlock, Zone};
 use super::value::{parse_listen_addr, parse_zone_name};
-use super::{acl, cache, forward, logging};
+use super::{acl, cache, forward, logging, rewrite, template};
+use crate::limits;
 
 const DNS_PORT: u16 = 53;
+/// Directives that may appear more than once in a block.
+const REPEATABLE: [&str; 3] = ["bind", "rewrite", "template"];
 const HEALTH_PORT: u16 = 8080;
 const READY_PORT: u16 = 8181;
 const PROMETHEUS_PORT: u16 = 9253;
@@ -49,6 +52,8 @@ pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerB
         loop_detect: false,
         bufsize: None,
         whoami: false,
+        templates: Vec::new(),
+        rewrites: Vec::new(),
         location: ctx.at(block.line),
     };
     let mut once = Once::default();
@@ -60,8 +65,9 @@ pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerB
                 name: name.to_string(),
             });
         }
-        // CoreDNS accumulates repeated `bind` lines; every other directive is once-only.
-        if name != "bind" {
+        // CoreDNS accumulates repeated `bind` lines and runs every `rewrite` and
+        // `template` in order; every other directive is once-only.
+        if !REPEATABLE.contains(&name) {
             once.check(ctx, name, line.name.line)?;
         }
         directive(ctx, line, &mut server)?;
@@ -102,6 +108,26 @@ fn directive(
         "loop" => server.loop_detect = flag(ctx, line, "loop")?,
         "bufsize" => server.bufsize = Some(bufsize(ctx, line)?),
         "whoami" => server.whoami = flag(ctx, line, "whoami")?,
+        "template" => {
+            bounded(
+                ctx,
+                line,
+                server.templates.len(),
+                limits::TEMPLATES_PER_BLOCK_MAX,
+            )?;
+            server
+                .templates
+                .push(template::parse(ctx, line, &server.zones)?);
+        }
+        "rewrite" => {
+            bounded(
+                ctx,
+                line,
+                server.rewrites.len(),
+                limits::REWRITE_RULES_PER_BLOCK_MAX,
+            )?;
+            server.rewrites.push(rewrite::parse(ctx, line)?);
+        }
         _ => {
             return Err(ConfigError::UnknownDirective {
                 at: ctx.at(line.name.line),
@@ -189,6 +215,18 @@ fn block_key(ctx: &Ctx<'_>, token: &Token, key: &str) -> Result<(Zone, Option<u1
     };
     let zone = parse_zone_name(name).map_err(|reason| ctx.invalid(token, context, reason))?;
     Ok((zone, port))
+}
+
+/// Refuses one more of a repeatable directive past its bound.
+fn bounded(ctx: &Ctx<'_>, line: &LineSyntax, count: usize, max: usize) -> Result<(), ConfigError> {
+    if count < max {
+        return Ok(());
+    }
+    Err(ctx.invalid(
+        &line.name,
+        &line.name.text,
+        format!("more than {max} in one block"),
+    ))
 }
 
 fn flag(ctx: &Ctx<'_>, line: &LineSyntax, directive: &'static str) -> Result<bool, ConfigError> {

@@ -60,6 +60,10 @@ pub struct ServerBlock {
     pub bufsize: Option<u16>,
     /// `whoami`: answer with the client's address instead of forwarding.
     pub whoami: bool,
+    /// `template` directives, in file order (the first that matches answers).
+    pub templates: Vec<super::TemplateConfig>,
+    /// `rewrite` rules, in file order.
+    pub rewrites: Vec<super::RewriteRule>,
     /// Where the block starts.
     pub location: Location,
 }
@@ -318,5 +322,16 @@ impl AclConfig {
             .iter()
             .find(|rule| rule.matches(client, qtype))
             .map_or(AclAction::Allow, |rule| rule.action)
+    }
+}
+
+/// A regular expression compiled once when the Corefile is parsed, within
+/// `limits::REGEX_*`. Two are equal when their patterns are.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
     }
 }

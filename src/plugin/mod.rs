@@ -20,6 +20,7 @@ mod forward;
 mod log;
 pub mod loop_detect;
 mod prometheus;
+mod template;
 mod whoami;
 
 use std::rc::Rc;
@@ -76,6 +77,7 @@ pub enum Plugin {
     Cache(cache::Cache),
     Loop(loop_detect::Loop),
     Forward(forward::Forward),
+    Template(template::Template),
     Whoami(whoami::Whoami),
 }
 
@@ -92,6 +94,7 @@ impl Plugin {
             Plugin::Cache(p) => p.serve(req, trail, out),
             Plugin::Loop(p) => p.serve(req),
             Plugin::Forward(p) => p.serve(req),
+            Plugin::Template(p) => p.serve(req, out),
             Plugin::Whoami(p) => p.serve(req, out),
         }
     }
@@ -108,6 +111,7 @@ impl Plugin {
             | Plugin::Cache(_)
             | Plugin::Loop(_)
             | Plugin::Forward(_)
+            | Plugin::Template(_)
             | Plugin::Whoami(_) => {}
         }
     }
@@ -138,6 +142,7 @@ impl Chain {
             "cache" => Plugin::Cache(cache::Cache::new(block, shards)?),
             "loop" => Plugin::Loop(loop_detect::Loop::new(block)?),
             "forward" => Plugin::Forward(forward::Forward::new(block, shards)?),
+            "template" => Plugin::Template(template::Template::new(block)?),
             "whoami" => Plugin::Whoami(whoami::Whoami::new(block)?),
             _ => return None,
         })
@@ -236,6 +241,7 @@ mod tests {
                 Plugin::Cache(_) => "cache",
                 Plugin::Loop(_) => "loop",
                 Plugin::Forward(_) => "forward",
+                Plugin::Template(_) => "template",
                 Plugin::Whoami(_) => "whoami",
             }
         }

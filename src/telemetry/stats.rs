@@ -99,9 +99,11 @@ pub enum Plugin {
     Server = 0,
     Cache = 1,
     Forward = 2,
+    Template = 3,
 }
 
-const PLUGINS: [&str; 3] = ["", "cache", "forward"];
+const PLUGINS: [&str; PLUGIN_COUNT] = ["", "cache", "forward", "template"];
+const PLUGIN_COUNT: usize = 4;
 
 /// One answered query, as CoreDNS's metrics plugin reports it.
 pub struct Report {
@@ -130,7 +132,7 @@ pub struct DnsSeries {
     request_size: [SizeHist; 2],
     response_size: [SizeHist; 2],
     /// By header rcode, then plugin.
-    responses: [[Cell<u64>; 3]; 16],
+    responses: [[Cell<u64>; PLUGIN_COUNT]; 16],
 }
 
 impl DnsSeries {

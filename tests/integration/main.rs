@@ -13,5 +13,6 @@ mod linters;
 mod node_cache_corefile;
 mod refresh;
 mod tcp;
+mod template;
 mod truncation;
 mod upstream_pool;

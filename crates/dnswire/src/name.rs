@@ -68,6 +68,96 @@ pub fn in_zone(name: &[u8], zone: &[u8]) -> bool {
     }
 }
 
+/// The presentation form of a wire name as CoreDNS's `state.Name()` gives it
+/// (miekg/dns escaping): lower-cased, fully qualified, `\.` `\\` `\"` `\(` `\)`
+/// `\;` `\@` `\$` and `\ ` for those bytes inside a label, `\DDD` (decimal) for
+/// bytes outside printable ASCII. `None` when `name` is not a well-formed wire name.
+pub fn to_presentation_lower(name: &[u8]) -> Option<String> {
+    let mut text = String::with_capacity(name.len() + 1);
+    let mut rest = name;
+    loop {
+        let (&len, tail) = rest.split_first()?;
+        if len == 0 {
+            break;
+        }
+        let label = tail.get(..usize::from(len)).filter(|_| len <= 63)?;
+        for &b in label {
+            let b = b.to_ascii_lowercase();
+            match b {
+                b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' | b' ' => {
+                    text.push('\\');
+                    text.push(char::from(b));
+                }
+                0x21..=0x7e => text.push(char::from(b)),
+                _ => {
+                    text.push('\\');
+                    text.push_str(&format!("{b:03}"));
+                }
+            }
+        }
+        text.push('.');
+        rest = tail.get(label.len()..)?;
+    }
+    if text.is_empty() {
+        text.push('.');
+    }
+    Some(text)
+}
+
+/// Wire form of a presentation name ("a.example.org." or relative "a.example.org",
+/// taken from the root; `\X` and `\DDD` escapes as in zone files). `None` for an
+/// empty label, a label over 63 bytes, a name over 255 bytes or a bad escape.
+pub fn from_presentation(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() + 2);
+    if text == "." {
+        out.push(0);
+        return Some(out);
+    }
+    let bytes = text.as_bytes();
+    let mut label: Vec<u8> = Vec::with_capacity(63);
+    let mut i = 0usize;
+    let mut ended = false;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'.' => {
+                push_label(&mut out, &label)?;
+                label.clear();
+                ended = true;
+                continue;
+            }
+            b'\\' => {
+                let next = *bytes.get(i)?;
+                if next.is_ascii_digit() {
+                    let digits = bytes.get(i..i + 3)?;
+                    let value = std::str::from_utf8(digits).ok()?.parse::<u16>().ok()?;
+                    label.push(u8::try_from(value).ok()?);
+                    i += 3;
+                } else {
+                    label.push(next);
+                    i += 1;
+                }
+            }
+            _ => label.push(b),
+        }
+        ended = false;
+    }
+    if !ended {
+        push_label(&mut out, &label)?;
+    }
+    out.push(0);
+    (out.len() <= NAME_BYTES_MAX).then_some(out)
+}
+
+fn push_label(out: &mut Vec<u8>, label: &[u8]) -> Option<()> {
+    if label.is_empty() || label.len() > crate::limits::LABEL_BYTES_MAX {
+        return None;
+    }
+    out.push(u8::try_from(label.len()).ok()?);
+    out.extend_from_slice(label);
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +205,29 @@ mod tests {
         // The zone's bytes appear inside a label, not at a label boundary.
         assert!(!in_zone(b"\x05x\x03com\x00", &zone_to_wire("com").unwrap()));
         assert_eq!(zone_to_wire(&"a".repeat(64)), None);
+    }
+
+    #[test]
+    fn presentation_round_trips() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"\x00", "."),
+            (WWW, "www.example.com."),
+            (b"\x03a.b\x03c d\x00", "a\\.b.c\\ d."),
+            (b"\x02\x01\xff\x00", "\\001\\255."),
+        ];
+        for (wire, text) in cases {
+            assert_eq!(to_presentation_lower(wire).as_deref(), Some(*text));
+            let back = from_presentation(text).expect("parses");
+            assert!(eq_ignore_case(&back, wire), "{text}");
+        }
+        assert_eq!(
+            from_presentation("a.b").as_deref(),
+            Some(&b"\x01a\x01b\x00"[..])
+        );
+        for bad in ["a..b", "..", "a\\", "a\\25", "a\\256"] {
+            assert_eq!(from_presentation(bad), None, "{bad}");
+        }
+        assert_eq!(from_presentation(&"a".repeat(64)), None);
+        assert_eq!(to_presentation_lower(b"\x05ab"), None);
     }
 }

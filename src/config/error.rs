@@ -22,6 +22,7 @@ pub const SUPPORTED_DIRECTIVES: &[&str] = &[
     "bufsize",
     "whoami",
     "acl",
+    "rewrite",
     "template",
 ];
 

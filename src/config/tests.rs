@@ -621,7 +621,7 @@ fn fails() {
         (". {\n bind 10.0.0.1\n}\n. {\n}", 4, "already served"),
         (". {\n bind 10.0.0.1\n}\n. {\n bind 0.0.0.0\n}", 4, "already served"),
         // Directives.
-        (". {\n errors\n\n\n\n\n file db.example\n}", 7, "unknown directive \"file\" (supported: bind, cache, errors, forward, health, log, loop, prometheus, ready, reload, bufsize, whoami, acl, template)"),
+        (". {\n errors\n\n\n\n\n file db.example\n}", 7, "unknown directive \"file\" (supported: bind, cache, errors, forward, health, log, loop, prometheus, ready, reload, bufsize, whoami, acl, rewrite, template)"),
         (". {\n cache\n cache 30\n}", 3, "duplicate \"cache\" (already given at line 2)"),
         (". {\n forward . 1.1.1.1\n forward . 8.8.8.8\n}", 3, "duplicate \"forward\""),
         (". {\n errors\n errors\n}", 3, "duplicate \"errors\""),

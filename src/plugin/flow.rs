@@ -48,8 +48,60 @@ pub struct Trail {
     pub log: Option<QueryLog>,
     /// `cache`: the answer came from an entry that wants a refresh (prefetch, stale).
     pub refresh: bool,
+    /// `rewrite`: the query the rest of the chain (and the miss path) sees, and how
+    /// to turn its answer back into one for the client's question.
+    pub rewrite: Option<Box<Rewritten>>,
     /// The plugins before this index passed the query (and see its answer).
     pub(super) passed: usize,
+}
+
+impl Trail {
+    /// `f` of the query the chain resolved: the rewritten one if `rewrite` changed
+    /// it, else `original` (for the miss path and refreshes, which key the cache).
+    pub fn with_query<T>(&self, original: &Query<'_>, f: impl FnOnce(&Query<'_>) -> T) -> T {
+        let rewritten = self.rewrite.as_deref().and_then(|r| r.packet.as_deref());
+        match rewritten.map(crate::wire::parse_query) {
+            Some(Ok(query)) => f(&query),
+            _ => f(original),
+        }
+    }
+}
+
+/// A query `rewrite` changed: the new packet, the client's question, and the
+/// changes to make to the answer, in the order the rules applied (undone last
+/// first).
+pub struct Rewritten {
+    /// The rewritten query; None when only the answer changes (ttl, rcode rules).
+    pub packet: Option<Vec<u8>>,
+    /// The client's question section (name as sent, type, class).
+    pub question: Vec<u8>,
+    pub actions: Vec<AnswerAction>,
+    /// The largest answer the client takes.
+    pub max_len: usize,
+}
+
+/// One change `rewrite` makes to every record of the answer (or to its header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerAction {
+    /// Owner names (and, with `value`, the names in record data) equal to `from`
+    /// or below it get `from` replaced by `to` (`answer auto`).
+    Remap {
+        from: String,
+        to: String,
+        value: bool,
+    },
+    /// Names ending in `from` end in `to` instead (`answer auto` of a suffix rule).
+    Suffix {
+        from: String,
+        to: String,
+        value: bool,
+    },
+    /// `answer name|value FROM TO` of rule `rule`, its `answer`-th answer rule.
+    Pattern { rule: usize, answer: usize },
+    /// TTLs clamped to `min..=max`.
+    Ttl { min: u32, max: u32 },
+    /// rcode `from` becomes `to`.
+    Rcode { from: u16, to: u16 },
 }
 
 /// What a plugin, or the whole chain, did with a query.
@@ -63,4 +115,7 @@ pub enum Flow {
     Drop,
     /// Forward: the miss path resolves the query and answers later.
     Defer,
+    /// `rewrite` changed the query (in the [`Trail`]): the chain goes on with it.
+    /// Never returned by the chain itself.
+    Rewritten,
 }

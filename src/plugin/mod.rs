@@ -20,6 +20,7 @@ mod forward;
 mod log;
 pub mod loop_detect;
 mod prometheus;
+mod rewrite;
 mod template;
 mod whoami;
 
@@ -32,7 +33,7 @@ use crate::wire::{self, Rcode};
 
 pub use cache::Cache;
 pub use errors::ErrorLog;
-pub use flow::{Flow, Origin, Request, Trail};
+pub use flow::{AnswerAction, Flow, Origin, Request, Rewritten, Trail};
 pub use forward::Forward;
 
 /// node-cache's plugin order (CoreDNS `plugin.cfg` of k8s-dns-node-cache, plus our
@@ -75,6 +76,7 @@ pub enum Plugin {
     Log(log::Log),
     Acl(acl::Acl),
     Cache(cache::Cache),
+    Rewrite(rewrite::Rewrite),
     Loop(loop_detect::Loop),
     Forward(forward::Forward),
     Template(template::Template),
@@ -92,6 +94,7 @@ impl Plugin {
             Plugin::Log(p) => p.serve(req, trail),
             Plugin::Acl(p) => p.serve(req, out),
             Plugin::Cache(p) => p.serve(req, trail, out),
+            Plugin::Rewrite(p) => p.serve(req, trail, out),
             Plugin::Loop(p) => p.serve(req),
             Plugin::Forward(p) => p.serve(req),
             Plugin::Template(p) => p.serve(req, out),
@@ -99,13 +102,23 @@ impl Plugin {
         }
     }
 
-    /// The way back: `answer` (empty: nothing is sent), written by `origin`, before
-    /// it goes out; a plugin may rewrite it in place.
+    /// The way back: the answer is `room[..len]` (empty: nothing is sent), written
+    /// by `origin`; a plugin may rewrite it in place, or into the rest of `room`
+    /// (the client's limit), and returns its new length.
     #[inline]
-    fn back(&self, stats: &ShardStats, trail: &Trail, answer: &mut [u8], origin: Origin) {
+    fn back(
+        &self,
+        stats: &ShardStats,
+        trail: &Trail,
+        room: &mut [u8],
+        len: usize,
+        origin: Origin,
+    ) -> usize {
+        let answer = room.get_mut(..len).unwrap_or_default();
         match self {
             Plugin::Prometheus(_) => prometheus::back(stats, trail, answer, origin),
             Plugin::Log(_) => log::back(trail, answer),
+            Plugin::Rewrite(p) => return p.back(trail, room, len),
             Plugin::Errors(_)
             | Plugin::Acl(_)
             | Plugin::Cache(_)
@@ -114,6 +127,7 @@ impl Plugin {
             | Plugin::Template(_)
             | Plugin::Whoami(_) => {}
         }
+        len
     }
 }
 
@@ -125,8 +139,16 @@ pub struct Chain {
 impl Chain {
     /// The chain of `block` on one of `shards` shards.
     pub fn new(block: &ServerBlock, shards: usize) -> Chain {
+        // `rewrite` runs before `cache` (node-cache's order has it after): the miss
+        // path fills the cache under the question it resolved, the rewritten one, so
+        // the lookup must use it too. Answers are restored on the way back either way.
         let plugins = ORDER
             .iter()
+            .map(|name| match *name {
+                "cache" => "rewrite",
+                "rewrite" => "cache",
+                other => other,
+            })
             .filter_map(|name| Chain::plugin(name, block, shards))
             .collect();
         Chain { plugins }
@@ -140,6 +162,7 @@ impl Chain {
             "log" => Plugin::Log(log::Log::new(block)?),
             "acl" => Plugin::Acl(acl::Acl::new(block)?),
             "cache" => Plugin::Cache(cache::Cache::new(block, shards)?),
+            "rewrite" => Plugin::Rewrite(rewrite::Rewrite::new(block)?),
             "loop" => Plugin::Loop(loop_detect::Loop::new(block)?),
             "forward" => Plugin::Forward(forward::Forward::new(block, shards)?),
             "template" => Plugin::Template(template::Template::new(block)?),
@@ -154,36 +177,110 @@ impl Chain {
     /// plugin answers is answered SERVFAIL, as CoreDNS does at the chain's end.
     #[inline]
     pub fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
-        for (index, plugin) in self.plugins.iter().enumerate() {
+        self.serve_from(0, req, trail, out)
+    }
+
+    /// [`Chain::serve`] from the link at `start`.
+    #[inline(always)]
+    fn serve_from(
+        &self,
+        start: usize,
+        req: &Request<'_>,
+        trail: &mut Trail,
+        out: &mut [u8],
+    ) -> Flow {
+        let links = self.plugins.get(start..).unwrap_or_default();
+        for (index, plugin) in links.iter().enumerate() {
+            let index = start + index;
             let flow = plugin.serve(req, trail, out);
-            if flow == Flow::Next {
-                continue;
+            match flow {
+                Flow::Next => continue,
+                Flow::Rewritten => return self.serve_rewritten(index + 1, req, trail, out),
+                _ => {}
             }
             trail.passed = index;
             // The first link answering (a plain block's cache hit) has no way back.
             if let (Flow::Answer(len, origin), true) = (flow, index > 0) {
-                let answer = out.get_mut(..len).unwrap_or_default();
-                self.back(req.stats, trail, answer, origin);
+                let len = self.back_room(req.stats, trail, out, len, origin);
+                return Flow::Answer(len, origin);
             }
             return flow;
         }
         trail.passed = self.plugins.len();
         let len = wire::write_error_reply(req.query.packet, Rcode::ServFail, out);
-        let answer = out.get_mut(..len).unwrap_or_default();
-        self.back(req.stats, trail, answer, Origin::Server);
+        let len = self.back_room(req.stats, trail, out, len, Origin::Server);
         Flow::Answer(len, Origin::Server)
     }
 
-    /// The way back of `answer`: every plugin the query passed, last first.
+    /// The rest of the chain, from `start`, with the query `rewrite` left in the
+    /// trail; the packet goes back into the trail for the miss path.
+    #[cold]
+    fn serve_rewritten(
+        &self,
+        start: usize,
+        req: &Request<'_>,
+        trail: &mut Trail,
+        out: &mut [u8],
+    ) -> Flow {
+        let packet = trail.rewrite.as_mut().and_then(|r| r.packet.take());
+        let Some(packet) = packet else {
+            return self.serve_from(start, req, trail, out);
+        };
+        let flow = match wire::parse_query(&packet) {
+            Ok(query) => {
+                let rewritten = Request {
+                    query: &query,
+                    ..*req
+                };
+                self.serve_from(start, &rewritten, trail, out)
+            }
+            // Built by `rewrite` from a query that parsed: not expected.
+            Err(_) => {
+                trail.passed = start;
+                let len = wire::write_error_reply(req.query.packet, Rcode::ServFail, out);
+                Flow::Answer(
+                    self.back_room(req.stats, trail, out, len, Origin::Server),
+                    Origin::Server,
+                )
+            }
+        };
+        if let Some(rewrite) = trail.rewrite.as_mut() {
+            rewrite.packet = Some(packet);
+        }
+        flow
+    }
+
+    /// The way back of `answer`: every plugin the query passed, last first. A
+    /// rewritten query's answer may change length (up to the client's limit).
     #[inline]
-    pub fn back(&self, stats: &ShardStats, trail: &Trail, answer: &mut [u8], origin: Origin) {
+    pub fn back(&self, stats: &ShardStats, trail: &Trail, answer: &mut Vec<u8>, origin: Origin) {
         if trail.passed == 0 {
             return;
         }
-        let passed = self.plugins.get(..trail.passed).unwrap_or_default();
-        for plugin in passed.iter().rev() {
-            plugin.back(stats, trail, answer, origin);
+        let len = answer.len();
+        let room = trail.rewrite.as_ref().map_or(len, |r| r.max_len.max(len));
+        answer.resize(room, 0);
+        let len = self.back_room(stats, trail, answer, len, origin);
+        answer.truncate(len);
+    }
+
+    /// The way back of `room[..len]`; the answer's new length.
+    #[inline]
+    fn back_room(
+        &self,
+        stats: &ShardStats,
+        trail: &Trail,
+        room: &mut [u8],
+        len: usize,
+        origin: Origin,
+    ) -> usize {
+        if trail.passed == 0 {
+            return len;
         }
+        let passed = self.plugins.get(..trail.passed).unwrap_or_default();
+        passed.iter().rev().fold(len, |len, plugin| {
+            plugin.back(stats, trail, room, len, origin)
+        })
     }
 
     /// The block's cache, for the miss path (insert, stale answers, refreshes).
@@ -239,6 +336,7 @@ mod tests {
                 Plugin::Log(_) => "log",
                 Plugin::Acl(_) => "acl",
                 Plugin::Cache(_) => "cache",
+                Plugin::Rewrite(_) => "rewrite",
                 Plugin::Loop(_) => "loop",
                 Plugin::Forward(_) => "forward",
                 Plugin::Template(_) => "template",
@@ -273,6 +371,15 @@ mod tests {
                 "whoami"
             ]
         );
+    }
+
+    /// `rewrite` runs before `cache` (its rewritten question is the cache key),
+    /// `template` after both.
+    #[test]
+    fn rewrite_precedes_cache() {
+        let corefile = ".:1053 {\n template IN A\n cache 30\n rewrite name a.org b.org\n \
+                        forward . 127.0.0.1:53\n}\n";
+        assert_eq!(chain(corefile), ["rewrite", "cache", "template", "forward"]);
     }
 
     /// Directives that configure the server are not links.

@@ -80,13 +80,13 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
     match chain.serve(&request, &mut trail, &mut out[..limit]) {
         Flow::Answer(len, _) => {
             if trail.refresh {
-                let asked = Asked::new(&query);
+                let asked = trail.with_query(&query, Asked::new);
                 miss::spawn_refresh(shard.clone(), block_index, asked, transport);
             }
             Handled::Reply(len)
         }
         Flow::Defer => defer(shard, &request, trail, out, reply),
-        Flow::Drop | Flow::Next => Handled::Drop,
+        Flow::Drop | Flow::Next | Flow::Rewritten => Handled::Drop,
     }
 }
 
@@ -120,7 +120,7 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
     pending.set(pending.get() + 1);
     let reply = reply();
     let shard = shard.clone();
-    let asked = Asked::new(request.query);
+    let asked = trail.with_query(request.query, Asked::new);
     let miss = Miss {
         block_index: request.block,
         transport: request.transport,

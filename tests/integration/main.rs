@@ -12,6 +12,7 @@ mod edns_and_case;
 mod linters;
 mod node_cache_corefile;
 mod refresh;
+mod rewrite;
 mod tcp;
 mod template;
 mod truncation;

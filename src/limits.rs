@@ -46,6 +46,11 @@ pub const TCP_CLIENT_INFLIGHT_MAX: usize = 128;
 pub const TCP_CLIENT_FIRST_READ_MILLIS: u64 = 3_000;
 /// TCP clients: idle time between queries before the connection is closed (CoreDNS: 10 s).
 pub const TCP_CLIENT_IDLE_MILLIS: u64 = 10_000;
+/// TCP clients: time to write answers before the connection is closed (CoreDNS: 5 s).
+/// These three are the defaults of the Corefile's `timeouts` (each within 1 s..=24 h).
+pub const TCP_CLIENT_WRITE_MILLIS: u64 = 5_000;
+/// `hosts`: largest hosts file read (blocklists run to a few MB).
+pub const HOSTS_FILE_BYTES_MAX: u64 = 32 << 20;
 /// Misses of one shard waiting on one in-flight upstream query (coalesced).
 pub const COALESCED_WAITERS_MAX: usize = 4096;
 /// Distinct misses in flight per shard and server block; more get SERVFAIL.
@@ -57,6 +62,7 @@ pub const SERVER_BUFSIZE: u16 = EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 
 const _: () = assert!(UDP_BATCH_MAX >= 1 && UDP_BATCH_MAX <= 1024);
 const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
+const _: () = assert!(TCP_CLIENT_WRITE_MILLIS >= 1_000 && TCP_CLIENT_WRITE_MILLIS <= 86_400_000);
 
 /// Expired cache entries removed per second by the sweep, per block and shard.
 pub const CACHE_SWEEP_ENTRIES_PER_SECOND: usize = 1024;

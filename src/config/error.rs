@@ -24,6 +24,13 @@ pub const SUPPORTED_DIRECTIVES: &[&str] = &[
     "acl",
     "rewrite",
     "template",
+    "hosts",
+    "loadbalance",
+    "dns64",
+    "timeouts",
+    "debug",
+    "pprof",
+    "trace",
 ];
 
 impl fmt::Display for Location {

@@ -12,10 +12,12 @@ pub mod configmap;
 mod context;
 mod error;
 mod forward;
+mod hosts;
 pub(crate) mod lexer;
 mod logging;
 pub(crate) mod parser;
 pub mod pillar;
+mod plugins;
 mod resolv;
 mod rewrite;
 mod setup;
@@ -25,12 +27,15 @@ mod value;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_plugins;
 
 use std::path::Path;
 
 pub use cache::{DENIAL_TTL_DEFAULT, MIN_TTL_DEFAULT, SUCCESS_TTL_DEFAULT};
 pub use configmap::{parse_kube_dns, read_configmap_dir, ConfigMapError, KubeDnsConfig};
 pub use error::{ConfigError, SUPPORTED_DIRECTIVES};
+pub use hosts::{in_zones, parse_hosts_text};
 pub use pillar::{render_corefile, service_host_var, PillarError, PillarValues};
 /// Reads a small text file, refusing one larger than the bound.
 pub(crate) use resolv::read_bounded as read_text_bounded;

@@ -12,7 +12,7 @@ use super::lexer::Token;
 use super::parser::{BlockSyntax, LineSyntax};
 use super::types::{HealthConfig, ReloadConfig, ResponseClasses, ServerBlock, Zone};
 use super::value::{parse_listen_addr, parse_zone_name};
-use super::{acl, cache, forward, logging, rewrite, template};
+use super::{acl, cache, forward, hosts, logging, plugins, rewrite, template};
 use crate::limits;
 
 const DNS_PORT: u16 = 53;
@@ -54,6 +54,13 @@ pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerB
         whoami: false,
         templates: Vec::new(),
         rewrites: Vec::new(),
+        hosts: None,
+        loadbalance: false,
+        dns64: None,
+        timeouts: None,
+        debug: false,
+        pprof: None,
+        trace: false,
         location: ctx.at(block.line),
     };
     let mut once = Once::default();
@@ -127,6 +134,16 @@ fn directive(
                 limits::REWRITE_RULES_PER_BLOCK_MAX,
             )?;
             server.rewrites.push(rewrite::parse(ctx, line)?);
+        }
+        "hosts" => server.hosts = Some(hosts::parse(ctx, line, &server.zones)?),
+        "loadbalance" => server.loadbalance = plugins::loadbalance(ctx, line)?,
+        "dns64" => server.dns64 = Some(plugins::dns64(ctx, line)?),
+        "timeouts" => server.timeouts = Some(plugins::timeouts(ctx, line)?),
+        "debug" => server.debug = flag(ctx, line, "debug")?,
+        "pprof" => server.pprof = Some(plugins::pprof(ctx, line)?),
+        "trace" => {
+            plugins::trace(ctx, line)?;
+            server.trace = true;
         }
         _ => {
             return Err(ConfigError::UnknownDirective {

@@ -33,7 +33,7 @@ fn secs(n: u64) -> Duration {
 }
 
 /// The one block of `text`, or the error text.
-fn one_block(text: &str) -> Result<ServerBlock, String> {
+pub(super) fn one_block(text: &str) -> Result<ServerBlock, String> {
     let config = parse(text).map_err(|e| e.to_string())?;
     match <[ServerBlock; 1]>::try_from(config.servers) {
         Ok([block]) => Ok(block),
@@ -42,7 +42,7 @@ fn one_block(text: &str) -> Result<ServerBlock, String> {
 }
 
 /// What `. { }` parses to.
-fn default_block() -> ServerBlock {
+pub(super) fn default_block() -> ServerBlock {
     ServerBlock {
         zones: vec![zone(".")],
         port: 53,
@@ -63,6 +63,13 @@ fn default_block() -> ServerBlock {
         whoami: false,
         templates: Vec::new(),
         rewrites: Vec::new(),
+        hosts: None,
+        loadbalance: false,
+        dns64: None,
+        timeouts: None,
+        debug: false,
+        pprof: None,
+        trace: false,
         location: Location {
             file: PathBuf::from("Corefile"),
             line: 1,
@@ -621,7 +628,7 @@ fn fails() {
         (". {\n bind 10.0.0.1\n}\n. {\n}", 4, "already served"),
         (". {\n bind 10.0.0.1\n}\n. {\n bind 0.0.0.0\n}", 4, "already served"),
         // Directives.
-        (". {\n errors\n\n\n\n\n file db.example\n}", 7, "unknown directive \"file\" (supported: bind, cache, errors, forward, health, log, loop, prometheus, ready, reload, bufsize, whoami, acl, rewrite, template)"),
+        (". {\n errors\n\n\n\n\n etcd skydns.local\n}", 7, "unknown directive \"etcd\" (supported: bind, cache, errors, forward, health, log, loop, prometheus, ready, reload, bufsize, whoami, acl, rewrite, template, hosts"),
         (". {\n cache\n cache 30\n}", 3, "duplicate \"cache\" (already given at line 2)"),
         (". {\n forward . 1.1.1.1\n forward . 8.8.8.8\n}", 3, "duplicate \"forward\""),
         (". {\n errors\n errors\n}", 3, "duplicate \"errors\""),

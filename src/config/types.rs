@@ -64,8 +64,76 @@ pub struct ServerBlock {
     pub templates: Vec<super::TemplateConfig>,
     /// `rewrite` rules, in file order.
     pub rewrites: Vec<super::RewriteRule>,
+    /// `hosts`: names answered from a hosts file and inline entries.
+    pub hosts: Option<HostsConfig>,
+    /// `loadbalance [round_robin]`: shuffle A, AAAA and MX records in answers.
+    pub loadbalance: bool,
+    /// `dns64`: AAAA synthesised from A records.
+    pub dns64: Option<Dns64Config>,
+    /// `timeouts`: TCP client timeouts of this block's listeners.
+    pub timeouts: Option<TimeoutsConfig>,
+    /// `debug`: accepted, changes nothing (logged once at start).
+    pub debug: bool,
+    /// `pprof [ADDRESS]`: accepted, serves nothing (logged once at start).
+    pub pprof: Option<String>,
+    /// `trace`: accepted, traces nothing (logged once at start).
+    pub trace: bool,
     /// Where the block starts.
     pub location: Location,
+}
+
+/// `hosts [FILE [ZONES...]] { ... }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostsConfig {
+    /// The hosts file (default /etc/hosts; relative to the Corefile's directory).
+    pub path: PathBuf,
+    /// Zones the plugin answers for (default: the block's); PTR questions are
+    /// answered whatever their zone.
+    pub zones: Vec<Zone>,
+    /// Entries written in the Corefile, after the file's.
+    pub inline: Vec<HostsEntry>,
+    /// TTL of the answers (1..=65535, default 3600).
+    pub ttl: u32,
+    /// `no_reverse`: no PTR answers from the entries.
+    pub no_reverse: bool,
+    /// How often the file is checked for changes (default 5 s; 0 = never).
+    pub reload: Duration,
+    /// `fallthrough [ZONES]`: names not found go on down the chain (empty = all zones).
+    pub fallthrough: Option<Vec<Zone>>,
+}
+
+/// One hosts(5) line: an address and its names (lower-case, fully qualified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostsEntry {
+    pub addr: IpAddr,
+    pub names: Vec<String>,
+}
+
+/// `dns64 [PREFIX] { ... }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dns64Config {
+    /// The translation prefix (host bits cleared), default 64:ff9b::/96.
+    pub prefix: std::net::Ipv6Addr,
+    /// 32, 40, 48, 56, 64 or 96.
+    pub prefix_len: u8,
+    /// Translate even when the AAAA answer has AAAA records.
+    pub translate_all: bool,
+    /// Translate for clients that asked over IPv4 too.
+    pub allow_ipv4: bool,
+}
+
+/// `timeouts { ... }`: TCP client timeouts (each 1s..=24h; None = the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimeoutsConfig {
+    /// Time for the first query of a connection, and for the rest of a query once
+    /// its length is read (default 3 s).
+    pub read: Option<Duration>,
+    /// Time to write an answer (default 5 s).
+    pub write: Option<Duration>,
+    /// Time between queries before the connection is closed (default 10 s).
+    pub idle: Option<Duration>,
+    /// Queries per connection before it is closed (0 or None = unlimited).
+    pub max_queries: Option<usize>,
 }
 
 /// `cache` directive.

@@ -169,6 +169,9 @@ fn rule_list(cli: &Cli, local_ips: &[IpAddr]) -> Rules {
 }
 
 fn start_server(config: Config, options: &server::Options) -> Result<server::Running, NodeError> {
+    for notice in config.notices() {
+        tracing::info!("{notice}");
+    }
     let running = server::start(config, options)?;
     for addr in &running.endpoints {
         tracing::info!(%addr, "listening (udp+tcp)");

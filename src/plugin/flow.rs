@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::config::Dns64Config;
 use crate::telemetry::{Meter, Proto, QueryLog, ShardStats};
 use crate::upstream::Transport;
 use crate::wire::Query;
@@ -51,6 +52,11 @@ pub struct Trail {
     /// `rewrite`: the query the rest of the chain (and the miss path) sees, and how
     /// to turn its answer back into one for the client's question.
     pub rewrite: Option<Box<Rewritten>>,
+    /// `dns64`: the query may get a synthesised answer, with this configuration.
+    pub dns64: Option<Dns64Config>,
+    /// `dns64`: the answer written at once wants synthesis; its way back is left to
+    /// the server, which synthesises it first (`server/dns64.rs`).
+    pub synthesize: bool,
     /// The plugins before this index passed the query (and see its answer).
     pub(super) passed: usize,
 }

@@ -14,9 +14,12 @@
 
 mod acl;
 mod cache;
+pub mod dns64;
 pub mod errors;
 mod flow;
 mod forward;
+mod hosts;
+mod loadbalance;
 mod log;
 pub mod loop_detect;
 mod prometheus;
@@ -35,6 +38,7 @@ pub use cache::Cache;
 pub use errors::ErrorLog;
 pub use flow::{AnswerAction, Flow, Origin, Request, Rewritten, Trail};
 pub use forward::Forward;
+pub use hosts::Hosts;
 
 /// node-cache's plugin order (CoreDNS `plugin.cfg` of k8s-dns-node-cache, plus our
 /// `acl` where CoreDNS has it, and `ready`): a query meets the plugins of its block in
@@ -74,9 +78,12 @@ pub enum Plugin {
     Prometheus(prometheus::Prometheus),
     Errors(errors::Errors),
     Log(log::Log),
+    Dns64(dns64::Dns64),
     Acl(acl::Acl),
+    LoadBalance(loadbalance::LoadBalance),
     Cache(cache::Cache),
     Rewrite(rewrite::Rewrite),
+    Hosts(hosts::Hosts),
     Loop(loop_detect::Loop),
     Forward(forward::Forward),
     Template(template::Template),
@@ -92,9 +99,12 @@ impl Plugin {
             Plugin::Prometheus(p) => p.serve(req, trail),
             Plugin::Errors(_) => Flow::Next,
             Plugin::Log(p) => p.serve(req, trail),
+            Plugin::Dns64(p) => p.serve(req, trail),
             Plugin::Acl(p) => p.serve(req, out),
+            Plugin::LoadBalance(p) => p.serve(),
             Plugin::Cache(p) => p.serve(req, trail, out),
             Plugin::Rewrite(p) => p.serve(req, trail, out),
+            Plugin::Hosts(p) => p.serve(req, out),
             Plugin::Loop(p) => p.serve(req),
             Plugin::Forward(p) => p.serve(req),
             Plugin::Template(p) => p.serve(req, out),
@@ -118,10 +128,13 @@ impl Plugin {
         match self {
             Plugin::Prometheus(_) => prometheus::back(stats, trail, answer, origin),
             Plugin::Log(_) => log::back(trail, answer),
+            Plugin::LoadBalance(p) => p.back(answer),
             Plugin::Rewrite(p) => return p.back(trail, room, len),
             Plugin::Errors(_)
+            | Plugin::Dns64(_)
             | Plugin::Acl(_)
             | Plugin::Cache(_)
+            | Plugin::Hosts(_)
             | Plugin::Loop(_)
             | Plugin::Forward(_)
             | Plugin::Template(_)
@@ -160,9 +173,12 @@ impl Chain {
             "prometheus" => Plugin::Prometheus(prometheus::Prometheus::new(block)?),
             "errors" => Plugin::Errors(errors::Errors::new(block)?),
             "log" => Plugin::Log(log::Log::new(block)?),
+            "dns64" => Plugin::Dns64(dns64::Dns64::new(block)?),
             "acl" => Plugin::Acl(acl::Acl::new(block)?),
+            "loadbalance" => Plugin::LoadBalance(loadbalance::LoadBalance::new(block)?),
             "cache" => Plugin::Cache(cache::Cache::new(block, shards)?),
             "rewrite" => Plugin::Rewrite(rewrite::Rewrite::new(block)?),
+            "hosts" => Plugin::Hosts(hosts::Hosts::new(block)?),
             "loop" => Plugin::Loop(loop_detect::Loop::new(block)?),
             "forward" => Plugin::Forward(forward::Forward::new(block, shards)?),
             "template" => Plugin::Template(template::Template::new(block)?),
@@ -201,6 +217,15 @@ impl Chain {
             trail.passed = index;
             // The first link answering (a plain block's cache hit) has no way back.
             if let (Flow::Answer(len, origin), true) = (flow, index > 0) {
+                // An answer dns64 replaces goes back once replaced (`server/dns64.rs`).
+                let answer = out.get(..len).unwrap_or_default();
+                if trail
+                    .dns64
+                    .is_some_and(|c| dns64::wants_synthesis(&c, answer))
+                {
+                    trail.synthesize = true;
+                    return flow;
+                }
                 let len = self.back_room(req.stats, trail, out, len, origin);
                 return Flow::Answer(len, origin);
             }
@@ -312,6 +337,22 @@ impl Chain {
         })
     }
 
+    /// The block's `dns64`, for the server's synthesis and the metrics.
+    pub fn dns64(&self) -> Option<&dns64::Dns64> {
+        self.plugins.iter().find_map(|p| match p {
+            Plugin::Dns64(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The block's `hosts`, for the metrics.
+    pub fn hosts(&self) -> Option<&hosts::Hosts> {
+        self.plugins.iter().find_map(|p| match p {
+            Plugin::Hosts(h) => Some(h),
+            _ => None,
+        })
+    }
+
     /// Queries the block's `acl` refused and dropped.
     pub fn acl_counts(&self) -> (u64, u64) {
         self.plugins
@@ -334,9 +375,12 @@ mod tests {
                 Plugin::Prometheus(_) => "prometheus",
                 Plugin::Errors(_) => "errors",
                 Plugin::Log(_) => "log",
+                Plugin::Dns64(_) => "dns64",
                 Plugin::Acl(_) => "acl",
+                Plugin::LoadBalance(_) => "loadbalance",
                 Plugin::Cache(_) => "cache",
                 Plugin::Rewrite(_) => "rewrite",
+                Plugin::Hosts(_) => "hosts",
                 Plugin::Loop(_) => "loop",
                 Plugin::Forward(_) => "forward",
                 Plugin::Template(_) => "template",

@@ -78,6 +78,39 @@ fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
     });
     export_upstreams(shard, out);
     export_extras(shard, index, out);
+    export_dns64(shard, out);
+    if index == 0 {
+        export_hosts(shard, out);
+    }
+}
+
+/// Answers `dns64` synthesised, by the listening address they came through.
+fn export_dns64(shard: &Shard, out: &mut Metrics) {
+    for dns64 in shard.blocks.iter().filter_map(|b| b.chain.dns64()) {
+        for (endpoint, n) in dns64.translated().into_iter().enumerate() {
+            if let Some(addr) = shard.endpoint_addr(endpoint) {
+                let server = crate::telemetry::stats::server_label(addr);
+                out.counter(&m::DNS64_TRANSLATED, &[server.as_str()], n);
+            }
+        }
+    }
+}
+
+/// `hosts` has one table per shard, all reading the same file: shard 0 speaks for
+/// them (CoreDNS has one gauge for every hosts plugin).
+fn export_hosts(shard: &Shard, out: &mut Metrics) {
+    let mut any = false;
+    let (mut entries, mut reloaded, mut failures) = (0, 0f64, 0);
+    for hosts in shard.blocks.iter().filter_map(|b| b.chain.hosts()) {
+        let (n, at, failed) = hosts.stats();
+        (entries, reloaded, failures) = (entries + n, reloaded.max(at), failures + failed);
+        any = true;
+    }
+    if any {
+        out.gauge(&m::HOSTS_ENTRIES, &[], entries as f64);
+        out.gauge(&m::HOSTS_RELOAD_TIMESTAMP, &[], reloaded);
+        out.counter(&m::HOSTS_READ_FAILURES, &[], failures);
+    }
 }
 
 fn export_upstreams(shard: &Shard, out: &mut Metrics) {

@@ -9,6 +9,7 @@
 //! packet.
 
 mod coalesce;
+mod dns64;
 mod export;
 mod handover;
 mod listen;

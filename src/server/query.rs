@@ -78,6 +78,10 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
     let chain = &shard.blocks[block_index].chain;
     let mut trail = Trail::default();
     match chain.serve(&request, &mut trail, &mut out[..limit]) {
+        Flow::Answer(len, origin) if trail.synthesize => {
+            let answer = out.get(..len).unwrap_or_default();
+            super::dns64::later(shard, &request, trail, answer, origin, reply)
+        }
         Flow::Answer(len, _) => {
             if trail.refresh {
                 let asked = trail.with_query(&query, Asked::new);
@@ -121,6 +125,7 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
     let reply = reply();
     let shard = shard.clone();
     let asked = trail.with_query(request.query, Asked::new);
+    let dns64 = trail.dns64.map(|_| super::dns64::Context::of(request));
     let miss = Miss {
         block_index: request.block,
         transport: request.transport,
@@ -129,6 +134,9 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
     };
     glommio::spawn_local(async move {
         let (mut answer, origin) = miss::answer(&shard, &miss, &asked).await;
+        if let Some(ctx) = dns64 {
+            answer = super::dns64::replace(&shard, &ctx, &trail, &asked, answer).await;
+        }
         let pending = &shard.counters.pending_misses;
         pending.set(pending.get().saturating_sub(1));
         let chain = &shard.blocks[miss.block_index].chain;

@@ -45,6 +45,8 @@ pub struct Block {
     /// Classification and TTL bounds for answers (the cache's, or defaults without one).
     pub cache_config: CacheConfig,
     pub inflight: Inflight,
+    /// `timeouts`: the block's TCP client timeouts.
+    pub timeouts: Option<config::TimeoutsConfig>,
 }
 
 pub struct Shard {
@@ -100,9 +102,31 @@ impl Shard {
         })
     }
 
+    /// The address of endpoint `index`.
+    pub fn endpoint_addr(&self, index: usize) -> Option<std::net::SocketAddr> {
+        self.endpoint_blocks.get(index).map(|(addr, _)| *addr)
+    }
+
     /// The index of the endpoint listening on `addr`, None once it is gone.
     pub fn endpoint_index(&self, addr: std::net::SocketAddr) -> Option<usize> {
         self.endpoint_blocks.iter().position(|(a, _)| *a == addr)
+    }
+
+    /// The TCP client timeouts of `endpoint`: each from the first of its blocks
+    /// that sets it (CoreDNS keeps one set per listener).
+    pub fn tcp_timeouts(&self, endpoint: usize) -> config::TimeoutsConfig {
+        let mut merged = config::TimeoutsConfig::default();
+        let blocks = self
+            .endpoint_blocks
+            .get(endpoint)
+            .map_or(&[][..], |(_, b)| b);
+        for t in blocks.iter().filter_map(|&i| self.blocks.get(i)?.timeouts) {
+            merged.read = merged.read.or(t.read);
+            merged.write = merged.write.or(t.write);
+            merged.idle = merged.idle.or(t.idle);
+            merged.max_queries = merged.max_queries.or(t.max_queries);
+        }
+        merged
     }
 
     /// The block of `endpoint` with the longest zone containing `qname`.
@@ -206,10 +230,14 @@ impl Shard {
         adopted
     }
 
-    /// Examines up to `budget` cache entries per block and drops the expired ones.
+    /// Examines up to `budget` cache entries per block and drops the expired ones;
+    /// lets `hosts` check its file (it reads it only once its period is over).
     pub fn sweep(&self, budget: usize) {
         let now = std::time::Instant::now();
         for block in &self.blocks {
+            if let Some(hosts) = block.chain.hosts() {
+                hosts.refresh(now);
+            }
             if let Some(cache) = block.chain.cache() {
                 cache.cell().borrow_mut().sweep(now, budget);
             }
@@ -230,6 +258,7 @@ impl Block {
             chain: Chain::new(block, shards),
             cache_config,
             inflight: Inflight::default(),
+            timeouts: block.timeouts,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! DNS over TCP from clients: an accept loop per listener, and per connection a
 //! reader that takes length-prefixed queries (many per connection, answered as they
 //! complete, possibly out of order) and a writer task that sends the answers.
-//! Idle connections close after the CoreDNS timeouts (`--tcp-idle-timeout`); a shard
+//! Idle connections close after the CoreDNS timeouts (`--tcp-idle-timeout`, or the
+//! `timeouts { read write idle max_queries }` of the listener's blocks); a shard
 //! bounds its clients (`--tcp-clients-max`).
 //!
 //! Stopping ([`Control::stop`]) ends the accept loop without dropping a connection
@@ -124,17 +125,30 @@ async fn serve_client(
     let client = stream
         .peer_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let timeouts = {
+        let shard = current.borrow();
+        shard.endpoint_index(addr).map(|e| shard.tcp_timeouts(e))
+    }
+    .unwrap_or_default();
+    let idle = timeouts.idle.unwrap_or(idle);
+    let read = timeouts.read;
+    let write = timeouts
+        .write
+        .unwrap_or(Duration::from_millis(limits::TCP_CLIENT_WRITE_MILLIS));
+    let mut queries_left = timeouts.max_queries.filter(|n| *n > 0);
     let (mut reader, writer) = futures_lite::io::split(stream);
     // Unbounded so an answer finishing later is never dropped for want of room; the
     // reader bounds it instead: it stops reading while too many answers wait.
     let (frames, queue) = local_channel::new_unbounded();
     let frames = Rc::new(frames);
-    let writing = glommio::spawn_local(write_answers(writer, queue));
+    let writing = glommio::spawn_local(write_answers(writer, queue, write));
     let inflight = Rc::new(Cell::new(0usize));
     let mut packet = vec![0u8; limits::MESSAGE_BYTES_MAX];
     let mut out = vec![0u8; limits::MESSAGE_BYTES_MAX];
-    // The first query may take CoreDNS's 3 s, unless the idle limit is shorter.
-    let mut wait = Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS).min(idle);
+    // The first query may take CoreDNS's 3 s (`timeouts { read }`), unless the idle
+    // limit is shorter.
+    let first_read = Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS);
+    let mut wait = read.unwrap_or(first_read.min(idle));
     // A connection on which no query came yet is not idle, however long its client
     // takes to send (a loaded client thread between connect and write): closing it
     // would reset the query on its way. It gets the first-read wait, stop or not.
@@ -151,12 +165,7 @@ async fn serve_client(
             break;
         }
         let body = &mut packet[..len];
-        match with_deadline(
-            Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS),
-            reader.read_exact(body),
-        )
-        .await
-        {
+        match with_deadline(read.unwrap_or(first_read), reader.read_exact(body)).await {
             Some(Ok(())) => {}
             _ => break,
         }
@@ -211,6 +220,13 @@ async fn serve_client(
                 break;
             }
         }
+        // `timeouts { max_queries N }`: the connection ends after N queries.
+        if let Some(left) = queries_left.as_mut() {
+            *left -= 1;
+            if *left == 0 {
+                break;
+            }
+        }
     }
     // Let answers still being resolved go out before closing (bounded by the
     // upstream deadline).
@@ -257,6 +273,7 @@ fn frame(answer: &[u8]) -> Vec<u8> {
 async fn write_answers<W: futures_lite::AsyncWrite + Unpin>(
     mut writer: W,
     queue: local_channel::LocalReceiver<Vec<u8>>,
+    write: Duration,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
@@ -265,7 +282,12 @@ async fn write_answers<W: futures_lite::AsyncWrite + Unpin>(
         while let Some(Some(more)) = futures_lite::future::poll_once(queue.recv()).await {
             batch.extend_from_slice(&more);
         }
-        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
+        let sent = with_deadline(write, async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        })
+        .await;
+        if !matches!(sent, Some(Ok(()))) {
             return;
         }
     }

@@ -288,6 +288,34 @@ family!(
     "Cache misses that joined an upstream query already in flight for the same key."
 );
 family!(
+    DNS64_TRANSLATED,
+    "coredns_dns64_requests_translated_total",
+    Counter,
+    ["server"],
+    "Counter of DNS requests translated by dns64."
+);
+family!(
+    HOSTS_ENTRIES,
+    "coredns_hosts_entries",
+    Gauge,
+    [],
+    "The combined number of entries in hosts and Corefile."
+);
+family!(
+    HOSTS_RELOAD_TIMESTAMP,
+    "coredns_hosts_reload_timestamp_seconds",
+    Gauge,
+    [],
+    "The timestamp of the last reload of hosts file."
+);
+family!(
+    HOSTS_READ_FAILURES,
+    "nodelocaldns_hosts_read_failures_total",
+    Counter,
+    [],
+    "Reads of a hosts file that failed (the last good entries stay in use)."
+);
+family!(
     ERRORS_SUMMARISED,
     "nodelocaldns_errors_summarised_total",
     Counter,
@@ -337,6 +365,10 @@ pub static FAMILIES: &[&Family] = &[
     &DROPPED_PACKETS,
     &COALESCED,
     &ERRORS_SUMMARISED,
+    &DNS64_TRANSLATED,
+    &HOSTS_ENTRIES,
+    &HOSTS_RELOAD_TIMESTAMP,
+    &HOSTS_READ_FAILURES,
     &SHARDS_SERVING,
 ];
 

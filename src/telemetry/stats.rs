@@ -100,10 +100,11 @@ pub enum Plugin {
     Cache = 1,
     Forward = 2,
     Template = 3,
+    Hosts = 4,
 }
 
-const PLUGINS: [&str; PLUGIN_COUNT] = ["", "cache", "forward", "template"];
-const PLUGIN_COUNT: usize = 4;
+const PLUGINS: [&str; PLUGIN_COUNT] = ["", "cache", "forward", "template", "hosts"];
+const PLUGIN_COUNT: usize = 5;
 
 /// One answered query, as CoreDNS's metrics plugin reports it.
 pub struct Report {

@@ -61,7 +61,12 @@ pub fn decode(bytes: &[u8]) -> Message {
 
 /// Sends raw bytes over UDP and returns the first datagram back, or None on timeout.
 pub fn udp_raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("binding client socket");
+    let local = if addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let sock = UdpSocket::bind(local).expect("binding client socket");
     sock.set_read_timeout(Some(timeout)).expect("read timeout");
     sock.send_to(bytes, addr).expect("send_to");
     let mut buf = vec![0u8; 65535];

@@ -11,6 +11,7 @@ mod caching;
 mod edns_and_case;
 mod linters;
 mod node_cache_corefile;
+mod plugins;
 mod refresh;
 mod rewrite;
 mod tcp;

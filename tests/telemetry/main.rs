@@ -390,6 +390,9 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ),
     ("nodelocaldns_upstream_queries_inflight", "gauge", &["to"]),
     ("nodelocaldns_dropped_packets_total", "counter", &["reason"]),
+    ("coredns_hosts_entries", "gauge", &[]),
+    ("coredns_hosts_reload_timestamp_seconds", "gauge", &[]),
+    ("nodelocaldns_hosts_read_failures_total", "counter", &[]),
 ];
 
 #[test]
@@ -397,7 +400,7 @@ fn metrics_names_types_labels_and_exact_counts() {
     let knot = Knot::start();
     let ports = Ports::new();
     let corefile = format!(
-        "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    log\n    cache 30\n    forward . 127.0.0.1:{knot}\n    \
+        "example.:{dns} {{\n    bind 127.0.0.1\n    errors\n    log\n    hosts {{\n        192.0.2.9 pinned.example\n        fallthrough\n    }}\n    cache 30\n    forward . 127.0.0.1:{knot}\n    \
          prometheus 127.0.0.1:{metrics}\n    health 127.0.0.1:{health}\n    ready 127.0.0.1:{ready}\n}}\n",
         dns = ports.dns,
         knot = knot.port,

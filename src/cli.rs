@@ -153,6 +153,11 @@ pub struct Cli {
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           value_parser = parse_go_bool)]
     pub reuseport_cpu: bool,
+    /// I/O engine of the shards: auto (io_uring when a probe at start finds it usable,
+    /// else epoll, logged), io_uring (an error where it cannot run), or epoll.
+    #[arg(long = "io-engine", value_name = "ENGINE", default_value = "auto",
+          value_parser = |s: &str| s.parse::<crate::engine::Choice>())]
+    pub io_engine: crate::engine::Choice,
     /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
     pub io_memory_bytes: usize,

@@ -8,6 +8,7 @@
 //! - [`node`]: interface, iptables or nftables rules, sync and teardown.
 //! - [`telemetry`]: per-shard counters → CoreDNS metrics, health, readiness.
 //! - [`cli`]: command-line flags, node-cache style.
+//! - [`engine`]: the I/O engine door: io_uring (glommio) or epoll (tokio), probed at start.
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
 //! - [`doctor`]: `nodelocaldns doctor`, what is wrong with this node's DNS path.
 //! - [`fuzzing`]: the fuzz targets' bodies, shared with the corpus replay test.
@@ -20,6 +21,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;

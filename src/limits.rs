@@ -61,6 +61,15 @@ pub const UPSTREAM_BUFSIZE_DEFAULT: u16 = EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 pub const SERVER_BUFSIZE: u16 = EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 
 const _: () = assert!(UDP_BATCH_MAX >= 1 && UDP_BATCH_MAX <= 1024);
+
+/// Engine probe: entries of the io_uring ring set up (and closed) to learn whether
+/// io_uring runs here, before any shard starts.
+pub const IO_URING_PROBE_ENTRIES: u32 = 4;
+/// Engine probe: operations the probe ring is asked about (IORING_OP_LAST is below).
+pub const IO_URING_PROBE_OPS: u32 = 256;
+
+const _: () = assert!(IO_URING_PROBE_ENTRIES.is_power_of_two());
+const _: () = assert!(IO_URING_PROBE_OPS >= 64 && IO_URING_PROBE_OPS <= 256);
 const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);
 const _: () = assert!(TCP_CLIENT_WRITE_MILLIS >= 1_000 && TCP_CLIENT_WRITE_MILLIS <= 86_400_000);
 

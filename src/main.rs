@@ -118,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut options = server::Options {
         shards: Some(shards),
         misses_pending_max: misses_pending_max(&cli, &limits, shards),
+        io_engine: cli.io_engine,
         io_memory_bytes: cli.io_memory_bytes,
         sndbuf_bytes: cli.sndbuf_bytes,
         busy_poll_usecs: cli.busy_poll_usecs,

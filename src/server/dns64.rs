@@ -57,7 +57,7 @@ pub fn later<R: FnOnce(&[u8]) + 'static>(
         answer.to_vec(),
     );
     let reply = reply();
-    glommio::spawn_local(async move {
+    crate::engine::spawn_local(async move {
         let mut answer = replace(&shard, &ctx, &trail, &asked, answer).await;
         let chain = &shard.blocks[ctx.block].chain;
         chain.back(&shard.stats, &trail, &mut answer, origin);

@@ -117,7 +117,7 @@ pub async fn drain(
     let mut quiet = 0;
     let (mut queued, mut working) = (0, None);
     while quiet < QUIET_POLLS && started.elapsed() < bound {
-        glommio::timer::sleep(Duration::from_millis(POLL_MILLIS)).await;
+        crate::engine::sleep(Duration::from_millis(POLL_MILLIS)).await;
         queued = fds.iter().map(|&(fd, _)| queued_bytes(fd)).sum::<usize>();
         working = busy();
         member.set(queued == 0 && working.is_none());
@@ -149,7 +149,7 @@ pub async fn drain_removed(fd: RawFd, addr: SocketAddr) {
     let started = Instant::now();
     let bound = Duration::from_millis(limits::RELOAD_DRAIN_MILLIS_MAX);
     while queued_bytes(fd) > 0 && started.elapsed() < bound {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        crate::engine::sleep(Duration::from_millis(1)).await;
     }
     if queued_bytes(fd) > 0 {
         tracing::warn!(%addr, "removed address: closing with datagrams still queued (drain bound reached)");
@@ -292,14 +292,14 @@ mod tests {
                     let mut buf = [0u8; 8];
                     let started = Instant::now();
                     while started.elapsed() < Duration::from_millis(400) {
-                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                        crate::engine::sleep(Duration::from_millis(1)).await;
                         if let Ok(n) = server.recv(&mut buf) {
                             got.extend_from_slice(&buf[..n]);
                         }
                     }
                     got
                 });
-                glommio::timer::sleep(Duration::from_millis(1)).await;
+                crate::engine::sleep(Duration::from_millis(1)).await;
                 drain_removed(fd, addr).await;
                 assert_eq!(queued_bytes(fd), 0, "drained before returning");
                 // Sent after the drain began: refused, never queued.

@@ -1,6 +1,6 @@
 //! The owner mesh: every cache key has an owner shard (a fixed hash of the key), and
-//! a shard that misses on a key it does not own asks the owner over a glommio channel
-//! mesh instead of the upstream (as glommio's `examples/sharding.rs`). This module is
+//! a shard that misses on a key it does not own asks the owner over the engine's
+//! channel mesh (`engine::mesh`) instead of the upstream (as glommio's `examples/sharding.rs`). This module is
 //! the transport only: requests, responses, tickets and wake-ups; what an owner does
 //! with a request is the [`Handler`] it joins with (`miss.rs`). Cache hits never
 //! cross cores: only misses use the mesh.
@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
-
 use futures_lite::future::BoxedLocal;
 
 use super::wake::{self, Wake};
 use crate::cache::StoredAnswer;
+use crate::engine::{self, Engine, MeshBuilder, Senders};
 use crate::limits;
 use crate::upstream::{with_deadline, Transport};
 use crate::wire::Rcode;
@@ -69,14 +68,14 @@ pub enum Outcome {
 /// The channels between every pair of shards, and each shard's [`Wake`].
 #[derive(Clone)]
 pub struct Mesh {
-    channels: MeshBuilder<Message, Full>,
+    channels: MeshBuilder<Message>,
     wakes: Arc<[Wake]>,
 }
 
 /// A mesh for `shards` shards (None for one shard: nothing to route).
-pub fn mesh(shards: usize) -> Option<Mesh> {
+pub fn mesh(engine: Engine, shards: usize) -> Option<Mesh> {
     (shards > 1).then(|| Mesh {
-        channels: MeshBuilder::full(shards, limits::OWNER_CHANNEL_MAX),
+        channels: engine::mesh(engine, shards, limits::OWNER_CHANNEL_MAX),
         wakes: wake::wakes(shards),
     })
 }
@@ -105,7 +104,7 @@ impl Peers {
     /// Queues `message` for shard `to` and interrupts its hot wait; None when the
     /// mesh is closed.
     async fn send(&self, to: usize, message: Message) -> Option<()> {
-        self.senders.send_to(to, message).await.ok()?;
+        self.senders.send_to(to, message).await?;
         if let Some(wake) = self.wakes.get(to) {
             wake.poke();
         }
@@ -174,16 +173,16 @@ impl Drop for Forget<'_> {
 /// Joins the mesh and serves requests from the other shards with `handler` until
 /// cancelled.
 pub async fn join(mesh: Mesh, handler: Handler) -> Option<Rc<Peers>> {
-    let (senders, mut receivers) = mesh.channels.join().await.ok()?;
+    let (senders, receivers) = mesh.channels.join().await?;
     let peers = Rc::new(Peers {
         senders,
         wakes: mesh.wakes,
         waiting: RefCell::new(HashMap::new()),
         next_ticket: Cell::new(0),
     });
-    for (_, stream) in receivers.streams() {
+    for mut stream in receivers {
         let (peers, handler) = (peers.clone(), handler.clone());
-        glommio::spawn_local(async move {
+        engine::spawn_local(async move {
             while let Some(message) = stream.recv().await {
                 dispatch(&peers, &handler, message);
             }
@@ -206,7 +205,7 @@ fn dispatch(peers: &Rc<Peers>, handler: &Handler, message: Message) {
             request,
         } => {
             let (peers, answer) = (peers.clone(), handler(request));
-            glommio::spawn_local(async move {
+            engine::spawn_local(async move {
                 let outcome = answer.await;
                 let _ = peers
                     .send(from, Message::Response { ticket, outcome })

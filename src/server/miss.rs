@@ -161,7 +161,7 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, 
 /// Starts the refresh the cache asked for (prefetch or serve_stale immediate) of
 /// the entry `asked` asks for.
 pub fn spawn_refresh(shard: Rc<Shard>, block_index: usize, asked: Asked, transport: Transport) {
-    glommio::spawn_local(refresh(shard, block_index, asked, transport)).detach();
+    crate::engine::spawn_local(refresh(shard, block_index, asked, transport)).detach();
 }
 
 /// An answer of any kind is inserted by the resolution (which clears the entry's

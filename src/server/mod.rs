@@ -1,8 +1,10 @@
 //! Executor pool and placement, listeners, the per-core loops, shutdown.
 //!
 //! [`start`] opens every socket on the calling thread (so a bind error is reported
-//! before anything runs and port 0 resolves once), then starts one glommio executor
-//! per shard pinned to its core, and returns once every shard runs. Each shard owns
+//! before anything runs and port 0 resolves once), then starts one shard thread per
+//! shard pinned to its core, on the I/O engine chosen once for the process
+//! (`engine`: io_uring, or epoll where io_uring is blocked), and returns once every
+//! shard runs. Each shard owns
 //! its sockets, cache and upstream connections; besides the owner mesh for misses
 //! (mesh.rs, driven by miss.rs), the shards share only their control inboxes and, while stopping, the
 //! flags by which they drain together (handover.rs), read by a timer, never per
@@ -34,9 +36,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
-
 use crate::config::Config;
+use crate::engine::{self, Engine, ShardSpec};
 use crate::limits;
 use crate::telemetry::{self, Publisher, Telemetry};
 use shard::Shard;
@@ -51,6 +52,8 @@ pub enum ServerError {
     },
     #[error("cannot start shard {shard}: {reason}")]
     Executor { shard: usize, reason: String },
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
     #[error("the configuration has no server block to listen for")]
     NothingToServe,
     #[error("cannot start the HTTP endpoints: {0}")]
@@ -79,6 +82,9 @@ pub struct Options {
     /// Attach a reuseport CBPF program that picks the socket of the shard pinned to
     /// the receiving CPU, so a datagram is handled where its softirq ran.
     pub reuseport_cpu: bool,
+    /// The I/O engine (`--io-engine`): io_uring, epoll, or auto (io_uring when the
+    /// probe at start finds it usable, else epoll).
+    pub io_engine: engine::Choice,
     /// io_uring memory per shard (counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
     pub io_memory_bytes: usize,
     /// Misses each shard may keep waiting for an answer; past it a miss gets SERVFAIL
@@ -121,6 +127,7 @@ impl Default for Options {
             udp_gso: true,
             busy_poll_usecs: None,
             reuseport_cpu: false,
+            io_engine: engine::Choice::Auto,
             io_memory_bytes: 2 * 1024 * 1024,
             misses_pending_max: limits::MISSES_PENDING_PER_SHARD_MAX,
             pin: true,
@@ -149,6 +156,8 @@ pub struct Running {
     config: Config,
     options: Options,
     shards: usize,
+    /// The engine the shards run on.
+    engine: Engine,
     /// Reloads applied so far.
     generation: u64,
     controls: Vec<crossbeam_channel::Sender<Control>>,
@@ -192,6 +201,11 @@ impl Running {
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+
+    /// The I/O engine the shards run on.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// The configuration being served.
@@ -238,6 +252,9 @@ impl Running {
 /// Opens the listeners of `config` and starts the shards.
 pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> {
     query::set_misses_pending_max(options.misses_pending_max);
+    // Before any executor: an io_uring that cannot run is an error here (or, with
+    // `auto`, epoll), never a panic on a shard thread.
+    let engine = engine::choose(options.io_engine)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shards = options.shards.unwrap_or(cores.len()).max(1);
     let mut endpoints = listen::endpoints(&config);
@@ -245,21 +262,26 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         return Err(ServerError::NothingToServe);
     }
     let sockets = listen::open(&mut endpoints, shards, options)?;
-    let (telemetry, slots) = Telemetry::start(&config, shards).map_err(ServerError::Http)?;
+    let (telemetry, slots) =
+        Telemetry::start(&config, shards, engine.name()).map_err(ServerError::Http)?;
     let shared_config = Arc::new(config.clone());
     let endpoints = Arc::new(endpoints);
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
-    let mesh = mesh::mesh(shards);
+    let mesh = mesh::mesh(engine, shards);
     // Hand-over: the shards stop together (handover.rs), and `start` returns only
     // once every shard runs, so "listening" means serving to a predecessor waiting
     // to leave the reuseport group.
     let quiet = handover::Quiet::new(shards);
     let (started_tx, started) = crossbeam_channel::bounded(shards);
     for (index, (sockets, slot)) in sockets.into_iter().zip(slots).enumerate() {
-        let placement = match cores.get(index % cores.len().max(1)) {
-            Some(core) if options.pin => Placement::Fixed(core.id),
-            _ => Placement::Unbound,
+        let spec = ShardSpec {
+            index,
+            core: cores
+                .get(index % cores.len().max(1))
+                .filter(|_| options.pin)
+                .map(|core| core.id),
+            io_memory_bytes: options.io_memory_bytes,
         };
         let (control, inbox) = crossbeam_channel::bounded(limits::CONTROL_QUEUE_MAX);
         let (config, endpoints, mesh) = (shared_config.clone(), endpoints.clone(), mesh.clone());
@@ -277,29 +299,20 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
             },
             tcp: options.tcp,
         };
-        let thread = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{index}"))
-            .io_memory(options.io_memory_bytes)
-            .spawn(move || async move {
-                let current: Current = Rc::new(RefCell::new(Shard::new(
-                    &config, &endpoints, shards, 0, None,
-                )));
-                if let Some(mesh) = mesh {
-                    let handler = miss::owner_handler(current.clone());
-                    let peers = mesh::join(mesh, handler).await;
-                    *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
-                }
-                let _ = started_tx.send(());
-                serve(current, sockets, inbox, shards, slot, settings, member).await;
-            })
-            .map_err(|err| ServerError::Executor {
-                shard: index,
-                reason: err.to_string(),
-            })?;
+        let thread = engine::spawn_shard(engine, spec, move || async move {
+            let current: Current = Rc::new(RefCell::new(Shard::new(
+                &config, &endpoints, shards, 0, None,
+            )));
+            if let Some(mesh) = mesh {
+                let handler = miss::owner_handler(current.clone());
+                let peers = mesh::join(mesh, handler).await;
+                *current.borrow_mut() = Shard::new(&config, &endpoints, shards, 0, peers);
+            }
+            let _ = started_tx.send(());
+            serve(current, sockets, inbox, shards, slot, settings, member).await;
+        })?;
         controls.push(control);
-        threads.push(std::thread::spawn(move || {
-            let _ = thread.join();
-        }));
+        threads.push(thread);
     }
     wait_started(&started, shards)?;
     send_loop_probes(&config, &endpoints);
@@ -308,6 +321,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> 
         config,
         options: options.clone(),
         shards,
+        engine,
         generation: 0,
         controls,
         threads,
@@ -365,9 +379,9 @@ struct Listener {
     addr: SocketAddr,
     /// The UDP socket, to take it out of the reuseport group when stopping.
     udp_fd: std::os::fd::RawFd,
-    udp: glommio::Task<()>,
+    udp: engine::Task<()>,
     /// The accept loop; it ends by itself once `tcp_control` is stopped.
-    tcp: glommio::Task<()>,
+    tcp: engine::Task<()>,
     /// The TCP listener's state, to stop it and see its connections while stopping.
     tcp_control: Rc<tcp::Control>,
 }
@@ -379,19 +393,23 @@ struct ListenerSettings {
     tcp: TcpLimits,
 }
 
+/// Starts the listener tasks of one endpoint; None (logged) when the engine cannot
+/// take its sockets.
 fn spawn_listener(
     current: &Current,
     sockets: listen::EndpointSockets,
     settings: ListenerSettings,
-) -> Listener {
+) -> Option<Listener> {
     let addr = sockets.addr;
     let (udp_settings, tcp_limits) = (settings.udp, settings.tcp);
-    let (tcp_control, tcp_listener) = tcp::Control::new(sockets.tcp);
-    Listener {
+    let (tcp_control, tcp_listener) = tcp::Control::new(sockets.tcp)
+        .inspect_err(|err| tracing::error!(%addr, %err, "cannot serve this endpoint on this shard"))
+        .ok()?;
+    Some(Listener {
         addr,
         udp_fd: sockets.udp.as_raw_fd(),
-        udp: glommio::spawn_local(udp::serve(current.clone(), addr, sockets.udp, udp_settings)),
-        tcp: glommio::spawn_local(tcp::serve(
+        udp: engine::spawn_local(udp::serve(current.clone(), addr, sockets.udp, udp_settings)),
+        tcp: engine::spawn_local(tcp::serve(
             current.clone(),
             addr,
             tcp_control.clone(),
@@ -399,7 +417,7 @@ fn spawn_listener(
             tcp_limits,
         )),
         tcp_control,
-    }
+    })
 }
 
 /// Runs one shard's listeners and applies control messages until told to stop.
@@ -414,7 +432,7 @@ async fn serve(
 ) {
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
-        .map(|s| spawn_listener(&current, s, settings))
+        .filter_map(|s| spawn_listener(&current, s, settings))
         .collect();
     let mut publisher = Publisher::new(slot);
     let mut exporter = export::Exporter::new(publisher.index());
@@ -422,7 +440,7 @@ async fn serve(
     let mut last_sweep = Instant::now();
     let mut progress = liveness::Progress::default();
     loop {
-        glommio::timer::sleep(Duration::from_millis(limits::CONTROL_POLL_MILLIS)).await;
+        engine::sleep(Duration::from_millis(limits::CONTROL_POLL_MILLIS)).await;
         while let Ok(message) = inbox.try_recv() {
             match message {
                 Control::Stop => {
@@ -455,7 +473,7 @@ async fn serve(
                     kept.extend(
                         opened
                             .into_iter()
-                            .map(|s| spawn_listener(&current, s, settings)),
+                            .filter_map(|s| spawn_listener(&current, s, settings)),
                     );
                     listeners = kept;
                 }
@@ -524,7 +542,7 @@ async fn stop(
     let started = Instant::now();
     let bound = Duration::from_millis(limits::HANDOVER_TCP_CLOSE_MILLIS_MAX);
     while clients() > 0 && started.elapsed() < bound {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        engine::sleep(Duration::from_millis(5)).await;
     }
     if clients() > 0 {
         tracing::warn!(

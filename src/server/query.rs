@@ -132,7 +132,7 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
         max_len: request.max_len,
         meter: trail.meter,
     };
-    glommio::spawn_local(async move {
+    crate::engine::spawn_local(async move {
         let (mut answer, origin) = miss::answer(&shard, &miss, &asked).await;
         if let Some(ctx) = dns64 {
             answer = super::dns64::replace(&shard, &ctx, &trail, &asked, answer).await;

@@ -14,15 +14,14 @@
 //! sent first.
 
 use std::cell::Cell;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel;
-use glommio::net::{TcpListener, TcpStream};
 
 use super::query::{self, Handled};
+use crate::engine::{self, local_channel, TcpListener, TcpStream};
 use crate::limits;
 use crate::upstream::{with_deadline, Transport};
 use crate::wire;
@@ -40,15 +39,15 @@ pub struct Control {
 
 impl Control {
     /// Takes `socket` for the accept loop; the loop's [`Control`] and its listener.
-    pub fn new(socket: socket2::Socket) -> (Rc<Control>, TcpListener) {
-        let fd = socket.into_raw_fd();
+    pub fn new(socket: socket2::Socket) -> std::io::Result<(Rc<Control>, TcpListener)> {
+        let fd = socket.as_raw_fd();
+        let listener = TcpListener::from_socket(socket)?;
         let control = Rc::new(Control {
             fd,
             stopping: Cell::new(false),
             clients: Cell::new(0),
         });
-        // SAFETY: the fd comes from a socket we own and give up here.
-        (control, unsafe { TcpListener::from_raw_fd(fd) })
+        Ok((control, listener))
     }
 
     pub fn fd(&self) -> RawFd {
@@ -91,7 +90,7 @@ pub async fn serve(
             Err(_) if control.stopping.get() => return,
             Err(err) => {
                 tracing::warn!(%err, "TCP accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                engine::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -105,7 +104,7 @@ pub async fn serve(
         }
         control.clients.set(control.clients.get() + 1);
         let (current, control) = (current.clone(), control.clone());
-        glommio::spawn_local(async move {
+        engine::spawn_local(async move {
             serve_client(&current, addr, stream, bounds.idle, &control.stopping).await;
             control.clients.set(control.clients.get() - 1);
         })
@@ -141,7 +140,7 @@ async fn serve_client(
     // reader bounds it instead: it stops reading while too many answers wait.
     let (frames, queue) = local_channel::new_unbounded();
     let frames = Rc::new(frames);
-    let writing = glommio::spawn_local(write_answers(writer, queue, write));
+    let writing = engine::spawn_local(write_answers(writer, queue, write));
     let inflight = Rc::new(Cell::new(0usize));
     let mut packet = vec![0u8; limits::MESSAGE_BYTES_MAX];
     let mut out = vec![0u8; limits::MESSAGE_BYTES_MAX];
@@ -179,7 +178,7 @@ async fn serve_client(
             if stalled_since.elapsed() > idle {
                 break;
             }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            engine::sleep(Duration::from_millis(1)).await;
         }
         if stalled_since.elapsed() > idle {
             break;
@@ -232,7 +231,7 @@ async fn serve_client(
     // upstream deadline).
     let deadline = Instant::now() + Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS + 100);
     while inflight.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        engine::sleep(Duration::from_millis(5)).await;
     }
     drop(frames);
     writing.await;

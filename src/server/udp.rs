@@ -46,13 +46,14 @@
 //! much added latency (interrupt moderation, as NICs do).
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::query::{self, Handled};
 use super::wake::{self, Wake};
 use super::Current;
+use crate::engine::{self, Engine};
 use crate::limits;
 use crate::upstream::Transport;
 
@@ -93,8 +94,65 @@ pub struct Settings {
 }
 
 /// Serves one UDP socket until the task is cancelled: drain a batch, answer hits in
-/// the same batch, hand misses to tasks, send, then wait (hot or cold, see above).
+/// the same batch, hand misses to tasks, send, then wait: on io_uring hot or cold
+/// (see above), on epoll for readiness in the shard's one `epoll_wait`.
 pub async fn serve(
+    current: Current,
+    addr: SocketAddr,
+    socket: socket2::Socket,
+    settings: Settings,
+) {
+    match engine::current() {
+        Engine::IoUring => serve_parking(current, addr, socket, settings).await,
+        Engine::Epoll => serve_ready(current, addr, socket, settings).await,
+    }
+}
+
+/// The epoll engine's loop: receive until the socket is empty, then wait for
+/// readiness. The shard's runtime waits for all of its sockets (every UDP and TCP
+/// socket, its timers, and the eventfd other shards' messages write) in one
+/// `epoll_wait`, so any number of listen addresses costs one wait per wake-up and
+/// nothing blocks the thread on one socket: no hot waits, no coalescing pause.
+async fn serve_ready(
+    current: Current,
+    addr: SocketAddr,
+    socket: socket2::Socket,
+    settings: Settings,
+) {
+    let socket = match engine::UdpSocket::from_socket(socket) {
+        Ok(socket) => Rc::new(socket),
+        Err(err) => {
+            tracing::error!(%addr, %err, "cannot serve UDP on this shard");
+            return;
+        }
+    };
+    let mut batch = new_batch(settings);
+    loop {
+        let count = match socket.receive_ready(|fd| batch.receive(fd)).await {
+            Ok(count) => count,
+            Err(err) => {
+                tracing::warn!(%err, "UDP receive failed");
+                engine::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let shard = current.borrow().clone();
+        if answer_batch(&shard, addr, &socket, &mut batch, count) {
+            // Let the miss tasks send their upstream queries before the next batch.
+            engine::yield_now().await;
+        }
+    }
+}
+
+fn new_batch(settings: Settings) -> Box<Batch> {
+    let mut batch = Box::<Batch>::default();
+    batch.size = settings.batch.clamp(1, limits::UDP_BATCH_MAX);
+    batch.gso = settings.gso;
+    batch
+}
+
+/// The io_uring engine's loop, waiting hot or cold (see the module docs).
+async fn serve_parking(
     current: Current,
     addr: SocketAddr,
     socket: socket2::Socket,
@@ -106,12 +164,15 @@ pub async fn serve(
         && set_blocking_wait(&socket, HOT_WAIT)
             .inspect_err(|err| tracing::debug!(%addr, %err, "UDP hot waits disabled"))
             .is_ok();
-    // SAFETY: the fd comes from a socket we own and give up here.
-    let socket = Rc::new(unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) });
+    let socket = match engine::UdpSocket::from_socket(socket) {
+        Ok(socket) => Rc::new(socket),
+        Err(err) => {
+            tracing::error!(%addr, %err, "cannot serve UDP on this shard");
+            return;
+        }
+    };
     let fd = socket.as_raw_fd();
-    let mut batch = Box::<Batch>::default();
-    batch.size = settings.batch.clamp(1, limits::UDP_BATCH_MAX);
-    batch.gso = settings.gso;
+    let mut batch = new_batch(settings);
     let _loop = UdpLoop::enter();
     let mut wait = Wait::new(hot_capable);
     // Messages from other shards interrupt hot waits (none with one shard).
@@ -131,20 +192,20 @@ pub async fn serve(
                     // one pass through the executor, which reads the channels and
                     // fires due timers. Not a park: it would return at once without
                     // the executor when a datagram is queued already.
-                    glommio::timer::sleep(MESSAGE_PASS).await;
+                    engine::sleep(MESSAGE_PASS).await;
                     continue;
                 }
                 // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK);
                 // the executor reads every message counted so far meanwhile.
                 let parked = Instant::now();
-                let _ = socket.peek_from(&mut probe).await;
+                socket.queued(&mut probe).await;
                 wait.woke(parked.elapsed());
                 continue;
             }
             Ok(count) => count,
             Err(err) => {
                 tracing::warn!(%err, "UDP receive failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                engine::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -156,7 +217,7 @@ pub async fn serve(
             // Bounded (COALESCE_MAX) and only while datagrams arrive densely.
             std::thread::sleep(coalesce);
         }
-        glommio::yield_if_needed().await;
+        engine::yield_if_needed().await;
     }
 }
 
@@ -165,7 +226,7 @@ pub async fn serve(
 fn answer_batch(
     shard: &Rc<super::shard::Shard>,
     addr: SocketAddr,
-    socket: &Rc<glommio::net::UdpSocket>,
+    socket: &Rc<engine::UdpSocket>,
     batch: &mut Batch,
     count: usize,
 ) -> bool {

@@ -214,7 +214,7 @@ family!(
     "Counter of the number of failed reload attempts."
 );
 family!(BUILD_INFO, "coredns_build_info", Gauge,
-    ["version", "revision", "goversion"], "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.");
+    ["version", "revision", "goversion", "engine"], "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built, and the I/O engine its shards run on.");
 family!(
     PANICS,
     "coredns_panics_total",

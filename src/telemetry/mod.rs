@@ -74,11 +74,14 @@ pub struct Shared {
     born: Instant,
     /// The test hook's file (`NODELOCALDNS_TEST_STALL_FILE`), when set.
     stall_file: Option<std::path::PathBuf>,
+    /// The I/O engine the shards run on (the `engine` label of `coredns_build_info`).
+    engine: &'static str,
 }
 
 impl Shared {
-    fn new(shards: usize) -> Shared {
+    fn new(shards: usize, engine: &'static str) -> Shared {
         Shared {
+            engine,
             wanted: AtomicU64::new(0),
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             upstreams_checked: AtomicBool::new(false),
@@ -179,7 +182,11 @@ impl Shared {
         use metrics as m;
         let version = env!("CARGO_PKG_VERSION");
         let revision = option_env!("NODELOCALDNS_REVISION").unwrap_or("");
-        out.gauge(&m::BUILD_INFO, &[version, revision, "rust"], 1.0);
+        out.gauge(
+            &m::BUILD_INFO,
+            &[version, revision, "rust", self.engine],
+            1.0,
+        );
         out.counter(&m::PANICS, &[], PANICS.load(Ordering::Relaxed));
         out.counter(
             &m::HEALTH_FAILURES,
@@ -333,9 +340,14 @@ pub struct Telemetry {
 impl Telemetry {
     /// Starts the HTTP listeners `config` asks for and the upstream readiness probe;
     /// returns the slots to hand to the shards.
-    pub fn start(config: &Config, shards: usize) -> std::io::Result<(Telemetry, Vec<Slot>)> {
+    /// `engine` names the I/O engine the shards run on (`coredns_build_info`).
+    pub fn start(
+        config: &Config,
+        shards: usize,
+        engine: &'static str,
+    ) -> std::io::Result<(Telemetry, Vec<Slot>)> {
         install_panic_hook();
-        let shared = Arc::new(Shared::new(shards));
+        let shared = Arc::new(Shared::new(shards, engine));
         let listeners = http::start(config, &shared)?;
         let lameduck = lameduck(config);
         spawn_upstream_check(config, shared.clone());
@@ -484,7 +496,7 @@ mod tests {
 
     #[test]
     fn ready_needs_every_shard_and_the_upstream_check() {
-        let shared = Shared::new(2);
+        let shared = Shared::new(2, "io_uring");
         assert!(!shared.ready());
         shared.upstreams_checked.store(true, Ordering::Relaxed);
         for shard in &shared.shards {

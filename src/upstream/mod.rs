@@ -234,7 +234,7 @@ impl Forwarder {
         if upstream.probing.replace(true) || self.cfg.max_fails == 0 {
             return;
         }
-        glommio::spawn_local(probe(Rc::downgrade(self), index)).detach();
+        crate::engine::spawn_local(probe(Rc::downgrade(self), index)).detach();
     }
 }
 
@@ -248,7 +248,7 @@ async fn probe(forwarder: Weak<Forwarder>, index: usize) {
         let Some(interval) = forwarder.upgrade().map(|f| f.cfg.health_check) else {
             return;
         };
-        glommio::timer::sleep(interval.max(Duration::from_millis(100))).await;
+        crate::engine::sleep(interval.max(Duration::from_millis(100))).await;
         let Some(f) = forwarder.upgrade() else {
             return;
         };
@@ -285,7 +285,7 @@ pub async fn with_deadline<T>(
 ) -> Option<T> {
     let work = async { Some(work.await) };
     let timer = async {
-        glommio::timer::sleep(budget).await;
+        crate::engine::sleep(budget).await;
         None
     };
     futures_lite::future::or(work, timer).await

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalSender};
-use glommio::net::TcpStream;
-use glommio::timer::Timer;
 
 use super::UpstreamError;
+use crate::engine::local_channel::{self, LocalSender};
+use crate::engine::{TcpStream, Timer};
 use crate::limits;
 use crate::limits::TCP_LENGTH_BYTES;
 use crate::wire;
@@ -174,7 +173,7 @@ impl TcpPool {
         self.opened.set(self.opened.get() + 1);
         let pool = self.clone();
         let task_conn = conn.clone();
-        glommio::spawn_local(async move {
+        crate::engine::spawn_local(async move {
             let stream = match TcpStream::connect(pool.addr).await {
                 Ok(stream) => stream,
                 Err(err) => {
@@ -192,8 +191,12 @@ impl TcpPool {
             let fd = stream.as_raw_fd();
             quickack(fd);
             let (reader, writer) = futures_lite::io::split(stream);
-            let reading =
-                glommio::spawn_local(read_answers(reader, fd, task_conn.clone(), pool.expire));
+            let reading = crate::engine::spawn_local(read_answers(
+                reader,
+                fd,
+                task_conn.clone(),
+                pool.expire,
+            ));
             write_frames(writer, queue, &task_conn).await;
             task_conn.close();
             reading.await;
@@ -277,7 +280,8 @@ fn take_frame(conn: &Conn, id: u16, batch: &mut Vec<u8>) {
 /// error, end of stream, or once idle (nothing in flight) for `expire`. One idle check
 /// lives across reads (no timer per answer).
 ///
-/// Each answer is read as its length, then its body, both exactly: glommio follows a
+/// Each answer is read as its length, then its body, both exactly: glommio (the
+/// io_uring engine) follows a
 /// read that does not fill its buffer with an io_uring poll that the next read waits
 /// for, so reading whole batches into a large buffer measured slower (all-miss load,
 /// 70k vs 75k answers/s) despite a tenth of the recv calls.
@@ -370,9 +374,9 @@ async fn idle(conn: &Conn, expire: Duration) {
     }
 }
 
-/// A glommio timer that is polled again only once it is due (or by another task):
-/// polling a pending glommio timer registers it with the reactor anew, which would
-/// otherwise cost every read that has to wait.
+/// A timer that is polled again only once it is due (or by another task): polling a
+/// pending io_uring-engine (glommio) timer registers it with the reactor anew, which
+/// would otherwise cost every read that has to wait.
 struct Deadline {
     timer: Timer,
     /// When it fires, taken just before the timer's own instant (so never later).

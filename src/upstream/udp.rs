@@ -4,9 +4,8 @@
 
 use std::net::SocketAddr;
 
-use glommio::net::UdpSocket;
-
 use super::UpstreamError;
+use crate::engine::UdpSocket;
 use crate::limits;
 use crate::wire;
 
@@ -18,15 +17,15 @@ pub async fn exchange(addr: SocketAddr, query: &[u8]) -> Result<Vec<u8>, Upstrea
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let socket = UdpSocket::bind(local).map_err(|e| io(e.into()))?;
-    socket.connect(addr).await.map_err(|e| io(e.into()))?;
+    let socket = UdpSocket::bind(local).map_err(io)?;
+    socket.connect(addr).await.map_err(io)?;
     let id: u16 = rand::random();
     let mut message = query.to_vec();
     wire::set_message_id(&mut message, id);
-    socket.send(&message).await.map_err(|e| io(e.into()))?;
+    socket.send(&message).await.map_err(io)?;
     let mut answer = vec![0u8; limits::UDP_PAYLOAD_BYTES_MAX];
     loop {
-        let len = socket.recv(&mut answer).await.map_err(|e| io(e.into()))?;
+        let len = socket.recv(&mut answer).await.map_err(io)?;
         let got = answer.get(..len).unwrap_or_default();
         if wire::answer_matches(&message, got, id) {
             answer.truncate(len);

@@ -373,7 +373,7 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     (
         "coredns_build_info",
         "gauge",
-        &["goversion", "revision", "version"],
+        &["engine", "goversion", "revision", "version"],
     ),
     ("coredns_panics_total", "counter", &[]),
     ("nodelocaldns_shard_queries_total", "counter", &["shard"]),

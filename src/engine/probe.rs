@@ -43,10 +43,28 @@ pub enum Unavailable {
 const IORING_REGISTER_PROBE: libc::c_uint = 8;
 
 /// Sets up a ring and registers a probe on it, as glommio does first; Err explains a
-/// refusal.
+/// refusal. On a thread of its own, which ends with the ring: the kernel ties a
+/// ring's context to the thread that set it up, and a shard's io_uring waits were
+/// seen to stall in a process whose other thread had held a ring.
 pub fn io_uring() -> Result<(), Unavailable> {
-    let ring = setup().map_err(|err| explain("io_uring_setup", err))?;
-    register_probe(&ring).map_err(|err| explain("io_uring_register(PROBE)", err))
+    let probe = || {
+        let ring = setup().map_err(|err| explain("io_uring_setup", err))?;
+        register_probe(&ring).map_err(|err| explain("io_uring_register(PROBE)", err))
+    };
+    std::thread::Builder::new()
+        .name("io-uring-probe".into())
+        .spawn(probe)
+        .map_err(|err| Unavailable::Other {
+            call: "spawning the probe thread",
+            errno: err.to_string(),
+        })?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Unavailable::Other {
+                call: "the probe thread",
+                errno: "it panicked".into(),
+            })
+        })
 }
 
 fn setup() -> std::io::Result<OwnedFd> {

@@ -101,15 +101,21 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, 
     let block = &shard.blocks[miss.block_index];
     let lead = |key: &[u8]| {
         let owner = other_owner(shard, key);
-        via_owner(
-            shard,
-            miss.block_index,
-            &query,
-            owner,
-            miss.transport,
-            false,
-            miss.meter,
-        )
+        async move {
+            if let Some(stored) = cached_since(shard, miss.block_index, &query) {
+                return Ok(stored);
+            }
+            let resolution = via_owner(
+                shard,
+                miss.block_index,
+                &query,
+                owner,
+                miss.transport,
+                false,
+                miss.meter,
+            );
+            resolution.await
+        }
     };
     let resolution = coalesced(shard, block, &query, lead).await;
     let failed = match resolution.as_ref() {
@@ -257,6 +263,16 @@ where
     }
     leader.finish(&resolution);
     resolution
+}
+
+/// The answer cached since the client's miss was counted: its task runs after the
+/// batch that read it, and another miss of the key may have been answered and
+/// cached in between (then it led no resolution to join). Taken as the owner's
+/// copy would be, so no upstream query is sent for it.
+fn cached_since(shard: &Shard, block_index: usize, query: &Query<'_>) -> Option<StoredAnswer> {
+    let (reply, _) = shard.cached_copy(block_index, query, Instant::now())?;
+    let block = shard.blocks.get(block_index)?;
+    StoredAnswer::from_upstream(&reply, query, &block.cache_config).ok()
 }
 
 /// The shard that owns `key`, when that is not this one.

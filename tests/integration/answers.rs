@@ -10,7 +10,6 @@ use crate::harness::{corefile, kdig_path, Cache, CACHE_30};
 use crate::zones;
 
 /// Asks knot directly and through the cache (UDP then TCP) and compares every section.
-#[test]
 fn answers_equal_upstream() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 2);
@@ -60,7 +59,6 @@ fn answers_equal_upstream() {
 }
 
 /// The CNAME chain comes in order: alias → alias2 → www's addresses.
-#[test]
 fn cname_chain_is_complete_and_ordered() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
@@ -134,3 +132,6 @@ fn kdig_gets_answers() {
         "kdig nx.test: {stdout}"
     );
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(answers_equal_upstream, cname_chain_is_complete_and_ordered,);

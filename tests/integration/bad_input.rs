@@ -142,7 +142,6 @@ fn assert_formerr_or_silence(reply: Option<Vec<u8>>, id: u16, what: &str) {
     }
 }
 
-#[test]
 fn random_garbage_datagrams() {
     let mut t = target();
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -328,7 +327,6 @@ fn zero_length_tcp_frame_closes_the_connection() {
     t.assert_healthy("a zero-length TCP frame");
 }
 
-#[test]
 fn silent_tcp_client_is_closed_after_the_read_timeout() {
     let mut t = target();
     let took = time_to_close(&t, |_| {});
@@ -339,7 +337,6 @@ fn silent_tcp_client_is_closed_after_the_read_timeout() {
     t.assert_healthy("a silent TCP client");
 }
 
-#[test]
 fn half_a_tcp_frame_closes_the_connection() {
     let mut t = target();
     let took = time_to_close(&t, |s| {
@@ -354,7 +351,6 @@ fn half_a_tcp_frame_closes_the_connection() {
     t.assert_healthy("half a TCP frame");
 }
 
-#[test]
 fn two_hundred_idle_tcp_connections_do_not_stop_udp() {
     let mut t = target();
     let idle: Vec<TcpStream> = (0..200)
@@ -371,3 +367,11 @@ fn two_hundred_idle_tcp_connections_do_not_stop_udp() {
     drop(idle);
     t.assert_healthy("200 idle TCP connections");
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(
+    random_garbage_datagrams,
+    silent_tcp_client_is_closed_after_the_read_timeout,
+    half_a_tcp_frame_closes_the_connection,
+    two_hundred_idle_tcp_connections_do_not_stop_udp,
+);

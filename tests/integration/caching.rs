@@ -13,7 +13,6 @@ use crate::zones;
 
 /// The second identical query is a hit: knot sees the MX query once, the hit has AA.
 /// One shard, because each shard owns its cache.
-#[test]
 fn repeated_query_is_answered_from_cache() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &["force_tcp"], &[]), 1);
@@ -52,7 +51,6 @@ fn repeated_query_is_answered_from_cache() {
 /// With two shards a miss goes to the shard that owns the name, and its answer fills
 /// the cache of the shard that asked: twenty repeats over fresh UDP sockets and TCP
 /// connections (spread over both shards by SO_REUSEPORT) reach knot once.
-#[test]
 fn repeated_query_reaches_upstream_once_across_shards() {
     const SHARDS: usize = 2;
     let knot = zones::knot();
@@ -78,7 +76,6 @@ fn repeated_query_reaches_upstream_once_across_shards() {
 /// A cold name asked at once by 64 clients (64 source ports, so both shards get some)
 /// costs one upstream query: shards coalesce locally and hand the miss to the
 /// name's owner shard, which coalesces them all.
-#[test]
 fn a_cold_name_asked_on_every_shard_at_once_costs_one_upstream_query() {
     const SHARDS: usize = 2;
     const CLIENTS: usize = 64;
@@ -245,7 +242,6 @@ fn short_ttl_is_raised_to_min_ttl() {
 }
 
 /// An upstream SERVFAIL is cached for `servfail 2s`, then asked again.
-#[test]
 fn servfail_is_cached_for_the_servfail_duration() {
     let knot = Knot::start(&[
         Zone::new("test.", zones::TEST_ZONE),
@@ -273,3 +269,11 @@ fn servfail_is_cached_for_the_servfail_duration() {
     assert_eq!(reply.response_code(), ResponseCode::ServFail);
     assert_eq!(servfails(), 2, "after 2 s the SERVFAIL must be asked again");
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(
+    repeated_query_is_answered_from_cache,
+    repeated_query_reaches_upstream_once_across_shards,
+    a_cold_name_asked_on_every_shard_at_once_costs_one_upstream_query,
+    servfail_is_cached_for_the_servfail_duration,
+);

@@ -22,6 +22,40 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub use testkit::process::free_port;
 
+/// The I/O engine (`--io-engine`) of every server this test starts: set by the
+/// per-engine tests of [`on_each_engine!`]; unset, the server picks (`auto`).
+static ENGINE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Runs `test` with every server it starts on `engine` (`io_uring` or `epoll`).
+/// nextest runs each test in a process of its own, so this holds for the test alone.
+pub fn on_engine(engine: &'static str, test: fn()) {
+    assert_eq!(
+        *ENGINE.get_or_init(|| engine),
+        engine,
+        "one engine per test process"
+    );
+    test();
+}
+
+/// Turns a test body `fn name()` into two tests, `name::io_uring` and `name::epoll`,
+/// each starting its servers with that `--io-engine`: the suite covers both engines
+/// wherever this is used, with no skipping by environment.
+#[macro_export]
+macro_rules! on_each_engine {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn io_uring() {
+                $crate::harness::on_engine("io_uring", super::$name)
+            }
+            #[test]
+            fn epoll() {
+                $crate::harness::on_engine("epoll", super::$name)
+            }
+        }
+    )+};
+}
+
 use testkit::process::find_program;
 
 pub fn kdig_path() -> PathBuf {
@@ -255,6 +289,18 @@ impl Cache {
     /// Writes the Corefile and spawns the server without waiting for it: for tests of
     /// a server that is expected to refuse to run.
     pub fn launch(corefile: &str, shards: usize) -> Cache {
+        Cache::launch_with(corefile, shards, None, false)
+    }
+
+    /// [`Cache::launch`] with `--io-engine=engine` (else the test's, see
+    /// [`on_engine`]), and under a seccomp filter that refuses io_uring when
+    /// `confined`, as a container runtime's default profile does.
+    pub fn launch_with(
+        corefile: &str,
+        shards: usize,
+        engine: Option<&str>,
+        confined: bool,
+    ) -> Cache {
         let dir = tempfile::Builder::new()
             .prefix("itc")
             .tempdir()
@@ -268,10 +314,19 @@ impl Cache {
         let conf = dir.path().join("Corefile");
         fs::write(&conf, text).expect("writing Corefile");
         let log = fs::File::create(dir.path().join("nodelocaldns.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_nodelocaldns"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nodelocaldns"));
+        if confined {
+            testkit::seccomp::deny_io_uring(&mut command);
+        }
+        let child = command
             .arg("-conf")
             .arg(&conf)
             .args(["--shards", &shards.to_string()])
+            .args(
+                engine
+                    .or(ENGINE.get().copied())
+                    .map(|e| format!("--io-engine={e}")),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -318,7 +373,8 @@ impl Cache {
 
     /// Ready = logged `listening (udp+tcp)` and answered a UDP query. The probe is a
     /// CH-class query, which the server answers itself, so upstream counters stay clean.
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits until the server answers (a `CH` probe), at most `START_TIMEOUT`.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         let probe = client::query_class("ready.invalid.", RecordType::NULL, DNSClass::CH);
         while Instant::now() < deadline {

@@ -9,6 +9,7 @@ mod answers;
 mod bad_input;
 mod caching;
 mod edns_and_case;
+mod engines;
 mod linters;
 mod node_cache_corefile;
 mod plugins;

@@ -72,7 +72,6 @@ fn start() -> (Knot, Cache) {
 }
 
 /// One query per server block, over UDP and TCP, each answered with knot's data.
-#[test]
 fn node_cache_corefile_answers_every_block() {
     let (knot, cache) = start();
     let reverse6 = format!("{REVERSE6_OWNER}.{REVERSE6_ORIGIN}");
@@ -202,7 +201,6 @@ fn forwarding_loop_is_detected() {
 }
 
 /// SIGTERM stops the server promptly and cleanly.
-#[test]
 fn stops_on_sigterm() {
     let (_knot, mut cache) = start();
     client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
@@ -221,7 +219,6 @@ fn stops_on_sigterm() {
 
 /// `reload 2s 1s`: a changed Corefile (forward to another knot) takes effect within a
 /// few seconds on the same port; a Corefile that does not parse leaves it running.
-#[test]
 fn reload_applies_a_new_corefile_and_keeps_the_old_on_errors() {
     let first = Knot::start(&[Zone::new("test.", TEST_ZONE)]);
     let second_zone = TEST_ZONE.replace(crate::zones::MANY_ADDR, "198.51.100.7");
@@ -278,7 +275,6 @@ fn reload_applies_a_new_corefile_and_keeps_the_old_on_errors() {
 /// A reload keeps the cache of a block whose zones and `cache` settings did not
 /// change (a cold cache after every reload would send a burst of misses upstream),
 /// and starts a block whose `cache` settings changed cold.
-#[test]
 fn reload_keeps_an_unchanged_cache_and_drops_a_changed_one() {
     let first = Knot::start(&[Zone::new("test.", TEST_ZONE)]);
     let second_zone = TEST_ZONE.replace(crate::zones::MANY_ADDR, "198.51.100.7");
@@ -361,3 +357,11 @@ fn lameduck_keeps_serving_after_sigterm() {
     );
     assert!(status.success(), "exit status after lameduck: {status}");
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(
+    node_cache_corefile_answers_every_block,
+    stops_on_sigterm,
+    reload_applies_a_new_corefile_and_keeps_the_old_on_errors,
+    reload_keeps_an_unchanged_cache_and_drops_a_changed_one,
+);

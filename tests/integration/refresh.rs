@@ -150,7 +150,6 @@ fn serve_stale_immediate_answers_ttl_0_while_upstream_is_down_then_refreshes() {
 
 /// `serve_stale immediate` with the upstream up: the first query after expiry gets the
 /// stale answer (TTL 0) and starts one refresh in the background; the next is fresh.
-#[test]
 fn serve_stale_immediate_answers_stale_first_and_refreshes_in_background() {
     let knot = knot();
     let cache = start_cache(&knot, &cache_directive(2, &["serve_stale 1h immediate"]), 1);
@@ -395,3 +394,6 @@ fn the_byte_budget_holds_under_a_flood_of_large_unique_answers() {
         "RSS grew from {rss1} KiB to {rss2} KiB over 30k more unique names"
     );
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(serve_stale_immediate_answers_stale_first_and_refreshes_in_background,);

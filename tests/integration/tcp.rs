@@ -17,7 +17,6 @@ const NAMES: u16 = 50;
 
 /// Writes 1,000 queries back to back on one connection, then reads 1,000 answers
 /// matched by ID (in any order).
-#[test]
 fn thousand_pipelined_queries_on_one_connection() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 2);
@@ -78,7 +77,6 @@ fn thousand_pipelined_queries_on_one_connection() {
 
 /// After a first query the connection is idle-timed (10 s), not read-timed (3 s): a
 /// second query 4 s later on the same connection is answered.
-#[test]
 fn tcp_connection_survives_a_pause_between_queries() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &[], &[]), 1);
@@ -100,3 +98,9 @@ fn tcp_connection_survives_a_pause_between_queries() {
         assert_eq!(reply.answers().len(), 2, "query #{i}: {reply:?}");
     }
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(
+    thousand_pipelined_queries_on_one_connection,
+    tcp_connection_survives_a_pause_between_queries,
+);

@@ -12,7 +12,6 @@ use crate::zones::{self, SIXTY, SIXTY_COUNT};
 /// The big TXT RRset: one record of four 200-byte strings, > 512 bytes on the wire.
 const BIG: &str = "big.test.";
 
-#[test]
 fn large_answer_without_edns_over_udp_is_truncated_and_complete_over_tcp() {
     let knot = zones::knot();
     let direct = client::tcp(knot.addr(), &client::query(BIG, RecordType::TXT));
@@ -160,7 +159,6 @@ fn large_rrset_over_udp_keeps_the_records_that_fit() {
 }
 
 /// `bufsize 512` + `prefer_udp`: knot truncates over UDP, the cache retries over TCP.
-#[test]
 fn upstream_truncation_is_retried_over_tcp() {
     let knot = zones::knot();
     let direct = client::tcp(knot.addr(), &client::query(BIG, RecordType::TXT));
@@ -202,3 +200,9 @@ fn upstream_truncation_is_retried_over_tcp() {
         "after TC=1 from knot the cache retries over TCP: {stats:?}"
     );
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(
+    large_answer_without_edns_over_udp_is_truncated_and_complete_over_tcp,
+    upstream_truncation_is_retried_over_tcp,
+);

@@ -40,7 +40,6 @@ fn established_to(port: u16) -> Vec<String> {
 
 /// 128 distinct misses sent at once with `force_tcp`: all answered, carried on at most
 /// two upstream TCP connections per shard.
-#[test]
 fn concurrent_misses_share_few_upstream_connections() {
     let knot = zones::knot();
     let cache = Cache::start(&corefile(&knot, CACHE_30, &["force_tcp"], &[]), SHARDS);
@@ -114,7 +113,6 @@ fn concurrent_misses_share_few_upstream_connections() {
 
 /// An upstream nobody listens on: the client gets SERVFAIL within the 5 s query
 /// deadline, over UDP (ICMP unreachable) and with `force_tcp` (connection refused).
-#[test]
 fn dead_upstream_gives_servfail() {
     let dead_port = crate::harness::free_port();
     for forward_opts in [&[][..], &["force_tcp"][..]] {
@@ -141,3 +139,9 @@ fn dead_upstream_gives_servfail() {
         );
     }
 }
+
+// Each on both I/O engines (`name::io_uring`, `name::epoll`).
+crate::on_each_engine!(
+    concurrent_misses_share_few_upstream_connections,
+    dead_upstream_gives_servfail,
+);

@@ -1,0 +1,107 @@
+//! The I/O engine choice (`--io-engine`) where io_uring is blocked, as a container
+//! runtime's default seccomp profile blocks it: the server runs under a real
+//! seccomp filter that refuses the io_uring system calls (`testkit::seccomp`).
+//! `auto` falls back to epoll, says so once, labels `coredns_build_info`, and serves
+//! UDP and TCP, hits and misses across two shards; an explicit `io_uring` fails
+//! with an error that names seccomp, and never panics.
+
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::client;
+use crate::harness::Cache;
+use crate::zones;
+
+fn corefile(knot: &crate::harness::Knot) -> String {
+    format!(
+        ".:$PORT {{\n    bind 127.0.0.1\n    cache 30\n    forward . {}\n    prometheus 127.0.0.1:$FREEPORT1\n}}\n",
+        knot.addr()
+    )
+}
+
+#[test]
+fn auto_falls_back_to_epoll_where_seccomp_blocks_io_uring_and_serves() {
+    let knot = zones::knot();
+    let mut cache = Cache::launch_with(&corefile(&knot), 2, None, true);
+    cache
+        .wait_ready()
+        .unwrap_or_else(|why| panic!("did not start on the fallback: {why}\n{}", cache.log()));
+    let addr = cache.addr();
+    // Misses then hits, over UDP and TCP; names spread over both shards' keys.
+    for round in 0..2 {
+        for i in 0..8 {
+            let name = format!("host{i}.many.test.");
+            let query = client::query(&name, RecordType::A);
+            let udp = client::udp(addr, &query);
+            assert_eq!(
+                udp.response_code(),
+                ResponseCode::NoError,
+                "round {round} {name}: {}",
+                client::describe(&udp)
+            );
+            let tcp = client::tcp(addr, &client::query("www.test.", RecordType::A));
+            assert_eq!(
+                tcp.response_code(),
+                ResponseCode::NoError,
+                "TCP: {}",
+                client::describe(&tcp)
+            );
+        }
+    }
+    let metrics = cache.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("coredns_build_info{") && l.contains("engine=\"epoll\"")),
+        "build info names the engine:\n{metrics}"
+    );
+    assert!(
+        cache.metric_sum("coredns_cache_hits_total") >= 8.0,
+        "{metrics}"
+    );
+    let log = cache.log();
+    let fallbacks = log
+        .matches("io_uring unavailable: using the epoll engine")
+        .count();
+    assert_eq!(fallbacks, 1, "one line says why:\n{log}");
+    assert!(log.contains("seccomp"), "the line names seccomp:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn explicit_io_uring_where_seccomp_blocks_it_fails_naming_the_cause() {
+    let knot = zones::knot();
+    let mut cache = Cache::launch_with(&corefile(&knot), 2, Some("io_uring"), true);
+    let status = cache
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits instead of running without io_uring");
+    let log = cache.log();
+    assert!(
+        !status.success(),
+        "a failure exit status: {status:?}\n{log}"
+    );
+    assert!(
+        log.contains("--io-engine=io_uring cannot run here") && log.contains("seccomp"),
+        "the error names the cause:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "never a panic:\n{log}");
+}
+
+#[test]
+fn explicit_epoll_runs_without_probing_io_uring() {
+    let knot = zones::knot();
+    let mut cache = Cache::launch_with(&corefile(&knot), 1, Some("epoll"), false);
+    cache
+        .wait_ready()
+        .unwrap_or_else(|why| panic!("{why}\n{}", cache.log()));
+    let answer = client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
+    assert_eq!(answer.response_code(), ResponseCode::NoError);
+    assert!(
+        !cache.log().contains("io_uring unavailable"),
+        "{}",
+        cache.log()
+    );
+    assert!(cache.metrics().contains("engine=\"epoll\""));
+}

@@ -246,6 +246,7 @@ fn parse_udp_line(line: &str) -> Option<(SocketAddr, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{self, Engine};
     use std::os::fd::AsRawFd;
 
     #[test]
@@ -275,6 +276,19 @@ mod tests {
 
     #[test]
     fn a_removed_address_is_drained_and_takes_no_new_datagrams() {
+        for engine in [Engine::IoUring, Engine::Epoll] {
+            let read = drained_on(engine);
+            assert_eq!(
+                read,
+                [0, 1, 2, 3, 4],
+                "{engine:?}: every queued datagram read, nothing new"
+            );
+        }
+    }
+
+    /// Five datagrams queued, then a drain on a shard of `engine` while a slow task
+    /// reads them; what the reader got.
+    fn drained_on(engine: Engine) -> Vec<u8> {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap();
         server.set_nonblocking(true).unwrap();
@@ -282,37 +296,37 @@ mod tests {
         for i in 0..5u8 {
             client.send_to(&[i], addr).unwrap();
         }
-        let read = glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let fd = server.as_raw_fd();
-                // A slow reader, as a busy UDP loop would be: one datagram per
-                // millisecond, so the drain must wait ~5 ms (50× inside its bound).
-                let reader = glommio::spawn_local(async move {
-                    let mut got = Vec::new();
-                    let mut buf = [0u8; 8];
-                    let started = Instant::now();
-                    while started.elapsed() < Duration::from_millis(400) {
-                        crate::engine::sleep(Duration::from_millis(1)).await;
-                        if let Ok(n) = server.recv(&mut buf) {
-                            got.extend_from_slice(&buf[..n]);
-                        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spec = engine::ShardSpec {
+            index: 0,
+            core: None,
+            io_memory_bytes: 1 << 20,
+        };
+        let shard = engine::spawn_shard(engine, spec, move || async move {
+            let fd = server.as_raw_fd();
+            // A slow reader, as a busy UDP loop would be: one datagram per
+            // millisecond, so the drain must wait ~5 ms (50× inside its bound).
+            let reader = engine::spawn_local(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 8];
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_millis(400) {
+                    engine::sleep(Duration::from_millis(1)).await;
+                    if let Ok(n) = server.recv(&mut buf) {
+                        got.extend_from_slice(&buf[..n]);
                     }
-                    got
-                });
-                crate::engine::sleep(Duration::from_millis(1)).await;
-                drain_removed(fd, addr).await;
-                assert_eq!(queued_bytes(fd), 0, "drained before returning");
-                // Sent after the drain began: refused, never queued.
-                let _ = client.send_to(&[99], addr);
-                reader.await
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        assert_eq!(
-            read,
-            [0, 1, 2, 3, 4],
-            "every queued datagram read, nothing new"
-        );
+                }
+                got
+            });
+            engine::sleep(Duration::from_millis(1)).await;
+            drain_removed(fd, addr).await;
+            assert_eq!(queued_bytes(fd), 0, "drained before returning");
+            // Sent after the drain began: refused, never queued.
+            let _ = client.send_to(&[99], addr);
+            let _ = tx.send(reader.await);
+        })
+        .unwrap();
+        shard.join().unwrap();
+        rx.recv().unwrap()
     }
 }

@@ -1,9 +1,9 @@
 //! The owner mesh: every cache key has an owner shard (a fixed hash of the key), and
 //! a shard that misses on a key it does not own asks the owner over the engine's
-//! channel mesh (`engine::mesh`) instead of the upstream (as glommio's `examples/sharding.rs`). This module is
-//! the transport only: requests, responses, tickets and wake-ups; what an owner does
-//! with a request is the [`Handler`] it joins with (`miss.rs`). Cache hits never
-//! cross cores: only misses use the mesh.
+//! channel mesh (`engine::mesh`) instead of the upstream (as glommio's
+//! `examples/sharding.rs`). This module is the transport only: requests, responses,
+//! tickets and wake-ups; what an owner does with a request is the [`Handler`] it
+//! joins with (`miss.rs`). Cache hits never cross cores: only misses use the mesh.
 //!
 //! Every message also pokes the receiver's [`Wake`], which interrupts its UDP loop
 //! when that blocks in a hot wait, so the message is read at once (`wake.rs`).

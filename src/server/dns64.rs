@@ -129,6 +129,6 @@ async fn lookup_a(shard: &Rc<Shard>, ctx: &Context, query: &wire::Query<'_>) -> 
             chain.back(&shard.stats, &trail, &mut answer, origin);
             Some(answer)
         }
-        Flow::Drop | Flow::Next => None,
+        Flow::Drop | Flow::Next | Flow::Rewritten => None,
     }
 }

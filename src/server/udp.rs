@@ -5,9 +5,19 @@
 //! answers on a wildcard socket leave from it.
 //!
 //! Waiting for the next datagram is where a moderately loaded shard spends its CPU
-//! (at 50k QPS a wake-up finds one or two datagrams). Parking the executor costs
-//! glommio several io_uring_enter calls (timeouts armed and cancelled, rings linked)
-//! and a membarrier per wake-up, so the loop has two ways to wait:
+//! (at 50k QPS a wake-up finds one or two datagrams), and each I/O engine
+//! (`crate::engine`) waits its own way.
+//!
+//! On **epoll** the loop reads until the socket is empty, then awaits readiness: the
+//! shard's runtime waits in one `epoll_wait` for every socket of the shard (all
+//! listen addresses, IPv4 and IPv6, TCP), its timers and the eventfd other shards'
+//! messages write, so any number of sockets costs one wait per wake-up and none
+//! holds back another. No hot waits or coalescing pauses there: the wait is already
+//! one system call.
+//!
+//! On **io_uring**, parking the executor costs glommio several io_uring_enter calls
+//! (timeouts armed and cancelled, rings linked) and a membarrier per wake-up, so the
+//! loop has two ways to wait:
 //!
 //! - **cold** (idle or sparse traffic): an io_uring recvmsg with MSG_PEEK parks the
 //!   executor until a datagram is queued, so timers, TCP and other tasks run freely;
@@ -20,7 +30,8 @@
 //!   sparse: back to cold).
 //!
 //! Only a shard with a single UDP socket waits hot: with several (two listen
-//! addresses, IPv4 and IPv6) a blocking wait on one would hold back the others.
+//! addresses, IPv4 and IPv6) a blocking wait on one would hold back the others, so
+//! such a shard parks on io_uring per wake-up (the epoll engine has no such case).
 //!
 //! Blocking the shard's thread is bounded by SO_RCVTIMEO ([`HOT_WAIT`], rounded up to
 //! whole jiffies by the kernel), and only after datagrams arrived less than

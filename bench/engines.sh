@@ -83,17 +83,21 @@ echo "# $(uname -r); $(nproc) CPUs; $(uptime)" > "$out/load.txt"
 printf 'engine\tqps_target\tqps\tanswered\tlost\tcpu_us_per_answer\tp50_us\tp99_us\n' > "$out/engines.tsv"
 for qps in $rates; do
   for engine in io_uring epoll; do
-    json="$out/$engine-$qps.json"
+    json="$work/$engine-$qps.json"
     before=$(cpu_ticks "${pid[$engine]}")
     load "$engine" "$qps" "$secs" "$json"
     after=$(cpu_ticks "${pid[$engine]}")
-    python3 - "$json" "$engine" "$qps" "$((after - before))" "$hz" "$secs" >> "$out/engines.tsv" <<'PY'
+    python3 - "$json" "$engine" "$qps" "$((after - before))" "$hz" "$secs" "$out" >> "$out/engines.tsv" <<'PY'
 import json, sys
-path, engine, qps, ticks, hz, secs = sys.argv[1:]
+path, engine, qps, ticks, hz, secs, out = sys.argv[1:]
 r = json.load(open(path))
 c = r["counters"]
 answered = c["answered"]
 cpu_us = int(ticks) * 1e6 / int(hz)
+# The raw record without the histograms and the per-second series (kept small).
+small = {k: v for k, v in r.items() if k not in ("histogram", "histograms", "series")}
+small["server_cpu_ticks"] = int(ticks)
+json.dump(small, open(f"{out}/{engine}-{qps}.json", "w"), indent=1)
 lat = r["latency"]
 print(f"{engine}\t{qps}\t{answered / int(secs):.0f}\t{answered}\t{c['lost']}\t"
       f"{cpu_us / max(answered, 1):.1f}\t{lat['p50_us']:.0f}\t{lat['p99_us']:.0f}")

@@ -80,6 +80,9 @@ pub struct Run<'a> {
     pub default_shards: bool,
     /// The network namespace to join (a pod's own); default: the node's (hostNetwork).
     pub netns: Option<&'a Netns>,
+    /// Run under podman's default seccomp profile (io_uring blocked, as with
+    /// kubelet's `RuntimeDefault`) instead of it with io_uring allowed.
+    pub default_seccomp: bool,
 }
 
 /// [`Node::test_args`], without `--shards N` when the cache is to choose.
@@ -120,6 +123,7 @@ impl Container {
             cache_args,
             default_shards,
             netns,
+            default_seccomp,
         } = run_opts;
         let netns = netns.unwrap_or(&node.node);
         build_image();
@@ -134,7 +138,16 @@ impl Container {
         .unwrap();
         let name = format!("{}{suffix}", node.node.name);
         let caps = capability_opts(mode);
-        let seccomp = seccomp_with_io_uring(node);
+        let seccomp = match default_seccomp {
+            true => Vec::new(),
+            false => {
+                let profile = seccomp_with_io_uring(node);
+                vec![
+                    "--security-opt".into(),
+                    format!("seccomp={}", profile.display()),
+                ]
+            }
+        };
         let dir = node.node.dir.path().display().to_string();
         let mut command = Command::new("podman");
         command
@@ -154,7 +167,7 @@ impl Container {
             ])
             .args(["-e", "RUST_LOG=info"])
             .args(&caps)
-            .args(["--security-opt", &format!("seccomp={}", seccomp.display())])
+            .args(&seccomp)
             .args(extra)
             .arg(IMAGE)
             .args(&args)
@@ -246,8 +259,8 @@ impl Drop for Container {
 
 /// The container runtime's default seccomp profile with io_uring allowed, as the
 /// Localhost profile an operator gives the DaemonSet for the io_uring engine: the
-/// default profiles of podman, containerd 2 and Docker 25+ deny io_uring, and the
-/// cache has no other engine yet. Made from the host's own default profile
+/// default profiles of podman, containerd 2 and Docker 25+ deny io_uring (the
+/// cache then runs its epoll engine, see the default-profile test). Made from the host's own default profile
 /// (containers-common), so nothing else is allowed.
 fn seccomp_with_io_uring(node: &Node) -> std::path::PathBuf {
     const DEFAULT: &str = "/usr/share/containers/seccomp.json";
@@ -486,6 +499,80 @@ fn image_cilium_lrp_mode_runs_without_net_admin() {
         dnat_lines(&node.node.run_ok(&["iptables-save", "-t", "nat"])),
         dnat_lines(&nat)
     );
+}
+
+/// The image under podman's default seccomp profile, no profile of ours: io_uring
+/// is blocked as under kubelet's `RuntimeDefault`, and the cache starts on the epoll
+/// engine, says why once, labels `coredns_build_info`, and answers over UDP and TCP,
+/// misses and hits.
+#[test]
+fn image_under_the_default_seccomp_profile_serves_on_epoll() {
+    if !can_run() {
+        return;
+    }
+    let node = Node::build("imgsecc");
+    let lock = xtables_lock_mount();
+    let cache = Container::start_with(
+        &node,
+        "iptables",
+        Run {
+            podman: &[&lock[0], &lock[1]],
+            default_seccomp: true,
+            ..Run::default()
+        },
+    );
+    assert!(
+        wait_until(SETTLE, || node.our_rules() == 24),
+        "started where io_uring is blocked:\n{}",
+        cache.log()
+    );
+    let log = cache.log();
+    assert_eq!(
+        log.matches("io_uring unavailable: using the epoll engine")
+            .count(),
+        1,
+        "one line says why:\n{log}"
+    );
+    assert!(log.contains("seccomp"), "the cause is named:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    // UDP through the pod's resolver: a miss (the cluster DNS asked), then a hit.
+    let total = node.cluster.total();
+    assert_eq!(
+        node.resolve("kubernetes.default"),
+        vec!["10.96.0.1"],
+        "{log}"
+    );
+    let after_miss = node.cluster.total();
+    assert!(after_miss > total, "a miss reaches the cluster DNS");
+    assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
+    assert_eq!(node.cluster.total(), after_miss, "a hit");
+    // TCP from the pod to the kube-dns IP (the cache answers it): a miss, then a hit.
+    let name = "web.default.svc.cluster.local";
+    for round in ["miss", "hit"] {
+        let tcp = node.pod.kdig(&["+tcp", &format!("@{KUBE_DNS}"), name, "A"]);
+        assert_eq!(tcp.trim(), "10.96.5.5", "TCP {round}:\n{}", cache.log());
+    }
+    let metrics = node.node.in_ns(|| http_get("127.0.0.1:9253", "/metrics"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("coredns_build_info{") && l.contains("engine=\"epoll\"")),
+        "coredns_build_info names the engine:\n{metrics}"
+    );
+    assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
+}
+
+/// The body of `GET path` from `addr` (HTTP/1.0, read to the end); empty on error.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }
 
 /// `dnsload`, built by the workspace beside our binary.

@@ -4,10 +4,15 @@
 //! properties that matter on the way:
 //!
 //! - [`wire_query`]: the client-query reader and the two messages derived from a query
-//!   (error reply, upstream query) stay in their buffers and say what they should.
+//!   (error reply, upstream query) stay in their buffers and say what they should; the
+//!   same bytes as an answer: `loadbalance`'s in-place shuffle keeps its length and
+//!   its records, `hosts`' local answers and `dns64`'s checks stay in bounds.
 //! - [`cache_answer`]: an upstream answer accepted by the cache yields, for every client
 //!   size limit, a reply that parses, carries the client's ID and question, and fits.
-//! - [`corefile`]: the Corefile lexer/parser/setup (with `__PILLAR__` rendering).
+//! - [`corefile`]: the Corefile lexer/parser/setup (with `__PILLAR__` rendering), the
+//!   plugin directives included (`hosts` and its hosts(5) text, `dns64`, `timeouts`,
+//!   `loadbalance`, `debug`, `pprof`, `trace`, `template`, `rewrite`); a Corefile
+//!   that parses gives its start notices.
 //! - [`configmap`]: the kube-dns ConfigMap parser; an accepted ConfigMap renders into a
 //!   Corefile that parses.
 
@@ -60,6 +65,55 @@ pub fn wire_query(data: &[u8]) {
             }
         }
         Err(Rejection::Drop(_)) => {}
+    }
+    as_answer(data);
+}
+
+/// `data` as an answer on its way back: the shuffle of `loadbalance` moves records,
+/// never bytes in or out, and what decoded before decodes after to the same records.
+fn as_answer(data: &[u8]) {
+    let mut shuffled = data.to_vec();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    wire::shuffle_answer(&mut shuffled, &mut rng);
+    assert_eq!(shuffled.len(), data.len());
+    if let Ok(before) = hickory_proto::op::Message::from_vec(data) {
+        let after = hickory_proto::op::Message::from_vec(&shuffled)
+            .expect("a shuffled answer still decodes");
+        let sorted = |m: &hickory_proto::op::Message| {
+            let mut all: Vec<String> = m.all_sections().map(|r| r.to_string()).collect();
+            all.sort();
+            all
+        };
+        assert_eq!(
+            sorted(&before),
+            sorted(&after),
+            "shuffle changed the records"
+        );
+    }
+    let dns64 = config::Dns64Config {
+        prefix: std::net::Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0),
+        prefix_len: 96,
+        translate_all: false,
+        allow_ipv4: true,
+    };
+    let _ = crate::plugin::dns64::wants_synthesis(&dns64, data);
+    if let Ok(q) = wire::parse_query(data) {
+        let addrs: [&[u8]; 2] = [&[192, 0, 2, 1], &[0; 16]];
+        let mut out = [0u8; 512];
+        for limit in [0, 12, 40, 512] {
+            let records = addrs.iter().map(|a| (1u16, *a));
+            let n = wire::write_local_answer(&q, 60, records, &mut out[..limit]);
+            assert!(n <= limit);
+        }
+        if let Some(synth) = crate::plugin::dns64::synthesize(&dns64, &q, data, data, 512) {
+            assert!(synth.len() <= 512);
+        }
     }
 }
 
@@ -144,7 +198,15 @@ pub fn corefile(data: &[u8]) {
         "EMPTY" => Some(String::new()),
         _ => None,
     };
-    let _ = parse_safely(text, &env);
+    if let Some(config) = parse_safely(text, &env) {
+        let _ = config.notices();
+    }
+    // The same text as a hosts(5) file: every entry has names, each fully qualified.
+    let root = [config::Zone { name: ".".into() }];
+    let (entries, _) = config::parse_hosts_text(text, &root);
+    assert!(entries
+        .iter()
+        .all(|e| !e.names.is_empty() && e.names.iter().all(|n| n.ends_with('.'))));
     if text.contains("__PILLAR__") {
         if let Ok(rendered) =
             config::render_corefile(text, &pillar_values(&KubeDnsConfig::default()))

@@ -124,7 +124,7 @@ async fn lookup_a(shard: &Rc<Shard>, ctx: &Context, query: &wire::Query<'_>) -> 
                 max_len: limits::MESSAGE_BYTES_MAX,
                 meter: trail.meter,
             };
-            let asked = Asked::new(&a_query);
+            let asked = trail.with_query(&a_query, Asked::new);
             let (mut answer, origin) = miss::answer(shard, &miss, &asked).await;
             chain.back(&shard.stats, &trail, &mut answer, origin);
             Some(answer)

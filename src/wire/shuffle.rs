@@ -51,7 +51,7 @@ pub fn shuffle_answer(msg: &mut [u8], rng: &mut impl FnMut() -> u64) {
         if run > 1 {
             match slice[0].rtype {
                 TYPE_A | TYPE_AAAA => permute_rdata(msg, slice, rng),
-                TYPE_MX => permute_records(msg, slice, &pointers, rng),
+                TYPE_MX => permute_records(msg, slice, &records, &pointers, rng),
                 _ => {}
             }
         }
@@ -60,6 +60,15 @@ pub fn shuffle_answer(msg: &mut [u8], rng: &mut impl FnMut() -> u64) {
 }
 
 /// Every record, and the position of every compression pointer in the message.
+/// Record types whose data holds no compressible name, or whose names
+/// [`rdata_pointers`] finds: with only these in a message, every pointer is known.
+/// (A, NS, MD, MF, CNAME, SOA, MB, MG, MR, NULL, WKS, PTR, HINFO, MINFO, MX, TXT, RP,
+/// AFSDB, RT, AAAA, SRV, KX, OPT, DS, SSHFP, DNSKEY, TLSA, CAA.)
+const KNOWN_TYPES: [u16; 28] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 21, 28, 33, 36, 41, 43, 44, 48,
+    52, 257,
+];
+
 fn walk(msg: &[u8], header: &Header) -> Option<(Vec<Rec>, Vec<usize>)> {
     let mut pointers = Vec::new();
     let mut pos = HEADER_BYTES;
@@ -194,8 +203,18 @@ fn permute_rdata(msg: &mut [u8], run: &[Rec], rng: &mut impl FnMut() -> u64) {
     }
 }
 
-/// Permutes whole records of a contiguous run, moving the pointers into them.
-fn permute_records(msg: &mut [u8], run: &[Rec], pointers: &[usize], rng: &mut impl FnMut() -> u64) {
+/// Permutes whole records of a contiguous run, moving the pointers into them; only
+/// when every pointer of the message is known (no record of another type).
+fn permute_records(
+    msg: &mut [u8],
+    run: &[Rec],
+    records: &[Rec],
+    pointers: &[usize],
+    rng: &mut impl FnMut() -> u64,
+) {
+    if records.iter().any(|r| !KNOWN_TYPES.contains(&r.rtype)) {
+        return;
+    }
     let (start, end) = (run[0].start, run[run.len() - 1].end);
     let order = permutation(run.len(), rng);
     // New start of each old record.

@@ -41,6 +41,9 @@ pub fn shuffle_answer(msg: &mut [u8], rng: &mut impl FnMut() -> u64) {
     if header.flags & flags::RCODE_MASK != 0 || !header.is_response() {
         return;
     }
+    if !has_run(msg, &header) {
+        return;
+    }
     let Some((records, pointers)) = walk(msg, &header) else {
         return;
     };
@@ -57,6 +60,30 @@ pub fn shuffle_answer(msg: &mut [u8], rng: &mut impl FnMut() -> u64) {
         }
         i += run;
     }
+}
+
+/// Whether two consecutive records of one section are both A, AAAA or MX of one
+/// type: a walk without allocation, so a one-address answer costs little.
+fn has_run(msg: &[u8], header: &Header) -> bool {
+    let mut r = Reader::at(msg, HEADER_BYTES);
+    for _ in 0..header.qdcount {
+        if r.skip_name().and_then(|()| r.skip(4)).is_err() {
+            return false;
+        }
+    }
+    for count in [header.ancount, header.nscount, header.arcount] {
+        let mut previous = 0u16;
+        for _ in 0..count {
+            let Ok(rec) = super::header::skip_record(&mut r) else {
+                return false;
+            };
+            if rec.rtype == previous && matches!(rec.rtype, TYPE_A | TYPE_AAAA | TYPE_MX) {
+                return true;
+            }
+            previous = rec.rtype;
+        }
+    }
+    false
 }
 
 /// Every record, and the position of every compression pointer in the message.

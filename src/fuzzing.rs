@@ -12,7 +12,9 @@
 //! - [`corefile`]: the Corefile lexer/parser/setup (with `__PILLAR__` rendering), the
 //!   plugin directives included (`hosts` and its hosts(5) text, `dns64`, `timeouts`,
 //!   `loadbalance`, `debug`, `pprof`, `trace`, `template`, `rewrite`); a Corefile
-//!   that parses gives its start notices.
+//!   that parses gives its start notices, and its `template` and `rewrite` links
+//!   answer and restore a few queries ([`plugin_links`]): replies parse and carry the
+//!   client's question.
 //! - [`configmap`]: the kube-dns ConfigMap parser; an accepted ConfigMap renders into a
 //!   Corefile that parses.
 
@@ -200,6 +202,7 @@ pub fn corefile(data: &[u8]) {
     };
     if let Some(config) = parse_safely(text, &env) {
         let _ = config.notices();
+        plugin_links(&config, data);
     }
     // The same text as a hosts(5) file: every entry has names, each fully qualified.
     let root = [config::Zone { name: ".".into() }];
@@ -214,6 +217,123 @@ pub fn corefile(data: &[u8]) {
             let _ = parse_safely(&rendered, &env);
         }
     }
+}
+
+/// The `template` and `rewrite` links of each block of `config`, alone, on queries
+/// for a few names (one made of the input's bytes) and types: a template's answer,
+/// and a rewritten query's answer (a CNAME to the rewritten name) once restored, must
+/// parse, fit, and carry the client's ID and question.
+pub fn plugin_links(config: &Config, data: &[u8]) {
+    use crate::plugin::{Flow, Request, Rewrite, Template, Trail};
+    let stats = crate::telemetry::ShardStats::default();
+    let label: Vec<u8> = data.iter().copied().filter(|b| *b != 0).take(63).collect();
+    let mut names: Vec<Vec<u8>> = vec![b"\x03www\x07example\x03org\x00".to_vec(), b"\x00".to_vec()];
+    if !label.is_empty() {
+        let mut name = vec![label.len() as u8];
+        name.extend(&label);
+        name.extend(b"\x07example\x03org\x00");
+        names.push(name);
+    }
+    for block in &config.servers {
+        let (template, rewrite) = (Template::new(block), Rewrite::new(block));
+        if template.is_none() && rewrite.is_none() {
+            continue;
+        }
+        names.extend(
+            block
+                .zones
+                .iter()
+                .filter_map(|z| wire::name::zone_to_wire(&z.name)),
+        );
+        for name in &names {
+            for qtype in [1u16, 16, 28, 255] {
+                let packet = wire::simple_query(0x4242, name, qtype, true);
+                let Ok(query) = wire::parse_query(&packet) else {
+                    continue;
+                };
+                let req = Request {
+                    query: &query,
+                    client: ([10, 0, 0, 1], 5353).into(),
+                    transport: crate::upstream::Transport::Udp,
+                    endpoint: 0,
+                    block: 0,
+                    zone: 0,
+                    max_len: 512,
+                    now: std::time::Instant::now(),
+                    stats: &stats,
+                };
+                let mut out = [0u8; 512];
+                if let Some(template) = &template {
+                    if let Flow::Answer(len, _) = template.serve(&req, &mut out) {
+                        check_plugin_reply(&query, out.get(..len).unwrap_or_default());
+                    }
+                }
+                let mut trail = Trail::default();
+                if let Some(rewrite) = &rewrite {
+                    rewrite_round_trip(rewrite, &req, &mut trail, &mut out);
+                }
+            }
+        }
+    }
+}
+
+/// A rewritten query answered with a CNAME to its own name, then restored.
+fn rewrite_round_trip(
+    rewrite: &crate::plugin::Rewrite,
+    req: &crate::plugin::Request<'_>,
+    trail: &mut crate::plugin::Trail,
+    out: &mut [u8],
+) {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::{rdata::CNAME, RData, Record};
+    if let crate::plugin::Flow::Answer(len, _) = rewrite.serve(req, trail, out) {
+        check_plugin_reply(req.query, out.get(..len).unwrap_or_default());
+        return;
+    }
+    let Some(rewritten) = trail.rewrite.as_deref() else {
+        return;
+    };
+    let packet = rewritten.packet.as_deref().unwrap_or(req.query.packet);
+    let Ok(asked) = Message::from_vec(packet) else {
+        panic!("a rewritten query must parse");
+    };
+    let mut answer = asked.clone();
+    answer.set_message_type(MessageType::Response);
+    if let Some(q) = asked.queries().first() {
+        let target = RData::CNAME(CNAME(q.name().clone()));
+        answer.add_answer(Record::from_rdata(q.name().clone(), 30, target));
+    }
+    let Ok(bytes) = answer.to_vec() else {
+        return;
+    };
+    let Some(room) = out.get_mut(..) else {
+        return;
+    };
+    let Some(dst) = room.get_mut(..bytes.len()) else {
+        return;
+    };
+    dst.copy_from_slice(&bytes);
+    let len = rewrite.back(trail, room, bytes.len());
+    check_plugin_reply(req.query, out.get(..len).unwrap_or_default());
+}
+
+/// A reply a plugin wrote for `q`: fits the client's 512 bytes, parses, the
+/// client's ID and question bytes.
+fn check_plugin_reply(q: &wire::Query<'_>, reply: &[u8]) {
+    assert!(reply.len() <= 512);
+    if reply.is_empty() {
+        return;
+    }
+    assert_eq!(wire::message_id(reply), Some(q.id));
+    assert_eq!(
+        wire::question_bytes(reply),
+        Some(q.question()),
+        "the client's question"
+    );
+    assert!(
+        hickory_proto::op::Message::from_vec(reply).is_ok(),
+        "the reply parses"
+    );
 }
 
 /// Parses Corefile text, refusing inputs that would read device files (a fuzzer

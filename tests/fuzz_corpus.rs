@@ -93,3 +93,23 @@ proptest! {
         fuzzing::cache_answer(&data);
     }
 }
+
+/// The hand-written `template` and `rewrite` seeds are accepted Corefiles, so the
+/// fuzzer starts from inputs that reach the links themselves (`fuzzing::plugin_links`).
+#[test]
+fn plugin_seeds_parse() {
+    let seeds: Vec<PathBuf> = corpus("corefile")
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("template-") || name.starts_with("rewrite-")
+        })
+        .collect();
+    assert_eq!(seeds.len(), 6, "the template and rewrite seeds");
+    for seed in seeds {
+        let text = std::fs::read_to_string(&seed).expect("seed is text");
+        if let Err(err) = nodelocaldns::config::parse_corefile(&text, &seed) {
+            panic!("{}: {err}", seed.display());
+        }
+    }
+}

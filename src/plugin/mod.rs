@@ -39,6 +39,8 @@ pub use errors::ErrorLog;
 pub use flow::{AnswerAction, Flow, Origin, Request, Rewritten, Trail};
 pub use forward::Forward;
 pub use hosts::Hosts;
+pub use rewrite::Rewrite;
+pub use template::Template;
 
 /// node-cache's plugin order (CoreDNS `plugin.cfg` of k8s-dns-node-cache, plus our
 /// `acl` where CoreDNS has it, and `ready`): a query meets the plugins of its block in

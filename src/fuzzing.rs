@@ -290,7 +290,7 @@ fn rewrite_round_trip(
         check_plugin_reply(req.query, out.get(..len).unwrap_or_default());
         return;
     }
-    let Some(rewritten) = trail.rewrite.as_deref() else {
+    let Some(rewritten) = trail.rewrite.get() else {
         return;
     };
     let packet = rewritten.packet.as_deref().unwrap_or(req.query.packet);

@@ -51,7 +51,7 @@ pub struct Trail {
     pub refresh: bool,
     /// `rewrite`: the query the rest of the chain (and the miss path) sees, and how
     /// to turn its answer back into one for the client's question.
-    pub rewrite: Option<Box<Rewritten>>,
+    pub rewrite: RewriteSlot,
     /// `dns64`: the query may get a synthesised answer, with this configuration.
     pub dns64: Option<Dns64Config>,
     /// `dns64`: the answer written at once wants synthesis; its way back is left to
@@ -61,11 +61,47 @@ pub struct Trail {
     pub(super) passed: usize,
 }
 
+/// `rewrite`'s state in a [`Trail`]. Empty on almost every query: its drop is a
+/// check, the freeing is out of line, so the hit path's `Trail` drop stays inlined.
+#[derive(Default)]
+pub struct RewriteSlot(Option<Box<Rewritten>>);
+
+impl RewriteSlot {
+    pub fn new(rewritten: Rewritten) -> RewriteSlot {
+        RewriteSlot(Some(Box::new(rewritten)))
+    }
+
+    pub fn get(&self) -> Option<&Rewritten> {
+        self.0.as_deref()
+    }
+
+    pub fn get_mut(&mut self) -> Option<&mut Rewritten> {
+        self.0.as_deref_mut()
+    }
+}
+
+impl Drop for RewriteSlot {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            self.free();
+        }
+    }
+}
+
+impl RewriteSlot {
+    #[cold]
+    #[inline(never)]
+    fn free(&mut self) {
+        self.0 = None;
+    }
+}
+
 impl Trail {
     /// `f` of the query the chain resolved: the rewritten one if `rewrite` changed
     /// it, else `original` (for the miss path and refreshes, which key the cache).
     pub fn with_query<T>(&self, original: &Query<'_>, f: impl FnOnce(&Query<'_>) -> T) -> T {
-        let rewritten = self.rewrite.as_deref().and_then(|r| r.packet.as_deref());
+        let rewritten = self.rewrite.get().and_then(|r| r.packet.as_deref());
         match rewritten.map(crate::wire::parse_query) {
             Some(Ok(query)) => f(&query),
             _ => f(original),

@@ -36,7 +36,7 @@ use crate::wire::{self, Rcode};
 
 pub use cache::Cache;
 pub use errors::ErrorLog;
-pub use flow::{AnswerAction, Flow, Origin, Request, Rewritten, Trail};
+pub use flow::{AnswerAction, Flow, Origin, Request, RewriteSlot, Rewritten, Trail};
 pub use forward::Forward;
 pub use hosts::Hosts;
 pub use rewrite::Rewrite;
@@ -94,8 +94,9 @@ pub enum Plugin {
 
 impl Plugin {
     /// The plugin's verdict on `req`; an answer goes into `out`, whose length is the
-    /// client's limit.
-    #[inline]
+    /// client's limit. Always inlined: the hit path is this match and the cache's
+    /// lookup (plugins with large bodies keep them out of line).
+    #[inline(always)]
     fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
         match self {
             Plugin::Prometheus(p) => p.serve(req, trail),
@@ -195,41 +196,46 @@ impl Chain {
     /// plugin answers is answered SERVFAIL, as CoreDNS does at the chain's end.
     #[inline]
     pub fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
-        self.serve_from(0, req, trail, out)
+        self.serve_links(&self.plugins, 0, req, trail, out)
     }
 
-    /// [`Chain::serve`] from the link at `start`.
+    /// [`Chain::serve`] over `links`, the chain's plugins from index `start` on.
     #[inline(always)]
-    fn serve_from(
+    fn serve_links(
         &self,
+        links: &[Plugin],
         start: usize,
         req: &Request<'_>,
         trail: &mut Trail,
         out: &mut [u8],
     ) -> Flow {
-        let links = self.plugins.get(start..).unwrap_or_default();
         for (index, plugin) in links.iter().enumerate() {
             let index = start + index;
             let flow = plugin.serve(req, trail, out);
-            match flow {
-                Flow::Next => continue,
-                Flow::Rewritten => return self.serve_rewritten(index + 1, req, trail, out),
-                _ => {}
+            if flow == Flow::Next {
+                continue;
             }
             trail.passed = index;
-            // The first link answering (a plain block's cache hit) has no way back.
-            if let (Flow::Answer(len, origin), true) = (flow, index > 0) {
-                // An answer dns64 replaces goes back once replaced (`server/dns64.rs`).
-                let answer = out.get(..len).unwrap_or_default();
-                if trail
-                    .dns64
-                    .is_some_and(|c| dns64::wants_synthesis(&c, answer))
-                {
-                    trail.synthesize = true;
-                    return flow;
+            if let Flow::Answer(len, origin) = flow {
+                // The first link answering (a plain block's cache hit) has no way back.
+                if index > 0 {
+                    // An answer dns64 replaces goes back once replaced (`server/dns64.rs`).
+                    let answer = out.get(..len).unwrap_or_default();
+                    if trail
+                        .dns64
+                        .is_some_and(|c| dns64::wants_synthesis(&c, answer))
+                    {
+                        trail.synthesize = true;
+                        return flow;
+                    }
+                    let len = self.back_room(req.stats, trail, out, len, origin);
+                    return Flow::Answer(len, origin);
                 }
-                let len = self.back_room(req.stats, trail, out, len, origin);
-                return Flow::Answer(len, origin);
+                return flow;
+            }
+            // Off the hit path: only `rewrite` says so.
+            if flow == Flow::Rewritten {
+                return self.serve_rewritten(index + 1, req, trail, out);
             }
             return flow;
         }
@@ -249,9 +255,10 @@ impl Chain {
         trail: &mut Trail,
         out: &mut [u8],
     ) -> Flow {
-        let packet = trail.rewrite.as_mut().and_then(|r| r.packet.take());
+        let packet = trail.rewrite.get_mut().and_then(|r| r.packet.take());
+        let links = self.plugins.get(start..).unwrap_or_default();
         let Some(packet) = packet else {
-            return self.serve_from(start, req, trail, out);
+            return self.serve_links(links, start, req, trail, out);
         };
         let flow = match wire::parse_query(&packet) {
             Ok(query) => {
@@ -259,7 +266,7 @@ impl Chain {
                     query: &query,
                     ..*req
                 };
-                self.serve_from(start, &rewritten, trail, out)
+                self.serve_links(links, start, &rewritten, trail, out)
             }
             // Built by `rewrite` from a query that parsed: not expected.
             Err(_) => {
@@ -271,7 +278,7 @@ impl Chain {
                 )
             }
         };
-        if let Some(rewrite) = trail.rewrite.as_mut() {
+        if let Some(rewrite) = trail.rewrite.get_mut() {
             rewrite.packet = Some(packet);
         }
         flow
@@ -285,7 +292,7 @@ impl Chain {
             return;
         }
         let len = answer.len();
-        let room = trail.rewrite.as_ref().map_or(len, |r| r.max_len.max(len));
+        let room = trail.rewrite.get().map_or(len, |r| r.max_len.max(len));
         answer.resize(room, 0);
         let len = self.back_room(stats, trail, answer, len, origin);
         answer.truncate(len);

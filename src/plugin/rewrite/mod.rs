@@ -16,7 +16,7 @@ use hickory_proto::op::{Message, Query as Question};
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 
-use super::flow::{AnswerAction, Flow, Origin, Request, Rewritten, Trail};
+use super::flow::{AnswerAction, Flow, Origin, Request, RewriteSlot, Rewritten, Trail};
 use crate::config::{NameMatch, RewriteAction, RewriteRule, ServerBlock};
 use crate::wire::{self, flags, Header, Rcode, Writer, HEADER_BYTES};
 
@@ -42,6 +42,8 @@ impl Rewrite {
         })
     }
 
+    // Out of line, as the way back: the hit path's dispatch stays small.
+    #[inline(never)]
     pub fn serve(&self, req: &Request<'_>, trail: &mut Trail, out: &mut [u8]) -> Flow {
         let query = req.query;
         let Some(name) = wire::name::to_presentation_lower(query.qname) else {
@@ -82,12 +84,12 @@ impl Rewrite {
         } else {
             None
         };
-        trail.rewrite = Some(Box::new(Rewritten {
+        trail.rewrite = RewriteSlot::new(Rewritten {
             packet,
             question: query.question().to_vec(),
             actions,
             max_len: out.len(),
-        }));
+        });
         if changed {
             Flow::Rewritten
         } else {
@@ -96,8 +98,9 @@ impl Rewrite {
     }
 
     /// The answer to the rewritten query, made an answer to the client's.
+    #[inline(never)]
     pub fn back(&self, trail: &Trail, room: &mut [u8], len: usize) -> usize {
-        let Some(rewritten) = trail.rewrite.as_deref() else {
+        let Some(rewritten) = trail.rewrite.get() else {
             return len;
         };
         let Some(answer) = room.get(..len).filter(|a| !a.is_empty()) else {

@@ -252,12 +252,12 @@ fn answers_are_restored() {
     ));
     let bytes = upstream.to_vec().expect("encodes");
     let trail = Trail {
-        rewrite: Some(Box::new(Rewritten {
+        rewrite: RewriteSlot::new(Rewritten {
             packet: None,
             question,
             actions,
             max_len: 512,
-        })),
+        }),
         ..Trail::default()
     };
     let mut room = vec![0u8; 512];
@@ -291,16 +291,16 @@ fn answers_are_restored() {
     long_trail_actions.push(AnswerAction::Ttl { min: 1, max: 1 });
     let question = trail
         .rewrite
-        .as_ref()
+        .get()
         .map(|r| r.question.clone())
         .unwrap_or_default();
     let tight = Trail {
-        rewrite: Some(Box::new(Rewritten {
+        rewrite: RewriteSlot::new(Rewritten {
             packet: None,
             question,
             actions: long_trail_actions,
             max_len: len,
-        })),
+        }),
         ..Trail::default()
     };
     let mut room = small;

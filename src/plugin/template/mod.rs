@@ -90,6 +90,9 @@ impl Template {
         })
     }
 
+    // Out of line: a chain without templates must not grow by it (the hit path's
+    // dispatch stays small enough to inline).
+    #[inline(never)]
     pub fn serve(&self, req: &Request<'_>, out: &mut [u8]) -> Flow {
         let query = req.query;
         let mut name = None;

@@ -247,6 +247,11 @@ pub const TEMPLATES_PER_BLOCK_MAX: usize = 64;
 pub const TEMPLATE_RECORDS_MAX: usize = 32;
 /// Longest text of one record template and of one rendered record.
 pub const TEMPLATE_TEXT_BYTES_MAX: usize = 4096;
+/// `template`: metric series (listening address, zone, class, type, and for failures
+/// the record) one block's templates keep per shard; further ones count under the
+/// last kept series' neighbours as type `other`, so a flood of query types cannot
+/// grow them.
+pub const TEMPLATE_SERIES_MAX: usize = 256;
 /// `rewrite` rules in one server block, and `answer` rules of one rule.
 pub const REWRITE_RULES_PER_BLOCK_MAX: usize = 64;
 

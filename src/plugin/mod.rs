@@ -40,7 +40,7 @@ pub use flow::{AnswerAction, Flow, Origin, Request, RewriteSlot, Rewritten, Trai
 pub use forward::Forward;
 pub use hosts::Hosts;
 pub use rewrite::Rewrite;
-pub use template::Template;
+pub use template::{Failure as TemplateFailure, Template};
 
 /// node-cache's plugin order (CoreDNS `plugin.cfg` of k8s-dns-node-cache, plus our
 /// `acl` where CoreDNS has it, and `ready`): a query meets the plugins of its block in
@@ -350,6 +350,14 @@ impl Chain {
     pub fn dns64(&self) -> Option<&dns64::Dns64> {
         self.plugins.iter().find_map(|p| match p {
             Plugin::Dns64(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The block's `template`, for the metrics.
+    pub fn template(&self) -> Option<&template::Template> {
+        self.plugins.iter().find_map(|p| match p {
+            Plugin::Template(t) => Some(t),
             _ => None,
         })
     }

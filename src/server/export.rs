@@ -79,6 +79,7 @@ fn export_shard(shard: &Shard, index: usize, out: &mut Metrics) {
     export_upstreams(shard, out);
     export_extras(shard, index, out);
     export_dns64(shard, out);
+    export_template(shard, out);
     if index == 0 {
         export_hosts(shard, out);
     }
@@ -91,6 +92,39 @@ fn export_dns64(shard: &Shard, out: &mut Metrics) {
             if let Some(addr) = shard.endpoint_addr(endpoint) {
                 let server = crate::telemetry::stats::server_label(addr);
                 out.counter(&m::DNS64_TRANSLATED, &[server.as_str()], n);
+            }
+        }
+    }
+}
+
+/// `template` matches and record failures, by listening address, zone, class, type
+/// (and section and record).
+fn export_template(shard: &Shard, out: &mut Metrics) {
+    use crate::plugin::TemplateFailure;
+    for template in shard.blocks.iter().filter_map(|b| b.chain.template()) {
+        for s in template.samples() {
+            let Some(addr) = shard.endpoint_addr(s.endpoint) else {
+                continue;
+            };
+            let server = crate::telemetry::stats::server_label(addr);
+            let labels = [
+                server.as_str(),
+                s.zone,
+                "",
+                s.class.as_str(),
+                s.qtype.as_str(),
+            ];
+            match s.failure {
+                None => out.counter(&m::TEMPLATE_MATCHES, &labels, s.count),
+                Some((failure, section, text)) => {
+                    let family = match failure {
+                        TemplateFailure::Render => &m::TEMPLATE_FAILURES,
+                        TemplateFailure::Parse => &m::TEMPLATE_RR_FAILURES,
+                    };
+                    let [server, zone, view, class, qtype] = labels;
+                    let labels = [server, zone, view, class, qtype, section.name(), text];
+                    out.counter(family, &labels, s.count);
+                }
             }
         }
     }

@@ -295,6 +295,27 @@ family!(
     "Counter of DNS requests translated by dns64."
 );
 family!(
+    TEMPLATE_MATCHES,
+    "coredns_template_matches_total",
+    Counter,
+    ["server", "zone", "view", "class", "type"],
+    "Counter of template regex matches."
+);
+family!(
+    TEMPLATE_FAILURES,
+    "coredns_template_template_failures_total",
+    Counter,
+    ["server", "zone", "view", "class", "type", "section", "template"],
+    "Counter of go template failures."
+);
+family!(
+    TEMPLATE_RR_FAILURES,
+    "coredns_template_rr_failures_total",
+    Counter,
+    ["server", "zone", "view", "class", "type", "section", "template"],
+    "Counter of mis-templated RRs."
+);
+family!(
     HOSTS_ENTRIES,
     "coredns_hosts_entries",
     Gauge,
@@ -366,6 +387,9 @@ pub static FAMILIES: &[&Family] = &[
     &COALESCED,
     &ERRORS_SUMMARISED,
     &DNS64_TRANSLATED,
+    &TEMPLATE_MATCHES,
+    &TEMPLATE_FAILURES,
+    &TEMPLATE_RR_FAILURES,
     &HOSTS_ENTRIES,
     &HOSTS_RELOAD_TIMESTAMP,
     &HOSTS_READ_FAILURES,

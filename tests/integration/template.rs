@@ -131,6 +131,9 @@ fn matches_captures_and_servfail() {
         ".:$PORT {{\n    bind 127.0.0.1\n    prometheus 127.0.0.1:$FREEPORT1\n    \
          template IN TXT example.org {{\n        match ^([a-z]+)[.]example[.]org[.]$\n        \
          answer \"{{{{ .Name }}}} 30 {{{{ .Class }}}} {{{{ .Type }}}} \\\"{{{{ index .Match 1 }}}} in {{{{ .Zone }}}}\\\"\"\n    }}\n    \
+         template IN MX example.org {{\n        match ^(?P<x>a)[.]example[.]org[.]$ ^b[.]example[.]org[.]$\n        \
+         answer \"{{{{ .Group.x }}}}.example.org. 60 IN MX 10 mail.example.org.\"\n        \
+         additional \"{{{{ .Name }}}} 60 IN A 300.1.1.1\"\n    }}\n    \
          template IN ANY example.org {{\n        rcode REFUSED\n    }}\n    \
          forward . 127.0.0.1:{}\n}}\n",
         knot.port
@@ -166,7 +169,58 @@ fn matches_captures_and_servfail() {
     );
     assert_eq!(a.response_code(), ResponseCode::Refused);
     assert!(a.answers().is_empty());
+    // A record that does not parse (300.1.1.1), a capture the matching pattern lacks:
+    // SERVFAIL, each counted as CoreDNS counts it.
+    let bad = client::udp(
+        cache.addr(),
+        &client::query("a.example.org.", RecordType::MX),
+    );
+    assert_eq!(bad.response_code(), ResponseCode::ServFail);
+    let bad = client::udp(
+        cache.addr(),
+        &client::query("b.example.org.", RecordType::MX),
+    );
+    assert_eq!(bad.response_code(), ResponseCode::ServFail);
     let metrics = cache.metrics();
+    let server = format!("dns://127.0.0.1:{}", cache.port);
+    let series = |family: &str, labels: &str| {
+        let prefix =
+            format!("{family}{{server=\"{server}\",zone=\"example.org.\",view=\"\",{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}:\n{metrics}"))
+            .to_string()
+    };
+    assert_eq!(
+        series(
+            "coredns_template_matches_total",
+            "class=\"IN\",type=\"TXT\""
+        ),
+        "2"
+    );
+    assert_eq!(
+        series("coredns_template_matches_total", "class=\"IN\",type=\"A\""),
+        "1"
+    );
+    assert_eq!(
+        series("coredns_template_matches_total", "class=\"IN\",type=\"MX\""),
+        "2"
+    );
+    assert_eq!(
+        series(
+            "coredns_template_rr_failures_total",
+            "class=\"IN\",type=\"MX\",section=\"additional\",template=\"{{ .Name }} 60 IN A 300.1.1.1\""
+        ),
+        "1"
+    );
+    assert_eq!(
+        series(
+            "coredns_template_template_failures_total",
+            "class=\"IN\",type=\"MX\",section=\"answer\",template=\"{{ .Group.x }}.example.org. 60 IN MX 10 mail.example.org.\""
+        ),
+        "1"
+    );
     let line = metrics
         .lines()
         .find(|l| {

@@ -10,7 +10,6 @@
 //! queries that reach a template pay for it. A record that does not render or parse
 //! is answered SERVFAIL and counted, as CoreDNS does.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as Question, ResponseCode};
@@ -27,13 +26,27 @@ use crate::config::{
 use crate::limits;
 use crate::wire::{self, Rcode};
 
+mod series;
+
+pub use series::{Failure, Section};
+
 /// The block's templates.
 pub struct Template {
     templates: Box<[Compiled]>,
-    /// Queries a template answered (`coredns_template_matches_total`).
-    pub matches: Cell<u64>,
-    /// Records that failed to render or parse (`coredns_template_rr_failures_total`).
-    pub failures: Cell<u64>,
+    /// Matches and record failures, for `coredns_template_*`.
+    series: series::Series,
+}
+
+/// One sample of the template metrics, labelled.
+pub struct Sample<'t> {
+    pub endpoint: usize,
+    pub zone: &'t str,
+    pub class: String,
+    pub qtype: String,
+    /// None for `coredns_template_matches_total`; else the failure, its section
+    /// and the record template's text.
+    pub failure: Option<(Failure, Section, &'t str)>,
+    pub count: u64,
 }
 
 /// One template with its zones in wire form.
@@ -55,9 +68,10 @@ struct Data<'a> {
     names: &'a regex::Regex,
 }
 
-/// Why a template could not answer.
+/// Why a template could not answer: which record failed, how (None: the message
+/// itself could not be written).
 #[derive(Debug)]
-struct RenderError;
+struct RenderError(Option<(Failure, Section, usize)>);
 
 impl Template {
     pub fn new(block: &ServerBlock) -> Option<Template> {
@@ -85,9 +99,43 @@ impl Template {
             .collect();
         Some(Template {
             templates,
-            matches: Cell::new(0),
-            failures: Cell::new(0),
+            series: series::Series::default(),
         })
+    }
+
+    /// The metric samples of this shard.
+    pub fn samples(&self) -> Vec<Sample<'_>> {
+        let label = |code: u16, name: fn(u16) -> String| {
+            if code == 0 {
+                "other".to_string()
+            } else {
+                name(code)
+            }
+        };
+        let mut samples = Vec::new();
+        for (key, count) in self.series.snapshot() {
+            let Some(template) = self.templates.get(key.template) else {
+                continue;
+            };
+            let config = &template.config;
+            let failure = key.failure.and_then(|(failure, section, index)| {
+                let records = match section {
+                    Section::Answer => &config.answer,
+                    Section::Additional => &config.additional,
+                    Section::Authority => &config.authority,
+                };
+                Some((failure, section, records.get(index)?.text.as_str()))
+            });
+            samples.push(Sample {
+                endpoint: key.endpoint,
+                zone: template.zones.get(key.zone).map_or("", |z| z.1.as_str()),
+                class: label(key.class, class_name),
+                qtype: label(key.qtype, |t| wire::type_to_string(t).into_owned()),
+                failure,
+                count,
+            });
+        }
+        samples
     }
 
     // Out of line: a chain without templates must not grow by it (the hit path's
@@ -96,13 +144,14 @@ impl Template {
     pub fn serve(&self, req: &Request<'_>, out: &mut [u8]) -> Flow {
         let query = req.query;
         let mut name = None;
-        for template in self.templates.iter() {
+        for (template_index, template) in self.templates.iter().enumerate() {
             // The longest of the template's zones the name is in.
-            let Some(zone) = template
+            let Some((zone_index, zone)) = template
                 .zones
                 .iter()
-                .filter(|(wire_zone, _)| wire::name::in_zone(query.qname, wire_zone))
-                .max_by_key(|(wire_zone, _)| wire_zone.len())
+                .enumerate()
+                .filter(|(_, (wire_zone, _))| wire::name::in_zone(query.qname, wire_zone))
+                .max_by_key(|(_, (wire_zone, _))| wire_zone.len())
             else {
                 continue;
             };
@@ -127,16 +176,28 @@ impl Template {
                 }
                 return servfail(req, out);
             };
-            self.matches.set(self.matches.get() + 1);
+            let shown = |want: u16, got: u16| if got == TEMPLATE_ANY { want } else { got };
+            let (class, qtype) = (
+                shown(config.class, query.qclass),
+                shown(config.qtype, query.qtype),
+            );
+            let key = series::Key {
+                endpoint: req.endpoint,
+                template: template_index,
+                zone: zone_index,
+                class,
+                qtype,
+                failure: None,
+            };
+            self.series.bump(key);
             if config.rcode == Rcode::ServFail.code() {
                 return servfail(req, out);
             }
-            let shown = |want: u16, got: u16| if got == TEMPLATE_ANY { want } else { got };
             let data = Data {
                 name,
                 zone: &zone.1,
-                class: &class_name(shown(config.class, query.qclass)),
-                qtype: &wire::type_to_string(shown(config.qtype, query.qtype)),
+                class: &class_name(class),
+                qtype: &wire::type_to_string(qtype),
                 client: req.client,
                 pattern: pattern.0.as_str(),
                 captures: &captures,
@@ -144,8 +205,10 @@ impl Template {
             };
             return match answer(config, &data, req, out) {
                 Ok(len) => Flow::Answer(len, Origin::Template),
-                Err(RenderError) => {
-                    self.failures.set(self.failures.get() + 1);
+                Err(RenderError(failure)) => {
+                    if failure.is_some() {
+                        self.series.bump(series::Key { failure, ..key });
+                    }
                     servfail(req, out)
                 }
             };
@@ -197,18 +260,18 @@ fn answer(
         .set_recursion_desired(query.rd())
         .set_checking_disabled(query.cd())
         .set_response_code(ResponseCode::from_low(config.rcode as u8));
-    let qname = Name::from_bytes(query.qname).map_err(|_| RenderError)?;
+    let qname = Name::from_bytes(query.qname).map_err(|_| RenderError(None))?;
     let mut question = Question::query(qname, RecordType::from(query.qtype));
     question.set_query_class(DNSClass::from(query.qclass));
     msg.add_query(question);
-    for template in &config.answer {
-        msg.add_answer(record(template, data)?);
+    for (index, template) in config.answer.iter().enumerate() {
+        msg.add_answer(record(template, data, Section::Answer, index)?);
     }
-    for template in &config.authority {
-        msg.add_name_server(record(template, data)?);
+    for (index, template) in config.authority.iter().enumerate() {
+        msg.add_name_server(record(template, data, Section::Authority, index)?);
     }
-    for template in &config.additional {
-        msg.add_additional(record(template, data)?);
+    for (index, template) in config.additional.iter().enumerate() {
+        msg.add_additional(record(template, data, Section::Additional, index)?);
     }
     if let Some(client) = query.edns {
         let mut edns = Edns::new();
@@ -222,7 +285,7 @@ fn answer(
         }
         msg.set_edns(edns);
     }
-    let mut bytes = msg.to_vec().map_err(|_| RenderError)?;
+    let mut bytes = msg.to_vec().map_err(|_| RenderError(None))?;
     if bytes.len() > out.len() {
         // Too large for the client: TC set, no records, as CoreDNS's scrub does when
         // not even one record fits.
@@ -230,9 +293,9 @@ fn answer(
         msg.name_servers_mut().clear();
         msg.additionals_mut().clear();
         msg.set_truncated(true);
-        bytes = msg.to_vec().map_err(|_| RenderError)?;
+        bytes = msg.to_vec().map_err(|_| RenderError(None))?;
     }
-    let dst = out.get_mut(..bytes.len()).ok_or(RenderError)?;
+    let dst = out.get_mut(..bytes.len()).ok_or(RenderError(None))?;
     dst.copy_from_slice(&bytes);
     Ok(bytes.len())
 }
@@ -241,12 +304,19 @@ fn answer(
 const EDE_OPTION: u16 = 15;
 
 /// Renders one record template and parses the result as a zone-file record.
-fn record(template: &RecordTemplate, data: &Data<'_>) -> Result<Record, RenderError> {
-    let text = render(template, data)?;
-    parse_record(&text).ok_or(RenderError)
+fn record(
+    template: &RecordTemplate,
+    data: &Data<'_>,
+    section: Section,
+    index: usize,
+) -> Result<Record, RenderError> {
+    let text =
+        render(template, data).ok_or(RenderError(Some((Failure::Render, section, index))))?;
+    parse_record(&text).ok_or(RenderError(Some((Failure::Parse, section, index))))
 }
 
-fn render(template: &RecordTemplate, data: &Data<'_>) -> Result<String, RenderError> {
+/// The record's text; None if a capture it names is missing or it grows too long.
+fn render(template: &RecordTemplate, data: &Data<'_>) -> Option<String> {
     let mut text = String::with_capacity(template.text.len() + data.name.len());
     for part in &template.parts {
         let piece: std::borrow::Cow<'_, str> = match part {
@@ -261,33 +331,29 @@ fn render(template: &RecordTemplate, data: &Data<'_>) -> Result<String, RenderEr
             TemplatePart::Match(n) => match data.captures.get(*n) {
                 Some(m) => m.as_str().into(),
                 None if *n < data.captures.len() => "".into(),
-                None => return Err(RenderError),
+                None => return None,
             },
             TemplatePart::Group(key) => group(data, key)?.into(),
         };
         text.push_str(&piece);
         if text.len() > limits::TEMPLATE_TEXT_BYTES_MAX {
-            return Err(RenderError);
+            return None;
         }
     }
-    Ok(text)
+    Some(text)
 }
 
 /// A capture by name, or by number as CoreDNS's `.Group` map also holds them. A
 /// name the matching pattern lacks would render Go's "<no value>": refused.
-fn group<'d>(data: &'d Data<'_>, key: &str) -> Result<&'d str, RenderError> {
+fn group<'d>(data: &'d Data<'_>, key: &str) -> Option<&'d str> {
     let index = match key.parse::<usize>() {
         Ok(n) => n,
-        Err(_) => data
-            .names
-            .capture_names()
-            .position(|g| g == Some(key))
-            .ok_or(RenderError)?,
+        Err(_) => data.names.capture_names().position(|g| g == Some(key))?,
     };
     if index >= data.captures.len() {
-        return Err(RenderError);
+        return None;
     }
-    Ok(data.captures.get(index).map_or("", |m| m.as_str()))
+    Some(data.captures.get(index).map_or("", |m| m.as_str()))
 }
 
 /// A zone-file record line, `OWNER [TTL] [CLASS] TYPE RDATA` (TTL and CLASS in

@@ -7,7 +7,7 @@
 //! same walk reads.
 //!
 //! Nothing here fails: an unreadable or malformed file is "no limit", and what was
-//! found is logged by the caller with the plan made from it.
+//! found is logged by the caller with the plan made from it (`memory_plan`).
 
 use std::path::{Path, PathBuf};
 
@@ -77,32 +77,6 @@ impl Limits {
             _ => cores,
         }
     }
-}
-
-/// How many misses each shard may keep pending within `memory_bytes` (a cgroup
-/// limit or `--memory-limit`): [`limits::MEMORY_MISSES_QUARTERS`] of the limit, less
-/// the base and each shard's own ([`base_bytes`]), at [`limits::MISS_PENDING_BYTES`]
-/// each, shared by the shards, within the per-shard bounds. Without a limit, the
-/// per-shard maximum.
-pub fn misses_pending_per_shard(memory_bytes: Option<u64>, shards: usize) -> usize {
-    use crate::limits::{
-        MEMORY_MISSES_QUARTERS, MISSES_PENDING_PER_SHARD_MAX, MISSES_PENDING_PER_SHARD_MIN,
-        MISS_PENDING_BYTES,
-    };
-    let Some(limit) = memory_bytes else {
-        return MISSES_PENDING_PER_SHARD_MAX;
-    };
-    let budget = (limit / 4 * MEMORY_MISSES_QUARTERS).saturating_sub(base_bytes(shards));
-    let per_shard = budget / MISS_PENDING_BYTES / shards.max(1) as u64;
-    usize::try_from(per_shard)
-        .unwrap_or(usize::MAX)
-        .clamp(MISSES_PENDING_PER_SHARD_MIN, MISSES_PENDING_PER_SHARD_MAX)
-}
-
-/// What `shards` shards take before any miss is pending (the plan's base).
-pub fn base_bytes(shards: usize) -> u64 {
-    use crate::limits::{MEMORY_BASE_BYTES, MEMORY_SHARD_BYTES};
-    MEMORY_BASE_BYTES.saturating_add(MEMORY_SHARD_BYTES.saturating_mul(shards as u64))
 }
 
 /// The directories from `base` + `path` up to `base` (the nearest first); when the
@@ -254,34 +228,6 @@ mod tests {
         assert_eq!(limits.cpu_cores, Some(2.5));
         assert_eq!(limits.shards(2), 2);
         assert_eq!(limits.shards(4), 3);
-    }
-
-    #[test]
-    fn pending_misses_share_the_memory_limit() {
-        use crate::limits::{MISSES_PENDING_PER_SHARD_MAX, MISSES_PENDING_PER_SHARD_MIN};
-        assert_eq!(
-            misses_pending_per_shard(None, 2),
-            MISSES_PENDING_PER_SHARD_MAX
-        );
-        // 64 MiB: 48 MiB less 20 MiB base and 4 MiB a shard, 12 KiB a miss.
-        assert_eq!(misses_pending_per_shard(Some(64 << 20), 1), 2_048);
-        assert_eq!(misses_pending_per_shard(Some(64 << 20), 2), 853);
-        assert_eq!(
-            misses_pending_per_shard(Some(64 << 20), 16),
-            MISSES_PENDING_PER_SHARD_MIN
-        );
-        assert_eq!(
-            misses_pending_per_shard(Some(16 << 20), 2),
-            MISSES_PENDING_PER_SHARD_MIN
-        );
-        assert_eq!(
-            misses_pending_per_shard(Some(8 << 30), 4),
-            MISSES_PENDING_PER_SHARD_MAX
-        );
-        assert_eq!(
-            misses_pending_per_shard(Some(u64::MAX), 0),
-            MISSES_PENDING_PER_SHARD_MAX
-        );
     }
 
     #[test]

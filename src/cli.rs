@@ -158,24 +158,31 @@ pub struct Cli {
     #[arg(long = "io-engine", value_name = "ENGINE", default_value = "auto",
           value_parser = |s: &str| s.parse::<crate::engine::Choice>())]
     pub io_engine: crate::engine::Choice,
-    /// io_uring memory per shard, in bytes (registered memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK).
-    #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
-    pub io_memory_bytes: usize,
+    /// io_uring memory per shard, in bytes (registered memory counts against
+    /// RLIMIT_MEMLOCK without CAP_IPC_LOCK); default: from the memory plan, 2 MiB
+    /// without a limit.
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    pub io_memory_bytes: Option<usize>,
     /// Memory limit to plan within, in bytes; default: the cgroup's (v1
-    /// memory.limit_in_bytes, v2 memory.max), or none. The plan bounds the pending
-    /// misses and is logged at start.
+    /// memory.limit_in_bytes, v2 memory.max), or none. The plan sizes the cache, the
+    /// pending misses, the TCP clients, the I/O memory and the UDP receive buffers,
+    /// and is logged at start.
     #[arg(long = "memory-limit", value_name = "BYTES")]
     pub memory_limit: Option<u64>,
+    /// Bytes of every server block's cache together (a cache configured larger is
+    /// capped and logged); default: from the memory plan, as configured without a limit.
+    #[arg(long = "cache-bytes-max", value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_bytes_max: Option<u64>,
     /// Misses each shard may keep pending (past it: SERVFAIL, counted); default: from
     /// the memory plan, or 4096 without a limit.
     #[arg(long = "misses-pending-max", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub misses_pending_max: Option<u64>,
-    /// TCP clients per shard; more are closed at once and counted.
-    #[arg(long = "tcp-clients-max", value_name = "N",
-          default_value_t = crate::limits::TCP_CLIENTS_PER_SHARD_MAX,
-          value_parser = parse_count)]
-    pub tcp_clients_max: usize,
+    /// TCP clients per shard; more are closed at once and counted; default: from the
+    /// memory plan, or 1024 without a limit.
+    #[arg(long = "tcp-clients-max", value_name = "N", value_parser = parse_count)]
+    pub tcp_clients_max: Option<usize>,
     /// Idle time between queries before a TCP client is closed.
     #[arg(long = "tcp-idle-timeout", value_name = "DURATION", default_value = "10s",
           value_parser = parse_interval)]

@@ -9,6 +9,8 @@
 //! - [`telemetry`]: per-shard counters → CoreDNS metrics, health, readiness.
 //! - [`cli`]: command-line flags, node-cache style.
 //! - [`engine`]: the I/O engine door: io_uring (glommio) or epoll (tokio), probed at start.
+//! - [`cgroup`]: the container's CPU quota and memory limit.
+//! - [`memory_plan`]: every memory budget sized within the limit.
 //! - [`server`]: executors, listeners, the per-core query loop, shutdown.
 //! - [`doctor`]: `nodelocaldns doctor`, what is wrong with this node's DNS path.
 //! - [`fuzzing`]: the fuzz targets' bodies, shared with the corpus replay test.
@@ -25,6 +27,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod memory_plan;
 pub mod node;
 pub mod plugin;
 pub mod server;

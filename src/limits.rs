@@ -180,23 +180,72 @@ pub const OWNER_HASH_SEED: u64 = 0x6e6f_6465_6c6f_6361;
 pub const MISSES_PENDING_PER_SHARD_MAX: usize = 4_096;
 /// The fewest pending misses a shard gets from a memory plan, however small.
 pub const MISSES_PENDING_PER_SHARD_MIN: usize = 64;
-/// Memory plan under a cgroup memory limit (or `--memory-limit`): what the process
-/// takes before any miss is pending, apart from the shards (the HTTP threads, the
-/// node's control plane, a default `cache` full): idle RSS measured 12–20 MiB with
-/// two shards.
-pub const MEMORY_BASE_BYTES: u64 = 20 << 20;
-/// Memory plan: what each shard adds before any miss is pending (its io_uring
-/// memory, 2 MiB by default, its thread, buffers and tables).
-pub const MEMORY_SHARD_BYTES: u64 = 4 << 20;
-/// Memory plan: the part of the limit pending misses may take, in quarters (the rest
-/// is the base, the kernel's socket buffers charged to the cgroup, and slack).
-pub const MEMORY_MISSES_QUARTERS: u64 = 3;
+/// Memory plan (`memory_plan`) under a cgroup memory limit (or `--memory-limit`):
+/// what the process takes apart from the shards and the budgets below (the binary,
+/// the HTTP threads, the node's control plane, allocator arenas): idle RSS measured
+/// 7–9 MiB with one or two shards and the node's Corefile, rounded up with room for
+/// the threads' stacks and a reload's second configuration.
+pub const MEMORY_BASE_BYTES: u64 = 16 << 20;
+/// Memory plan: what each shard adds before any budget is used, besides its I/O
+/// memory: its UDP batches (2 × 32 × 4 KiB per socket, up to four sockets), its
+/// scratch answer buffers, its thread's stack and tables.
+pub const MEMORY_SHARD_BYTES: u64 = 2 << 20;
+/// io_uring memory per shard (`--io-memory-bytes`; registered memory counts against
+/// RLIMIT_MEMLOCK without CAP_IPC_LOCK) unless the plan makes it smaller.
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
+/// The smallest io_uring memory a plan gives a shard (a tight limit).
+pub const IO_MEMORY_BYTES_MIN: usize = 512 << 10;
+/// Memory plan: the part of the limit no budget takes, in quarters: the kernel's
+/// socket buffers charged to the cgroup (UDP receive queues, TCP windows), the
+/// allocator's fragmentation, page tables.
+pub const MEMORY_SLACK_QUARTERS: u64 = 1;
+/// Memory plan: how what is left after the base and the shards is shared, in
+/// eighths: the cache, the pending misses (with their upstream queries and in-flight
+/// entries), the TCP clients.
+pub const MEMORY_CACHE_EIGHTHS: u64 = 3;
+pub const MEMORY_MISSES_EIGHTHS: u64 = 3;
+pub const MEMORY_TCP_EIGHTHS: u64 = 2;
 /// Memory plan: what one pending miss costs, measured with heaptrack under a miss
 /// flood (its task's future ~6.5 KiB, its cross-shard request and upstream queue
-/// entry), rounded up.
+/// entry), rounded up. Every upstream query in flight belongs to a pending miss (the
+/// asker's or, routed to its owner, another shard's), so this bounds the upstream
+/// queues and in-flight tables too.
 pub const MISS_PENDING_BYTES: u64 = 12 << 10;
+/// Memory plan: what one TCP client costs while it asks small queries: its tasks and
+/// their futures, its query buffer (grown to the largest query it sent), its queued
+/// answers and its socket's kernel buffers; measured ~6 KiB of RSS per idle client
+/// (`bench/runs/2026-12-04-memory-plan`), rounded up for queries in flight.
+pub const TCP_CLIENT_BYTES: u64 = 16 << 10;
+/// The fewest TCP clients per shard a plan allows, however small the limit.
+pub const TCP_CLIENTS_PER_SHARD_MIN: usize = 16;
+/// Memory plan: bytes one cache entry takes for planning the entry count from the
+/// cache's bytes: its 48-byte slot, its allocation (an A / AAAA / NXDOMAIN answer of
+/// a cluster name: 110–180 bytes, malloc-rounded) and its ~16 bytes of index and
+/// expiry bucket. The byte budget still bounds larger answers.
+pub const CACHE_ENTRY_BYTES_TYPICAL: usize = 256;
+/// The smallest cache a plan leaves, however small the limit (bytes, all blocks).
+pub const CACHE_BYTES_MIN: u64 = 1 << 20;
+/// Memory plan: each UDP listening socket's SO_RCVBUF is at most the limit divided by
+/// this (the kernel charges the queue, up to twice SO_RCVBUF, to the cgroup), within
+/// [`UDP_RCVBUF_BYTES_MIN`] and [`UDP_RCVBUF_BYTES_DEFAULT`].
+pub const MEMORY_RCVBUF_DIVISOR: u64 = 64;
+pub const UDP_RCVBUF_BYTES_MIN: usize = 256 << 10;
+/// Memory plan: logging. Lines are formatted into one thread-local line buffer and
+/// written unbuffered to stderr; the `errors` plugin tracks at most
+/// [`ERRORS_KINDS_MAX`] kinds per block and shard, the `log` plugin writes each line
+/// as it goes. What that takes at most, per shard.
+pub const MEMORY_LOG_BYTES: u64 = 256 << 10;
 const _: () = assert!(MISSES_PENDING_PER_SHARD_MIN <= MISSES_PENDING_PER_SHARD_MAX);
-const _: () = assert!(MEMORY_MISSES_QUARTERS < 4);
+const _: () = assert!(TCP_CLIENTS_PER_SHARD_MIN <= TCP_CLIENTS_PER_SHARD_MAX);
+const _: () = assert!(MEMORY_SLACK_QUARTERS >= 1 && MEMORY_SLACK_QUARTERS < 4);
+const _: () = assert!(MEMORY_CACHE_EIGHTHS + MEMORY_MISSES_EIGHTHS + MEMORY_TCP_EIGHTHS == 8);
+const _: () = assert!(CACHE_ENTRY_BYTES_TYPICAL <= CACHE_ENTRY_BYTES_BUDGET);
+const _: () = assert!(IO_MEMORY_BYTES_MIN <= IO_MEMORY_BYTES_DEFAULT);
+const _: () = assert!(UDP_RCVBUF_BYTES_MIN <= UDP_RCVBUF_BYTES_DEFAULT);
+const _: () = assert!(MEMORY_LOG_BYTES >= ERRORS_KINDS_MAX as u64 * 1024);
+// A TCP client's query buffer holds the largest query it sent; the plan's figure is
+// for the small queries clients send, never below one UDP payload.
+const _: () = assert!(TCP_CLIENT_BYTES >= UDP_PAYLOAD_BYTES_MAX as u64);
 
 /// nftables rules mode: longest one netlink receive waits for the kernel (a batch's
 /// acknowledgements, one message of a dump); the teardown's own deadline bounds the

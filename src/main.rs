@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use nodelocaldns::cli::Cli;
+use nodelocaldns::memory_plan::{LimitSource, Overrides, Plan};
 use nodelocaldns::{node, server};
 
 fn main() -> ExitCode {
@@ -61,40 +62,26 @@ fn shards(cli: &Cli, limits: &nodelocaldns::cgroup::Limits) -> usize {
     shards
 }
 
-/// The memory plan: `--misses-pending-max`, or what `--memory-limit` (default: the
-/// cgroup's limit) leaves each shard for pending misses; logged.
-fn misses_pending_max(cli: &Cli, limits: &nodelocaldns::cgroup::Limits, shards: usize) -> usize {
-    let limit = cli.memory_limit.or(limits.memory_bytes);
-    let planned = nodelocaldns::cgroup::misses_pending_per_shard(limit, shards);
-    let chosen = cli
-        .misses_pending_max
-        .map_or(planned, |n| usize::try_from(n).unwrap_or(planned));
-    tracing::info!(
-        memory_limit_bytes = ?limit,
-        misses_pending_per_shard = chosen,
-        from = if cli.misses_pending_max.is_some() {
-            "--misses-pending-max"
-        } else if cli.memory_limit.is_some() {
-            "--memory-limit"
-        } else if limit.is_some() {
-            "cgroup memory limit"
-        } else {
-            "no memory limit"
-        },
-        "memory plan"
-    );
-    if let Some(limit) = limit {
-        let base = nodelocaldns::cgroup::base_bytes(shards);
-        if base >= limit / 2 {
-            tracing::warn!(
-                memory_limit_bytes = limit,
-                shards,
-                base_bytes = base,
-                "the memory limit is small for this many shards: set --shards or a CPU limit"
-            );
-        }
-    }
-    chosen
+/// The memory plan: every budget within `--memory-limit` (default: the cgroup's
+/// limit), each flag winning over the plan; logged in one line.
+fn memory_plan(cli: &Cli, limits: &nodelocaldns::cgroup::Limits, shards: usize) -> Plan {
+    let (limit, source) = match (cli.memory_limit, limits.memory_bytes) {
+        (Some(limit), _) => (Some(limit), LimitSource::Flag),
+        (None, Some(limit)) => (Some(limit), LimitSource::Cgroup),
+        (None, None) => (None, LimitSource::None),
+    };
+    let overrides = Overrides {
+        cache_bytes: cli.cache_bytes_max,
+        misses_pending_per_shard: cli
+            .misses_pending_max
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        tcp_clients_per_shard: cli.tcp_clients_max,
+        io_memory_bytes: cli.io_memory_bytes,
+        rcvbuf_bytes: cli.rcvbuf_bytes,
+    };
+    let plan = Plan::new(limit, source, shards, &overrides);
+    plan.log();
+    plan
 }
 
 /// The error and its causes, each cause once (our errors often quote their source).
@@ -115,11 +102,14 @@ fn describe(err: &anyhow::Error) -> String {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let limits = nodelocaldns::cgroup::Limits::of_self();
     let shards = shards(&cli, &limits);
+    let plan = memory_plan(&cli, &limits, shards);
     let mut options = server::Options {
         shards: Some(shards),
-        misses_pending_max: misses_pending_max(&cli, &limits, shards),
         io_engine: cli.io_engine,
-        io_memory_bytes: cli.io_memory_bytes,
+        misses_pending_max: plan.misses_pending_per_shard,
+        io_memory_bytes: plan.io_memory_bytes,
+        rcvbuf_bytes: plan.rcvbuf_bytes,
+        cache_bytes_max: plan.cache_bytes,
         sndbuf_bytes: cli.sndbuf_bytes,
         busy_poll_usecs: cli.busy_poll_usecs,
         udp_coalesce: std::time::Duration::from_micros(cli.udp_coalesce_usecs.into()),
@@ -127,16 +117,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         udp_gso: cli.udp_gso,
         reuseport_cpu: cli.reuseport_cpu,
         tcp: server::TcpLimits {
-            clients_per_shard_max: cli.tcp_clients_max,
+            clients_per_shard_max: plan.tcp_clients_per_shard,
             idle: cli.tcp_idle_timeout,
         },
         ..Default::default()
     };
     if let Some(batch) = cli.udp_batch {
         options.udp_batch = batch;
-    }
-    if let Some(bytes) = cli.rcvbuf_bytes {
-        options.rcvbuf_bytes = bytes;
     }
     node::run(&cli, &options).context("nodelocaldns")
 }

@@ -90,6 +90,9 @@ pub struct Options {
     /// Misses each shard may keep waiting for an answer; past it a miss gets SERVFAIL
     /// at once and is counted (the memory plan sizes it from the cgroup's limit).
     pub misses_pending_max: usize,
+    /// Bytes of every block's cache together (the memory plan's); a configuration
+    /// whose caches are larger is capped when applied. None: as configured.
+    pub cache_bytes_max: Option<u64>,
     /// Pin shard k to the k-th usable core.
     pub pin: bool,
     /// TCP clients: connection limit per shard and idle timeout.
@@ -128,8 +131,9 @@ impl Default for Options {
             busy_poll_usecs: None,
             reuseport_cpu: false,
             io_engine: engine::Choice::Auto,
-            io_memory_bytes: 2 * 1024 * 1024,
+            io_memory_bytes: limits::IO_MEMORY_BYTES_DEFAULT,
             misses_pending_max: limits::MISSES_PENDING_PER_SHARD_MAX,
+            cache_bytes_max: None,
             pin: true,
             tcp: TcpLimits::default(),
         }
@@ -217,7 +221,8 @@ impl Running {
     /// endpoints in both configurations stay open (no query is lost); new endpoints
     /// are opened here first, so a bind error leaves the running configuration
     /// untouched; endpoints that are gone close.
-    pub fn reload(&mut self, config: Config) -> Result<(), ServerError> {
+    pub fn reload(&mut self, mut config: Config) -> Result<(), ServerError> {
+        crate::memory_plan::fit_caches(&mut config, self.options.cache_bytes_max);
         let mut endpoints = listen::endpoints(&config);
         if endpoints.is_empty() {
             return Err(ServerError::NothingToServe);
@@ -250,7 +255,8 @@ impl Running {
 }
 
 /// Opens the listeners of `config` and starts the shards.
-pub fn start(config: Config, options: &Options) -> Result<Running, ServerError> {
+pub fn start(mut config: Config, options: &Options) -> Result<Running, ServerError> {
+    crate::memory_plan::fit_caches(&mut config, options.cache_bytes_max);
     query::set_misses_pending_max(options.misses_pending_max);
     // Before any executor: an io_uring that cannot run is an error here (or, with
     // `auto`, epoll), never a panic on a shard thread.

@@ -26,6 +26,14 @@ use crate::limits;
 use crate::upstream::{with_deadline, Transport};
 use crate::wire;
 
+thread_local! {
+    /// The shard's one buffer a TCP answer is written into before it is framed (a
+    /// copy of the answer's own length goes to the client's writer), so a client
+    /// holds no 64 KiB answer buffer of its own (memory plan: `TCP_CLIENT_BYTES`).
+    static ANSWER: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; limits::MESSAGE_BYTES_MAX].into_boxed_slice());
+}
+
 /// What the shard's stop sees of one listener and its connections.
 #[derive(Debug)]
 pub struct Control {
@@ -142,8 +150,9 @@ async fn serve_client(
     let frames = Rc::new(frames);
     let writing = engine::spawn_local(write_answers(writer, queue, write));
     let inflight = Rc::new(Cell::new(0usize));
-    let mut packet = vec![0u8; limits::MESSAGE_BYTES_MAX];
-    let mut out = vec![0u8; limits::MESSAGE_BYTES_MAX];
+    // Grown to the query's length (a client's queries are small), never 64 KiB per
+    // client up front; the answer is written into the shard's buffer (`ANSWER`).
+    let mut packet = Vec::new();
     // The first query may take CoreDNS's 3 s (`timeouts { read }`), unless the idle
     // limit is shorter.
     let first_read = Duration::from_millis(limits::TCP_CLIENT_FIRST_READ_MILLIS);
@@ -163,8 +172,10 @@ async fn serve_client(
         if len < 12 {
             break;
         }
-        let body = &mut packet[..len];
-        match with_deadline(read.unwrap_or(first_read), reader.read_exact(body)).await {
+        packet.clear();
+        packet.shrink_to(limits::UDP_PAYLOAD_BYTES_MAX);
+        packet.resize(len, 0);
+        match with_deadline(read.unwrap_or(first_read), reader.read_exact(&mut packet)).await {
             Some(Ok(())) => {}
             _ => break,
         }
@@ -197,24 +208,32 @@ async fn serve_client(
         let Some(endpoint) = shard.endpoint_index(addr) else {
             break;
         };
-        match query::handle(
-            &shard,
-            endpoint,
-            client,
-            &packet[..len],
-            Transport::Tcp,
-            Instant::now(),
-            &mut out,
-            reply,
-        ) {
-            Handled::Reply(n) => {
+        let answered = ANSWER.with_borrow_mut(|out| {
+            let handled = query::handle(
+                &shard,
+                endpoint,
+                client,
+                &packet,
+                Transport::Tcp,
+                Instant::now(),
+                out,
+                reply,
+            );
+            match handled {
+                Handled::Reply(n) => Some(Some(frame(&out[..n]))),
+                Handled::Later => Some(None),
+                Handled::Drop => None,
+            }
+        });
+        match answered {
+            Some(Some(framed)) => {
                 inflight.set(inflight.get() - 1);
-                if frames.try_send(frame(&out[..n])).is_err() {
+                if frames.try_send(framed).is_err() {
                     break;
                 }
             }
-            Handled::Later => {}
-            Handled::Drop => {
+            Some(None) => {}
+            None => {
                 inflight.set(inflight.get() - 1);
                 break;
             }

@@ -202,3 +202,92 @@ fn acl_refuses_or_drops_clients_outside_the_allowed_networks() {
         "answered on an address outside bind"
     );
 }
+
+/// The numbers of the one "memory plan" line in `log` (`key=value`, `Some(n)` as n).
+fn memory_plan(log: &str) -> std::collections::HashMap<String, u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(" memory plan "))
+        .unwrap_or_else(|| panic!("no memory plan logged:\n{log}"));
+    line.split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .filter_map(|(key, value)| {
+            let value = value.trim_start_matches("Some(").trim_end_matches(')');
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_memory_limit_gives_smaller_budgets_and_they_apply() {
+    let knot = Knot::start();
+    // Caches configured far beyond what 48 MiB holds (200,000 entries at 512 bytes).
+    let corefile = format!(
+        ".:$PORT {{\n cache 30 {{\n  success 100000\n  denial 100000\n }}\n forward . {}\n}}\n",
+        knot.addr
+    );
+    let roomy = Cache::start(&corefile, free_port(), &["--memory-limit", "8589934592"]);
+    let small = Cache::start(
+        &corefile,
+        free_port(),
+        &["--memory-limit", "50331648", "--tcp-idle-timeout", "2s"],
+    );
+    let (big, plan) = (memory_plan(&roomy.log()), memory_plan(&small.log()));
+    for budget in [
+        "cache_bytes",
+        "misses_pending_per_shard",
+        "tcp_clients_per_shard",
+        "io_memory_bytes",
+        "rcvbuf_bytes",
+        "planned_bytes",
+    ] {
+        assert!(
+            plan[budget] < big[budget],
+            "{budget}: {} with 48 MiB, {} with 8 GiB\n{}",
+            plan[budget],
+            big[budget],
+            small.log()
+        );
+    }
+    assert!(plan["planned_bytes"] <= 50_331_648 / 4 * 3, "{plan:?}");
+    // The cache was capped to the plan's bytes, and said so; not with 8 GiB.
+    assert!(!roomy.log().contains("cache capped"), "{}", roomy.log());
+    let capped = small.log();
+    let capped = capped
+        .lines()
+        .find(|l| l.contains("cache capped"))
+        .unwrap_or_else(|| panic!("no cache cap logged:\n{}", small.log()));
+    assert!(
+        capped.contains(&format!("planned_bytes={}", plan["cache_bytes"])),
+        "{capped}"
+    );
+    // It still caches: a miss, then a hit with the upstream gone.
+    let ask = || {
+        exchange(
+            small.addr(),
+            "w1.example.test.",
+            RecordType::A,
+            Duration::from_secs(2),
+        )
+    };
+    assert!(ask().is_some_and(|r| r.response_code() == ResponseCode::NoError));
+    drop(knot);
+    assert!(
+        ask().is_some_and(|r| r.response_code() == ResponseCode::NoError),
+        "a hit"
+    );
+    // The TCP bound from the plan applies: 2 shards × the planned clients stay open.
+    let bound = plan["tcp_clients_per_shard"] as usize;
+    let fds_before = small.fds();
+    let idle: Vec<TcpStream> = (0..4 * bound)
+        .filter_map(|_| TcpStream::connect(small.addr()).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let fds_full = small.fds();
+    assert!(
+        fds_full <= fds_before + 2 * bound + 16,
+        "TCP clients past the plan's {bound} a shard: {fds_before} -> {fds_full}"
+    );
+    assert!(fds_full >= fds_before + bound, "{fds_before} -> {fds_full}");
+    drop(idle);
+}

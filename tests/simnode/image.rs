@@ -721,7 +721,16 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
         .lines()
         .find(|l| l.contains(" memory plan "))
         .unwrap_or_else(|| panic!("no memory plan logged:\n{log}"));
-    assert!(memory.contains("misses_pending_per_shard=2048"), "{memory}");
+    // The plan of `memory_plan` for 64 MiB and one shard (its unit tests' table).
+    for budget in [
+        "cache_bytes=Some(11304960)",
+        "misses_pending_per_shard=920",
+        "tcp_clients_per_shard=460",
+        "io_memory_bytes=1048576",
+        "rcvbuf_bytes=1048576",
+    ] {
+        assert!(memory.contains(budget), "{budget}: {memory}");
+    }
 
     // A unique-name storm against a silent upstream (every query a miss that waits
     // for its timeout) at more than one shard on half a core can answer, for 10 s.

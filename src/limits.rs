@@ -183,8 +183,8 @@ pub const MISSES_PENDING_PER_SHARD_MIN: usize = 64;
 /// Memory plan (`memory_plan`) under a cgroup memory limit (or `--memory-limit`):
 /// what the process takes apart from the shards and the budgets below (the binary,
 /// the HTTP threads, the node's control plane, allocator arenas): idle RSS measured
-/// 7–9 MiB with one or two shards and the node's Corefile, rounded up with room for
-/// the threads' stacks and a reload's second configuration.
+/// 9.3 MiB with one shard and 11.8 with two (the node's four blocks, 2 MiB of I/O
+/// memory a shard), rounded up with room for a reload's second configuration.
 pub const MEMORY_BASE_BYTES: u64 = 16 << 20;
 /// Memory plan: what each shard adds before any budget is used, besides its I/O
 /// memory: its UDP batches (2 × 32 × 4 KiB per socket, up to four sockets), its
@@ -213,8 +213,10 @@ pub const MEMORY_TCP_EIGHTHS: u64 = 2;
 pub const MISS_PENDING_BYTES: u64 = 12 << 10;
 /// Memory plan: what one TCP client costs while it asks small queries: its tasks and
 /// their futures, its query buffer (grown to the largest query it sent), its queued
-/// answers and its socket's kernel buffers; measured ~6 KiB of RSS per idle client
-/// (`bench/runs/2026-12-04-memory-plan`), rounded up for queries in flight.
+/// answers and its socket's kernel buffers (charged to the cgroup); measured 1.3 KiB
+/// of RSS per idle client and 1.6 KiB after a query each (1,000 clients, one shard,
+/// `bench/runs/2026-12-04-memory-plan`), rounded up for the kernel's part and
+/// answers in flight.
 pub const TCP_CLIENT_BYTES: u64 = 16 << 10;
 /// The fewest TCP clients per shard a plan allows, however small the limit.
 pub const TCP_CLIENTS_PER_SHARD_MIN: usize = 16;

@@ -14,8 +14,12 @@ use crate::node::{
     STUB_DNS,
 };
 
-/// The tag `make image` gives by default.
-pub const IMAGE: &str = "nodelocaldns:dev";
+/// The tag the tests build and run: `$NODELOCALDNS_TEST_IMAGE`, else the one `make
+/// image` gives by default (a second checkout on the same host names its own, so
+/// the two never run each other's binary).
+pub fn image() -> String {
+    std::env::var("NODELOCALDNS_TEST_IMAGE").unwrap_or_else(|_| "nodelocaldns:dev".into())
+}
 
 /// Options every container of these tests needs on this kind of host: runc (crun
 /// refuses hybrid cgroup hierarchies) and rlimits within the host's hard limits
@@ -54,7 +58,7 @@ pub fn build_image() {
     let out = Command::new("flock")
         .arg(root.join("target/image/.lock"))
         .arg(root.join("ci/image.sh"))
-        .env("IMAGE", IMAGE)
+        .env("IMAGE", image())
         .current_dir(root)
         .stdin(Stdio::null())
         .output()
@@ -81,8 +85,11 @@ pub struct Run<'a> {
     /// The network namespace to join (a pod's own); default: the node's (hostNetwork).
     pub netns: Option<&'a Netns>,
     /// Run under podman's default seccomp profile (io_uring blocked, as with
-    /// kubelet's `RuntimeDefault`) instead of it with io_uring allowed.
+    /// kubelet's `RuntimeDefault`) instead of the shipped Localhost profile.
     pub default_seccomp: bool,
+    /// The seccomp profile (podman `--security-opt seccomp=`); default: the shipped
+    /// Localhost profile, `deploy/seccomp/nodelocaldns.json`.
+    pub seccomp: Option<&'a Path>,
 }
 
 /// [`Node::test_args`], without `--shards N` when the cache is to choose.
@@ -99,6 +106,9 @@ fn test_args(node: &Node, default_shards: bool) -> Vec<String> {
 /// A container of the image, removed on drop (also when the test fails).
 pub struct Container {
     pub name: String,
+    /// `strace -f -c` attached to the container's processes while measuring the
+    /// syscalls for the seccomp profile ([`STRACE_DIR_VAR`]).
+    strace: Option<std::process::Child>,
 }
 
 impl Container {
@@ -124,6 +134,7 @@ impl Container {
             default_shards,
             netns,
             default_seccomp,
+            seccomp,
         } = run_opts;
         let netns = netns.unwrap_or(&node.node);
         build_image();
@@ -138,20 +149,32 @@ impl Container {
         .unwrap();
         let name = format!("{}{suffix}", node.node.name);
         let caps = capability_opts(mode);
-        let seccomp = match default_seccomp {
-            true => Vec::new(),
-            false => {
-                let profile = seccomp_with_io_uring(node);
-                vec![
-                    "--security-opt".into(),
-                    format!("seccomp={}", profile.display()),
-                ]
+        let strace_dir = std::env::var_os(STRACE_DIR_VAR);
+        let seccomp: Vec<String> = match (&strace_dir, default_seccomp, seccomp) {
+            // podman's own default profile (io_uring denied, as RuntimeDefault); when
+            // measuring too, so the epoll engine's syscalls are seen.
+            (_, true, _) => Vec::new(),
+            // Measuring: nothing denied, so every syscall made is seen.
+            (Some(_), false, _) => vec!["--security-opt".into(), "seccomp=unconfined".into()],
+            (None, false, Some(path)) => {
+                vec!["--security-opt".into(), format!("seccomp={}", path.display())]
             }
+            (None, false, None) => vec![
+                "--security-opt".into(),
+                format!("seccomp={}", shipped_seccomp_profile().display()),
+            ],
         };
         let dir = node.node.dir.path().display().to_string();
         let mut command = Command::new("podman");
+        // Measuring: created, then started with strace attached (`start_traced`).
+        let verb: &[&str] = if strace_dir.is_some() {
+            &["create"]
+        } else {
+            &["run", "-d"]
+        };
         command
-            .args(["run", "-d", "--name", &name])
+            .args(verb)
+            .args(["--name", &name])
             .args(RUN_OPTS)
             .arg("--network")
             .arg(format!("ns:/run/netns/{}", netns.name))
@@ -169,17 +192,43 @@ impl Container {
             .args(&caps)
             .args(&seccomp)
             .args(extra)
-            .arg(IMAGE)
+            .arg(image())
             .args(&args)
             .args(test_args(node, default_shards))
             .args(cache_args);
         let out = run(&mut command);
         assert!(
             out.status.success(),
-            "podman run: {}",
+            "podman {}: {}",
+            verb[0],
             String::from_utf8_lossy(&out.stderr)
         );
-        Container { name }
+        let strace = strace_dir.map(|dir| Container::start_traced(&name, Path::new(&dir)));
+        Container { name, strace }
+    }
+
+    /// Starts a created container with `strace -f -c` attached to its first process
+    /// before it runs anything of the image (`podman init`: runc's init waits for the
+    /// start), so the summary in `dir` holds every syscall the image's processes make.
+    fn start_traced(name: &str, dir: &Path) -> std::process::Child {
+        let out = run(Command::new("podman").args(["init", name]));
+        assert!(out.status.success(), "podman init: {}", String::from_utf8_lossy(&out.stderr));
+        let pid = run(Command::new("podman").args(["inspect", "--format", "{{.State.Pid}}", name]));
+        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+        std::fs::create_dir_all(dir).unwrap();
+        let summary = dir.join(format!("{name}-{pid}.txt"));
+        let strace = Command::new("strace")
+            .args(["-f", "-c", "-qq", "-o"])
+            .arg(&summary)
+            .args(["-p", &pid])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace (apt-get install strace)");
+        std::thread::sleep(Duration::from_millis(500));
+        let out = run(Command::new("podman").args(["start", name]));
+        assert!(out.status.success(), "podman start: {}", String::from_utf8_lossy(&out.stderr));
+        strace
     }
 
     /// What the container printed (its stderr is the cache's log).
@@ -254,29 +303,21 @@ impl Drop for Container {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // strace ends with the traced processes, writing its summary.
+        if let Some(mut strace) = self.strace.take() {
+            let _ = strace.wait();
+        }
     }
 }
 
-/// The container runtime's default seccomp profile with io_uring allowed, as the
-/// Localhost profile an operator gives the DaemonSet for the io_uring engine: the
-/// default profiles of podman, containerd 2 and Docker 25+ deny io_uring (the
-/// cache then runs its epoll engine, see the default-profile test). Made from the host's own default profile
-/// (containers-common), so nothing else is allowed.
-fn seccomp_with_io_uring(node: &Node) -> std::path::PathBuf {
-    const DEFAULT: &str = "/usr/share/containers/seccomp.json";
-    let text = std::fs::read_to_string(DEFAULT)
-        .unwrap_or_else(|e| panic!("{DEFAULT} (podman's containers-common): {e}"));
-    let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
-    profile["syscalls"]
-        .as_array_mut()
-        .expect("syscalls")
-        .push(serde_json::json!({
-            "names": ["io_uring_setup", "io_uring_enter", "io_uring_register"],
-            "action": "SCMP_ACT_ALLOW"
-        }));
-    let path = node.node.path("seccomp-io-uring.json");
-    std::fs::write(&path, profile.to_string()).unwrap();
-    path
+/// Set to a directory, the image tests run their containers without seccomp and
+/// with `strace -f -c` attached, one summary per container there
+/// (`deploy/seccomp/measure.sh` turns them into the profile's allow-list).
+pub const STRACE_DIR_VAR: &str = "NODELOCALDNS_TEST_STRACE_DIR";
+
+/// The Localhost seccomp profile `deploy/` ships for the io_uring engine.
+fn shipped_seccomp_profile() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/seccomp/nodelocaldns.json")
 }
 
 /// The DaemonSet's `securityContext.capabilities` of `mode`, as podman options.
@@ -766,6 +807,10 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
         peak_kib = peak_kib.max(rss_kib(pid));
         let answered = node.pod.in_ns(|| {
             let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            // A lost answer must not block the loop (udp_query waits on recv).
+            socket
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .unwrap();
             let server = (KUBE_DNS.parse::<std::net::IpAddr>().unwrap(), 53).into();
             crate::harness::udp_query(&socket, server, "kubernetes.default.svc.cluster.local")
         });
@@ -842,4 +887,167 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The shipped profile's allow-list with every other syscall killing the process
+/// (`SCMP_ACT_KILL_PROCESS` instead of the shipped EPERM), so a syscall the profile
+/// lacks fails the test even where the cache would cope with the error.
+fn strict_seccomp_profile(node: &Node) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(shipped_seccomp_profile()).unwrap();
+    let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO", "the shipped default");
+    profile["defaultAction"] = "SCMP_ACT_KILL_PROCESS".into();
+    if let Some(fields) = profile.as_object_mut() {
+        fields.remove("defaultErrnoRet");
+    }
+    let path = node.node.path("seccomp-strict.json");
+    std::fs::write(&path, profile.to_string()).unwrap();
+    path
+}
+
+/// A field of `/proc/PID/status` ("Seccomp": 2 is a filter in force).
+fn proc_status(pid: u32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// io_uring instances `pid` holds open.
+fn io_urings(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy() == "anon_inode:[io_uring]")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The status line of `GET path` on `addr` from inside `ns`.
+fn http_status(ns: &Netns, addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    ns.in_ns(move || {
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.write_all(request.as_bytes());
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text.lines().next().unwrap_or_default().to_string()
+    })
+}
+
+/// What the image does on a node, under its seccomp filter: io_uring, UDP hits and
+/// misses, TCP from a client, metrics and health, a reload from the kube-dns
+/// ConfigMap. Each step must work and the container keep running.
+fn exercise(node: &Node, cache: &Container) {
+    let pid = cache.pid();
+    // (Measuring the syscalls runs without a filter, the workload all the same.)
+    if std::env::var_os(STRACE_DIR_VAR).is_none() {
+        assert_eq!(proc_status(pid, "Seccomp"), "2", "a seccomp filter is in force");
+    }
+    assert!(
+        io_urings(pid) >= 2,
+        "the io_uring engine runs (two shards): {} rings\n{}",
+        io_urings(pid),
+        cache.log()
+    );
+    assert_eq!(
+        node.resolve("kubernetes.default"),
+        vec!["10.96.0.1"],
+        "{}",
+        cache.log()
+    );
+    assert_eq!(node.resolve("www.acme.local"), vec!["192.0.2.53"]);
+    assert_eq!(node.resolve("www.example"), vec!["192.0.2.1"]);
+    let tcp = node
+        .pod
+        .kdig(&[&format!("@{KUBE_DNS}"), "+tcp", "web.default.svc.cluster.local"]);
+    assert_eq!(tcp.trim(), "10.96.5.5", "over TCP\n{}", cache.log());
+    let metrics = node.node.scrape("127.0.0.1:9253");
+    assert!(
+        metrics.contains("coredns_dns_requests_total"),
+        "metrics: {metrics}"
+    );
+    let health = http_status(&node.node, &format!("{LOCAL_DNS}:8080"), "/health");
+    assert!(health.contains(" 200"), "health: {health:?}");
+    // A reload: one more stub domain in the kube-dns ConfigMap.
+    let reloaded = |log: &str| log.matches("configuration reloaded").count();
+    let before = reloaded(&cache.log());
+    std::fs::write(
+        node.node.path("kube-dns").join("stubDomains"),
+        format!("{{\"acme.local\": [\"{STUB_DNS}\"], \"example\": [\"{STUB_DNS}\"]}}"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(SETTLE, || reloaded(&cache.log()) > before),
+        "no reload\n{}",
+        cache.log()
+    );
+    assert_eq!(node.resolve("www.example"), vec!["192.0.2.1"]);
+    assert!(cache.running(), "{}", cache.log());
+}
+
+#[test]
+fn image_under_the_shipped_seccomp_profile_serves_reloads_and_hands_over() {
+    if !can_run() {
+        return;
+    }
+    let node = Node::build("imgsec");
+    let lock = xtables_lock_mount();
+    let mounts = [lock[0].as_str(), lock[1].as_str()];
+    let shipped = shipped_seccomp_profile();
+    // The profile as shipped: entrypoint (iptables backend), rules, the workload.
+    let old = Container::start_with(
+        &node,
+        "iptables",
+        Run {
+            podman: &mounts,
+            suffix: "a",
+            seccomp: Some(&shipped),
+            ..Run::default()
+        },
+    );
+    assert!(
+        wait_until(SETTLE, || node.our_rules() == 24),
+        "{}",
+        old.log()
+    );
+    exercise(&node, &old);
+    // A successor under the same list, killed by any other syscall: it starts beside
+    // the old one, which hands over and exits without tearing down.
+    let strict = strict_seccomp_profile(&node);
+    let conf = node.node.path("Corefile.1").display().to_string();
+    let new = Container::start_with(
+        &node,
+        "iptables",
+        Run {
+            podman: &mounts,
+            suffix: "b",
+            cache_args: &["-conf", &conf],
+            seccomp: Some(&strict),
+            ..Run::default()
+        },
+    );
+    assert!(
+        wait_until(SETTLE, || new
+            .log()
+            .contains(&format!("listening (udp+tcp) addr={LOCAL_DNS}:53"))),
+        "{}",
+        new.log()
+    );
+    assert_eq!(old.stop(Duration::from_secs(30)), 0, "{}", old.log());
+    assert_eq!(node.our_rules(), 24, "handed over: {}", old.log());
+    exercise(&node, &new);
+    // The last one stops under the strict filter and tears down.
+    assert_eq!(new.stop(Duration::from_secs(15)), 0, "{}", new.log());
+    assert!(!new.oom_killed());
+    assert_eq!(node.our_rules(), 0, "{}", new.log());
+    assert!(!node.node.link_exists("nodelocaldns"));
 }

@@ -8,12 +8,14 @@
 # Everything runs in a network namespace of its own (loopback only); the cache under
 # the shipped seccomp profile (deploy/seccomp).
 #
-# Reports the container cgroup's peak (memory.max_usage_in_bytes, v1, or
+# Reports the kernel's OOM kills in the container's cgroup, its peak (memory.max_usage_in_bytes, v1, or
 # memory.peak, v2) and the process's peak VmRSS (sampled every 0.25 s), answers,
 # SERVFAIL, the misses refused by the plan, the hit latency, OOM kills.
 #
 #   bench/memory-plan.sh [OUT_DIR] [SECS] [RATE] [MEMORY]
 #
+# CACHE_ARGS adds flags to the cache (`--memory-limit 8589934592`: a plan that does
+# not know the container's limit, the budgets of a process without one).
 # Needs root, podman, runc, knotd and the image (`make image`; IMAGE names it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,10 +58,11 @@ ip netns exec "$ns" taskset -c 1 knotd -c "$work/knot.conf" >/dev/null 2>&1 & pi
 mkdir -p "$work/conf"
 printf '.:53 {\n bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:%s {\n  force_tcp\n }\n prometheus 127.0.0.1:9253\n}\n' \
   "$kport" >"$work/conf/Corefile"
-podman run -d --name "$name" --runtime runc --ulimit nofile=16384:16384 \
+podman run -d --name "$name" --runtime runc --ulimit nofile=16384:16384 --ulimit nproc=4096:4096 \
   --network "ns:/run/netns/$ns" --memory "$memory" --memory-swap "$memory" \
   --security-opt "seccomp=$PWD/deploy/seccomp/nodelocaldns.json" \
-  -v "$work/conf:/etc/coredns:ro" "$image" -conf /etc/coredns/Corefile --shards 2 >/dev/null
+  -v "$work/conf:/etc/coredns:ro" "$image" -conf /etc/coredns/Corefile --shards 2 \
+  ${CACHE_ARGS:-} >/dev/null
 pid=$(podman inspect --format '{{.State.Pid}}' "$name")
 cg=$(awk -F: '$2 == "memory" {print $3}' "/proc/$pid/cgroup")
 if [ -n "$cg" ]; then
@@ -86,10 +89,16 @@ while kill -0 "$flood" 2>/dev/null; do
   awk -v now="$(date +%s.%N)" -v t0="$start" -v rss="$rss" 'BEGIN {printf "%.2f,%s\n", now - t0, rss}' >>"$out/rss.csv"
   sleep 0.25
 done
-wait "$flood" || true; wait "$hits" || true
+wait "$flood" || true
+cat "/proc/$pid/smaps_rollup" >"$out/smaps-rollup-flood-end.txt" 2>/dev/null || true
+cat "$cgdir/memory.stat" >"$out/cgroup-memory-stat-flood-end.txt" 2>/dev/null || true
+wait "$hits" || true
 cg_peak=$(cat "$peak_file" 2>/dev/null || echo 0)
-oom=$(podman inspect --format '{{.State.OOMKilled}}' "$name")
+id=$(podman inspect --format '{{.Id}}' "$name")
 running=$(podman inspect --format '{{.State.Running}}' "$name")
+# The kernel's word on OOM kills in the container's cgroup (podman's OOMKilled flag
+# stays false under cgroup v1 with runc).
+oom=$(dmesg | grep -c "oom_memcg=.*$id" || true)
 ip netns exec "$ns" curl -s http://127.0.0.1:9253/metrics >"$work/metrics.txt" || true
 refused=$(awk '/^nodelocaldns_dropped_packets_total\{reason="miss_overload"\}/{print $2}' "$work/metrics.txt")
 # Recovery: the flood's misses time out within 5 s; then a fresh miss and the hit.
@@ -109,14 +118,14 @@ import json, sys
 out, idle, peak, cg_peak, oom, running, refused, after, recovered, fresh_ms = sys.argv[1:]
 def slim(name):
     r = json.load(open(f"{out}/{name}.json"))
-    s = {k: v for k, v in r.items() if k not in ("histogram", "series")}
+    s = {k: v for k, v in r.items() if k not in ("histogram", "histograms", "series")}
     json.dump(s, open(f"{out}/{name}.json", "w"), indent=1)
     return s
 flood, hits = slim("flood"), slim("hits")
 fc, hc = flood["counters"], hits["counters"]
 rows = {
     "idle_rss_kib": idle, "peak_rss_kib": peak, "cgroup_peak_bytes": cg_peak,
-    "oom_killed": oom, "running_after": running,
+    "kernel_oom_kills": oom, "running_after": running,
     "flood_sent": fc["sent"], "flood_answered": fc["answered"],
     "flood_noerror": flood["rcodes"].get("NOERROR", 0),
     "flood_servfail": flood["rcodes"].get("SERVFAIL", 0),

@@ -212,7 +212,11 @@ impl Container {
     /// start), so the summary in `dir` holds every syscall the image's processes make.
     fn start_traced(name: &str, dir: &Path) -> std::process::Child {
         let out = run(Command::new("podman").args(["init", name]));
-        assert!(out.status.success(), "podman init: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let pid = run(Command::new("podman").args(["inspect", "--format", "{{.State.Pid}}", name]));
         let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
         std::fs::create_dir_all(dir).unwrap();
@@ -227,7 +231,11 @@ impl Container {
             .expect("strace (apt-get install strace)");
         std::thread::sleep(Duration::from_millis(500));
         let out = run(Command::new("podman").args(["start", name]));
-        assert!(out.status.success(), "podman start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         strace
     }
 
@@ -895,7 +903,10 @@ fn rss_kib(pid: u32) -> u64 {
 fn strict_seccomp_profile(node: &Node) -> std::path::PathBuf {
     let text = std::fs::read_to_string(shipped_seccomp_profile()).unwrap();
     let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO", "the shipped default");
+    assert_eq!(
+        profile["defaultAction"], "SCMP_ACT_ERRNO",
+        "the shipped default"
+    );
     profile["defaultAction"] = "SCMP_ACT_KILL_PROCESS".into();
     if let Some(fields) = profile.as_object_mut() {
         fields.remove("defaultErrnoRet");
@@ -910,7 +921,10 @@ fn proc_status(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_default()
 }
 
@@ -950,7 +964,11 @@ fn exercise(node: &Node, cache: &Container) {
     let pid = cache.pid();
     // (Measuring the syscalls runs without a filter, the workload all the same.)
     if std::env::var_os(STRACE_DIR_VAR).is_none() {
-        assert_eq!(proc_status(pid, "Seccomp"), "2", "a seccomp filter is in force");
+        assert_eq!(
+            proc_status(pid, "Seccomp"),
+            "2",
+            "a seccomp filter is in force"
+        );
     }
     assert!(
         io_urings(pid) >= 2,
@@ -966,9 +984,11 @@ fn exercise(node: &Node, cache: &Container) {
     );
     assert_eq!(node.resolve("www.acme.local"), vec!["192.0.2.53"]);
     assert_eq!(node.resolve("www.example"), vec!["192.0.2.1"]);
-    let tcp = node
-        .pod
-        .kdig(&[&format!("@{KUBE_DNS}"), "+tcp", "web.default.svc.cluster.local"]);
+    let tcp = node.pod.kdig(&[
+        &format!("@{KUBE_DNS}"),
+        "+tcp",
+        "web.default.svc.cluster.local",
+    ]);
     assert_eq!(tcp.trim(), "10.96.5.5", "over TCP\n{}", cache.log());
     let metrics = node.node.scrape("127.0.0.1:9253");
     assert!(

@@ -957,10 +957,10 @@ fn http_status(ns: &Netns, addr: &str, path: &str) -> String {
     })
 }
 
-/// What the image does on a node, under its seccomp filter: io_uring, UDP hits and
-/// misses, TCP from a client, metrics and health, a reload from the kube-dns
-/// ConfigMap. Each step must work and the container keep running.
-fn exercise(node: &Node, cache: &Container) {
+/// What the image does on a node, under its seccomp filter, on `engine`'s rings or
+/// not: UDP hits and misses, TCP from a client, metrics and health, a reload from
+/// the kube-dns ConfigMap. Each step must work and the container keep running.
+fn exercise(node: &Node, cache: &Container, engine: &str) {
     let pid = cache.pid();
     // (Measuring the syscalls runs without a filter, the workload all the same.)
     if std::env::var_os(STRACE_DIR_VAR).is_none() {
@@ -970,12 +970,15 @@ fn exercise(node: &Node, cache: &Container) {
             "a seccomp filter is in force"
         );
     }
-    assert!(
-        io_urings(pid) >= 2,
-        "the io_uring engine runs (two shards): {} rings\n{}",
-        io_urings(pid),
-        cache.log()
-    );
+    let rings = io_urings(pid);
+    match engine {
+        "io_uring" => assert!(
+            rings >= 2,
+            "io_uring (two shards): {rings} rings\n{}",
+            cache.log()
+        ),
+        _ => assert_eq!(rings, 0, "epoll: no ring\n{}", cache.log()),
+    }
     assert_eq!(
         node.resolve("kubernetes.default"),
         vec!["10.96.0.1"],
@@ -1039,32 +1042,48 @@ fn image_under_the_shipped_seccomp_profile_serves_reloads_and_hands_over() {
         "{}",
         old.log()
     );
-    exercise(&node, &old);
-    // A successor under the same list, killed by any other syscall: it starts beside
-    // the old one, which hands over and exits without tearing down.
+    exercise(&node, &old, "io_uring");
+    // Successors under the same list, killed by any other syscall: each starts beside
+    // the one before, which hands over and exits without tearing down; the io_uring
+    // engine, then the epoll engine (where io_uring is disabled on the node).
     let strict = strict_seccomp_profile(&node);
-    let conf = node.node.path("Corefile.1").display().to_string();
-    let new = Container::start_with(
-        &node,
-        "iptables",
-        Run {
-            podman: &mounts,
-            suffix: "b",
-            cache_args: &["-conf", &conf],
-            seccomp: Some(&strict),
-            ..Run::default()
-        },
-    );
-    assert!(
-        wait_until(SETTLE, || new
-            .log()
-            .contains(&format!("listening (udp+tcp) addr={LOCAL_DNS}:53"))),
-        "{}",
-        new.log()
-    );
-    assert_eq!(old.stop(Duration::from_secs(30)), 0, "{}", old.log());
-    assert_eq!(node.our_rules(), 24, "handed over: {}", old.log());
-    exercise(&node, &new);
+    let mut current = old;
+    for (suffix, engine) in [("b", "io_uring"), ("c", "epoll")] {
+        let conf = node
+            .node
+            .path(&format!("Corefile.{suffix}"))
+            .display()
+            .to_string();
+        let engine_arg = format!("--io-engine={engine}");
+        let next = Container::start_with(
+            &node,
+            "iptables",
+            Run {
+                podman: &mounts,
+                suffix,
+                cache_args: &["-conf", &conf, &engine_arg],
+                seccomp: Some(&strict),
+                ..Run::default()
+            },
+        );
+        assert!(
+            wait_until(SETTLE, || next
+                .log()
+                .contains(&format!("listening (udp+tcp) addr={LOCAL_DNS}:53"))),
+            "{}",
+            next.log()
+        );
+        assert_eq!(
+            current.stop(Duration::from_secs(30)),
+            0,
+            "{}",
+            current.log()
+        );
+        assert_eq!(node.our_rules(), 24, "handed over: {}", current.log());
+        exercise(&node, &next, engine);
+        current = next;
+    }
+    let new = current;
     // The last one stops under the strict filter and tears down.
     assert_eq!(new.stop(Duration::from_secs(15)), 0, "{}", new.log());
     assert!(!new.oom_killed());

@@ -157,7 +157,10 @@ impl Container {
             // Measuring: nothing denied, so every syscall made is seen.
             (Some(_), false, _) => vec!["--security-opt".into(), "seccomp=unconfined".into()],
             (None, false, Some(path)) => {
-                vec!["--security-opt".into(), format!("seccomp={}", path.display())]
+                vec![
+                    "--security-opt".into(),
+                    format!("seccomp={}", path.display()),
+                ]
             }
             (None, false, None) => vec![
                 "--security-opt".into(),

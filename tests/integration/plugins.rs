@@ -236,14 +236,23 @@ fn hosts_answers_reloads_and_keeps_entries() {
     assert!(entries_before >= 7.0, "entries {entries_before}");
     assert!(crate::harness::metric_sum(&metrics, "coredns_hosts_reload_timestamp_seconds") > 1.0e9);
     fs::write(&file, format!("{HOSTS_FILE}192.0.2.202 new.test\n")).expect("rewrite hosts");
+    // Each shard reads it on its own: wait until answers from fresh sockets (spread
+    // over the shards by SO_REUSEPORT) agree, then one more period and sweep.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while addresses(&ask(&cache, "new.test.", RecordType::A)) != ["192.0.2.202"] {
+    let mut agreeing = 0;
+    while agreeing < 10 {
         assert!(
             Instant::now() < deadline,
             "new.test never answered from the file"
         );
-        sleep(Duration::from_millis(200));
+        if addresses(&ask(&cache, "new.test.", RecordType::A)) == ["192.0.2.202"] {
+            agreeing += 1;
+        } else {
+            agreeing = 0;
+            sleep(Duration::from_millis(200));
+        }
     }
+    sleep(Duration::from_millis(2500));
     // The file goes away: the last entries stay, the failures are counted.
     fs::remove_file(&file).expect("remove hosts");
     let deadline = Instant::now() + Duration::from_secs(10);

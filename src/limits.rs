@@ -68,6 +68,10 @@ pub const IO_URING_PROBE_ENTRIES: u32 = 4;
 /// Engine probe: operations the probe ring is asked about (IORING_OP_LAST is below).
 pub const IO_URING_PROBE_OPS: u32 = 256;
 
+/// Engine probe: the RLIMIT_MEMLOCK below which glommio refuses to start an executor
+/// (its own minimum), so the probe says so before any shard starts.
+pub const IO_URING_MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+
 const _: () = assert!(IO_URING_PROBE_ENTRIES.is_power_of_two());
 const _: () = assert!(IO_URING_PROBE_OPS >= 64 && IO_URING_PROBE_OPS <= 256);
 const _: () = assert!(TCP_CLIENT_FIRST_READ_MILLIS <= TCP_CLIENT_IDLE_MILLIS);

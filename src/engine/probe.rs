@@ -48,6 +48,7 @@ const IORING_REGISTER_PROBE: libc::c_uint = 8;
 /// seen to stall in a process whose other thread had held a ring.
 pub fn io_uring() -> Result<(), Unavailable> {
     let probe = || {
+        memlock_enough()?;
         let ring = setup().map_err(|err| explain("io_uring_setup", err))?;
         register_probe(&ring).map_err(|err| explain("io_uring_register(PROBE)", err))
     };
@@ -157,6 +158,31 @@ fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// glommio refuses to start an executor below [`limits::IO_URING_MEMLOCK_BYTES_MIN`]
+/// of RLIMIT_MEMLOCK (on a shard thread, where it would end the shard).
+fn memlock_enough() -> Result<(), Unavailable> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through the pointer, which is valid.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(());
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < limits::IO_URING_MEMLOCK_BYTES_MIN
+    {
+        return Err(Unavailable::Memlock {
+            limit: memlock(),
+            call: "the executor's start",
+            errno: format!(
+                "glommio needs at least {} bytes",
+                limits::IO_URING_MEMLOCK_BYTES_MIN
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// RLIMIT_MEMLOCK of the process, for the message.

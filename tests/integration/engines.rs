@@ -3,7 +3,8 @@
 //! seccomp filter that refuses the io_uring system calls (`testkit::seccomp`).
 //! `auto` falls back to epoll, says so once, labels `coredns_build_info`, and serves
 //! UDP and TCP, hits and misses across two shards; an explicit `io_uring` fails
-//! with an error that names seccomp, and never panics.
+//! with an error that names seccomp, and never panics. The same for an
+//! RLIMIT_MEMLOCK below glommio's minimum.
 
 use std::time::Duration;
 
@@ -104,4 +105,30 @@ fn explicit_epoll_runs_without_probing_io_uring() {
         cache.log()
     );
     assert!(cache.metrics().contains("engine=\"epoll\""));
+}
+
+/// glommio refuses to start below 512 KiB of RLIMIT_MEMLOCK: an explicit io_uring
+/// says so before any shard starts (no panic), and auto takes epoll and serves.
+#[test]
+fn a_memlock_limit_too_small_for_io_uring_is_named_or_falls_back() {
+    let knot = zones::knot();
+    let limited = |engine| Cache::launch_memlocked(&corefile(&knot), 1, engine, 65536);
+    let mut explicit = limited(Some("io_uring"));
+    let status = explicit
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits instead of starting io_uring");
+    let log = explicit.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("RLIMIT_MEMLOCK (65536 bytes)") && !log.contains("panicked"),
+        "names the limit:\n{log}"
+    );
+    let mut auto = limited(None);
+    auto.wait_ready()
+        .unwrap_or_else(|why| panic!("auto did not start on epoll: {why}\n{}", auto.log()));
+    let answer = client::udp(auto.addr(), &client::query("www.test.", RecordType::A));
+    assert_eq!(answer.response_code(), ResponseCode::NoError);
+    assert!(auto
+        .log()
+        .contains("io_uring unavailable: using the epoll engine"));
 }

@@ -301,6 +301,46 @@ impl Cache {
         engine: Option<&str>,
         confined: bool,
     ) -> Cache {
+        Cache::launch_command(corefile, shards, engine, |command| {
+            if confined {
+                testkit::seccomp::deny_io_uring(command);
+            }
+        })
+    }
+
+    /// [`Cache::launch_with`] with RLIMIT_MEMLOCK set to `bytes` in the server.
+    pub fn launch_memlocked(
+        corefile: &str,
+        shards: usize,
+        engine: Option<&str>,
+        bytes: u64,
+    ) -> Cache {
+        Cache::launch_command(corefile, shards, engine, |command| {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            // SAFETY: runs in the forked child before exec and only calls setrlimit
+            // (async-signal-safe) with a value copied in.
+            unsafe {
+                command.pre_exec(
+                    move || match libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    },
+                );
+            }
+        })
+    }
+
+    /// Writes the Corefile and spawns the server, `setup` adjusting its command.
+    fn launch_command(
+        corefile: &str,
+        shards: usize,
+        engine: Option<&str>,
+        setup: impl FnOnce(&mut Command),
+    ) -> Cache {
         let dir = tempfile::Builder::new()
             .prefix("itc")
             .tempdir()
@@ -315,9 +355,7 @@ impl Cache {
         fs::write(&conf, text).expect("writing Corefile");
         let log = fs::File::create(dir.path().join("nodelocaldns.log")).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_nodelocaldns"));
-        if confined {
-            testkit::seccomp::deny_io_uring(&mut command);
-        }
+        setup(&mut command);
         let child = command
             .arg("-conf")
             .arg(&conf)

@@ -13,6 +13,7 @@ mod engines;
 mod linters;
 mod node_cache_corefile;
 mod plugins;
+mod readme;
 mod refresh;
 mod rewrite;
 mod tcp;

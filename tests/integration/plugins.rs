@@ -13,7 +13,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
 use crate::client::{self, records};
-use crate::harness::{kdig_path, Cache, Knot};
+use crate::harness::{kdig_path, Cache};
+use crate::readme::{examples, runnable};
 use crate::zones;
 
 /// The READMEs of the plugins, by name.
@@ -32,30 +33,6 @@ const READMES: [(&str, &str); 7] = [
     ("pprof", include_str!("../../src/plugin/pprof/README.md")),
     ("trace", include_str!("../../src/plugin/trace/README.md")),
 ];
-
-/// The `~~~ corefile` blocks of a README.
-fn examples(readme: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = readme;
-    while let Some(start) = rest.find("~~~ corefile\n") {
-        let body = &rest[start + "~~~ corefile\n".len()..];
-        let end = body.find("~~~").expect("example is closed");
-        found.push(body[..end].to_string());
-        rest = &body[end..];
-    }
-    found
-}
-
-/// An example made runnable here: its block keys on our port and loopback, its
-/// upstream `10.0.0.10` replaced by knot.
-fn runnable(example: &str, knot: &Knot) -> String {
-    let mut lines: Vec<String> = example.lines().map(str::to_string).collect();
-    let key = lines[0].trim_end_matches('{').trim().to_string();
-    lines[0] = format!("{key}:$PORT {{\n    bind 127.0.0.1");
-    lines
-        .join("\n")
-        .replace("10.0.0.10", &format!("127.0.0.1:{}", knot.port))
-}
 
 fn ask(cache: &Cache, name: &str, rtype: RecordType) -> Message {
     client::udp(cache.addr(), &client::query(name, rtype))

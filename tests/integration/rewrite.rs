@@ -10,29 +10,13 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::client;
-use crate::harness::{Cache, Knot};
+use crate::harness::Cache;
+use crate::readme::{examples, runnable};
 use crate::zones;
 
+/// The README's Corefile examples, in order.
 fn readme_examples() -> Vec<String> {
-    let readme = include_str!("../../src/plugin/rewrite/README.md");
-    let mut examples = Vec::new();
-    let mut rest = readme;
-    while let Some(start) = rest.find("~~~ corefile\n") {
-        let body = &rest[start + "~~~ corefile\n".len()..];
-        let end = body.find("~~~").expect("example is closed");
-        examples.push(body[..end].to_string());
-        rest = &body[end..];
-    }
-    examples
-}
-
-fn runnable(example: &str, knot: &Knot) -> String {
-    example
-        .replacen(". {", ".:$PORT {\n    bind 127.0.0.1", 1)
-        .replace(
-            "forward . 10.0.0.10",
-            &format!("forward . 127.0.0.1:{}", knot.port),
-        )
+    examples(include_str!("../../src/plugin/rewrite/README.md"))
 }
 
 /// `dig @cache NAME TYPE +tcp?`: the answer lines `owner ttl class type data`.

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::miss::{self, Asked, Miss};
-use super::query::Handled;
 use super::shard::Shard;
 use crate::limits;
 use crate::plugin::{dns64, Flow, Origin, Request, Trail};
@@ -41,7 +40,7 @@ impl Context {
 }
 
 /// An answer written at once that wants synthesis: a task synthesises it, sends it
-/// back through the chain and replies.
+/// back through the chain and replies (the query is answered later).
 pub fn later<R: FnOnce(&[u8]) + 'static>(
     shard: &Rc<Shard>,
     request: &Request<'_>,
@@ -49,7 +48,7 @@ pub fn later<R: FnOnce(&[u8]) + 'static>(
     answer: &[u8],
     origin: Origin,
     reply: impl FnOnce() -> R,
-) -> Handled {
+) {
     let (shard, ctx, asked, answer) = (
         shard.clone(),
         Context::of(request),
@@ -64,7 +63,6 @@ pub fn later<R: FnOnce(&[u8]) + 'static>(
         reply(&answer);
     })
     .detach();
-    Handled::Later
 }
 
 /// The synthesised answer if `answer` wants one and the A lookup works, else

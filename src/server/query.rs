@@ -80,7 +80,8 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
     match chain.serve(&request, &mut trail, &mut out[..limit]) {
         Flow::Answer(len, origin) if trail.synthesize => {
             let answer = out.get(..len).unwrap_or_default();
-            super::dns64::later(shard, &request, trail, answer, origin, reply)
+            super::dns64::later(shard, &request, trail, answer, origin, reply);
+            Handled::Later
         }
         Flow::Answer(len, _) => {
             if trail.refresh {

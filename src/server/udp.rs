@@ -113,9 +113,25 @@ pub async fn serve(
     socket: socket2::Socket,
     settings: Settings,
 ) {
-    match engine::current() {
-        Engine::IoUring => serve_parking(current, addr, socket, settings).await,
-        Engine::Epoll => serve_ready(current, addr, socket, settings).await,
+    let engine = engine::current();
+    // Hot waits (io_uring only) need a blocking socket with a receive timeout; every
+    // other call on it passes MSG_DONTWAIT, and io_uring does not care.
+    let hot_capable = matches!(engine, Engine::IoUring)
+        && settings.hot_wait
+        && set_blocking_wait(&socket, HOT_WAIT)
+            .inspect_err(|err| tracing::debug!(%addr, %err, "UDP hot waits disabled"))
+            .is_ok();
+    let socket = match engine::UdpSocket::from_socket(socket) {
+        Ok(socket) => Rc::new(socket),
+        Err(err) => {
+            tracing::error!(%addr, %err, "cannot serve UDP on this shard");
+            return;
+        }
+    };
+    let batch = new_batch(settings);
+    match engine {
+        Engine::IoUring => serve_parking(current, addr, socket, batch, hot_capable, settings).await,
+        Engine::Epoll => serve_ready(current, addr, socket, batch).await,
     }
 }
 
@@ -127,17 +143,9 @@ pub async fn serve(
 async fn serve_ready(
     current: Current,
     addr: SocketAddr,
-    socket: socket2::Socket,
-    settings: Settings,
+    socket: Rc<engine::UdpSocket>,
+    mut batch: Box<Batch>,
 ) {
-    let socket = match engine::UdpSocket::from_socket(socket) {
-        Ok(socket) => Rc::new(socket),
-        Err(err) => {
-            tracing::error!(%addr, %err, "cannot serve UDP on this shard");
-            return;
-        }
-    };
-    let mut batch = new_batch(settings);
     loop {
         let count = match socket.receive_ready(|fd| batch.receive(fd)).await {
             Ok(count) => count,
@@ -166,24 +174,12 @@ fn new_batch(settings: Settings) -> Box<Batch> {
 async fn serve_parking(
     current: Current,
     addr: SocketAddr,
-    socket: socket2::Socket,
+    socket: Rc<engine::UdpSocket>,
+    mut batch: Box<Batch>,
+    hot_capable: bool,
     settings: Settings,
 ) {
-    // Hot waits need a blocking socket with a receive timeout; every other call on
-    // it passes MSG_DONTWAIT, and io_uring does not care.
-    let hot_capable = settings.hot_wait
-        && set_blocking_wait(&socket, HOT_WAIT)
-            .inspect_err(|err| tracing::debug!(%addr, %err, "UDP hot waits disabled"))
-            .is_ok();
-    let socket = match engine::UdpSocket::from_socket(socket) {
-        Ok(socket) => Rc::new(socket),
-        Err(err) => {
-            tracing::error!(%addr, %err, "cannot serve UDP on this shard");
-            return;
-        }
-    };
     let fd = socket.as_raw_fd();
-    let mut batch = new_batch(settings);
     let _loop = UdpLoop::enter();
     let mut wait = Wait::new(hot_capable);
     // Messages from other shards interrupt hot waits (none with one shard).

@@ -75,13 +75,15 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (poke, poked) = crossbeam_channel::bounded(1);
     spawn_signal_thread(events_tx.clone(), poke)?;
+    let errors = Arc::new(SetupErrors::default());
+    let options = &with_setup_errors(options, &errors);
 
     if cli.embedded_default() {
         tracing::info!("no -conf or -localip: serving the embedded default Corefile");
         let config = config::parse_corefile(DEFAULT_COREFILE, Path::new("<embedded default>"))
             .map_err(|e| NodeError::Config(Box::new(e)))?;
         let running = start_server(config, options)?;
-        return serve_until_stop(running, &events, &Arc::new(SetupErrors::default()), None);
+        return serve_until_stop(running, &events, &errors, None);
     }
     let local_ips: Vec<IpAddr> = cli
         .localip
@@ -92,7 +94,6 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
         return Err(NodeError::TemplateWithoutLocalIp);
     }
     let node_mode = !local_ips.is_empty();
-    let errors = Arc::new(SetupErrors::default());
 
     // 1. The rule list, and the tool that installs it.
     let rules = if node_mode && cli.setupiptables {
@@ -147,6 +148,17 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
     let result = serve_until_stop(running, &events, &errors, teardown);
     drop(pidfile);
     result
+}
+
+/// `options` with the setup errors appended to every `/metrics` answer: node-cache
+/// has one registry, so `coredns_nodecache_setup_errors_total` is on the prometheus
+/// address as well as on `-metrics-listen-address`.
+fn with_setup_errors(options: &server::Options, errors: &Arc<SetupErrors>) -> server::Options {
+    let mut options = options.clone();
+    let errors = errors.clone();
+    let render = move || errors.render();
+    options.http.appended = Some(crate::telemetry::Exposition(Arc::new(render)));
+    options
 }
 
 /// node-cache's rules for the local IPs, as iptables rules or our nftables table

@@ -166,6 +166,11 @@ impl Hosts {
         }
     }
 
+    /// The hosts file (the `hostsfile` label of `coredns_hosts_entries`).
+    pub fn path(&self) -> &std::path::Path {
+        &self.config.path
+    }
+
     /// Entries, reload time (seconds since the epoch) and failed reads, for the metrics.
     pub fn stats(&self) -> (usize, f64, u64) {
         (

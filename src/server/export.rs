@@ -131,17 +131,18 @@ fn export_template(shard: &Shard, out: &mut Metrics) {
 }
 
 /// `hosts` has one table per shard, all reading the same file: shard 0 speaks for
-/// them (CoreDNS has one gauge for every hosts plugin).
+/// them (CoreDNS has one gauge per hosts file, `hostsfile` its path).
 fn export_hosts(shard: &Shard, out: &mut Metrics) {
     let mut any = false;
-    let (mut entries, mut reloaded, mut failures) = (0, 0f64, 0);
+    let (mut reloaded, mut failures) = (0f64, 0);
     for hosts in shard.blocks.iter().filter_map(|b| b.chain.hosts()) {
         let (n, at, failed) = hosts.stats();
-        (entries, reloaded, failures) = (entries + n, reloaded.max(at), failures + failed);
+        (reloaded, failures) = (reloaded.max(at), failures + failed);
+        let path = hosts.path().display().to_string();
+        out.gauge(&m::HOSTS_ENTRIES, &[path.as_str()], n as f64);
         any = true;
     }
     if any {
-        out.gauge(&m::HOSTS_ENTRIES, &[], entries as f64);
         out.gauge(&m::HOSTS_RELOAD_TIMESTAMP, &[], reloaded);
         out.counter(&m::HOSTS_READ_FAILURES, &[], failures);
     }

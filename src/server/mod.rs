@@ -97,6 +97,8 @@ pub struct Options {
     pub pin: bool,
     /// TCP clients: connection limit per shard and idle timeout.
     pub tcp: TcpLimits,
+    /// What the HTTP endpoints serve beyond the Corefile (the node's setup errors).
+    pub http: telemetry::HttpOptions,
 }
 
 /// Bounds on DNS-over-TCP clients, so idle or slow connections cannot use up the
@@ -136,6 +138,7 @@ impl Default for Options {
             cache_bytes_max: None,
             pin: true,
             tcp: TcpLimits::default(),
+            http: telemetry::HttpOptions::default(),
         }
     }
 }
@@ -249,6 +252,7 @@ impl Running {
         }
         self.endpoints = shared_endpoints.iter().map(|e| e.addr).collect();
         self.telemetry.lameduck = telemetry::lameduck(&config);
+        self.telemetry.configure(&config);
         self.config = config;
         Ok(())
     }
@@ -268,8 +272,8 @@ pub fn start(mut config: Config, options: &Options) -> Result<Running, ServerErr
         return Err(ServerError::NothingToServe);
     }
     let sockets = listen::open(&mut endpoints, shards, options)?;
-    let (telemetry, slots) =
-        Telemetry::start(&config, shards, engine.name()).map_err(ServerError::Http)?;
+    let (telemetry, slots) = Telemetry::start(&config, shards, engine.name(), &options.http)
+        .map_err(ServerError::Http)?;
     let shared_config = Arc::new(config.clone());
     let endpoints = Arc::new(endpoints);
     let mut threads = Vec::with_capacity(shards);

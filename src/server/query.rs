@@ -12,7 +12,8 @@ use std::time::Instant;
 use super::miss::{self, Asked, Miss};
 use super::shard::Shard;
 use crate::limits;
-use crate::plugin::{Flow, Request, Trail};
+use crate::plugin::{Flow, Origin, Request, Trail};
+use crate::telemetry::Proto;
 use crate::upstream::Transport;
 use crate::wire::{self, Rcode, Rejection};
 
@@ -53,11 +54,29 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
         }
         Err(Rejection::Reply(rcode)) => {
             counters.rejected.set(counters.rejected.get() + 1);
-            return Handled::Reply(wire::write_error_reply(packet, rcode, out));
+            let len = wire::write_error_reply(packet, rcode, out);
+            let answer = out.get(..len).unwrap_or_default();
+            let proto = proto_of(transport);
+            let stats = &shard.stats;
+            stats.answered_before_chain(endpoint, proto, None, false, packet.len(), answer, now);
+            return Handled::Reply(len);
         }
     };
     let Some((block_index, zone)) = shard.block_zone_for(endpoint, query.qname) else {
-        return Handled::Reply(wire::write_error_reply(packet, Rcode::Refused, out));
+        let len = wire::write_error_reply(packet, Rcode::Refused, out);
+        let answer = out.get(..len).unwrap_or_default();
+        let (proto, qtype, dnssec_ok) = (proto_of(transport), query.qtype, query.dnssec_ok());
+        let stats = &shard.stats;
+        stats.answered_before_chain(
+            endpoint,
+            proto,
+            Some(qtype),
+            dnssec_ok,
+            packet.len(),
+            answer,
+            now,
+        );
+        return Handled::Reply(len);
     };
     let max_len = match transport {
         Transport::Udp => query.udp_limit(),
@@ -95,6 +114,13 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
     }
 }
 
+fn proto_of(transport: Transport) -> Proto {
+    match transport {
+        Transport::Udp => Proto::Udp,
+        Transport::Tcp => Proto::Tcp,
+    }
+}
+
 /// The process's bound on pending misses per shard (`Options::misses_pending_max`,
 /// from the memory plan), set once when the server starts.
 static MISSES_PENDING_MAX: AtomicUsize = AtomicUsize::new(limits::MISSES_PENDING_PER_SHARD_MAX);
@@ -120,7 +146,13 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
         let overloaded = &counters.miss_overload;
         overloaded.set(overloaded.get() + 1);
         let packet = request.query.packet;
-        return Handled::Reply(wire::write_error_reply(packet, Rcode::ServFail, out));
+        let len = wire::write_error_reply(packet, Rcode::ServFail, out);
+        // Still a query of the block: `prometheus` counts it as the server's answer.
+        if let Some(meter) = trail.meter {
+            let answer = out.get(..len).unwrap_or_default();
+            meter.answered(request.stats, answer, Origin::Server);
+        }
+        return Handled::Reply(len);
     }
     pending.set(pending.get() + 1);
     let reply = reply();

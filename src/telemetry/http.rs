@@ -91,7 +91,7 @@ fn serve(server: &Server, routes: Routes, shared: &Shared) {
         let started = Instant::now();
         let path = request.url().split('?').next().unwrap_or("").to_string();
         let response = match path.as_str() {
-            "/metrics" if routes.metrics => exposition(shared.collect().render()),
+            "/metrics" if routes.metrics => exposition(shared.render()),
             "/health" if routes.health => match shared.health_failure() {
                 None => text(200, "OK".into()),
                 Some(stuck) => text(503, stuck),

@@ -77,7 +77,7 @@ family!(
     DNS_DURATION,
     "coredns_dns_request_duration_seconds",
     Histogram,
-    ["server", "zone", "view", "type"],
+    ["server", "zone", "view"],
     &TIME_BUCKETS,
     "Histogram of the time (in seconds) each request took per zone."
 );
@@ -213,8 +213,90 @@ family!(
     [],
     "Counter of the number of failed reload attempts."
 );
-family!(BUILD_INFO, "coredns_build_info", Gauge,
-    ["version", "revision", "goversion", "engine"], "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built, and the I/O engine its shards run on.");
+family!(
+    BUILD_INFO,
+    "coredns_build_info",
+    Gauge,
+    ["version", "revision", "goversion"],
+    "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built."
+);
+family!(
+    PLUGIN_ENABLED,
+    "coredns_plugin_enabled",
+    Gauge,
+    ["server", "zone", "view", "name"],
+    "A metric that indicates whether a plugin is enabled on per server and zone basis."
+);
+family!(
+    ENGINE_INFO,
+    "nodelocaldns_engine_info",
+    Gauge,
+    ["engine"],
+    "A metric with a constant '1' value labeled by the I/O engine the shards run on."
+);
+family!(
+    PROCESS_CPU,
+    "process_cpu_seconds_total",
+    Counter,
+    [],
+    "Total user and system CPU time spent in seconds."
+);
+family!(
+    PROCESS_OPEN_FDS,
+    "process_open_fds",
+    Gauge,
+    [],
+    "Number of open file descriptors."
+);
+family!(
+    PROCESS_MAX_FDS,
+    "process_max_fds",
+    Gauge,
+    [],
+    "Maximum number of open file descriptors."
+);
+family!(
+    PROCESS_VIRTUAL_MEMORY,
+    "process_virtual_memory_bytes",
+    Gauge,
+    [],
+    "Virtual memory size in bytes."
+);
+family!(
+    PROCESS_VIRTUAL_MEMORY_MAX,
+    "process_virtual_memory_max_bytes",
+    Gauge,
+    [],
+    "Maximum amount of virtual memory available in bytes."
+);
+family!(
+    PROCESS_RESIDENT_MEMORY,
+    "process_resident_memory_bytes",
+    Gauge,
+    [],
+    "Resident memory size in bytes."
+);
+family!(
+    PROCESS_START_TIME,
+    "process_start_time_seconds",
+    Gauge,
+    [],
+    "Start time of the process since unix epoch in seconds."
+);
+family!(
+    PROCESS_NETWORK_RECEIVE,
+    "process_network_receive_bytes_total",
+    Counter,
+    [],
+    "Number of bytes received by the process over the network."
+);
+family!(
+    PROCESS_NETWORK_TRANSMIT,
+    "process_network_transmit_bytes_total",
+    Counter,
+    [],
+    "Number of bytes sent by the process over the network."
+);
 family!(
     PANICS,
     "coredns_panics_total",
@@ -319,7 +401,7 @@ family!(
     HOSTS_ENTRIES,
     "coredns_hosts_entries",
     Gauge,
-    [],
+    ["hostsfile"],
     "The combined number of entries in hosts and Corefile."
 );
 family!(
@@ -375,6 +457,7 @@ pub static FAMILIES: &[&Family] = &[
     &FORWARD_MAX_CONCURRENT_REJECTS,
     &RELOAD_FAILED,
     &BUILD_INFO,
+    &PLUGIN_ENABLED,
     &PANICS,
     &HEALTH_FAILURES,
     &HEALTH_DURATION,
@@ -394,6 +477,16 @@ pub static FAMILIES: &[&Family] = &[
     &HOSTS_RELOAD_TIMESTAMP,
     &HOSTS_READ_FAILURES,
     &SHARDS_SERVING,
+    &ENGINE_INFO,
+    &PROCESS_CPU,
+    &PROCESS_OPEN_FDS,
+    &PROCESS_MAX_FDS,
+    &PROCESS_VIRTUAL_MEMORY,
+    &PROCESS_VIRTUAL_MEMORY_MAX,
+    &PROCESS_RESIDENT_MEMORY,
+    &PROCESS_START_TIME,
+    &PROCESS_NETWORK_RECEIVE,
+    &PROCESS_NETWORK_TRANSMIT,
 ];
 
 /// One sample's value; histograms keep per-bucket (not cumulative) counts, the
@@ -599,7 +692,9 @@ mod tests {
             assert_eq!(counter, family.name.ends_with("_total"), "{}", family.name);
             assert_eq!(family.kind == Kind::Histogram, !family.buckets.is_empty());
             assert!(
-                family.name.starts_with("coredns_") || family.name.starts_with("nodelocaldns_")
+                family.name.starts_with("coredns_")
+                    || family.name.starts_with("nodelocaldns_")
+                    || family.name.starts_with("process_")
             );
         }
     }

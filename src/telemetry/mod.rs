@@ -6,6 +6,7 @@
 //! - [`metrics`]: the families, label-keyed samples, merging, text exposition.
 //! - [`http`]: the HTTP listeners (tiny_http), one per distinct address.
 //! - [`querylog`]: the `log` directive's per-query line.
+//! - [`process`]: the `process_*` families, read from `/proc/self` at scrape.
 //!
 //! Flow: each shard's control tick (every 100 ms) asks its [`Publisher`] whether a
 //! publication is due (once a second, or at once when a scrape asks for fresh numbers
@@ -16,6 +17,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod querylog;
 pub mod stats;
 
@@ -74,14 +76,39 @@ pub struct Shared {
     born: Instant,
     /// The test hook's file (`NODELOCALDNS_TEST_STALL_FILE`), when set.
     stall_file: Option<std::path::PathBuf>,
-    /// The I/O engine the shards run on (the `engine` label of `coredns_build_info`).
+    /// The I/O engine the shards run on (the `engine` label of `nodelocaldns_engine_info`).
     engine: &'static str,
+    /// `coredns_plugin_enabled` of the configuration in force.
+    enabled: Mutex<Metrics>,
+    /// Text appended to every `/metrics` answer (node-cache's setup errors: one
+    /// registry there, so they are on the prometheus address too).
+    appended: Option<Exposition>,
+}
+
+/// A source of Prometheus text exposition rendered on each scrape, from a layer
+/// above telemetry (the node's setup errors).
+#[derive(Clone)]
+pub struct Exposition(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exposition")
+    }
+}
+
+/// What the HTTP endpoints serve beyond the Corefile's directives.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Appended to every `/metrics` answer.
+    pub appended: Option<Exposition>,
 }
 
 impl Shared {
-    fn new(shards: usize, engine: &'static str) -> Shared {
+    fn new(shards: usize, engine: &'static str, options: &HttpOptions) -> Shared {
         Shared {
             engine,
+            enabled: Mutex::default(),
+            appended: options.appended.clone(),
             wanted: AtomicU64::new(0),
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             upstreams_checked: AtomicBool::new(false),
@@ -178,15 +205,25 @@ impl Shared {
         all
     }
 
+    /// The `/metrics` answer: the merged families, then the appended exposition.
+    pub fn render(&self) -> String {
+        let mut text = self.collect().render();
+        if let Some(appended) = &self.appended {
+            text.push_str(&(appended.0)());
+        }
+        text
+    }
+
     fn add_process(&self, out: &mut Metrics) {
         use metrics as m;
         let version = env!("CARGO_PKG_VERSION");
         let revision = option_env!("NODELOCALDNS_REVISION").unwrap_or("");
-        out.gauge(
-            &m::BUILD_INFO,
-            &[version, revision, "rust", self.engine],
-            1.0,
-        );
+        out.gauge(&m::BUILD_INFO, &[version, revision, "rust"], 1.0);
+        out.gauge(&m::ENGINE_INFO, &[self.engine], 1.0);
+        if let Ok(enabled) = self.enabled.lock() {
+            out.merge(&enabled, false);
+        }
+        process::collect(out);
         out.counter(&m::PANICS, &[], PANICS.load(Ordering::Relaxed));
         out.counter(
             &m::HEALTH_FAILURES,
@@ -203,6 +240,13 @@ impl Shared {
         out.gauge(&m::SHARDS_SERVING, &[], self.serving() as f64);
         if let Ok(health) = self.health.lock() {
             out.histogram(&m::HEALTH_DURATION, &[], &health.0, health.1);
+        }
+    }
+
+    fn configure(&self, config: &Config) {
+        let enabled = plugins_enabled(config);
+        if let Ok(mut slot) = self.enabled.lock() {
+            *slot = enabled;
         }
     }
 
@@ -345,9 +389,11 @@ impl Telemetry {
         config: &Config,
         shards: usize,
         engine: &'static str,
+        options: &HttpOptions,
     ) -> std::io::Result<(Telemetry, Vec<Slot>)> {
         install_panic_hook();
-        let shared = Arc::new(Shared::new(shards, engine));
+        let shared = Arc::new(Shared::new(shards, engine, options));
+        shared.configure(config);
         let listeners = http::start(config, &shared)?;
         let lameduck = lameduck(config);
         spawn_upstream_check(config, shared.clone());
@@ -370,6 +416,12 @@ impl Telemetry {
         self.listeners.iter().map(|l| l.addr).collect()
     }
 
+    /// A new configuration is in force: its `coredns_plugin_enabled` replaces the
+    /// old one's (CoreDNS resets the family on reload).
+    pub fn configure(&self, config: &Config) {
+        self.shared.configure(config);
+    }
+
     /// Enters lameduck: `/ready` answers 503 from now on; `/health` stays 200.
     pub fn enter_lameduck(&self) {
         self.shared.lameduck.store(true, Ordering::Relaxed);
@@ -383,6 +435,64 @@ impl Telemetry {
     pub fn collect(&self) -> Metrics {
         self.shared.collect()
     }
+}
+
+/// The plugins CoreDNS registers as handlers of a block's chain, in node-cache's
+/// directive order (`plugin.cfg`; `acl` where CoreDNS has it): the `name` label of
+/// `coredns_plugin_enabled`. Directives that only configure the server (timeouts,
+/// reload, bind, debug, health, ready, pprof) are not handlers there either.
+fn handlers(block: &crate::config::ServerBlock) -> Vec<&'static str> {
+    let present = [
+        ("bufsize", block.bufsize.is_some()),
+        ("trace", block.trace),
+        ("prometheus", block.prometheus.is_some()),
+        ("errors", block.errors),
+        ("log", block.log),
+        ("dns64", block.dns64.is_some()),
+        ("acl", block.acl.is_some()),
+        ("loadbalance", block.loadbalance),
+        ("cache", block.cache.is_some()),
+        ("rewrite", !block.rewrites.is_empty()),
+        ("template", !block.templates.is_empty()),
+        ("hosts", block.hosts.is_some()),
+        ("loop", block.loop_detect),
+        ("forward", block.forward.is_some()),
+        ("whoami", block.whoami),
+    ];
+    present
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// `coredns_plugin_enabled{server, zone, view, name}` = 1 for every handler of every
+/// block with `prometheus`, per listen address and zone, as CoreDNS's `prometheus`
+/// sets it at start (`server` is `dns://` and the bind address, empty without
+/// `bind`, and the port).
+fn plugins_enabled(config: &Config) -> Metrics {
+    let mut out = Metrics::default();
+    for block in config.servers.iter().filter(|b| b.prometheus.is_some()) {
+        let hosts: Vec<String> = if block.bind.is_empty() {
+            vec![format!("dns://:{}", block.port)]
+        } else {
+            let addrs = block.bind.iter();
+            addrs
+                .map(|ip| format!("dns://{}", SocketAddr::new(*ip, block.port)))
+                .collect()
+        };
+        let names = handlers(block);
+        for (server, zone) in hosts
+            .iter()
+            .flat_map(|h| block.zones.iter().map(move |z| (h, z)))
+        {
+            for name in &names {
+                let labels = [server.as_str(), zone.name.as_str(), "", name];
+                out.gauge(&metrics::PLUGIN_ENABLED, &labels, 1.0);
+            }
+        }
+    }
+    out
 }
 
 /// The longest `health { lameduck }` of the configuration (zero without).
@@ -496,7 +606,7 @@ mod tests {
 
     #[test]
     fn ready_needs_every_shard_and_the_upstream_check() {
-        let shared = Shared::new(2, "io_uring");
+        let shared = Shared::new(2, "io_uring", &HttpOptions::default());
         assert!(!shared.ready());
         shared.upstreams_checked.store(true, Ordering::Relaxed);
         for shard in &shared.shards {

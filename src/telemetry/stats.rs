@@ -129,7 +129,8 @@ pub struct DnsSeries {
     /// By proto × family, then type slot.
     requests: [[Cell<u64>; TYPE_SLOTS]; 4],
     do_requests: Cell<u64>,
-    duration: [TimeHist; TYPE_SLOTS],
+    /// CoreDNS 1.14 labels the duration by server, zone and view only (no `type`).
+    duration: TimeHist,
     request_size: [SizeHist; 2],
     response_size: [SizeHist; 2],
     /// By header rcode, then plugin.
@@ -143,7 +144,7 @@ impl DnsSeries {
             zone,
             requests: std::array::from_fn(|_| std::array::from_fn(|_| Cell::new(0))),
             do_requests: Cell::new(0),
-            duration: std::array::from_fn(|_| Hist::default()),
+            duration: Hist::default(),
             request_size: std::array::from_fn(|_| Hist::default()),
             response_size: std::array::from_fn(|_| Hist::default()),
             responses: std::array::from_fn(|_| std::array::from_fn(|_| Cell::new(0))),
@@ -161,7 +162,7 @@ impl DnsSeries {
             bump(&self.do_requests);
         }
         let seconds = r.start.elapsed().as_secs_f64();
-        self.duration[slot].observe(&TIME_BUCKETS, seconds);
+        self.duration.observe(&TIME_BUCKETS, seconds);
         self.request_size[proto].observe(&SIZE_BUCKETS, r.request_bytes as f64);
         self.response_size[proto].observe(&SIZE_BUCKETS, r.response_bytes as f64);
         bump(&self.responses[r.rcode & 0x0f][r.plugin as usize]);
@@ -184,9 +185,8 @@ impl DnsSeries {
             &[server, zone, ""],
             self.do_requests.get(),
         );
-        for (slot, hist) in self.duration.iter().enumerate() {
-            hist.export(out, &m::DNS_DURATION, &[server, zone, "", type_name(slot)]);
-        }
+        self.duration
+            .export(out, &m::DNS_DURATION, &[server, zone, ""]);
         for (proto, name) in PROTOS.iter().enumerate() {
             let labels = [server, zone, "", name];
             self.request_size[proto].export(out, &m::DNS_REQUEST_SIZE, &labels);
@@ -251,6 +251,9 @@ pub struct ShardStats {
     cache: Vec<CacheSeries>,
     /// By endpoint, then block index: the block's series when it has `prometheus`.
     index: Vec<Vec<Option<BlockSeries>>>,
+    /// By endpoint: the series of queries answered before any block's chain (zone
+    /// `dropped`, as CoreDNS names it), when some block has `prometheus`.
+    dropped: Vec<Option<BlockSeries>>,
 }
 
 impl ShardStats {
@@ -261,8 +264,19 @@ impl ShardStats {
         endpoints: impl Iterator<Item = (SocketAddr, &'a [usize])>,
     ) -> ShardStats {
         let mut stats = ShardStats::default();
+        let metered = config.servers.iter().any(|b| b.prometheus.is_some());
         for (endpoint, (addr, blocks)) in endpoints.enumerate() {
             let server = server_label(addr);
+            stats.dropped.push(metered.then(|| {
+                stats
+                    .dns
+                    .push(DnsSeries::new(server.clone(), DROPPED_ZONE.into()));
+                BlockSeries {
+                    dns: stats.dns.len() - 1,
+                    cache: None,
+                    ipv6: addr.is_ipv6(),
+                }
+            }));
             let mut by_block = vec![None; config.servers.len()];
             for &b in blocks {
                 let Some(block) = config.servers.get(b) else {
@@ -307,6 +321,43 @@ impl ShardStats {
     #[inline]
     pub fn block(&self, endpoint: usize, block: usize) -> Option<BlockSeries> {
         *self.index.get(endpoint)?.get(block)?
+    }
+
+    /// Counts a query answered before any block's chain saw it (an unreadable
+    /// question, a class other than IN, no zone of the endpoint matching): CoreDNS's
+    /// server counts these under the zone `dropped`. `qtype` None: no readable
+    /// question (type `other`).
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    pub fn answered_before_chain(
+        &self,
+        endpoint: usize,
+        proto: Proto,
+        qtype: Option<u16>,
+        dnssec_ok: bool,
+        request_bytes: usize,
+        response: &[u8],
+        start: Instant,
+    ) {
+        let Some(Some(series)) = self.dropped.get(endpoint).copied() else {
+            return;
+        };
+        if response.is_empty() {
+            return;
+        }
+        if let Some(dns) = self.dns(series, 0) {
+            dns.report(&Report {
+                proto,
+                ipv6: series.ipv6,
+                type_slot: qtype.map_or(TYPES.len(), type_slot),
+                dnssec_ok,
+                request_bytes,
+                response_bytes: response.len(),
+                rcode: response_rcode(response),
+                plugin: Plugin::Server,
+                start,
+            });
+        }
     }
 
     #[inline]
@@ -423,6 +474,10 @@ impl Meter {
         }
     }
 }
+
+/// CoreDNS's zone label of queries that never entered a plugin chain (no closing
+/// dot: never a real zone).
+pub const DROPPED_ZONE: &str = "dropped";
 
 /// CoreDNS's `server` label: `dns://` and the listen address, `dns://:53` for the
 /// wildcard addresses.

@@ -1,7 +1,7 @@
 //! The I/O engine choice (`--io-engine`) where io_uring is blocked, as a container
 //! runtime's default seccomp profile blocks it: the server runs under a real
 //! seccomp filter that refuses the io_uring system calls (`testkit::seccomp`).
-//! `auto` falls back to epoll, says so once, labels `coredns_build_info`, and serves
+//! `auto` falls back to epoll, says so once, labels `nodelocaldns_engine_info`, and serves
 //! UDP and TCP, hits and misses across two shards; an explicit `io_uring` fails
 //! with an error that names seccomp, and never panics. The same for an
 //! RLIMIT_MEMLOCK below glommio's minimum.
@@ -55,8 +55,8 @@ fn auto_falls_back_to_epoll_where_seccomp_blocks_io_uring_and_serves() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("coredns_build_info{") && l.contains("engine=\"epoll\"")),
-        "build info names the engine:\n{metrics}"
+            .any(|l| l.starts_with("nodelocaldns_engine_info{") && l.contains("engine=\"epoll\"")),
+        "nodelocaldns_engine_info names the engine:\n{metrics}"
     );
     assert!(
         cache.metric_sum("coredns_cache_hits_total") >= 8.0,

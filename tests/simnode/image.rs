@@ -555,7 +555,7 @@ fn image_cilium_lrp_mode_runs_without_net_admin() {
 
 /// The image under podman's default seccomp profile, no profile of ours: io_uring
 /// is blocked as under kubelet's `RuntimeDefault`, and the cache starts on the epoll
-/// engine, says why once, labels `coredns_build_info`, and answers over UDP and TCP,
+/// engine, says why once, labels `nodelocaldns_engine_info`, and answers over UDP and TCP,
 /// misses and hits.
 #[test]
 fn image_under_the_default_seccomp_profile_serves_on_epoll() {
@@ -608,8 +608,8 @@ fn image_under_the_default_seccomp_profile_serves_on_epoll() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("coredns_build_info{") && l.contains("engine=\"epoll\"")),
-        "coredns_build_info names the engine:\n{metrics}"
+            .any(|l| l.starts_with("nodelocaldns_engine_info{") && l.contains("engine=\"epoll\"")),
+        "nodelocaldns_engine_info names the engine:\n{metrics}"
     );
     assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
 }

@@ -19,21 +19,26 @@ use crate::limits::{
     ANSWER_TTL_SECS_DEFAULT, ANSWER_TTL_SECS_MAX, EDNS_UDP_PAYLOAD_BYTES_OURS, NAME_BYTES_MAX,
 };
 use crate::wire::{
-    fitting_records, flags, split_records, walk_answer, write_opt, AnswerWalk, Header, Query,
-    Reader, Split, WireError, Writer, HEADER_BYTES, OPT_BYTES,
+    answers_question, fitting_records, flags, split_records, walk_answer, write_opt, AnswerWalk,
+    Header, Query, Reader, Split, WireError, Writer, HEADER_BYTES, OPT_BYTES,
 };
 
-/// How an answer is cached (CoreDNS `response.Type` folded into cache decisions).
+/// How an answer is cached (CoreDNS `response.Type` folded into cache decisions,
+/// with RFC 2308 §5: a denial without SOA is not cached).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerClass {
-    /// NOERROR with answers, NOERROR empty without SOA, delegation.
+    /// NOERROR whose answer section answers the question, NOERROR empty without SOA,
+    /// delegation.
     Success,
-    /// NXDOMAIN, NODATA (NOERROR, no answers, SOA in authority).
+    /// NXDOMAIN with SOA (a CNAME chain in the answer section or not); NODATA:
+    /// NOERROR with SOA in authority and no answer to the question (an empty answer
+    /// section, or a CNAME chain that does not reach the type asked).
     Denial,
     /// SERVFAIL, NOTIMP: cached for `servfail_ttl`.
     ServFail,
-    /// REFUSED, FORMERR, other rcodes, NXDOMAIN with answers, TC=1, transfers,
-    /// non-QUERY opcodes: passed through, never cached.
+    /// NXDOMAIN without SOA, NOERROR with records that do not answer the question and
+    /// no SOA, REFUSED, FORMERR, other rcodes, TC=1, transfers, non-QUERY opcodes:
+    /// passed through, never cached.
     Uncacheable,
 }
 
@@ -59,6 +64,11 @@ enum Kind {
     Delegation,
     NoData,
     NameError,
+    /// NXDOMAIN without SOA (CoreDNS 1.14: a `NameError` its cache refuses).
+    NameErrorNoSoa,
+    /// NOERROR with records that do not answer the question, no SOA (CoreDNS 1.14:
+    /// a `NoError` its cache refuses, an SOA-less NODATA).
+    Unanswered,
     ServerError,
     Other,
 }
@@ -73,6 +83,9 @@ pub struct StoredAnswer {
     /// little-endian u16 pairs (the form a packed cache entry keeps them in).
     ttl_offsets: Box<[u8]>,
     meta: Meta,
+    /// A NOERROR or NXDOMAIN answer to a QUERY, cacheable or not: what may replace a
+    /// stale entry under `serve_stale` (RFC 8767 §4, CoreDNS's verify writer).
+    refreshes: bool,
 }
 
 /// What an answer carries besides its record bytes, owned or borrowed alike.
@@ -88,6 +101,9 @@ pub(super) struct Meta {
     /// of another length would break the compression pointers.
     question_len: usize,
     class: AnswerClass,
+    /// A NOERROR whose answer section answers the question (the CNAME chain reaches
+    /// the type asked): a positive answer `serve_stale_policy prefer_positive` keeps.
+    answering: bool,
     /// TTL of the entry and of every record in a reply (CoreDNS rewrites all TTLs to it).
     ttl_secs: u32,
 }
@@ -116,7 +132,7 @@ impl StoredAnswer {
         cfg: &CacheConfig,
     ) -> Option<StoredAnswer> {
         let walk = walk_answer(answer).filter(|w| w.split.question_len == q.question().len())?;
-        let summary = Summary::of_walk(&walk);
+        let summary = Summary::of_walk(&walk, answer);
         Some(StoredAnswer::new(&walk.split, &summary, q.qtype, cfg))
     }
 
@@ -131,7 +147,7 @@ impl StoredAnswer {
         if msg.message_type() != MessageType::Response {
             return Err(AnswerError::NotResponse);
         }
-        let summary = Summary::of_message(&msg);
+        let summary = Summary::of_message(&msg, answer);
         // The high rcode bits live in the OPT we drop; keep the header to the low bits.
         msg.set_response_code(ResponseCode::from_low(msg.response_code().low()));
         *msg.extensions_mut() = None;
@@ -149,6 +165,7 @@ impl StoredAnswer {
         let kind = typify(summary, qtype);
         let h = split.header;
         StoredAnswer {
+            refreshes: !matches!(kind, Kind::ServerError | Kind::Other),
             records: split.records.into(),
             ttl_offsets: split
                 .ttl_offsets
@@ -161,6 +178,7 @@ impl StoredAnswer {
                 rcode: summary.rcode,
                 question_len: split.question_len,
                 class: class_of_kind(kind),
+                answering: kind == Kind::NoError && summary.answers_question,
                 ttl_secs: entry_ttl(summary, kind, cfg),
             },
         }
@@ -168,6 +186,17 @@ impl StoredAnswer {
 
     pub fn class(&self) -> AnswerClass {
         self.meta.class
+    }
+
+    /// Answers the question positively (see [`Meta`]'s `answering`).
+    pub fn answering(&self) -> bool {
+        self.meta.answering
+    }
+
+    /// May replace a stale entry: a NOERROR or NXDOMAIN answer to a QUERY, cached or
+    /// not (RFC 8767 §4); SERVFAIL, REFUSED, TC=1 and the like may not.
+    pub fn refreshes(&self) -> bool {
+        self.refreshes
     }
 
     pub fn ttl_secs(&self) -> u32 {
@@ -223,8 +252,8 @@ impl AnswerRef<'_> {
 }
 
 /// Bytes of a packed entry before its name: qtype, qclass, TTL (u32), the three
-/// counts, flags, rcode (u16 each), class, name length (u8 each), TTL offsets (u16);
-/// all little-endian.
+/// counts, flags, rcode (u16 each), class (with [`ANSWERING`]), name length (u8
+/// each), TTL offsets (u16); all little-endian.
 const PACKED_HEADER_BYTES: usize = 22;
 
 /// Length of [`pack`]'s output for a name of `name_len` bytes.
@@ -255,13 +284,17 @@ pub(super) fn pack(
     for x in m.counts.into_iter().chain([m.flags, m.rcode]) {
         v.extend_from_slice(&x.to_le_bytes());
     }
-    v.extend_from_slice(&[class_code(m.class), name_len]);
+    let answering = if m.answering { ANSWERING } else { 0 };
+    v.extend_from_slice(&[class_code(m.class) | answering, name_len]);
     v.extend_from_slice(&offsets.to_le_bytes());
     v.extend(name.iter().map(u8::to_ascii_lowercase));
     v.extend_from_slice(&stored.records);
     v.extend_from_slice(&stored.ttl_offsets);
     Some(v.into_boxed_slice())
 }
+
+/// The bit of a packed entry's class byte that says it answers its question.
+const ANSWERING: u8 = 0x80;
 
 fn class_code(class: AnswerClass) -> u8 {
     match class {
@@ -273,7 +306,7 @@ fn class_code(class: AnswerClass) -> u8 {
 }
 
 fn class_of(code: u8) -> AnswerClass {
-    match code {
+    match code & !ANSWERING {
         0 => AnswerClass::Success,
         1 => AnswerClass::Denial,
         2 => AnswerClass::ServFail,
@@ -318,6 +351,7 @@ impl<'a> Packed<'a> {
                     rcode: u16::from_le_bytes([k0, k1]),
                     question_len: name_len + 4,
                     class: class_of(class),
+                    answering: class & ANSWERING != 0,
                     ttl_secs: u32::from_le_bytes([l0, l1, l2, l3]),
                 },
             },
@@ -378,19 +412,24 @@ pub(super) struct Summary {
     authorities: usize,
     soa_in_authority: bool,
     ns_in_authority: bool,
+    /// A NOERROR's answer section answers the question ([`answers_question`]);
+    /// false for other rcodes and empty answer sections.
+    answers_question: bool,
     /// Smallest TTL of the records of all sections, OPT excluded; `u32::MAX` if none.
     min_ttl: u32,
 }
 
 impl Summary {
-    /// The summary of a decoded message.
-    pub(super) fn of_message(m: &Message) -> Summary {
+    /// The summary of `m`, decoded from `wire`.
+    pub(super) fn of_message(m: &Message, wire: &[u8]) -> Summary {
         let in_authority = |t: RecordType| m.name_servers().iter().any(|r| r.record_type() == t);
+        let rcode = u16::from(m.response_code());
         Summary {
             query: m.op_code() == OpCode::Query,
             truncated: m.truncated(),
-            rcode: u16::from(m.response_code()),
+            rcode,
             answers: m.answers().len(),
+            answers_question: chain_answers(rcode, m.answers().len(), wire),
             authorities: m.name_servers().len(),
             soa_in_authority: in_authority(RecordType::SOA),
             ns_in_authority: in_authority(RecordType::NS),
@@ -402,13 +441,15 @@ impl Summary {
         }
     }
 
-    /// The summary of a walked answer.
-    pub(super) fn of_walk(w: &AnswerWalk<'_>) -> Summary {
+    /// The summary of `w`, walked over `wire`.
+    pub(super) fn of_walk(w: &AnswerWalk<'_>, wire: &[u8]) -> Summary {
+        let answers = usize::from(w.split.header.ancount);
         Summary {
             query: w.split.header.opcode() == 0,
             truncated: w.split.header.flags & flags::TC != 0,
             rcode: w.rcode,
-            answers: usize::from(w.split.header.ancount),
+            answers,
+            answers_question: chain_answers(w.rcode, answers, wire),
             authorities: usize::from(w.split.header.nscount),
             soa_in_authority: w.soa_in_authority,
             ns_in_authority: w.ns_in_authority,
@@ -417,12 +458,18 @@ impl Summary {
     }
 }
 
+/// Whether a NOERROR answer's records answer its question; walked only when there
+/// are records to walk.
+fn chain_answers(rcode: u16, answers: usize, wire: &[u8]) -> bool {
+    rcode == RCODE_NOERROR && answers > 0 && answers_question(wire)
+}
+
 fn class_of_kind(kind: Kind) -> AnswerClass {
     match kind {
         Kind::NoError | Kind::Delegation => AnswerClass::Success,
         Kind::NoData | Kind::NameError => AnswerClass::Denial,
         Kind::ServerError => AnswerClass::ServFail,
-        Kind::Other => AnswerClass::Uncacheable,
+        Kind::NameErrorNoSoa | Kind::Unanswered | Kind::Other => AnswerClass::Uncacheable,
     }
 }
 
@@ -432,7 +479,12 @@ const RCODE_SERVFAIL: u16 = 2;
 const RCODE_NXDOMAIN: u16 = 3;
 const RCODE_NOTIMP: u16 = 4;
 
-/// CoreDNS `response.Typify`, with NXDOMAIN a denial even without SOA.
+/// CoreDNS 1.14 `response.Typify` and `cacheResponseType` with RFC 2308 §5 as its
+/// cache applies it: a NOERROR whose records do not answer the question is NODATA
+/// with an SOA and uncacheable without; an NXDOMAIN is a denial with an SOA and
+/// uncacheable without. Unlike CoreDNS 1.14, an NXDOMAIN with a CNAME chain and an
+/// SOA is a denial (RFC 2308 §2.1, and CoreDNS up to 1.12, which node-cache 1.26
+/// runs), not an error answered from upstream every time.
 fn typify(s: &Summary, qtype: u16) -> Kind {
     let transfer = matches!(RecordType::from(qtype), RecordType::AXFR | RecordType::IXFR);
     if !s.query || transfer || s.truncated {
@@ -440,12 +492,13 @@ fn typify(s: &Summary, qtype: u16) -> Kind {
     }
     let answers = s.answers > 0;
     match s.rcode {
-        RCODE_NOERROR if answers => Kind::NoError,
+        RCODE_NOERROR if answers && s.answers_question => Kind::NoError,
         RCODE_NOERROR if s.soa_in_authority => Kind::NoData,
+        RCODE_NOERROR if answers => Kind::Unanswered,
         RCODE_NOERROR if s.ns_in_authority => Kind::Delegation,
         RCODE_NOERROR => Kind::NoError,
-        RCODE_NXDOMAIN if answers => Kind::Other,
-        RCODE_NXDOMAIN => Kind::NameError,
+        RCODE_NXDOMAIN if s.soa_in_authority => Kind::NameError,
+        RCODE_NXDOMAIN => Kind::NameErrorNoSoa,
         RCODE_SERVFAIL | RCODE_NOTIMP => Kind::ServerError,
         _ => Kind::Other,
     }
@@ -458,14 +511,19 @@ fn entry_ttl(s: &Summary, kind: Kind, cfg: &CacheConfig) -> u32 {
     if kind == Kind::ServerError {
         return secs(cfg.servfail_ttl);
     }
-    let examined = matches!(kind, Kind::NoError | Kind::NameError | Kind::NoData);
+    // The uncacheable NXDOMAIN and NOERROR still get their TTLs capped in the reply,
+    // as CoreDNS's cache rewrites every answer it passes on.
+    let examined = matches!(
+        kind,
+        Kind::NoError | Kind::NameError | Kind::NoData | Kind::NameErrorNoSoa | Kind::Unanswered
+    );
     let msg_ttl = if !examined || s.answers + s.authorities == 0 {
         ANSWER_TTL_SECS_DEFAULT
     } else {
         s.min_ttl.min(ANSWER_TTL_SECS_MAX)
     };
     let bounds = match kind {
-        Kind::NoData | Kind::NameError => cfg.denial,
+        Kind::NoData | Kind::NameError | Kind::NameErrorNoSoa => cfg.denial,
         _ => cfg.success,
     };
     msg_ttl.max(secs(bounds.ttl_min)).min(secs(bounds.ttl_max))

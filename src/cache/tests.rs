@@ -174,10 +174,46 @@ fn classification_table() {
             up(ResponseCode::NXDomain).authority(soa("example.com.", 60)),
             Denial,
         ),
-        ("nxdomain without soa", up(ResponseCode::NXDomain), Denial),
+        // RFC 2308 §5: a denial without SOA is not cached.
         (
-            "nxdomain + answers",
-            up(ResponseCode::NXDomain).answer(a("x.example.com.", 60)),
+            "nxdomain without soa",
+            up(ResponseCode::NXDomain),
+            Uncacheable,
+        ),
+        (
+            "nxdomain + cname chain + soa (RFC 2308 §2.1)",
+            up(ResponseCode::NXDomain)
+                .answer(cname("x.example.com.", "gone.example.com."))
+                .authority(soa("example.com.", 60)),
+            Denial,
+        ),
+        (
+            "nxdomain + cname chain, no soa",
+            up(ResponseCode::NXDomain).answer(cname("x.example.com.", "gone.example.com.")),
+            Uncacheable,
+        ),
+        (
+            "noerror + cname chain",
+            up(ResponseCode::NoError)
+                .answer(cname("x.example.com.", "y.example.com."))
+                .answer(a("y.example.com.", 60)),
+            Success,
+        ),
+        (
+            "nodata behind a cname chain + soa",
+            up(ResponseCode::NoError)
+                .answer(cname("x.example.com.", "y.example.com."))
+                .authority(soa("example.com.", 60)),
+            Denial,
+        ),
+        (
+            "nodata behind a cname chain, no soa",
+            up(ResponseCode::NoError).answer(cname("x.example.com.", "y.example.com.")),
+            Uncacheable,
+        ),
+        (
+            "noerror + records at another name, no soa",
+            up(ResponseCode::NoError).answer(a("other.example.com.", 60)),
             Uncacheable,
         ),
         ("servfail", up(ResponseCode::ServFail), ServFail),
@@ -195,8 +231,19 @@ fn classification_table() {
         ),
     ];
     for (what, upstream, class) in cases {
-        assert_eq!(stored(&upstream, &q).class(), class, "{what}");
+        let stored = stored(&upstream, &q);
+        assert_eq!(stored.class(), class, "{what}");
+        let rcode = upstream.msg.response_code();
+        let refreshes = [ResponseCode::NoError, ResponseCode::NXDomain].contains(&rcode)
+            && !upstream.msg.truncated();
+        assert_eq!(stored.refreshes(), refreshes, "{what}: refreshes");
+        let answering = class == Success && !upstream.msg.answers().is_empty();
+        assert_eq!(stored.answering(), answering, "{what}: answering");
     }
+}
+
+fn cname(owner: &str, target: &str) -> Record {
+    Record::from_rdata(name(owner), 60, RData::CNAME(CNAME(name(target))))
 }
 
 #[test]
@@ -587,9 +634,17 @@ fn insert_rules() {
         &c,
         &mut shard,
         "x.private.example.",
-        up("x.private.example.", ResponseCode::NXDomain),
+        up("x.private.example.", ResponseCode::NXDomain).authority(soa("example.", 60)),
     );
     put_with(&c, &mut shard, "x.other.", answer_for("x.other.", 60));
+    assert_eq!(shard.len(), (1, 1));
+    // RFC 2308 §5: a denial without SOA is not cached.
+    put_with(
+        &c,
+        &mut shard,
+        "y.private.example.",
+        up("y.private.example.", ResponseCode::NXDomain),
+    );
     assert_eq!(shard.len(), (1, 1));
     c.servfail_ttl = Duration::from_secs(3);
     let mut shard = Shard::new(&c);

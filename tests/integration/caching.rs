@@ -1,11 +1,16 @@
 //! Cache semantics: hits do not reach the upstream, TTLs are capped and count down,
-//! denials are cached for the denial TTL and then asked again.
+//! denials are cached for the denial TTL and then asked again, and a denial without
+//! an SOA is not cached at all (RFC 2308 §5).
 
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::client::{self, answer_ttls, records};
 use crate::harness::{corefile, Cache, Knot, Zone, CACHE_30};
@@ -268,6 +273,197 @@ fn servfail_is_cached_for_the_servfail_duration() {
     let reply = client::udp(cache.addr(), &client::query("www.broken.", RecordType::A));
     assert_eq!(reply.response_code(), ResponseCode::ServFail);
     assert_eq!(servfails(), 2, "after 2 s the SERVFAIL must be asked again");
+}
+
+/// `rfc2308.`: a CNAME to a name that does not exist, and a CNAME to a name without
+/// the type asked (knot answers NXDOMAIN, and NOERROR, with the chain and the SOA).
+const RFC2308_ZONE: &str = r#"$ORIGIN rfc2308.
+$TTL 300
+@         SOA   ns.rfc2308. host.rfc2308. 1 3600 600 86400 3600
+@         NS    ns
+ns        A     127.0.0.1
+dangling  CNAME gone
+alias     CNAME www
+www       A     192.0.2.1
+"#;
+
+/// The records of `reply` of type `rtype`, in its answer and authority sections.
+fn count(reply: &Message, rtype: RecordType) -> (usize, usize) {
+    let of = |rs: &[Record]| rs.iter().filter(|r| r.record_type() == rtype).count();
+    (of(reply.answers()), of(reply.name_servers()))
+}
+
+/// NXDOMAIN with a CNAME chain and an SOA is a denial (RFC 2308 §2.1, §5) and is
+/// cached for the denial TTL like any other; so is NODATA behind a CNAME chain.
+#[test]
+fn nxdomain_and_nodata_behind_a_cname_chain_are_cached_as_denials() {
+    let knot = Knot::start(&[Zone::new("rfc2308.", RFC2308_ZONE)]);
+    let cache = denial_cache(&knot);
+    let nxdomains = || knot.stat("mod-stats.response-code[NXDOMAIN]");
+    let start = Instant::now();
+    for i in 0..3 {
+        let reply = client::udp(
+            cache.addr(),
+            &client::query("dangling.rfc2308.", RecordType::A),
+        );
+        assert_eq!(reply.response_code(), ResponseCode::NXDomain, "#{i}");
+        assert_eq!(count(&reply, RecordType::CNAME), (1, 0), "#{i}: {reply:?}");
+        assert_eq!(count(&reply, RecordType::SOA), (0, 1), "#{i}: {reply:?}");
+        let nodata = client::udp(
+            cache.addr(),
+            &client::query("alias.rfc2308.", RecordType::AAAA),
+        );
+        assert_eq!(nodata.response_code(), ResponseCode::NoError, "#{i}");
+        assert_eq!(
+            count(&nodata, RecordType::CNAME),
+            (1, 0),
+            "#{i}: {nodata:?}"
+        );
+        assert_eq!(count(&nodata, RecordType::SOA), (0, 1), "#{i}: {nodata:?}");
+        assert!(
+            answer_ttls(&nodata).iter().all(|&t| t <= 2),
+            "NODATA behind a CNAME is capped to the denial TTL 2: {nodata:?}"
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "too slow to test a 2 s TTL"
+    );
+    assert_eq!(
+        nxdomains(),
+        1,
+        "the NXDOMAIN with a CNAME reaches knot once within its TTL"
+    );
+    assert_eq!(
+        knot.queries_of_type("AAAA"),
+        1,
+        "the NODATA with a CNAME, once too"
+    );
+    sleep(Duration::from_millis(3100));
+    let reply = client::udp(
+        cache.addr(),
+        &client::query("dangling.rfc2308.", RecordType::A),
+    );
+    assert_eq!(reply.response_code(), ResponseCode::NXDomain);
+    assert_eq!(nxdomains(), 2, "after the 2 s denial TTL it is asked again");
+}
+
+/// An upstream that denies without SOA: the fault is the point. NXDOMAIN without
+/// authority for `nosoa.*` names; for `chain.*`, NOERROR with a CNAME to a name with
+/// no record of the type asked, and no SOA (an SOA-less NODATA). Counts queries
+/// for names other than the root.
+struct SoalessUpstream {
+    addr: SocketAddr,
+    queries: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SoalessUpstream {
+    fn start() -> SoalessUpstream {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the scripted upstream");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let addr = socket.local_addr().expect("local address");
+        let (queries, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (counted, stopped) = (queries.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
+                // Only the names asked below (not a start-up probe of the root).
+                if query.queries().iter().any(|q| !q.name().is_root()) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                let reply = Self::reply(&query);
+                let _ = socket.send_to(&reply.to_vec().expect("encode"), from);
+            }
+        });
+        SoalessUpstream {
+            addr,
+            queries,
+            stop,
+        }
+    }
+
+    fn reply(query: &Message) -> Message {
+        let mut reply = Message::new();
+        reply
+            .set_id(query.id())
+            .set_message_type(MessageType::Response)
+            .set_recursion_desired(query.recursion_desired())
+            .set_recursion_available(true)
+            .add_queries(query.queries().iter().cloned());
+        let Some(q) = query.queries().first() else {
+            return reply;
+        };
+        if q.name().to_ascii().starts_with("nosoa.") {
+            reply.set_response_code(ResponseCode::NXDomain);
+        } else {
+            let target = Name::from_ascii("elsewhere.example.").expect("name");
+            reply.add_answer(Record::from_rdata(
+                q.name().clone(),
+                300,
+                RData::CNAME(CNAME(target)),
+            ));
+        }
+        reply
+    }
+
+    fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SoalessUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// RFC 2308 §5: an NXDOMAIN without SOA, and a NOERROR whose CNAME chain does not
+/// reach the type asked without SOA, are passed on but never cached: every query
+/// reaches the upstream.
+#[test]
+fn denials_without_soa_are_not_cached() {
+    let upstream = SoalessUpstream::start();
+    let corefile = format!(
+        ".:$PORT {{\n    bind 127.0.0.1\n    cache 30\n    forward . {}\n}}\n",
+        upstream.addr
+    );
+    let cache = Cache::start(&corefile, 1);
+    for i in 1..=3 {
+        let reply = client::udp(
+            cache.addr(),
+            &client::query("nosoa.example.", RecordType::A),
+        );
+        assert_eq!(reply.response_code(), ResponseCode::NXDomain, "#{i}");
+        assert!(reply.name_servers().is_empty(), "#{i}: {reply:?}");
+        assert_eq!(
+            upstream.queries(),
+            2 * i - 1,
+            "NXDOMAIN without SOA #{i} asked upstream"
+        );
+        let reply = client::udp(
+            cache.addr(),
+            &client::query("chain.example.", RecordType::A),
+        );
+        assert_eq!(reply.response_code(), ResponseCode::NoError, "#{i}");
+        assert_eq!(count(&reply, RecordType::CNAME), (1, 0), "#{i}: {reply:?}");
+        assert_eq!(
+            upstream.queries(),
+            2 * i,
+            "SOA-less NODATA #{i} asked upstream"
+        );
+    }
 }
 
 // Each on both I/O engines (`name::io_uring`, `name::epoll`).

@@ -41,7 +41,7 @@ pub use mnemonic::{parse_qtype, rcode_name, type_name, type_to_string};
 pub use query::{
     parse_query, write_error_reply, write_upstream_query, DropReason, Query, Rejection,
 };
-pub use records::{fitting_records, walk_answer, AnswerWalk};
+pub use records::{answers_question, fitting_records, walk_answer, AnswerWalk};
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,10 @@ pub const NAME_LABELS_MAX: usize = NAME_BYTES_MAX / 2;
 /// Compression pointers followed while reading one name. Pointers must also point
 /// backwards, so loops are impossible anyway; this bounds the work per name.
 pub const NAME_POINTER_HOPS_MAX: usize = 64;
+/// CNAME records followed from a question name when deciding whether an answer
+/// answers it; a longer chain is taken as answering nothing (resolvers give up
+/// sooner: BIND after 16 restarts, Unbound after 11). Bounds the work per answer.
+pub const CNAME_CHAIN_HOPS_MAX: usize = 16;
 /// Length prefix of a message over TCP (RFC 1035 4.2.2).
 pub const TCP_LENGTH_BYTES: usize = 2;
 

@@ -11,7 +11,7 @@ use super::cursor::Reader;
 use super::header::{
     flags, Header, Split, HEADER_BYTES, RECORD_BYTES_MIN, TYPE_NS, TYPE_OPT, TYPE_SOA,
 };
-use crate::limits::{NAME_BYTES_MAX, NAME_POINTER_HOPS_MAX};
+use crate::limits::{CNAME_CHAIN_HOPS_MAX, NAME_BYTES_MAX, NAME_POINTER_HOPS_MAX};
 
 /// EDNS option code of Client Subnet (RFC 7871), which a full decoder parses and may reject.
 const EDNS_OPTION_SUBNET: u16 = 8;
@@ -269,4 +269,107 @@ pub fn fitting_records(
         }
     }
     (count, Reader::new(records).bytes(end).unwrap_or(&[]))
+}
+
+const TYPE_CNAME: u16 = 5;
+const TYPE_ANY: u16 = 255;
+const CLASS_ANY: u16 = 255;
+
+/// One answer-section record as [`answers_question`] needs it: owner and CNAME
+/// target as ranges of the lower-cased names it collected.
+struct ChainRecord {
+    owner: (usize, usize),
+    rtype: u16,
+    rclass: u16,
+    target: Option<(usize, usize)>,
+}
+
+/// Whether the answer section of `msg` answers its question (CoreDNS 1.14
+/// `answersQuestion`; RFC 1034 §3.6.2, RFC 2308 §1–2): for a CNAME query, the name
+/// has one CNAME target; for ANY, some record is at the name; for any other type,
+/// the CNAME chain from the name (followed through the answer section) ends at a
+/// name holding a record of that type. Classes must match the question's (ANY
+/// matches all). A chain that forks (one owner, two targets), loops, or runs longer
+/// than [`CNAME_CHAIN_HOPS_MAX`] answers nothing; so does an empty answer section
+/// or a message that does not read.
+pub fn answers_question(msg: &[u8]) -> bool {
+    chain_answers(msg).unwrap_or(false)
+}
+
+fn chain_answers(msg: &[u8]) -> Option<bool> {
+    let mut r = Reader::new(msg);
+    let header = Header::read(&mut r).ok()?;
+    if header.qdcount != 1 || header.ancount == 0 {
+        return Some(false);
+    }
+    let mut names = Vec::new();
+    let qname = push_name(&mut names, &mut r)?;
+    let (qtype, qclass) = (r.u16().ok()?, r.u16().ok()?);
+    let room = msg.len().saturating_sub(r.pos()) / RECORD_BYTES_MIN;
+    let mut records = Vec::with_capacity(usize::from(header.ancount).min(room));
+    for _ in 0..header.ancount {
+        let owner = push_name(&mut names, &mut r)?;
+        let (rtype, rclass) = (r.u16().ok()?, r.u16().ok()?);
+        r.skip(4).ok()?;
+        let rdata_len = usize::from(r.u16().ok()?);
+        let mut rdata = Reader::at(msg, r.pos());
+        r.skip(rdata_len).ok()?;
+        let target = match rtype {
+            TYPE_CNAME => Some(push_name(&mut names, &mut rdata)?),
+            _ => None,
+        };
+        records.push(ChainRecord {
+            owner,
+            rtype,
+            rclass,
+            target,
+        });
+    }
+    let name = |range: (usize, usize)| names.get(range.0..range.1).unwrap_or_default();
+    let class_ok = |rclass: u16| qclass == CLASS_ANY || rclass == qclass;
+    let at = |rec: &ChainRecord, owner: &[u8]| class_ok(rec.rclass) && name(rec.owner) == owner;
+    // The one CNAME target of `owner`: Some(None) if it has none, None if two differ.
+    let target_of = |owner: &[u8]| -> Option<Option<&[u8]>> {
+        let mut found: Option<&[u8]> = None;
+        for target in records.iter().filter(|rec| at(rec, owner)) {
+            let Some(target) = target.target.map(name) else {
+                continue;
+            };
+            match found {
+                Some(other) if other != target => return None,
+                _ => found = Some(target),
+            }
+        }
+        Some(found)
+    };
+    let mut owner = name(qname);
+    match qtype {
+        TYPE_ANY => return Some(records.iter().any(|rec| at(rec, owner))),
+        TYPE_CNAME => return Some(matches!(target_of(owner), Some(Some(_)))),
+        _ => {}
+    }
+    for _ in 0..=CNAME_CHAIN_HOPS_MAX {
+        match target_of(owner) {
+            None => return Some(false),
+            Some(Some(next)) => owner = next,
+            Some(None) => {
+                return Some(
+                    records
+                        .iter()
+                        .any(|rec| rec.rtype == qtype && at(rec, owner)),
+                )
+            }
+        }
+    }
+    Some(false)
+}
+
+/// Reads the name at `r`, expanded, and appends it lower-cased to `names`; returns
+/// its range there.
+fn push_name(names: &mut Vec<u8>, r: &mut Reader<'_>) -> Option<(usize, usize)> {
+    let mut buf = [0u8; NAME_BYTES_MAX];
+    let len = r.name_expanded(&mut buf).ok()?;
+    let start = names.len();
+    names.extend(buf.get(..len)?.iter().map(u8::to_ascii_lowercase));
+    Some((start, names.len()))
 }

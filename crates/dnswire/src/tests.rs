@@ -7,6 +7,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use proptest::prelude::*;
 
 use super::*;
+use crate::limits::CNAME_CHAIN_HOPS_MAX;
 
 fn query_msg(name: &str, rtype: RecordType, edns: Option<(u16, u8, bool)>) -> Message {
     let mut m = Message::new();
@@ -332,4 +333,109 @@ fn fitting_records_keeps_whole_records_only() {
         super::fitting_records(&records, [usize::MAX].into_iter(), 999),
         (0, &[][..])
     );
+}
+
+/// An answer record: owner, type, data as text.
+type Rr<'a> = (&'a str, RecordType, &'a str);
+
+/// A response to `qname qtype` with `answers`.
+fn chain_answer(qname: &str, qtype: RecordType, answers: &[Rr]) -> Vec<u8> {
+    use hickory_proto::rr::rdata::{A, CNAME, TXT};
+    use hickory_proto::rr::{RData, Record};
+    let mut m = query_msg(qname, qtype, None);
+    m.set_message_type(MessageType::Response);
+    for &(owner, rtype, data) in answers {
+        let rdata = match rtype {
+            RecordType::A => RData::A(A(data.parse().unwrap())),
+            RecordType::CNAME => RData::CNAME(CNAME(Name::from_ascii(data).unwrap())),
+            _ => RData::TXT(TXT::new(vec![data.to_string()])),
+        };
+        m.add_answer(Record::from_rdata(
+            Name::from_ascii(owner).unwrap(),
+            60,
+            rdata,
+        ));
+    }
+    bytes(&m)
+}
+
+#[test]
+fn answers_question_follows_the_cname_chain() {
+    use RecordType::{A, ANY, CNAME, TXT};
+    let cases: &[(&str, RecordType, &[Rr], bool)] = &[
+        ("a.test.", A, &[], false),
+        ("a.test.", A, &[("a.test.", A, "192.0.2.1")], true),
+        ("a.test.", A, &[("A.Test.", A, "192.0.2.1")], true),
+        ("a.test.", A, &[("b.test.", A, "192.0.2.1")], false),
+        ("a.test.", A, &[("a.test.", TXT, "x")], false),
+        (
+            "a.test.",
+            A,
+            &[("a.test.", CNAME, "b.test."), ("b.test.", A, "192.0.2.1")],
+            true,
+        ),
+        ("a.test.", A, &[("a.test.", CNAME, "b.test.")], false),
+        (
+            "a.test.",
+            A,
+            &[("a.test.", CNAME, "b.test."), ("a.test.", A, "192.0.2.1")],
+            false,
+        ),
+        (
+            "a.test.",
+            A,
+            &[
+                ("a.test.", CNAME, "b.test."),
+                ("a.test.", CNAME, "c.test."),
+                ("b.test.", A, "192.0.2.1"),
+            ],
+            false,
+        ),
+        (
+            "a.test.",
+            A,
+            &[
+                ("a.test.", CNAME, "b.test."),
+                ("a.test.", CNAME, "B.test."),
+                ("b.test.", A, "192.0.2.1"),
+            ],
+            true,
+        ),
+        (
+            "a.test.",
+            A,
+            &[("a.test.", CNAME, "b.test."), ("b.test.", CNAME, "a.test.")],
+            false,
+        ),
+        ("a.test.", CNAME, &[("a.test.", CNAME, "b.test.")], true),
+        ("a.test.", CNAME, &[("b.test.", CNAME, "c.test.")], false),
+        ("a.test.", ANY, &[("a.test.", TXT, "x")], true),
+        ("a.test.", ANY, &[("b.test.", TXT, "x")], false),
+    ];
+    for (i, &(qname, qtype, answers, want)) in cases.iter().enumerate() {
+        let msg = chain_answer(qname, qtype, answers);
+        assert_eq!(
+            answers_question(&msg),
+            want,
+            "case {i}: {qname} {qtype} {answers:?}"
+        );
+    }
+    // A chain longer than the bound answers nothing.
+    let names: Vec<String> = (0..=CNAME_CHAIN_HOPS_MAX + 1)
+        .map(|i| format!("n{i}.test."))
+        .collect();
+    let chain = |hops: usize| {
+        let mut answers: Vec<Rr> = (0..hops)
+            .map(|i| (names[i].as_str(), CNAME, names[i + 1].as_str()))
+            .collect();
+        answers.push((names[hops].as_str(), A, "192.0.2.1"));
+        chain_answer(&names[0], A, &answers)
+    };
+    assert!(answers_question(&chain(CNAME_CHAIN_HOPS_MAX)));
+    assert!(!answers_question(&chain(CNAME_CHAIN_HOPS_MAX + 1)));
+    // Anything that does not read answers nothing.
+    let msg = chain_answer("a.test.", A, &[("a.test.", A, "192.0.2.1")]);
+    for len in 0..msg.len() {
+        assert!(!answers_question(&msg[..len]), "cut at {len}");
+    }
 }

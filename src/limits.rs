@@ -20,9 +20,14 @@ pub const UPSTREAM_TCP_CONNS_MAX: usize = 4;
 /// Upstream TCP: first reconnect delay after a failed connect, doubled up to the max.
 pub const UPSTREAM_BACKOFF_MILLIS_MIN: u64 = 100;
 pub const UPSTREAM_BACKOFF_MILLIS_MAX: u64 = 5_000;
-/// Upstream: attempts of one query (each on the next upstream, around the list again
-/// when it is shorter), all within `UPSTREAM_QUERY_MILLIS`.
-pub const UPSTREAM_ATTEMPTS_MAX: usize = 3;
+/// Upstream: attempts of one query at most, whatever `max_connect_attempts` says
+/// (its default is two per upstream, at most 15 upstreams), so upstreams that fail at
+/// once (connection refused) cannot spin a query until its deadline; all within
+/// `UPSTREAM_QUERY_MILLIS`.
+pub const UPSTREAM_ATTEMPTS_MAX: usize = 64;
+/// Upstream: `max_age` shorter than this is raised to it, so retiring connections
+/// cannot turn into a connect per query.
+pub const UPSTREAM_TCP_MAX_AGE_MILLIS_MIN: u64 = 100;
 
 /// Upstream TCP: shortest wait between two idle checks of a connection, so a zero
 /// `expire` with queries in flight does not spin.
@@ -31,6 +36,7 @@ pub const UPSTREAM_TCP_IDLE_CHECK_MILLIS_MIN: u64 = 1;
 const _: () = assert!(UPSTREAM_ATTEMPT_MILLIS < UPSTREAM_QUERY_MILLIS);
 const _: () = assert!(UPSTREAM_BACKOFF_MILLIS_MIN <= UPSTREAM_BACKOFF_MILLIS_MAX);
 const _: () = assert!(UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX <= u16::MAX as usize);
+const _: () = assert!(UPSTREAM_ATTEMPTS_MAX >= 2 * 15);
 
 /// UDP: datagrams read (recvmmsg) and answers sent (sendmmsg) per system call.
 pub const UDP_BATCH_MAX: usize = 32;

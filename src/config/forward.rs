@@ -1,27 +1,28 @@
 //! `forward FROM TO... { ... }` with CoreDNS's options and defaults. TO is an address or
 //! a resolv.conf-format file (a relative path is taken from the Corefile's directory)
 //! whose `nameserver` lines expand in place. Only plain DNS upstreams: `tls://` is refused.
+//! `next` and `next_on_nodata` are checked and kept; CoreDNS applies them only when the
+//! next plugin is another `forward`, and a block holds one `forward` here.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use super::context::{Ctx, Once};
 use super::error::ConfigError;
 use super::lexer::Token;
 use super::parser::LineSyntax;
 use super::resolv::read_nameservers;
-use super::types::{ForwardConfig, Policy, Zone};
+use super::template::rcode;
+use super::types::{ConnectAttempts, ForwardConfig, Policy};
 use super::value::parse_upstream_addr;
 
 /// CoreDNS's limit of upstreams per forward.
 pub const UPSTREAMS_MAX: usize = 15;
-pub const EXPIRE_DEFAULT: Duration = Duration::from_secs(10);
-pub const MAX_FAILS_DEFAULT: u32 = 2;
-pub const HEALTH_CHECK_DEFAULT: Duration = Duration::from_millis(500);
 
-const OPTIONS: &str = "except, force_tcp, prefer_udp, expire, max_fails, policy, health_check, \
-                       max_concurrent, failfast_all_unhealthy_upstreams";
+const OPTIONS: &str = "except, force_tcp, prefer_udp, expire, max_age, max_idle_conns, \
+                       read_timeout, max_fails, max_connect_attempts, policy, health_check, \
+                       max_concurrent, next, next_on_nodata, failover, \
+                       failfast_all_unhealthy_upstreams, source_address";
 
 pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, ConfigError> {
     ctx.arg_count(
@@ -45,24 +46,11 @@ pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, C
             reason: format!("{} upstreams, at most {UPSTREAMS_MAX}", to.len()),
         });
     }
-    let mut forward = ForwardConfig {
-        from,
-        to,
-        except: Vec::new(),
-        force_tcp: false,
-        prefer_udp: false,
-        expire: EXPIRE_DEFAULT,
-        max_fails: MAX_FAILS_DEFAULT,
-        policy: Policy::Random,
-        health_check: HEALTH_CHECK_DEFAULT,
-        health_check_no_rec: false,
-        health_check_domain: Zone { name: ".".into() },
-        max_concurrent: None,
-        failfast_all_unhealthy: false,
-    };
+    let mut forward = ForwardConfig::new(from, to);
     let mut once = Once::default();
     for option in line.block.iter().flatten() {
-        if option.name.text != "except" {
+        // CoreDNS appends repeated `except`, `next` and `failover` lines.
+        if !matches!(option.name.text.as_str(), "except" | "next" | "failover") {
             once.check(ctx, &option.name.text, option.name.line)?;
         }
         forward_option(ctx, option, &mut forward)?;
@@ -73,6 +61,16 @@ pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, C
                 reason: "force_tcp and prefer_udp cannot be used together".into(),
             });
         }
+    }
+    if let Some(max_age) = forward.max_age.filter(|age| *age < forward.expire) {
+        return Err(ConfigError::Conflict {
+            at: ctx.at(line.name.line),
+            context: "forward".into(),
+            reason: format!(
+                "max_age ({max_age:?}) must not be less than expire ({:?})",
+                forward.expire
+            ),
+        });
     }
     Ok(forward)
 }
@@ -185,6 +183,69 @@ fn forward_option(
         "failfast_all_unhealthy_upstreams" => {
             ctx.arg_count(option, &context, 0..=0, "failfast_all_unhealthy_upstreams")?;
             forward.failfast_all_unhealthy = true;
+        }
+        "max_age" => {
+            ctx.arg_count(option, &context, 1..=1, "max_age DURATION")?;
+            if let Some(token) = args.first() {
+                let age = ctx.duration(token, &context)?;
+                forward.max_age = (!age.is_zero()).then_some(age);
+            }
+        }
+        "max_idle_conns" => {
+            ctx.arg_count(option, &context, 1..=1, "max_idle_conns INTEGER")?;
+            if let Some(token) = args.first() {
+                let n: usize = ctx.int(token, &context, 0, i32::MAX as usize)?;
+                forward.max_idle_conns = (n > 0).then_some(n);
+            }
+        }
+        "read_timeout" => {
+            ctx.arg_count(option, &context, 1..=1, "read_timeout DURATION")?;
+            if let Some(token) = args.first() {
+                let timeout = ctx.duration(token, &context)?;
+                if timeout.is_zero() {
+                    return Err(ctx.invalid(token, &context, "must be positive"));
+                }
+                forward.read_timeout = timeout;
+            }
+        }
+        "max_connect_attempts" => {
+            ctx.arg_count(option, &context, 1..=1, "max_connect_attempts INTEGER")?;
+            if let Some(token) = args.first() {
+                forward.max_connect_attempts = match ctx.int(token, &context, 0, u32::MAX)? {
+                    0 => ConnectAttempts::Unbounded,
+                    n => ConnectAttempts::Max(n),
+                };
+            }
+        }
+        "next" => {
+            ctx.arg_count(option, &context, 1..=usize::MAX, "next RCODE...")?;
+            for token in args {
+                forward.next.push(rcode(ctx, token, &context)?);
+            }
+        }
+        "next_on_nodata" => {
+            ctx.arg_count(option, &context, 0..=0, "next_on_nodata")?;
+            forward.next_on_nodata = true;
+        }
+        "failover" => {
+            ctx.arg_count(option, &context, 1..=usize::MAX, "failover RCODE...")?;
+            for token in args {
+                let code = rcode(ctx, token, &context)?;
+                if code == 0 {
+                    return Err(ctx.invalid(token, &context, "NOERROR cannot be used"));
+                }
+                forward.failover.push(code);
+            }
+        }
+        "source_address" => {
+            ctx.arg_count(option, &context, 1..=1, "source_address IP")?;
+            if let Some(token) = args.first() {
+                let ip = token
+                    .text
+                    .parse()
+                    .map_err(|_| ctx.invalid(token, &context, "not an IP address"))?;
+                forward.source_address = Some(ip);
+            }
         }
         "tls" | "tls_servername" => {
             return Err(ConfigError::Unsupported {

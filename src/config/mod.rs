@@ -28,6 +28,8 @@ mod value;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_forward;
+#[cfg(test)]
 mod tests_plugins;
 
 use std::path::Path;

@@ -317,6 +317,15 @@ impl super::types::Config {
                     "plugin/trace ({at}): accepted; no spans are recorded or sent (this server has no tracing exporter)"
                 ));
             }
+            let next = block
+                .forward
+                .as_ref()
+                .is_some_and(|f| !f.next.is_empty() || f.next_on_nodata);
+            if next {
+                lines.push(format!(
+                    "plugin/forward ({at}): next and next_on_nodata accepted; they change nothing here, as in CoreDNS when the next plugin is not another forward (a block holds one)"
+                ));
+            }
         }
         lines
     }

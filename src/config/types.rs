@@ -215,6 +215,76 @@ pub struct ForwardConfig {
     /// `max_concurrent N`; None = unlimited.
     pub max_concurrent: Option<usize>,
     pub failfast_all_unhealthy: bool,
+    /// `read_timeout`: how long one attempt waits for its answer, default 2 s.
+    pub read_timeout: Duration,
+    /// `max_age`: a TCP connection older than this is retired (drained, then
+    /// closed) and replaced; None (`0`, the default) = no age limit.
+    pub max_age: Option<Duration>,
+    /// `max_idle_conns`: idle TCP connections kept per upstream and shard; None (`0`,
+    /// the default) = as many as the pool holds.
+    pub max_idle_conns: Option<usize>,
+    /// `max_connect_attempts`: failed attempts of one query before SERVFAIL.
+    pub max_connect_attempts: ConnectAttempts,
+    /// `failover RCODE...`: answers with these rcodes make the query try the next
+    /// upstream (never NOERROR).
+    pub failover: Vec<u16>,
+    /// `next RCODE...`: CoreDNS hands such answers to the next plugin when it is
+    /// another `forward`; a block holds one `forward` here, so this never applies.
+    pub next: Vec<u16>,
+    /// `next_on_nodata`: as `next`, for NOERROR without answers; never applies here.
+    pub next_on_nodata: bool,
+    /// `source_address IP`: the address upstream sockets are bound to.
+    pub source_address: Option<IpAddr>,
+}
+
+/// `max_connect_attempts N`: the cap on failed attempts of one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectAttempts {
+    /// Not set: twice the number of upstreams (CoreDNS's default).
+    PerUpstream,
+    /// `0`: no cap but the query's deadline.
+    Unbounded,
+    /// `N`.
+    Max(u32),
+}
+
+impl ForwardConfig {
+    /// FROM and TO with every option at CoreDNS's default.
+    pub fn new(from: Zone, to: Vec<SocketAddr>) -> ForwardConfig {
+        ForwardConfig {
+            from,
+            to,
+            except: Vec::new(),
+            force_tcp: false,
+            prefer_udp: false,
+            expire: Duration::from_secs(10),
+            max_fails: 2,
+            policy: Policy::Random,
+            health_check: Duration::from_millis(500),
+            health_check_no_rec: false,
+            health_check_domain: Zone { name: ".".into() },
+            max_concurrent: None,
+            failfast_all_unhealthy: false,
+            read_timeout: Duration::from_millis(crate::limits::UPSTREAM_ATTEMPT_MILLIS),
+            max_age: None,
+            max_idle_conns: None,
+            max_connect_attempts: ConnectAttempts::PerUpstream,
+            failover: Vec::new(),
+            next: Vec::new(),
+            next_on_nodata: false,
+            source_address: None,
+        }
+    }
+
+    /// Failed attempts one query may make before SERVFAIL, within the hard bound.
+    pub fn attempts_max(&self) -> usize {
+        let wanted = match self.max_connect_attempts {
+            ConnectAttempts::PerUpstream => 2 * self.to.len(),
+            ConnectAttempts::Unbounded => usize::MAX,
+            ConnectAttempts::Max(n) => n as usize,
+        };
+        wanted.clamp(1, crate::limits::UPSTREAM_ATTEMPTS_MAX)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

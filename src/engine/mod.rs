@@ -441,6 +441,24 @@ impl TcpStream {
         }))
     }
 
+    /// Connects to `peer` from `local` (an address with port 0: `source_address`).
+    /// On io_uring the connect is started here and completes under the first send or
+    /// receive (io_uring waits for the socket like for any other not-ready socket),
+    /// because glommio connects only sockets it creates itself.
+    pub async fn connect_from(peer: SocketAddr, local: SocketAddr) -> io::Result<TcpStream> {
+        Ok(TcpStream(match current() {
+            Engine::IoUring => StreamInner::Uring(uring::connect_from(peer, local)?),
+            Engine::Epoll => {
+                let socket = match peer {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.bind(local)?;
+                StreamInner::Epoll(epoll::stream(socket.connect(peer).await?))
+            }
+        }))
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match &self.0 {
             StreamInner::Uring(s) => Ok(s.peer_addr()?),

@@ -39,6 +39,25 @@ pub fn udp_from(socket: socket2::Socket) -> glommio::net::UdpSocket {
     unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) }
 }
 
+/// A glommio stream connecting from `local` to `peer`: the connect is started
+/// non-blocking and io_uring's first send or receive on the socket waits for it.
+pub fn connect_from(
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+) -> std::io::Result<glommio::net::TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&local.into())?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&peer.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    // SAFETY: the fd comes from a socket we own and give up here.
+    Ok(unsafe { glommio::net::TcpStream::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// A glommio listener for the listening `socket`.
 pub fn listener_from(socket: socket2::Socket) -> glommio::net::TcpListener {
     // SAFETY: the fd comes from a socket we own and give up here.

@@ -151,9 +151,11 @@ fn export_hosts(shard: &Shard, out: &mut Metrics) {
 fn export_upstreams(shard: &Shard, out: &mut Metrics) {
     let mut broken = 0;
     let mut rejects = 0;
+    let mut exceeded = 0;
     for forwarder in shard.blocks.iter().filter_map(|b| b.chain.forwarder()) {
         broken += forwarder.broken.get();
         rejects += forwarder.rejected.get();
+        exceeded += forwarder.attempts_exceeded.get();
         for upstream in forwarder.upstreams() {
             let to = upstream.addr.to_string();
             let to = to.as_str();
@@ -184,6 +186,7 @@ fn export_upstreams(shard: &Shard, out: &mut Metrics) {
     }
     out.counter(&m::FORWARD_HEALTHCHECK_BROKEN, &[], broken);
     out.counter(&m::FORWARD_MAX_CONCURRENT_REJECTS, &[], rejects);
+    out.counter(&m::FORWARD_CONNECT_ATTEMPTS_EXCEEDED, &[], exceeded);
 }
 
 fn export_extras(shard: &Shard, index: usize, out: &mut Metrics) {

@@ -356,6 +356,13 @@ family!(
     "Queries waiting for an answer from each upstream, summed over shards."
 );
 family!(
+    FORWARD_CONNECT_ATTEMPTS_EXCEEDED,
+    "nodelocaldns_forward_connect_attempts_exceeded_total",
+    Counter,
+    [],
+    "Queries answered SERVFAIL because they used up forward's max_connect_attempts."
+);
+family!(
     DROPPED_PACKETS,
     "nodelocaldns_dropped_packets_total",
     Counter,
@@ -466,6 +473,7 @@ pub static FAMILIES: &[&Family] = &[
     &SHARD_CACHE_BYTES,
     &UPSTREAM_CONNECTIONS,
     &UPSTREAM_INFLIGHT,
+    &FORWARD_CONNECT_ATTEMPTS_EXCEEDED,
     &DROPPED_PACKETS,
     &COALESCED,
     &ERRORS_SUMMARISED,

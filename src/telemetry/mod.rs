@@ -36,9 +36,6 @@ use crate::config::Config;
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a scrape waits for the shards to publish fresh numbers.
 const SCRAPE_WAIT: Duration = Duration::from_millis(500);
-/// Bound of one upstream readiness probe.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(crate::limits::PROBE_MILLIS);
-
 static PANICS: AtomicU64 = AtomicU64::new(0);
 static RELOAD_FAILED: AtomicU64 = AtomicU64::new(0);
 static PANIC_HOOK: Once = Once::new();
@@ -61,8 +58,6 @@ pub struct Shared {
     /// Bumped by each scrape; a shard publishes when it is ahead of what it published.
     wanted: AtomicU64,
     shards: Vec<Mutex<ShardReport>>,
-    /// Every upstream was probed once (answer or not) after start.
-    upstreams_checked: AtomicBool,
     /// SIGTERM received: `/ready` answers 503 while the shards keep serving.
     lameduck: AtomicBool,
     /// `coredns_health_request_duration_seconds` (per-bucket counts, sum).
@@ -111,7 +106,6 @@ impl Shared {
             appended: options.appended.clone(),
             wanted: AtomicU64::new(0),
             shards: (0..shards).map(|_| Mutex::default()).collect(),
-            upstreams_checked: AtomicBool::new(false),
             lameduck: AtomicBool::new(false),
             health: Mutex::new((vec![0; metrics::SLIM_TIME_BUCKETS.len() + 1], 0.0)),
             health_failures: AtomicU64::new(0),
@@ -172,12 +166,10 @@ impl Shared {
             .count()
     }
 
-    /// 200 once every shard serves and the upstreams were checked, 503 before and
-    /// during lameduck.
+    /// 200 once every shard serves, 503 before and during lameduck. Nothing is sent
+    /// upstream for it: node-cache sends nothing before a client asks.
     pub fn ready(&self) -> bool {
-        !self.lameduck.load(Ordering::Relaxed)
-            && self.upstreams_checked.load(Ordering::Relaxed)
-            && self.serving() == self.shards.len()
+        !self.lameduck.load(Ordering::Relaxed) && self.serving() == self.shards.len()
     }
 
     /// Asks the shards for fresh numbers, waits for them (bounded), merges.
@@ -382,8 +374,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Starts the HTTP listeners `config` asks for and the upstream readiness probe;
-    /// returns the slots to hand to the shards.
+    /// Starts the HTTP listeners `config` asks for; returns the slots to hand to the shards.
     /// `engine` names the I/O engine the shards run on (`coredns_build_info`).
     pub fn start(
         config: &Config,
@@ -396,7 +387,6 @@ impl Telemetry {
         shared.configure(config);
         let listeners = http::start(config, &shared)?;
         let lameduck = lameduck(config);
-        spawn_upstream_check(config, shared.clone());
         let slots = (0..shards)
             .map(|index| Slot {
                 index,
@@ -515,72 +505,6 @@ fn install_panic_hook() {
     });
 }
 
-/// Probes every upstream once (`. IN NS`, over TCP where the forward has
-/// `force_tcp`, else UDP) from a helper thread, logs the ones that did not answer,
-/// then marks the upstreams checked.
-fn spawn_upstream_check(config: &Config, shared: Arc<Shared>) {
-    let mut upstreams: Vec<(SocketAddr, bool)> = config
-        .servers
-        .iter()
-        .filter_map(|b| b.forward.as_ref())
-        .flat_map(|f| f.to.iter().map(move |&addr| (addr, f.force_tcp)))
-        .collect();
-    upstreams.sort();
-    upstreams.dedup();
-    std::thread::spawn(move || {
-        let probes: Vec<_> = upstreams
-            .into_iter()
-            .map(|(addr, tcp)| {
-                std::thread::spawn(move || (addr, if tcp { probe_tcp(addr) } else { probe(addr) }))
-            })
-            .collect();
-        for probe in probes {
-            if let Ok((addr, result)) = probe.join() {
-                match result {
-                    Ok(()) => tracing::info!(upstream = %addr, "upstream answered"),
-                    Err(err) => tracing::warn!(upstream = %addr, %err, "upstream did not answer"),
-                }
-            }
-        }
-        shared.upstreams_checked.store(true, Ordering::Relaxed);
-    });
-}
-
-fn probe_tcp(addr: SocketAddr) -> std::io::Result<()> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
-    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
-    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-    let id: u16 = rand::random();
-    let answer = crate::wire::tcp::exchange(&mut stream, &crate::wire::root_ns_query(id))?;
-    if crate::wire::message_id(&answer) == Some(id) {
-        Ok(())
-    } else {
-        Err(std::io::ErrorKind::InvalidData.into())
-    }
-}
-
-fn probe(addr: SocketAddr) -> std::io::Result<()> {
-    let local: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = std::net::UdpSocket::bind(local)?;
-    socket.connect(addr)?;
-    socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
-    let id: u16 = rand::random();
-    socket.send(&crate::wire::root_ns_query(id))?;
-    let mut answer = [0u8; crate::limits::UDP_PAYLOAD_BYTES_LEGACY];
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    while Instant::now() < deadline {
-        let len = socket.recv(&mut answer)?;
-        if crate::wire::message_id(answer.get(..len).unwrap_or_default()) == Some(id) {
-            return Ok(());
-        }
-    }
-    Err(std::io::ErrorKind::TimedOut.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,10 +529,9 @@ mod tests {
     }
 
     #[test]
-    fn ready_needs_every_shard_and_the_upstream_check() {
+    fn ready_needs_every_shard() {
         let shared = Shared::new(2, "io_uring", &HttpOptions::default());
         assert!(!shared.ready());
-        shared.upstreams_checked.store(true, Ordering::Relaxed);
         for shard in &shared.shards {
             shard.lock().unwrap().serving = true;
         }

@@ -1,7 +1,10 @@
 //! Forwarding to upstream servers (the `forward` directive), per shard: upstream
 //! selection by policy with unhealthy upstreams last, one attempt per upstream
-//! bounded by 2 s, the whole query by 5 s, UDP with a TCP retry on truncation, and
-//! pipelined TCP pools. Nothing here is shared between shards.
+//! bounded by `read_timeout` (2 s), at most `max_connect_attempts` failed attempts
+//! (two per upstream), the whole query by 5 s, `failover` to the next upstream on
+//! the rcodes it names, UDP with a TCP retry on truncation, and pipelined TCP pools.
+//! Nothing is sent upstream before a client asks: health checks start only after a
+//! failed attempt, as in CoreDNS. Nothing here is shared between shards.
 
 mod tcp;
 mod udp;
@@ -29,6 +32,8 @@ pub enum UpstreamError {
     Backoff(SocketAddr),
     #[error("upstream {0}: no answer within the attempt deadline")]
     Timeout(SocketAddr),
+    #[error("upstream {0}: answer for another question")]
+    WrongQuestion(SocketAddr),
     #[error("every upstream is unhealthy")]
     AllDown,
     #[error("more than max_concurrent queries in flight")]
@@ -78,6 +83,11 @@ pub struct Forwarder {
     pub rejected: Cell<u64>,
     /// Queries sent while every upstream was down (`coredns_forward_healthcheck_broken_total`).
     pub broken: Cell<u64>,
+    /// Failed attempts one query may make (`max_connect_attempts`).
+    attempts_max: usize,
+    /// Queries that ran out of `max_connect_attempts`
+    /// (`nodelocaldns_forward_connect_attempts_exceeded_total`).
+    pub attempts_exceeded: Cell<u64>,
 }
 
 impl Forwarder {
@@ -88,12 +98,18 @@ impl Forwarder {
             .iter()
             .filter_map(|zone| wire::name::zone_to_wire(&zone.name))
             .collect();
+        let pool = tcp::PoolOptions {
+            source: cfg.source_address,
+            expire: cfg.expire,
+            max_age: cfg.max_age,
+            max_idle: cfg.max_idle_conns,
+        };
         let upstreams = cfg
             .to
             .iter()
             .map(|&addr| Upstream {
                 addr,
-                tcp: tcp::TcpPool::new(addr, cfg.expire),
+                tcp: tcp::TcpPool::new(addr, &pool),
                 fails: Cell::new(0),
                 probing: Cell::new(false),
                 healthcheck_failures: Cell::new(0),
@@ -109,6 +125,8 @@ impl Forwarder {
             inflight_max: cfg.max_concurrent.map(|m| m.div_ceil(shards.max(1))),
             rejected: Cell::new(0),
             broken: Cell::new(0),
+            attempts_max: cfg.attempts_max(),
+            attempts_exceeded: Cell::new(0),
         })
     }
 
@@ -148,16 +166,25 @@ impl Forwarder {
         let _inflight = InflightGuard(&self.inflight);
         let deadline = Instant::now() + Duration::from_millis(limits::UPSTREAM_QUERY_MILLIS);
         let mut last = UpstreamError::Deadline;
-        // Around the list again while the deadline allows (CoreDNS does the same): with
-        // one upstream, one lost datagram costs an attempt, not a SERVFAIL.
+        // The answer `failover` passed over, returned if no other upstream does better.
+        let mut passed_over = None;
+        let (mut failed, mut failovers) = (0, 0);
+        // Around the list again while the deadline and `max_connect_attempts` allow
+        // (CoreDNS does the same): with one upstream, one lost datagram costs an
+        // attempt, not a SERVFAIL. Each turn fails (bounded by `attempts_max`), fails
+        // over (bounded by the upstream count) or returns, so the cycle ends.
         let order = self.order();
-        for &index in order.iter().cycle().take(limits::UPSTREAM_ATTEMPTS_MAX) {
+        for &index in order.iter().cycle() {
+            if failed >= self.attempts_max {
+                self.attempts_exceeded.set(self.attempts_exceeded.get() + 1);
+                break;
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
             let upstream = &self.upstreams[index];
-            let budget = remaining.min(Duration::from_millis(limits::UPSTREAM_ATTEMPT_MILLIS));
+            let budget = remaining.min(self.cfg.read_timeout);
             let attempt = self.attempt(upstream, query, client);
             let started = Instant::now();
             let inflight = &upstream.stats.inflight;
@@ -169,15 +196,30 @@ impl Forwarder {
                 Some(Ok(answer)) => {
                     upstream.fails.set(0);
                     upstream.stats.answered(&answer, started.elapsed());
-                    return Ok(answer);
+                    if !self.fails_over(&answer) {
+                        return Ok(answer);
+                    }
+                    failovers += 1;
+                    if failovers >= self.upstreams.len() {
+                        return Ok(answer);
+                    }
+                    passed_over = Some(answer);
+                    continue;
                 }
                 Some(Err(err)) => last = err,
                 None => last = UpstreamError::Timeout(upstream.addr),
             }
             tracing::debug!(error = %last, "upstream attempt failed");
+            failed += 1;
             self.failed(index);
         }
-        Err(last)
+        passed_over.ok_or(last)
+    }
+
+    /// True when `answer`'s rcode is one `failover` names: try the next upstream.
+    fn fails_over(&self, answer: &[u8]) -> bool {
+        !self.cfg.failover.is_empty()
+            && wire::Header::parse(answer).is_some_and(|h| self.cfg.failover.contains(&h.rcode()))
     }
 
     async fn attempt(
@@ -196,7 +238,7 @@ impl Forwarder {
         }
         let exchanges = &upstream.stats.udp_exchanges;
         exchanges.set(exchanges.get() + 1);
-        let answer = udp::exchange(upstream.addr, query).await?;
+        let answer = udp::exchange(upstream.addr, self.cfg.source_address, query).await?;
         if wire::is_truncated(&answer) {
             return upstream.tcp.exchange(query).await;
         }
@@ -253,7 +295,7 @@ async fn probe(forwarder: Weak<Forwarder>, index: usize) {
             return;
         };
         let upstream = &f.upstreams[index];
-        let budget = Duration::from_millis(limits::UPSTREAM_ATTEMPT_MILLIS);
+        let budget = f.cfg.read_timeout;
         let transport = if f.cfg.force_tcp {
             Transport::Tcp
         } else {

@@ -1,6 +1,13 @@
 //! Pipelined TCP to one upstream (RFC 7766): many queries in flight on one
 //! connection, answers matched by ID in any order, idle expiry, and a small pool
 //! per shard that opens another connection only when the open ones are full.
+//!
+//! A connection is *retired* when it reaches `max_age` or is one idle connection too
+//! many (`max_idle_conns`): it takes no new query, the queries it carries get their
+//! answers, then it closes. A pool retires one aged connection at a time, and each
+//! connection's age limit is shortened by a random part of up to a tenth, so
+//! connections opened together (a burst, or every shard at start) are replaced one
+//! by one, never all at once.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -51,6 +58,12 @@ struct Conn {
     closed: Cell<bool>,
     /// Last time a query was queued, for idle expiry.
     last_used: Cell<Instant>,
+    /// When the connection reaches its age limit (`max_age`, less its jitter).
+    retire_at: Option<Instant>,
+    /// Set once the connection takes no new queries; it closes when drained.
+    retired: Cell<bool>,
+    /// Tells the reader a retired connection has nothing in flight any more.
+    drained: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 impl Conn {
@@ -59,14 +72,52 @@ impl Conn {
         // Dropping the senders wakes every waiter with an error.
         self.pending.borrow_mut().clear();
     }
+
+    /// Takes no new queries from now on; closes once the ones in flight are answered.
+    fn retire(&self) {
+        self.retired.set(true);
+        self.check_drained();
+    }
+
+    /// Forgets query `id` (answered or given up).
+    fn forget(&self, id: u16) -> Option<Pending> {
+        let pending = self.pending.borrow_mut().remove(&id);
+        self.check_drained();
+        pending
+    }
+
+    fn check_drained(&self) {
+        if self.retired.get() && self.pending.borrow().is_empty() {
+            if let Some(drained) = self.drained.borrow_mut().take() {
+                let _ = drained.send(());
+            }
+        }
+    }
+
+    fn aged(&self, now: Instant) -> bool {
+        self.retire_at.is_some_and(|at| now >= at)
+    }
+
+    fn idle(&self) -> bool {
+        self.pending.borrow().is_empty()
+    }
 }
 
 /// The per-shard pool of pipelined connections to one upstream.
 pub struct TcpPool {
     addr: SocketAddr,
+    /// Where sockets bind (`source_address`, port 0), if anywhere.
+    local: Option<SocketAddr>,
     /// Idle connections close after this long (`forward { expire }`).
     expire: Duration,
+    /// Connections are retired at this age (`max_age`).
+    max_age: Option<Duration>,
+    /// Idle connections kept at most (`max_idle_conns`).
+    max_idle: Option<usize>,
+    /// Connections that take new queries.
     conns: RefCell<Vec<Rc<Conn>>>,
+    /// Retired connections still draining their queries.
+    retiring: RefCell<Vec<Rc<Conn>>>,
     /// Earliest time a new connection may be attempted after a failed connect.
     retry_at: Cell<Option<Instant>>,
     /// Current reconnect backoff, doubled on each failed connect.
@@ -77,12 +128,27 @@ pub struct TcpPool {
     pub reused: Cell<u64>,
 }
 
+/// What a pool's connections are opened with (the `forward` options).
+pub struct PoolOptions {
+    pub source: Option<std::net::IpAddr>,
+    pub expire: Duration,
+    pub max_age: Option<Duration>,
+    pub max_idle: Option<usize>,
+}
+
 impl TcpPool {
-    pub fn new(addr: SocketAddr, expire: Duration) -> Rc<TcpPool> {
+    pub fn new(addr: SocketAddr, options: &PoolOptions) -> Rc<TcpPool> {
+        let min_age = Duration::from_millis(limits::UPSTREAM_TCP_MAX_AGE_MILLIS_MIN);
         Rc::new(TcpPool {
             addr,
-            expire,
+            local: options
+                .source
+                .map(|ip| super::udp::local_addr(addr, Some(ip))),
+            expire: options.expire,
+            max_age: options.max_age.map(|age| age.max(min_age)),
+            max_idle: options.max_idle,
             conns: RefCell::new(Vec::new()),
+            retiring: RefCell::new(Vec::new()),
             retry_at: Cell::new(None),
             backoff: Cell::new(Duration::from_millis(limits::UPSTREAM_BACKOFF_MILLIS_MIN)),
             opened: Cell::new(0),
@@ -90,13 +156,12 @@ impl TcpPool {
         })
     }
 
-    /// Connections currently open (or opening).
+    /// Connections currently open (or opening), retired ones still draining included.
     pub fn open_conns(&self) -> usize {
-        self.conns
-            .borrow()
-            .iter()
-            .filter(|c| !c.closed.get())
-            .count()
+        let open = |conns: &RefCell<Vec<Rc<Conn>>>| {
+            conns.borrow().iter().filter(|c| !c.closed.get()).count()
+        };
+        open(&self.conns) + open(&self.retiring)
     }
 
     /// Sends `query` (an unframed DNS message whose ID is overwritten) and waits for
@@ -129,8 +194,53 @@ impl TcpPool {
         conn.last_used.set(Instant::now());
         // Forget the query however this future ends (answer, error, or the caller's
         // deadline dropping it), so abandoned IDs never pile up.
-        let _forget = Forget { conn: &conn, id };
-        rx.await.map_err(|_| UpstreamError::Closed(self.addr))
+        let forget = Forget { conn: &conn, id };
+        let answer = rx.await.map_err(|_| UpstreamError::Closed(self.addr));
+        drop(forget);
+        self.trim_idle();
+        answer
+    }
+
+    /// Retires idle connections beyond `max_idle_conns` (they close at once).
+    fn trim_idle(&self) {
+        let Some(max_idle) = self.max_idle else {
+            return;
+        };
+        let mut conns = self.conns.borrow_mut();
+        let idle = conns.iter().filter(|c| c.idle()).count();
+        let mut extra = idle.saturating_sub(max_idle);
+        conns.retain(|c| {
+            if extra == 0 || !c.idle() {
+                return true;
+            }
+            extra -= 1;
+            c.retire();
+            false
+        });
+    }
+
+    /// Retires the oldest connection past its age, unless another retired one is
+    /// still draining: connections are replaced one at a time.
+    fn retire_aged(&self, conns: &mut Vec<Rc<Conn>>) {
+        let mut retiring = self.retiring.borrow_mut();
+        retiring.retain(|c| !c.closed.get());
+        if self.max_age.is_none() || !retiring.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let oldest = conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.aged(now))
+            .min_by_key(|(_, c)| c.retire_at)
+            .map(|(i, _)| i);
+        if let Some(index) = oldest {
+            let conn = conns.swap_remove(index);
+            conn.retire();
+            if !conn.closed.get() {
+                retiring.push(conn);
+            }
+        }
     }
 
     /// The open connection with the fewest queries in flight, or a new one when all
@@ -138,6 +248,7 @@ impl TcpPool {
     fn pick(self: &Rc<Self>) -> Result<Rc<Conn>, UpstreamError> {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| !c.closed.get());
+        self.retire_aged(&mut conns);
         let best = conns
             .iter()
             .min_by_key(|c| c.pending.borrow().len())
@@ -164,17 +275,29 @@ impl TcpPool {
     fn open(self: &Rc<Self>) -> Rc<Conn> {
         let (frames, queue) =
             local_channel::new_bounded(limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX);
+        let (drained, drained_rx) = oneshot::channel();
+        let now = Instant::now();
         let conn = Rc::new(Conn {
             pending: RefCell::new(Pendings::default()),
             frames,
             closed: Cell::new(false),
-            last_used: Cell::new(Instant::now()),
+            last_used: Cell::new(now),
+            // Up to a tenth earlier, so connections opened together age apart.
+            retire_at: self
+                .max_age
+                .map(|age| now + age - age.mul_f64(rand::random::<f64>() / 10.0)),
+            retired: Cell::new(false),
+            drained: RefCell::new(Some(drained)),
         });
         self.opened.set(self.opened.get() + 1);
         let pool = self.clone();
         let task_conn = conn.clone();
         crate::engine::spawn_local(async move {
-            let stream = match TcpStream::connect(pool.addr).await {
+            let connecting = match pool.local {
+                Some(local) => TcpStream::connect_from(pool.addr, local).await,
+                None => TcpStream::connect(pool.addr).await,
+            };
+            let stream = match connecting {
                 Ok(stream) => stream,
                 Err(err) => {
                     tracing::debug!(upstream = %pool.addr, %err, "upstream connect failed");
@@ -196,6 +319,7 @@ impl TcpPool {
                 fd,
                 task_conn.clone(),
                 pool.expire,
+                drained_rx,
             ));
             write_frames(writer, queue, &task_conn).await;
             task_conn.close();
@@ -227,7 +351,7 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.conn.pending.borrow_mut().remove(&self.id);
+        self.conn.forget(self.id);
     }
 }
 
@@ -277,8 +401,9 @@ fn take_frame(conn: &Conn, id: u16, batch: &mut Vec<u8>) {
 }
 
 /// Reads answers and hands each to the query with its ID; closes the connection on
-/// error, end of stream, or once idle (nothing in flight) for `expire`. One idle check
-/// lives across reads (no timer per answer).
+/// error, end of stream, once idle (nothing in flight) for `expire`, or once retired
+/// and drained (`drained` fires). One idle check lives across reads (no timer per
+/// answer).
 ///
 /// Each answer is read as its length, then its body, both exactly: glommio (the
 /// io_uring engine) follows a
@@ -293,14 +418,22 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
     fd: RawFd,
     conn: Rc<Conn>,
     expire: Duration,
+    drained: oneshot::Receiver<()>,
 ) {
     let mut idle = pin!(idle(&conn, expire));
+    let mut drained = pin!(drained);
     let mut answer = Vec::new();
     loop {
         let mut len = [0u8; 2];
         let read_len = async { reader.read_exact(&mut len).await.ok() };
         let expired = async {
-            idle.as_mut().await;
+            futures_lite::future::or(idle.as_mut(), async {
+                // A dropped sender (the connection is gone) is no signal.
+                if drained.as_mut().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+            .await;
             None
         };
         if futures_lite::future::or(read_len, expired).await.is_none() {
@@ -342,7 +475,7 @@ fn deliver(conn: &Conn, answer: &[u8]) -> bool {
     let Some(id) = wire::message_id(answer) else {
         return false;
     };
-    let waiter = conn.pending.borrow_mut().remove(&id);
+    let waiter = conn.forget(id);
     match waiter {
         Some(p) if wire::answer_matches(p.query(), answer, id) => {
             let _ = p.reply.send(answer.to_vec());

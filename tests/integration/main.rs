@@ -10,6 +10,7 @@ mod bad_input;
 mod caching;
 mod edns_and_case;
 mod engines;
+mod forward;
 mod linters;
 mod node_cache_corefile;
 mod plugins;

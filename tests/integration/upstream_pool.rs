@@ -16,7 +16,7 @@ const SHARDS: usize = 2;
 const MISSES: u16 = 128;
 
 /// Established TCP connections whose destination port is `port`, as `ss` sees them.
-fn established_to(port: u16) -> Vec<String> {
+pub fn established_to(port: u16) -> Vec<String> {
     let out = Command::new("ss")
         .args([
             "-Htn",

@@ -136,6 +136,44 @@ fn servfail_within_the_deadline_when_every_upstream_fails() {
     }
 }
 
+/// Item 4 of the parity issue, as CoreDNS times it: an answer to another question is
+/// dropped and the query asked again at once on the next upstream (not after the 2 s
+/// read timeout); a silent upstream alone costs two attempts of 2 s, so the client
+/// hears SERVFAIL before glibc's 5 s timeout.
+#[test]
+fn wrong_question_retried_at_once_and_silence_fails_before_glibc_gives_up() {
+    let (_knot, _fault, cache) = setup();
+    let started = Instant::now();
+    let reply = exchange(
+        cache.addr(),
+        "q2.wrongq.f.test.",
+        RecordType::A,
+        CLIENT_WAIT,
+    )
+    .expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(a_records(&reply), vec![KNOT_A], "from the next upstream");
+    assert!(
+        took < Duration::from_millis(1_500),
+        "retried at once: {took:?}"
+    );
+
+    let started = Instant::now();
+    let reply = exchange(
+        cache.addr(),
+        "q2.silence.only.test.",
+        RecordType::A,
+        CLIENT_WAIT,
+    )
+    .expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(reply.response_code(), ResponseCode::ServFail);
+    assert!(
+        took >= Duration::from_millis(3_500) && took < Duration::from_secs(5),
+        "two read timeouts of 2 s: {took:?}"
+    );
+}
+
 /// Faulty exchanges the leak test makes: `RELIAB_LEAK_EXCHANGES`, default 20k (CI);
 /// `bench/faults-leak.sh` runs 100k against the release build and records them.
 fn leak_exchanges() -> u64 {

@@ -15,6 +15,7 @@ mod forward;
 mod hosts;
 pub(crate) mod lexer;
 mod logging;
+pub use logging::{parse_format as parse_log_format, COMMON_LOG_FORMAT};
 pub(crate) mod parser;
 pub mod pillar;
 mod plugins;

@@ -10,14 +10,14 @@ use super::context::{Ctx, Once};
 use super::error::{ConfigError, SUPPORTED_DIRECTIVES};
 use super::lexer::Token;
 use super::parser::{BlockSyntax, LineSyntax};
-use super::types::{HealthConfig, ReloadConfig, ResponseClasses, ServerBlock, Zone};
+use super::types::{HealthConfig, ReloadConfig, ServerBlock, Zone};
 use super::value::{parse_listen_addr, parse_zone_name};
 use super::{acl, cache, forward, hosts, logging, plugins, rewrite, template};
 use crate::limits;
 
 const DNS_PORT: u16 = 53;
 /// Directives that may appear more than once in a block.
-const REPEATABLE: [&str; 3] = ["bind", "rewrite", "template"];
+const REPEATABLE: [&str; 4] = ["bind", "log", "rewrite", "template"];
 const HEALTH_PORT: u16 = 8080;
 const READY_PORT: u16 = 8181;
 const PROMETHEUS_PORT: u16 = 9253;
@@ -44,7 +44,7 @@ pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerB
         errors: false,
         errors_consolidate: Vec::new(),
         log: false,
-        log_classes: ResponseClasses::ALL,
+        log_rules: Vec::new(),
         health: None,
         ready: None,
         prometheus: None,
@@ -72,8 +72,8 @@ pub(crate) fn server_block(ctx: &Ctx<'_>, block: &BlockSyntax) -> Result<ServerB
                 name: name.to_string(),
             });
         }
-        // CoreDNS accumulates repeated `bind` lines and runs every `rewrite` and
-        // `template` in order; every other directive is once-only.
+        // CoreDNS accumulates repeated `bind` and `log` lines and runs every
+        // `rewrite` and `template` in order; every other directive is once-only.
         if !REPEATABLE.contains(&name) {
             once.check(ctx, name, line.name.line)?;
         }
@@ -97,7 +97,7 @@ fn directive(
             server.errors = true;
         }
         "log" => {
-            server.log_classes = logging::log(ctx, line)?;
+            server.log_rules.extend(logging::log(ctx, line)?);
             server.log = true;
         }
         "health" => server.health = Some(health(ctx, line)?),

@@ -75,7 +75,7 @@ pub(super) fn default_block() -> ServerBlock {
         errors: false,
         errors_consolidate: Vec::new(),
         log: false,
-        log_classes: ResponseClasses::ALL,
+        log_rules: Vec::new(),
         health: None,
         ready: None,
         prometheus: None,
@@ -156,19 +156,52 @@ fn server_blocks() {
         (". {\n errors\n log\n loop\n whoami\n}", |b| {
             b.errors = true;
             b.log = true;
+            b.log_rules = vec![LogRule::common()];
             b.loop_detect = true;
             b.whoami = true;
         }),
-        (". {\n log . {combined}\n}", |b| b.log = true),
+        (". {\n log . {combined}\n}", |b| {
+            b.log = true;
+            let mut rule = LogRule::common();
+            rule.format.push(LogPart::Text(" \"".into()));
+            rule.format.push(LogPart::Field(LogField::Opcode));
+            rule.format.push(LogPart::Text("\"".into()));
+            // The common format ends in a field: the text after it stays one piece.
+            b.log_rules = vec![rule];
+        }),
         (". {\n log {\n  class denial error\n }\n}", |b| {
             b.log = true;
-            b.log_classes = ResponseClasses { success: false, denial: true, error: true };
+            let classes = ResponseClasses { success: false, denial: true, error: true };
+            b.log_rules = vec![LogRule { classes, ..LogRule::common() }];
+        }),
+        (". {\n log Example.ORG a.net \"{name} {rcode}\"\n log b.net\n}", |b| {
+            b.log = true;
+            let format = vec![
+                LogPart::Field(LogField::Name),
+                LogPart::Text(" ".into()),
+                LogPart::Field(LogField::Rcode),
+            ];
+            let rule = |scope: &str| LogRule { scope: scope.into(), format: format.clone(), ..LogRule::common() };
+            b.log_rules = vec![
+                rule("example.org."),
+                rule("a.net."),
+                LogRule { scope: "b.net.".into(), ..LogRule::common() },
+            ];
+        }),
+        (". {\n errors stdout {\n  stacktrace\n  consolidate 1m \"^read udp\" info show_first\n }\n}", |b| {
+            b.errors = true;
+            b.errors_consolidate = vec![Consolidate {
+                period: Duration::from_secs(60),
+                pattern: "^read udp".into(),
+                level: LogLevel::Info,
+                show_first: true,
+            }];
         }),
         (". {\n errors {\n  consolidate 5m \".* i/o timeout$\" warning\n  consolidate 30s ^x\n }\n}", |b| {
             b.errors = true;
             b.errors_consolidate = vec![
-                Consolidate { period: Duration::from_secs(300), pattern: ".* i/o timeout$".into(), level: LogLevel::Warning },
-                Consolidate { period: Duration::from_secs(30), pattern: "^x".into(), level: LogLevel::Error },
+                Consolidate { period: Duration::from_secs(300), pattern: ".* i/o timeout$".into(), level: LogLevel::Warning, show_first: false },
+                Consolidate { period: Duration::from_secs(30), pattern: "^x".into(), level: LogLevel::Error, show_first: false },
             ];
         }),
         (". {\n bind 169.254.20.10 ::1\n}", |b| {
@@ -640,7 +673,12 @@ fn fails() {
         (". {\n cache\n cache 30\n}", 3, "duplicate \"cache\" (already given at line 2)"),
         (". {\n forward . 1.1.1.1\n forward . 8.8.8.8\n}", 3, "duplicate \"forward\""),
         (". {\n errors\n errors\n}", 3, "duplicate \"errors\""),
-        (". {\n errors stdout\n}", 2, "errors: wrong number of arguments (1)"),
+        (". {\n errors stderr\n}", 2, "errors: invalid \"stderr\": the only log file is stdout"),
+        (". {\n errors a b\n}", 2, "errors: wrong number of arguments (2)"),
+        (". {\n errors {\n  consolidate 5m x show_first warning\n }\n}", 3, "one level, before show_first"),
+        (". {\n errors {\n  consolidate 5m x info error\n }\n}", 3, "one level, before show_first"),
+        (". {\n errors {\n  stacktrace now\n }\n}", 3, "errors stacktrace: wrong number of arguments (1)"),
+        (". {\n log {\n  class\n }\n}", 3, "log class: wrong number of arguments (0)"),
         (". {\n errors {\n  consolidate 5m\n }\n}", 3, "errors consolidate: wrong number of arguments (1)"),
         (". {\n errors {\n  consolidate 5m \"(\"\n }\n}", 3, "errors consolidate: invalid \"(\""),
         (". {\n errors {\n  consolidate 5m x loud\n }\n}", 3, "level must be"),

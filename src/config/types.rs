@@ -46,8 +46,9 @@ pub struct ServerBlock {
     pub errors_consolidate: Vec<Consolidate>,
     /// `log`: one line per query.
     pub log: bool,
-    /// `log { class ... }`: which answers are logged (all by default).
-    pub log_classes: ResponseClasses,
+    /// `log [NAMES...] [FORMAT] { class ... }`, every `log` line in order: the first
+    /// rule whose name matches the query's decides.
+    pub log_rules: Vec<LogRule>,
     pub health: Option<HealthConfig>,
     /// `ready [ADDR]`, default 0.0.0.0:8181 when the directive is present.
     pub ready: Option<SocketAddr>,
@@ -309,13 +310,83 @@ pub struct ReloadConfig {
     pub jitter: Duration,
 }
 
-/// `errors { consolidate DURATION REGEXP [LEVEL] }`.
+/// `errors { consolidate DURATION REGEXP [LEVEL] [show_first] }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consolidate {
     pub period: Duration,
-    /// A regular expression (validated when parsed) matched against error lines.
+    /// A regular expression (validated when parsed) matched against the error's
+    /// text, as CoreDNS does (not the whole line).
     pub pattern: String,
     pub level: LogLevel,
+    /// `show_first`: the first error of a period is written whole, at `level`.
+    pub show_first: bool,
+}
+
+/// One `log` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRule {
+    /// The names it logs: lower-cased, fully qualified; "." is every name.
+    pub scope: String,
+    /// The line, CoreDNS placeholders resolved when parsed.
+    pub format: Vec<LogPart>,
+    pub classes: ResponseClasses,
+}
+
+impl LogRule {
+    /// `log` without arguments: every name, every answer, the common format.
+    pub fn common() -> LogRule {
+        LogRule {
+            scope: ".".into(),
+            format: super::logging::parse_format(super::logging::COMMON_LOG_FORMAT),
+            classes: ResponseClasses::ALL,
+        }
+    }
+}
+
+/// A piece of a `log` format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogPart {
+    Text(String),
+    Field(LogField),
+}
+
+/// CoreDNS's replacer placeholders (`plugin/pkg/replacer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogField {
+    /// `{type}`
+    Type,
+    /// `{name}`
+    Name,
+    /// `{class}`
+    Class,
+    /// `{proto}`
+    Proto,
+    /// `{size}`: the query's length.
+    Size,
+    /// `{remote}`: the client's IP (IPv6 in brackets).
+    Remote,
+    /// `{port}`: the client's port.
+    Port,
+    /// `{local}`: the address the query came in on.
+    Local,
+    /// `{>id}`
+    Id,
+    /// `{>opcode}`
+    Opcode,
+    /// `{>do}`
+    Do,
+    /// `{>bufsize}`: the client's buffer (EDNS size, 512 without; 65535 on TCP).
+    Bufsize,
+    /// `{rcode}`
+    Rcode,
+    /// `{rsize}`: the answer's length.
+    Rsize,
+    /// `{duration}`: seconds from receipt to answer, with an `s`.
+    Duration,
+    /// `{>rflags}`: the answer's header flags.
+    Rflags,
+    /// `{/NAME}`: metadata, which needs the `metadata` plugin node-cache lacks: `-`.
+    Metadata,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,12 +397,13 @@ pub enum LogLevel {
     Debug,
 }
 
-/// Response classes of the `log` directive's `class` option.
+/// Response classes of the `log` directive's `class` option (CoreDNS
+/// `response.Classify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseClasses {
-    /// NOERROR with records.
+    /// NOERROR with records, or a referral (NS in the authority section).
     pub success: bool,
-    /// NXDOMAIN, or NOERROR without answers (NODATA).
+    /// NXDOMAIN or NOERROR without records, with an SOA in the authority section.
     pub denial: bool,
     /// Every other rcode.
     pub error: bool,

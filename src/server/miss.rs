@@ -15,7 +15,7 @@ use super::shard::{Block, Shard};
 use super::Current;
 use crate::cache::{self, AnswerClass, StoredAnswer};
 use crate::limits;
-use crate::plugin::Origin;
+use crate::plugin::{errors, Origin};
 use crate::telemetry::Meter;
 use crate::upstream::{Transport, UpstreamError};
 use crate::wire::{self, Edns, Query, Rcode};
@@ -338,7 +338,10 @@ async fn resolve(
         Err(err) => {
             let failures = &shard.counters.upstream_failures;
             failures.set(failures.get() + 1);
-            log_error(block, query, &err.to_string());
+            if block.chain.errors().is_some() {
+                let proto = forward.upstream_proto(transport);
+                log_error(block, query, &errors::upstream_reason(&err, proto));
+            }
             return Err(Rcode::ServFail);
         }
     };
@@ -353,13 +356,14 @@ async fn resolve(
     })
 }
 
-/// The `errors` directive's line `SERVFAIL qname QTYPE: error`, for blocks with it.
+/// The `errors` directive's line for a SERVFAIL (`2 qname QTYPE: error`), for
+/// blocks with it.
 fn log_error(block: &Block, query: &Query<'_>, error: &str) {
     if let Some(errors) = block.chain.errors() {
         let (name, qtype) = (
             wire::name_to_string(query.qname),
             wire::type_to_string(query.qtype),
         );
-        errors.failed("SERVFAIL", &name, &qtype, error);
+        errors.failed(Rcode::ServFail.code(), &name, &qtype, error);
     }
 }

@@ -254,6 +254,8 @@ pub struct ShardStats {
     /// By endpoint: the series of queries answered before any block's chain (zone
     /// `dropped`, as CoreDNS names it), when some block has `prometheus`.
     dropped: Vec<Option<BlockSeries>>,
+    /// By endpoint: its listening address (`log`'s `{local}`).
+    addrs: Vec<SocketAddr>,
 }
 
 impl ShardStats {
@@ -266,6 +268,7 @@ impl ShardStats {
         let mut stats = ShardStats::default();
         let metered = config.servers.iter().any(|b| b.prometheus.is_some());
         for (endpoint, (addr, blocks)) in endpoints.enumerate() {
+            stats.addrs.push(addr);
             let server = server_label(addr);
             stats.dropped.push(metered.then(|| {
                 stats
@@ -321,6 +324,11 @@ impl ShardStats {
     #[inline]
     pub fn block(&self, endpoint: usize, block: usize) -> Option<BlockSeries> {
         *self.index.get(endpoint)?.get(block)?
+    }
+
+    /// The IP of the address `endpoint` listens on.
+    pub fn endpoint_ip(&self, endpoint: usize) -> Option<std::net::IpAddr> {
+        self.addrs.get(endpoint).map(SocketAddr::ip)
     }
 
     /// Counts a query answered before any block's chain saw it (an unreadable

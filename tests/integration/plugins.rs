@@ -1,5 +1,5 @@
-//! The plugins `hosts`, `loadbalance`, `dns64`, `timeouts`, `debug`, `pprof` and
-//! `trace` in front of knot, with real clients: every Corefile example of their
+//! The plugins `hosts`, `loadbalance`, `dns64`, `timeouts`, `debug`, `pprof`,
+//! `trace`, `log` and `errors` in front of knot, with real clients: every Corefile example of their
 //! READMEs starts and answers, and each plugin's behaviour as CoreDNS's.
 
 use std::collections::BTreeSet;
@@ -18,7 +18,7 @@ use crate::readme::{examples, runnable};
 use crate::zones;
 
 /// The READMEs of the plugins, by name.
-const READMES: [(&str, &str); 7] = [
+const READMES: [(&str, &str); 9] = [
     ("hosts", include_str!("../../src/plugin/hosts/README.md")),
     (
         "loadbalance",
@@ -32,7 +32,26 @@ const READMES: [(&str, &str); 7] = [
     ("debug", include_str!("../../src/plugin/debug/README.md")),
     ("pprof", include_str!("../../src/plugin/pprof/README.md")),
     ("trace", include_str!("../../src/plugin/trace/README.md")),
+    ("log", include_str!("../../src/plugin/log/README.md")),
+    ("errors", include_str!("../../src/plugin/errors/README.md")),
 ];
+
+/// The `log` lines (target `log`) the cache has written so far, waiting (bounded)
+/// until there are `at_least`.
+fn log_lines(cache: &Cache, at_least: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<String> = cache
+            .log()
+            .lines()
+            .filter_map(|l| l.split_once(" log: ").map(|(_, line)| line.to_string()))
+            .collect();
+        if lines.len() >= at_least || Instant::now() > deadline {
+            return lines;
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
 
 fn ask(cache: &Cache, name: &str, rtype: RecordType) -> Message {
     client::udp(cache.addr(), &client::query(name, rtype))
@@ -94,6 +113,39 @@ fn check_example(plugin: &str, index: usize, cache: &Cache) {
             let reply = client::tcp(cache.addr(), &client::query("www.test.", RecordType::A));
             assert_eq!(reply.answers().len(), 2);
         }
+        ("log", 0) => {
+            www();
+            let lines = log_lines(cache, 1);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].starts_with("[INFO] 127.0.0.1:"), "{lines:?}");
+            assert!(lines[0].contains("\"A IN www.test. udp "), "{lines:?}");
+            assert!(lines[0].contains(" false 512\" NOERROR qr,"), "{lines:?}");
+        }
+        ("log", 1) => {
+            www();
+            let nx = ask(cache, "nx.test.", RecordType::A);
+            assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+            let lines = log_lines(cache, 2);
+            assert_eq!(lines.len(), 1, "a denial is not logged: {lines:?}");
+            assert!(
+                lines[0].starts_with("[INFO] A www.test. NOERROR qr,"),
+                "{lines:?}"
+            );
+            assert!(lines[0].ends_with(",rd udp"), "knot sets no RA: {lines:?}");
+        }
+        ("log", 2) => {
+            www();
+            let nx = ask(cache, "nx.test.", RecordType::A);
+            assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+            let lines = log_lines(cache, 2);
+            assert_eq!(lines.len(), 1, "a success is not logged: {lines:?}");
+            assert!(lines[0].contains("\"A IN nx.test. udp "), "{lines:?}");
+            assert!(lines[0].contains("NXDOMAIN qr,"), "{lines:?}");
+            assert!(
+                lines[0].ends_with("s \"0\""),
+                "the combined format: {lines:?}"
+            );
+        }
         ("debug" | "pprof" | "trace", 0) => {
             www();
             let log = cache.log();
@@ -125,7 +177,7 @@ fn readme_examples_start_and_answer() {
             ran += 1;
         }
     }
-    assert_eq!(ran, 9, "examples run");
+    assert_eq!(ran, 14, "examples run");
 }
 
 const HOSTS_FILE: &str = "# hosts of the test\n192.0.2.200 pinned.test\n2001:db8::200 pinned.test\n\

@@ -14,7 +14,7 @@
 //!   `loadbalance`, `debug`, `pprof`, `trace`, `template`, `rewrite`); a Corefile
 //!   that parses gives its start notices, and its `template` and `rewrite` links
 //!   answer and restore a few queries ([`plugin_links`]): replies parse and carry the
-//!   client's question.
+//!   client's question; each `cache` line sizes a shard.
 //! - [`configmap`]: the kube-dns ConfigMap parser; an accepted ConfigMap renders into a
 //!   Corefile that parses.
 
@@ -203,6 +203,12 @@ pub fn corefile(data: &[u8]) {
     if let Some(config) = parse_safely(text, &env) {
         let _ = config.notices();
         plugin_links(&config, data);
+        // Every accepted `cache` line (serve_stale's durations and TTLs included)
+        // sizes a shard without overflowing.
+        for cache in config.servers.iter().filter_map(|s| s.cache.as_ref()) {
+            let shard = crate::cache::Shard::with_share(cache, 2);
+            assert!(shard.is_empty() && shard.bytes_max() > 0);
+        }
     }
     // The same text as a hosts(5) file: every entry has names, each fully qualified.
     let root = [config::Zone { name: ".".into() }];

@@ -249,6 +249,10 @@ impl AnswerRef<'_> {
     pub(super) fn ttl_secs(&self) -> u32 {
         self.meta.ttl_secs
     }
+
+    pub(super) fn answering(&self) -> bool {
+        self.meta.answering
+    }
 }
 
 /// Bytes of a packed entry before its name: qtype, qclass, TTL (u32), the three

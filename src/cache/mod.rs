@@ -17,7 +17,7 @@ pub mod shard;
 pub mod stats;
 
 pub use answer::{write_reply, AnswerClass, AnswerError, StoredAnswer};
-pub use shard::{Key, Lookup, Shard, Tally};
+pub use shard::{Key, Lookup, Shard, StaleEntry, Tally};
 pub use stats::CacheStats;
 
 #[cfg(test)]

@@ -49,8 +49,9 @@ pub(super) fn prefetch_due(
 /// start one, cleared by the caller's `insert` or `refresh_failed`. A mark older than
 /// [`CACHE_REFRESH_MILLIS_MAX`] is presumed lost (a caller that dropped its task), so a
 /// lost report delays the next refresh instead of stopping refreshes for good. After a
-/// failed refresh the next waits [`CACHE_REFRESH_RETRY_MILLIS`]. 8 bytes: one stamp
-/// serves both states, which never hold together.
+/// failed refresh the next waits the retry delay the claim names
+/// ([`CACHE_REFRESH_RETRY_MILLIS`], or serve_stale's FAILURE_RECHECK). 8 bytes: one
+/// stamp serves both states, which never hold together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct RefreshMark {
     /// When the refresh started (`InFlight`) or failed (`Failed`).
@@ -68,7 +69,8 @@ enum RefreshState {
 
 impl RefreshMark {
     const TIMEOUT: Millis = CACHE_REFRESH_MILLIS_MAX;
-    const RETRY: Millis = CACHE_REFRESH_RETRY_MILLIS;
+    /// The retry delay after a failed refresh unless serve_stale sets another.
+    pub(super) const RETRY: Millis = CACHE_REFRESH_RETRY_MILLIS;
 
     fn age(&self, now: Millis) -> Millis {
         now.saturating_sub(self.at.millis())
@@ -79,10 +81,10 @@ impl RefreshMark {
         self.state == RefreshState::InFlight && self.age(now) < Self::TIMEOUT
     }
 
-    /// True (and marks) if no refresh is in flight and none failed within the retry
-    /// delay: the caller must start one.
-    pub(super) fn claim(&mut self, now: Millis) -> bool {
-        let backing_off = self.state == RefreshState::Failed && self.age(now) < Self::RETRY;
+    /// True (and marks) if no refresh is in flight and none failed within `retry`
+    /// milliseconds: the caller must start one.
+    pub(super) fn claim(&mut self, now: Millis, retry: Millis) -> bool {
+        let backing_off = self.state == RefreshState::Failed && self.age(now) < retry;
         if self.in_flight(now) || backing_off {
             return false;
         }
@@ -183,25 +185,33 @@ mod tests {
         let t0: Millis = 1_000;
         let mut m = RefreshMark::default();
         assert_eq!(size_of::<RefreshMark>(), 8);
-        assert!(m.claim(t0));
-        assert!(!m.claim(t0));
-        assert!(!m.claim(t0 + RefreshMark::TIMEOUT - 1));
-        assert!(m.claim(t0 + RefreshMark::TIMEOUT), "a lost refresh expires");
+        assert!(m.claim(t0, RefreshMark::RETRY));
+        assert!(!m.claim(t0, RefreshMark::RETRY));
+        assert!(!m.claim(t0 + RefreshMark::TIMEOUT - 1, RefreshMark::RETRY));
+        assert!(
+            m.claim(t0 + RefreshMark::TIMEOUT, RefreshMark::RETRY),
+            "a lost refresh expires"
+        );
         assert!(m.clear());
         assert!(!m.clear());
-        assert!(m.claim(t0));
+        assert!(m.claim(t0, RefreshMark::RETRY));
         assert!(m.in_flight(t0));
         // A failure holds the next claim back for the retry delay.
         let t1 = t0 + 1_000;
         assert!(m.fail(t1));
         assert!(!m.in_flight(t1));
         assert!(!m.fail(t1), "nothing in flight any more");
-        assert!(!m.claim(t1));
-        assert!(!m.claim(t1 + RefreshMark::RETRY - 1));
-        assert!(m.claim(t1 + RefreshMark::RETRY));
+        assert!(!m.claim(t1, RefreshMark::RETRY));
+        assert!(!m.claim(t1 + RefreshMark::RETRY - 1, RefreshMark::RETRY));
+        assert!(m.claim(t1 + RefreshMark::RETRY, RefreshMark::RETRY));
+        // serve_stale's FAILURE_RECHECK names a longer delay.
+        let mut m = RefreshMark::default();
+        assert!(m.claim(t0, 30_000) && m.fail(t1));
+        assert!(!m.claim(t1 + 29_999, 30_000));
+        assert!(m.claim(t1 + 30_000, 30_000));
         // Claimed at time 0 is in flight too (no sentinel value).
         let mut m = RefreshMark::default();
-        assert!(m.claim(0));
-        assert!(m.in_flight(0) && !m.claim(1));
+        assert!(m.claim(0, RefreshMark::RETRY));
+        assert!(m.in_flight(0) && !m.claim(1, RefreshMark::RETRY));
     }
 }

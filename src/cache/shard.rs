@@ -25,9 +25,15 @@
 //! [`CACHE_REFRESH_MILLIS_MAX`](crate::limits::CACHE_REFRESH_MILLIS_MAX).
 //!
 //! With `serve_stale verify` an expired entry is a [`Lookup::Miss`]; the caller
-//! forwards as for any miss and, if the upstream gives no usable answer (an error, or
-//! an answer whose [`AnswerClass`] is `ServFail` or `Uncacheable`), calls
-//! [`Shard::lookup_stale`] and sends the stale answer if there is one.
+//! forwards as for any miss and, if the upstream gives no usable answer (an error, an
+//! answer that does not [`refresh`](StoredAnswer::refreshes), or with
+//! `prefer_positive` one that is not a positive answer), calls
+//! [`Shard::lookup_stale`] and sends the stale answer if there is one; with a
+//! VERIFY_TIMEOUT ([`Shard::stale_entry`]) it does so once the timeout passes, and
+//! lets the upstream query finish in the background. With a FAILURE_RECHECK the
+//! expired entry's miss also claims its refresh mark: while that refresh is in flight
+//! or within the recheck after it failed, the entry is answered stale at once
+//! ([`Lookup::Stale`]) instead.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -158,11 +164,12 @@ pub enum Lookup {
     /// Fresh answer written, and the entry is due for prefetch (`prefetch AMOUNT
     /// DURATION PERCENTAGE%`): the caller must start one refresh (module docs).
     HitPrefetch(usize),
-    /// `serve_stale immediate`: expired answer written with every TTL 0; its refresh is
-    /// already in flight. Nothing else to do.
+    /// `serve_stale`: expired answer written with every TTL `RESPONSE_TTL` (0 by
+    /// default); its refresh is already in flight, or failed within the recheck delay.
+    /// Nothing else to do.
     Stale(usize),
-    /// `serve_stale immediate`: expired answer written with every TTL 0, and the caller
-    /// must start one refresh (module docs).
+    /// `serve_stale immediate`: expired answer written with every TTL `RESPONSE_TTL`,
+    /// and the caller must start one refresh (module docs).
     StaleRefresh(usize),
     /// Nothing written: forward the query, then `insert` the answer.
     Miss,
@@ -184,6 +191,14 @@ impl Lookup {
     pub fn must_refresh(self) -> bool {
         matches!(self, Lookup::HitPrefetch(_) | Lookup::StaleRefresh(_))
     }
+}
+
+/// An expired entry serve_stale can still answer with ([`Shard::stale_entry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleEntry {
+    /// How long the miss path waits for the upstream before answering stale (None:
+    /// until the upstream query ends).
+    pub verify_timeout: Option<Duration>,
 }
 
 /// One cached answer: 48 bytes in its pool's slot array, plus exactly one heap
@@ -220,6 +235,11 @@ impl Entry {
     fn class(&self) -> AnswerClass {
         self.packed()
             .map_or(AnswerClass::Uncacheable, |p| p.answer.class())
+    }
+
+    /// A positive answer to its question (what `prefer_positive` keeps).
+    fn answering(&self) -> bool {
+        self.packed().is_some_and(|p| p.answer.answering())
     }
 
     fn expires(&self) -> Millis {
@@ -413,6 +433,15 @@ pub struct Shard {
     stale_mode: Option<StaleMode>,
     /// Entries stay this long after expiry (serve_stale), then are dead.
     stale: Millis,
+    /// TTL of every record of a stale answer (`RESPONSE_TTL`).
+    stale_ttl: u32,
+    /// After a failed refresh of an expired entry, the next waits this long
+    /// (`FAILURE_RECHECK`, else the default retry delay).
+    recheck: Millis,
+    /// `FAILURE_RECHECK` was given: a `verify` miss claims the refresh mark.
+    recheck_set: bool,
+    /// `serve_stale_policy prefer_positive`.
+    prefer_positive: bool,
     servfail_ttl: Duration,
     /// Lower-cased wire-form zones: `zones` the cache applies to, and the disabled ones.
     zones: Vec<Vec<u8>>,
@@ -499,6 +528,13 @@ impl Shard {
             prefetch: cfg.prefetch,
             stale_mode: cfg.serve_stale.map(|s| s.mode),
             stale: cfg.serve_stale.map_or(0, |s| millis(s.duration)),
+            stale_ttl: cfg.serve_stale.map_or(0, |s| s.response_ttl_secs),
+            recheck: cfg
+                .serve_stale
+                .and_then(|s| s.failure_recheck)
+                .map_or(RefreshMark::RETRY, millis),
+            recheck_set: cfg.serve_stale.is_some_and(|s| s.failure_recheck.is_some()),
+            prefer_positive: cfg.serve_stale.is_some_and(|s| s.prefer_positive),
             servfail_ttl: cfg.servfail_ttl,
             zones: wire_zones(&cfg.zones),
             disable_success: wire_zones(&cfg.disable_success),
@@ -575,10 +611,14 @@ impl Shard {
     /// - Fresh entry: every TTL = entry TTL − whole seconds elapsed (the original with
     ///   `keepttl`); [`Lookup::HitPrefetch`] instead of [`Lookup::Hit`] when the entry
     ///   has just become due for prefetch and no refresh of it is in flight.
-    /// - Expired entry within the `serve_stale` window, mode `immediate`: every TTL 0
-    ///   (`keepttl` too: a stale answer must not be cached downstream);
-    ///   [`Lookup::StaleRefresh`] if no refresh is in flight, else [`Lookup::Stale`].
-    /// - Expired entry, mode `verify` or SERVFAIL: `Miss` (see [`Shard::lookup_stale`]).
+    /// - Expired entry within the `serve_stale` window, mode `immediate`: every TTL
+    ///   `RESPONSE_TTL`, 0 by default (`keepttl` too: a stale answer must not be
+    ///   cached downstream for its original TTL); [`Lookup::StaleRefresh`] if a
+    ///   refresh may start, else [`Lookup::Stale`].
+    /// - Expired entry, mode `verify`: `Miss` (see [`Shard::lookup_stale`]); with a
+    ///   FAILURE_RECHECK, [`Lookup::Stale`] while its refresh is in flight or failed
+    ///   within the recheck, else `Miss` with the refresh claimed.
+    /// - Expired SERVFAIL: `Miss`.
     /// - Dead entry (past the window): removed, `Miss`.
     pub fn lookup(
         &mut self,
@@ -601,9 +641,29 @@ impl Shard {
         out: &mut [u8],
         max_len: usize,
     ) -> Lookup {
+        self.lookup_counted(via, q, now, out, max_len, true)
+    }
+
+    /// A lookup counted nowhere that answers only from a fresh entry: an expired one
+    /// is a `Miss` and starts no refresh. For a copy of the answer another shard or
+    /// task caches as its own (a stale one would be cached anew as fresh).
+    pub fn lookup_fresh(&mut self, q: &Query<'_>, now: Instant, out: &mut [u8]) -> Lookup {
+        let max_len = out.len();
+        self.lookup_counted(None, q, now, out, max_len, false)
+    }
+
+    fn lookup_counted(
+        &mut self,
+        via: Option<usize>,
+        q: &Query<'_>,
+        now: Instant,
+        out: &mut [u8],
+        max_len: usize,
+        stale_ok: bool,
+    ) -> Lookup {
         let now = self.clock.millis(now);
         let (result, pool) = match self.find_query(q) {
-            Some(id) => (self.serve(id, q, now, out, max_len), id.pool()),
+            Some(id) => (self.serve(id, q, now, out, max_len, stale_ok), id.pool()),
             None => (Lookup::Miss, SUCCESS),
         };
         if let Some(tally) = via.and_then(|v| self.tallies.get_mut(v)) {
@@ -632,7 +692,8 @@ impl Shard {
     }
 
     /// [`Shard::lookup`] of the entry `id`, which answers `q`: reads the entry and its
-    /// header once, then answers fresh, stale, or not at all (a dead entry is removed).
+    /// header once, then answers fresh, stale (if `stale_ok`), or not at all (a dead
+    /// entry is removed).
     fn serve(
         &mut self,
         id: SlotId,
@@ -640,9 +701,12 @@ impl Shard {
         now: Millis,
         out: &mut [u8],
         max_len: usize,
+        stale_ok: bool,
     ) -> Lookup {
         let (keepttl, prefetch, stale) = (self.keepttl, self.prefetch, self.stale);
+        let (stale_ttl, recheck) = (self.stale_ttl, self.recheck);
         let immediate = self.stale_mode == Some(StaleMode::Immediate);
+        let verify_claims = self.recheck_set && !immediate;
         let Some(e) = entry_mut(&mut self.pools, id) else {
             return Lookup::Miss;
         };
@@ -660,13 +724,18 @@ impl Shard {
                 self.counters.expired += 1;
                 return Lookup::Miss;
             }
-            if !immediate {
+            if !stale_ok {
+                return Lookup::Miss;
+            }
+            // verify + FAILURE_RECHECK: the miss that claims the refresh verifies;
+            // while it runs, or within the recheck after it failed, answer stale.
+            if !immediate && (!verify_claims || e.refresh.claim(now, recheck)) {
                 return Lookup::Miss;
             }
         }
         let remaining = remaining_secs(e.inserted, ttl, now);
         let shown = match (fresh, keepttl) {
-            (false, _) => 0,
+            (false, _) => stale_ttl,
             (true, true) => ttl,
             (true, false) => remaining,
         };
@@ -677,9 +746,9 @@ impl Shard {
         let refresh = if fresh {
             e.referenced = true;
             let due = prefetch.is_some_and(|p| prefetch_due(&mut e.freq, &p, ttl, remaining, now));
-            due && e.refresh.claim(now)
+            due && e.refresh.claim(now, RefreshMark::RETRY)
         } else {
-            e.refresh.claim(now)
+            immediate && e.refresh.claim(now, recheck)
         };
         if !fresh {
             self.counters.served_stale += 1;
@@ -693,9 +762,32 @@ impl Shard {
         }
     }
 
+    /// The expired entry answering `q` that serve_stale can still answer with, if
+    /// there is one: what the miss path of `q` falls back on, and how long it waits
+    /// for the upstream first (`verify`'s VERIFY_TIMEOUT).
+    pub fn stale_entry(&self, q: &Query<'_>, now: Instant) -> Option<StaleEntry> {
+        let mode = self.stale_mode?;
+        let now = self.clock.millis(now);
+        let e = self.entry(self.find_query(q)?)?;
+        let waiting = e.expired(now) && e.servable(now, self.stale);
+        waiting.then_some(StaleEntry {
+            verify_timeout: match mode {
+                StaleMode::Verify { timeout } => timeout,
+                StaleMode::Immediate => None,
+            },
+        })
+    }
+
+    /// `serve_stale_policy prefer_positive` is on: only a positive answer counts as
+    /// a successful refresh.
+    pub fn prefer_positive(&self) -> bool {
+        self.prefer_positive
+    }
+
     /// For `serve_stale` (either mode) when the upstream gave no usable answer: writes
     /// the answer to `q` if the entry is still servable and returns its length. An
-    /// expired entry is written with every TTL 0 (counted as served stale); a fresh one
+    /// expired entry is written with every TTL `RESPONSE_TTL` (counted as served
+    /// stale); a fresh one
     /// (refreshed meanwhile) as by `lookup`. None when serve_stale is off, there is no
     /// entry, it is past the window or a SERVFAIL, or the reply does not fit `out`.
     /// Counts neither a hit nor a miss (the `lookup` before it did), and never asks
@@ -716,7 +808,7 @@ impl Shard {
         let answer = e.packed()?.answer;
         let expired = e.expired(now);
         let ttl = match (expired, self.keepttl) {
-            (true, _) => 0,
+            (true, _) => self.stale_ttl,
             (false, true) => answer.ttl_secs(),
             (false, false) => remaining_secs(e.inserted, answer.ttl_secs(), now),
         };
@@ -766,16 +858,21 @@ impl Shard {
     /// class `disable`d for the name's zone, names outside the cache's zones, and
     /// answers larger than the byte budget (counted in `drops`). A SERVFAIL never
     /// replaces an answer that is still servable (fresh or within the serve_stale
-    /// window): a failed refresh keeps the good answer (CoreDNS overwrote it).
+    /// window): a failed refresh keeps the good answer (CoreDNS overwrote it). With
+    /// `serve_stale_policy prefer_positive`, nothing but another positive answer
+    /// replaces a servable positive one (a new NXDOMAIN or NODATA is not cached).
     pub fn insert(&mut self, q: &Query<'_>, stored: StoredAnswer, now: Instant) -> bool {
         let now = self.clock.millis(now);
         let key = Key::of(q);
         let hash = key.hash(&self.hasher);
         let old = self.find(&key, hash);
-        let keep_old = stored.class() == AnswerClass::ServFail
-            && old
-                .and_then(|id| self.entry(id))
-                .is_some_and(|e| e.servable(now, self.stale));
+        let old_servable = old
+            .and_then(|id| self.entry(id))
+            .filter(|e| e.servable(now, self.stale));
+        let keep_positive = self.prefer_positive && !stored.answering();
+        let keep_old = old_servable.is_some_and(|e| {
+            stored.class() == AnswerClass::ServFail || (keep_positive && e.answering())
+        });
         let bytes = footprint(packed_len(q.qname.len(), &stored));
         let pool = match self.admit(q.qname, &stored) {
             Some(_) if keep_old => None,

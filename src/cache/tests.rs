@@ -730,6 +730,7 @@ fn sweep_removes_expired() {
     c.serve_stale = Some(ServeStale {
         duration: Duration::from_secs(10),
         mode: StaleMode::Immediate,
+        ..stale_defaults()
     });
     let mut shard = Shard::new(&c);
     for i in 0..50 {
@@ -835,9 +836,23 @@ fn stale(mode: StaleMode, window: u64) -> CacheConfig {
         c.serve_stale = Some(ServeStale {
             duration: secs(window),
             mode,
+            ..stale_defaults()
         })
     })
 }
+
+/// serve_stale's settings besides its window and mode, as CoreDNS defaults them.
+fn stale_defaults() -> ServeStale {
+    ServeStale {
+        duration: Duration::ZERO,
+        mode: StaleMode::Immediate,
+        response_ttl_secs: 0,
+        failure_recheck: None,
+        prefer_positive: false,
+    }
+}
+
+const VERIFY: StaleMode = StaleMode::Verify { timeout: None };
 
 /// The lookup result and the reply it wrote.
 fn lookup(shard: &mut Shard, qname: &str, now: Instant) -> (Lookup, Option<Message>) {
@@ -1074,7 +1089,7 @@ fn stale_immediate_answers_ttl_0_and_refreshes_once() {
 #[test]
 fn stale_verify_serves_only_through_lookup_stale() {
     let t0 = Instant::now();
-    let c = stale(StaleMode::Verify, 60);
+    let c = stale(VERIFY, 60);
     let mut shard = Shard::new(&c);
     let n = "v.example.";
     assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
@@ -1107,6 +1122,166 @@ fn stale_verify_serves_only_through_lookup_stale() {
     insert(&mut shard, n, 30, t0);
     assert!(lookup_stale(&mut shard, n, expired).is_none());
     assert!(lookup_stale(&mut shard, n, t0).is_none());
+}
+
+/// serve_stale with the 1.14 options: `RESPONSE_TTL`, `FAILURE_RECHECK`,
+/// `VERIFY_TIMEOUT`, `prefer_positive`.
+fn stale_with(mode: StaleMode, edit: impl FnOnce(&mut ServeStale)) -> CacheConfig {
+    let mut c = stale(mode, 60);
+    if let Some(s) = c.serve_stale.as_mut() {
+        edit(s);
+    }
+    c
+}
+
+#[test]
+fn stale_answers_carry_the_response_ttl() {
+    let t0 = Instant::now();
+    let n = "r.example.";
+    for mode in [StaleMode::Immediate, VERIFY] {
+        let c = stale_with(mode, |s| s.response_ttl_secs = 30);
+        let mut shard = Shard::new(&c);
+        assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+        let expired = t0 + secs(31);
+        let via_lookup = lookup(&mut shard, n, expired).1;
+        let reply = via_lookup.or_else(|| lookup_stale(&mut shard, n, expired));
+        let m = reply.expect("stale answer");
+        assert!(m.all_sections().all(|r| r.ttl() == 30), "{mode:?}: {m:?}");
+        // Fresh answers keep their own TTL.
+        let fresh = lookup(&mut shard, n, t0 + secs(10)).1;
+        let fresh = fresh.or_else(|| lookup_stale(&mut shard, n, t0 + secs(10)));
+        assert!(fresh.unwrap().all_sections().all(|r| r.ttl() == 20));
+    }
+}
+
+#[test]
+fn failure_recheck_holds_the_next_stale_refresh_back() {
+    let t0 = Instant::now();
+    let n = "f.example.";
+    let c = stale_with(StaleMode::Immediate, |s| s.failure_recheck = Some(secs(20)));
+    let mut shard = Shard::new(&c);
+    assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+    let expired = t0 + secs(30);
+    assert_eq!(kind(&mut shard, n, expired), STALE_REFRESH);
+    let qb = q_for(n);
+    let q = parse_query(&qb).unwrap();
+    shard.refresh_failed_at(&q, expired);
+    for late in [0, 1, 10, 19] {
+        assert_eq!(kind(&mut shard, n, expired + secs(late)), STALE, "+{late}s");
+    }
+    assert_eq!(kind(&mut shard, n, expired + secs(20)), STALE_REFRESH);
+    // A prefetch of a fresh entry still retries after the default delay.
+    let c = with(|c| {
+        *c = stale_with(StaleMode::Immediate, |s| s.failure_recheck = Some(secs(20)));
+        c.prefetch = Some(Prefetch {
+            amount: 1,
+            duration: secs(60),
+            percentage: 90,
+        });
+    });
+    let mut shard = Shard::new(&c);
+    assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+    assert_eq!(kind(&mut shard, n, t0 + secs(5)), PREFETCH);
+    shard.refresh_failed_at(&q, t0 + secs(5));
+    let retry = t0 + secs(5) + Duration::from_millis(CACHE_REFRESH_RETRY_MILLIS);
+    assert_eq!(kind(&mut shard, n, retry), PREFETCH);
+}
+
+#[test]
+fn verify_with_failure_recheck_answers_stale_while_verifying() {
+    let t0 = Instant::now();
+    let n = "vr.example.";
+    let mode = StaleMode::Verify {
+        timeout: Some(Duration::from_millis(100)),
+    };
+    let c = stale_with(mode, |s| s.failure_recheck = Some(secs(20)));
+    let mut shard = Shard::new(&c);
+    assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+    let qb = q_for(n);
+    let q = parse_query(&qb).unwrap();
+    assert_eq!(shard.stale_entry(&q, t0 + secs(10)), None, "fresh");
+    let expired = t0 + secs(30);
+    let entry = shard.stale_entry(&q, expired).expect("stale entry");
+    assert_eq!(entry.verify_timeout, Some(Duration::from_millis(100)));
+    // The first miss verifies; while it runs, the others are answered stale.
+    assert_eq!(kind(&mut shard, n, expired), MISS);
+    assert_eq!(kind(&mut shard, n, expired + secs(1)), STALE);
+    // It failed: stale for the recheck, then the next miss verifies again.
+    shard.refresh_failed_at(&q, expired + secs(2));
+    assert_eq!(kind(&mut shard, n, expired + secs(21)), STALE);
+    assert_eq!(kind(&mut shard, n, expired + secs(22)), MISS);
+    // Its answer came: fresh.
+    assert!(insert_up(
+        &mut shard,
+        &c,
+        n,
+        &three_sections(n),
+        expired + secs(23)
+    ));
+    assert_eq!(kind(&mut shard, n, expired + secs(23)), HIT);
+    // A copy for another shard is never stale.
+    let mut out = [0u8; 4096];
+    let late = expired + secs(60);
+    assert_eq!(shard.lookup_fresh(&q, late, &mut out), MISS);
+    assert_eq!(
+        kind(&mut shard, n, late),
+        MISS,
+        "the fresh-only lookup claimed nothing"
+    );
+    // Without serve_stale there is no stale entry.
+    let mut plain = Shard::new(&cfg());
+    insert(&mut plain, n, 30, t0);
+    assert_eq!(plain.stale_entry(&q, expired), None);
+}
+
+#[test]
+fn prefer_positive_keeps_the_last_positive_answer() {
+    let t0 = Instant::now();
+    let n = "p.example.";
+    let nxdomain =
+        Upstream::new(n, RecordType::A, ResponseCode::NXDomain).authority(soa("example.", 60));
+    let nodata =
+        Upstream::new(n, RecordType::A, ResponseCode::NoError).authority(soa("example.", 60));
+    let empty = Upstream::new(n, RecordType::A, ResponseCode::NoError);
+    for mode in [StaleMode::Immediate, VERIFY] {
+        let c = stale_with(mode, |s| s.prefer_positive = true);
+        let mut shard = Shard::new(&c);
+        assert!(shard.prefer_positive());
+        assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+        // Fresh or stale, a denial or an empty NOERROR does not replace it.
+        for (at, up) in [
+            (10, &nxdomain),
+            (31, &nxdomain),
+            (32, &nodata),
+            (33, &empty),
+        ] {
+            assert!(
+                !insert_up(&mut shard, &c, n, up, t0 + secs(at)),
+                "{mode:?} +{at}s"
+            );
+            let m = lookup_stale(&mut shard, n, t0 + secs(at)).expect("positive kept");
+            assert_eq!(m.response_code(), ResponseCode::NoError);
+            assert_eq!(m.answers().len(), 1, "{mode:?} +{at}s");
+        }
+        // Past the window it is gone, and the denial is cached.
+        let dead = t0 + secs(30 + 60);
+        assert_eq!(kind(&mut shard, n, dead), MISS);
+        assert!(insert_up(&mut shard, &c, n, &nxdomain, dead));
+        // A positive answer replaces a denial, and another positive answer.
+        assert!(insert_up(&mut shard, &c, n, &three_sections(n), dead));
+        let other = Upstream::new(n, RecordType::A, ResponseCode::NoError).answer(a(n, 300));
+        assert!(insert_up(&mut shard, &c, n, &other, dead + secs(1)));
+        let m = lookup_stale(&mut shard, n, dead + secs(2)).unwrap();
+        assert_eq!(m.all_sections().count(), 1);
+    }
+    // Without the policy, the denial replaces the stale positive answer.
+    let c = stale(StaleMode::Immediate, 60);
+    let mut shard = Shard::new(&c);
+    assert!(insert_up(&mut shard, &c, n, &three_sections(n), t0));
+    assert!(!shard.prefer_positive());
+    assert!(insert_up(&mut shard, &c, n, &nxdomain, t0 + secs(31)));
+    let m = lookup_stale(&mut shard, n, t0 + secs(31)).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
 }
 
 #[test]
@@ -1418,7 +1593,7 @@ proptest! {
         capacity in 1usize..6,
         max_bytes in 300usize..3000,
     ) {
-        let mode = if immediate { StaleMode::Immediate } else { StaleMode::Verify };
+        let mode = if immediate { StaleMode::Immediate } else { VERIFY };
         let c = with(|c| {
             *c = stale(mode, 20);
             c.prefetch = Some(Prefetch { amount: 2, duration: secs(5), percentage: 50 });
@@ -1539,6 +1714,7 @@ fn stamps_saturate_at_the_edges() {
             s.serve_stale = Some(ServeStale {
                 duration: Duration::MAX,
                 mode: StaleMode::Immediate,
+                ..stale_defaults()
             });
             s
         };
@@ -1643,7 +1819,7 @@ fn readme_examples() {
         }
         rest = &body[end..];
     }
-    assert_eq!(caches.len(), 6);
+    assert_eq!(caches.len(), 8);
     assert_eq!(caches[0].denial.ttl_max, secs(5));
     assert_eq!(caches[2].zones, vec![zone("example.org.")]);
     assert_eq!(
@@ -1654,15 +1830,25 @@ fn readme_examples() {
             percentage: 10
         })
     );
+    assert_eq!(caches[3].serve_stale.map(|s| s.mode), Some(VERIFY));
     assert_eq!(
-        caches[3].serve_stale.map(|s| s.mode),
-        Some(StaleMode::Verify)
+        caches[4].serve_stale,
+        Some(ServeStale {
+            duration: secs(3600),
+            mode: StaleMode::Verify {
+                timeout: Some(Duration::from_millis(100))
+            },
+            response_ttl_secs: 30,
+            failure_recheck: Some(secs(30)),
+            prefer_positive: true,
+        })
     );
-    assert_eq!(caches[4].disable_denial, vec![zone("svc.cluster.local.")]);
-    assert_eq!(caches[4].max_bytes, Some(64 << 20));
-    assert!(caches[4].keepttl);
-    assert_eq!(caches[5].servfail_ttl, Duration::ZERO);
-    assert_eq!(caches[5].disable_denial, vec![zone(".")]);
+    assert_eq!(caches[5].serve_stale.map(|s| s.response_ttl_secs), Some(30));
+    assert_eq!(caches[6].disable_denial, vec![zone("svc.cluster.local.")]);
+    assert_eq!(caches[6].max_bytes, Some(64 << 20));
+    assert!(caches[6].keepttl);
+    assert_eq!(caches[7].servfail_ttl, Duration::ZERO);
+    assert_eq!(caches[7].disable_denial, vec![zone(".")]);
 }
 
 // ---- Stored in place or decoded and re-encoded: the same answer ----

@@ -25,9 +25,11 @@ pub const SERVFAIL_TTL_MAX: Duration = Duration::from_secs(300);
 pub const PREFETCH_DURATION_DEFAULT: Duration = Duration::from_secs(60);
 pub const PREFETCH_PERCENTAGE_DEFAULT: u8 = 10;
 pub const SERVE_STALE_DEFAULT: Duration = Duration::from_secs(3600);
+/// RFC 8767 §4: a failed refresh is retried within 5 minutes at most.
+pub const FAILURE_RECHECK_MAX: Duration = Duration::from_secs(300);
 
-const OPTIONS: &str =
-    "success, denial, prefetch, serve_stale, servfail, disable, keepttl, max_bytes";
+const OPTIONS: &str = "success, denial, prefetch, serve_stale, serve_stale_policy, servfail, \
+     disable, keepttl, max_bytes";
 
 /// Which MINTTLs were written out: a default MINTTL above a small TTL gives way to it,
 /// an explicit one is an error.
@@ -88,13 +90,28 @@ pub(crate) fn parse(
     };
     let mut once = Once::default();
     let mut explicit = ExplicitMin::default();
+    let mut policy = None;
     for option in line.block.iter().flatten() {
         let name = option.name.text.as_str();
         match name {
             "disable" => {}
             _ => once.check(ctx, name, option.name.line)?,
         }
+        if name == "serve_stale_policy" {
+            policy = Some(serve_stale_policy(ctx, option)?);
+            continue;
+        }
         cache_option(ctx, option, &mut cache, &mut explicit, &mut once)?;
+    }
+    if let Some((option, prefer_positive)) = policy {
+        let Some(stale) = cache.serve_stale.as_mut() else {
+            return Err(ConfigError::Conflict {
+                at: ctx.at(option),
+                context: "cache serve_stale_policy".into(),
+                reason: "serve_stale_policy requires serve_stale".into(),
+            });
+        };
+        stale.prefer_positive = prefer_positive;
     }
     settle_min_ttl(ctx, line, "success", &mut cache.success, explicit.success)?;
     settle_min_ttl(ctx, line, "denial", &mut cache.denial, explicit.denial)?;
@@ -271,27 +288,85 @@ fn prefetch(ctx: &Ctx<'_>, option: &LineSyntax) -> Result<Prefetch, ConfigError>
     Ok(prefetch)
 }
 
+/// `serve_stale [DURATION] [immediate [RESPONSE_TTL [FAILURE_RECHECK]] | verify
+/// [VERIFY_TIMEOUT [RESPONSE_TTL [FAILURE_RECHECK]]]]`, as CoreDNS 1.14.
 fn serve_stale(ctx: &Ctx<'_>, option: &LineSyntax) -> Result<ServeStale, ConfigError> {
     let context = "cache serve_stale";
-    ctx.arg_count(
-        option,
-        context,
-        0..=2,
-        "serve_stale [DURATION] [immediate|verify]",
-    )?;
+    let usage = "serve_stale [DURATION] [immediate [RESPONSE_TTL [FAILURE_RECHECK]] | \
+                 verify [VERIFY_TIMEOUT [RESPONSE_TTL [FAILURE_RECHECK]]]]";
+    ctx.arg_count(option, context, 0..=5, usage)?;
     let mut stale = ServeStale {
         duration: SERVE_STALE_DEFAULT,
         mode: StaleMode::Immediate,
+        response_ttl_secs: 0,
+        failure_recheck: None,
+        prefer_positive: false,
     };
-    if let Some(token) = option.args.first() {
+    let args = option.args.as_slice();
+    if let Some(token) = args.first() {
         stale.duration = ctx.duration(token, context)?;
     }
-    if let Some(token) = option.args.get(1) {
+    let mut rest = args.get(2..).unwrap_or_default();
+    if let Some(token) = args.get(1) {
         stale.mode = match token.text.to_ascii_lowercase().as_str() {
             "immediate" => StaleMode::Immediate,
-            "verify" => StaleMode::Verify,
+            "verify" => {
+                let timeout = match rest.split_first() {
+                    Some((t, after)) => {
+                        rest = after;
+                        Some(ctx.duration(t, "cache serve_stale VERIFY_TIMEOUT")?)
+                    }
+                    None => None,
+                };
+                StaleMode::Verify {
+                    timeout: timeout.filter(|t| !t.is_zero()),
+                }
+            }
             _ => return Err(ctx.invalid(token, context, "expected immediate or verify")),
         };
     }
+    if rest.len() > 2 {
+        return Err(ConfigError::Arguments {
+            at: ctx.at(option.name.line),
+            context: context.to_string(),
+            given: args.len(),
+            usage,
+        });
+    }
+    if let Some(token) = rest.first() {
+        stale.response_ttl_secs = response_ttl(ctx, token)?;
+    }
+    if let Some(token) = rest.get(1) {
+        let context = "cache serve_stale FAILURE_RECHECK";
+        let recheck = ctx.duration(token, context)?;
+        if recheck > FAILURE_RECHECK_MAX {
+            return Err(ctx.invalid(token, context, "must not exceed 5m (RFC 8767)"));
+        }
+        stale.failure_recheck = Some(recheck).filter(|r| !r.is_zero());
+    }
     Ok(stale)
+}
+
+/// `RESPONSE_TTL`: a Go duration of whole seconds, within the 31-bit TTL range.
+fn response_ttl(ctx: &Ctx<'_>, token: &Token) -> Result<u32, ConfigError> {
+    let context = "cache serve_stale RESPONSE_TTL";
+    let ttl = ctx.duration(token, context)?;
+    if ttl.subsec_nanos() != 0 {
+        return Err(ctx.invalid(token, context, "must be a whole number of seconds"));
+    }
+    u32::try_from(ttl.as_secs())
+        .ok()
+        .filter(|&secs| u64::from(secs) <= TTL_SECS_MAX)
+        .ok_or_else(|| ctx.invalid(token, context, "above the TTL range (2147483647s)"))
+}
+
+/// `serve_stale_policy prefer_positive`: returns the option's line and the policy.
+fn serve_stale_policy(ctx: &Ctx<'_>, option: &LineSyntax) -> Result<(usize, bool), ConfigError> {
+    let context = "cache serve_stale_policy";
+    ctx.arg_count(option, context, 1..=1, "serve_stale_policy prefer_positive")?;
+    match option.args.first() {
+        Some(t) if t.text.eq_ignore_ascii_case("prefer_positive") => Ok((option.name.line, true)),
+        Some(t) => Err(ctx.invalid(t, context, "the only policy is prefer_positive")),
+        None => Ok((option.name.line, false)),
+    }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use StaleMode::{Immediate, Verify};
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -52,6 +53,17 @@ pub(super) fn assert_fails(input: &str, line: usize, fragment: &str) {
         Some(line),
         "input {input:?}"
     );
+}
+
+/// `serve_stale` lasting `secs` in `mode`, every other setting the default.
+fn stale(secs: u64, mode: StaleMode) -> ServeStale {
+    ServeStale {
+        duration: Duration::from_secs(secs),
+        mode,
+        response_ttl_secs: 0,
+        failure_recheck: None,
+        prefer_positive: false,
+    }
 }
 
 /// The one block of `text`, or the error text.
@@ -358,23 +370,57 @@ fn cache() {
             })
         }),
         ("cache {\n serve_stale\n}", |c| {
-            c.serve_stale = Some(ServeStale {
-                duration: secs(3600),
-                mode: StaleMode::Immediate,
-            })
+            c.serve_stale = Some(stale(3600, Immediate))
         }),
         ("cache {\n serve_stale 30m VERIFY\n}", |c| {
-            c.serve_stale = Some(ServeStale {
-                duration: secs(1800),
-                mode: StaleMode::Verify,
-            })
+            c.serve_stale = Some(stale(1800, Verify { timeout: None }))
         }),
         ("cache {\n serve_stale 0 immediate\n}", |c| {
+            c.serve_stale = Some(stale(0, Immediate))
+        }),
+        ("cache {\n serve_stale 1h immediate 30s\n}", |c| {
             c.serve_stale = Some(ServeStale {
-                duration: Duration::ZERO,
-                mode: StaleMode::Immediate,
+                response_ttl_secs: 30,
+                ..stale(3600, Immediate)
             })
         }),
+        ("cache {\n serve_stale 1h immediate 30s 1m\n}", |c| {
+            c.serve_stale = Some(ServeStale {
+                response_ttl_secs: 30,
+                failure_recheck: Some(secs(60)),
+                ..stale(3600, Immediate)
+            })
+        }),
+        ("cache {\n serve_stale 1h verify 100ms\n}", |c| {
+            let timeout = Some(Duration::from_millis(100));
+            c.serve_stale = Some(stale(3600, Verify { timeout }))
+        }),
+        ("cache {\n serve_stale 1h verify 0 30s 0s\n}", |c| {
+            c.serve_stale = Some(ServeStale {
+                response_ttl_secs: 30,
+                ..stale(3600, Verify { timeout: None })
+            })
+        }),
+        ("cache {\n serve_stale 2h verify 1s 0 5m\n}", |c| {
+            c.serve_stale = Some(ServeStale {
+                failure_recheck: Some(secs(300)),
+                ..stale(
+                    7200,
+                    Verify {
+                        timeout: Some(secs(1)),
+                    },
+                )
+            })
+        }),
+        (
+            "cache {\n serve_stale_policy PREFER_POSITIVE\n serve_stale 10m\n}",
+            |c| {
+                c.serve_stale = Some(ServeStale {
+                    prefer_positive: true,
+                    ..stale(600, Immediate)
+                })
+            },
+        ),
         ("cache {\n servfail 0\n}", |c| {
             c.servfail_ttl = Duration::ZERO
         }),
@@ -734,7 +780,20 @@ fn fails() {
         (". {\n cache {\n  prefetch 1 1m 91%\n }\n}", 3, "percentage must be in"),
         (". {\n cache {\n  serve_stale 1h sometimes\n }\n}", 3, "expected immediate or verify"),
         (". {\n cache {\n  serve_stale -1h\n }\n}", 3, "negative"),
-        (". {\n cache {\n  serve_stale 1h verify x\n }\n}", 3, "cache serve_stale: wrong number"),
+        (". {\n cache {\n  serve_stale 1h verify x\n }\n}", 3, "cache serve_stale VERIFY_TIMEOUT: invalid \"x\""),
+        (". {\n cache {\n  serve_stale 1h verify -1s\n }\n}", 3, "VERIFY_TIMEOUT: invalid \"-1s\""),
+        (". {\n cache {\n  serve_stale 1h verify 1s 30s 30s x\n }\n}", 3, "cache serve_stale: wrong number of arguments (6)"),
+        (". {\n cache {\n  serve_stale 1h immediate 30s 30s 1s\n }\n}", 3, "cache serve_stale: wrong number of arguments (5)"),
+        (". {\n cache {\n  serve_stale 1h immediate 30\n }\n}", 3, "RESPONSE_TTL: invalid \"30\""),
+        (". {\n cache {\n  serve_stale 1h immediate 1500ms\n }\n}", 3, "RESPONSE_TTL: invalid \"1500ms\": must be a whole number of seconds"),
+        (". {\n cache {\n  serve_stale 1h immediate 1000000h\n }\n}", 3, "RESPONSE_TTL: invalid \"1000000h\": above the TTL range"),
+        (". {\n cache {\n  serve_stale 1h verify 0 30s 6m\n }\n}", 3, "FAILURE_RECHECK: invalid \"6m\": must not exceed 5m"),
+        (". {\n cache {\n  serve_stale 1h immediate 30s soon\n }\n}", 3, "FAILURE_RECHECK: invalid \"soon\""),
+        (". {\n cache {\n  serve_stale_policy prefer_positive\n }\n}", 3, "serve_stale_policy requires serve_stale"),
+        (". {\n cache {\n  serve_stale\n  serve_stale_policy prefer_negative\n }\n}", 4, "serve_stale_policy: invalid \"prefer_negative\": the only policy is prefer_positive"),
+        (". {\n cache {\n  serve_stale\n  serve_stale_policy\n }\n}", 4, "serve_stale_policy: wrong number of arguments (0)"),
+        (". {\n cache {\n  serve_stale\n  serve_stale_policy prefer_positive x\n }\n}", 4, "serve_stale_policy: wrong number of arguments (2)"),
+        (". {\n cache {\n  serve_stale\n  serve_stale_policy prefer_positive\n  serve_stale_policy prefer_positive\n }\n}", 5, "duplicate \"serve_stale_policy\""),
         (". {\n cache {\n  servfail 6m\n }\n}", 3, "over 5m is not permitted"),
         (". {\n cache {\n  servfail\n }\n}", 3, "cache servfail: wrong number"),
         (". {\n cache {\n  disable\n }\n}", 3, "cache disable: wrong number"),

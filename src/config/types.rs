@@ -180,15 +180,32 @@ pub struct Prefetch {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleMode {
+    /// Answer stale at once, then refresh in the background.
     Immediate,
-    Verify,
+    /// Ask upstream first; answer stale only if that fails, or once `timeout` has
+    /// passed (`VERIFY_TIMEOUT`; None, from `0` or nothing: wait for the upstream's own
+    /// deadline) while the refresh goes on in the background.
+    Verify { timeout: Option<Duration> },
 }
 
+/// `serve_stale DURATION [immediate [RESPONSE_TTL [FAILURE_RECHECK]] | verify
+/// [VERIFY_TIMEOUT [RESPONSE_TTL [FAILURE_RECHECK]]]]` and `serve_stale_policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeStale {
     /// default 1 h
     pub duration: Duration,
     pub mode: StaleMode,
+    /// `RESPONSE_TTL`: the TTL of every record of a stale answer, whole seconds
+    /// (default 0; RFC 8767 recommends 30).
+    pub response_ttl_secs: u32,
+    /// `FAILURE_RECHECK`: after a failed refresh of a stale entry, the next starts no
+    /// sooner than this, and stale answers go out meanwhile without asking upstream
+    /// (default None: our 1 s floor, `CACHE_REFRESH_RETRY_MILLIS`; at most 5 m).
+    pub failure_recheck: Option<Duration>,
+    /// `serve_stale_policy prefer_positive`: a positive answer still servable (fresh
+    /// or within `duration`) is kept over a new NXDOMAIN, NODATA, SERVFAIL or other
+    /// non-answer.
+    pub prefer_positive: bool,
 }
 
 /// `forward FROM TO... { ... }`.

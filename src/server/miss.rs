@@ -13,7 +13,7 @@ use super::coalesce::{self, Join, Resolution};
 use super::mesh::{Outcome, Request};
 use super::shard::{Block, Shard};
 use super::Current;
-use crate::cache::{self, AnswerClass, StoredAnswer};
+use crate::cache::{self, StoredAnswer};
 use crate::limits;
 use crate::plugin::{errors, Origin};
 use crate::telemetry::Meter;
@@ -21,6 +21,7 @@ use crate::upstream::{Transport, UpstreamError};
 use crate::wire::{self, Edns, Query, Rcode};
 
 /// A client's miss handed to its task.
+#[derive(Clone, Copy)]
 pub struct Miss {
     pub block_index: usize,
     pub transport: Transport,
@@ -96,50 +97,60 @@ impl Asked {
 
 /// Resolves a client's miss and writes the answer for the client; returns the
 /// answer (empty: nothing to send) and who answered.
+///
+/// With `serve_stale`, an expired entry still beats a failure: an upstream error, an
+/// answer that cannot refresh it (SERVFAIL, REFUSED, ...), or with `prefer_positive`
+/// anything but a positive answer. With `verify` and a VERIFY_TIMEOUT, the stale
+/// answer goes out once the timeout passes and the upstream query goes on in the
+/// background, refreshing the entry when it ends.
 pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, Origin) {
     let query = asked.query();
     let block = &shard.blocks[miss.block_index];
-    let lead = |key: &[u8]| {
-        let owner = other_owner(shard, key);
-        async move {
-            if let Some(stored) = cached_since(shard, miss.block_index, &query) {
-                return Ok(stored);
-            }
-            let resolution = via_owner(
-                shard,
-                miss.block_index,
-                &query,
-                owner,
-                miss.transport,
-                false,
-                miss.meter,
-            );
-            resolution.await
-        }
-    };
-    let resolution = coalesced(shard, block, &query, lead).await;
-    let failed = match resolution.as_ref() {
-        Ok(stored) => matches!(
-            stored.class(),
-            AnswerClass::ServFail | AnswerClass::Uncacheable
-        ),
-        Err(_) => true,
-    };
+    let cache = block.chain.cache();
+    let stale = cache.and_then(|c| c.cell().borrow().stale_entry(&query, Instant::now()));
     // The answer buffer exists only once there is an answer, so a miss waiting on
     // the upstream holds no more than its query.
-    let mut out = vec![0u8; miss.max_len];
-    // serve_stale verify: an expired answer still beats a failure.
-    if let (true, Some(cache)) = (failed, block.chain.cache()) {
-        let stale =
-            cache
-                .cell()
-                .borrow_mut()
-                .lookup_stale(&query, Instant::now(), &mut out, miss.max_len);
-        if let Some(len) = stale {
-            out.truncate(len);
-            return (out, Origin::Cache);
+    let mut out = Vec::new();
+    let resolution = match stale.and_then(|s| s.verify_timeout) {
+        Some(timeout) => {
+            let resolution = detached_resolution(shard, miss, asked);
+            let timer = async {
+                crate::engine::sleep(timeout).await;
+                None
+            };
+            let mut resolution = std::pin::pin!(resolution);
+            match futures_lite::future::or(async { Some((&mut resolution).await) }, timer).await {
+                Some(resolution) => resolution,
+                None => {
+                    if let Some(answer) = stale_answer(block, &query, miss.max_len, &mut out) {
+                        return answer;
+                    }
+                    resolution.await
+                }
+            }
+        }
+        None => client_resolution(shard, miss, &query).await,
+    };
+    let usable = resolution.as_ref().as_ref().is_ok_and(|stored| {
+        let positive = cache.is_none_or(|c| !c.cell().borrow().prefer_positive());
+        stored.refreshes() && (positive || stored.answering())
+    });
+    if !usable {
+        if let (Err(_), Some(cache)) = (resolution.as_ref(), cache) {
+            // A verify miss may hold the entry's refresh mark (FAILURE_RECHECK).
+            cache.cell().borrow_mut().refresh_failed(&query);
+        }
+        let refreshes = resolution
+            .as_ref()
+            .as_ref()
+            .is_ok_and(StoredAnswer::refreshes);
+        if stale.is_some() || !refreshes {
+            if let Some(answer) = stale_answer(block, &query, miss.max_len, &mut out) {
+                return answer;
+            }
         }
     }
+    out.resize(miss.max_len, 0);
     let (len, origin) = match resolution.as_ref() {
         Ok(stored) => {
             if stored.rcode() == Rcode::ServFail.code() {
@@ -162,6 +173,67 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, 
     };
     out.truncate(len);
     (out, origin)
+}
+
+/// The client's miss resolved on this shard: joined to the resolution in flight for
+/// its key, or leading one through the key's owner shard.
+async fn client_resolution(shard: &Rc<Shard>, miss: &Miss, query: &Query<'_>) -> Resolution {
+    let block = &shard.blocks[miss.block_index];
+    let lead = |key: &[u8]| {
+        let owner = other_owner(shard, key);
+        async move {
+            if let Some(stored) = cached_since(shard, miss.block_index, query) {
+                return Ok(stored);
+            }
+            let resolution = via_owner(
+                shard,
+                miss.block_index,
+                query,
+                owner,
+                miss.transport,
+                false,
+                miss.meter,
+            );
+            resolution.await
+        }
+    };
+    coalesced(shard, block, query, lead).await
+}
+
+/// [`client_resolution`] in a task of its own, so that it runs to the end (and fills
+/// the cache) even if the client is answered before it ends.
+fn detached_resolution(
+    shard: &Rc<Shard>,
+    miss: &Miss,
+    asked: &Asked,
+) -> impl std::future::Future<Output = Resolution> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let (shard, asked) = (shard.clone(), asked.clone());
+    let miss = *miss;
+    crate::engine::spawn_local(async move {
+        let resolution = client_resolution(&shard, &miss, &asked.query()).await;
+        let _ = tx.send(resolution);
+    })
+    .detach();
+    async move { rx.await.unwrap_or_else(|_| Rc::new(Err(Rcode::ServFail))) }
+}
+
+/// The stale answer to `query` from the block's cache, written into `out`, if there
+/// is one to give.
+fn stale_answer(
+    block: &Block,
+    query: &Query<'_>,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Option<(Vec<u8>, Origin)> {
+    let cache = block.chain.cache()?;
+    out.resize(max_len, 0);
+    let len = cache
+        .cell()
+        .borrow_mut()
+        .lookup_stale(query, Instant::now(), out, max_len)?;
+    out.truncate(len);
+    Some((std::mem::take(out), Origin::Cache))
 }
 
 /// Starts the refresh the cache asked for (prefetch or serve_stale immediate) of

@@ -152,7 +152,9 @@ impl Shard {
 
     /// The cached answer to `query` of block `block_index` for another shard, as an
     /// answer of its own length (written in the shard's scratch buffer first), and
-    /// whether the cache asks for a refresh. None on a miss or without a cache.
+    /// whether the cache asks for a refresh. None on a miss or without a cache, and
+    /// for an expired entry: the copy is cached again by its taker, and a stale one
+    /// would come back as fresh.
     pub fn cached_copy(
         &self,
         block_index: usize,
@@ -161,11 +163,8 @@ impl Shard {
     ) -> Option<(Vec<u8>, bool)> {
         let cache = self.blocks.get(block_index)?.chain.cache()?.cell();
         let mut scratch = self.scratch.borrow_mut();
-        let max_len = scratch.len();
         // Counted where the query arrived, not again here.
-        let lookup = cache
-            .borrow_mut()
-            .lookup_via(None, query, now, &mut scratch, max_len);
+        let lookup = cache.borrow_mut().lookup_fresh(query, now, &mut scratch);
         let answer = scratch.get(..lookup.reply_len()?)?.to_vec();
         Some((answer, lookup.must_refresh()))
     }

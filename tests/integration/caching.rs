@@ -14,6 +14,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::client::{self, answer_ttls, records};
 use crate::harness::{corefile, Cache, Knot, Zone, CACHE_30};
+use crate::readme::{examples, runnable};
 use crate::zones;
 
 /// The second identical query is a hit: knot sees the MX query once, the hit has AA.
@@ -462,6 +463,50 @@ fn denials_without_soa_are_not_cached() {
             upstream.queries(),
             2 * i,
             "SOA-less NODATA #{i} asked upstream"
+        );
+    }
+}
+
+/// `cluster.local.` for the README's NodeLocal DNSCache example.
+const CLUSTER_ZONE: &str = "$ORIGIN cluster.local.\n$TTL 300\n\
+    @ SOA ns.cluster.local. host.cluster.local. 1 3600 600 86400 3600\n\
+    @ NS ns\nns A 127.0.0.1\nwww A 192.0.2.1\nwww A 192.0.2.2\n";
+
+/// Every Corefile example of the cache README starts and answers through knot, and
+/// its second identical query is a hit (the NodeLocal DNSCache example's `:53` key
+/// gives way to the test's port).
+#[test]
+fn cache_readme_examples_start_and_answer() {
+    let knot = Knot::start(&[
+        Zone::new("test.", &zones::test_zone()),
+        Zone::new("cluster.local.", CLUSTER_ZONE),
+    ]);
+    let found = examples(include_str!("../../src/cache/README.md"));
+    assert_eq!(found.len(), 8, "examples in src/cache/README.md");
+    for (index, example) in found.iter().enumerate() {
+        let example = example.replacen(":53 {", " {", 1);
+        let cache = Cache::start(&runnable(&example, &knot), 1);
+        let name = if example.starts_with("cluster.local") {
+            "www.cluster.local."
+        } else {
+            "www.test."
+        };
+        let before = knot.queries_of_type("A");
+        for _ in 0..2 {
+            let reply = client::udp(cache.addr(), &client::query(name, RecordType::A));
+            assert_eq!(
+                reply.response_code(),
+                ResponseCode::NoError,
+                "example {index}"
+            );
+            assert_eq!(reply.answers().len(), 2, "example {index}: {reply:?}");
+        }
+        // The third example caches only example.org.
+        let want = if index == 2 { 2 } else { 1 };
+        assert_eq!(
+            knot.queries_of_type("A") - before,
+            want,
+            "example {index}:\n{example}"
         );
     }
 }

@@ -225,6 +225,37 @@ impl Knot {
     pub fn queries_of_type(&self, qtype: &str) -> u64 {
         self.stat(&format!("mod-stats.query-type[{qtype}]"))
     }
+
+    /// Replaces the zone `origin` by `text` and has knot load it (`knotc -b
+    /// zone-reload`): the upstream's data changes while it keeps running.
+    pub fn change_zone(&self, origin: &str, text: &str) {
+        fs::write(self.dir.path().join(zone_file_name(origin)), text).expect("writing zone file");
+        let out = Command::new(find_program("knotc", "knot"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-t", "5", "-b", "zone-reload", origin])
+            .output()
+            .expect("running knotc zone-reload");
+        assert!(
+            out.status.success(),
+            "knotc zone-reload failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops knotd with SIGSTOP: its port stays open but nothing answers (a silent
+    /// upstream) until [`Knot::resume`].
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP) };
+    }
+
+    /// Lets a [`Knot::pause`]d knotd run again; it answers what queued meanwhile.
+    pub fn resume(&self) {
+        // SAFETY: as in `pause`.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
+    }
 }
 
 impl Drop for Knot {

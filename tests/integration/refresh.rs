@@ -1,7 +1,9 @@
-//! Refreshing cached answers against a real upstream that the tests stop and start:
-//! `serve_stale` (`immediate` and `verify`) while knot is down and once it is back,
-//! one prefetch however many hits arrive, and the byte budget under a flood of large
-//! unique answers.
+//! Refreshing cached answers against a real upstream that the tests stop, pause
+//! (SIGSTOP: a silent upstream), start again or whose zone they change: `serve_stale`
+//! (`immediate` and `verify`, with RESPONSE_TTL, FAILURE_RECHECK and VERIFY_TIMEOUT)
+//! while knot is down and once it is back, `serve_stale_policy prefer_positive`
+//! against a name that disappears, one prefetch however many hits arrive, and the
+//! byte budget under a flood of large unique answers.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::thread::sleep;
@@ -239,6 +241,200 @@ fn keepttl_still_answers_stale_with_ttl_0() {
     sleep(Duration::from_millis(2100));
     let stale = ask_www(&cache);
     assert!(is_stale(&stale), "keepttl + stale: TTL 0: {stale:?}");
+}
+
+/// Every answer TTL is `ttl`, and there are answers.
+fn all_ttls(reply: &Message, ttl: u32) -> bool {
+    let ttls = answer_ttls(reply);
+    !ttls.is_empty() && ttls.iter().all(|&t| t == ttl)
+}
+
+/// The reply to `www.refresh. A`, whatever its rcode, waiting up to 8 s.
+fn ask_any(cache: &Cache) -> Message {
+    let query = client::query(WWW, RecordType::A);
+    client::udp_try(cache.addr(), &query, Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("no answer within 8 s; log:\n{}", cache.log()))
+}
+
+/// `serve_stale 1h immediate 30s 30s`: stale answers carry RESPONSE_TTL 30, and after
+/// a failed refresh the next waits FAILURE_RECHECK (30 s), where the default retries
+/// after 1 s: over ~4 s of hits on a dead upstream, one refresh against several.
+#[test]
+fn serve_stale_immediate_answers_with_response_ttl_and_rechecks_after_a_failure() {
+    let mut knot = knot();
+    let rechecking = start_cache(
+        &knot,
+        &cache_directive(2, &["serve_stale 1h immediate 30s 30s"]),
+        1,
+    );
+    let retrying = start_cache(&knot, &cache_directive(2, &["serve_stale 1h immediate"]), 1);
+    let first = ask_www(&rechecking);
+    assert!(is_fresh(&first) && is_fresh(&ask_www(&retrying)));
+    knot.stop();
+    sleep(Duration::from_millis(2600));
+    for i in 0..26 {
+        let reply = ask_www(&rechecking);
+        assert!(
+            all_ttls(&reply, 30),
+            "stale #{i} has RESPONSE_TTL 30: {reply:?}"
+        );
+        assert_eq!(records(reply.answers()), records(first.answers()));
+        assert!(is_stale(&ask_www(&retrying)), "#{i}");
+        sleep(Duration::from_millis(150));
+    }
+    let refreshes = |cache: &Cache| cache.metric_sum("coredns_cache_prefetch_total");
+    assert_eq!(
+        refreshes(&rechecking),
+        1.0,
+        "FAILURE_RECHECK 30s: no refresh after the first failed"
+    );
+    assert!(
+        refreshes(&retrying) >= 2.0,
+        "the default retries after 1 s: {} refreshes",
+        refreshes(&retrying)
+    );
+}
+
+/// `serve_stale 1h verify 300ms` with a silent upstream (knot paused): the expired
+/// answer goes out once VERIFY_TIMEOUT passes, long before the upstream's own
+/// deadline, and the verify query goes on; once knot answers it the entry is fresh
+/// without another client-driven query.
+#[test]
+fn serve_stale_verify_timeout_answers_stale_then_the_refresh_lands() {
+    let knot = knot();
+    let cache = start_cache(
+        &knot,
+        &cache_directive(2, &["serve_stale 1h verify 300ms"]),
+        1,
+    );
+    let first = ask_www(&cache);
+    assert!(is_fresh(&first));
+    sleep(Duration::from_millis(2600));
+    knot.pause();
+    let asked = Instant::now();
+    let reply = ask_www_patiently(&cache);
+    let waited = asked.elapsed();
+    knot.resume();
+    assert!(is_stale(&reply), "stale after VERIFY_TIMEOUT: {reply:?}");
+    assert_eq!(records(reply.answers()), records(first.answers()));
+    assert!(
+        waited < Duration::from_millis(1500),
+        "answered after {waited:?}: VERIFY_TIMEOUT is 300ms, the upstream attempt 2 s"
+    );
+    assert!(
+        eventually(Duration::from_secs(6), || knot.queries_of_type("A") >= 2),
+        "the verify query reaches knot once it runs again"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || is_fresh(&ask_www(&cache))),
+        "the verify's answer refreshed the entry"
+    );
+}
+
+/// `serve_stale 1h verify 0 0 30s`: the first query after expiry verifies (and
+/// fails: knot is down); for FAILURE_RECHECK the entry is answered stale without
+/// asking upstream, even once knot is back.
+#[test]
+fn serve_stale_verify_with_failure_recheck_answers_stale_without_asking_again() {
+    let mut knot = knot();
+    let cache = start_cache(
+        &knot,
+        &cache_directive(2, &["serve_stale 1h verify 0 0 30s"]),
+        1,
+    );
+    assert!(is_fresh(&ask_www(&cache)));
+    knot.stop();
+    sleep(Duration::from_millis(2600));
+    let misses = || cache.metric_sum("coredns_cache_misses_total");
+    let before = misses();
+    for i in 0..10 {
+        let reply = ask_www_patiently(&cache);
+        assert!(is_stale(&reply), "#{i}: {reply:?}");
+    }
+    assert_eq!(
+        misses() - before,
+        1.0,
+        "one verify, then stale answers from the cache"
+    );
+    knot.restart();
+    let reply = ask_www(&cache);
+    assert!(is_stale(&reply), "still within FAILURE_RECHECK: {reply:?}");
+    assert_eq!(
+        knot.queries_of_type("A"),
+        0,
+        "no upstream query within the recheck"
+    );
+}
+
+/// [`REFRESH_ZONE`] without `www`: knot answers NXDOMAIN for it.
+fn zone_without_www() -> String {
+    REFRESH_ZONE
+        .lines()
+        .filter(|line| !line.starts_with("www"))
+        .map(|line| line.replace(" 1 3600 600", " 2 3600 600") + "\n")
+        .collect()
+}
+
+/// `serve_stale_policy prefer_positive`: when the name disappears upstream
+/// (NXDOMAIN), the last positive answer is kept and served stale, in `immediate`
+/// (the refresh's NXDOMAIN is not cached) and in `verify` (the NXDOMAIN does not
+/// count as a refresh); without the policy the NXDOMAIN replaces it.
+#[test]
+fn prefer_positive_keeps_the_last_positive_answer_over_a_new_nxdomain() {
+    let knot = knot();
+    let policy = "serve_stale_policy prefer_positive";
+    let immediate = start_cache(
+        &knot,
+        &cache_directive(2, &["serve_stale 1h immediate", policy]),
+        1,
+    );
+    let verify = start_cache(
+        &knot,
+        &cache_directive(2, &["serve_stale 1h verify", policy]),
+        1,
+    );
+    let plain = start_cache(&knot, &cache_directive(2, &["serve_stale 1h immediate"]), 1);
+    let first = ask_www(&immediate);
+    assert!(is_fresh(&ask_www(&verify)) && is_fresh(&ask_www(&plain)));
+    knot.change_zone("refresh.", &zone_without_www());
+    let direct = client::udp(knot.addr(), &client::query(WWW, RecordType::A));
+    assert_eq!(direct.response_code(), ResponseCode::NXDomain, "{direct:?}");
+    sleep(Duration::from_millis(2600));
+
+    assert!(
+        is_stale(&ask_www(&immediate)),
+        "stale first, then the refresh"
+    );
+    assert!(is_stale(&ask_www(&plain)), "without the policy too");
+    let reply = ask_any(&verify);
+    assert_eq!(reply.response_code(), ResponseCode::NoError, "{reply:?}");
+    assert!(
+        is_stale(&reply),
+        "verify: NXDOMAIN is no refresh, stale answer: {reply:?}"
+    );
+    assert_eq!(records(reply.answers()), records(first.answers()));
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            ask_any(&plain).response_code() == ResponseCode::NXDomain
+        }),
+        "without the policy the NXDOMAIN replaces the answer"
+    );
+    for i in 0..5 {
+        let reply = ask_any(&immediate);
+        assert_eq!(
+            reply.response_code(),
+            ResponseCode::NoError,
+            "#{i}: {reply:?}"
+        );
+        assert!(is_stale(&reply), "#{i}: {reply:?}");
+        assert_eq!(records(reply.answers()), records(first.answers()));
+        sleep(Duration::from_millis(200));
+    }
+    let refreshes = immediate.metric_sum("coredns_cache_prefetch_total");
+    assert!(
+        refreshes >= 1.0,
+        "the policy's cache asked upstream ({refreshes})"
+    );
 }
 
 /// Sends `query` once from each of `sockets`, as fast as possible, then collects the

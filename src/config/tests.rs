@@ -876,6 +876,13 @@ fn never_panics() {
         "0",
         "source_address",
         "max_connect_attempts",
+        "serve_stale",
+        "serve_stale_policy",
+        "prefer_positive",
+        "immediate",
+        "verify",
+        "30s",
+        "100ms",
     ]);
     let mut runner = proptest::test_runner::TestRunner::default();
     runner
@@ -887,6 +894,47 @@ fn never_panics() {
     runner
         .run(&".*", |text: String| {
             let _ = parse(&text);
+            Ok(())
+        })
+        .expect("no panic");
+    // serve_stale's arguments in any order and number: an error or a cache whose
+    // shard sizes itself.
+    let argument = proptest::sample::select(vec![
+        "0",
+        "1",
+        "30",
+        "30s",
+        "1.5s",
+        "100ms",
+        "5m",
+        "6m",
+        "1h",
+        "-1s",
+        "9999999999h",
+        "2147483647s",
+        "2147483648s",
+        "immediate",
+        "VERIFY",
+        "verify",
+        "x",
+    ]);
+    let policy = proptest::sample::select(vec!["", "prefer_positive", "prefer_negative"]);
+    let lines = (proptest::collection::vec(argument, 0..7), policy);
+    runner
+        .run(&lines, |(args, policy)| {
+            let mut text = format!(". {{\n cache {{\n  serve_stale {}\n", args.join(" "));
+            if !policy.is_empty() {
+                text.push_str(&format!("  serve_stale_policy {policy}\n"));
+            }
+            text.push_str(" }\n}\n");
+            match parse(&text) {
+                Ok(config) => {
+                    let cache = config.servers[0].cache.as_ref().expect("a cache");
+                    let shard = crate::cache::Shard::with_share(cache, 2);
+                    assert!(shard.is_empty());
+                }
+                Err(e) => assert_eq!(e.location().map(|l| l.line).map(|l| l >= 3), Some(true)),
+            }
             Ok(())
         })
         .expect("no panic");

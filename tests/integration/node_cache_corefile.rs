@@ -117,6 +117,41 @@ fn node_cache_corefile_answers_every_block() {
     );
 }
 
+/// The same Corefile as a ConfigMap copied from CoreDNS 1.14 docs would have it:
+/// serve_stale with `verify`, its timeout, TTL and recheck, and `prefer_positive`,
+/// in the cluster block; it starts on two shards and answers every block.
+#[test]
+fn node_cache_corefile_with_serve_stale_verify_answers() {
+    let knot = Knot::start(&[
+        Zone::new("cluster.local.", CLUSTER_ZONE),
+        Zone::new("test.", TEST_ZONE),
+    ]);
+    let corefile = node_cache_corefile(knot.port).replacen(
+        "denial 9984 5\n",
+        "denial 9984 5\n            serve_stale 1h verify 100ms 30s 30s\n            \
+         serve_stale_policy prefer_positive\n",
+        1,
+    );
+    assert!(corefile.contains("verify 100ms"), "{corefile}");
+    let cache = Cache::start(&corefile, 2);
+    for (name, data) in [
+        ("kube-dns.kube-system.svc.cluster.local.", "10.0.0.10"),
+        ("mx1.test.", "192.0.2.10"),
+    ] {
+        for i in 0..2 {
+            let reply = client::udp(cache.addr(), &client::query(name, RecordType::A));
+            assert_eq!(reply.response_code(), ResponseCode::NoError, "{name} #{i}");
+            let got: Vec<String> = reply
+                .answers()
+                .iter()
+                .map(|r| r.data().to_string())
+                .collect();
+            assert_eq!(got, [data], "{name} #{i}");
+        }
+    }
+    assert_eq!(knot.queries_of_type("A"), 2, "the second of each is a hit");
+}
+
 /// `health 127.0.0.1:PORT` on the first block: GET /health → 200 OK.
 #[test]
 fn node_cache_corefile_serves_health() {

@@ -106,51 +106,34 @@ impl Asked {
 pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, Origin) {
     let query = asked.query();
     let block = &shard.blocks[miss.block_index];
-    let cache = block.chain.cache();
-    let stale = cache.and_then(|c| c.cell().borrow().stale_entry(&query, Instant::now()));
-    // The answer buffer exists only once there is an answer, so a miss waiting on
-    // the upstream holds no more than its query.
-    let mut out = Vec::new();
+    let stale = block
+        .chain
+        .cache()
+        .and_then(|c| c.cell().borrow().stale_entry(&query, Instant::now()));
     let resolution = match stale.and_then(|s| s.verify_timeout) {
         Some(timeout) => {
-            let resolution = detached_resolution(shard, miss, asked);
+            let mut resolution = std::pin::pin!(detached_resolution(shard, miss, asked));
             let timer = async {
                 crate::engine::sleep(timeout).await;
                 None
             };
-            let mut resolution = std::pin::pin!(resolution);
-            match futures_lite::future::or(async { Some((&mut resolution).await) }, timer).await {
+            let first = async { Some((&mut resolution).await) };
+            match futures_lite::future::or(first, timer).await {
                 Some(resolution) => resolution,
-                None => {
-                    if let Some(answer) = stale_answer(block, &query, miss.max_len, &mut out) {
-                        return answer;
-                    }
-                    resolution.await
-                }
+                None => match stale_answer(block, &query, miss.max_len) {
+                    Some(answer) => return answer,
+                    None => resolution.await,
+                },
             }
         }
         None => client_resolution(shard, miss, &query).await,
     };
-    let usable = resolution.as_ref().as_ref().is_ok_and(|stored| {
-        let positive = cache.is_none_or(|c| !c.cell().borrow().prefer_positive());
-        stored.refreshes() && (positive || stored.answering())
-    });
-    if !usable {
-        if let (Err(_), Some(cache)) = (resolution.as_ref(), cache) {
-            // A verify miss may hold the entry's refresh mark (FAILURE_RECHECK).
-            cache.cell().borrow_mut().refresh_failed(&query);
-        }
-        let refreshes = resolution
-            .as_ref()
-            .as_ref()
-            .is_ok_and(StoredAnswer::refreshes);
-        if stale.is_some() || !refreshes {
-            if let Some(answer) = stale_answer(block, &query, miss.max_len, &mut out) {
-                return answer;
-            }
-        }
+    if let Some(answer) = stale_instead(block, &query, &resolution, stale.is_some(), miss.max_len) {
+        return answer;
     }
-    out.resize(miss.max_len, 0);
+    // The answer buffer exists only once there is an answer, so a miss waiting on
+    // the upstream holds no more than its query.
+    let mut out = vec![0u8; miss.max_len];
     let (len, origin) = match resolution.as_ref() {
         Ok(stored) => {
             if stored.rcode() == Rcode::ServFail.code() {
@@ -173,6 +156,40 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, 
     };
     out.truncate(len);
     (out, origin)
+}
+
+/// The stale answer that replaces `resolution` for the client, if serve_stale has
+/// one and the resolution is no good: an upstream error or an answer that cannot
+/// refresh an entry (whenever an entry is there to answer with), or with
+/// `prefer_positive` anything but a positive answer, when the miss began on an
+/// expired entry (`had_stale`).
+fn stale_instead(
+    block: &Block,
+    query: &Query<'_>,
+    resolution: &Resolution,
+    had_stale: bool,
+    max_len: usize,
+) -> Option<(Vec<u8>, Origin)> {
+    let cache = block.chain.cache()?;
+    let refreshes = resolution
+        .as_ref()
+        .as_ref()
+        .is_ok_and(StoredAnswer::refreshes);
+    let positive = resolution
+        .as_ref()
+        .as_ref()
+        .is_ok_and(StoredAnswer::answering);
+    if refreshes && (positive || !cache.cell().borrow().prefer_positive()) {
+        return None;
+    }
+    if resolution.is_err() {
+        // A verify miss may hold the entry's refresh mark (FAILURE_RECHECK).
+        cache.cell().borrow_mut().refresh_failed(query);
+    }
+    if refreshes && !had_stale {
+        return None;
+    }
+    stale_answer(block, query, max_len)
 }
 
 /// The client's miss resolved on this shard: joined to the resolution in flight for
@@ -218,22 +235,16 @@ fn detached_resolution(
     async move { rx.await.unwrap_or_else(|_| Rc::new(Err(Rcode::ServFail))) }
 }
 
-/// The stale answer to `query` from the block's cache, written into `out`, if there
-/// is one to give.
-fn stale_answer(
-    block: &Block,
-    query: &Query<'_>,
-    max_len: usize,
-    out: &mut Vec<u8>,
-) -> Option<(Vec<u8>, Origin)> {
+/// The stale answer to `query` from the block's cache, if there is one to give.
+fn stale_answer(block: &Block, query: &Query<'_>, max_len: usize) -> Option<(Vec<u8>, Origin)> {
     let cache = block.chain.cache()?;
-    out.resize(max_len, 0);
+    let mut out = vec![0u8; max_len];
     let len = cache
         .cell()
         .borrow_mut()
-        .lookup_stale(query, Instant::now(), out, max_len)?;
+        .lookup_stale(query, Instant::now(), &mut out, max_len)?;
     out.truncate(len);
-    Some((std::mem::take(out), Origin::Cache))
+    Some((out, Origin::Cache))
 }
 
 /// Starts the refresh the cache asked for (prefetch or serve_stale immediate) of

@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 command -v knotd >/dev/null || need+=(knot)
 command -v kdig >/dev/null || need+=(knot-dnsutils)
+# A DNS over TLS server for forward's tls:// tests (knotd 3.2 serves no TLS).
+command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)

@@ -57,6 +57,8 @@ pub const TCP_CLIENT_IDLE_MILLIS: u64 = 10_000;
 pub const TCP_CLIENT_WRITE_MILLIS: u64 = 5_000;
 /// `hosts`: largest hosts file read (blocklists run to a few MB).
 pub const HOSTS_FILE_BYTES_MAX: u64 = 32 << 20;
+/// `forward { tls }`: largest PEM file read (a CA bundle is a few hundred KB).
+pub const TLS_PEM_FILE_BYTES_MAX: u64 = 4 << 20;
 /// Misses of one shard waiting on one in-flight upstream query (coalesced).
 pub const COALESCED_WAITERS_MAX: usize = 4096;
 /// Distinct misses in flight per shard and server block; more get SERVFAIL.

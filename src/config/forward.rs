@@ -1,6 +1,8 @@
-//! `forward FROM TO... { ... }` with CoreDNS's options and defaults. TO is an address or
-//! a resolv.conf-format file (a relative path is taken from the Corefile's directory)
-//! whose `nameserver` lines expand in place. Only plain DNS upstreams: `tls://` is refused.
+//! `forward FROM TO... { ... }` with CoreDNS's options and defaults. TO is an address
+//! (`dns://` or none: plain DNS; `tls://ADDR[%NAME]`: DNS over TLS, port 853) or a
+//! resolv.conf-format file (a relative path is taken from the Corefile's directory)
+//! whose `nameserver` lines expand in place. The `tls` files are read and checked
+//! here, so a bad certificate is an error at its line, not a failure at the first query.
 //! `next` and `next_on_nodata` are checked and kept; CoreDNS applies them only when the
 //! next plugin is another `forward`, and a block holds one `forward` here.
 
@@ -11,10 +13,10 @@ use super::context::{Ctx, Once};
 use super::error::ConfigError;
 use super::lexer::Token;
 use super::parser::LineSyntax;
-use super::resolv::read_nameservers;
+use super::resolv::{read_bounded, read_nameservers};
 use super::template::rcode;
-use super::types::{ConnectAttempts, ForwardConfig, Policy};
-use super::value::parse_upstream_addr;
+use super::types::{ConnectAttempts, ForwardConfig, Policy, TlsUpstream};
+use super::value::{parse_addr_with_port, parse_upstream_addr};
 
 /// CoreDNS's limit of upstreams per forward.
 pub const UPSTREAMS_MAX: usize = 15;
@@ -22,7 +24,7 @@ pub const UPSTREAMS_MAX: usize = 15;
 const OPTIONS: &str = "except, force_tcp, prefer_udp, expire, max_age, max_idle_conns, \
                        read_timeout, max_fails, max_connect_attempts, policy, health_check, \
                        max_concurrent, next, next_on_nodata, failover, \
-                       failfast_all_unhealthy_upstreams, source_address";
+                       failfast_all_unhealthy_upstreams, source_address, tls, tls_servername";
 
 pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, ConfigError> {
     ctx.arg_count(
@@ -35,9 +37,12 @@ pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, C
         return Err(ctx.invalid(&line.name, "forward", "missing FROM"));
     };
     let from = ctx.zone(from, "forward FROM")?;
-    let mut to = Vec::new();
+    let (mut to, mut tls_upstreams) = (Vec::new(), Vec::new());
     for token in to_args {
-        to.extend(upstreams(ctx, token)?);
+        for (addr, tls) in upstreams(ctx, token)? {
+            to.push(addr);
+            tls_upstreams.extend(tls);
+        }
     }
     if to.len() > UPSTREAMS_MAX {
         return Err(ConfigError::Conflict {
@@ -47,6 +52,7 @@ pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, C
         });
     }
     let mut forward = ForwardConfig::new(from, to);
+    forward.tls_upstreams = tls_upstreams;
     let mut once = Once::default();
     for option in line.block.iter().flatten() {
         // CoreDNS appends repeated `except`, `next` and `failover` lines.
@@ -72,20 +78,42 @@ pub(crate) fn parse(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<ForwardConfig, C
             ),
         });
     }
+    let per_upstream = forward
+        .tls_upstreams
+        .iter()
+        .any(|u| u.server_name.is_some());
+    if per_upstream && forward.tls.server_name.is_some() {
+        return Err(ConfigError::Conflict {
+            at: ctx.at(line.name.line),
+            context: "forward".into(),
+            reason: "tls_servername and a tls://ADDR%NAME server name cannot both be set".into(),
+        });
+    }
     Ok(forward)
 }
 
-/// One TO argument: an address (`dns://` allowed) or a resolv.conf file.
-fn upstreams(ctx: &Ctx<'_>, token: &Token) -> Result<Vec<SocketAddr>, ConfigError> {
+/// One TO argument: an address (`dns://` allowed), a `tls://` address, or a
+/// resolv.conf file; each upstream with its `tls://` entry when it is one.
+fn upstreams(
+    ctx: &Ctx<'_>,
+    token: &Token,
+) -> Result<Vec<(SocketAddr, Option<TlsUpstream>)>, ConfigError> {
     let text = match token.text.split_once("://") {
         None => token.text.as_str(),
         Some(("dns", rest)) => rest,
-        Some((scheme @ ("tls" | "https" | "grpc" | "quic"), _)) => {
+        Some(("tls", rest)) => {
+            let upstream = tls_upstream(rest)
+                .ok_or_else(|| ctx.invalid(token, "forward", "expected tls://IP[%NAME][:PORT]"))?;
+            return Ok(vec![(upstream.addr, Some(upstream))]);
+        }
+        Some((scheme @ ("https" | "grpc" | "quic"), _)) => {
             return Err(ConfigError::Unsupported {
                 at: ctx.at(token.line),
                 context: "forward".into(),
                 token: token.text.clone(),
-                reason: format!("{scheme}:// upstreams are not implemented, only plain DNS"),
+                reason: format!(
+                    "{scheme}:// upstreams are not implemented, only dns:// and tls://"
+                ),
             })
         }
         Some((scheme, _)) => {
@@ -93,14 +121,14 @@ fn upstreams(ctx: &Ctx<'_>, token: &Token) -> Result<Vec<SocketAddr>, ConfigErro
         }
     };
     if let Some(addr) = parse_upstream_addr(text) {
-        return Ok(vec![addr]);
+        return Ok(vec![(addr, None)]);
     }
     let path = ctx.file.parent().unwrap_or(Path::new("")).join(text);
     match read_nameservers(&path) {
         Ok(servers) if servers.is_empty() => {
             Err(ctx.invalid(token, "forward", "no usable nameserver line in the file"))
         }
-        Ok(servers) => Ok(servers),
+        Ok(servers) => Ok(servers.into_iter().map(|addr| (addr, None)).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ctx.invalid(
             token,
             "forward",
@@ -247,13 +275,13 @@ fn forward_option(
                 forward.source_address = Some(ip);
             }
         }
-        "tls" | "tls_servername" => {
-            return Err(ConfigError::Unsupported {
-                at: ctx.at(option.name.line),
-                context: "forward".into(),
-                token: name.to_string(),
-                reason: "TLS upstreams are not implemented".into(),
-            })
+        "tls" => tls(ctx, option, forward)?,
+        "tls_servername" => {
+            ctx.arg_count(option, &context, 1..=1, "tls_servername NAME")?;
+            if let Some(token) = args.first() {
+                check_server_name(ctx, token, &context)?;
+                forward.tls.server_name = Some(token.text.clone());
+            }
         }
         other => {
             return Err(ConfigError::UnknownOption {
@@ -263,6 +291,88 @@ fn forward_option(
                 supported: OPTIONS,
             })
         }
+    }
+    Ok(())
+}
+
+/// `tls://ADDR[%NAME][:PORT]` after the scheme (CoreDNS puts the name before the
+/// port: `tls://9.9.9.9%dns.quad9.net:10853`).
+fn tls_upstream(text: &str) -> Option<TlsUpstream> {
+    const PORT: u16 = 853;
+    let Some((host, rest)) = text.split_once('%') else {
+        return Some(TlsUpstream {
+            addr: parse_addr_with_port(text, PORT)?,
+            server_name: None,
+        });
+    };
+    let (name, port) = match rest.rsplit_once(':') {
+        Some((name, port)) => (name, port.parse().ok()?),
+        None => (rest, PORT),
+    };
+    let addr = parse_addr_with_port(host, PORT)?;
+    if name.is_empty() || rustls::pki_types::ServerName::try_from(name).is_err() {
+        return None;
+    }
+    Some(TlsUpstream {
+        addr: SocketAddr::new(addr.ip(), port),
+        server_name: Some(name.to_string()),
+    })
+}
+
+fn check_server_name(ctx: &Ctx<'_>, token: &Token, context: &str) -> Result<(), ConfigError> {
+    match rustls::pki_types::ServerName::try_from(token.text.as_str()) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ctx.invalid(token, context, "not a DNS name or IP address")),
+    }
+}
+
+/// `tls [CERT KEY] [CA]`: no argument (system CAs), CA, CERT KEY, or CERT KEY CA. The
+/// files are read and parsed here; a relative path is taken from the Corefile's
+/// directory.
+fn tls(ctx: &Ctx<'_>, option: &LineSyntax, forward: &mut ForwardConfig) -> Result<(), ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let context = "forward tls";
+    ctx.arg_count(option, context, 0..=3, "tls [CERT KEY] [CA]")?;
+    let read = |token: &Token| {
+        let path = ctx.file.parent().unwrap_or(Path::new("")).join(&token.text);
+        let limit = crate::limits::TLS_PEM_FILE_BYTES_MAX;
+        read_bounded(&path, limit)
+            .map(String::into_bytes)
+            .map_err(|e| {
+                ctx.invalid(
+                    token,
+                    context,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
+    };
+    let certs = |token: &Token| {
+        let pem = read(token)?;
+        let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+        match parsed {
+            Ok(list) if !list.is_empty() => Ok(pem),
+            _ => Err(ctx.invalid(token, context, "no PEM certificate in the file")),
+        }
+    };
+    let args = option.args.as_slice();
+    let (identity, ca) = match args {
+        [] => (None, None),
+        [ca] => (None, Some(ca)),
+        [cert, key] => (Some((cert, key)), None),
+        [cert, key, ca] => (Some((cert, key)), Some(ca)),
+        _ => return Err(ctx.invalid(&option.name, context, "at most CERT KEY CA")),
+    };
+    if let Some((cert, key)) = identity {
+        let chain = certs(cert)?;
+        let key_pem = read(key)?;
+        if PrivateKeyDer::from_pem_slice(&key_pem).is_err() {
+            return Err(ctx.invalid(key, context, "no PEM private key in the file"));
+        }
+        forward.tls.identity = Some((chain, key_pem));
+    }
+    if let Some(ca) = ca {
+        forward.tls.ca = Some(certs(ca)?);
     }
     Ok(())
 }

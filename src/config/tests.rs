@@ -807,7 +807,7 @@ fn fails() {
         (". {\n forward\n}", 2, "forward: wrong number of arguments (0)"),
         (". {\n forward .\n}", 2, "forward: wrong number of arguments (1)"),
         (". {\n forward a..b 1.1.1.1\n}", 2, "forward FROM: invalid \"a..b\""),
-        (". {\n forward . tls://1.1.1.1\n}", 2, "\"tls://1.1.1.1\" is not supported"),
+        (". {\n forward . quic://1.1.1.1\n}", 2, "\"quic://1.1.1.1\" is not supported"),
         (". {\n forward . ftp://1.1.1.1\n}", 2, "unknown scheme"),
         (". {\n forward . dns.google\n}", 2, "invalid \"dns.google\": not an IP address"),
         (". {\n forward . 1.1.1.1:99999\n}", 2, "invalid \"1.1.1.1:99999\""),
@@ -829,7 +829,6 @@ fn fails() {
         (". {\n forward . 1.1.1.1 {\n  health_check 1s domain a..b\n }\n}", 3, "invalid \"a..b\""),
         (". {\n forward . 1.1.1.1 {\n  max_concurrent -5\n }\n}", 3, "forward max_concurrent: invalid \"-5\""),
         (". {\n forward . 1.1.1.1 {\n  failfast_all_unhealthy_upstreams 1\n }\n}", 3, "wrong number"),
-        (". {\n forward . 1.1.1.1 {\n  tls\n }\n}", 3, "TLS upstreams are not implemented"),
         (". {\n forward . 1.1.1.1 {\n  prefer_tcp\n }\n}", 3, "forward: unknown option \"prefer_tcp\""),
     ];
     for (input, line, fragment) in cases {

@@ -66,6 +66,120 @@ fn options() {
 }
 
 #[test]
+fn tls_upstreams() {
+    let tls = |addr: &str, name: Option<&str>| TlsUpstream {
+        addr: addr.parse().expect("address"),
+        server_name: name.map(str::to_string),
+    };
+    // TO, the addresses, the tls:// entries, tls_servername.
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<TlsUpstream>, Option<&'a str>);
+    let cases: &[Case] = &[
+        (
+            "tls://10.0.0.10",
+            vec!["10.0.0.10:853"],
+            vec![tls("10.0.0.10:853", None)],
+            None,
+        ),
+        (
+            "tls://10.0.0.10:10853 10.0.0.11",
+            vec!["10.0.0.10:10853", "10.0.0.11:53"],
+            vec![tls("10.0.0.10:10853", None)],
+            None,
+        ),
+        (
+            "tls://9.9.9.9%dns.quad9.net tls://[2001:db8::1]%dns.example:10853",
+            vec!["9.9.9.9:853", "[2001:db8::1]:10853"],
+            vec![
+                tls("9.9.9.9:853", Some("dns.quad9.net")),
+                tls("[2001:db8::1]:10853", Some("dns.example")),
+            ],
+            None,
+        ),
+        (
+            "tls://10.0.0.10 {\n tls_servername dns.example\n }",
+            vec!["10.0.0.10:853"],
+            vec![tls("10.0.0.10:853", None)],
+            Some("dns.example"),
+        ),
+    ];
+    for (to, addrs, upstreams, name) in cases {
+        let block = one_block(&format!(". {{\n forward . {to}\n}}")).expect(to);
+        let forward = block.forward.expect("forward");
+        let want: Vec<std::net::SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(forward.to, want, "{to}");
+        assert_eq!(&forward.tls_upstreams, upstreams, "{to}");
+        assert_eq!(forward.tls.server_name.as_deref(), *name, "{to}");
+    }
+}
+
+/// A directory with a CA certificate, a client certificate and its key (PEM), and a
+/// file that holds neither.
+fn pem_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["client.example".into()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("write");
+    std::fs::write(dir.path().join("ca.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.path().join("empty.pem"), "not PEM\n").expect("write");
+    dir
+}
+
+#[test]
+fn tls_files() {
+    let dir = pem_dir();
+    let path = |file: &str| dir.path().join(file).display().to_string();
+    let read = |file: &str| std::fs::read(dir.path().join(file)).expect("read");
+    let tls_of = |args: String| {
+        let input = format!(". {{\n forward . tls://10.0.0.10 {{\n tls {args}\n }}\n}}");
+        one_block(&input)
+            .expect(&input)
+            .forward
+            .expect("forward")
+            .tls
+    };
+    assert_eq!(tls_of(String::new()), TlsClient::default());
+    let ca_only = tls_of(path("ca.pem"));
+    assert_eq!((ca_only.identity, ca_only.ca), (None, Some(read("ca.pem"))));
+    let identity = tls_of(format!("{} {}", path("cert.pem"), path("key.pem")));
+    assert_eq!(identity.identity, Some((read("cert.pem"), read("key.pem"))));
+    assert_eq!(identity.ca, None);
+    let all = tls_of(format!(
+        "{} {} {}",
+        path("cert.pem"),
+        path("key.pem"),
+        path("ca.pem")
+    ));
+    assert_eq!(all.identity, Some((read("cert.pem"), read("key.pem"))));
+    assert_eq!(all.ca, Some(read("ca.pem")));
+
+    let fails = [
+        (
+            format!("tls {0} {0} {0} {0}", path("ca.pem")),
+            "forward tls: wrong number of arguments (4)",
+        ),
+        (format!("tls {}", path("missing.pem")), "cannot read"),
+        (
+            format!("tls {}", path("empty.pem")),
+            "no PEM certificate in the file",
+        ),
+        (
+            format!("tls {} {}", path("cert.pem"), path("ca.pem")),
+            "no PEM private key in the file",
+        ),
+        (
+            format!("tls {} {}", path("empty.pem"), path("key.pem")),
+            "no PEM certificate",
+        ),
+    ];
+    for (option, fragment) in &fails {
+        let input = format!(". {{\n forward . tls://10.0.0.10 {{\n {option}\n }}\n}}");
+        assert_fails(&input, 3, fragment);
+    }
+}
+
+#[test]
 fn connect_attempts_default_to_two_per_upstream() {
     let block = one_block(". {\n forward . 10.0.0.1 10.0.0.2 10.0.0.3\n}").expect("parses");
     let forward = block.forward.expect("forward");
@@ -199,9 +313,36 @@ fn fails() {
             "forward source_address: invalid \"localhost\"",
         ),
         ("max_ages 5s", 3, "forward: unknown option \"max_ages\""),
+        (
+            "tls_servername",
+            3,
+            "forward tls_servername: wrong number of arguments (0)",
+        ),
+        (
+            "tls_servername a..b",
+            3,
+            "forward tls_servername: invalid \"a..b\"",
+        ),
     ];
     for (options, line, fragment) in cases {
         let input = format!(". {{\n forward . 10.0.0.10 {{\n {options}\n }}\n}}");
         assert_fails(&input, *line, fragment);
+    }
+    let to_fails: &[(&str, &str)] = &[
+        (
+            "tls://dns.example",
+            "invalid \"tls://dns.example\": expected tls://IP[%NAME][:PORT]",
+        ),
+        ("tls://10.0.0.1%:853", "expected tls://IP[%NAME][:PORT]"),
+        ("tls://10.0.0.1%a..b", "expected tls://IP[%NAME][:PORT]"),
+        ("tls://10.0.0.1:99999", "expected tls://IP[%NAME][:PORT]"),
+        ("https://10.0.0.1", "\"https://10.0.0.1\" is not supported"),
+        (
+            "tls://10.0.0.1%dns.example {\n tls_servername dns.example\n }",
+            "tls_servername and a tls://ADDR%NAME server name cannot both be set",
+        ),
+    ];
+    for (to, fragment) in to_fails {
+        assert_fails(&format!(". {{\n forward . {to}\n}}"), 2, fragment);
     }
 }

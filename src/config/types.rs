@@ -253,6 +253,31 @@ pub struct ForwardConfig {
     pub next_on_nodata: bool,
     /// `source_address IP`: the address upstream sockets are bound to.
     pub source_address: Option<IpAddr>,
+    /// `tls` and `tls_servername`: how the `tls://` upstreams are reached.
+    pub tls: TlsClient,
+    /// The upstreams of `to` given as `tls://` (DNS over TLS, RFC 7858).
+    pub tls_upstreams: Vec<TlsUpstream>,
+}
+
+/// `tls [CERT KEY] [CA]` and `tls_servername NAME`, checked when the Corefile is read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsClient {
+    /// PEM of the client certificate chain and its key (`tls CERT KEY ...`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// PEM of the CAs the upstreams' certificates must chain to (`tls ... CA`);
+    /// None: the system's CAs.
+    pub ca: Option<Vec<u8>>,
+    /// `tls_servername`: the name every upstream's certificate must carry.
+    pub server_name: Option<String>,
+}
+
+/// A `tls://ADDR[%NAME]` upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsUpstream {
+    pub addr: SocketAddr,
+    /// `%NAME`: the name its certificate must carry (else `tls_servername`, else
+    /// its IP address).
+    pub server_name: Option<String>,
 }
 
 /// `max_connect_attempts N`: the cap on failed attempts of one query.
@@ -291,7 +316,14 @@ impl ForwardConfig {
             next: Vec::new(),
             next_on_nodata: false,
             source_address: None,
+            tls: TlsClient::default(),
+            tls_upstreams: Vec::new(),
         }
+    }
+
+    /// The `tls://` entry of upstream `addr`, when it is one.
+    pub fn tls_upstream(&self, addr: SocketAddr) -> Option<&TlsUpstream> {
+        self.tls_upstreams.iter().find(|u| u.addr == addr)
     }
 
     /// Failed attempts one query may make before SERVFAIL, within the hard bound.

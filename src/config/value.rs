@@ -163,8 +163,13 @@ fn parse_port(s: &str) -> Result<u16, String> {
 /// An upstream: `IP`, `IP:PORT`, `[IPv6]`, `[IPv6]:PORT`; the port defaults to 53.
 /// `None` when it is not an address at all (the caller then tries it as a file).
 pub(crate) fn parse_upstream_addr(s: &str) -> Option<SocketAddr> {
+    parse_addr_with_port(s, 53)
+}
+
+/// As [`parse_upstream_addr`], with `port` when none is given (853 for `tls://`).
+pub(crate) fn parse_addr_with_port(s: &str, port: u16) -> Option<SocketAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, 53));
+        return Some(SocketAddr::new(ip, port));
     }
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Some(addr);
@@ -173,7 +178,7 @@ pub(crate) fn parse_upstream_addr(s: &str) -> Option<SocketAddr> {
     inner
         .parse::<std::net::Ipv6Addr>()
         .ok()
-        .map(|ip| SocketAddr::new(IpAddr::V6(ip), 53))
+        .map(|ip| SocketAddr::new(IpAddr::V6(ip), port))
 }
 
 /// A domain name as a zone: lower-cased, made fully qualified, labels checked.

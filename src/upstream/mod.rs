@@ -7,6 +7,7 @@
 //! failed attempt, as in CoreDNS. Nothing here is shared between shards.
 
 mod tcp;
+mod tls;
 mod udp;
 
 use std::cell::Cell;
@@ -55,6 +56,8 @@ pub enum Transport {
 /// One upstream as seen by one shard.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// A `tls://` upstream: every query goes over TLS (its pool's connections).
+    tls: bool,
     /// Pipelined connections from this shard.
     pub tcp: Rc<tcp::TcpPool>,
     /// Consecutive failures; above `max_fails` the upstream is down.
@@ -104,12 +107,18 @@ impl Forwarder {
             max_age: cfg.max_age,
             max_idle: cfg.max_idle_conns,
         };
+        // The system's CAs are read once per forwarder, not per upstream.
+        let tls_config = match cfg.tls_upstreams.is_empty() {
+            true => Err("no tls:// upstream".to_string()),
+            false => tls::client_config(&cfg.tls),
+        };
         let upstreams = cfg
             .to
             .iter()
             .map(|&addr| Upstream {
                 addr,
-                tcp: tcp::TcpPool::new(addr, &pool),
+                tls: cfg.tls_upstream(addr).is_some(),
+                tcp: tcp::TcpPool::new(addr, &pool, tls_target(cfg, addr, &tls_config)),
                 fails: Cell::new(0),
                 probing: Cell::new(false),
                 healthcheck_failures: Cell::new(0),
@@ -228,7 +237,7 @@ impl Forwarder {
         query: &[u8],
         client: Transport,
     ) -> Result<Vec<u8>, UpstreamError> {
-        let transport = match (self.cfg.force_tcp, self.cfg.prefer_udp) {
+        let transport = match (self.cfg.force_tcp || upstream.tls, self.cfg.prefer_udp) {
             (true, _) => Transport::Tcp,
             (false, true) => Transport::Udp,
             (false, false) => client,
@@ -278,6 +287,20 @@ impl Forwarder {
         }
         crate::engine::spawn_local(probe(Rc::downgrade(self), index)).detach();
     }
+}
+
+/// The TLS target of upstream `addr` when it is a `tls://` one; a configuration
+/// rustls refuses is logged (the pool then fails every connection).
+fn tls_target(
+    cfg: &ForwardConfig,
+    addr: SocketAddr,
+    config: &Result<std::sync::Arc<rustls::ClientConfig>, String>,
+) -> Option<Result<tls::TlsTarget, String>> {
+    let target = tls::target(cfg, addr, config)?;
+    if let Err(reason) = &target {
+        tracing::error!(upstream = %addr, %reason, "TLS upstream unusable");
+    }
+    Some(target)
 }
 
 /// Health checks one upstream every `health_check` until it answers; the task ends

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use super::tls::TlsTarget;
 use super::UpstreamError;
 use crate::engine::local_channel::{self, LocalSender};
 use crate::engine::{TcpStream, Timer};
@@ -108,6 +109,9 @@ pub struct TcpPool {
     addr: SocketAddr,
     /// Where sockets bind (`source_address`, port 0), if anywhere.
     local: Option<SocketAddr>,
+    /// `tls://` upstreams: the TLS client configuration and the expected name, or
+    /// why rustls refused it (then every connection fails: never clear text).
+    tls: Option<Result<TlsTarget, String>>,
     /// Idle connections close after this long (`forward { expire }`).
     expire: Duration,
     /// Connections are retired at this age (`max_age`).
@@ -137,13 +141,18 @@ pub struct PoolOptions {
 }
 
 impl TcpPool {
-    pub fn new(addr: SocketAddr, options: &PoolOptions) -> Rc<TcpPool> {
+    pub fn new(
+        addr: SocketAddr,
+        options: &PoolOptions,
+        tls: Option<Result<TlsTarget, String>>,
+    ) -> Rc<TcpPool> {
         let min_age = Duration::from_millis(limits::UPSTREAM_TCP_MAX_AGE_MILLIS_MIN);
         Rc::new(TcpPool {
             addr,
             local: options
                 .source
                 .map(|ip| super::udp::local_addr(addr, Some(ip))),
+            tls,
             expire: options.expire,
             max_age: options.max_age.map(|age| age.max(min_age)),
             max_idle: options.max_idle,
@@ -306,24 +315,35 @@ impl TcpPool {
                     return;
                 }
             };
-            pool.connect_succeeded();
             // No Nagle: a query written while an earlier one is unacknowledged would
             // otherwise wait for that ACK (up to the upstream's delayed-ACK timer,
             // ~40 ms) before leaving. CoreDNS sets it too.
             let _ = stream.set_nodelay(true);
             let fd = stream.as_raw_fd();
             quickack(fd);
-            let (reader, writer) = futures_lite::io::split(stream);
-            let reading = crate::engine::spawn_local(read_answers(
-                reader,
-                fd,
-                task_conn.clone(),
-                pool.expire,
-                drained_rx,
-            ));
-            write_frames(writer, queue, &task_conn).await;
-            task_conn.close();
-            reading.await;
+            let tls = match &pool.tls {
+                None => {
+                    pool.connect_succeeded();
+                    return carry(stream, fd, task_conn, queue, pool.expire, drained_rx).await;
+                }
+                Some(Ok(tls)) => tls,
+                Some(Err(_)) => {
+                    pool.connect_failed();
+                    return task_conn.close();
+                }
+            };
+            let connector = futures_rustls::TlsConnector::from(tls.config.clone());
+            match connector.connect(tls.name.clone(), stream).await {
+                Ok(stream) => {
+                    pool.connect_succeeded();
+                    carry(stream, fd, task_conn, queue, pool.expire, drained_rx).await;
+                }
+                Err(err) => {
+                    tracing::debug!(upstream = %pool.addr, %err, "upstream TLS handshake failed");
+                    pool.connect_failed();
+                    task_conn.close();
+                }
+            }
         })
         .detach();
         conn
@@ -341,6 +361,26 @@ impl TcpPool {
         self.backoff
             .set(Duration::from_millis(limits::UPSTREAM_BACKOFF_MILLIS_MIN));
     }
+}
+
+/// Carries `conn`'s queries over `stream` (plain TCP or TLS; `fd` its socket) until
+/// it closes: a writer draining `queue`, a reader task handing out answers.
+async fn carry<S>(
+    stream: S,
+    fd: RawFd,
+    conn: Rc<Conn>,
+    queue: local_channel::LocalReceiver<u16>,
+    expire: Duration,
+    drained: oneshot::Receiver<()>,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let (reader, writer) = futures_lite::io::split(stream);
+    let reading =
+        crate::engine::spawn_local(read_answers(reader, fd, conn.clone(), expire, drained));
+    write_frames(writer, queue, &conn).await;
+    conn.close();
+    reading.await;
 }
 
 /// Removes a query from its connection's in-flight table when dropped.

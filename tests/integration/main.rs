@@ -11,6 +11,7 @@ mod caching;
 mod edns_and_case;
 mod engines;
 mod forward;
+mod forward_tls;
 mod linters;
 mod node_cache_corefile;
 mod plugins;

@@ -3,14 +3,23 @@
 //! A slot remembers which query was sent and when, so an answer can be checked
 //! against its question and timed. A FIFO in send order finds timeouts without
 //! scanning the table: the oldest outstanding query is always at its front.
+//!
+//! An ID handed out by [`InFlight::reserve`] is held until the query is sent
+//! ([`InFlight::insert`]) or given back ([`InFlight::release`]): a batch is reserved
+//! before it is sent, and on a channel whose ID space is nearly all in flight (a
+//! server that stalled) an unheld ID would come round again within the same batch,
+//! two queries would share it, and the second would silently replace the first.
 
 use std::collections::VecDeque;
+
+/// The generation of a slot reserved for a query not sent yet.
+const RESERVED: u32 = u32::MAX;
 
 /// One outstanding query.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Slot {
-    /// 0 when free; otherwise a number unique to this use of the slot, so stale
-    /// FIFO entries for reused slots are recognised.
+    /// 0 when free, [`RESERVED`] between reserve and send; otherwise a number unique
+    /// to this use of the slot, so stale FIFO entries for reused slots are recognised.
     generation: u32,
     /// Index into the query set, to check the answer's question.
     pub query: u32,
@@ -56,14 +65,17 @@ impl InFlight {
         self.outstanding
     }
 
-    /// A free ID on `channel`, advancing the channel's cursor; `None` if all are taken.
+    /// A free ID on `channel`, held until [`InFlight::insert`] or
+    /// [`InFlight::release`], advancing the channel's cursor; `None` if all are taken.
     pub fn reserve(&mut self, channel: usize) -> Option<u16> {
         let base = channel * self.ids_per_channel;
         let cursor = self.next_id.get_mut(channel)?;
         for _ in 0..self.ids_per_channel {
             let id = *cursor;
             *cursor = ((usize::from(id) + 1) % self.ids_per_channel) as u16;
-            if self.slots.get(base + usize::from(id))?.generation == 0 {
+            let slot = self.slots.get_mut(base + usize::from(id))?;
+            if slot.generation == 0 {
+                slot.generation = RESERVED;
                 return Some(id);
             }
         }
@@ -73,10 +85,11 @@ impl InFlight {
     /// Records a sent query under a reserved ID.
     pub fn insert(&mut self, channel: usize, id: u16, query: u32, origin_ns: u64, sent_ns: u64) {
         let index = channel * self.ids_per_channel + usize::from(id);
-        self.generation = self.generation.wrapping_add(1).max(1);
+        // 1..RESERVED, round and round.
+        self.generation = self.generation % (RESERVED - 1) + 1;
         let generation = self.generation;
         if let Some(slot) = self.slots.get_mut(index) {
-            if slot.generation == 0 {
+            if slot.generation == 0 || slot.generation == RESERVED {
                 self.outstanding += 1;
             }
             *slot = Slot {
@@ -97,16 +110,26 @@ impl InFlight {
         let slot = self
             .slots
             .get(channel * self.ids_per_channel + usize::from(id))?;
-        (slot.generation != 0).then_some(*slot)
+        (slot.generation != 0 && slot.generation != RESERVED).then_some(*slot)
     }
 
     /// Frees the slot of an answered query.
     pub fn complete(&mut self, channel: usize, id: u16) {
         let index = channel * self.ids_per_channel + usize::from(id);
         if let Some(slot) = self.slots.get_mut(index) {
-            if slot.generation != 0 {
+            if slot.generation != 0 && slot.generation != RESERVED {
                 slot.generation = 0;
                 self.outstanding -= 1;
+            }
+        }
+    }
+
+    /// Gives back a reserved ID whose query was not sent.
+    pub fn release(&mut self, channel: usize, id: u16) {
+        let index = channel * self.ids_per_channel + usize::from(id);
+        if let Some(slot) = self.slots.get_mut(index) {
+            if slot.generation == RESERVED {
+                slot.generation = 0;
             }
         }
     }
@@ -165,6 +188,30 @@ mod tests {
         assert_eq!(t.expire(25, 10), 0);
         assert_eq!(t.expire(30, 10), 1);
         assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_nearly_full_channel_never_hands_out_an_id_twice() {
+        // 16 IDs, 13 in flight (a stalled server): a batch of 8 gets the 3 free ones.
+        let mut t = InFlight::new(1, 16);
+        for q in 0..13 {
+            let id = t.reserve(0).unwrap();
+            t.insert(0, id, q, 0, 0);
+        }
+        let batch: Vec<u16> = (0..8).map_while(|_| t.reserve(0)).collect();
+        assert_eq!(batch, vec![13, 14, 15]);
+        // The first two are sent, the third is not and comes back.
+        t.insert(0, batch[0], 100, 1, 1);
+        t.insert(0, batch[1], 101, 1, 1);
+        t.release(0, batch[2]);
+        assert_eq!(t.outstanding(), 15);
+        assert!(
+            t.get(0, batch[2]).is_none(),
+            "a reserved ID is not in flight"
+        );
+        assert_eq!(t.reserve(0), Some(15));
+        assert_eq!(t.reserve(0), None);
+        assert_eq!(t.expire_all(), 15);
     }
 
     #[test]

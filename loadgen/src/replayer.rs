@@ -169,7 +169,8 @@ impl Replayer<'_> {
         let mut ids = Vec::with_capacity(group.len());
         for e in group {
             let template = self.shared.queries.get(e.query as usize).map(|(q, _)| q);
-            let (Some(template), Some(id)) = (template, self.inflight.reserve(channel)) else {
+            let id = template.and_then(|_| self.inflight.reserve(channel));
+            let (Some(template), Some(id)) = (template, id) else {
                 // No free ID on this socket (a client with a full ID space in
                 // flight) or no such query: not sent.
                 self.tally.counters.send_errors += 1;
@@ -185,6 +186,7 @@ impl Replayer<'_> {
         let sent = channels.send(channel, &self.batch).unwrap_or_default();
         for (i, (id, e)) in ids.iter().enumerate() {
             if sent & (1 << i) == 0 {
+                self.inflight.release(channel, *id);
                 self.tally.counters.send_errors += 1;
                 continue;
             }

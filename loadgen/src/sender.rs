@@ -500,13 +500,16 @@ impl Worker<'_> {
             let Some(q) = self.picker.peek(i, &self.shared.budget) else {
                 break;
             };
-            let Some(id) = self.inflight.reserve(channel) else {
-                break;
-            };
             let Some((template, _)) = self.shared.queries.get(q as usize) else {
                 break;
             };
-            self.batch.push(template, id, q);
+            let Some(id) = self.inflight.reserve(channel) else {
+                break;
+            };
+            if !self.batch.push(template, id, q) {
+                self.inflight.release(channel, id);
+                break;
+            }
         }
         if self.batch.is_empty() {
             return !self.picker.is_done();
@@ -519,6 +522,9 @@ impl Worker<'_> {
             Err(_) => {
                 // Refused by the kernel (e.g. ICMP port unreachable): these queries
                 // are spent, not retried, so `-n` still ends.
+                for &id in &self.batch.ids {
+                    self.inflight.release(channel, id);
+                }
                 self.counters.send_errors += len as u64;
                 self.pacer.consume_sent(len, self.batch.all_sent());
                 self.picker.consume_sent(len, self.batch.all_sent());
@@ -528,6 +534,9 @@ impl Worker<'_> {
         let from_intended = self.pacer.latency_from_intended();
         let scheduled = self.pacer.is_scheduled();
         let due_times = self.pacer.due_times();
+        for i in (0..len).filter(|i| sent & (1 << i) == 0) {
+            self.inflight.release(channel, self.batch.ids[i]);
+        }
         for i in (0..len).filter(|i| sent & (1 << i) != 0) {
             let due = due_times.get(i).copied().unwrap_or(now);
             if scheduled {

@@ -133,7 +133,13 @@ fn node_cache_corefile_with_serve_stale_verify_answers() {
         1,
     );
     assert!(corefile.contains("verify 100ms"), "{corefile}");
-    let cache = Cache::start(&corefile, 2);
+    cluster_and_root_answer_twice(&corefile, &knot);
+}
+
+/// Starts `corefile` (a variant of node-cache's) on two shards: a cluster name and a
+/// root-block name are answered with knot's data twice, the second from the cache.
+fn cluster_and_root_answer_twice(corefile: &str, knot: &Knot) {
+    let cache = Cache::start(corefile, 2);
     for (name, data) in [
         ("kube-dns.kube-system.svc.cluster.local.", "10.0.0.10"),
         ("mx1.test.", "192.0.2.10"),
@@ -150,6 +156,28 @@ fn node_cache_corefile_with_serve_stale_verify_answers() {
         }
     }
     assert_eq!(knot.queries_of_type("A"), 2, "the second of each is a hit");
+}
+
+/// node-cache's Corefile with the `forward` options of CoreDNS 1.14 that
+/// distributions set (`max_age`, `read_timeout`, and `max_connect_attempts`,
+/// `max_idle_conns`) in every block: it starts on two shards and answers.
+#[test]
+fn node_cache_corefile_with_forward_max_age_read_timeout_answers() {
+    let knot = Knot::start(&[
+        Zone::new("cluster.local.", CLUSTER_ZONE),
+        Zone::new("test.", TEST_ZONE),
+    ]);
+    let options = "max_age 5m\n            read_timeout 1500ms\n            \
+                   max_connect_attempts 3\n            max_idle_conns 2\n";
+    let root_forward = format!("forward . 127.0.0.1:{}\n", knot.port);
+    let corefile = node_cache_corefile(knot.port)
+        .replace("force_tcp\n", &format!("force_tcp\n            {options}"))
+        .replace(
+            &root_forward,
+            &root_forward.replace('\n', &format!(" {{\n            {options}    }}\n")),
+        );
+    assert_eq!(corefile.matches("max_age 5m").count(), 4, "{corefile}");
+    cluster_and_root_answer_twice(&corefile, &knot);
 }
 
 /// `health 127.0.0.1:PORT` on the first block: GET /health → 200 OK.

@@ -11,7 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::client;
-use crate::harness::{corefile, Cache, Knot, CACHE_30};
+use crate::harness::{corefile, Cache, Knot, Zone, CACHE_30};
 use crate::readme::{examples, runnable};
 use crate::upstream_pool::established_to;
 use crate::zones;
@@ -163,6 +163,34 @@ fn forward_max_connect_attempts_bounds_a_silent_upstream() {
     );
 }
 
+/// `failover REFUSED`: a first knot that does not serve `test.` answers REFUSED and
+/// the query goes on to the second, which does; without it the REFUSED is the
+/// answer (CoreDNS passes any rcode on). Once every upstream refused, the last
+/// REFUSED is returned.
+fn forward_failover_tries_the_next_upstream_on_its_rcodes() {
+    let other = Knot::start(&[Zone::new("other.", "$ORIGIN other.\n$TTL 300\n@ SOA ns.other. host.other. 1 3600 600 86400 3600\n@ NS ns\nns A 127.0.0.1\n")]);
+    let knot = zones::knot();
+    let forward = |failover: &str| {
+        format!(
+            ".:$PORT {{\n    bind 127.0.0.1\n    forward . 127.0.0.1:{} 127.0.0.1:{} {{\n        policy sequential\n{failover}    }}\n}}\n",
+            other.port, knot.port
+        )
+    };
+    let query = client::query("www.test.", RecordType::A);
+    let plain = Cache::start(&forward(""), 1);
+    assert_eq!(
+        client::udp(plain.addr(), &query).response_code(),
+        ResponseCode::Refused
+    );
+    let failover = Cache::start(&forward("        failover SERVFAIL REFUSED\n"), 1);
+    let reply = client::udp(failover.addr(), &query);
+    assert_eq!(reply.response_code(), ResponseCode::NoError);
+    assert_eq!(reply.answers().len(), 2, "from the second knot");
+    let nobody = client::query("www.nowhere.", RecordType::A);
+    let reply = client::udp(failover.addr(), &nobody);
+    assert_eq!(reply.response_code(), ResponseCode::Refused, "both refused");
+}
+
 // Each on both I/O engines (`name::io_uring`, `name::epoll`).
 crate::on_each_engine!(
     forward_readme_examples_run,
@@ -170,4 +198,5 @@ crate::on_each_engine!(
     forward_max_age_replaces_connections_without_losing_queries,
     forward_source_address_binds_upstream_sockets,
     forward_max_connect_attempts_bounds_a_silent_upstream,
+    forward_failover_tries_the_next_upstream_on_its_rcodes,
 );

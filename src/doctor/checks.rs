@@ -455,12 +455,14 @@ pub fn upstreams(cli: &Cli) -> Vec<Check> {
         }
     };
     let mut seen = BTreeSet::new();
-    let targets: Vec<SocketAddr> = config
+    // Each upstream with whether it is a `tls://` one (then only TCP is checked:
+    // the doctor speaks no TLS).
+    let targets: Vec<(SocketAddr, bool)> = config
         .servers
         .iter()
         .filter_map(|b| b.forward.as_ref())
-        .flat_map(|f| f.to.iter().copied())
-        .filter(|addr| seen.insert(*addr))
+        .flat_map(|f| f.to.iter().map(|&a| (a, f.tls_upstream(a).is_some())))
+        .filter(|(addr, _)| seen.insert(*addr))
         .take(UPSTREAMS_MAX)
         .collect();
     if targets.is_empty() {
@@ -472,10 +474,19 @@ pub fn upstreams(cli: &Cli) -> Vec<Check> {
     }
     targets
         .into_iter()
-        .map(|target| match tcp_answers(target) {
-            Ok(()) => Check::new(format!("upstream {target}"), Status::Ok, "answers over TCP"),
-            Err(err) => Check::new(format!("upstream {target}"), Status::Fail, format!("unreachable over TCP: {err}"))
-                .hint("the cache forwards (force_tcp for the cluster domain) to this server; check the kube-dns-upstream Service, its endpoints and network policies"),
+        .map(|(target, tls)| {
+            let checked = if tls {
+                TcpStream::connect_timeout(&target, PROBE_TIMEOUT)
+                    .map(|_| "accepts TCP (DNS over TLS: the handshake is not checked)")
+                    .map_err(|e| format!("connect: {e}"))
+            } else {
+                tcp_answers(target).map(|()| "answers over TCP")
+            };
+            match checked {
+                Ok(what) => Check::new(format!("upstream {target}"), Status::Ok, what),
+                Err(err) => Check::new(format!("upstream {target}"), Status::Fail, format!("unreachable over TCP: {err}"))
+                    .hint("the cache forwards (force_tcp for the cluster domain) to this server; check the kube-dns-upstream Service, its endpoints and network policies"),
+            }
         })
         .collect()
 }

@@ -587,3 +587,100 @@ impl Future for Deadline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection (no socket: the pool's choices alone are under test) retiring
+    /// at `retire_at`, with `inflight` queries waiting, and its drained signal.
+    fn conn(retire_at: Option<Instant>, inflight: u16) -> (Rc<Conn>, oneshot::Receiver<()>) {
+        let (frames, _queue) = local_channel::new_bounded(4);
+        let (drained, drained_rx) = oneshot::channel();
+        let conn = Conn {
+            pending: RefCell::new(Pendings::default()),
+            frames,
+            closed: Cell::new(false),
+            last_used: Cell::new(Instant::now()),
+            retire_at,
+            retired: Cell::new(false),
+            drained: RefCell::new(Some(drained)),
+        };
+        for id in 0..inflight {
+            let (reply, _) = oneshot::channel();
+            let pending = Pending {
+                frame: Vec::new(),
+                sent: true,
+                reply,
+            };
+            conn.pending.borrow_mut().insert(id, pending);
+        }
+        (Rc::new(conn), drained_rx)
+    }
+
+    fn pool(max_age: Option<Duration>, max_idle: Option<usize>) -> Rc<TcpPool> {
+        let options = PoolOptions {
+            source: None,
+            expire: Duration::from_secs(10),
+            max_age,
+            max_idle,
+        };
+        TcpPool::new(([127, 0, 0, 1], 53).into(), &options, None)
+    }
+
+    /// Three connections, two past their age: the oldest is retired first, the
+    /// other only once the first has drained and closed, and the young one keeps
+    /// taking queries throughout.
+    #[test]
+    fn aged_connections_are_retired_one_at_a_time() {
+        let now = Instant::now();
+        let ago = |ms| now.checked_sub(Duration::from_millis(ms));
+        let pool = pool(Some(Duration::from_secs(1)), None);
+        let (oldest, mut oldest_drained) = conn(ago(5), 1);
+        let (old, _) = conn(ago(1), 1);
+        let (young, _) = conn(Some(now + Duration::from_secs(60)), 1);
+        *pool.conns.borrow_mut() = vec![old.clone(), oldest.clone(), young.clone()];
+
+        pool.pick().expect("a connection");
+        assert!(oldest.retired.get() && !old.retired.get());
+        assert_eq!(pool.conns.borrow().len(), 2);
+        assert_eq!(pool.open_conns(), 3, "the retired one still drains");
+        pool.pick().expect("a connection");
+        assert!(!old.retired.get(), "one at a time");
+
+        // Its last answer comes: the reader is told to close it.
+        assert!(oldest_drained.try_recv().expect("open").is_none());
+        assert!(oldest.forget(0).is_some());
+        assert_eq!(oldest_drained.try_recv(), Ok(Some(())));
+        oldest.close();
+        pool.pick().expect("a connection");
+        assert!(
+            old.retired.get(),
+            "the next aged one, after the first closed"
+        );
+        assert!(!young.retired.get());
+        assert_eq!(pool.conns.borrow().len(), 1);
+    }
+
+    /// A retired connection with nothing in flight is told to close at once.
+    #[test]
+    fn an_idle_retired_connection_closes_at_once() {
+        let (conn, mut drained) = conn(None, 0);
+        conn.retire();
+        assert_eq!(drained.try_recv(), Ok(Some(())));
+    }
+
+    /// `max_idle_conns 1`: of three idle connections two are retired; a busy one
+    /// is kept.
+    #[test]
+    fn idle_connections_beyond_max_idle_are_retired() {
+        let pool = pool(None, Some(1));
+        let conns: Vec<_> = [0, 0, 0, 2].into_iter().map(|n| conn(None, n).0).collect();
+        *pool.conns.borrow_mut() = conns.clone();
+        pool.trim_idle();
+        let retired = conns.iter().filter(|c| c.retired.get()).count();
+        assert_eq!(retired, 2);
+        assert!(!conns[3].retired.get(), "the busy one stays");
+        assert_eq!(pool.conns.borrow().len(), 2);
+    }
+}

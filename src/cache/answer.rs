@@ -86,6 +86,8 @@ pub struct StoredAnswer {
     /// A NOERROR or NXDOMAIN answer to a QUERY, cacheable or not: what may replace a
     /// stale entry under `serve_stale` (RFC 8767 §4, CoreDNS's verify writer).
     refreshes: bool,
+    /// A copy of another core's expired entry ([`StoredAnswer::into_stale`]).
+    stale: bool,
 }
 
 /// What an answer carries besides its record bytes, owned or borrowed alike.
@@ -166,6 +168,7 @@ impl StoredAnswer {
         let h = split.header;
         StoredAnswer {
             refreshes: !matches!(kind, Kind::ServerError | Kind::Other),
+            stale: false,
             records: split.records.into(),
             ttl_offsets: split
                 .ttl_offsets
@@ -186,6 +189,20 @@ impl StoredAnswer {
 
     pub fn class(&self) -> AnswerClass {
         self.meta.class
+    }
+
+    /// This answer as the copy of an expired cache entry that another core answers
+    /// with under serve_stale: every record of a reply carries `ttl_secs` (its
+    /// RESPONSE_TTL), and no cache keeps it (it would be fresh there).
+    pub fn into_stale(mut self, ttl_secs: u32) -> StoredAnswer {
+        self.meta.ttl_secs = ttl_secs;
+        self.stale = true;
+        self
+    }
+
+    /// A copy of an expired entry ([`StoredAnswer::into_stale`]).
+    pub fn is_stale(&self) -> bool {
+        self.stale
     }
 
     /// Answers the question positively (see [`Meta`]'s `answering`).

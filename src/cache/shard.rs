@@ -854,7 +854,7 @@ impl Shard {
     /// refresh in flight (cached or not; not cached counts as a failed refresh, see
     /// [`Shard::refresh_failed`]). Returns whether it was cached.
     ///
-    /// Not cached: uncacheable answers, zero TTLs, SERVFAIL when `servfail_ttl` is 0, a
+    /// Not cached: uncacheable answers, another core's stale copies, zero TTLs, SERVFAIL when `servfail_ttl` is 0, a
     /// class `disable`d for the name's zone, names outside the cache's zones, and
     /// answers larger than the byte budget (counted in `drops`). A SERVFAIL never
     /// replaces an answer that is still servable (fresh or within the serve_stale
@@ -914,8 +914,12 @@ impl Shard {
         true
     }
 
-    /// The pool `stored` goes to, if the configuration lets it be cached for `name`.
+    /// The pool `stored` goes to, if the configuration lets it be cached for `name`
+    /// (and it is not another core's stale copy).
     fn admit(&self, name: &[u8], stored: &StoredAnswer) -> Option<usize> {
+        if stored.is_stale() {
+            return None;
+        }
         let pool = match stored.class() {
             AnswerClass::Success if !self.disabled(&self.disable_success, name) => SUCCESS,
             AnswerClass::Denial if !self.disabled(&self.disable_denial, name) => DENIAL,

@@ -1285,6 +1285,30 @@ fn prefer_positive_keeps_the_last_positive_answer() {
 }
 
 #[test]
+fn another_cores_stale_copy_is_answered_never_cached() {
+    let t0 = Instant::now();
+    let n = "c.example.";
+    let c = stale(StaleMode::Immediate, 60);
+    let qb = q_for(n);
+    let q = parse_query(&qb).unwrap();
+    let copy = StoredAnswer::from_upstream(&three_sections(n).bytes(), &q, &c).unwrap();
+    let stale_copy = copy.clone().into_stale(7);
+    assert!(stale_copy.is_stale() && !copy.is_stale());
+    assert_eq!(stale_copy.ttl_secs(), 7);
+    let mut out = [0u8; 4096];
+    let len = write_reply(&stale_copy, &q, stale_copy.ttl_secs(), true, &mut out, 4096);
+    let m = Message::from_vec(&out[..len]).unwrap();
+    assert!(m.all_sections().all(|r| r.ttl() == 7));
+    let mut shard = Shard::new(&c);
+    assert!(
+        !shard.insert(&q, stale_copy, t0),
+        "a stale copy is not cached"
+    );
+    assert_eq!(shard.len(), (0, 0));
+    assert!(shard.insert(&q, copy, t0));
+}
+
+#[test]
 fn servfail_cached_for_its_duration_and_never_stale() {
     let t0 = Instant::now();
     for rcode in [ResponseCode::ServFail, ResponseCode::NotImp] {

@@ -60,6 +60,9 @@ pub enum Outcome {
     /// The owner had the answer cached: a reply to the request (remaining TTLs),
     /// which the requester parses and caches like an upstream answer.
     Cached(Vec<u8>),
+    /// The owner had only an expired answer and serve_stale answers with it: a reply
+    /// to the request, which the requester passes on but does not cache.
+    Stale(Vec<u8>),
     Resolved(Result<StoredAnswer, Rcode>),
     /// The owner runs another configuration (a reload is under way): resolve locally.
     Mismatch,

@@ -139,15 +139,17 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, 
             if stored.rcode() == Rcode::ServFail.code() {
                 log_error(block, &query, "upstream answered SERVFAIL");
             }
+            // Another core's stale copy is a cache answer; anything else, upstream's.
+            let hit = stored.is_stale();
             let len = cache::write_reply(
                 stored,
                 &query,
                 stored.ttl_secs(),
-                false,
+                hit,
                 &mut out,
                 miss.max_len,
             );
-            (len, Origin::Forward)
+            (len, if hit { Origin::Cache } else { Origin::Forward })
         }
         Err(rcode) => (
             wire::write_error_reply(query.packet, *rcode, &mut out),
@@ -283,7 +285,8 @@ pub fn owner_handler(current: Current) -> super::mesh::Handler {
 /// became due together) joins that refresh (no extra upstream query) and gets the new
 /// answer, or the failure, instead of the copy about to be replaced, which the
 /// requester would cache again and soon refresh again. A client's miss takes the
-/// cached copy at once.
+/// cached copy at once, an expired one too where serve_stale answers with it (the
+/// requester passes it on without caching it); a refresh takes only a fresh copy.
 async fn answer_request(shard: Rc<Shard>, request: Request) -> Outcome {
     let Request {
         generation,
@@ -303,9 +306,12 @@ async fn answer_request(shard: Rc<Shard>, request: Request) -> Outcome {
     };
     let query = asked.query();
     let now = Instant::now();
-    if let Some((reply, must_refresh)) = shard.cached_copy(block_index, &query, now) {
-        if must_refresh {
+    if let Some(copy) = shard.cached_copy(block_index, &query, now, !refresh) {
+        if copy.must_refresh {
             spawn_refresh(shard.clone(), block_index, asked.clone(), transport);
+        }
+        if copy.stale {
+            return Outcome::Stale(copy.reply);
         }
         let refreshing = refresh
             && block
@@ -313,7 +319,7 @@ async fn answer_request(shard: Rc<Shard>, request: Request) -> Outcome {
                 .cache()
                 .is_some_and(|c| c.cell().borrow().refreshing(&query, now));
         if !refreshing {
-            return Outcome::Cached(reply);
+            return Outcome::Cached(copy.reply);
         }
     }
     let lead = |_: &[u8]| resolve(&shard, block, &query, transport, None);
@@ -353,9 +359,9 @@ where
 /// cached in between (then it led no resolution to join). Taken as the owner's
 /// copy would be, so no upstream query is sent for it.
 fn cached_since(shard: &Shard, block_index: usize, query: &Query<'_>) -> Option<StoredAnswer> {
-    let (reply, _) = shard.cached_copy(block_index, query, Instant::now())?;
+    let copy = shard.cached_copy(block_index, query, Instant::now(), false)?;
     let block = shard.blocks.get(block_index)?;
-    StoredAnswer::from_upstream(&reply, query, &block.cache_config).ok()
+    StoredAnswer::from_upstream(&copy.reply, query, &block.cache_config).ok()
 }
 
 /// The shard that owns `key`, when that is not this one.
@@ -391,6 +397,13 @@ async fn via_owner(
             Some(Outcome::Cached(reply)) => {
                 return StoredAnswer::from_upstream(&reply, query, &block.cache_config)
                     .map_err(|_| Rcode::ServFail)
+            }
+            Some(Outcome::Stale(reply)) => {
+                let stale = block.cache_config.serve_stale;
+                let ttl = stale.map_or(0, |s| s.response_ttl_secs);
+                return StoredAnswer::from_upstream(&reply, query, &block.cache_config)
+                    .map(|stored| stored.into_stale(ttl))
+                    .map_err(|_| Rcode::ServFail);
             }
             Some(Outcome::Mismatch) | None => {}
         }

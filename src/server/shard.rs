@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::coalesce::Inflight;
 use super::listen::Endpoint;
 use super::mesh::Peers;
+use crate::cache::Lookup;
 use crate::config::{self, CacheClass, CacheConfig, Config, ServerBlock};
 use crate::limits;
 use crate::plugin::Chain;
@@ -47,6 +48,15 @@ pub struct Block {
     pub inflight: Inflight,
     /// `timeouts`: the block's TCP client timeouts.
     pub timeouts: Option<config::TimeoutsConfig>,
+}
+
+/// A cached answer copied out for another shard or task ([`Shard::cached_copy`]).
+pub struct CachedCopy {
+    pub reply: Vec<u8>,
+    /// The cache asks for a refresh of the entry.
+    pub must_refresh: bool,
+    /// From an expired entry (serve_stale).
+    pub stale: bool,
 }
 
 pub struct Shard {
@@ -150,23 +160,33 @@ impl Shard {
         best.map(|(index, zone, _)| (index, zone))
     }
 
-    /// The cached answer to `query` of block `block_index` for another shard, as an
-    /// answer of its own length (written in the shard's scratch buffer first), and
-    /// whether the cache asks for a refresh. None on a miss or without a cache, and
-    /// for an expired entry: the copy is cached again by its taker, and a stale one
-    /// would come back as fresh.
+    /// The cached answer to `query` of block `block_index` for another shard or a
+    /// later task, as an answer of its own length (written in the shard's scratch
+    /// buffer first). None on a miss or without a cache; an expired entry answers
+    /// only if `stale_ok` (and serve_stale answers with it). The copy is cached again
+    /// by its taker, so a stale one must be said to be so.
     pub fn cached_copy(
         &self,
         block_index: usize,
         query: &wire::Query<'_>,
         now: std::time::Instant,
-    ) -> Option<(Vec<u8>, bool)> {
+        stale_ok: bool,
+    ) -> Option<CachedCopy> {
         let cache = self.blocks.get(block_index)?.chain.cache()?.cell();
         let mut scratch = self.scratch.borrow_mut();
+        let max_len = scratch.len();
         // Counted where the query arrived, not again here.
-        let lookup = cache.borrow_mut().lookup_fresh(query, now, &mut scratch);
-        let answer = scratch.get(..lookup.reply_len()?)?.to_vec();
-        Some((answer, lookup.must_refresh()))
+        let lookup = match stale_ok {
+            true => cache
+                .borrow_mut()
+                .lookup_via(None, query, now, &mut scratch, max_len),
+            false => cache.borrow_mut().lookup_fresh(query, now, &mut scratch),
+        };
+        Some(CachedCopy {
+            reply: scratch.get(..lookup.reply_len()?)?.to_vec(),
+            must_refresh: lookup.must_refresh(),
+            stale: matches!(lookup, Lookup::Stale(_) | Lookup::StaleRefresh(_)),
+        })
     }
 
     /// Prints the `errors consolidate` summaries whose period is over.

@@ -366,6 +366,42 @@ fn serve_stale_verify_with_failure_recheck_answers_stale_without_asking_again() 
     );
 }
 
+/// `serve_stale immediate` on two shards with knot down: a shard without its own copy
+/// of a name answers with the owner shard's expired copy, stale (TTL 0) like the
+/// owner, never as a fresh answer nor a SERVFAIL. Eight names, each first asked from
+/// one socket (so some are cached only on their owner), then each from 16 sockets
+/// (so both shards are asked).
+#[test]
+fn serve_stale_immediate_answers_stale_on_every_shard() {
+    let mut knot = crate::zones::knot();
+    let cache = Cache::start(
+        &crate::harness::corefile(
+            &knot,
+            &cache_directive(2, &["serve_stale 1h immediate"]),
+            &[],
+            &[],
+        ),
+        2,
+    );
+    let names: Vec<String> = (0..8).map(|i| format!("n{i}.many.test.")).collect();
+    for name in &names {
+        let reply = client::udp(cache.addr(), &client::query(name, RecordType::A));
+        assert!(is_fresh(&reply), "{name}: {reply:?}");
+    }
+    knot.stop();
+    sleep(Duration::from_millis(2600));
+    for name in &names {
+        for i in 0..16 {
+            let reply = client::udp(cache.addr(), &client::query(name, RecordType::A));
+            assert_eq!(reply.response_code(), ResponseCode::NoError, "{name} #{i}");
+            assert!(
+                is_stale(&reply),
+                "{name} #{i}: stale on every shard: {reply:?}"
+            );
+        }
+    }
+}
+
 /// [`REFRESH_ZONE`] without `www`: knot answers NXDOMAIN for it.
 fn zone_without_www() -> String {
     REFRESH_ZONE

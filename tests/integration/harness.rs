@@ -245,10 +245,27 @@ impl Knot {
     }
 
     /// Stops knotd with SIGSTOP: its port stays open but nothing answers (a silent
-    /// upstream) until [`Knot::resume`].
+    /// upstream) until [`Knot::resume`]. Returns once every thread of it is stopped
+    /// (a loaded machine may take a while to deliver the signal).
     pub fn pause(&self) {
+        let pid = self.child.id();
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP) };
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        let stopped = || {
+            let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|task| {
+                let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the command's closing parenthesis.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        };
+        assert!(
+            testkit::process::wait_until(Duration::from_secs(5), stopped),
+            "knotd (pid {pid}) did not stop"
+        );
     }
 
     /// Lets a [`Knot::pause`]d knotd run again; it answers what queued meanwhile.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::harness::{wait_until, Netns};
 use crate::node::{
-    can_run, manifest, Node, CACHE_POD_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS, OUR_RULES,
-    STUB_DNS,
+    can_run, manifest, replace_file, Node, CACHE_POD_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS,
+    OUR_RULES, STUB_DNS,
 };
 
 /// The tag the tests build and run: `$NODELOCALDNS_TEST_IMAGE`, else the one `make
@@ -139,14 +139,16 @@ impl Container {
         let netns = netns.unwrap_or(&node.node);
         build_image();
         let (args, template) = manifest(mode);
-        std::fs::write(node.node.path("Corefile.base"), template).unwrap();
+        // As kubelet updates a mounted ConfigMap: atomically and only on a change, so
+        // a container already running (the old one of a rolling update) never reads a
+        // truncated stubDomains and drops the stub domain's block for a poll.
+        replace_file(&node.node.path("Corefile.base"), &template);
         let cm = node.node.path("kube-dns");
         std::fs::create_dir_all(&cm).unwrap();
-        std::fs::write(
-            cm.join("stubDomains"),
-            format!("{{\"acme.local\": [\"{}\"]}}", STUB_DNS),
-        )
-        .unwrap();
+        replace_file(
+            &cm.join("stubDomains"),
+            &format!("{{\"acme.local\": [\"{}\"]}}", STUB_DNS),
+        );
         let name = format!("{}{suffix}", node.node.name);
         let caps = capability_opts(mode);
         let strace_dir = std::env::var_os(STRACE_DIR_VAR);
@@ -1006,11 +1008,10 @@ fn exercise(node: &Node, cache: &Container, engine: &str) {
     // A reload: one more stub domain in the kube-dns ConfigMap.
     let reloaded = |log: &str| log.matches("configuration reloaded").count();
     let before = reloaded(&cache.log());
-    std::fs::write(
-        node.node.path("kube-dns").join("stubDomains"),
-        format!("{{\"acme.local\": [\"{STUB_DNS}\"], \"example\": [\"{STUB_DNS}\"]}}"),
-    )
-    .unwrap();
+    replace_file(
+        &node.node.path("kube-dns").join("stubDomains"),
+        &format!("{{\"acme.local\": [\"{STUB_DNS}\"], \"example\": [\"{STUB_DNS}\"]}}"),
+    );
     assert!(
         wait_until(SETTLE, || reloaded(&cache.log()) > before),
         "no reload\n{}",

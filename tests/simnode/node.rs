@@ -562,7 +562,7 @@ pub fn failed(report: &Value) -> Vec<String> {
 }
 
 /// Replaces `path` with `text` atomically (a rename), unless it holds `text` already.
-fn replace_file(path: &Path, text: &str) {
+pub fn replace_file(path: &Path, text: &str) {
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return;
     }

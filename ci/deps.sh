@@ -7,6 +7,7 @@ command -v kdig >/dev/null || need+=(knot-dnsutils)
 # A DNS over TLS server for forward's tls:// tests (knotd 3.2 serves no TLS).
 command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)

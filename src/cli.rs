@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
+pub use crate::telemetry::tls::{ClientAuth, TlsVersion};
+
 /// The Corefile `make run` serves when no `-conf` is given.
 pub const DEFAULT_COREFILE: &str = include_str!("../ci/default.Corefile");
 /// node-cache's default `-conf` / `-corefile`.
@@ -90,6 +92,32 @@ pub struct Cli {
     #[arg(long = "metrics-listen-address", value_name = "ADDR", default_value = "0.0.0.0:9353",
           value_parser = parse_listen_address)]
     pub metrics_listen_address: SocketAddr,
+    /// Address of the CoreDNS metrics: replaces __PROMETHEUS__ENDPOINT__ in the -basecorefile template (a template with an address of its own keeps it).
+    #[arg(long = "prometheus-listen-address", value_name = "ADDR", default_value = ":9253",
+          value_parser = parse_listen_text)]
+    pub prometheus_listen_address: String,
+    /// Serve the metrics (the `prometheus` addresses) over TLS.
+    #[arg(long = "tls-enabled", value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          value_parser = parse_go_bool)]
+    pub tls_enabled: bool,
+    /// PEM certificate chain of the metrics endpoint (with -tls-enabled).
+    #[arg(long = "tls-cert-file", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the metrics endpoint (with -tls-enabled).
+    #[arg(long = "tls-private-key-file", value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Client certificates: NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert (Go's tls.ClientAuthType).
+    #[arg(long = "tls-client-auth-type", value_name = "TYPE", default_value = "NoClientCert",
+          value_parser = |s: &str| s.parse::<ClientAuth>())]
+    pub tls_client_auth_type: ClientAuth,
+    /// PEM CA certificates that verify client certificates (VerifyClientCertIfGiven, RequireAndVerifyClientCert).
+    #[arg(long = "tls-client-ca-file", value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Oldest TLS version accepted: TLS12 or TLS13.
+    #[arg(long = "tls-min-version", value_name = "VERSION", default_value = "TLS13",
+          value_parser = |s: &str| s.parse::<TlsVersion>())]
+    pub tls_min_version: TlsVersion,
     /// DNS port, used in the rules and the stub-domain blocks.
     #[arg(long = "dns.port", value_name = "PORT", default_value_t = 53,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -209,6 +237,23 @@ pub enum RulesMode {
 pub struct LocalIps(pub Vec<IpAddr>);
 
 impl Cli {
+    /// The metrics' TLS configuration (`-tls-*`), when `-tls-enabled`.
+    pub fn metrics_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::telemetry::tls::TlsError> {
+        if !self.tls_enabled {
+            return Ok(None);
+        }
+        let flags = crate::telemetry::tls::TlsFlags {
+            cert_file: self.tls_cert_file.clone(),
+            private_key_file: self.tls_private_key_file.clone(),
+            client_auth: self.tls_client_auth_type,
+            client_ca_file: self.tls_client_ca_file.clone(),
+            min_version: self.tls_min_version,
+        };
+        crate::telemetry::tls::server_config(&flags).map(Some)
+    }
+
     /// Parses `args` (program name first), accepting `-flag` for node-cache's flags.
     pub fn parse_from_args(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(args.into_iter().map(|arg| normalise(&arg)))
@@ -330,6 +375,12 @@ fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
     };
     text.parse()
         .map_err(|_| format!("{text:?} is not IP:PORT, [IPv6]:PORT or :PORT"))
+}
+
+/// A listen address as [`parse_listen_address`] reads it, kept as written (it goes
+/// into the Corefile as node-cache writes it).
+fn parse_listen_text(text: &str) -> Result<String, String> {
+    parse_listen_address(text).map(|_| text.to_string())
 }
 
 /// A Linux interface name: 1..=15 bytes, no '/', ':' or white space.
@@ -493,6 +544,37 @@ mod tests {
             cli.metrics_listen_address,
             "0.0.0.0:9353".parse::<SocketAddr>().unwrap()
         );
+        assert_eq!(cli.prometheus_listen_address, ":9253");
+        assert!(!cli.tls_enabled);
+        assert_eq!(cli.tls_client_auth_type, ClientAuth::NoClientCert);
+        assert_eq!(cli.tls_min_version, TlsVersion::Tls13);
+    }
+
+    #[test]
+    fn node_cache_1_26_flags() {
+        let cli = parse(&[
+            "-prometheus-listen-address=127.0.0.1:19253",
+            "-tls-enabled",
+            "-tls-cert-file",
+            "/c.pem",
+            "-tls-private-key-file=/k.pem",
+            "-tls-client-auth-type",
+            "RequireAndVerifyClientCert",
+            "-tls-client-ca-file",
+            "/ca.pem",
+            "-tls-min-version=TLS12",
+        ])
+        .unwrap();
+        assert_eq!(cli.prometheus_listen_address, "127.0.0.1:19253");
+        assert!(cli.tls_enabled);
+        assert_eq!(cli.tls_cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(cli.tls_private_key_file, Some(PathBuf::from("/k.pem")));
+        assert_eq!(
+            cli.tls_client_auth_type,
+            ClientAuth::RequireAndVerifyClientCert
+        );
+        assert_eq!(cli.tls_client_ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(cli.tls_min_version, TlsVersion::Tls12);
     }
 
     #[test]
@@ -520,6 +602,16 @@ mod tests {
             (&["--udp-batch", "33"][..], "udp-batch"),
             (&["--tcp-clients-max", "0"][..], "tcp-clients-max"),
             (&["--tcp-idle-timeout", "0s"][..], "tcp-idle-timeout"),
+            (
+                &["-prometheus-listen-address", "9253"][..],
+                "prometheus-listen-address",
+            ),
+            (
+                &["-tls-client-auth-type", "Always"][..],
+                "tls-client-auth-type",
+            ),
+            (&["-tls-min-version", "TLS11"][..], "tls-min-version"),
+            (&["-tls-enabled=maybe"][..], "tls-enabled"),
         ];
         for (args, flag) in cases {
             let err = parse(args).unwrap_err().to_string();
@@ -558,6 +650,13 @@ mod tests {
             "syncinterval",
             "health-port",
             "metrics-listen-address",
+            "prometheus-listen-address",
+            "tls-enabled",
+            "tls-cert-file",
+            "tls-private-key-file",
+            "tls-client-auth-type",
+            "tls-client-ca-file",
+            "tls-min-version",
             "dns.port",
             "pidfile",
             "reloadwithsignal",

@@ -363,6 +363,7 @@ fn pillar_values(kube_dns: &KubeDnsConfig) -> PillarValues<'_> {
         cluster_dns_var: "KUBE_DNS_UPSTREAM_SERVICE_HOST",
         dns_port: 53,
         kube_dns,
+        prometheus_endpoint: ":9253",
     }
 }
 

@@ -320,3 +320,13 @@ pub const REWRITE_RULES_PER_BLOCK_MAX: usize = 64;
 
 const _: () = assert!(REGEX_PATTERN_BYTES_MAX < REGEX_COMPILED_BYTES_MAX);
 const _: () = assert!(TEMPLATE_TEXT_BYTES_MAX <= dnswire::limits::MESSAGE_BYTES_MAX);
+
+/// Metrics over TLS (`-tls-enabled`): largest PEM file read (certificate chain, key,
+/// client CAs).
+pub const TLS_PEM_BYTES_MAX: u64 = 1 << 20;
+/// Metrics over TLS: one connection's handshake, request and answer each get this
+/// long before the connection is dropped; connections are served one at a time per
+/// address, so a silent client holds the next scrape back at most this long.
+pub const HTTP_TLS_IO_MILLIS: u64 = 5_000;
+/// Metrics over TLS: longest request head (request line and headers) read.
+pub const HTTP_REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;

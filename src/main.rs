@@ -125,5 +125,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(batch) = cli.udp_batch {
         options.udp_batch = batch;
     }
+    options.http.tls = cli.metrics_tls()?;
     node::run(&cli, &options).context("nodelocaldns")
 }

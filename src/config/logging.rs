@@ -10,11 +10,10 @@ use super::context::Ctx;
 use super::parser::LineSyntax;
 use super::types::{Consolidate, LogField, LogLevel, LogPart, LogRule, ResponseClasses};
 use super::ConfigError;
+use crate::limits::REGEX_PATTERN_BYTES_MAX;
 
 /// CoreDNS `log.CommonLogFormat` (`-` is its replacer's empty value).
 pub const COMMON_LOG_FORMAT: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
-/// CoreDNS's longest consolidate pattern.
-const CONSOLIDATE_PATTERN_BYTES_MAX: usize = 10_000;
 
 /// `errors [stdout] [{ stacktrace; consolidate ... }]`.
 pub fn errors(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<Vec<Consolidate>, ConfigError> {
@@ -58,9 +57,9 @@ fn consolidate(ctx: &Ctx<'_>, option: &LineSyntax) -> Result<Consolidate, Config
             "the period must be at least 1s",
         ));
     }
-    if pattern.text.len() > CONSOLIDATE_PATTERN_BYTES_MAX {
+    if pattern.text.len() > REGEX_PATTERN_BYTES_MAX {
         let reason = format!(
-            "regex pattern too long: {} > {CONSOLIDATE_PATTERN_BYTES_MAX}",
+            "regex pattern too long: {} > {REGEX_PATTERN_BYTES_MAX}",
             pattern.text.len()
         );
         return Err(ctx.invalid(pattern, "errors consolidate", reason));

@@ -9,6 +9,9 @@
 //! - `__PILLAR__LOCAL__DNS__`: the local IPs, space-separated.
 //! - `__PILLAR__DNS__SERVER__`: replaced by nothing.
 //! - `__PILLAR__DNS__DOMAIN__` is left alone (the operator substitutes it).
+//! - `__PROMETHEUS__ENDPOINT__`: `-prometheus-listen-address` (node-cache 1.26:
+//!   the template's `prometheus __PROMETHEUS__ENDPOINT__` listens there; a template
+//!   without the placeholder keeps its own address).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +22,7 @@ pub const UPSTREAM_SERVERS: &str = "__PILLAR__UPSTREAM__SERVERS__";
 pub const CLUSTER_DNS: &str = "__PILLAR__CLUSTER__DNS__";
 pub const LOCAL_DNS: &str = "__PILLAR__LOCAL__DNS__";
 pub const DNS_SERVER: &str = "__PILLAR__DNS__SERVER__";
+pub const PROMETHEUS_ENDPOINT: &str = "__PROMETHEUS__ENDPOINT__";
 /// Upstream servers when the ConfigMap names none.
 pub const DEFAULT_UPSTREAM: &str = "/etc/resolv.conf";
 /// `cache TTL` of a generated stub-domain block (node-cache's value).
@@ -36,6 +40,8 @@ pub struct PillarValues<'a> {
     /// `-dns.port`, the port of the stub-domain blocks.
     pub dns_port: u16,
     pub kube_dns: &'a KubeDnsConfig,
+    /// `-prometheus-listen-address`, as given (`:9253` by default).
+    pub prometheus_endpoint: &'a str,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,7 +83,8 @@ pub fn render_corefile(template: &str, values: &PillarValues<'_>) -> Result<Stri
     text = text
         .replace(UPSTREAM_SERVERS, &upstreams)
         .replace(LOCAL_DNS, &local)
-        .replace(DNS_SERVER, "");
+        .replace(DNS_SERVER, "")
+        .replace(PROMETHEUS_ENDPOINT, values.prometheus_endpoint);
     for (domain, servers) in &values.kube_dns.stub_domains {
         if !text.ends_with('\n') {
             text.push('\n');
@@ -179,7 +186,33 @@ mod tests {
             cluster_dns_var: "KUBE_DNS_UPSTREAM_SERVICE_HOST",
             dns_port: 53,
             kube_dns: cm,
+            prometheus_endpoint: ":9253",
         }
+    }
+
+    #[test]
+    fn prometheus_endpoint_from_the_flag() {
+        let ips = ["169.254.20.10".parse().unwrap()];
+        let cm = KubeDnsConfig::default();
+        let template =
+            ".:53 {\n    bind __PILLAR__LOCAL__DNS__\n    prometheus __PROMETHEUS__ENDPOINT__\n}\n";
+        let text = render_corefile(template, &values(&ips, &cm)).unwrap();
+        assert!(text.contains("prometheus :9253\n"), "{text}");
+        let moved = PillarValues {
+            prometheus_endpoint: "127.0.0.1:19253",
+            ..values(&ips, &cm)
+        };
+        let text = render_corefile(template, &moved).unwrap();
+        assert!(text.contains("prometheus 127.0.0.1:19253\n"), "{text}");
+        let config =
+            crate::config::parse_corefile_with_env(&text, "t".as_ref(), &|_| None).unwrap();
+        assert_eq!(
+            config.servers[0].prometheus,
+            Some("127.0.0.1:19253".parse().unwrap())
+        );
+        // A template with an address of its own keeps it.
+        let own = ".:53 {\n    prometheus :9300\n}\n";
+        assert_eq!(render_corefile(own, &moved).unwrap(), own);
     }
 
     #[test]

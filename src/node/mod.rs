@@ -255,6 +255,7 @@ fn sources(cli: &Cli, local_ips: &[IpAddr]) -> Sources {
         cluster_dns: std::env::var(&var).ok(),
         cluster_dns_var: var,
         dns_port: cli.dns_port,
+        prometheus_endpoint: cli.prometheus_listen_address.clone(),
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Sources {
     pub cluster_dns: Option<String>,
     pub cluster_dns_var: String,
     pub dns_port: u16,
+    /// `-prometheus-listen-address`, for `__PROMETHEUS__ENDPOINT__`.
+    pub prometheus_endpoint: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +207,7 @@ impl Watcher {
             cluster_dns_var: &self.sources.cluster_dns_var,
             dns_port: self.sources.dns_port,
             kube_dns,
+            prometheus_endpoint: &self.sources.prometheus_endpoint,
         };
         let generated = render_corefile(text, &values)?;
         config::parse_corefile(&generated, &self.sources.corefile).map_err(|source| {
@@ -290,6 +293,7 @@ mod tests {
             cluster_dns: Some("10.0.0.10".into()),
             cluster_dns_var: "KUBE_DNS_SERVICE_HOST".into(),
             dns_port: 1053,
+            prometheus_endpoint: ":9253".into(),
         };
         Watcher::new(sources, Arc::new(SetupErrors::default()))
     }

@@ -7,6 +7,7 @@
 //! - [`http`]: the HTTP listeners (tiny_http), one per distinct address.
 //! - [`querylog`]: the `log` directive's per-query line.
 //! - [`process`]: the `process_*` families, read from `/proc/self` at scrape.
+//! - [`tls`]: the metrics endpoint's TLS configuration (`-tls-*`).
 //!
 //! Flow: each shard's control tick (every 100 ms) asks its [`Publisher`] whether a
 //! publication is due (once a second, or at once when a scrape asks for fresh numbers
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod process;
 pub mod querylog;
 pub mod stats;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -96,6 +98,8 @@ impl std::fmt::Debug for Exposition {
 pub struct HttpOptions {
     /// Appended to every `/metrics` answer.
     pub appended: Option<Exposition>,
+    /// `-tls-enabled`: the addresses that serve `/metrics` speak TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -385,7 +389,7 @@ impl Telemetry {
         install_panic_hook();
         let shared = Arc::new(Shared::new(shards, engine, options));
         shared.configure(config);
-        let listeners = http::start(config, &shared)?;
+        let listeners = http::start(config, &shared, options.tls.as_ref())?;
         let lameduck = lameduck(config);
         let slots = (0..shards)
             .map(|index| Slot {

@@ -159,6 +159,7 @@ fn served_corefile(rendered: &Rendered, cli: &Cli) -> config::Config {
             cluster_dns_var: "KUBE_DNS_UPSTREAM_SERVICE_HOST",
             dns_port: cli.dns_port,
             kube_dns: &kube_dns,
+            prometheus_endpoint: &cli.prometheus_listen_address,
         },
     )
     .unwrap();

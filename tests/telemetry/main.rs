@@ -17,6 +17,7 @@ use testkit::process::free_port;
 
 mod logs;
 mod registry;
+mod tls;
 
 const ZONE: &str = "$ORIGIN example.
 $TTL 300
@@ -83,6 +84,15 @@ impl Server {
     }
 
     fn start_with_env(corefile: &str, env: &[(&str, &Path)]) -> Server {
+        Server::launch(corefile, &[], env)
+    }
+
+    /// With `args` after the Corefile's.
+    fn start_with_args(corefile: &str, args: &[&str]) -> Server {
+        Server::launch(corefile, args, &[])
+    }
+
+    fn launch(corefile: &str, args: &[&str], env: &[(&str, &Path)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("Corefile");
         std::fs::write(&conf, corefile).expect("Corefile");
@@ -91,6 +101,7 @@ impl Server {
             .arg("-conf")
             .arg(&conf)
             .args(["--shards", "2"])
+            .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -15,6 +15,17 @@ use crate::limits::REGEX_PATTERN_BYTES_MAX;
 /// CoreDNS `log.CommonLogFormat` (`-` is its replacer's empty value).
 pub const COMMON_LOG_FORMAT: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
 
+impl LogRule {
+    /// `log` without arguments: every name, every answer, the common format.
+    pub fn common() -> LogRule {
+        LogRule {
+            scope: ".".into(),
+            format: parse_format(COMMON_LOG_FORMAT),
+            classes: ResponseClasses::ALL,
+        }
+    }
+}
+
 /// `errors [stdout] [{ stacktrace; consolidate ... }]`.
 pub fn errors(ctx: &Ctx<'_>, line: &LineSyntax) -> Result<Vec<Consolidate>, ConfigError> {
     let usage = "errors [stdout] { consolidate DURATION REGEXP [LEVEL] [show_first] }";

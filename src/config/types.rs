@@ -381,17 +381,6 @@ pub struct LogRule {
     pub classes: ResponseClasses,
 }
 
-impl LogRule {
-    /// `log` without arguments: every name, every answer, the common format.
-    pub fn common() -> LogRule {
-        LogRule {
-            scope: ".".into(),
-            format: super::logging::parse_format(super::logging::COMMON_LOG_FORMAT),
-            classes: ResponseClasses::ALL,
-        }
-    }
-}
-
 /// A piece of a `log` format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogPart {

@@ -180,6 +180,136 @@ fn node_cache_corefile_with_forward_max_age_read_timeout_answers() {
     cluster_and_root_answer_twice(&corefile, &knot);
 }
 
+/// What a query asked of a variant must get back: its rcode, its answers' data (in
+/// any order) and, when set, the owner name of the question and every answer.
+struct Expect {
+    name: &'static str,
+    rtype: RecordType,
+    rcode: ResponseCode,
+    data: &'static [&'static str],
+    owner: Option<&'static str>,
+}
+
+/// The node-local-dns ConfigMap variants distributions ship (the upstream Corefile
+/// plus one plugin each, in the block where they put it): each starts on two shards
+/// and answers as the plugin says, the other blocks as before.
+#[test]
+fn node_cache_corefile_variants_of_distributions_start_and_answer() {
+    let cluster_forward = "    forward . 127.0.0.1:KNOT {\n";
+    // (what, the line it goes before, the directive, what queries get back)
+    let variants: [(&str, &str, &str, Vec<Expect>); 5] = [
+        (
+            // IPv4-only clusters: AAAA answered locally, empty (kubernetes/dns #406).
+            "template ANY AAAA",
+            cluster_forward,
+            "    template ANY AAAA {\n        rcode NOERROR\n    }\n",
+            vec![
+                Expect { name: "kube-dns.kube-system.svc.cluster.local.", rtype: RecordType::AAAA, rcode: ResponseCode::NoError, data: &[], owner: None },
+                Expect { name: "kube-dns.kube-system.svc.cluster.local.", rtype: RecordType::A, rcode: ResponseCode::NoError, data: &["10.0.0.10"], owner: None },
+            ],
+        ),
+        (
+            // Critical names pinned on the node (AKS LocalDNS ships `hosts`).
+            "hosts with fallthrough",
+            cluster_forward,
+            "    hosts {\n        10.0.0.99 critical.cluster.local\n        fallthrough\n    }\n",
+            vec![
+                Expect { name: "critical.cluster.local.", rtype: RecordType::A, rcode: ResponseCode::NoError, data: &["10.0.0.99"], owner: None },
+                Expect { name: "kube-dns.kube-system.svc.cluster.local.", rtype: RecordType::A, rcode: ResponseCode::NoError, data: &["10.0.0.10"], owner: None },
+            ],
+        ),
+        (
+            // A renamed service: the client sees its own name back.
+            "rewrite name",
+            cluster_forward,
+            "    rewrite name exact old-dns.cluster.local kube-dns.kube-system.svc.cluster.local answer auto\n",
+            vec![
+                Expect { name: "old-dns.cluster.local.", rtype: RecordType::A, rcode: ResponseCode::NoError, data: &["10.0.0.10"], owner: Some("old-dns.cluster.local.") },
+                Expect { name: "kube-dns.kube-system.svc.cluster.local.", rtype: RecordType::A, rcode: ResponseCode::NoError, data: &["10.0.0.10"], owner: None },
+            ],
+        ),
+        (
+            "loadbalance",
+            "    forward . 127.0.0.1:KNOT\n",
+            "    loadbalance round_robin\n",
+            vec![
+                Expect { name: "www.test.", rtype: RecordType::A, rcode: ResponseCode::NoError, data: &["192.0.2.1", "192.0.2.2"], owner: None },
+            ],
+        ),
+        (
+            "log",
+            cluster_forward,
+            "    log\n",
+            vec![
+                Expect { name: "kube-dns.kube-system.svc.cluster.local.", rtype: RecordType::A, rcode: ResponseCode::NoError, data: &["10.0.0.10"], owner: None },
+            ],
+        ),
+    ];
+    for (what, before, directive, expects) in variants {
+        let knot = Knot::start(&[
+            Zone::new("cluster.local.", CLUSTER_ZONE),
+            Zone::new("test.", TEST_ZONE),
+        ]);
+        let port = knot.port.to_string();
+        let before = before.replace("KNOT", &port);
+        let base = node_cache_corefile(knot.port);
+        assert!(base.contains(&before), "{what}: no place for it in\n{base}");
+        let corefile = base.replacen(&before, &format!("{directive}{before}"), 1);
+        let cache = Cache::start(&corefile, 2);
+        for e in &expects {
+            for over_tcp in [false, true] {
+                let query = client::query(e.name, e.rtype);
+                let reply = if over_tcp {
+                    client::tcp(cache.addr(), &query)
+                } else {
+                    client::udp(cache.addr(), &query)
+                };
+                let label = format!("{what}: {} {} (tcp: {over_tcp})", e.name, e.rtype);
+                assert_eq!(
+                    reply.response_code(),
+                    e.rcode,
+                    "{label}: {reply:?}\n{}",
+                    cache.log()
+                );
+                let mut got: Vec<String> = reply
+                    .answers()
+                    .iter()
+                    .map(|r| r.data().to_string())
+                    .collect();
+                got.sort();
+                assert_eq!(got, e.data, "{label}");
+                if let Some(owner) = e.owner {
+                    for record in reply.answers() {
+                        assert_eq!(record.name().to_string(), owner, "{label}");
+                    }
+                    assert_eq!(reply.queries()[0].name().to_string(), owner, "{label}");
+                }
+            }
+        }
+        match what {
+            "template ANY AAAA" => assert_eq!(knot.queries_of_type("AAAA"), 0, "{what}"),
+            "hosts with fallthrough" => assert_eq!(
+                knot.queries_of_type("A"),
+                1,
+                "{what}: only kube-dns goes upstream, once"
+            ),
+            "log" => {
+                let log = cache.log();
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("\"A IN kube-dns.kube-system.svc.cluster.local."))
+                    .unwrap_or_else(|| panic!("{what}: no query line in\n{log}"));
+                assert!(line.contains("NOERROR"), "{what}: {line}");
+                assert!(
+                    line.contains("udp") || line.contains("tcp"),
+                    "{what}: {line}"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `health 127.0.0.1:PORT` on the first block: GET /health → 200 OK.
 #[test]
 fn node_cache_corefile_serves_health() {

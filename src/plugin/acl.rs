@@ -35,10 +35,7 @@ impl Acl {
             AclAction::Filter => Rcode::NoError,
         };
         self.refused.set(self.refused.get() + 1);
-        Flow::Answer(
-            wire::write_error_reply(q.packet, rcode, out),
-            Origin::Server,
-        )
+        Flow::Answer(wire::write_error_reply(q.packet, rcode, out), Origin::Acl)
     }
 
     /// Queries refused and dropped so far.

@@ -16,6 +16,6 @@ impl Whoami {
     pub fn serve(&self, req: &Request<'_>, out: &mut [u8]) -> Flow {
         let tcp = req.transport == Transport::Tcp;
         let len = wire::write_whoami(req.query, req.client, tcp, out);
-        Flow::Answer(len, Origin::Server)
+        Flow::Answer(len, Origin::Whoami)
     }
 }

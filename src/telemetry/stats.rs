@@ -101,10 +101,14 @@ pub enum Plugin {
     Forward = 2,
     Template = 3,
     Hosts = 4,
+    Whoami = 5,
+    /// `acl` refusing a query (CoreDNS's acl writes its REFUSED itself).
+    Acl = 6,
 }
 
-const PLUGINS: [&str; PLUGIN_COUNT] = ["", "cache", "forward", "template", "hosts"];
-const PLUGIN_COUNT: usize = 5;
+const PLUGINS: [&str; PLUGIN_COUNT] =
+    ["", "cache", "forward", "template", "hosts", "whoami", "acl"];
+const PLUGIN_COUNT: usize = 7;
 
 /// One answered query, as CoreDNS's metrics plugin reports it.
 pub struct Report {

@@ -8,6 +8,9 @@ use std::process::Output;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
 use super::*;
 
 /// The PEM files of a CA, a server certificate for 127.0.0.1 and a client
@@ -103,6 +106,11 @@ fn metrics_over_tls() {
     let pki = Pki::new();
     let ports = Ports::new();
     let server = start(&ports, &pki.flags(&[]));
+    let answer = udp_exchange(ports.dns(), &query(5, "me.example.", RecordType::A, false));
+    assert_eq!(
+        answer.map(|a| a.response_code()),
+        Some(ResponseCode::NoError)
+    );
     let scrape = curl(&pki, ports.metrics, &[]);
     assert!(scrape.status.success(), "{scrape:?}\n{}", server.log());
     let body = String::from_utf8_lossy(&scrape.stdout).to_string();
@@ -111,6 +119,9 @@ fn metrics_over_tls() {
         .samples
         .iter()
         .any(|s| s.metric == "coredns_build_info"));
+    // The plugin that wrote the answer labels it, as in CoreDNS.
+    let whoami = [("plugin", "whoami"), ("rcode", "NOERROR")];
+    assert_eq!(value(&parsed, "coredns_dns_responses_total", &whoami), 1.0);
     assert!(http_get(ports.metrics, "/metrics").is_none_or(|(status, _)| status != 200));
     let old = curl(&pki, ports.metrics, &["--tls-max", "1.2"]);
     assert!(

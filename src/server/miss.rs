@@ -286,7 +286,8 @@ pub fn owner_handler(current: Current) -> super::mesh::Handler {
 /// answer, or the failure, instead of the copy about to be replaced, which the
 /// requester would cache again and soon refresh again. A client's miss takes the
 /// cached copy at once, an expired one too where serve_stale answers with it (the
-/// requester passes it on without caching it); a refresh takes only a fresh copy.
+/// requester passes it on without caching it), or with `verify` once the upstream
+/// failed to refresh it; a refresh takes only a fresh copy.
 async fn answer_request(shard: Rc<Shard>, request: Request) -> Outcome {
     let Request {
         generation,
@@ -322,8 +323,20 @@ async fn answer_request(shard: Rc<Shard>, request: Request) -> Outcome {
             return Outcome::Cached(copy.reply);
         }
     }
+    // serve_stale verify: the owner's expired entry beats the failure for the asker.
+    let had_stale = !refresh
+        && block
+            .chain
+            .cache()
+            .is_some_and(|c| c.cell().borrow().stale_entry(&query, now).is_some());
     let lead = |_: &[u8]| resolve(&shard, block, &query, transport, None);
     let resolution = coalesced(&shard, block, &query, lead).await;
+    if had_stale {
+        let max_len = limits::MESSAGE_BYTES_MAX;
+        if let Some((reply, _)) = stale_instead(block, &query, &resolution, true, max_len) {
+            return Outcome::Stale(reply);
+        }
+    }
     Outcome::Resolved((*resolution).clone())
 }
 

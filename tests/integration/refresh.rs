@@ -373,14 +373,20 @@ fn serve_stale_verify_with_failure_recheck_answers_stale_without_asking_again() 
 /// (so both shards are asked).
 #[test]
 fn serve_stale_immediate_answers_stale_on_every_shard() {
+    stale_on_every_shard("serve_stale 1h immediate");
+}
+
+/// The same with `verify`: once the owner's upstream query failed, its expired copy
+/// answers the shard without one.
+#[test]
+fn serve_stale_verify_answers_stale_on_every_shard() {
+    stale_on_every_shard("serve_stale 1h verify");
+}
+
+fn stale_on_every_shard(serve_stale: &str) {
     let mut knot = crate::zones::knot();
     let cache = Cache::start(
-        &crate::harness::corefile(
-            &knot,
-            &cache_directive(2, &["serve_stale 1h immediate"]),
-            &[],
-            &[],
-        ),
+        &crate::harness::corefile(&knot, &cache_directive(2, &[serve_stale]), &[], &[]),
         2,
     );
     let names: Vec<String> = (0..8).map(|i| format!("n{i}.many.test.")).collect();

@@ -1,14 +1,16 @@
 //! node-cache's setup metric, `coredns_nodecache_setup_errors_total{errortype}`, on
 //! its own HTTP listener (`-metrics-listen-address`, default 0.0.0.0:9353, path
 //! `/metrics`). Every error type is present at 0 from the start, so alerts on
-//! `increase()` work from the first scrape.
+//! `increase()` work from the first scrape. node-cache has one registry, which this
+//! address serves whole: once the server runs, every family of the prometheus
+//! addresses is here too (the setup errors among them).
 //!
 //! Control plane only (a handful of increments per sync interval), counted through
 //! the `metrics` facade into a recorder of its own; nothing here is on the query
 //! path.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
@@ -108,10 +110,22 @@ impl SetupErrors {
     }
 }
 
-/// Binds `addr` and serves `/metrics` with the setup errors for the life of the
-/// returned listener, on the same HTTP stack as the `prometheus` directive.
-pub fn serve(addr: SocketAddr, errors: Arc<SetupErrors>) -> std::io::Result<http::Listener> {
-    http::serve_metrics(addr, Box::new(move || errors.render()))
+/// The whole registry once the server runs (set by `node::run`).
+pub type Registry = Arc<OnceLock<crate::telemetry::Exposition>>;
+
+/// Binds `addr` and serves `/metrics` for the life of the returned listener, on the
+/// same HTTP stack as the `prometheus` directive: the setup errors until `registry`
+/// is set, then the whole registry (which carries them).
+pub fn serve(
+    addr: SocketAddr,
+    errors: Arc<SetupErrors>,
+    registry: Registry,
+) -> std::io::Result<http::Listener> {
+    let render = move || match registry.get() {
+        Some(whole) => (whole.0)(),
+        None => errors.render(),
+    };
+    http::serve_metrics(addr, Box::new(render))
 }
 
 #[cfg(test)]
@@ -133,19 +147,32 @@ mod tests {
         assert_eq!(errors.get(SetupError::Iptables), 0);
     }
 
-    #[test]
-    fn serves_metrics_over_http() {
+    fn get(addr: SocketAddr) -> String {
         use std::io::{Read, Write};
-        let errors = Arc::new(SetupErrors::default());
-        errors.count(SetupError::Iptables);
-        let listener = serve("127.0.0.1:0".parse().unwrap(), errors).unwrap();
-        let mut stream = std::net::TcpStream::connect(listener.addr).unwrap();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut reply = String::new();
         stream.read_to_string(&mut reply).unwrap();
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        reply
+    }
+
+    #[test]
+    fn serves_the_setup_errors_then_the_whole_registry() {
+        let errors = Arc::new(SetupErrors::default());
+        errors.count(SetupError::Iptables);
+        let registry = Registry::default();
+        let listener = serve("127.0.0.1:0".parse().unwrap(), errors, registry.clone()).unwrap();
+        let reply = get(listener.addr);
         assert!(reply.contains("{errortype=\"iptables\"} 1\n"), "{reply}");
+        let whole = || "coredns_panics_total 0\n".to_string();
+        let _ = registry.set(crate::telemetry::Exposition(Arc::new(whole)));
+        let reply = get(listener.addr);
+        assert!(
+            reply.ends_with("\r\n\r\ncoredns_panics_total 0\n"),
+            "{reply}"
+        );
     }
 }

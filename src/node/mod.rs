@@ -101,9 +101,11 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
     } else {
         Rules::None
     };
-    // 2. Setup metrics, served until this function returns.
+    // 2. Setup metrics, served until this function returns; the whole registry
+    // once the server runs (node-cache has one).
+    let registry = metrics::Registry::default();
     let _setup_metrics = node_mode
-        .then(|| match metrics::serve(cli.metrics_listen_address, errors.clone()) {
+        .then(|| match metrics::serve(cli.metrics_listen_address, errors.clone(), registry.clone()) {
             Ok(listener) => {
                 tracing::info!(addr = %listener.addr, "setup metrics on /metrics");
                 Some(listener)
@@ -137,6 +139,7 @@ pub fn run(cli: &Cli, options: &server::Options) -> Result<(), NodeError> {
     setup.ensure_interface(true);
     // 6. Serve.
     let running = start_server(config, options)?;
+    let _ = registry.set(running.telemetry().exposition());
     let pidfile = PidFile::write(cli.pidfile.as_deref())?;
     // 7-8. Rules once the server answers, then the periodic sync.
     let wake = if node_mode {

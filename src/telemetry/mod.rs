@@ -429,6 +429,13 @@ impl Telemetry {
     pub fn collect(&self) -> Metrics {
         self.shared.collect()
     }
+
+    /// The `/metrics` text of the prometheus addresses, for a listener of another
+    /// layer (node-cache has one registry: its setup-metrics address serves it all).
+    pub fn exposition(&self) -> Exposition {
+        let shared = self.shared.clone();
+        Exposition(Arc::new(move || shared.render()))
+    }
 }
 
 /// The plugins CoreDNS registers as handlers of a block's chain, in node-cache's

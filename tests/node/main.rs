@@ -264,6 +264,10 @@ fn daemonset_args_set_up_interface_rules_and_answer() {
         let line = format!("coredns_nodecache_setup_errors_total{{errortype=\"{kind}\"}} 0");
         assert!(metrics.contains(&line), "{kind}: {metrics}");
     }
+    // node-cache has one registry, served whole here too.
+    for family in ["coredns_build_info{", "process_start_time_seconds "] {
+        assert!(metrics.contains(family), "{family}: {metrics}");
+    }
 }
 
 #[test]

@@ -185,6 +185,9 @@ fn route(path: &str, routes: Routes, shared: &Shared) -> Reply {
     }
 }
 
+/// Pause after a failed accept on the HTTPS listener.
+const ACCEPT_RETRY_MILLIS: u64 = 100;
+
 const EXPOSITION_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn serve(server: &Server, routes: Routes, shared: &Shared) {
@@ -218,8 +221,14 @@ fn serve_tls(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(stream) = stream else {
-            continue;
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(err) => {
+                // Out of descriptors, say: wait a little rather than spin on accept.
+                tracing::debug!(%err, "https: accept failed");
+                std::thread::sleep(Duration::from_millis(ACCEPT_RETRY_MILLIS));
+                continue;
+            }
         };
         let started = Instant::now();
         let timeout = Some(Duration::from_millis(HTTP_TLS_IO_MILLIS));

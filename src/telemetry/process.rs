@@ -48,22 +48,21 @@ fn read(path: &str) -> Option<String> {
 }
 
 fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf reads a constant of the system; no memory is passed.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
+    sysconf(libc::_SC_CLK_TCK, 100.0)
 }
 
 fn page_size() -> f64 {
-    // SAFETY: as above.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as f64
+    sysconf(libc::_SC_PAGESIZE, 4096.0)
+}
+
+/// A constant of the system, or `fallback` where it has none.
+fn sysconf(name: libc::c_int, fallback: f64) -> f64 {
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let value = unsafe { libc::sysconf(name) };
+    if value > 0 {
+        value as f64
     } else {
-        4096.0
+        fallback
     }
 }
 

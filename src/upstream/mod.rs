@@ -202,6 +202,16 @@ impl Forwarder {
             let outcome = with_deadline(budget, attempt).await;
             drop(waiting);
             match outcome {
+                // The one upstream's pool waits to reconnect after a failed connect.
+                // Behind a Service's ClusterIP the next connection may reach another
+                // backend (one pod reset, the others fine): wait for it within this
+                // attempt's budget rather than spend every attempt at once. With
+                // other upstreams the query moves on to them (a failed attempt).
+                Some(Err(UpstreamError::Backoff(_))) if self.upstreams.len() == 1 => {
+                    let wait = upstream.tcp.reconnect_in().min(budget);
+                    crate::engine::sleep(wait.max(Duration::from_millis(1))).await;
+                    continue;
+                }
                 Some(Ok(answer)) => {
                     upstream.fails.set(0);
                     upstream.stats.answered(&answer, started.elapsed());
@@ -216,7 +226,12 @@ impl Forwarder {
                     continue;
                 }
                 Some(Err(err)) => last = err,
-                None => last = UpstreamError::Timeout(upstream.addr),
+                None => {
+                    // A connection that stayed silent is dead: its other queries go
+                    // on to another connection now.
+                    upstream.tcp.timed_out(started);
+                    last = UpstreamError::Timeout(upstream.addr);
+                }
             }
             tracing::debug!(error = %last, "upstream attempt failed");
             failed += 1;

@@ -8,6 +8,12 @@
 //! connection's age limit is shortened by a random part of up to a tenth, so
 //! connections opened together (a burst, or every shard at start) are replaced one
 //! by one, never all at once.
+//!
+//! A connection on which an attempt got no answer within its `read_timeout`, and
+//! nothing else either since that attempt began, is taken for dead (a backend
+//! blackholed or gone without a RST, or a connect that never completes) and closed at
+//! once: its other queries are retried on another connection at once instead of each
+//! waiting out its own timeout, and no new query is queued on it.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -59,6 +65,8 @@ struct Conn {
     closed: Cell<bool>,
     /// Last time a query was queued, for idle expiry.
     last_used: Cell<Instant>,
+    /// Last time an answer arrived (None before the first).
+    last_answer: Cell<Option<Instant>>,
     /// When the connection reaches its age limit (`max_age`, less its jitter).
     retire_at: Option<Instant>,
     /// Set once the connection takes no new queries; it closes when drained.
@@ -93,6 +101,23 @@ impl Conn {
                 let _ = drained.send(());
             }
         }
+    }
+
+    /// True when a query was queued at or after `since` and no answer has come since:
+    /// an attempt that began at `since` and timed out used this connection and it
+    /// has said nothing since (a quiet connection nobody used is not suspect).
+    fn silent_since(&self, since: Instant) -> bool {
+        !self.closed.get()
+            && self.last_used.get() >= since
+            && self.last_answer.get().is_none_or(|at| at < since)
+    }
+
+    /// Closes a connection taken for dead: its waiters get an error at once, its
+    /// writer and reader stop (the reader through `drained`), so the socket closes.
+    fn abandon(&self) {
+        self.close();
+        self.retire();
+        let _ = self.frames.try_send(0);
     }
 
     fn aged(&self, now: Instant) -> bool {
@@ -171,6 +196,31 @@ impl TcpPool {
             conns.borrow().iter().filter(|c| !c.closed.get()).count()
         };
         open(&self.conns) + open(&self.retiring)
+    }
+
+    /// An attempt that began at `since` got no answer within its read timeout:
+    /// connections used since then that have answered nothing since are closed
+    /// (see the module's note). Returns how many.
+    pub fn timed_out(&self, since: Instant) -> usize {
+        let mut closed = 0;
+        for conns in [&self.conns, &self.retiring] {
+            for conn in conns.borrow().iter().filter(|c| c.silent_since(since)) {
+                conn.abandon();
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::debug!(upstream = %self.addr, closed, "silent upstream connections closed");
+        }
+        closed
+    }
+
+    /// How long until a connection may be attempted again after a failed connect
+    /// (zero when it may now).
+    pub fn reconnect_in(&self) -> Duration {
+        self.retry_at.get().map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        })
     }
 
     /// Sends `query` (an unframed DNS message whose ID is overwritten) and waits for
@@ -291,6 +341,7 @@ impl TcpPool {
             frames,
             closed: Cell::new(false),
             last_used: Cell::new(now),
+            last_answer: Cell::new(None),
             // Up to a tenth earlier, so connections opened together age apart.
             retire_at: self
                 .max_age
@@ -310,7 +361,10 @@ impl TcpPool {
                 Ok(stream) => stream,
                 Err(err) => {
                     tracing::debug!(upstream = %pool.addr, %err, "upstream connect failed");
-                    pool.connect_failed();
+                    // One given up for dead already says nothing of the upstream now.
+                    if !task_conn.closed.get() {
+                        pool.connect_failed();
+                    }
                     task_conn.close();
                     return;
                 }
@@ -376,9 +430,19 @@ async fn carry<S>(
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
     let (reader, writer) = futures_lite::io::split(stream);
-    let reading =
-        crate::engine::spawn_local(read_answers(reader, fd, conn.clone(), expire, drained));
-    write_frames(writer, queue, &conn).await;
+    let (read_done, reader_ended) = oneshot::channel::<()>();
+    let reader_conn = conn.clone();
+    let reading = crate::engine::spawn_local(async move {
+        read_answers(reader, fd, reader_conn, expire, drained).await;
+        drop(read_done);
+    });
+    // Once the reader ends the writer goes too, even blocked on a full socket buffer
+    // (a blackholed upstream acknowledges nothing): the socket closes with both.
+    let writing = write_frames(writer, queue, &conn);
+    futures_lite::future::or(writing, async {
+        let _ = reader_ended.await;
+    })
+    .await;
     conn.close();
     reading.await;
 }
@@ -485,6 +549,7 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
             break;
         }
         quickack(fd);
+        conn.last_answer.set(Some(Instant::now()));
         if !deliver(&conn, &answer) {
             break;
         }
@@ -602,6 +667,7 @@ mod tests {
             frames,
             closed: Cell::new(false),
             last_used: Cell::new(Instant::now()),
+            last_answer: Cell::new(None),
             retire_at,
             retired: Cell::new(false),
             drained: RefCell::new(Some(drained)),
@@ -668,6 +734,42 @@ mod tests {
         let (conn, mut drained) = conn(None, 0);
         conn.retire();
         assert_eq!(drained.try_recv(), Ok(Some(())));
+    }
+
+    /// An attempt that began at `since` timed out: the connection it used, silent
+    /// since, is closed and its other waiters hear of it at once; one that answered
+    /// since, and a quiet one nobody used since, are kept.
+    #[test]
+    fn a_connection_silent_since_a_timed_out_attempt_is_closed() {
+        let pool = pool(None, None);
+        let since = Instant::now();
+        let later = since + Duration::from_millis(1);
+        let (silent, mut silent_drained) = conn(None, 0);
+        let (answering, _) = conn(None, 1);
+        let (quiet, _) = conn(None, 1);
+        silent.last_used.set(later);
+        let (reply, mut waiter) = oneshot::channel();
+        let pending = Pending {
+            frame: Vec::new(),
+            sent: true,
+            reply,
+        };
+        silent.pending.borrow_mut().insert(7, pending);
+        answering.last_used.set(later);
+        answering.last_answer.set(Some(later));
+        quiet
+            .last_used
+            .set(since.checked_sub(Duration::from_millis(1)).unwrap_or(since));
+        quiet.last_answer.set(Some(since));
+        *pool.conns.borrow_mut() = vec![silent.clone(), answering.clone(), quiet.clone()];
+
+        assert_eq!(pool.timed_out(since), 1);
+        assert!(silent.closed.get());
+        assert!(waiter.try_recv().is_err(), "its waiter is told at once");
+        assert_eq!(silent_drained.try_recv(), Ok(Some(())), "its reader stops");
+        assert!(!answering.closed.get() && !quiet.closed.get());
+        pool.pick().expect("a connection");
+        assert_eq!(pool.conns.borrow().len(), 2, "the dead one takes no query");
     }
 
     /// `max_idle_conns 1`: of three idle connections two are retired; a busy one

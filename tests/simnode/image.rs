@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::harness::{wait_until, Netns};
 use crate::node::{
-    can_run, manifest, replace_file, Node, CACHE_POD_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_DNS,
-    OUR_RULES, STUB_DNS,
+    can_run, manifest, replace_file, Node, PodLoad, CACHE_POD_IP, KUBE_DNS, KUBE_DNS_UPSTREAM,
+    LOCAL_DNS, OUR_RULES, STUB_DNS,
 };
 
 /// The tag the tests build and run: `$NODELOCALDNS_TEST_IMAGE`, else the one `make
@@ -629,17 +629,6 @@ fn http_get(addr: &str, path: &str) -> String {
     text
 }
 
-/// `dnsload`, built by the workspace beside our binary.
-fn dnsload() -> std::path::PathBuf {
-    let path = Path::new(crate::harness::BIN).with_file_name("dnsload");
-    assert!(
-        path.is_file(),
-        "{} missing: cargo build --workspace",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn image_rolling_update_beside_the_old_container_loses_no_query() {
     if !can_run() {
@@ -854,42 +843,6 @@ fn image_under_a_cpu_quota_and_memory_limit_survives_a_miss_storm() {
     );
     assert_eq!(node.resolve("kubernetes.default"), vec!["10.96.0.1"]);
     assert_eq!(cache.stop(Duration::from_secs(15)), 0, "{}", cache.log());
-}
-
-/// dnsload in the pod's namespace against the kube-dns IP, its JSON report read when
-/// it ends.
-struct PodLoad {
-    child: std::process::Child,
-    report: std::path::PathBuf,
-}
-
-impl PodLoad {
-    fn start(node: &Node, name: &str, args: &[&str]) -> PodLoad {
-        let report = node.pod.path(&format!("{name}.json"));
-        let child = node
-            .pod
-            .command(&[dnsload().to_str().unwrap()])
-            .args(["-s", KUBE_DNS, "-p", "53", "--quiet", "--json"])
-            .arg(&report)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        PodLoad { child, report }
-    }
-
-    /// Waits for dnsload to end; its report (it must have succeeded).
-    fn finish(self) -> serde_json::Value {
-        let out = self.child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "dnsload: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&std::fs::read_to_string(&self.report).unwrap()).unwrap()
-    }
 }
 
 /// VmRSS of `pid` in KiB (0 once it is gone).

@@ -6,6 +6,7 @@
 //! healthy and with each fault planted. Needs root (ci/deps.sh installs the tools).
 
 mod clients;
+mod cluster_dns;
 #[allow(dead_code)]
 #[path = "../node/harness.rs"]
 mod harness;

@@ -81,6 +81,8 @@ pub fn manifest(mode: &str) -> (Vec<String>, String) {
 /// A knotd with mod-stats and a control socket, so a test can count what reached it.
 pub struct Knot {
     conf: PathBuf,
+    /// knotd's pid (a child of the namespace it runs in).
+    pub pid: u32,
 }
 
 impl Knot {
@@ -98,7 +100,7 @@ impl Knot {
         }
         let conf_path = conf.write();
         let command = ns.command(&["knotd", "-c", conf_path.to_str().unwrap()]);
-        ns.spawn(command);
+        let pid = ns.spawn(command);
         let origin = zones[0].0;
         assert!(
             wait_until(Duration::from_secs(5), || ns
@@ -106,7 +108,10 @@ impl Knot {
                 .contains("hostmaster")),
             "knotd {tag} on {ip} did not start"
         );
-        Knot { conf: conf_path }
+        Knot {
+            conf: conf_path,
+            pid,
+        }
     }
 
     /// Requests knot received, by protocol (`udp4`, `tcp4`).
@@ -148,7 +153,7 @@ pub const BIG_TXT_BYTES: usize = 6 * 240;
 
 /// The cluster DNS's `cluster.local.` records: two services, a headless one with
 /// [`SIXTY_COUNT`] endpoints, an SRV record, a TXT of [`BIG_TXT_BYTES`].
-fn cluster_records() -> String {
+pub fn cluster_records() -> String {
     let mut zone = String::from(
         "kubernetes.default.svc A 10.96.0.1\nweb.default.svc A 10.96.5.5\n\
          _http._tcp.web.default.svc SRV 10 5 80 web.default.svc.cluster.local.\n",
@@ -175,6 +180,9 @@ pub struct Node {
     /// kube-proxy's rules before the cache ran: `iptables-save -t nat`, or `nft list
     /// table ip kube-proxy`.
     pub nat_before: String,
+    /// Options added to the template's `forward` blocks to the cluster DNS (after
+    /// `force_tcp`), one per line; none by default.
+    pub forward_options: Vec<String>,
 }
 
 /// How kube-proxy runs on the simulated node.
@@ -289,6 +297,7 @@ impl Node {
             cluster,
             stub,
             nat_before,
+            forward_options: Vec::new(),
         }
     }
 
@@ -306,7 +315,10 @@ impl Node {
         extra: &[&str],
         path: Option<&Path>,
     ) -> u32 {
-        let (args, template) = manifest(mode);
+        let (args, mut template) = manifest(mode);
+        for option in &self.forward_options {
+            template = template.replace("force_tcp\n", &format!("force_tcp\n        {option}\n"));
+        }
         // Written as kubelet updates a mounted ConfigMap: atomically, and only when it
         // changes, so that an instance already running (a hand-over) never reads a
         // half-written template.
@@ -550,6 +562,53 @@ fn iptables_dnat(node: &Netns) {
     }
 }
 
+/// `dnsload`, built by the workspace beside our binary.
+pub fn dnsload() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("dnsload");
+    assert!(
+        path.is_file(),
+        "{} missing: cargo build --workspace",
+        path.display()
+    );
+    path
+}
+
+/// dnsload in the pod's namespace against the kube-dns IP, its JSON report read when
+/// it ends.
+pub struct PodLoad {
+    child: std::process::Child,
+    report: PathBuf,
+}
+
+impl PodLoad {
+    pub fn start(node: &Node, name: &str, args: &[&str]) -> PodLoad {
+        let report = node.pod.path(&format!("{name}.json"));
+        let child = node
+            .pod
+            .command(&[dnsload().to_str().unwrap()])
+            .args(["-s", KUBE_DNS, "-p", "53", "--quiet", "--json"])
+            .arg(&report)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        PodLoad { child, report }
+    }
+
+    /// Waits for dnsload to end; its report (it must have succeeded).
+    pub fn finish(self) -> serde_json::Value {
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "dnsload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(&self.report).unwrap()).unwrap()
+    }
+}
+
 /// The names of the failed checks of a doctor report.
 pub fn failed(report: &Value) -> Vec<String> {
     report["checks"]
@@ -572,7 +631,7 @@ pub fn replace_file(path: &Path, text: &str) {
 }
 
 /// A veth pair: `name` in `a` with `a_ip`, its peer `eth0` in `b` with `b_ip` (/24).
-fn link(a: &Netns, name: &str, b: &Netns, a_ip: &str, b_ip: &str) {
+pub fn link(a: &Netns, name: &str, b: &Netns, a_ip: &str, b_ip: &str) {
     a.run_ok(&[
         "ip", "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &b.name,
     ]);

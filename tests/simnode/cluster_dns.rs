@@ -615,24 +615,36 @@ fn cluster_dns_dead_backends_and_a_rolling_restart_fail_no_query() {
 
 /// A scripted cluster DNS whose fault is the point: it answers every query at once
 /// (NXDOMAIN, the question echoed) except names starting with `silent`, which it
-/// never answers, counting those it got.
+/// never answers, counting those it got; names starting with `stale` get an A
+/// record ([`STALE_A`], TTL 1) while `answer_stale` is set, else no answer (counted
+/// with the silent ones).
 struct SilentUpstream {
-    stop: Arc<AtomicBool>,
-    silent: Arc<AtomicU64>,
+    script: Arc<Script>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// What [`SilentUpstream`]'s threads share with the test.
+#[derive(Default)]
+struct Script {
+    stop: AtomicBool,
+    /// Queries left unanswered.
+    silent: AtomicU64,
+    /// `stale*` names are answered while set.
+    answer_stale: AtomicBool,
+}
+
+/// The address [`SilentUpstream`] gives `stale*` names while it answers them.
+const STALE_A: &str = "192.0.2.7";
 
 impl SilentUpstream {
     /// Listens on `addr` inside `ns`.
     fn start(ns: &Netns, addr: SocketAddr) -> SilentUpstream {
-        let (stop, silent) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-        );
+        let script = Arc::new(Script::default());
+        script.answer_stale.store(true, Ordering::Relaxed);
         let netns = Path::new("/run/netns").join(&ns.name);
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let thread = {
-            let (stop, silent) = (stop.clone(), silent.clone());
+            let script = script.clone();
             std::thread::spawn(move || {
                 let file = std::fs::File::open(&netns).expect("open netns");
                 assert_eq!(
@@ -643,14 +655,12 @@ impl SilentUpstream {
                 listener.set_nonblocking(true).unwrap();
                 ready_tx.send(()).unwrap();
                 let mut conns = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
+                while !script.stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let (stop, silent) = (stop.clone(), silent.clone());
+                            let script = script.clone();
                             // Threads made here stay in the namespace.
-                            conns.push(std::thread::spawn(move || {
-                                serve_silently(stream, &stop, &silent)
-                            }));
+                            conns.push(std::thread::spawn(move || serve_silently(stream, &script)));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -664,16 +674,19 @@ impl SilentUpstream {
             .recv_timeout(Duration::from_secs(5))
             .expect("listening");
         SilentUpstream {
-            stop,
-            silent,
+            script,
             thread: Some(thread),
         }
+    }
+
+    fn unanswered(&self) -> u64 {
+        self.script.silent.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for SilentUpstream {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.script.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -681,12 +694,11 @@ impl Drop for SilentUpstream {
 }
 
 /// One connection of [`SilentUpstream`]: length-prefixed queries in, answers out.
-fn serve_silently(mut stream: TcpStream, stop: &AtomicBool, silent: &AtomicU64) {
-    use hickory_proto::op::Message;
+fn serve_silently(mut stream: TcpStream, script: &Script) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
+    while !script.stop.load(Ordering::Relaxed) {
         match stream.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -706,24 +718,9 @@ fn serve_silently(mut stream: TcpStream, stop: &AtomicBool, silent: &AtomicU64) 
                 break;
             }
             let query: Vec<u8> = buf.drain(..2 + len).skip(2).collect();
-            let Ok(message) = Message::from_vec(&query) else {
-                return;
-            };
-            let name = message
-                .queries()
-                .first()
-                .map(|q| q.name().to_ascii())
-                .unwrap_or_default();
-            if name.starts_with("silent") {
-                silent.fetch_add(1, Ordering::Relaxed);
+            let Some(answer) = scripted_answer(&query, script) else {
                 continue;
-            }
-            let mut answer = query;
-            if answer.len() < 12 {
-                return;
-            }
-            answer[2] |= 0x80; // QR
-            answer[3] = 0x80 | 3; // RA, NXDOMAIN
+            };
             let mut frame = (answer.len() as u16).to_be_bytes().to_vec();
             frame.extend_from_slice(&answer);
             if stream.write_all(&frame).is_err() {
@@ -731,6 +728,31 @@ fn serve_silently(mut stream: TcpStream, stop: &AtomicBool, silent: &AtomicU64) 
             }
         }
     }
+}
+
+/// [`SilentUpstream`]'s answer to `query`, None for none.
+fn scripted_answer(query: &[u8], script: &Script) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::{rdata::A, RData, Record};
+    let message = Message::from_vec(query).ok()?;
+    let question = message.queries().first()?.clone();
+    let name = question.name().to_ascii();
+    let stale = name.starts_with("stale");
+    if name.starts_with("silent") || (stale && !script.answer_stale.load(Ordering::Relaxed)) {
+        script.silent.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let mut reply = message.clone();
+    reply
+        .set_message_type(MessageType::Response)
+        .set_recursion_available(true);
+    if stale {
+        let rdata = RData::A(A(STALE_A.parse().ok()?));
+        reply.add_answer(Record::from_rdata(question.name().clone(), 1, rdata));
+    } else {
+        reply.set_response_code(ResponseCode::NXDomain);
+    }
+    reply.to_vec().ok()
 }
 
 /// `count` UDP queries for `name` A from the pod at once, each on its own socket:
@@ -763,7 +785,9 @@ fn burst(dns: &ClusterDns, name: &str, count: usize) -> Vec<Option<u8>> {
 /// `max_connect_attempts` (3) upstream attempts, then SERVFAIL; fifty clients asking
 /// another such name at once share one resolution (coalesced): 3 attempts in all,
 /// fifty SERVFAILs; `nodelocaldns_forward_connect_attempts_exceeded_total` counts one
-/// per resolution. Other names keep being answered meanwhile.
+/// per resolution. Other names keep being answered meanwhile. With `serve_stale
+/// verify`, a cached name whose upstream then stops answering costs the same three
+/// attempts once expired, and the client gets the stale answer instead of SERVFAIL.
 #[test]
 fn cluster_dns_a_name_never_answered_costs_bounded_attempts() {
     if !can_run() {
@@ -774,6 +798,7 @@ fn cluster_dns_a_name_never_answered_costs_bounded_attempts() {
     let addr: SocketAddr = format!("{}:5300", dns.backends[0].ip).parse().unwrap();
     let upstream = SilentUpstream::start(&dns.backends[0].ns, addr);
     dns.serve_from(&[0]);
+    dns.node.cache_options = vec!["serve_stale 1h verify".into()];
     dns.start_cache(&["read_timeout 500ms", "max_connect_attempts 3", "expire 1s"]);
     dns.endpoints(&[addr.to_string()]);
     // The start's connection to knotd expires; new ones reach the scripted upstream.
@@ -786,13 +811,13 @@ fn cluster_dns_a_name_never_answered_costs_bounded_attempts() {
     let started = Instant::now();
     let one = burst(&dns, "silent-one.default.svc.cluster.local.", 1);
     let took = started.elapsed();
-    let attempts_one = upstream.silent.load(Ordering::Relaxed);
+    let attempts_one = upstream.unanswered();
     let after_one = dns.metric(exceeded) - base;
     assert_eq!(one, vec![Some(2)], "SERVFAIL\n{}", dns.node.log());
     assert_eq!(attempts_one, 3, "max_connect_attempts attempts upstream");
 
     let many = burst(&dns, "silent-many.default.svc.cluster.local.", 50);
-    let attempts_many = upstream.silent.load(Ordering::Relaxed) - attempts_one;
+    let attempts_many = upstream.unanswered() - attempts_one;
     let servfails = many.iter().filter(|r| **r == Some(2)).count();
     let after_many = dns.metric(exceeded) - base;
     eprintln!(
@@ -805,4 +830,19 @@ fn cluster_dns_a_name_never_answered_costs_bounded_attempts() {
     // Other names are answered by the same upstream.
     let other = burst(&dns, "web-nosuch.default.svc.cluster.local.", 1);
     assert_eq!(other, vec![Some(3)]);
+
+    // serve_stale: cached (TTL 1, raised to the cache's MINTTL of 5 s), expired, then
+    // never answered: bounded attempts, then the stale answer.
+    let name = "stale-one.default.svc.cluster.local.";
+    assert_eq!(burst(&dns, name, 1), vec![Some(0)]);
+    upstream.script.answer_stale.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(6));
+    let before = upstream.unanswered();
+    let started = Instant::now();
+    let stale = burst(&dns, name, 1);
+    let took = started.elapsed();
+    let attempts = upstream.unanswered() - before;
+    eprintln!("serve_stale verify: {attempts} attempts, the stale answer after {took:?}");
+    assert_eq!(stale, vec![Some(0)], "the stale answer\n{}", dns.node.log());
+    assert!((1..=3).contains(&attempts), "{attempts} attempts");
 }

@@ -183,6 +183,8 @@ pub struct Node {
     /// Options added to the template's `forward` blocks to the cluster DNS (after
     /// `force_tcp`), one per line; none by default.
     pub forward_options: Vec<String>,
+    /// Options added to the cluster.local block's `cache { }`; none by default.
+    pub cache_options: Vec<String>,
 }
 
 /// How kube-proxy runs on the simulated node.
@@ -298,6 +300,7 @@ impl Node {
             stub,
             nat_before,
             forward_options: Vec::new(),
+            cache_options: Vec::new(),
         }
     }
 
@@ -318,6 +321,9 @@ impl Node {
         let (args, mut template) = manifest(mode);
         for option in &self.forward_options {
             template = template.replace("force_tcp\n", &format!("force_tcp\n        {option}\n"));
+        }
+        for option in &self.cache_options {
+            template = template.replace("cache {\n", &format!("cache {{\n        {option}\n"));
         }
         // Written as kubelet updates a mounted ConfigMap: atomically, and only when it
         // changes, so that an instance already running (a hand-over) never reads a

@@ -329,15 +329,17 @@ fn outcome(report: &Value) -> (u64, u64, u64, Vec<String>) {
 /// Asserts a load lost nothing, got nothing twice and saw NXDOMAIN only; its sent.
 fn clean(dns: &ClusterDns, what: &str, report: &Value) -> u64 {
     let (sent, lost, mismatched, others) = outcome(report);
-    eprintln!("{what}: sent {sent}, lost {lost}, mismatched {mismatched}, other rcodes {others:?}");
-    let log: String = dns
-        .node
-        .log()
+    let (failed, closed) = attempts_failed(dns);
+    eprintln!(
+        "{what}: sent {sent}, lost {lost}, mismatched {mismatched}, other rcodes {others:?}; \
+         so far {failed} failed upstream attempts, {closed} silent-connection closes logged"
+    );
+    let log = dns.node.log();
+    let lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("upstream"))
-        .take(60)
-        .collect::<Vec<_>>()
-        .join("\n");
+        .filter(|l| l.contains("upstream") || l.contains("ERROR"))
+        .collect();
+    let log = lines[lines.len().saturating_sub(60)..].join("\n");
     assert!(sent > 1000, "{what}: the load ran: {}", report["counters"]);
     assert_eq!(
         (lost, mismatched),
@@ -513,6 +515,16 @@ fn pinned_load(
     load
 }
 
+/// Failed upstream attempts (each retried, or the last before a SERVFAIL) and
+/// connections closed as silent, from the cache's debug log of its upstreams.
+fn attempts_failed(dns: &ClusterDns) -> (usize, usize) {
+    let log = dns.node.log();
+    (
+        log.matches("upstream attempt failed").count(),
+        log.matches("silent upstream connections closed").count(),
+    )
+}
+
 /// How long the cache took to close its connections to backend `index` after a
 /// fault there (asserted within 5 s).
 fn closed_within(dns: &ClusterDns, index: usize) -> Duration {
@@ -554,6 +566,8 @@ fn cluster_dns_dead_backends_and_a_rolling_restart_fail_no_query() {
         return;
     }
     let mut dns = ClusterDns::build("dead", 3);
+    // Each failed attempt logged (a few hundred lines per fault).
+    dns.node.rust_log = "info,nodelocaldns::upstream=debug";
     dns.serve_from(&[0, 1, 2]);
     dns.start_cache(&["read_timeout 500ms", "max_connect_attempts 8", "expire 1s"]);
 

@@ -185,6 +185,8 @@ pub struct Node {
     pub forward_options: Vec<String>,
     /// Options added to the cluster.local block's `cache { }`; none by default.
     pub cache_options: Vec<String>,
+    /// The cache's `RUST_LOG` (`info` by default).
+    pub rust_log: &'static str,
 }
 
 /// How kube-proxy runs on the simulated node.
@@ -301,6 +303,7 @@ impl Node {
             nat_before,
             forward_options: Vec::new(),
             cache_options: Vec::new(),
+            rust_log: "info",
         }
     }
 
@@ -341,7 +344,7 @@ impl Node {
             .args(self.test_args())
             .args(extra)
             .env("KUBE_DNS_UPSTREAM_SERVICE_HOST", KUBE_DNS_UPSTREAM)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.rust_log)
             .stdout(Stdio::null());
         if let Some(path) = path {
             command.env("PATH", path);

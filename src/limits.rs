@@ -115,15 +115,21 @@ const _: () = assert!(SERVER_BUFSIZE as usize <= UDP_PAYLOAD_BYTES_MAX);
 /// shrinking the entry count.
 pub const CACHE_ENTRY_BYTES_BUDGET: usize = 512;
 /// Most entries one cache class of one shard may hold, whatever the configuration says
-/// (slot ids are 31 bits).
+/// (slot ids are 30 bits).
 pub const CACHE_ENTRIES_MAX: usize = 1 << 24;
+/// With several shards, a shard keeps copies of the names other shards own (so their
+/// hits stay on its core) apart from its share of the configured capacity, in a pool
+/// per class of at most its share / this many entries; copies give way first when
+/// the byte budget is short.
+pub const CACHE_COPY_SHARE_DIVISOR: usize = 2;
 /// CoreDNS `dnsutil.MinimalTTL` starts its minimum at 1 h, so no answer TTL exceeds it
 /// before the configured cap applies.
 pub const ANSWER_TTL_SECS_MAX: u32 = 3600;
 /// TTL of a message with no records to take a minimum over (CoreDNS `MinimalDefaultTTL`).
 pub const ANSWER_TTL_SECS_DEFAULT: u32 = 5;
 
-const _: () = assert!(CACHE_ENTRIES_MAX < 1 << 31);
+const _: () = assert!(CACHE_ENTRIES_MAX < 1 << 30);
+const _: () = assert!(CACHE_COPY_SHARE_DIVISOR > 0);
 const _: () = assert!(ANSWER_TTL_SECS_DEFAULT <= ANSWER_TTL_SECS_MAX);
 
 /// Control plane → shard: how often a shard reads its control inbox (reload, stop).

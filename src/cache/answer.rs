@@ -88,6 +88,8 @@ pub struct StoredAnswer {
     refreshes: bool,
     /// A copy of another core's expired entry ([`StoredAnswer::into_stale`]).
     stale: bool,
+    /// Taken from a cache, not from an upstream ([`StoredAnswer::into_cached`]).
+    cached: bool,
 }
 
 /// What an answer carries besides its record bytes, owned or borrowed alike.
@@ -169,6 +171,7 @@ impl StoredAnswer {
         StoredAnswer {
             refreshes: !matches!(kind, Kind::ServerError | Kind::Other),
             stale: false,
+            cached: false,
             records: split.records.into(),
             ttl_offsets: split
                 .ttl_offsets
@@ -197,7 +200,21 @@ impl StoredAnswer {
     pub fn into_stale(mut self, ttl_secs: u32) -> StoredAnswer {
         self.meta.ttl_secs = ttl_secs;
         self.stale = true;
+        self.cached = true;
         self
+    }
+
+    /// This answer as one read from a cache entry (another core's, or this core's
+    /// filled since the miss) rather than from an upstream: the query it answers is
+    /// a cache hit, as CoreDNS counts one.
+    pub fn into_cached(mut self) -> StoredAnswer {
+        self.cached = true;
+        self
+    }
+
+    /// Read from a cache entry ([`StoredAnswer::into_cached`], stale copies too).
+    pub fn from_cache(&self) -> bool {
+        self.cached
     }
 
     /// A copy of an expired entry ([`StoredAnswer::into_stale`]).

@@ -48,7 +48,9 @@ use super::clock::{millis, Clock, Millis, Stamp};
 use super::refresh::{prefetch_due, Freq, RefreshMark};
 use super::stats::CacheStats;
 use crate::config::{CacheConfig, Prefetch, StaleMode, Zone};
-use crate::limits::{CACHE_ENTRIES_MAX, CACHE_ENTRY_BYTES_BUDGET, NAME_BYTES_MAX};
+use crate::limits::{
+    CACHE_COPY_SHARE_DIVISOR, CACHE_ENTRIES_MAX, CACHE_ENTRY_BYTES_BUDGET, NAME_BYTES_MAX,
+};
 use crate::wire::name::{in_zone, zone_to_wire};
 use crate::wire::Query;
 
@@ -282,24 +284,28 @@ fn remaining_secs(inserted: Stamp, ttl_secs: u32, now: Millis) -> u32 {
     u32::try_from(left).unwrap_or(0)
 }
 
-/// Index into a pool: pool number in the top bit, slot in the rest.
+/// Index into a pool: pool number in the top two bits, slot in the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotId(u32);
 
 impl SlotId {
     fn new(pool: usize, slot: usize) -> SlotId {
-        SlotId((pool as u32) << 31 | slot as u32)
+        SlotId((pool as u32) << 30 | slot as u32)
     }
     fn pool(self) -> usize {
-        (self.0 >> 31) as usize
+        (self.0 >> 30) as usize
     }
     fn slot(self) -> usize {
-        (self.0 & !(1 << 31)) as usize
+        (self.0 & !(3 << 30)) as usize
     }
 }
 
+/// The pools: the entries this shard owns, by class, then its copies of entries
+/// other shards own ([`Shard::insert_copy`]), by class. A pool's class is `pool & 1`.
 const SUCCESS: usize = 0;
 const DENIAL: usize = 1;
+const COPY: usize = 2;
+const POOLS: usize = 4;
 
 /// Bytes an entry costs beyond its slot and its allocation: its hash-table slot (4 B
 /// id + 1 control byte, at a load between 7/16 and 7/8: 6–12 B), its place in an
@@ -421,7 +427,7 @@ struct Counters {
 /// One core's cache.
 pub struct Shard {
     index: HashTable<SlotId>,
-    pools: [Pool; 2],
+    pools: [Pool; POOLS],
     hasher: foldhash::fast::RandomState,
     /// Turns the callers' `Instant`s into the milliseconds entries keep.
     clock: Clock,
@@ -476,7 +482,7 @@ fn wire_zones(zones: &[Zone]) -> Vec<Vec<u8>> {
     zones.iter().filter_map(|z| zone_to_wire(&z.name)).collect()
 }
 
-fn entry_mut(pools: &mut [Pool; 2], id: SlotId) -> Option<&mut Entry> {
+fn entry_mut(pools: &mut [Pool; POOLS], id: SlotId) -> Option<&mut Entry> {
     pools.get_mut(id.pool())?.slots.get_mut(id.slot())?.as_mut()
 }
 
@@ -503,12 +509,20 @@ impl Shard {
     }
 
     /// A shard holding `1 / shards` of the configured capacity and byte budget
-    /// (rounded up), for when the configured size is meant for the whole process.
+    /// (rounded up), for when the configured size is meant for the whole process:
+    /// the share bounds the entries the shard owns, so the shards together hold the
+    /// configured number of distinct entries. With several shards, copies of other
+    /// shards' entries live in pools of their own, of at most a share /
+    /// [`CACHE_COPY_SHARE_DIVISOR`] entries per class, within the same byte budget.
     pub fn with_share(cfg: &CacheConfig, shards: usize) -> Shard {
         let shards = shards.max(1);
         let share = |n: usize| n.div_ceil(shards).min(CACHE_ENTRIES_MAX);
         let success = share(cfg.success.capacity);
         let denial = share(cfg.denial.capacity);
+        let copies = |n: usize| match shards {
+            1 => 0,
+            _ => n.div_ceil(CACHE_COPY_SHARE_DIVISOR),
+        };
         let bytes_max = cfg
             .max_bytes
             .map(|b| b.div_ceil(shards))
@@ -519,7 +533,12 @@ impl Shard {
         };
         Shard {
             index: HashTable::new(),
-            pools: [pool(success), pool(denial)],
+            pools: [
+                pool(success),
+                pool(denial),
+                pool(copies(success)),
+                pool(copies(denial)),
+            ],
             hasher: foldhash::fast::RandomState::default(),
             clock: Clock::new(Instant::now()),
             bytes: 0,
@@ -544,9 +563,11 @@ impl Shard {
         }
     }
 
-    /// Entries per class: (success, denial + SERVFAIL).
+    /// Entries per class, copies of other shards' entries included: (success,
+    /// denial + SERVFAIL).
     pub fn len(&self) -> (usize, usize) {
-        (self.pools[SUCCESS].len, self.pools[DENIAL].len)
+        let len = |class: usize| self.pools[class].len + self.pools[COPY + class].len;
+        (len(SUCCESS), len(DENIAL))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -565,7 +586,7 @@ impl Shard {
     /// This shard's counters and gauges.
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
-        let [success, denial] = &self.pools;
+        let [success, denial, copy_success, copy_denial] = &self.pools;
         let mut all = Tally::default();
         for tally in &self.tallies {
             all.add(tally);
@@ -583,6 +604,7 @@ impl Shard {
             drops: c.drops,
             entries_success: success.len,
             entries_denial: denial.len,
+            copies: copy_success.len + copy_denial.len,
             bytes: self.bytes,
         }
     }
@@ -669,7 +691,7 @@ impl Shard {
         if let Some(tally) = via.and_then(|v| self.tallies.get_mut(v)) {
             match result {
                 Lookup::Miss => tally.misses += 1,
-                _ if pool == SUCCESS => tally.hits_success += 1,
+                _ if pool & 1 == SUCCESS => tally.hits_success += 1,
                 _ => tally.hits_denial += 1,
             }
         }
@@ -684,6 +706,24 @@ impl Shard {
         self.tallies = (0..addresses.max(1))
             .map(|i| was(i).and_then(|o| old.get(o)).copied().unwrap_or_default())
             .collect();
+    }
+
+    /// Recounts as a hit of `class` one lookup through address `via` that this shard
+    /// counted as a miss but that was answered from a cache after all: another
+    /// shard's (the key's owner, asked over the mesh) or this one's, filled while the
+    /// miss waited. CoreDNS's hits are queries answered without an upstream query.
+    pub fn hit_elsewhere(&mut self, via: usize, class: AnswerClass) {
+        let Some(tally) = self.tallies.get_mut(via) else {
+            return;
+        };
+        if tally.misses == 0 {
+            return;
+        }
+        tally.misses -= 1;
+        match class {
+            AnswerClass::Success => tally.hits_success += 1,
+            _ => tally.hits_denial += 1,
+        }
     }
 
     /// The lookups counted through listening address `via`.
@@ -862,6 +902,25 @@ impl Shard {
     /// `serve_stale_policy prefer_positive`, nothing but another positive answer
     /// replaces a servable positive one (a new NXDOMAIN or NODATA is not cached).
     pub fn insert(&mut self, q: &Query<'_>, stored: StoredAnswer, now: Instant) -> bool {
+        self.insert_as(q, stored, now, 0)
+    }
+
+    /// [`Shard::insert`] of a copy of an entry another shard owns (the answer came
+    /// through it, or was asked of the upstream for it): kept in the copy pools, so
+    /// that copies of hot names never take the room of entries this shard owns, and
+    /// not counted as entries (the owner counts it).
+    pub fn insert_copy(&mut self, q: &Query<'_>, stored: StoredAnswer, now: Instant) -> bool {
+        self.insert_as(q, stored, now, COPY)
+    }
+
+    /// [`Shard::insert`] into the pools of `kind` (0: owned, or [`COPY`]).
+    fn insert_as(
+        &mut self,
+        q: &Query<'_>,
+        stored: StoredAnswer,
+        now: Instant,
+        kind: usize,
+    ) -> bool {
         let now = self.clock.millis(now);
         let key = Key::of(q);
         let hash = key.hash(&self.hasher);
@@ -874,7 +933,7 @@ impl Shard {
             stored.class() == AnswerClass::ServFail || (keep_positive && e.answering())
         });
         let bytes = footprint(packed_len(q.qname.len(), &stored));
-        let pool = match self.admit(q.qname, &stored) {
+        let pool = match self.admit(q.qname, &stored, kind) {
             Some(_) if keep_old => None,
             Some(_) if bytes > self.bytes_max => {
                 self.counters.drops += 1;
@@ -916,16 +975,17 @@ impl Shard {
 
     /// The pool `stored` goes to, if the configuration lets it be cached for `name`
     /// (and it is not another core's stale copy).
-    fn admit(&self, name: &[u8], stored: &StoredAnswer) -> Option<usize> {
+    fn admit(&self, name: &[u8], stored: &StoredAnswer, kind: usize) -> Option<usize> {
         if stored.is_stale() {
             return None;
         }
-        let pool = match stored.class() {
-            AnswerClass::Success if !self.disabled(&self.disable_success, name) => SUCCESS,
-            AnswerClass::Denial if !self.disabled(&self.disable_denial, name) => DENIAL,
-            AnswerClass::ServFail if !self.servfail_ttl.is_zero() => DENIAL,
-            _ => return None,
-        };
+        let pool = kind
+            + match stored.class() {
+                AnswerClass::Success if !self.disabled(&self.disable_success, name) => SUCCESS,
+                AnswerClass::Denial if !self.disabled(&self.disable_denial, name) => DENIAL,
+                AnswerClass::ServFail if !self.servfail_ttl.is_zero() => DENIAL,
+                _ => return None,
+            };
         let in_zones = self.zones.is_empty() || self.zones.iter().any(|z| in_zone(name, z));
         let cacheable = stored.ttl_secs() > 0 && in_zones && self.pools[pool].capacity > 0;
         cacheable.then_some(pool)
@@ -950,14 +1010,23 @@ impl Shard {
         true
     }
 
-    /// Where to evict for bytes: a pool holding an expired entry, else the fattest.
+    /// Where to evict for bytes: a pool holding an expired entry, else the fattest
+    /// copy pool (the owner still has the entry), else the fattest.
     fn victim_pool(&self, now: Millis) -> usize {
-        if self.pools[DENIAL].first_expired(now).is_some() {
-            return DENIAL;
+        let expired = (0..POOLS)
+            .rev()
+            .find(|&p| self.pools[p].first_expired(now).is_some());
+        if let Some(pool) = expired {
+            return pool;
         }
-        if self.pools[SUCCESS].first_expired(now).is_some()
-            || self.pools[SUCCESS].bytes >= self.pools[DENIAL].bytes
-        {
+        let (copy_success, copy_denial) = (&self.pools[COPY + SUCCESS], &self.pools[COPY + DENIAL]);
+        if copy_success.len + copy_denial.len > 0 {
+            return match copy_success.bytes >= copy_denial.bytes {
+                true => COPY + SUCCESS,
+                false => COPY + DENIAL,
+            };
+        }
+        if self.pools[SUCCESS].bytes >= self.pools[DENIAL].bytes {
             SUCCESS
         } else {
             DENIAL
@@ -1034,7 +1103,7 @@ impl Shard {
     pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
         let now = self.clock.millis(now);
         let mut removed = 0;
-        for pool in [SUCCESS, DENIAL] {
+        for pool in 0..POOLS {
             while removed < budget {
                 let Some((&b, slots)) = self.pools[pool].expiry.first_key_value() else {
                     break;
@@ -1097,7 +1166,8 @@ impl Shard {
             }
             assert_eq!(in_buckets, p.len, "pool {i} expiry buckets");
         }
-        assert_eq!(self.index.len(), self.pools[0].len + self.pools[1].len);
+        let entries: usize = self.pools.iter().map(|p| p.len).sum();
+        assert_eq!(self.index.len(), entries);
         assert_eq!(total_bytes, self.bytes);
         assert!(self.bytes <= self.bytes_max);
     }

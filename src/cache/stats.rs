@@ -18,7 +18,9 @@ pub struct CacheStats {
     pub hits_success: u64,
     /// Lookups answered from a denial or SERVFAIL entry.
     pub hits_denial: u64,
-    /// Lookups that wrote nothing (no entry, expired, or `verify` stale).
+    /// Lookups that wrote nothing (no entry, expired, or `verify` stale) and were
+    /// not answered from another shard's cache after all (see
+    /// [`Shard::hit_elsewhere`](super::Shard::hit_elsewhere)).
     pub misses: u64,
     /// Refreshes the shard told the caller to start (prefetch and stale alike, as
     /// CoreDNS counts them).
@@ -34,9 +36,12 @@ pub struct CacheStats {
     pub expired: u64,
     /// Cacheable answers not cached: larger than the byte budget, or no room made.
     pub drops: u64,
-    /// Entries now, by class.
+    /// Entries now, by class: the entries this shard owns, each counted by one
+    /// shard only (`coredns_cache_entries` is the number of distinct entries).
     pub entries_success: usize,
     pub entries_denial: usize,
+    /// Copies of entries other shards own, kept for hits on this core.
+    pub copies: usize,
     /// Bytes accounted to entries now.
     pub bytes: usize,
 }

@@ -2303,3 +2303,71 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn copies_of_other_shards_entries_take_no_room_from_owned_ones() {
+    let t0 = Instant::now();
+    let c = with(|c| c.success.capacity = 40);
+    // A quarter of the node's 40: 10 owned entries, and 5 copies beside them.
+    let mut shard = Shard::with_share(&c, 4);
+    for i in 0..10 {
+        let qname = format!("owned{i}.example.");
+        assert!(insert_up(
+            &mut shard,
+            &c,
+            &qname,
+            &answer_for(&qname, 300),
+            t0
+        ));
+    }
+    for i in 0..50 {
+        let qname = format!("copy{i}.example.");
+        let qb = q_for(&qname);
+        let q = parse_query(&qb).unwrap();
+        let s = StoredAnswer::from_upstream(&answer_for(&qname, 300).bytes(), &q, &c).unwrap();
+        assert!(shard.insert_copy(&q, s, t0));
+        shard.check_invariants();
+    }
+    for i in 0..10 {
+        let (found, _) = lookup(&mut shard, &format!("owned{i}.example."), t0);
+        assert!(
+            matches!(found, Lookup::Hit(_)),
+            "owned{i} evicted by copies"
+        );
+    }
+    let (found, _) = lookup(&mut shard, "copy49.example.", t0);
+    assert!(matches!(found, Lookup::Hit(_)), "the newest copy is kept");
+    let stats = shard.stats();
+    // Entries are the owned ones (what the node holds, counted once by the owner).
+    assert_eq!((stats.entries_success, stats.copies), (10, 5));
+    assert_eq!(
+        stats.evictions_success, 0,
+        "a copy's eviction removes no entry"
+    );
+    assert_eq!(shard.len(), (15, 0));
+    assert_eq!(stats.hits_success, 11);
+    // One more owned entry evicts an owned one, never a copy.
+    let qname = "owned10.example.";
+    assert!(insert_up(
+        &mut shard,
+        &c,
+        qname,
+        &answer_for(qname, 300),
+        t0
+    ));
+    let stats = shard.stats();
+    assert_eq!((stats.entries_success, stats.copies), (10, 5));
+    assert_eq!(stats.evictions_success, 1);
+}
+
+#[test]
+fn one_shard_keeps_no_copies() {
+    let c = cfg();
+    let mut shard = Shard::new(&c);
+    let qname = "copy.example.";
+    let qb = q_for(qname);
+    let q = parse_query(&qb).unwrap();
+    let s = StoredAnswer::from_upstream(&answer_for(qname, 300).bytes(), &q, &c).unwrap();
+    assert!(!shard.insert_copy(&q, s, Instant::now()));
+    assert!(shard.is_empty());
+}

@@ -118,6 +118,7 @@ async fn lookup_a(shard: &Rc<Shard>, ctx: &Context, query: &wire::Query<'_>) -> 
         Flow::Defer => {
             let miss = Miss {
                 block_index: ctx.block,
+                endpoint: ctx.endpoint,
                 transport: ctx.transport,
                 max_len: limits::MESSAGE_BYTES_MAX,
                 meter: trail.meter,

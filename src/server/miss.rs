@@ -24,6 +24,8 @@ use crate::wire::{self, Edns, Query, Rcode};
 #[derive(Clone, Copy)]
 pub struct Miss {
     pub block_index: usize,
+    /// The listening address the query came through (its cache tally).
+    pub endpoint: usize,
     pub transport: Transport,
     /// The client's size limit for the answer.
     pub max_len: usize,
@@ -139,8 +141,14 @@ pub async fn answer(shard: &Rc<Shard>, miss: &Miss, asked: &Asked) -> (Vec<u8>, 
             if stored.rcode() == Rcode::ServFail.code() {
                 log_error(block, &query, "upstream answered SERVFAIL");
             }
-            // Another core's stale copy is a cache answer; anything else, upstream's.
-            let hit = stored.is_stale();
+            // A copy of a cache entry (the owner's, fresh or stale, or this shard's
+            // filled meanwhile) is a cache answer and the lookup's miss a hit;
+            // anything else is upstream's.
+            let hit = stored.from_cache();
+            if let (true, Some(cache)) = (hit, block.chain.cache()) {
+                let mut cache = cache.cell().borrow_mut();
+                cache.hit_elsewhere(miss.endpoint, stored.class());
+            }
             let len = cache::write_reply(
                 stored,
                 &query,
@@ -358,10 +366,14 @@ where
     };
     let resolution = Rc::new(lead(leader.key()).await);
     if let (Ok(stored), Some(cache)) = (resolution.as_ref(), block.chain.cache()) {
-        cache
-            .cell()
-            .borrow_mut()
-            .insert(query, stored.clone(), Instant::now());
+        // Only the key's owner counts the entry against the capacity; other shards
+        // keep a copy apart (the capacity is the node's, as CoreDNS's is).
+        let copy = other_owner(shard, leader.key()).is_some();
+        let (mut cache, now) = (cache.cell().borrow_mut(), Instant::now());
+        match copy {
+            true => cache.insert_copy(query, stored.clone(), now),
+            false => cache.insert(query, stored.clone(), now),
+        };
     }
     leader.finish(&resolution);
     resolution
@@ -374,7 +386,8 @@ where
 fn cached_since(shard: &Shard, block_index: usize, query: &Query<'_>) -> Option<StoredAnswer> {
     let copy = shard.cached_copy(block_index, query, Instant::now(), false)?;
     let block = shard.blocks.get(block_index)?;
-    StoredAnswer::from_upstream(&copy.reply, query, &block.cache_config).ok()
+    let stored = StoredAnswer::from_upstream(&copy.reply, query, &block.cache_config).ok()?;
+    Some(stored.into_cached())
 }
 
 /// The shard that owns `key`, when that is not this one.
@@ -409,6 +422,7 @@ async fn via_owner(
             Some(Outcome::Resolved(result)) => return result,
             Some(Outcome::Cached(reply)) => {
                 return StoredAnswer::from_upstream(&reply, query, &block.cache_config)
+                    .map(StoredAnswer::into_cached)
                     .map_err(|_| Rcode::ServFail)
             }
             Some(Outcome::Stale(reply)) => {

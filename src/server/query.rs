@@ -161,6 +161,7 @@ fn defer<R: FnOnce(&[u8]) + 'static>(
     let dns64 = trail.dns64.map(|_| super::dns64::Context::of(request));
     let miss = Miss {
         block_index: request.block,
+        endpoint: request.endpoint,
         transport: request.transport,
         max_len: request.max_len,
         meter: trail.meter,

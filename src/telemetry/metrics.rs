@@ -332,7 +332,7 @@ family!(
     "nodelocaldns_shard_cache_entries",
     Gauge,
     ["shard", "type"],
-    "Entries in each shard's caches (type success, or denial which includes cached SERVFAIL)."
+    "Entries in each shard's caches, copies of other shards' entries included (type success, or denial which includes cached SERVFAIL)."
 );
 family!(
     SHARD_CACHE_BYTES,

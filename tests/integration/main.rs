@@ -8,6 +8,7 @@ mod zones;
 mod answers;
 mod bad_input;
 mod caching;
+mod capacity;
 mod edns_and_case;
 mod engines;
 mod forward;

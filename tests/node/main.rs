@@ -8,6 +8,7 @@
 //! way (production keeps node-cache's `dummy`).
 
 mod harness;
+mod shard_plan;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

@@ -884,12 +884,15 @@ fn pods_single_request_asks_aaaa_after_the_a_answer() {
 #[test]
 fn pods_churn_asks_new_names_that_still_resolve() {
     // Every outside lookup a new name: answered by the outside zone's wildcard.
+    // 200 lookups/s (about 950 queries/s) for 2 s: knotd has one UDP worker and the
+    // default receive buffer, which a burst at twice the rate overflowed when the
+    // suite starved knotd of CPU for a moment (lost answers, not wrong ones).
     let dir = tempfile::tempdir().unwrap();
     let model = ["--pods", "8", "--pods-churn"];
     let knot = knot_for_pods(dir.path(), &model);
     let port = knot.port.to_string();
     let mut args = model.to_vec();
-    args.extend(["-p", &port, "--rate", "400", "-l", "1", "--no-pin"]);
+    args.extend(["-p", &port, "--rate", "200", "-l", "2", "--no-pin"]);
     let j = report(&args);
     let l = &j["lookups"];
     assert!(l["lookups"].as_u64().unwrap() > 200, "{l}");

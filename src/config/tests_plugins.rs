@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::tests::{default_block, one_block};
+use super::tests::{assert_fails, default_block, one_block};
 use super::*;
 
 const HOSTS: &str = "10.0.0.1 a.example\n";
@@ -377,19 +377,6 @@ fn fails() {
         ),
     ];
     for (input, line, fragment) in cases {
-        let err = match parse_corefile_with_env(input, std::path::Path::new("Corefile"), &|_| None)
-        {
-            Ok(config) => panic!("input {input:?} parsed: {:?}", config.servers),
-            Err(err) => err,
-        };
-        let text = err.to_string();
-        assert!(
-            text.starts_with(&format!("Corefile:{line}: ")),
-            "input {input:?}: line of {text}, want {line}"
-        );
-        assert!(
-            text.contains(fragment),
-            "input {input:?}: {text}\nwant fragment: {fragment}"
-        );
+        assert_fails(input, *line, fragment);
     }
 }

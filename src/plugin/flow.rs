@@ -33,10 +33,7 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     pub fn proto(&self) -> Proto {
-        match self.transport {
-            Transport::Udp => Proto::Udp,
-            Transport::Tcp => Proto::Tcp,
-        }
+        self.transport.into()
     }
 }
 

@@ -13,7 +13,6 @@ use super::miss::{self, Asked, Miss};
 use super::shard::Shard;
 use crate::limits;
 use crate::plugin::{Flow, Origin, Request, Trail};
-use crate::telemetry::Proto;
 use crate::upstream::Transport;
 use crate::wire::{self, Rcode, Rejection};
 
@@ -54,29 +53,23 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
         }
         Err(Rejection::Reply(rcode)) => {
             counters.rejected.set(counters.rejected.get() + 1);
-            let len = wire::write_error_reply(packet, rcode, out);
-            let answer = out.get(..len).unwrap_or_default();
-            let proto = proto_of(transport);
-            let stats = &shard.stats;
-            stats.answered_before_chain(endpoint, proto, None, false, packet.len(), answer, now);
-            return Handled::Reply(len);
+            let before = BeforeChain {
+                shard,
+                endpoint,
+                transport,
+                now,
+            };
+            return before.reply(packet, None, rcode, out);
         }
     };
     let Some((block_index, zone)) = shard.block_zone_for(endpoint, query.qname) else {
-        let len = wire::write_error_reply(packet, Rcode::Refused, out);
-        let answer = out.get(..len).unwrap_or_default();
-        let (proto, qtype, dnssec_ok) = (proto_of(transport), query.qtype, query.dnssec_ok());
-        let stats = &shard.stats;
-        stats.answered_before_chain(
+        let before = BeforeChain {
+            shard,
             endpoint,
-            proto,
-            Some(qtype),
-            dnssec_ok,
-            packet.len(),
-            answer,
+            transport,
             now,
-        );
-        return Handled::Reply(len);
+        };
+        return before.reply(packet, Some(&query), Rcode::Refused, out);
     };
     let max_len = match transport {
         Transport::Udp => query.udp_limit(),
@@ -114,10 +107,36 @@ pub fn handle<R: FnOnce(&[u8]) + 'static>(
     }
 }
 
-fn proto_of(transport: Transport) -> Proto {
-    match transport {
-        Transport::Udp => Proto::Udp,
-        Transport::Tcp => Proto::Tcp,
+/// A query answered before any chain (a malformed query, or a zone no block of its
+/// endpoint serves): CoreDNS counts it under the `dropped` zone.
+struct BeforeChain<'a> {
+    shard: &'a Shard,
+    endpoint: usize,
+    transport: Transport,
+    now: Instant,
+}
+
+impl BeforeChain<'_> {
+    /// Writes the `rcode` reply to `packet` into `out` and counts it.
+    fn reply(
+        &self,
+        packet: &[u8],
+        query: Option<&wire::Query<'_>>,
+        rcode: Rcode,
+        out: &mut [u8],
+    ) -> Handled {
+        let len = wire::write_error_reply(packet, rcode, out);
+        let answer = out.get(..len).unwrap_or_default();
+        self.shard.stats.answered_before_chain(
+            self.endpoint,
+            self.transport.into(),
+            query.map(|q| q.qtype),
+            query.is_some_and(|q| q.dnssec_ok()),
+            packet.len(),
+            answer,
+            self.now,
+        );
+        Handled::Reply(len)
     }
 }
 

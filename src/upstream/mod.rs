@@ -53,6 +53,16 @@ pub enum Transport {
     Tcp,
 }
 
+/// The `proto` label of the query's metrics.
+impl From<Transport> for crate::telemetry::Proto {
+    fn from(transport: Transport) -> Self {
+        match transport {
+            Transport::Udp => crate::telemetry::Proto::Udp,
+            Transport::Tcp => crate::telemetry::Proto::Tcp,
+        }
+    }
+}
+
 /// One upstream as seen by one shard.
 pub struct Upstream {
     pub addr: SocketAddr,

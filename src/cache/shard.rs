@@ -441,11 +441,10 @@ pub struct Shard {
     stale: Millis,
     /// TTL of every record of a stale answer (`RESPONSE_TTL`).
     stale_ttl: u32,
-    /// After a failed refresh of an expired entry, the next waits this long
-    /// (`FAILURE_RECHECK`, else the default retry delay).
-    recheck: Millis,
-    /// `FAILURE_RECHECK` was given: a `verify` miss claims the refresh mark.
-    recheck_set: bool,
+    /// `FAILURE_RECHECK`: after a failed refresh of an expired entry, the next waits
+    /// this long (else the default retry delay); given, a `verify` miss claims the
+    /// refresh mark.
+    failure_recheck: Option<Millis>,
     /// `serve_stale_policy prefer_positive`.
     prefer_positive: bool,
     servfail_ttl: Duration,
@@ -548,11 +547,7 @@ impl Shard {
             stale_mode: cfg.serve_stale.map(|s| s.mode),
             stale: cfg.serve_stale.map_or(0, |s| millis(s.duration)),
             stale_ttl: cfg.serve_stale.map_or(0, |s| s.response_ttl_secs),
-            recheck: cfg
-                .serve_stale
-                .and_then(|s| s.failure_recheck)
-                .map_or(RefreshMark::RETRY, millis),
-            recheck_set: cfg.serve_stale.is_some_and(|s| s.failure_recheck.is_some()),
+            failure_recheck: cfg.serve_stale.and_then(|s| s.failure_recheck).map(millis),
             prefer_positive: cfg.serve_stale.is_some_and(|s| s.prefer_positive),
             servfail_ttl: cfg.servfail_ttl,
             zones: wire_zones(&cfg.zones),
@@ -744,9 +739,10 @@ impl Shard {
         stale_ok: bool,
     ) -> Lookup {
         let (keepttl, prefetch, stale) = (self.keepttl, self.prefetch, self.stale);
-        let (stale_ttl, recheck) = (self.stale_ttl, self.recheck);
+        let stale_ttl = self.stale_ttl;
+        let recheck = self.failure_recheck.unwrap_or(RefreshMark::RETRY);
         let immediate = self.stale_mode == Some(StaleMode::Immediate);
-        let verify_claims = self.recheck_set && !immediate;
+        let verify_claims = self.failure_recheck.is_some() && !immediate;
         let Some(e) = entry_mut(&mut self.pools, id) else {
             return Lookup::Miss;
         };

@@ -356,6 +356,15 @@ family!(
     "Queries waiting for an answer from each upstream, summed over shards."
 );
 family!(
+    FORWARD_ATTEMPT_FAILURES,
+    "nodelocaldns_forward_attempt_failures_total",
+    Counter,
+    ["to", "reason"],
+    "Upstream attempts that failed (reason timeout: no answer within read_timeout; error: \
+     refused, reset, closed or a wrong answer); the query moves on to another attempt \
+     while max_connect_attempts and its deadline allow."
+);
+family!(
     FORWARD_CONNECT_ATTEMPTS_EXCEEDED,
     "nodelocaldns_forward_connect_attempts_exceeded_total",
     Counter,
@@ -473,6 +482,7 @@ pub static FAMILIES: &[&Family] = &[
     &SHARD_CACHE_BYTES,
     &UPSTREAM_CONNECTIONS,
     &UPSTREAM_INFLIGHT,
+    &FORWARD_ATTEMPT_FAILURES,
     &FORWARD_CONNECT_ATTEMPTS_EXCEEDED,
     &DROPPED_PACKETS,
     &COALESCED,

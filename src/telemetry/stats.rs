@@ -510,6 +510,10 @@ pub struct UpstreamStats {
     pub udp_exchanges: Cell<u64>,
     /// Attempts waiting for this upstream.
     pub inflight: Cell<usize>,
+    /// Attempts that got no answer within their budget.
+    pub timed_out: Cell<u64>,
+    /// Attempts that failed otherwise (refused, reset, closed, a wrong answer).
+    pub errored: Cell<u64>,
 }
 
 impl UpstreamStats {
@@ -535,6 +539,9 @@ impl UpstreamStats {
             let rcode = rcode_name(*rcode);
             hist.export(out, &m::PROXY_DURATION, &["forward", to, rcode.as_str()]);
         }
+        let failures = &m::FORWARD_ATTEMPT_FAILURES;
+        out.counter(failures, &[to, "timeout"], self.timed_out.get());
+        out.counter(failures, &[to, "error"], self.errored.get());
     }
 }
 

@@ -235,11 +235,21 @@ impl Forwarder {
                     passed_over = Some(answer);
                     continue;
                 }
-                Some(Err(err)) => last = err,
+                Some(Err(err)) => {
+                    let stats = &upstream.stats;
+                    let counter = match err {
+                        UpstreamError::Timeout(_) => &stats.timed_out,
+                        _ => &stats.errored,
+                    };
+                    counter.set(counter.get() + 1);
+                    last = err;
+                }
                 None => {
                     // A connection that stayed silent is dead: its other queries go
                     // on to another connection now.
                     upstream.tcp.timed_out(started);
+                    let timed_out = &upstream.stats.timed_out;
+                    timed_out.set(timed_out.get() + 1);
                     last = UpstreamError::Timeout(upstream.addr);
                 }
             }

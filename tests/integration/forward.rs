@@ -161,6 +161,21 @@ fn forward_max_connect_attempts_bounds_a_silent_upstream() {
         cache.metric_sum("nodelocaldns_forward_connect_attempts_exceeded_total"),
         1.0
     );
+    let failures = cache.metrics();
+    let to = format!("to=\"127.0.0.1:{port}\"");
+    let line = |reason: &str| {
+        failures.lines().find(|l| {
+            l.starts_with("nodelocaldns_forward_attempt_failures_total{")
+                && l.contains(&to)
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+    };
+    let value = |reason| line(reason).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(
+        (value("timeout"), value("error")),
+        (Some(3.0), Some(0.0)),
+        "three timed-out attempts:\n{failures}"
+    );
 }
 
 /// `failover REFUSED`: a first knot that does not serve `test.` answers REFUSED and

@@ -515,12 +515,20 @@ fn pinned_load(
     load
 }
 
-/// Failed upstream attempts (each retried, or the last before a SERVFAIL) and
-/// connections closed as silent, from the cache's debug log of its upstreams.
+/// Failed upstream attempts (each retried, or the last before a SERVFAIL) as
+/// `nodelocaldns_forward_attempt_failures_total` counts them, checked against the
+/// cache's debug log of its upstreams, and connections closed as silent (log).
 fn attempts_failed(dns: &ClusterDns) -> (usize, usize) {
     let log = dns.node.log();
+    let logged = log.matches("upstream attempt failed").count();
+    let counted = dns.metric("nodelocaldns_forward_attempt_failures_total") as usize;
+    // The scrape comes after the log was read: attempts may fail in between.
+    assert!(
+        counted >= logged,
+        "the metric counts every failed attempt the log shows: {counted} < {logged}"
+    );
     (
-        log.matches("upstream attempt failed").count(),
+        counted,
         log.matches("silent upstream connections closed").count(),
     )
 }

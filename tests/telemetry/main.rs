@@ -438,6 +438,11 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ),
     ("nodelocaldns_upstream_queries_inflight", "gauge", &["to"]),
     (
+        "nodelocaldns_forward_attempt_failures_total",
+        "counter",
+        &["reason", "to"],
+    ),
+    (
         "nodelocaldns_forward_connect_attempts_exceeded_total",
         "counter",
         &[],

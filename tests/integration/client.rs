@@ -59,7 +59,12 @@ pub fn decode(bytes: &[u8]) -> Message {
     Message::from_vec(bytes).unwrap_or_else(|e| panic!("undecodable reply ({e}): {bytes:02x?}"))
 }
 
-/// Sends raw bytes over UDP and returns the first datagram back, or None on timeout.
+/// Sends raw bytes over UDP and returns the first datagram back from `addr`, or None
+/// on timeout.
+///
+/// Datagrams from any other address are skipped, as a stub resolver does: the
+/// suite runs many servers at once, and a late answer one of them sends to a client
+/// port that has since closed reaches whichever test's socket took the port next.
 pub fn udp_raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
     let local = if addr.is_ipv6() {
         "[::1]:0"
@@ -67,13 +72,23 @@ pub fn udp_raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<
         "127.0.0.1:0"
     };
     let sock = UdpSocket::bind(local).expect("binding client socket");
-    sock.set_read_timeout(Some(timeout)).expect("read timeout");
     sock.send_to(bytes, addr).expect("send_to");
+    let deadline = std::time::Instant::now() + timeout;
     let mut buf = vec![0u8; 65535];
-    match sock.recv_from(&mut buf) {
-        Ok((n, _)) => Some(buf[..n].to_vec()),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-        Err(e) => panic!("recv_from {addr}: {e}"),
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        sock.set_read_timeout(Some(left)).expect("read timeout");
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if from == addr => return Some(buf[..n].to_vec()),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None
+            }
+            Err(e) => panic!("recv_from {addr}: {e}"),
+        }
     }
 }
 

@@ -498,8 +498,9 @@ impl Cache {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.free_ports[0]));
         let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("/metrics on {addr} not listening: {e}\n{}", self.log()));
+        // Generous: the suite runs on two busy cores; this is not a timing check.
         stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
+            .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("read timeout");
         let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         stream.write_all(request.as_bytes()).expect("write");

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""table.md of bench/node.sh: medians over rounds of every point and server from
+runs.tsv, and ours against the best peer on issue #18's targets (CPU per answer
+<= 0.8x, p50 and p99 <= 1x at each open-loop rate; closed-loop max >= 1.5x)."""
+import csv
+import statistics
+import sys
+
+OURS = "nodelocaldns"
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+points, groups = [], {}
+for r in rows:
+    key = (r["variant"], r["kind"], int(r["target_qps"]))
+    if key not in points:
+        points.append(key)
+    groups.setdefault(key, {}).setdefault(r["server"], []).append(r)
+
+
+def med(runs, col):
+    return statistics.median(float(r[col]) for r in runs)
+
+
+def name(key):
+    v, kind, qps = key
+    if kind == "closed":
+        return "closed loop" if v == "v4" else f"closed loop ({v})"
+    label = f"{qps:,}" + (" churn" if kind == "churn" else "")
+    return label + (" dual-stack" if v == "dual" else "")
+
+
+print("| point | server | answers/s | loss % | CPU µs/answer | p50 µs | p99 µs | p99.9 µs | runs |")
+print("|---|---|---|---|---|---|---|---|---|")
+for key in points:
+    for s, runs in groups[key].items():
+        b = "**" if s == OURS else ""
+        print(f"| {name(key)} | {b}{s}{b} | {med(runs, 'answers_per_s'):,.0f} | "
+              f"{med(runs, 'loss_pct'):.2f} | {med(runs, 'cpu_us_per_answer'):.1f} | "
+              f"{med(runs, 'p50_us'):,.0f} | {med(runs, 'p99_us'):,.0f} | "
+              f"{med(runs, 'p999_us'):,.0f} | {len(runs)} |")
+
+print()
+print("Ours against the best peer (the peer best on that figure), medians:")
+print()
+print("| point | CPU/answer: ours / best peer (target <= 0.8) | p50 (<= 1) | p99 (<= 1) | max QPS (>= 1.5) |")
+print("|---|---|---|---|---|")
+
+
+def ratio(key, col, higher_better=False):
+    g = groups[key]
+    peers = {s: med(r, col) for s, r in g.items() if s != OURS}
+    if OURS not in g or not peers:
+        return "-"
+    best = (max if higher_better else min)(peers, key=peers.get)
+    ours = med(g[OURS], col)
+    if peers[best] == 0:
+        return "-"
+    x = ours / peers[best]
+    ok = x >= 1.5 if higher_better else None
+    return f"{x:.2f} ({best})" + ("" if ok is None else (" met" if ok else " not met"))
+
+
+def mark(text, limit):
+    if text == "-":
+        return text
+    return text + (" met" if float(text.split()[0]) <= limit else " not met")
+
+
+for key in points:
+    if key[1] == "closed":
+        print(f"| {name(key)} | {ratio(key, 'cpu_us_per_answer')} | | | {ratio(key, 'answers_per_s', True)} |")
+    else:
+        print(f"| {name(key)} | {mark(ratio(key, 'cpu_us_per_answer'), 0.8)} | "
+              f"{mark(ratio(key, 'p50_us'), 1.0)} | {mark(ratio(key, 'p99_us'), 1.0)} | |")

@@ -1006,17 +1006,19 @@ fn assert_replayed(
 /// send lag shows; a wrong schedule (scale, time unit, order) would be off with
 /// no lag to show for it. Errors are measured against the median offset, so a
 /// query's error is its lag less the median lag: at most the largest lag plus
-/// the median one, and at the median up to twice the median lag. Margins: 2 ms
-/// (worst) and 1 ms (median) between the clock read and the capture's stamp.
+/// the median one, and at the median up to twice the median lag. Margins: 10 ms
+/// (worst) and 3 ms (median) between the clock read and the capture's stamp, which
+/// a loaded machine stretches (3.1 ms seen beside real-time benchmarks); a wrong
+/// schedule is off by hundreds of ms over this one-second replay.
 fn assert_timing(report: &Value, (median, max): (f64, f64)) {
     let lag = &report["send_lag"];
     let (lag_p50, lag_max) = (ms(&lag["p50_us"]), ms(&lag["max_us"]));
     assert!(
-        median <= 2.0 * lag_p50 + 1.0,
+        median <= 2.0 * lag_p50 + 3.0,
         "timing error median {median} ms, send lag p50 {lag_p50} ms"
     );
     assert!(
-        max <= lag_max + lag_p50 + 2.0,
+        max <= lag_max + lag_p50 + 10.0,
         "timing error max {max} ms, send lag max {lag_max} ms, p50 {lag_p50} ms"
     );
 }

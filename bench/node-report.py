@@ -28,15 +28,15 @@ def name(key):
     return label + (" dual-stack" if v == "dual" else "")
 
 
-print("| point | server | answers/s | loss % | CPU µs/answer | p50 µs | p99 µs | p99.9 µs | runs |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| point | server | answers/s | loss % | CPU µs/answer | p50 µs | p99 µs | p99.9 µs | send lag p99 µs | runs |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for key in points:
     for s, runs in groups[key].items():
         b = "**" if s == OURS else ""
         print(f"| {name(key)} | {b}{s}{b} | {med(runs, 'answers_per_s'):,.0f} | "
               f"{med(runs, 'loss_pct'):.2f} | {med(runs, 'cpu_us_per_answer'):.1f} | "
               f"{med(runs, 'p50_us'):,.0f} | {med(runs, 'p99_us'):,.0f} | "
-              f"{med(runs, 'p999_us'):,.0f} | {len(runs)} |")
+              f"{med(runs, 'p999_us'):,.0f} | {med(runs, 'lag_p99_us'):,.0f} | {len(runs)} |")
 
 print()
 print("Ours against the best peer (the peer best on that figure), medians:")

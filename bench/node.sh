@@ -42,7 +42,9 @@
 #                       with CLOSED_Q queries outstanding
 # Per point: CPU µs per answer (utime+stime of the server process from /proc/PID/stat
 # before and after, over the answers; this kernel has no schedstats), answers/s, loss,
-# p50/p99/p99.9 (dnsload, latency from the intended send time). The servers run
+# p50/p99/p99.9 (dnsload, latency from the intended send time) and dnsload's own send
+# lag p99 (how late the generator sent: a large one means the load core was starved
+# and the run's latency measures the machine, not the server). The servers run
 # pinned to SERVER_CPU; knotd and dnsload share LOAD_CPU.
 #
 #   bench/node.sh                                   smoke: 3 s per point, one round
@@ -326,7 +328,7 @@ with open(sys.argv[1], "w") as f:
 PY
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo gone; }
-printf 'round\tvariant\tkind\ttarget_qps\tserver\tsecs\tsent\tanswered\tlost\tloss_pct\tanswers_per_s\tcpu_ticks\tcpu_us_per_answer\tp50_us\tp99_us\tp999_us\n' > "$out/runs.tsv"
+printf 'round\tvariant\tkind\ttarget_qps\tserver\tsecs\tsent\tanswered\tlost\tloss_pct\tanswers_per_s\tcpu_ticks\tcpu_us_per_answer\tp50_us\tp99_us\tp999_us\tlag_p99_us\n' > "$out/runs.tsv"
 # point ROUND VARIANT KIND QPS SERVER: one measured run, a line of runs.tsv.
 point() {
   local round=$1 v=$2 kind=$3 qps=$4 s=$5 before after json p=${port[$5]} n
@@ -361,7 +363,7 @@ json.dump(small, open(os.path.join(raw, os.path.basename(path)), "w"), indent=1)
 cpu = int(ticks) * 1e6 / int(hz) / max(answered, 1)
 print(f"{rnd}\t{v}\t{kind}\t{qps}\t{s}\t{secs}\t{c['sent']}\t{answered}\t{c['lost']}\t"
       f"{100 * c['lost'] / max(c['sent'], 1):.3f}\t{answered / float(secs):.0f}\t{ticks}\t{cpu:.1f}\t"
-      f"{lat['p50_us']:.0f}\t{lat['p99_us']:.0f}\t{lat['p99_9_us']:.0f}")
+      f"{lat['p50_us']:.0f}\t{lat['p99_us']:.0f}\t{lat['p99_9_us']:.0f}\t{r['send_lag']['p99_us']:.0f}")
 PY
   tail -1 "$out/runs.tsv" >&2
 }

@@ -6,7 +6,12 @@ import csv
 import statistics
 import sys
 
-OURS = "nodelocaldns"
+OURS = "nodelocaldns"  # nodelocaldns-* (other engines, flags) are ours too, never a peer
+
+
+def ours(server):
+    return server.split("-")[0] == OURS
+
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 points, groups = [], {}
 for r in rows:
@@ -32,7 +37,7 @@ print("| point | server | answers/s | loss % | CPU µs/answer | p50 µs | p99 µ
 print("|---|---|---|---|---|---|---|---|---|---|")
 for key in points:
     for s, runs in groups[key].items():
-        b = "**" if s == OURS else ""
+        b = "**" if ours(s) else ""
         print(f"| {name(key)} | {b}{s}{b} | {med(runs, 'answers_per_s'):,.0f} | "
               f"{med(runs, 'loss_pct'):.2f} | {med(runs, 'cpu_us_per_answer'):.1f} | "
               f"{med(runs, 'p50_us'):,.0f} | {med(runs, 'p99_us'):,.0f} | "
@@ -45,16 +50,15 @@ print("| point | CPU/answer: ours / best peer (target <= 0.8) | p50 (<= 1) | p99
 print("|---|---|---|---|---|")
 
 
-def ratio(key, col, higher_better=False):
+def ratio(key, col, higher_better=False, us=OURS):
     g = groups[key]
-    peers = {s: med(r, col) for s, r in g.items() if s != OURS}
-    if OURS not in g or not peers:
+    peers = {s: med(r, col) for s, r in g.items() if not ours(s)}
+    if us not in g or not peers:
         return "-"
     best = (max if higher_better else min)(peers, key=peers.get)
-    ours = med(g[OURS], col)
     if peers[best] == 0:
         return "-"
-    x = ours / peers[best]
+    x = med(g[us], col) / peers[best]
     ok = x >= 1.5 if higher_better else None
     return f"{x:.2f} ({best})" + ("" if ok is None else (" met" if ok else " not met"))
 
@@ -65,9 +69,13 @@ def mark(text, limit):
     return text + (" met" if float(text.split()[0]) <= limit else " not met")
 
 
+variants = sorted({s for g in groups.values() for s in g if ours(s)})
 for key in points:
-    if key[1] == "closed":
-        print(f"| {name(key)} | {ratio(key, 'cpu_us_per_answer')} | | | {ratio(key, 'answers_per_s', True)} |")
-    else:
-        print(f"| {name(key)} | {mark(ratio(key, 'cpu_us_per_answer'), 0.8)} | "
-              f"{mark(ratio(key, 'p50_us'), 1.0)} | {mark(ratio(key, 'p99_us'), 1.0)} | |")
+    for us in variants:
+        label = name(key) + ("" if us == OURS else f" ({us})")
+        if key[1] == "closed":
+            print(f"| {label} | {ratio(key, 'cpu_us_per_answer', us=us)} | | | "
+                  f"{ratio(key, 'answers_per_s', True, us)} |")
+        else:
+            print(f"| {label} | {mark(ratio(key, 'cpu_us_per_answer', us=us), 0.8)} | "
+                  f"{mark(ratio(key, 'p50_us', us=us), 1.0)} | {mark(ratio(key, 'p99_us', us=us), 1.0)} | |")

@@ -50,10 +50,11 @@
 #   bench/node.sh                                   smoke: 3 s per point, one round
 #   SECS=20 ROUNDS=3 bench/node.sh                  full run (the record's command)
 #   env: OUT (record directory, default bench/runs/<date>-node), SECS (3), ROUNDS (1),
-#        RATES ("1000 2000 10000 40000"), CHURN_RATES (2000), DUAL_RATES (10000),
+#        RATES ("1000 2000 10000 40000"), CHURN_RATES (2000), DUAL_RATES (10000; empty: none),
 #        CLOSED (1; 0 skips), CLOSED_Q (512), PODS (256), WARM_SECS (5),
-#        SERVERS ("nodelocaldns unbound dnsdist kresd"), OURS_ARGS (extra flags for
-#        ours), SERVER_CPU (1), LOAD_CPU (0)
+#        SERVERS ("nodelocaldns unbound dnsdist kresd"; "nodelocaldns-epoll" adds ours
+#        with --io-engine=epoll), OURS_ARGS (extra flags for ours), SERVER_CPU (1),
+#        LOAD_CPU (0)
 # Writes OUT/runs.tsv (every run), OUT/table.md (medians over rounds, ratios to the
 # best peer; bench/node-report.py), OUT/raw/ (dnsload reports without histograms,
 # server logs), OUT/conf/ (every config), OUT/env.txt (versions, uptime before/after).
@@ -64,8 +65,8 @@ out=${OUT:-"bench/runs/$(date -u +%Y-%m-%d)-node"}
 secs=${SECS:-3}
 rounds=${ROUNDS:-1}
 rates=${RATES:-"1000 2000 10000 40000"}
-churn_rates=${CHURN_RATES:-2000}
-dual_rates=${DUAL_RATES:-10000}
+churn_rates=${CHURN_RATES-2000}
+dual_rates=${DUAL_RATES-10000}
 closed=${CLOSED:-1}
 closed_q=${CLOSED_Q:-512}
 pods=${PODS:-256}
@@ -115,15 +116,20 @@ for a in $local_v6; do inns ip addr add "$a/128" dev nodelocaldns nodad; done
 
 # --- upstreams --------------------------------------------------------------------
 "$dnsload" --pods "$pods" --write-zones "$work/zones" > "$work/zones.txt"
-knot() { # NAME ADDRESS ORIGIN
+# knot NAME ADDRESS ORIGIN: a knotd for ORIGIN on ADDRESS:53. Several TCP workers and
+# a 5 s TCP I/O timeout (knotd's default 500 ms): on a shared load core, one worker
+# with the default closed connections mid-exchange and the servers' misses failed
+# (2026-12-04-node). The idle timeout stays at 10 s, as a cluster's CoreDNS has.
+knot() {
   mkdir -p "$work/knot-$1"
   cat > "$work/knot-$1/knot.conf" <<KNOT
 server:
     rundir: "$work/knot-$1"
     listen: [ $2@53 ]
-    udp-workers: 1
-    tcp-workers: 1
+    udp-workers: 2
+    tcp-workers: 4
     background-workers: 1
+    tcp-io-timeout: 5000
 database:
     storage: "$work/knot-$1"
 zone:
@@ -141,7 +147,7 @@ knot outside "$outside_dns" example.com
 cp "$work"/zones/*.zone "$out/conf/"
 
 # --- servers ----------------------------------------------------------------------
-declare -A port=([nodelocaldns]=5301 [unbound]=5302 [dnsdist]=5303 [kresd]=5304)
+declare -A port=([nodelocaldns]=5301 [unbound]=5302 [dnsdist]=5303 [kresd]=5304 [nodelocaldns-epoll]=5305)
 declare -A pid
 cluster_zones="cluster.local in-addr.arpa ip6.arpa"
 # configs VARIANT ADDRESSES: every server's configuration in $work/VARIANT/.
@@ -169,6 +175,8 @@ configs() {
       echo "}"
     done
   } > "$d/Corefile"
+  sed "s/:${port[nodelocaldns]} {/:${port[nodelocaldns-epoll]} {/; s/prometheus :9253/prometheus :9254/; s/:8080/:8081/" \
+    "$d/Corefile" > "$d/Corefile.epoll"
   p=${port[unbound]}
   {
     echo "server:"
@@ -239,6 +247,7 @@ server_cmd() { # SERVER VARIANT
   case $1 in
     # shellcheck disable=SC2086
     nodelocaldns) echo "$ours_bin -conf $d/Corefile --shards 1${OURS_ARGS:+ $OURS_ARGS}";;
+    nodelocaldns-epoll) echo "$ours_bin -conf $d/Corefile.epoll --shards 1 --io-engine=epoll${OURS_ARGS:+ $OURS_ARGS}";;
     unbound) echo "unbound -d -c $d/unbound.conf";;
     dnsdist) echo "dnsdist --supervised --disable-syslog -C $d/dnsdist.conf";;
     kresd) echo "kresd -n -c $d/kresd.conf $d/kresd";;

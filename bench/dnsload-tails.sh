@@ -8,9 +8,15 @@
 # on core 1, both SCHED_FIFO (RT=0 for plain CFS): the machine is shared, and the
 # point is the tool, not whoever else runs.
 #
+# The capture holds every query: dnsload may send several due queries as one UDP
+# GSO super-datagram, which the tap sees before it is split, so query datagrams are
+# cut into their equal-length segments here (each with its own ID). Each run waits
+# for tcpdump to listen before it starts, and for it to write out its ring after.
+#
 #   bench/dnsload-tails.sh [SECONDS_PER_RUN] [ROUNDS]
 #   env: RATES ("10000 50000"), SOCKETS ("16 256 1024"), OUT (record directory,
-#        default bench/runs/<date>-dnsload-tails), RT (1)
+#        default bench/runs/<date>-dnsload-tails), RT (1), DNSLOAD (a dnsload
+#        binary to measure instead of this tree's, e.g. an older build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -27,7 +33,7 @@ prio=()
 bench_install tcpdump:tcpdump tshark:tshark
 cargo build --release -q -p dnsload
 cargo build --release -q --manifest-path bench/echo/Cargo.toml --target-dir "$target"
-dnsload="$target/release/dnsload"
+dnsload=${DNSLOAD:-$target/release/dnsload}
 mkdir -p "$out/raw"
 bench_work
 
@@ -37,50 +43,78 @@ sleep 0.5
 
 # Query-to-answer times from a capture: each answer is matched to the oldest
 # unanswered query with the same client port and ID (kernel packet stamps, so this
-# is what the wire saw). Prints: answers matched, p50 p99 p99.9 max (ms).
+# is what the wire saw). A query datagram is cut into segments of its first
+# query's length (a GSO super-datagram's segments are of one length; the tap
+# stamps them all with the time the super-datagram left). Prints: queries seen,
+# answers matched, p50 p99 p99.9 max (ms).
 capture_quantiles() {
-  tshark -r "$1" -d "udp.port==$port,dns" -T fields -E separator=' ' \
-    -e frame.time_epoch -e udp.srcport -e udp.dstport -e dns.id 2>/dev/null |
+  tshark -r "$1" -T fields -E separator=' ' \
+    -e frame.time_epoch -e udp.srcport -e udp.dstport -e udp.payload 2>/dev/null |
     python3 -c '
 import sys, collections
 port = int(sys.argv[1])
+def queries(payload):
+    i = 12
+    while i < len(payload) and payload[i] != 0:
+        i += payload[i] + 1
+    seg = i + 5
+    if seg > len(payload):
+        return [payload]
+    return [payload[k:k + seg] for k in range(0, len(payload), seg)]
 asked = collections.defaultdict(collections.deque)
-lat = []
+lat, seen = [], 0
 for line in sys.stdin:
     f = line.split()
     if len(f) < 4:
         continue
-    t, src, dst, qid = float(f[0]), int(f[1]), int(f[2]), f[3]
+    t, src, dst, payload = float(f[0]), int(f[1]), int(f[2]), bytes.fromhex(f[3])
     if dst == port:
-        asked[(src, qid)].append(t)
-    elif src == port and asked[(dst, qid)]:
-        lat.append(t - asked[(dst, qid)].popleft())
+        for q in queries(payload):
+            asked[(src, q[:2])].append(t)
+            seen += 1
+    elif src == port and asked[(dst, payload[:2])]:
+        lat.append(t - asked[(dst, payload[:2])].popleft())
 lat.sort()
+if not lat:
+    lat.append(0.0)
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
-print(len(lat), *("%.3f" % q(p) for p in (0.5, 0.99, 0.999)), "%.3f" % (lat[-1] * 1000))' "$port"
+print(seen, len(lat), *("%.3f" % q(p) for p in (0.5, 0.99, 0.999)), "%.3f" % (lat[-1] * 1000))' "$port"
+}
+# Waits until FILE has stopped growing (tcpdump has written out its ring), at
+# most 20 s.
+settled() {
+  local size=-1 now
+  for _ in $(seq 40); do
+    now=$(stat -c %s "$1" 2>/dev/null || echo 0)
+    [ "$now" = "$size" ] && return
+    size=$now
+    sleep 0.5
+  done
 }
 # field of dnsload's JSON report, in ms.
 json_ms() { python3 -c "import json,sys; print('%.3f' % (json.load(open('$1'))$2 / 1000))"; }
 
 runs="$out/runs.tsv"
-printf 'rate\tsockets\tround\tload1\tcapture_n\tcap_p50_ms\tcap_p99_ms\tcap_p99_9_ms\tcap_max_ms\tdnsload_p50_ms\tdnsload_p99_ms\tdnsload_p99_9_ms\tdnsload_max_ms\tlag_p50_ms\tlag_p99_ms\tlag_max_ms\n' >"$runs"
+printf 'rate\tsockets\tround\tload1\tdnsload_sent\tcapture_q\tcapture_n\tcap_p50_ms\tcap_p99_ms\tcap_p99_9_ms\tcap_max_ms\tdnsload_p50_ms\tdnsload_p99_ms\tdnsload_p99_9_ms\tdnsload_max_ms\tlag_p50_ms\tlag_p99_ms\tlag_max_ms\n' >"$runs"
 for round in $(seq 1 "$rounds"); do
   for rate in $rates; do
     for c in $sockets; do
       name="r$rate-c$c-$round"
-      tcpdump -i lo -B 131072 -s 128 -w "$work/$name.pcap" -U "udp port $port" 2>/dev/null &
+      tcpdump -i lo -B 131072 -s 2048 -w "$work/$name.pcap" -U "udp port $port" 2>"$work/$name.err" &
       dump=$!
-      sleep 0.5
+      for _ in $(seq 100); do grep -q 'listening on' "$work/$name.err" && break; sleep 0.1; done
+      sleep 0.3
       load=$(cut -d' ' -f1 /proc/loadavg)
       "${prio[@]}" taskset -c 1 "$dnsload" -s 127.0.0.1 -p "$port" -d "$work/names.txt" \
         --rate "$rate" -c "$c" -l "$secs" -t 2 --cores 1 --quiet \
         --json "$work/$name.json" >"$out/raw/$name.txt"
-      sleep 0.3
+      settled "$work/$name.pcap"
       kill -INT "$dump"; wait "$dump" 2>/dev/null || true
-      read -r n c50 c99 c999 cmax < <(capture_quantiles "$work/$name.pcap")
+      read -r seen n c50 c99 c999 cmax < <(capture_quantiles "$work/$name.pcap")
       j="$work/$name.json"
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rate" "$c" "$round" "$load" \
-        "$n" "$c50" "$c99" "$c999" "$cmax" \
+      sent=$(python3 -c "import json; print(json.load(open('$j'))['counters']['sent'])")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rate" "$c" "$round" "$load" \
+        "$sent" "$seen" "$n" "$c50" "$c99" "$c999" "$cmax" \
         "$(json_ms "$j" "['latency']['p50_us']")" "$(json_ms "$j" "['latency']['p99_us']")" \
         "$(json_ms "$j" "['latency']['p99_9_us']")" "$(json_ms "$j" "['latency']['max_us']")" \
         "$(json_ms "$j" "['send_lag']['p50_us']")" "$(json_ms "$j" "['send_lag']['p99_us']")" \
@@ -109,11 +143,11 @@ PY
 {
   echo "bench/dnsload-tails.sh $secs $rounds  (RATES=\"$rates\" SOCKETS=\"$sockets\" RT=${RT:-1})"
   echo "echo:    ${prio[*]} taskset -c 0 bench-echo 127.0.0.1:$port"
-  echo "capture: tcpdump -i lo -B 131072 -s 128 -w RUN.pcap -U 'udp port $port'"
-  echo "         tshark -r RUN.pcap -d udp.port==$port,dns -T fields -e frame.time_epoch -e udp.srcport -e udp.dstport -e dns.id"
-  echo "         (each answer matched to the oldest open query with the same client port and ID)"
+  echo "capture: tcpdump -i lo -B 131072 -s 2048 -w RUN.pcap -U 'udp port $port'"
+  echo "         tshark -r RUN.pcap -T fields -e frame.time_epoch -e udp.srcport -e udp.dstport -e udp.payload"
+  echo "         (query datagrams cut into GSO segments; each answer matched to the oldest open query with the same client port and ID)"
   echo "dnsload: ${prio[*]} taskset -c 1 dnsload -s 127.0.0.1 -p $port -d names.txt --rate RATE -c SOCKETS -l $secs -t 2 --cores 1 --quiet --json RUN.json"
-  echo "dnsload $("$dnsload" --version | awk '{print $2}') at $(git rev-parse --short HEAD)"
+  echo "dnsload $("$dnsload" --version | awk '{print $2}') ${DNSLOAD:+($DNSLOAD) }at $(git rev-parse --short HEAD)"
   tcpdump --version 2>&1 | head -1
   tshark --version | head -1
   echo "kernel $(uname -r), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"

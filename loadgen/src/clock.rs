@@ -82,6 +82,17 @@ pub fn tighten_timer_slack() {
     }
 }
 
+/// CPU time this thread has used, in nanoseconds (None if the clock is missing).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which lives across the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! - [`queries`]: query files, name patterns, random names, type mix, Zipf; encoded once.
 //! - [`wire`]: the DNS codec (the workspace crate `dnswire`, shared with the server).
 //! - [`schedule`]: intended send times (closed loop, `-Q`, open loop constant/Poisson).
+//! - [`spin`]: how early a worker wakes before a due send (learned wake-up lateness).
 //! - [`inflight`]: outstanding queries per worker, keyed by channel and ID; timeouts.
 //! - [`sender`]: the per-worker loop shared by both transports.
 //! - [`pods`]: the Kubernetes pod traffic model: profile, search-list expansion,
@@ -43,6 +44,7 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod sender;
+pub mod spin;
 pub mod stats;
 pub mod tcp;
 pub mod udp;

@@ -82,11 +82,28 @@ pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
 /// rest, so the wake-up's own latency does not make the send late.
 pub const SPIN_NS_MIN: u64 = 2_000;
 
-/// ... and at most this long: it spins for a quarter of the mean gap between sends up to
+/// ... and in the pod model at most this long: it spins for a quarter of the mean gap between sends up to
 /// this, which keeps it on its core (where a kernel without preemption cannot hold
 /// it off) at low rates, and off 100 % of the core at high rates (where the kernel's
 /// budget for real-time tasks would stop it for milliseconds).
 pub const SPIN_NS_MAX: u64 = 25_000;
+
+/// Longest spin before a due send of the open loop and `-Q` ([`crate::spin`]): the
+/// spin follows the wake-up lateness the worker observes, up to this. Wake-ups on
+/// a virtual machine end 20-30 µs late typically and some tens more now and then.
+pub const WAKE_SPIN_NS_MAX: u64 = 60_000;
+
+/// The spin guard's window: how often the worker reads its CPU time.
+pub const SPIN_WINDOW_NS: u64 = 10_000_000;
+
+/// The share of its time a worker may be busy (on the CPU), per mille; while it
+/// owes idle time it spins only [`SPIN_NS_MIN`]: a real-time thread must leave its
+/// core idle now and then, or the kernel stops it for tens of ms.
+pub const SPIN_BUSY_PERMILLE_MAX: u64 = 900;
+
+/// An answer read in open loop over UDP stops this long before the next due send
+/// (one `recvmmsg` of a few answers costs a few µs), so reading never delays it.
+pub const RECEIVE_MARGIN_NS: u64 = 5_000;
 
 /// In open loop over UDP (arrivals stamped by the kernel), answers are read this
 /// often instead of as each comes: a late read changes no latency, and one read
@@ -171,6 +188,10 @@ const _: () = assert!(IDS_PER_CHANNEL_MIN.is_power_of_two());
 const _: () = assert!(IDS_PER_CHANNEL_MIN <= IDS_PER_CHANNEL_MAX);
 const _: () = assert!(IDS_PER_CHANNEL_MIN >= 2 * BATCH_MSGS_MAX);
 const _: () = assert!(RECEIVE_INTERVAL_NS <= IDLE_SLEEP_NS_MAX);
+// The spin is shorter than the longest sleep, and a guard window spans several sleeps.
+const _: () = assert!(SPIN_NS_MIN <= WAKE_SPIN_NS_MAX && WAKE_SPIN_NS_MAX < IDLE_SLEEP_NS_MAX);
+const _: () = assert!(SPIN_WINDOW_NS >= 4 * IDLE_SLEEP_NS_MAX && SPIN_BUSY_PERMILLE_MAX < 1000);
+const _: () = assert!(RECEIVE_MARGIN_NS < RECEIVE_INTERVAL_NS);
 const _: () = assert!(TCP_IN_BYTES_INITIAL <= TCP_IN_BYTES);
 const _: () = assert!(SEARCH_DOMAINS_MAX > 3);
 const _: () = assert!(LOOKUP_STARTS_PER_PASS <= LOOKUPS_IN_FLIGHT_MAX);

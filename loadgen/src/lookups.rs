@@ -177,7 +177,7 @@ impl PodWorker<'_> {
             }
             let clock = self.clock;
             channels
-                .receive(&clock, &mut |c, msg, t| self.on_answer(c, msg, t))
+                .receive(&clock, u64::MAX, &mut |c, msg, t| self.on_answer(c, msg, t))
                 .map_err(|source| WorkerError::Receive { worker, source })?;
             for due in std::mem::take(&mut self.due) {
                 self.send(channels, due);

@@ -4,7 +4,9 @@
 //!
 //! Only ready sockets are read, so a receive pass costs the answers that came, not
 //! the number of sockets: a worker with 4,096 sockets and one answer makes one
-//! `recvmmsg`, not 4,096.
+//! `recvmmsg`, not 4,096. A pass may also take the ready sockets one at a time and
+//! stop in between (to send on time); the rest of the list waits for the next pass
+//! without another `epoll_pwait2`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -17,8 +19,10 @@ pub struct Poller {
     epoll: OwnedFd,
     /// Event buffer for `epoll_pwait2`.
     events: Vec<libc::epoll_event>,
-    /// Valid events in `events` (from the last wait) not yet taken.
+    /// Valid events in `events` (from the last wait).
     ready: usize,
+    /// First of them not yet taken.
+    next: usize,
     /// Whether `events[..ready]` came from a wait the caller has not consumed.
     fresh: bool,
 }
@@ -36,6 +40,7 @@ impl Poller {
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS_MAX],
             ready: 0,
+            next: 0,
             fresh: false,
         })
     }
@@ -100,6 +105,7 @@ impl Poller {
                 0usize,
             )
         };
+        self.next = 0;
         if rc < 0 {
             let err = io::Error::last_os_error();
             self.ready = 0;
@@ -115,13 +121,36 @@ impl Poller {
 
     /// The tokens and event bits of the ready sockets: those of the last
     /// [`Poller::wait`] if not yet taken, else of a wait that does not block.
-    pub fn take_ready(&mut self) -> io::Result<impl Iterator<Item = (usize, u32)> + '_> {
+    pub fn take_ready(&mut self) -> io::Result<impl ExactSizeIterator<Item = (usize, u32)> + '_> {
         if !self.fresh {
             self.wait(0)?;
         }
         self.fresh = false;
-        Ok(self.events[..self.ready]
+        let untaken = self.next..self.ready;
+        self.next = self.ready;
+        Ok(self.events[untaken]
             .iter()
             .map(|e| (e.u64 as usize, e.events)))
+    }
+
+    /// The token of the next ready socket not yet taken, if any (see
+    /// [`Poller::skip`]); [`Poller::refill`] looks again once none is left.
+    pub fn peek(&self) -> Option<usize> {
+        (self.next < self.ready).then(|| self.events[self.next].u64 as usize)
+    }
+
+    /// Takes the socket [`Poller::peek`] showed.
+    pub fn skip(&mut self) {
+        self.next = (self.next + 1).min(self.ready);
+    }
+
+    /// Looks for ready sockets without blocking when every one of the last look
+    /// has been taken; true when the event list came back full (more sockets may
+    /// be ready than it holds).
+    pub fn refill(&mut self) -> io::Result<bool> {
+        if self.next >= self.ready {
+            self.wait(0)?;
+        }
+        Ok(self.ready == self.events.len())
     }
 }

@@ -108,7 +108,7 @@ impl Replayer<'_> {
             let queries = &self.shared.queries;
             let (inflight, tally) = (&mut self.inflight, &mut self.tally);
             channels
-                .receive(&clock, &mut |c, msg, t| {
+                .receive(&clock, u64::MAX, &mut |c, msg, t| {
                     let counts = (&mut tally.counters, &mut tally.latency);
                     account_answer(inflight, queries, counts, c, msg, t);
                 })

@@ -10,7 +10,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::clock::{tighten_timer_slack, Clock};
+use crate::clock::{thread_cpu_ns, tighten_timer_slack, Clock};
 
 use hdrhistogram::Histogram;
 use std::sync::mpsc::Sender;
@@ -19,10 +19,11 @@ use thiserror::Error;
 use crate::inflight::InFlight;
 use crate::limits::{
     IDLE_SLEEP_NS_MAX, IDS_PER_CHANNEL_MIN, INTERRUPT_DRAIN_NS_MAX, QUERY_BYTES_MAX,
-    RECEIVE_INTERVAL_NS, SPIN_NS_MAX, SPIN_NS_MIN,
+    RECEIVE_INTERVAL_NS, RECEIVE_MARGIN_NS, SPIN_NS_MIN,
 };
 use crate::queries::{Budget, Order, Picker, QuerySet};
 use crate::schedule::{Pacer, Pacing};
+use crate::spin::Spinner;
 use crate::stats::{new_histogram, Counters, Interval};
 use crate::wire;
 
@@ -298,11 +299,15 @@ pub trait Channels {
     fn send(&mut self, channel: usize, batch: &SendBatch) -> io::Result<u64>;
     /// Delivers every message that can be read without blocking to `on_msg`,
     /// with the channel index and the time it arrived (nanoseconds on `clock`).
+    /// A transport that stamps arrivals stops once `until_ns` (on `clock`) has
+    /// passed, so reading does not hold up a due send; it returns false then
+    /// (something may be left to read), true when it read everything.
     fn receive(
         &mut self,
         clock: &Clock,
+        until_ns: u64,
         on_msg: &mut dyn FnMut(usize, &[u8], u64),
-    ) -> io::Result<()>;
+    ) -> io::Result<bool>;
     /// True when [`Channels::receive`] reports each message's arrival time as the
     /// kernel stamped it, so reading it later does not change its latency.
     fn stamps_arrivals(&self) -> bool;
@@ -348,8 +353,11 @@ struct Worker<'a> {
     next_channel: usize,
     /// The transport stamps each answer's arrival (UDP), so reading may wait.
     stamped_arrivals: bool,
-    /// When answers are read next, if reads are deferred.
+    /// When answers are read next, if reads are deferred (in the past while a
+    /// read cut short by a due send has more to read).
     next_receive_ns: u64,
+    /// How early to wake before a due send.
+    spinner: Spinner,
     /// Connections opened, as counted so far.
     connections_seen: u64,
 }
@@ -383,6 +391,7 @@ pub fn run_worker<C: Channels>(
         drain: Drain::default(),
         stamped_arrivals: channels.stamps_arrivals(),
         next_receive_ns: 0,
+        spinner: Spinner::new(start_ns),
         connections_seen: 0,
         next_channel: plan.index,
         plan,
@@ -416,12 +425,16 @@ impl Worker<'_> {
             }
             if self.receive_due(now) {
                 let clock = self.clock;
-                channels
-                    .receive(&clock, &mut |c, msg, t| self.on_answer(c, msg, t))
+                let until = self.receive_until(now);
+                let complete = channels
+                    .receive(&clock, until, &mut |c, msg, t| self.on_answer(c, msg, t))
                     .map_err(|source| WorkerError::Receive { worker, source })?;
-                self.next_receive_ns = now + RECEIVE_INTERVAL_NS;
+                if complete {
+                    self.next_receive_ns = now + RECEIVE_INTERVAL_NS;
+                }
             }
             let now = self.shared.now_ns();
+            self.spinner.tick(now, thread_cpu_ns);
             self.counters.lost += self.inflight.expire(now, self.plan.timeout_ns);
             if self.drain_done(now) {
                 self.counters.lost += self.inflight.expire_all();
@@ -436,6 +449,10 @@ impl Worker<'_> {
             } else {
                 pause(channels, worker, sleep, spin)?;
             }
+            if sleep > spin {
+                // How late the wake-up was teaches the spinner the next spin.
+                self.spinner.woke(now + sleep - spin, self.shared.now_ns());
+            }
         }
     }
 
@@ -446,18 +463,42 @@ impl Worker<'_> {
         self.stamped_arrivals && self.pacer.latency_from_intended() && !self.drain.started()
     }
 
-    /// How long before a due send the worker stops sleeping and spins: a quarter of the
-    /// mean gap between sends, within the limits (the minimum in closed loop).
+    /// How long before a due send the worker stops sleeping and spins: as long as
+    /// its wake-ups run late (learned, within the limits); the minimum in closed loop.
     fn spin_ns(&self) -> u64 {
-        let rate = self.shared.rate();
-        if !self.pacer.is_scheduled() || rate <= 0.0 {
+        if !self.pacer.is_scheduled() || self.shared.rate() <= 0.0 {
             return SPIN_NS_MIN;
         }
-        ((0.25e9 / rate) as u64).clamp(SPIN_NS_MIN, SPIN_NS_MAX)
+        self.spinner.spin_ns()
     }
 
+    /// Whether to read answers now. Deferred reads wait for a moment when no send
+    /// is about to fall due, but not longer than one more interval (a worker that
+    /// is always behind must still read, or the socket buffers overflow).
     fn receive_due(&self, now: u64) -> bool {
-        !self.receives_deferred() || now >= self.next_receive_ns
+        if !self.receives_deferred() {
+            return true;
+        }
+        now >= self.next_receive_ns
+            && (now < self.send_due_soon_ns() || now >= self.next_receive_ns + RECEIVE_INTERVAL_NS)
+    }
+
+    /// Until when a read may go on: unbounded unless reads are deferred, else up
+    /// to shortly before the next due send (unbounded too once a read is overdue).
+    fn receive_until(&self, now: u64) -> u64 {
+        if !self.receives_deferred() || now >= self.next_receive_ns + RECEIVE_INTERVAL_NS {
+            return u64::MAX;
+        }
+        self.send_due_soon_ns()
+    }
+
+    /// Shortly before the next send falls due: reading stops there.
+    fn send_due_soon_ns(&self) -> u64 {
+        let room = self.inflight.outstanding() < self.plan.outstanding_max;
+        match self.pacer.next_due_ns() {
+            Some(due) if room => due.saturating_sub(RECEIVE_MARGIN_NS),
+            _ => u64::MAX,
+        }
     }
 
     fn maybe_start_drain(&mut self, now: u64) {
@@ -584,7 +625,13 @@ impl Worker<'_> {
             until = until.min(oldest + self.plan.timeout_ns);
         }
         if self.receives_deferred() {
-            until = until.min(self.next_receive_ns);
+            // A read cut short goes on right after the next send, or when it is
+            // overdue: it is no reason not to sleep until then.
+            let read_at = match self.next_receive_ns {
+                at if at > now => at,
+                at => at + RECEIVE_INTERVAL_NS,
+            };
+            until = until.min(read_at);
         }
         until = until.min((self.second + 1) * 1_000_000_000);
         until.saturating_sub(now)

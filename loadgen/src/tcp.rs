@@ -345,11 +345,14 @@ impl Channels for TcpChannels {
         Ok(crate::sender::first_bits(room))
     }
 
+    /// Reads everything whatever `until_ns` says: an answer's latency ends when it
+    /// is read here (TCP has no receive stamps), so a later read would add to it.
     fn receive(
         &mut self,
         clock: &Clock,
+        _until_ns: u64,
         on_msg: &mut dyn FnMut(usize, &[u8], u64),
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
         ready.extend(self.poller.take_ready()?);
@@ -378,7 +381,7 @@ impl Channels for TcpChannels {
             self.sync_watch(token);
         }
         self.ready = ready;
-        Ok(())
+        Ok(true)
     }
 
     fn stamps_arrivals(&self) -> bool {

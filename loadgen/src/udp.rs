@@ -101,12 +101,20 @@ impl Channels for UdpChannels {
     fn receive(
         &mut self,
         clock: &Clock,
+        until_ns: u64,
         on_msg: &mut dyn FnMut(usize, &[u8], u64),
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let mut stamps = [0u64; BATCH_MSGS_MAX];
         let mut lens = [0usize; BATCH_MSGS_MAX];
-        let ready = self.poller.take_ready()?;
-        for (channel, _) in ready {
+        // A full event list may have left ready sockets out: not everything was read.
+        let complete = !self.poller.refill()?;
+        while let Some(channel) = self.poller.peek() {
+            // Checked before each socket: one socket's answers take a few µs. The
+            // sockets left wait for the next pass, still ready (level-triggered).
+            if clock.now_ns() >= until_ns {
+                return Ok(false);
+            }
+            self.poller.skip();
             let Some(socket) = self.sockets.get(channel) else {
                 continue;
             };
@@ -129,7 +137,7 @@ impl Channels for UdpChannels {
                 }
             }
         }
-        Ok(())
+        Ok(complete)
     }
 
     fn stamps_arrivals(&self) -> bool {

@@ -100,7 +100,7 @@ for round in $(seq 1 "$rounds"); do
   for rate in $rates; do
     for c in $sockets; do
       name="r$rate-c$c-$round"
-      tcpdump -i lo -B 131072 -s 2048 -w "$work/$name.pcap" -U "udp port $port" 2>"$work/$name.err" &
+      tcpdump -i lo -B 131072 -s 65535 -w "$work/$name.pcap" -U "udp port $port" 2>"$work/$name.err" &
       dump=$!
       for _ in $(seq 100); do grep -q 'listening on' "$work/$name.err" && break; sleep 0.1; done
       sleep 0.3
@@ -143,7 +143,7 @@ PY
 {
   echo "bench/dnsload-tails.sh $secs $rounds  (RATES=\"$rates\" SOCKETS=\"$sockets\" RT=${RT:-1})"
   echo "echo:    ${prio[*]} taskset -c 0 bench-echo 127.0.0.1:$port"
-  echo "capture: tcpdump -i lo -B 131072 -s 2048 -w RUN.pcap -U 'udp port $port'"
+  echo "capture: tcpdump -i lo -B 131072 -s 65535 -w RUN.pcap -U 'udp port $port'"
   echo "         tshark -r RUN.pcap -T fields -e frame.time_epoch -e udp.srcport -e udp.dstport -e udp.payload"
   echo "         (query datagrams cut into GSO segments; each answer matched to the oldest open query with the same client port and ID)"
   echo "dnsload: ${prio[*]} taskset -c 1 dnsload -s 127.0.0.1 -p $port -d names.txt --rate RATE -c SOCKETS -l $secs -t 2 --cores 1 --quiet --json RUN.json"

@@ -11,7 +11,8 @@
 # The capture holds every query: dnsload may send several due queries as one UDP
 # GSO super-datagram, which the tap sees before it is split, so query datagrams are
 # cut into their equal-length segments here (each with its own ID). Each run waits
-# for tcpdump to listen before it starts, and for it to write out its ring after.
+# for tcpdump to listen before it starts, and for it to write out its ring after
+# (in immediate mode: otherwise the ring's last, unfinished block is lost at exit).
 #
 #   bench/dnsload-tails.sh [SECONDS_PER_RUN] [ROUNDS]
 #   env: RATES ("10000 50000"), SOCKETS ("16 256 1024"), OUT (record directory,
@@ -100,7 +101,7 @@ for round in $(seq 1 "$rounds"); do
   for rate in $rates; do
     for c in $sockets; do
       name="r$rate-c$c-$round"
-      tcpdump -i lo -B 131072 -s 65535 -w "$work/$name.pcap" -U "udp port $port" 2>"$work/$name.err" &
+      tcpdump -i lo --immediate-mode -B 131072 -s 65535 -w "$work/$name.pcap" -U "udp port $port" 2>"$work/$name.err" &
       dump=$!
       for _ in $(seq 100); do grep -q 'listening on' "$work/$name.err" && break; sleep 0.1; done
       sleep 0.3
@@ -143,7 +144,7 @@ PY
 {
   echo "bench/dnsload-tails.sh $secs $rounds  (RATES=\"$rates\" SOCKETS=\"$sockets\" RT=${RT:-1})"
   echo "echo:    ${prio[*]} taskset -c 0 bench-echo 127.0.0.1:$port"
-  echo "capture: tcpdump -i lo -B 131072 -s 65535 -w RUN.pcap -U 'udp port $port'"
+  echo "capture: tcpdump -i lo --immediate-mode -B 131072 -s 65535 -w RUN.pcap -U 'udp port $port'"
   echo "         tshark -r RUN.pcap -T fields -e frame.time_epoch -e udp.srcport -e udp.dstport -e udp.payload"
   echo "         (query datagrams cut into GSO segments; each answer matched to the oldest open query with the same client port and ID)"
   echo "dnsload: ${prio[*]} taskset -c 1 dnsload -s 127.0.0.1 -p $port -d names.txt --rate RATE -c SOCKETS -l $secs -t 2 --cores 1 --quiet --json RUN.json"

@@ -40,6 +40,9 @@ const _: () = assert!(UPSTREAM_ATTEMPTS_MAX >= 2 * 15);
 
 /// UDP: datagrams read (recvmmsg) and answers sent (sendmmsg) per system call.
 pub const UDP_BATCH_MAX: usize = 32;
+/// UDP (io_uring): ready sockets the shard's UDP loop takes from one wait, one batch
+/// each; more wait for the next (epoll hands ready sockets out in turn).
+pub const UDP_READY_SOCKETS_MAX: usize = 16;
 /// UDP: default SO_RCVBUF of a listening socket (the kernel caps it at rmem_max).
 pub const UDP_RCVBUF_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 /// TCP clients: listen backlog.
@@ -69,6 +72,7 @@ pub const UPSTREAM_BUFSIZE_DEFAULT: u16 = EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 pub const SERVER_BUFSIZE: u16 = EDNS_UDP_PAYLOAD_BYTES_DEFAULT;
 
 const _: () = assert!(UDP_BATCH_MAX >= 1 && UDP_BATCH_MAX <= 1024);
+const _: () = assert!(UDP_READY_SOCKETS_MAX >= 1 && UDP_READY_SOCKETS_MAX <= 1024);
 
 /// Engine probe: entries of the io_uring ring set up (and closed) to learn whether
 /// io_uring runs here, before any shard starts.
@@ -205,7 +209,8 @@ pub const MISSES_PENDING_PER_SHARD_MIN: usize = 64;
 /// memory a shard), rounded up with room for a reload's second configuration.
 pub const MEMORY_BASE_BYTES: u64 = 16 << 20;
 /// Memory plan: what each shard adds before any budget is used, besides its I/O
-/// memory: its UDP batches (2 × 32 × 4 KiB per socket, up to four sockets), its
+/// memory: its UDP batches (2 × 32 × 4 KiB: one on io_uring, one per socket and up
+/// to four sockets on epoll), its
 /// scratch answer buffers, its thread's stack and tables.
 pub const MEMORY_SHARD_BYTES: u64 = 2 << 20;
 /// io_uring memory per shard (`--io-memory-bytes`; registered memory counts against

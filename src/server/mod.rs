@@ -384,16 +384,27 @@ fn send_loop_probes(config: &Config, endpoints: &[listen::Endpoint]) {
 /// misses in flight finish on the state they started with.
 pub(crate) type Current = Rc<RefCell<Rc<Shard>>>;
 
-/// The listener tasks of one endpoint.
+/// What serves one endpoint on a shard.
 struct Listener {
     addr: SocketAddr,
     /// The UDP socket, to take it out of the reuseport group when stopping.
     udp_fd: std::os::fd::RawFd,
-    udp: engine::Task<()>,
+    /// The UDP socket in the shard's UDP loop(s); None (logged) when the engine could
+    /// not take it.
+    udp: Option<udp::Serving>,
     /// The accept loop; it ends by itself once `tcp_control` is stopped.
     tcp: engine::Task<()>,
     /// The TCP listener's state, to stop it and see its connections while stopping.
     tcp_control: Rc<tcp::Control>,
+}
+
+impl Listener {
+    /// Stops serving the UDP socket (the TCP side stops apart).
+    async fn stop_udp(&mut self) {
+        if let Some(udp) = self.udp.take() {
+            udp.stop().await;
+        }
+    }
 }
 
 /// What every listener of a shard is started with.
@@ -403,22 +414,22 @@ struct ListenerSettings {
     tcp: TcpLimits,
 }
 
-/// Starts the listener tasks of one endpoint; None (logged) when the engine cannot
-/// take its sockets.
+/// Starts serving one endpoint: its UDP socket in the shard's UDP loop(s), a task
+/// for its TCP listener; None (logged) when the engine cannot take its TCP socket.
 fn spawn_listener(
     current: &Current,
+    udp: &udp::Server,
     sockets: listen::EndpointSockets,
-    settings: ListenerSettings,
+    tcp_limits: TcpLimits,
 ) -> Option<Listener> {
     let addr = sockets.addr;
-    let (udp_settings, tcp_limits) = (settings.udp, settings.tcp);
     let (tcp_control, tcp_listener) = tcp::Control::new(sockets.tcp)
         .inspect_err(|err| tracing::error!(%addr, %err, "cannot serve this endpoint on this shard"))
         .ok()?;
     Some(Listener {
         addr,
         udp_fd: sockets.udp.as_raw_fd(),
-        udp: engine::spawn_local(udp::serve(current.clone(), addr, sockets.udp, udp_settings)),
+        udp: udp.serve(addr, sockets.udp),
         tcp: engine::spawn_local(tcp::serve(
             current.clone(),
             addr,
@@ -440,9 +451,11 @@ async fn serve(
     settings: ListenerSettings,
     member: handover::Member,
 ) {
+    // One UDP loop for all of the shard's sockets on io_uring (udp.rs).
+    let udp = udp::Server::start(current.clone(), settings.udp);
     let mut listeners: Vec<Listener> = sockets
         .into_iter()
-        .filter_map(|s| spawn_listener(&current, s, settings))
+        .filter_map(|s| spawn_listener(&current, &udp, s, settings.tcp))
         .collect();
     let mut publisher = Publisher::new(slot);
     let mut exporter = export::Exporter::new(publisher.index());
@@ -470,12 +483,12 @@ async fn serve(
                     tracing::debug!(generation, adopted, "caches carried over the reload");
                     exporter.retire(std::mem::replace(&mut *current.borrow_mut(), new));
                     let mut kept = Vec::with_capacity(listeners.len());
-                    for listener in listeners {
+                    for mut listener in listeners {
                         if endpoints.iter().any(|e| e.addr == listener.addr) {
                             kept.push(listener);
                         } else {
                             handover::drain_removed(listener.udp_fd, listener.addr).await;
-                            let _ = listener.udp.cancel().await;
+                            listener.stop_udp().await;
                             listener.tcp_control.stop();
                             let _ = listener.tcp.cancel().await;
                         }
@@ -483,7 +496,7 @@ async fn serve(
                     kept.extend(
                         opened
                             .into_iter()
-                            .filter_map(|s| spawn_listener(&current, s, settings)),
+                            .filter_map(|s| spawn_listener(&current, &udp, s, settings.tcp)),
                     );
                     listeners = kept;
                 }
@@ -560,8 +573,8 @@ async fn stop(
             "stopping with TCP clients still connected (bound reached)"
         );
     }
-    for listener in listeners {
-        let _ = listener.udp.cancel().await;
+    for mut listener in listeners {
+        listener.stop_udp().await;
         let _ = listener.tcp.cancel().await;
     }
 }

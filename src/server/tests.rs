@@ -199,6 +199,48 @@ fn a_dense_stream_is_answered_whether_udp_waits_hot_or_not() {
     }
 }
 
+#[test]
+fn quiet_udp_sockets_outlast_many_parks_of_their_shard() {
+    // Eight sockets on one shard, all traffic on the first and no hot waits: the
+    // shard parks before each query (the client pauses between them), and the peeks
+    // of the seven quiet sockets stay armed throughout. Ten thousand parks times
+    // seven is more than a task's waker count holds (i16::MAX): an armed peek must not
+    // keep a waker of the loop per park.
+    const QUERIES: u16 = 10_000;
+    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    let options = Options {
+        udp_hot_wait: false,
+        ..one_shard()
+    };
+    let running = start(corefile(&ports), &options).unwrap();
+    assert_eq!(ask_until(ports[0], Some(2)), Some(2));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let to: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
+    let mut answer = [0u8; 512];
+    let mut answered = 0u16;
+    for id in 0..QUERIES {
+        std::thread::sleep(Duration::from_micros(20));
+        socket.send_to(&query_for(id, b""), to).unwrap();
+        if socket.recv(&mut answer).is_err() {
+            break;
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, QUERIES, "one at a time, every query answered");
+    for &quiet in &ports[1..] {
+        assert_eq!(
+            ask(quiet),
+            Some(2),
+            "the quiet socket on {quiet} still serves"
+        );
+    }
+    running.shutdown();
+    running.join();
+}
+
 /// A `name IN A` query with `id`; `name` is one label (empty for the root).
 fn query_for(id: u16, name: &[u8]) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();

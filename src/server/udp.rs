@@ -1,44 +1,51 @@
-//! The UDP loop of one listening socket, and its batched system calls: recvmmsg
-//! drains up to a batch of datagrams per call, the hits of a batch are answered in
-//! the same pass, sendmmsg sends them in one call, and misses go to tasks that answer
-//! later with one sendmsg. Each datagram carries the address it was sent to, so
-//! answers on a wildcard socket leave from it.
+//! The UDP loops of a shard, and their batched system calls: recvmmsg drains up to a
+//! batch of datagrams per call, the hits of a batch are answered in the same pass,
+//! sendmmsg sends them in one call, and misses go to tasks that answer later with one
+//! sendmsg. Each datagram carries the address it was sent to, and every answer leaves
+//! from the socket its query came to, so answers on a wildcard socket leave from the
+//! address asked.
 //!
 //! Waiting for the next datagram is where a moderately loaded shard spends its CPU
-//! (at 50k QPS a wake-up finds one or two datagrams), and each I/O engine
-//! (`crate::engine`) waits its own way.
+//! (at 50k QPS a wake-up finds one or two datagrams), so a shard waits **once for all
+//! of its UDP sockets**, however many it has: a node binds two local addresses
+//! (169.254.20.10 and the kube-dns IP) in four server blocks, others listen on IPv4
+//! and IPv6 or on several ports. Each I/O engine (`crate::engine`) does it its own
+//! way, behind [`Server`].
 //!
-//! On **epoll** the loop reads until the socket is empty, then awaits readiness: the
-//! shard's runtime waits in one `epoll_wait` for every socket of the shard (all
-//! listen addresses, IPv4 and IPv6, TCP), its timers and the eventfd other shards'
-//! messages write, so any number of sockets costs one wait per wake-up and none
-//! holds back another. No hot waits or coalescing pauses there: the wait is already
-//! one system call.
+//! On **epoll** each socket has a loop that reads until the socket is empty, then
+//! awaits readiness: the shard's runtime waits in one `epoll_wait` for every socket
+//! of the shard (UDP and TCP), its timers and the eventfd other shards' messages
+//! write. No hot waits or coalescing pauses there: the wait is already one system
+//! call.
 //!
-//! On **io_uring**, parking the executor costs glommio several io_uring_enter calls
-//! (timeouts armed and cancelled, rings linked) and a membarrier per wake-up, so the
-//! loop has two ways to wait:
+//! On **io_uring** one loop serves every UDP socket of the shard. The sockets also
+//! sit in an epoll instance of the loop's own, which tells it which sockets hold
+//! datagrams (level-triggered: a socket left with datagrams after a batch is ready
+//! again at the next wait, and each wait reads one batch from each ready socket, so
+//! none starves another). Parking the executor costs glommio several io_uring_enter
+//! calls (timeouts armed and cancelled, rings linked) and a membarrier per wake-up,
+//! so the loop has two ways to wait:
 //!
-//! - **cold** (idle or sparse traffic): an io_uring recvmsg with MSG_PEEK parks the
-//!   executor until a datagram is queued, so timers, TCP and other tasks run freely;
-//! - **hot** (the last park was shorter than [`HOT_GAP`]): one blocking recvmmsg
-//!   (MSG_WAITFORONE on a blocking socket) sleeps in the kernel like a plain UDP
-//!   server, one system call per wake-up. io_uring completions interrupt it (EINTR
-//!   from the ring's task work), so do messages from other shards (`wake.rs`), and
-//!   the loop hands the thread back to the executor at least every [`TRIP_EVERY`], at
-//!   once after a miss spawned a task, and whenever a wait times out (the traffic went
+//! - **cold** (idle or sparse traffic): an io_uring recvmsg with MSG_PEEK on each
+//!   socket parks the executor until a datagram is queued on any of them, so timers,
+//!   TCP and other tasks run freely. A peek stays armed until its socket gets a
+//!   datagram, so a park arms again only the sockets whose peek completed;
+//! - **hot** (the last park was shorter than [`HOT_GAP`]): one blocking
+//!   `epoll_pwait` on the loop's epoll instance sleeps in the kernel like a plain UDP
+//!   server, then a non-blocking recvmmsg reads each ready socket: one wait per
+//!   wake-up for any number of sockets. io_uring completions interrupt it (EINTR from
+//!   the ring's task work), so do messages from other shards (`wake.rs`), and the loop
+//!   hands the thread back to the executor at least every [`TRIP_EVERY`], at once
+//!   after a miss spawned a task, and whenever a wait times out (the traffic went
 //!   sparse: back to cold).
 //!
-//! Only a shard with a single UDP socket waits hot: with several (two listen
-//! addresses, IPv4 and IPv6) a blocking wait on one would hold back the others, so
-//! such a shard parks on io_uring per wake-up (the epoll engine has no such case).
-//!
-//! Blocking the shard's thread is bounded by SO_RCVTIMEO ([`HOT_WAIT`], rounded up to
-//! whole jiffies by the kernel), and only after datagrams arrived less than
-//! [`HOT_GAP`] apart. Glommio timers wait for the next trip through the executor:
-//! ≤ [`TRIP_EVERY`] + [`HOT_WAIT`] while traffic flows. A park costs glommio ~9
-//! io_uring_enter calls, a membarrier and four io_uring timeouts, so from 500
-//! datagrams per second a shard waits hot (`bench/runs/2026-11-22-hot-gap/`).
+//! Blocking the shard's thread is bounded by the wait's timeout ([`HOT_WAIT`]), and
+//! only after datagrams arrived less than [`HOT_GAP`] apart. Glommio timers wait for
+//! the next trip through the executor: ≤ [`TRIP_EVERY`] + [`HOT_WAIT`] while traffic
+//! flows. A park costs glommio ~9 io_uring_enter calls, a membarrier and four
+//! io_uring timeouts, so from 500 datagrams per second a shard waits hot
+//! (`bench/runs/2026-11-22-hot-gap/`). A peek still armed on a socket interrupts at
+//! most one hot wait when its datagram comes, then stays spent until the next park.
 //!
 //! Answers of one batch that go to the same client (address, port and source
 //! address) with the same length leave as one UDP GSO send (`UDP_SEGMENT`, on unless
@@ -52,13 +59,19 @@
 //! socket.
 //!
 //! Optionally (`--udp-coalesce-usecs`, off by default) a hot loop that answered a
-//! small batch sleeps that long before the next receive, so the datagrams of the
-//! pause share one wake-up: less CPU per query at moderate rates, for up to that
-//! much added latency (interrupt moderation, as NICs do).
+//! small batch sleeps that long before the next wait, so the datagrams of the pause
+//! share one wake-up: less CPU per query at moderate rates, for up to that much added
+//! latency (interrupt moderation, as NICs do).
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::query::{self, Handled};
@@ -72,8 +85,8 @@ use crate::upstream::Transport;
 /// enough that a blocking wait pays.
 const HOT_GAP: Duration = Duration::from_millis(2);
 
-/// SO_RCVTIMEO of a hot wait (the kernel rounds it up to whole jiffies): twice
-/// [`HOT_GAP`]. A wait that long without a datagram turns the loop cold.
+/// Timeout of a hot wait: twice [`HOT_GAP`]. A wait that long without a datagram
+/// turns the loop cold.
 const HOT_WAIT: Duration = Duration::from_millis(4);
 
 /// Longest the loop keeps the thread in hot waits before it parks once on io_uring,
@@ -84,14 +97,14 @@ const TRIP_EVERY: Duration = Duration::from_millis(2);
 /// loop through the executor once (reactor poll, timers, channels) without a park.
 const MESSAGE_PASS: Duration = Duration::from_micros(1);
 
-/// A hot batch of fewer datagrams than this is followed by the coalescing pause
-/// (`--udp-coalesce-usecs`) before the next receive, so one wake-up answers several.
+/// A hot pass that read fewer datagrams than this is followed by the coalescing pause
+/// (`--udp-coalesce-usecs`) before the next wait, so one wake-up answers several.
 const COALESCE_BELOW: usize = 4;
 
 /// Longest coalescing pause (it blocks the shard's thread).
 pub const COALESCE_MAX: Duration = Duration::from_millis(1);
 
-/// How a shard serves each of its UDP sockets.
+/// How a shard serves its UDP sockets.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// Datagrams per recvmmsg/sendmmsg (`--udp-batch`).
@@ -104,42 +117,94 @@ pub struct Settings {
     pub gso: bool,
 }
 
-/// Serves one UDP socket until the task is cancelled: drain a batch, answer hits in
-/// the same batch, hand misses to tasks, send, then wait: on io_uring hot or cold
-/// (see above), on epoll for readiness in the shard's one `epoll_wait`.
-pub async fn serve(
+/// The UDP side of one shard: what serves its listening sockets, as they come and go
+/// with reloads.
+pub struct Server {
     current: Current,
-    addr: SocketAddr,
-    socket: socket2::Socket,
     settings: Settings,
-) {
-    let engine = engine::current();
-    // Hot waits (io_uring only) need a blocking socket with a receive timeout; every
-    // other call on it passes MSG_DONTWAIT, and io_uring does not care.
-    let hot_capable = matches!(engine, Engine::IoUring)
-        && settings.hot_wait
-        && set_blocking_wait(&socket, HOT_WAIT)
-            .inspect_err(|err| tracing::debug!(%addr, %err, "UDP hot waits disabled"))
-            .is_ok();
-    let socket = match engine::UdpSocket::from_socket(socket) {
-        Ok(socket) => Rc::new(socket),
-        Err(err) => {
-            tracing::error!(%addr, %err, "cannot serve UDP on this shard");
-            return;
+    /// io_uring: the shard's sockets and the one loop that serves them all. None on
+    /// epoll, where each socket has its own loop (the runtime already waits for all
+    /// at once), and on io_uring without an epoll instance (each socket then parks on
+    /// io_uring alone, never hot).
+    shared: Option<(Rc<Sockets>, engine::Task<()>)>,
+}
+
+impl Server {
+    /// On io_uring, starts the shard's UDP loop (with no socket yet).
+    pub fn start(current: Current, settings: Settings) -> Server {
+        let shared = match engine::current() {
+            Engine::Epoll => None,
+            Engine::IoUring => match Sockets::new() {
+                Ok(sockets) => {
+                    let sockets = Rc::new(sockets);
+                    let task = serve_all(current.clone(), sockets.clone(), settings);
+                    Some((sockets, engine::spawn_local(task)))
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "no epoll instance: each UDP socket of this shard waits alone, never hot");
+                    None
+                }
+            },
+        };
+        Server {
+            current,
+            settings,
+            shared,
         }
-    };
-    let batch = new_batch(settings);
-    match engine {
-        Engine::IoUring => serve_parking(current, addr, socket, batch, hot_capable, settings).await,
-        Engine::Epoll => serve_ready(current, addr, socket, batch).await,
+    }
+
+    /// Serves `socket`, bound to `addr`, until [`Serving::stop`]; None (logged) when
+    /// the engine cannot take it.
+    pub fn serve(&self, addr: SocketAddr, socket: socket2::Socket) -> Option<Serving> {
+        let socket = engine::UdpSocket::from_socket(socket)
+            .inspect_err(|err| tracing::error!(%addr, %err, "cannot serve UDP on this shard"))
+            .ok()?;
+        Some(Serving(match &self.shared {
+            Some((sockets, _)) => {
+                let fd = sockets
+                    .add(addr, socket, self.settings.gso)
+                    .inspect_err(
+                        |err| tracing::error!(%addr, %err, "cannot serve UDP on this shard"),
+                    )
+                    .ok()?;
+                ServingInner::Shared(sockets.clone(), fd)
+            }
+            None => {
+                let batch = new_batch(self.settings);
+                let task = serve_ready(self.current.clone(), addr, Rc::new(socket), batch);
+                ServingInner::Own(engine::spawn_local(task))
+            }
+        }))
     }
 }
 
-/// The epoll engine's loop: receive until the socket is empty, then wait for
-/// readiness. The shard's runtime waits for all of its sockets (every UDP and TCP
-/// socket, its timers, and the eventfd other shards' messages write) in one
-/// `epoll_wait`, so any number of listen addresses costs one wait per wake-up and
-/// nothing blocks the thread on one socket: no hot waits, no coalescing pause.
+/// One socket being served (see [`Server::serve`]).
+pub struct Serving(ServingInner);
+
+enum ServingInner {
+    /// In the shard's one loop, by its fd.
+    Shared(Rc<Sockets>, RawFd),
+    /// By a loop of its own.
+    Own(engine::Task<()>),
+}
+
+impl Serving {
+    /// Stops serving the socket; it closes once the answers of its misses in flight
+    /// are sent.
+    pub async fn stop(self) {
+        match self.0 {
+            ServingInner::Shared(sockets, fd) => sockets.remove(fd),
+            ServingInner::Own(task) => drop(task.cancel().await),
+        }
+    }
+}
+
+/// One socket's loop: receive until the socket is empty, then wait for readiness. On
+/// epoll the shard's runtime waits for all of its sockets (every UDP and TCP socket,
+/// its timers, and the eventfd other shards' messages write) in one `epoll_wait`, so
+/// any number of listen addresses costs one wait per wake-up and nothing blocks the
+/// thread on one socket: no hot waits, no coalescing pause. (On io_uring only without
+/// an epoll instance: each socket parks on a peek.)
 async fn serve_ready(
     current: Current,
     addr: SocketAddr,
@@ -170,29 +235,22 @@ fn new_batch(settings: Settings) -> Box<Batch> {
     batch
 }
 
-/// The io_uring engine's loop, waiting hot or cold (see the module docs).
-async fn serve_parking(
-    current: Current,
-    addr: SocketAddr,
-    socket: Rc<engine::UdpSocket>,
-    mut batch: Box<Batch>,
-    hot_capable: bool,
-    settings: Settings,
-) {
-    let fd = socket.as_raw_fd();
-    let _loop = UdpLoop::enter();
-    let mut wait = Wait::new(hot_capable);
+/// The io_uring shard's one UDP loop, for every socket in `sockets`, waiting hot or
+/// cold (see the module docs).
+async fn serve_all(current: Current, sockets: Rc<Sockets>, settings: Settings) {
+    let mut batch = new_batch(settings);
+    let mut wait = Wait::new(settings.hot_wait);
     // Messages from other shards interrupt hot waits (none with one shard).
     let peers = current.borrow().peers.clone();
     let wake = peers.as_deref().and_then(|p| p.wake());
     let coalesce = settings.coalesce.min(COALESCE_MAX);
-    let mut probe = [0u8; 1];
+    let mut ready = [NO_EVENT; limits::UDP_READY_SOCKETS_MAX];
     loop {
-        let received = match wait.hot_now() {
-            true => wait.hot_receive(&mut batch, fd, wake),
-            false => batch.receive(fd),
+        let found = match wait.hot_now() {
+            true => wait.hot(&sockets, &mut ready, wake),
+            false => sockets.ready(&mut ready, Duration::ZERO, None),
         };
-        let count = match received {
+        let count = match found {
             Ok(0) => {
                 if wait.message_came(wake) {
                     // Another shard's message interrupted the wait or came before it:
@@ -202,29 +260,289 @@ async fn serve_parking(
                     engine::sleep(MESSAGE_PASS).await;
                     continue;
                 }
-                // Park until a datagram is queued (io_uring recvmsg with MSG_PEEK);
-                // the executor reads every message counted so far meanwhile.
+                // Park until a datagram is queued on any socket (io_uring peeks); the
+                // executor reads every message counted so far meanwhile.
                 let parked = Instant::now();
-                socket.queued(&mut probe).await;
+                sockets.queued().await;
                 wait.woke(parked.elapsed());
                 continue;
             }
             Ok(count) => count,
             Err(err) => {
-                tracing::warn!(%err, "UDP receive failed");
+                tracing::warn!(%err, "UDP wait failed");
                 engine::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
-        let shard = current.borrow().clone();
-        if answer_batch(&shard, addr, &socket, &mut batch, count) {
-            wait.spawned();
+        let (mut received, mut failed) = (0, None);
+        for event in &ready[..count.min(limits::UDP_READY_SOCKETS_MAX)] {
+            let fd = { event.u64 } as RawFd;
+            match sockets.serve(fd, &current, &mut batch) {
+                Ok(served) => {
+                    received += served.received;
+                    if served.spawned {
+                        wait.spawned();
+                    }
+                }
+                Err(err) => failed = Some(err),
+            }
         }
-        if !coalesce.is_zero() && count < COALESCE_BELOW && wait.hot_now() {
+        if let Some(err) = failed {
+            tracing::warn!(%err, "UDP receive failed");
+            engine::sleep(Duration::from_millis(10)).await;
+        }
+        if !coalesce.is_zero() && received < COALESCE_BELOW && wait.hot_now() {
             // Bounded (COALESCE_MAX) and only while datagrams arrive densely.
             std::thread::sleep(coalesce);
         }
         engine::yield_if_needed().await;
+    }
+}
+
+/// An empty slot for `epoll_pwait` to fill.
+const NO_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
+
+/// The UDP sockets of an io_uring shard, served by its one loop ([`serve_all`]).
+struct Sockets {
+    /// Every socket (readable, keyed by fd), level-triggered: which to read, and the
+    /// hot wait.
+    epoll: OwnedFd,
+    members: RefCell<Vec<Member>>,
+    /// The loop while it parks cold: woken by the peeks, and when a socket joins so
+    /// the park covers it.
+    parked: Parked,
+}
+
+/// The waker of the loop while it parks cold (shared with the peeks' wakers, which
+/// must be Sync: never contended, one thread).
+type Parked = Arc<Mutex<Option<Waker>>>;
+
+/// Wakes the loop parked in `parked`, if it is.
+fn wake_parked(parked: &Parked) {
+    let waker = parked.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// One socket of [`Sockets`].
+struct Member {
+    addr: SocketAddr,
+    socket: Rc<engine::UdpSocket>,
+    /// GSO sends on this socket (a refusal turns them off for good).
+    gso: bool,
+    /// The io_uring peek that ends a cold park when a datagram is queued; armed at a
+    /// park, kept across hot waits and parks until it completes.
+    peek: Option<Peek>,
+}
+
+/// An armed io_uring peek, polled only when its own waker fired: a glommio source
+/// keeps a clone of the waker of every poll until it completes, so polling the peek
+/// of a quiet socket at every park would pile up clones (and overflow the task's
+/// reference count).
+struct Peek {
+    future: Pin<Box<dyn Future<Output = ()>>>,
+    waker: Arc<PeekWaker>,
+}
+
+impl Peek {
+    fn arm(socket: Rc<engine::UdpSocket>, parked: Parked) -> Peek {
+        Peek {
+            future: Box::pin(async move { socket.queued(&mut [0u8; 1]).await }),
+            // Fired: the first poll submits it.
+            waker: Arc::new(PeekWaker {
+                fired: AtomicBool::new(true),
+                parked,
+            }),
+        }
+    }
+
+    /// Polls the peek if its waker fired since the last poll; true once it completed.
+    fn completed(&mut self) -> bool {
+        if !self.waker.fired.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        let waker = Waker::from(self.waker.clone());
+        self.future
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
+    }
+}
+
+/// A peek's waker: marks it for polling and wakes the parked loop.
+struct PeekWaker {
+    fired: AtomicBool,
+    parked: Parked,
+}
+
+impl std::task::Wake for PeekWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Relaxed);
+        wake_parked(&self.parked);
+    }
+}
+
+/// What one batch of one socket did.
+struct Served {
+    received: usize,
+    /// A miss started a task.
+    spawned: bool,
+}
+
+impl Sockets {
+    fn new() -> std::io::Result<Sockets> {
+        // SAFETY: epoll_create1 takes a flag and returns a new fd or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Sockets {
+            // SAFETY: a new fd that nothing else owns.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            members: RefCell::new(Vec::new()),
+            parked: Parked::default(),
+        })
+    }
+
+    /// Adds `socket` (bound to `addr`) to the loop; its fd.
+    fn add(
+        &self,
+        addr: SocketAddr,
+        socket: engine::UdpSocket,
+        gso: bool,
+    ) -> std::io::Result<RawFd> {
+        let fd = socket.as_raw_fd();
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: both fds are open; the kernel copies `event`.
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.members.borrow_mut().push(Member {
+            addr,
+            socket: Rc::new(socket),
+            gso,
+            peek: None,
+        });
+        wake_parked(&self.parked);
+        Ok(fd)
+    }
+
+    /// Takes the socket with `fd` out of the loop (its peek, if armed, is cancelled).
+    fn remove(&self, fd: RawFd) {
+        // SAFETY: a DEL ignores the event; a fd not (or no longer) in the set fails
+        // with ENOENT, which changes nothing.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
+        self.members
+            .borrow_mut()
+            .retain(|m| m.socket.as_raw_fd() != fd);
+    }
+
+    /// Waits up to `timeout` (zero: only looks) for sockets with datagrams, filling
+    /// `ready` with their fds; `mask` is the signal mask during the wait (None: the
+    /// thread's). Ok(0) on the timeout and when a signal or io_uring task work
+    /// interrupted the wait.
+    fn ready(
+        &self,
+        ready: &mut [libc::epoll_event],
+        timeout: Duration,
+        mask: Option<&libc::sigset_t>,
+    ) -> std::io::Result<usize> {
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let slots = i32::try_from(ready.len()).unwrap_or(i32::MAX);
+        let mask = mask.map_or(std::ptr::null(), |m| m as *const libc::sigset_t);
+        // SAFETY: `ready` has room for `slots` events; `mask` is null or a valid set.
+        let rc = unsafe {
+            libc::epoll_pwait(
+                self.epoll.as_raw_fd(),
+                ready.as_mut_ptr(),
+                slots,
+                millis,
+                mask,
+            )
+        };
+        match rc {
+            count if count >= 0 => Ok(count as usize),
+            _ => match std::io::Error::last_os_error() {
+                err if err.raw_os_error() == Some(libc::EINTR) => Ok(0),
+                err => Err(err),
+            },
+        }
+    }
+
+    /// Reads one batch from the socket with `fd` and answers it.
+    fn serve(&self, fd: RawFd, current: &Current, batch: &mut Batch) -> std::io::Result<Served> {
+        let member = {
+            let members = self.members.borrow();
+            let found = members.iter().find(|m| m.socket.as_raw_fd() == fd);
+            found.map(|m| (m.addr, m.socket.clone(), m.gso))
+        };
+        let Some((addr, socket, gso)) = member else {
+            return Ok(Served {
+                received: 0,
+                spawned: false,
+            });
+        };
+        batch.gso = gso;
+        let received = batch.receive(fd)?;
+        if received == 0 {
+            return Ok(Served {
+                received,
+                spawned: false,
+            });
+        }
+        let shard = current.borrow().clone();
+        let spawned = answer_batch(&shard, addr, &socket, batch, received);
+        if batch.gso != gso {
+            let mut members = self.members.borrow_mut();
+            if let Some(m) = members.iter_mut().find(|m| m.socket.as_raw_fd() == fd) {
+                m.gso = batch.gso;
+            }
+        }
+        Ok(Served { received, spawned })
+    }
+
+    /// Parks until a datagram is queued on any socket: an io_uring peek on each that
+    /// has none armed (a socket added meanwhile gets one too).
+    async fn queued(&self) {
+        std::future::poll_fn(|cx| {
+            *self.parked.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+            let mut queued = false;
+            for member in self.members.borrow_mut().iter_mut() {
+                let peek = member
+                    .peek
+                    .get_or_insert_with(|| Peek::arm(member.socket.clone(), self.parked.clone()));
+                if peek.completed() {
+                    member.peek = None;
+                    queued = true;
+                }
+            }
+            if !queued {
+                return Poll::Pending;
+            }
+            self.parked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            Poll::Ready(())
+        })
+        .await
     }
 }
 
@@ -282,37 +600,9 @@ fn answer_batch(
     spawned
 }
 
-thread_local! {
-    /// UDP loops running on this shard's thread.
-    static UDP_LOOPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Counts a UDP loop on this shard while it lives. A hot wait blocks the thread on
-/// one socket, which would hold back the datagrams of the shard's other sockets (two
-/// listen addresses, or IPv4 and IPv6) by up to HOT_WAIT: only a shard's only UDP loop
-/// waits hot.
-struct UdpLoop;
-
-impl UdpLoop {
-    fn enter() -> UdpLoop {
-        UDP_LOOPS.with(|n| n.set(n.get() + 1));
-        UdpLoop
-    }
-
-    fn alone() -> bool {
-        UDP_LOOPS.with(|n| n.get() == 1)
-    }
-}
-
-impl Drop for UdpLoop {
-    fn drop(&mut self) {
-        UDP_LOOPS.with(|n| n.set(n.get().saturating_sub(1)));
-    }
-}
-
-/// Which way the loop waits for its next datagram (see the module comment).
+/// Which way the io_uring loop waits for its next datagrams (see the module comment).
 struct Wait {
-    /// The socket blocks with a receive timeout, so hot waits are possible.
+    /// Hot waits allowed (`--udp-hot-wait`).
     capable: bool,
     /// The last park was shorter than HOT_GAP: datagrams are arriving densely.
     hot: bool,
@@ -326,9 +616,13 @@ struct Wait {
     seen: u64,
     /// This thread's id, which hot waits publish in the shard's wake.
     tid: i32,
+    /// The signal mask of a hot wait: the thread's, with the wake signal unblocked
+    /// (blocked everywhere else, see `wake.rs`).
+    mask: libc::sigset_t,
 }
 
 impl Wait {
+    /// For the loop running on the calling thread.
     fn new(capable: bool) -> Wait {
         Wait {
             capable,
@@ -337,6 +631,7 @@ impl Wait {
             spawned: false,
             seen: 0,
             tid: wake::thread_id(),
+            mask: wake::hot_wait_mask(),
         }
     }
 
@@ -347,32 +642,29 @@ impl Wait {
         std::mem::replace(&mut self.seen, sent) != sent
     }
 
-    /// A hot wait: a blocking receive that a message from another shard interrupts;
-    /// Ok(0) at once when one came since the last park (the executor must read it).
-    fn hot_receive(
+    /// A hot wait for the ready sockets, which a message from another shard
+    /// interrupts; Ok(0) at once when one came since the last pass (the executor must
+    /// read it).
+    fn hot(
         &self,
-        batch: &mut Batch,
-        fd: RawFd,
+        sockets: &Sockets,
+        ready: &mut [libc::epoll_event],
         wake: Option<&Wake>,
     ) -> std::io::Result<usize> {
         let Some(wake) = wake else {
-            return batch.receive_waiting(fd);
+            return sockets.ready(ready, HOT_WAIT, Some(&self.mask));
         };
         if !wake.enter(self.tid, self.seen) {
             return Ok(0);
         }
-        let received = batch.receive_waiting(fd);
+        let found = sockets.ready(ready, HOT_WAIT, Some(&self.mask));
         wake.leave();
-        received
+        found
     }
 
-    /// True when the next receive may block the thread (a hot wait).
+    /// True when the next wait may block the thread (a hot wait).
     fn hot_now(&self) -> bool {
-        self.capable
-            && self.hot
-            && !self.spawned
-            && UdpLoop::alone()
-            && self.tripped.elapsed() < TRIP_EVERY
+        self.capable && self.hot && !self.spawned && self.tripped.elapsed() < TRIP_EVERY
     }
 
     /// A miss started a task in the last batch.
@@ -388,13 +680,6 @@ impl Wait {
     }
 }
 
-/// Clears O_NONBLOCK and sets SO_RCVTIMEO, so a recvmmsg without MSG_DONTWAIT sleeps
-/// at most `timeout` for the first datagram.
-fn set_blocking_wait(socket: &socket2::Socket, timeout: Duration) -> std::io::Result<()> {
-    socket.set_read_timeout(Some(timeout))?;
-    socket.set_nonblocking(false)
-}
-
 /// Where a datagram came from and the local address it was sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
@@ -403,7 +688,7 @@ pub struct Peer {
     pub local: Option<IpAddr>,
 }
 
-/// Buffers for one batch in each direction, allocated once per socket. The system
+/// Buffers for one batch in each direction, allocated once per loop. The system
 /// call headers (crate `mmsg`) live here too and are reused, so a batch zeroes
 /// nothing: receive points each header at its slot again (cheap stores), send fills
 /// only the headers of the answers it sends.
@@ -452,20 +737,9 @@ impl Default for Batch {
 impl Batch {
     /// Reads up to a batch without blocking; Ok(0) when the socket is empty.
     pub fn receive(&mut self, fd: RawFd) -> std::io::Result<usize> {
-        self.receive_with(fd, libc::MSG_DONTWAIT)
-    }
-
-    /// Reads up to a batch, sleeping until the first datagram arrives, at most the
-    /// socket's receive timeout (a blocking socket); Ok(0) on the timeout or when a
-    /// signal (io_uring task work) interrupted the wait.
-    pub fn receive_waiting(&mut self, fd: RawFd) -> std::io::Result<usize> {
-        self.receive_with(fd, libc::MSG_WAITFORONE)
-    }
-
-    fn receive_with(&mut self, fd: RawFd, flags: libc::c_int) -> std::io::Result<usize> {
         let slots = self.recv_bufs.iter_mut().map(|b| &mut b[..]);
         let max = self.size.clamp(1, limits::UDP_BATCH_MAX);
-        let count = self.recv.receive(fd, slots, max, flags)?;
+        let count = self.recv.receive(fd, slots, max, libc::MSG_DONTWAIT)?;
         let received = self.recv_lens.iter_mut().zip(self.peers.iter_mut());
         for (i, (len, peer)) in received.take(count).enumerate() {
             *len = self.recv.len(i);

@@ -1,24 +1,28 @@
 //! Waking a shard out of a hot UDP wait when another shard sends it a message.
 //!
-//! A shard whose UDP loop waits hot blocks its thread in `recvmmsg` (`udp.rs`), so
-//! glommio reads the shard's channels only at the loop's next trip through the
-//! executor. A miss routed to its owner shard, and the owner's answer back, would wait
-//! for that trip. Instead a sender, after queueing a message, counts it in the
-//! receiver's [`Wake`] and, when the receiver's thread is in a hot wait, interrupts
-//! it with SIGURG: a no-op handler installed without SA_RESTART makes the blocking
-//! `recvmmsg` return EINTR, and the loop passes once through the executor, which
-//! reads the channel.
+//! A shard whose UDP loop waits hot blocks its thread in `epoll_pwait` on its UDP
+//! sockets (`udp.rs`), so glommio reads the shard's channels only at the loop's next
+//! trip through the executor. A miss routed to its owner shard, and the owner's answer
+//! back, would wait for that trip. Instead a sender, after queueing a message, counts
+//! it in the receiver's [`Wake`] and, when the receiver's thread is in a hot wait,
+//! interrupts it with SIGURG: a no-op handler installed without SA_RESTART makes the
+//! wait return EINTR, and the loop passes once through the executor, which reads the
+//! channel.
 //!
 //! Before blocking, the receiver publishes its thread id and then compares the count
 //! with the one it took before its last pass through the executor. A message counted
 //! before the thread id was published shows in the count (the receiver passes through
 //! the executor instead of blocking); one counted after finds the thread id and
-//! signals. Both sides are SeqCst, so no message waits for a trip.
+//! signals. Both sides are SeqCst. The loop's thread keeps SIGURG blocked except
+//! inside `epoll_pwait`, which unblocks it atomically with the wait
+//! ([`hot_wait_mask`]): a signal that comes after the count was compared but before
+//! the thread sleeps stays pending and ends the wait as soon as it starts. So no
+//! message waits for a trip, and no other call of the thread ever sees EINTR from
+//! SIGURG.
 //!
-//! SIGURG is ignored by default and is not queued, so a signal that arrives after the
-//! wait ended, or before the handler is installed, does nothing; every other call of
-//! a shard's thread either does not block or retries on EINTR (glommio's
-//! `io_uring_enter`, std's sleep and writes).
+//! SIGURG is ignored by default and is not queued: a signal that comes after the wait
+//! ended stays pending (blocked) and ends the next hot wait at once, one spurious pass;
+//! one sent before the handler is installed does nothing.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Once};
@@ -82,6 +86,24 @@ pub fn wakes(shards: usize) -> Arc<[Wake]> {
     (0..shards).map(|_| Wake::default()).collect()
 }
 
+/// Blocks SIGURG on the calling thread (a shard's UDP loop) outside its hot waits,
+/// and returns the signal mask a hot wait passes to `epoll_pwait`: the thread's, with
+/// SIGURG unblocked. A poke that comes between [`Wake::enter`] and the wait then stays
+/// pending and interrupts the wait at its start instead of being handled before it.
+pub fn hot_wait_mask() -> libc::sigset_t {
+    // SAFETY: zeroed sigsets are valid arguments of the sigset functions, which only
+    // write them; pthread_sigmask changes the calling thread's mask and reads `urg`.
+    unsafe {
+        let mut urg: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut urg);
+        libc::sigaddset(&mut urg, libc::SIGURG);
+        let mut waiting: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &urg, &mut waiting);
+        libc::sigdelset(&mut waiting, libc::SIGURG);
+        waiting
+    }
+}
+
 /// The calling thread's id, for [`Wake::enter`]: taken once per loop, not per wait.
 pub fn thread_id() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.
@@ -139,38 +161,94 @@ mod tests {
         wake.leave();
     }
 
-    #[test]
-    fn a_poke_interrupts_a_blocking_receive() {
-        let wakes = wakes(1);
+    /// An epoll instance holding a fresh UDP socket that nobody sends to: a hot wait's
+    /// set, which only a signal ends before its timeout.
+    fn quiet_set() -> (std::net::UdpSocket, std::os::fd::OwnedFd) {
+        use std::os::fd::FromRawFd;
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        // A hot wait's socket; its timeout only ends the test if nothing interrupts
-        // the receive, which then fails with EAGAIN instead of EINTR.
-        socket
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let waiter = {
-            let wakes = wakes.clone();
-            std::thread::spawn(move || {
-                assert!(wakes[0].enter(thread_id(), wakes[0].sent()));
-                let mut byte = [0u8; 1];
-                // SAFETY: reads at most one byte into `byte`.
-                let rc = unsafe { libc::recv(socket.as_raw_fd(), byte.as_mut_ptr().cast(), 1, 0) };
-                let err = std::io::Error::last_os_error();
-                wakes[0].leave();
-                (rc, err.raw_os_error())
-            })
-        };
+        // SAFETY: plain system calls on fds this test owns; `event` is copied in.
+        unsafe {
+            let epoll = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            assert!(epoll >= 0);
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            let fd = socket.as_raw_fd();
+            assert_eq!(
+                libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event),
+                0
+            );
+            (socket, std::os::fd::OwnedFd::from_raw_fd(epoll))
+        }
+    }
+
+    /// A hot wait of at most `timeout`: epoll_pwait's result and errno.
+    fn hot_wait(
+        epoll: &std::os::fd::OwnedFd,
+        mask: &libc::sigset_t,
+        timeout: Duration,
+    ) -> (i32, Option<i32>) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        let millis = timeout.as_millis() as i32;
+        // SAFETY: room for one event; `mask` is a valid set.
+        let rc =
+            unsafe { libc::epoll_pwait(epoll.as_raw_fd(), events.as_mut_ptr(), 1, millis, mask) };
+        (rc, std::io::Error::last_os_error().raw_os_error())
+    }
+
+    /// A thread that enters a hot wait of at most `timeout` on a quiet set as a
+    /// shard's loop does (poked by itself between enter and the wait when
+    /// `poke_first`), then looks once more without waiting: the wait's result and
+    /// errno, and the look's result.
+    fn hot_waiter(
+        wakes: Arc<[Wake]>,
+        poke_first: bool,
+        timeout: Duration,
+    ) -> std::thread::JoinHandle<((i32, Option<i32>), i32)> {
+        std::thread::spawn(move || {
+            let (_socket, epoll) = quiet_set();
+            let mask = hot_wait_mask();
+            assert!(wakes[0].enter(thread_id(), wakes[0].sent()));
+            if poke_first {
+                wakes[0].poke();
+            }
+            let waited = hot_wait(&epoll, &mask, timeout);
+            wakes[0].leave();
+            (waited, hot_wait(&epoll, &mask, Duration::ZERO).0)
+        })
+    }
+
+    #[test]
+    fn a_poke_interrupts_a_hot_wait() {
+        let wakes = wakes(1);
+        // The timeout only ends the test if nothing interrupts the wait, which then
+        // returns 0 instead of EINTR.
+        let waiter = hot_waiter(wakes.clone(), false, Duration::from_secs(30));
         // Poke until the waiter is back: the first pokes may come before it blocks.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !waiter.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
             wakes[0].poke();
         }
-        let (rc, errno) = waiter.join().unwrap();
+        let (waited, _) = waiter.join().unwrap();
         assert_eq!(
-            (rc, errno),
+            waited,
             (-1, Some(libc::EINTR)),
-            "the receive was interrupted, not timed out or served"
+            "the wait was interrupted, not timed out"
         );
+    }
+
+    #[test]
+    fn a_poke_between_enter_and_the_wait_ends_the_wait_at_its_start() {
+        // The poke lands after the count was compared and before the thread sleeps
+        // (from the thread itself, so surely in that window). Its signal is blocked,
+        // so it waits for the wait instead of being spent on the handler before it.
+        let (waited, after) = hot_waiter(wakes(1), true, Duration::from_secs(10))
+            .join()
+            .unwrap();
+        assert_eq!(waited, (-1, Some(libc::EINTR)), "the wait ended at once");
+        // Outside the wait the signal stays blocked, and none is left pending.
+        assert_eq!(after, 0, "the signal was spent on that wait");
     }
 }

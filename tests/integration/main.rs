@@ -22,4 +22,5 @@ mod rewrite;
 mod tcp;
 mod template;
 mod truncation;
+mod udp_sockets;
 mod upstream_pool;

@@ -73,7 +73,8 @@ pub struct Options {
     /// Pause after a small batch on a hot UDP loop, so datagrams gather (`--udp-coalesce-usecs`,
     /// zero = off); see [`udp`].
     pub udp_coalesce: Duration,
-    /// Blocking recvmmsg waits while datagrams arrive densely (`--udp-hot-wait`); see [`udp`].
+    /// Blocking waits (one `epoll_pwait` for all of a shard's UDP sockets, io_uring only)
+    /// while datagrams arrive densely (`--udp-hot-wait`); see [`udp`].
     pub udp_hot_wait: bool,
     /// Equal-length answers of a batch to one client leave as one GSO send (`--udp-gso`).
     pub udp_gso: bool,

@@ -161,8 +161,9 @@ pub struct Cli {
     #[arg(long, value_name = "USECS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub udp_coalesce_usecs: u32,
-    /// While datagrams arrive densely, wait for the next in a blocking recvmmsg instead of
-    /// parking on io_uring (one system call per wake-up); false keeps every wait on io_uring.
+    /// While datagrams arrive densely, wait for the next in one blocking epoll_pwait on all
+    /// of the shard's UDP sockets instead of parking on io_uring; false keeps every wait on
+    /// io_uring.
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           value_parser = parse_go_bool)]

@@ -253,8 +253,8 @@ server_cmd() { # SERVER VARIANT
     kresd) echo "kresd -n -c $d/kresd.conf $d/kresd";;
   esac
 }
-ask() { # PORT ADDRESS NAME: the addresses of NAME asked of ADDRESS:PORT
-  inns kdig +timeout=1 +retry=0 +short -p "$1" "@$2" "$3" A 2>/dev/null | paste -sd,
+ask() { # PORT ADDRESS NAME: the addresses of NAME asked of ADDRESS:PORT (none: empty)
+  { inns kdig +timeout=1 +retry=0 +short -p "$1" "@$2" "$3" A 2>/dev/null || true; } | paste -sd,
 }
 up=()
 # start VARIANT: starts every server of $servers on the VARIANT's addresses and keeps

@@ -387,6 +387,13 @@ rotated() {
   local n=${#up[@]} i
   for i in $(seq 0 $((n - 1))); do echo "${up[$(((i + $1) % n))]}"; done
 }
+# points ROUND VARIANT KIND RATES: a point at each of RATES for every started server.
+points() {
+  local qps s
+  for qps in $4; do
+    for s in $(rotated "$1"); do point "$1" "$2" "$3" "$qps" "$s"; done
+  done
+}
 
 versions() {
   echo "nodelocaldns $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates Cargo.lock || echo +dirty) ($("$ours_bin" -version))"
@@ -408,30 +415,22 @@ configs dual "$local_v4 $local_v6"
 start v4
 warm
 for round in $(seq 1 "$rounds"); do
-  for qps in $rates; do
-    for s in $(rotated "$round"); do point "$round" v4 open "$qps" "$s"; done
-  done
-  for qps in $churn_rates; do
-    for s in $(rotated "$round"); do point "$round" v4 churn "$qps" "$s"; done
-  done
+  points "$round" v4 open "$rates"
+  points "$round" v4 churn "$churn_rates"
   if [ "$closed" = 1 ]; then
     # Unmeasured: the closed loop's names (more than the pod load's warm-up asked)
     # into every cache, so the point measures the steady state, not a cold start.
     for s in "${up[@]}"; do
       dnsload_run -s "$kube_dns" -p "${port[$s]}" -d "$work/closed.txt" -c "$pods" -q "$closed_q" -l 2 --json "$work/warm.json"
     done
-    for s in $(rotated "$round"); do point "$round" v4 closed 0 "$s"; done
+    points "$round" v4 closed 0
   fi
 done
 stop v4
 if [ -n "$dual_rates" ]; then
   start dual
   warm
-  for round in $(seq 1 "$rounds"); do
-    for qps in $dual_rates; do
-      for s in $(rotated "$round"); do point "$round" dual open "$qps" "$s"; done
-    done
-  done
+  for round in $(seq 1 "$rounds"); do points "$round" dual open "$dual_rates"; done
   stop dual
 fi
 echo "after: $(uptime)" >> "$out/env.txt"

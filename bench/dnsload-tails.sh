@@ -12,7 +12,8 @@
 # GSO super-datagram, which the tap sees before it is split, so query datagrams are
 # cut into their equal-length segments here (each with its own ID). Each run waits
 # for tcpdump to listen before it starts, and for it to write out its ring after
-# (in immediate mode: otherwise the ring's last, unfinished block is lost at exit).
+# (its last, unfinished block is handed over only when the block's 1 s timeout
+# has run out).
 #
 #   bench/dnsload-tails.sh [SECONDS_PER_RUN] [ROUNDS]
 #   env: RATES ("10000 50000"), SOCKETS ("16 256 1024"), OUT (record directory,
@@ -42,9 +43,11 @@ for i in $(seq 0 999); do echo "w$i.example. A"; done >"$work/names.txt"
 "${prio[@]}" taskset -c 0 "$target/release/bench-echo" "127.0.0.1:$port" & pids+=($!)
 sleep 0.5
 
-# Query-to-answer times from a capture: each answer is matched to the oldest
-# unanswered query with the same client port and ID (kernel packet stamps, so this
-# is what the wire saw). A query datagram is cut into segments of its first
+# Query-to-answer times from a capture: each answer is matched to the latest
+# query with the same client port and ID (kernel packet stamps, so this is what
+# the wire saw); dnsload reuses an ID only once its query is answered or timed
+# out, so a query whose answer the capture missed is not matched to a later
+# answer. A query datagram is cut into segments of its first
 # query's length (a GSO super-datagram's segments are of one length; the tap
 # stamps them all with the time the super-datagram left). Prints: queries seen,
 # answers matched, p50 p99 p99.9 max (ms).
@@ -52,7 +55,7 @@ capture_quantiles() {
   tshark -r "$1" -T fields -E separator=' ' \
     -e frame.time_epoch -e udp.srcport -e udp.dstport -e udp.payload 2>/dev/null |
     python3 -c '
-import sys, collections
+import sys
 port = int(sys.argv[1])
 def queries(payload):
     i = 12
@@ -62,7 +65,7 @@ def queries(payload):
     if seg > len(payload):
         return [payload]
     return [payload[k:k + seg] for k in range(0, len(payload), seg)]
-asked = collections.defaultdict(collections.deque)
+asked = {}
 lat, seen = [], 0
 for line in sys.stdin:
     f = line.split()
@@ -71,10 +74,10 @@ for line in sys.stdin:
     t, src, dst, payload = float(f[0]), int(f[1]), int(f[2]), bytes.fromhex(f[3])
     if dst == port:
         for q in queries(payload):
-            asked[(src, q[:2])].append(t)
+            asked[(src, q[:2])] = t
             seen += 1
-    elif src == port and asked[(dst, payload[:2])]:
-        lat.append(t - asked[(dst, payload[:2])].popleft())
+    elif src == port and (dst, payload[:2]) in asked:
+        lat.append(t - asked.pop((dst, payload[:2])))
 lat.sort()
 if not lat:
     lat.append(0.0)
@@ -101,7 +104,7 @@ for round in $(seq 1 "$rounds"); do
   for rate in $rates; do
     for c in $sockets; do
       name="r$rate-c$c-$round"
-      tcpdump -i lo --immediate-mode -B 131072 -s 65535 -w "$work/$name.pcap" -U "udp port $port" 2>"$work/$name.err" &
+      tcpdump -i lo -B 131072 -s 65535 -w "$work/$name.pcap" -U "udp port $port" 2>"$work/$name.err" &
       dump=$!
       for _ in $(seq 100); do grep -q 'listening on' "$work/$name.err" && break; sleep 0.1; done
       sleep 0.3
@@ -109,6 +112,7 @@ for round in $(seq 1 "$rounds"); do
       "${prio[@]}" taskset -c 1 "$dnsload" -s 127.0.0.1 -p "$port" -d "$work/names.txt" \
         --rate "$rate" -c "$c" -l "$secs" -t 2 --cores 1 --quiet \
         --json "$work/$name.json" >"$out/raw/$name.txt"
+      sleep 1.5
       settled "$work/$name.pcap"
       kill -INT "$dump"; wait "$dump" 2>/dev/null || true
       read -r seen n c50 c99 c999 cmax < <(capture_quantiles "$work/$name.pcap")
@@ -144,9 +148,9 @@ PY
 {
   echo "bench/dnsload-tails.sh $secs $rounds  (RATES=\"$rates\" SOCKETS=\"$sockets\" RT=${RT:-1})"
   echo "echo:    ${prio[*]} taskset -c 0 bench-echo 127.0.0.1:$port"
-  echo "capture: tcpdump -i lo --immediate-mode -B 131072 -s 65535 -w RUN.pcap -U 'udp port $port'"
+  echo "capture: tcpdump -i lo -B 131072 -s 65535 -w RUN.pcap -U 'udp port $port'"
   echo "         tshark -r RUN.pcap -T fields -e frame.time_epoch -e udp.srcport -e udp.dstport -e udp.payload"
-  echo "         (query datagrams cut into GSO segments; each answer matched to the oldest open query with the same client port and ID)"
+  echo "         (query datagrams cut into GSO segments; each answer matched to the latest query with the same client port and ID)"
   echo "dnsload: ${prio[*]} taskset -c 1 dnsload -s 127.0.0.1 -p $port -d names.txt --rate RATE -c SOCKETS -l $secs -t 2 --cores 1 --quiet --json RUN.json"
   echo "dnsload $("$dnsload" --version | awk '{print $2}') ${DNSLOAD:+($DNSLOAD) }at $(git rev-parse --short HEAD)"
   tcpdump --version 2>&1 | head -1

@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::clock::Clock;
-use crate::limits::{BATCH_MSGS_MAX, READ_COST_NS_MAX, RECV_SLOT_BYTES, SOCKET_BUFFER_BYTES};
+use crate::limits::{BATCH_MSGS_MAX, RECV_SLOT_BYTES, SOCKET_BUFFER_BYTES};
 use crate::poll::Poller;
 use crate::sender::{first_bits, Channels, SendBatch};
 
@@ -41,9 +41,6 @@ pub struct UdpChannels {
     poller: Poller,
     /// Use UDP GSO; switched off for good if the kernel refuses it.
     gso: bool,
-    /// Decaying high-water mark of how long reading one socket took (ns): a read
-    /// bounded by a deadline starts on a socket only if this much time is left.
-    read_cost_ns: u64,
 }
 
 impl UdpChannels {
@@ -63,7 +60,6 @@ impl UdpChannels {
             send: mmsg::SendHeaders::new(BATCH_MSGS_MAX),
             poller,
             gso,
-            read_cost_ns: 0,
         })
     }
 }
@@ -113,11 +109,9 @@ impl Channels for UdpChannels {
         // A full event list may have left ready sockets out: not everything was read.
         let complete = !self.poller.refill()?;
         while let Some(channel) = self.poller.peek() {
-            // Checked before each socket: reading one takes a few µs (as long as
-            // the slowest recent read, to be safe). The sockets left wait for the
-            // next pass, still ready (level-triggered).
-            let started = clock.now_ns();
-            if until_ns != u64::MAX && started + self.read_cost_ns >= until_ns {
+            // Checked before each socket: reading one takes a few µs. The sockets
+            // left wait for the next pass, still ready (level-triggered).
+            if clock.now_ns() >= until_ns {
                 return Ok(false);
             }
             self.poller.skip();
@@ -142,9 +136,6 @@ impl Channels for UdpChannels {
                     break;
                 }
             }
-            let took = clock.now_ns().saturating_sub(started).min(READ_COST_NS_MAX);
-            // Decays by 1/64 per read: one slow read weighs for a few dozen.
-            self.read_cost_ns = took.max(self.read_cost_ns - (self.read_cost_ns >> 6));
         }
         Ok(complete)
     }

@@ -42,9 +42,13 @@
 //! Blocking the shard's thread is bounded by the wait's timeout ([`HOT_WAIT`]), and
 //! only after datagrams arrived less than [`HOT_GAP`] apart. Glommio timers wait for
 //! the next trip through the executor: ≤ [`TRIP_EVERY`] + [`HOT_WAIT`] while traffic
-//! flows. A park costs glommio ~9 io_uring_enter calls, a membarrier and four
-//! io_uring timeouts, so from 500 datagrams per second a shard waits hot
-//! (`bench/runs/2026-11-22-hot-gap/`). A peek still armed on a socket interrupts at
+//! flows (timers here are upstream timeouts of seconds, health checks and expiry, so
+//! 20 ms late is nothing to them; other shards' messages and io_uring completions
+//! interrupt the wait). A park costs glommio ~9 io_uring_enter calls, a membarrier and
+//! four io_uring timeouts, so from ~200 datagrams per second a shard waits hot
+//! (`bench/runs/2026-11-22-hot-gap/`); a node's pods send bursts (A+AAAA, the search
+//! list) a few ms apart at 1k-2k QPS, which a 2 ms gap and trip sent through a park
+//! nearly every time (`bench/runs/2026-12-04-hot-timing/`). A peek still armed on a socket interrupts at
 //! most one hot wait when its datagram comes, then stays spent until the next park.
 //!
 //! Answers of one batch that go to the same client (address, port and source
@@ -83,15 +87,15 @@ use crate::upstream::Transport;
 
 /// A park on io_uring shorter than this turns the loop hot: datagrams arrive densely
 /// enough that a blocking wait pays.
-const HOT_GAP: Duration = Duration::from_millis(2);
+const HOT_GAP: Duration = Duration::from_millis(5);
 
 /// Timeout of a hot wait: twice [`HOT_GAP`]. A wait that long without a datagram
 /// turns the loop cold.
-const HOT_WAIT: Duration = Duration::from_millis(4);
+const HOT_WAIT: Duration = Duration::from_millis(10);
 
 /// Longest the loop keeps the thread in hot waits before it parks once on io_uring,
 /// so the executor polls its rings and fires its timers.
-const TRIP_EVERY: Duration = Duration::from_millis(2);
+const TRIP_EVERY: Duration = Duration::from_millis(10);
 
 /// A timer this short is still pending when first polled, so awaiting it takes the
 /// loop through the executor once (reactor poll, timers, channels) without a park.

@@ -153,8 +153,10 @@ fn forward_max_connect_attempts_bounds_a_silent_upstream() {
     let reply = client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
     let took = started.elapsed();
     assert_eq!(reply.response_code(), ResponseCode::ServFail);
+    // Each attempt waited out its read_timeout (a floor, which load cannot break);
+    // that there were exactly three is counted below, not timed.
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(900),
         "three attempts of 300 ms: {took:?}"
     );
     assert_eq!(

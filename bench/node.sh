@@ -53,7 +53,8 @@
 #        RATES ("1000 2000 10000 40000"), CHURN_RATES (2000), DUAL_RATES (10000; empty: none),
 #        CLOSED (1; 0 skips), CLOSED_Q (512), PODS (256), WARM_SECS (5),
 #        SERVERS ("nodelocaldns unbound dnsdist kresd"; "nodelocaldns-epoll" adds ours
-#        with --io-engine=epoll), OURS_ARGS (extra flags for ours), SERVER_CPU (1),
+#        with --io-engine=epoll; "nodelocaldns-base" adds the binary OURS_BASE, e.g. an
+#        older build, side by side), OURS_ARGS (extra flags for ours), SERVER_CPU (1),
 #        LOAD_CPU (0)
 # Writes OUT/runs.tsv (every run), OUT/table.md (medians over rounds, ratios to the
 # best peer; bench/node-report.py), OUT/raw/ (dnsload reports without histograms,
@@ -72,6 +73,9 @@ closed_q=${CLOSED_Q:-512}
 pods=${PODS:-256}
 warm_secs=${WARM_SECS:-5}
 servers=${SERVERS:-"nodelocaldns unbound dnsdist kresd"}
+case " $servers " in
+  *" nodelocaldns-base "*) [ -x "${OURS_BASE:-}" ] || { echo "nodelocaldns-base needs OURS_BASE, an executable nodelocaldns" >&2; exit 2; };;
+esac
 server_cpu=${SERVER_CPU:-1}
 load_cpu=${LOAD_CPU:-0}
 target=${CARGO_TARGET_DIR:-target}
@@ -147,7 +151,7 @@ knot outside "$outside_dns" example.com
 cp "$work"/zones/*.zone "$out/conf/"
 
 # --- servers ----------------------------------------------------------------------
-declare -A port=([nodelocaldns]=5301 [unbound]=5302 [dnsdist]=5303 [kresd]=5304 [nodelocaldns-epoll]=5305)
+declare -A port=([nodelocaldns]=5301 [unbound]=5302 [dnsdist]=5303 [kresd]=5304 [nodelocaldns-epoll]=5305 [nodelocaldns-base]=5306)
 declare -A pid
 cluster_zones="cluster.local in-addr.arpa ip6.arpa"
 # configs VARIANT ADDRESSES: every server's configuration in $work/VARIANT/.
@@ -177,6 +181,8 @@ configs() {
   } > "$d/Corefile"
   sed "s/:${port[nodelocaldns]} {/:${port[nodelocaldns-epoll]} {/; s/prometheus :9253/prometheus :9254/; s/:8080/:8081/" \
     "$d/Corefile" > "$d/Corefile.epoll"
+  sed "s/:${port[nodelocaldns]} {/:${port[nodelocaldns-base]} {/; s/prometheus :9253/prometheus :9255/; s/:8080/:8082/" \
+    "$d/Corefile" > "$d/Corefile.base"
   p=${port[unbound]}
   {
     echo "server:"
@@ -248,6 +254,7 @@ server_cmd() { # SERVER VARIANT
     # shellcheck disable=SC2086
     nodelocaldns) echo "$ours_bin -conf $d/Corefile --shards 1${OURS_ARGS:+ $OURS_ARGS}";;
     nodelocaldns-epoll) echo "$ours_bin -conf $d/Corefile.epoll --shards 1 --io-engine=epoll${OURS_ARGS:+ $OURS_ARGS}";;
+    nodelocaldns-base) echo "$OURS_BASE -conf $d/Corefile.base --shards 1${OURS_ARGS:+ $OURS_ARGS}";;
     unbound) echo "unbound -d -c $d/unbound.conf";;
     dnsdist) echo "dnsdist --supervised --disable-syslog -C $d/dnsdist.conf";;
     kresd) echo "kresd -n -c $d/kresd.conf $d/kresd";;
@@ -405,7 +412,7 @@ versions() {
   echo "kernel $(uname -r); $(nproc) CPUs; rustc $(rustc --version | awk '{print $2}')"
 }
 {
-  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}"
+  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}${OURS_BASE:+ (OURS_BASE=$(basename "$OURS_BASE"))}"
   versions
   echo "before: $(uptime)"
 } > "$out/env.txt"

@@ -35,9 +35,22 @@
 //!   server, then a non-blocking recvmmsg reads each ready socket: one wait per
 //!   wake-up for any number of sockets. io_uring completions interrupt it (EINTR from
 //!   the ring's task work), so do messages from other shards (`wake.rs`), and the loop
-//!   hands the thread back to the executor at least every [`TRIP_EVERY`], at once
-//!   after a miss spawned a task, and whenever a wait times out (the traffic went
-//!   sparse: back to cold).
+//!   hands the thread back to the executor at least every [`TRIP_EVERY`] and whenever
+//!   a wait times out (the traffic went sparse: back to cold).
+//!
+//! No hot wait while a miss of the shard waits for its upstream. Its task moves on
+//! io_uring completions (connect, send, receive), each posted while the thread runs
+//! or sleeps, and each next step is submitted only at glommio's next turn: a
+//! completion posted while the thread runs (in a recvmmsg or sendmmsg rather than
+//! asleep) interrupts nothing, and a step queued just before the loop blocks waits
+//! unsubmitted. A hot wait then left the answer, and the client, waiting for the next
+//! trip — up to [`TRIP_EVERY`] + [`HOT_WAIT`], which put the node shape's p99 in
+//! milliseconds at every rate (`bench/runs/2026-12-04-miss-wait/`). Watching the
+//! rings' descriptors in the hot wait does not close the second gap, and passes
+//! through the executor every 200 µs cost as much CPU as parks for a longer tail
+//! (same record). So while misses are pending the loop parks, which runs their
+//! tasks to their next completion; it costs CPU at low rates (the record: 2k
+//! 38.9 → 47.4 µs per answer) and nothing in the answers.
 //!
 //! Blocking the shard's thread is bounded by the wait's timeout ([`HOT_WAIT`]), and
 //! only after datagrams arrived less than [`HOT_GAP`] apart. Glommio timers wait for
@@ -250,7 +263,8 @@ async fn serve_all(current: Current, sockets: Rc<Sockets>, settings: Settings) {
     let coalesce = settings.coalesce.min(COALESCE_MAX);
     let mut ready = [NO_EVENT; limits::UDP_READY_SOCKETS_MAX];
     loop {
-        let found = match wait.hot_now() {
+        let misses = current.borrow().counters.pending_misses.get();
+        let found = match wait.hot_now(misses) {
             true => wait.hot(&sockets, &mut ready, wake),
             false => sockets.ready(&mut ready, Duration::ZERO, None),
         };
@@ -282,12 +296,7 @@ async fn serve_all(current: Current, sockets: Rc<Sockets>, settings: Settings) {
         for event in &ready[..count.min(limits::UDP_READY_SOCKETS_MAX)] {
             let fd = { event.u64 } as RawFd;
             match sockets.serve(fd, &current, &mut batch) {
-                Ok(served) => {
-                    received += served.received;
-                    if served.spawned {
-                        wait.spawned();
-                    }
-                }
+                Ok(served) => received += served,
                 Err(err) => failed = Some(err),
             }
         }
@@ -295,7 +304,8 @@ async fn serve_all(current: Current, sockets: Rc<Sockets>, settings: Settings) {
             tracing::warn!(%err, "UDP receive failed");
             engine::sleep(Duration::from_millis(10)).await;
         }
-        if !coalesce.is_zero() && received < COALESCE_BELOW && wait.hot_now() {
+        let misses = current.borrow().counters.pending_misses.get();
+        if !coalesce.is_zero() && received < COALESCE_BELOW && wait.hot_now(misses) {
             // Bounded (COALESCE_MAX) and only while datagrams arrive densely.
             std::thread::sleep(coalesce);
         }
@@ -391,13 +401,6 @@ impl std::task::Wake for PeekWaker {
     }
 }
 
-/// What one batch of one socket did.
-struct Served {
-    received: usize,
-    /// A miss started a task.
-    spawned: bool,
-}
-
 impl Sockets {
     fn new() -> std::io::Result<Sockets> {
         // SAFETY: epoll_create1 takes a flag and returns a new fd or -1.
@@ -490,36 +493,32 @@ impl Sockets {
         }
     }
 
-    /// Reads one batch from the socket with `fd` and answers it.
-    fn serve(&self, fd: RawFd, current: &Current, batch: &mut Batch) -> std::io::Result<Served> {
+    /// Reads one batch from the socket with `fd` and answers it: how many datagrams
+    /// it read.
+    fn serve(&self, fd: RawFd, current: &Current, batch: &mut Batch) -> std::io::Result<usize> {
         let member = {
             let members = self.members.borrow();
             let found = members.iter().find(|m| m.socket.as_raw_fd() == fd);
             found.map(|m| (m.addr, m.socket.clone(), m.gso))
         };
         let Some((addr, socket, gso)) = member else {
-            return Ok(Served {
-                received: 0,
-                spawned: false,
-            });
+            return Ok(0);
         };
         batch.gso = gso;
         let received = batch.receive(fd)?;
         if received == 0 {
-            return Ok(Served {
-                received,
-                spawned: false,
-            });
+            return Ok(0);
         }
         let shard = current.borrow().clone();
-        let spawned = answer_batch(&shard, addr, &socket, batch, received);
+        // A miss's task runs at the next park: the loop parks while misses are pending.
+        answer_batch(&shard, addr, &socket, batch, received);
         if batch.gso != gso {
             let mut members = self.members.borrow_mut();
             if let Some(m) = members.iter_mut().find(|m| m.socket.as_raw_fd() == fd) {
                 m.gso = batch.gso;
             }
         }
-        Ok(Served { received, spawned })
+        Ok(received)
     }
 
     /// Parks until a datagram is queued on any socket: an io_uring peek on each that
@@ -612,9 +611,6 @@ struct Wait {
     hot: bool,
     /// When the loop last parked on io_uring.
     tripped: Instant,
-    /// A miss started a task since the last park: it must run (and its upstream
-    /// query be submitted) before the thread blocks again.
-    spawned: bool,
     /// Messages from other shards counted before the last pass through the executor
     /// (see `wake.rs`).
     seen: u64,
@@ -632,7 +628,6 @@ impl Wait {
             capable,
             hot: false,
             tripped: Instant::now(),
-            spawned: false,
             seen: 0,
             tid: wake::thread_id(),
             mask: wake::hot_wait_mask(),
@@ -666,20 +661,15 @@ impl Wait {
         found
     }
 
-    /// True when the next wait may block the thread (a hot wait).
-    fn hot_now(&self) -> bool {
-        self.capable && self.hot && !self.spawned && self.tripped.elapsed() < TRIP_EVERY
-    }
-
-    /// A miss started a task in the last batch.
-    fn spawned(&mut self) {
-        self.spawned = true;
+    /// True when the next wait may block the thread (a hot wait): none while any of
+    /// the shard's `misses` waits for its upstream (see the module comment).
+    fn hot_now(&self, misses: usize) -> bool {
+        self.capable && self.hot && misses == 0 && self.tripped.elapsed() < TRIP_EVERY
     }
 
     /// Back from a park on io_uring that took `waited`.
     fn woke(&mut self, waited: Duration) {
         self.tripped = Instant::now();
-        self.spawned = false;
         self.hot = waited < HOT_GAP;
     }
 }

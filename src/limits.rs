@@ -29,6 +29,11 @@ pub const UPSTREAM_ATTEMPTS_MAX: usize = 64;
 /// cannot turn into a connect per query.
 pub const UPSTREAM_TCP_MAX_AGE_MILLIS_MIN: u64 = 100;
 
+/// Upstream TCP: times one query is sent again, within its attempt, after the
+/// upstream closed (EOF) a pooled connection under it (CoreDNS: once per dial of a
+/// cached connection).
+pub const UPSTREAM_TCP_EOF_RESENDS: usize = 1;
+
 /// Upstream TCP: shortest wait between two idle checks of a connection, so a zero
 /// `expire` with queries in flight does not spin.
 pub const UPSTREAM_TCP_IDLE_CHECK_MILLIS_MIN: u64 = 1;

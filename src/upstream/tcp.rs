@@ -14,6 +14,14 @@
 //! blackholed or gone without a RST, or a connect that never completes) and closed at
 //! once: its other queries are retried on another connection at once instead of each
 //! waiting out its own timeout, and no new query is queued on it.
+//!
+//! An upstream may close a pooled connection at any time (its idle timeout, a
+//! restart). A query sent on a connection that was open before it, and lost because
+//! the upstream then ended the stream (EOF), is sent again on a fresh connection
+//! within the same attempt, as CoreDNS's `forward` does on EOF from a cached
+//! connection: the upstream never said anything about the query, so it costs no
+//! attempt. Once per query ([`limits::UPSTREAM_TCP_EOF_RESENDS`]); a reset, a timeout
+//! or a connection opened for the query is an attempt that failed.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -63,6 +71,9 @@ struct Conn {
     frames: LocalSender<u16>,
     /// Set once the connection failed or expired; a closed connection takes no queries.
     closed: Cell<bool>,
+    /// Set when the upstream ended the stream (EOF): its unanswered queries may be sent
+    /// again on another connection.
+    ended: Cell<bool>,
     /// Last time a query was queued, for idle expiry.
     last_used: Cell<Instant>,
     /// Last time an answer arrived (None before the first).
@@ -226,7 +237,27 @@ impl TcpPool {
     /// Sends `query` (an unframed DNS message whose ID is overwritten) and waits for
     /// its answer. The caller bounds the wait.
     pub async fn exchange(self: &Rc<Self>, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-        let conn = self.pick()?;
+        let mut resends = limits::UPSTREAM_TCP_EOF_RESENDS;
+        loop {
+            let (conn, reused) = self.pick()?;
+            match self.exchange_on(&conn, query).await {
+                // The upstream closed a connection older than the query under it: once
+                // more on another (see the module comment).
+                Err(UpstreamError::Closed(_)) if reused && conn.ended.get() && resends > 0 => {
+                    resends -= 1;
+                    tracing::debug!(upstream = %self.addr, "upstream closed a pooled connection under a query: sent again");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Sends `query` on `conn` and waits for its answer.
+    async fn exchange_on(
+        self: &Rc<Self>,
+        conn: &Rc<Conn>,
+        query: &[u8],
+    ) -> Result<Vec<u8>, UpstreamError> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut pending = conn.pending.borrow_mut();
@@ -253,7 +284,7 @@ impl TcpPool {
         conn.last_used.set(Instant::now());
         // Forget the query however this future ends (answer, error, or the caller's
         // deadline dropping it), so abandoned IDs never pile up.
-        let forget = Forget { conn: &conn, id };
+        let forget = Forget { conn, id };
         let answer = rx.await.map_err(|_| UpstreamError::Closed(self.addr));
         drop(forget);
         self.trim_idle();
@@ -302,9 +333,9 @@ impl TcpPool {
         }
     }
 
-    /// The open connection with the fewest queries in flight, or a new one when all
-    /// are full and the pool has room.
-    fn pick(self: &Rc<Self>) -> Result<Rc<Conn>, UpstreamError> {
+    /// The open connection with the fewest queries in flight (true: it was open
+    /// already), or a new one when all are full and the pool has room.
+    fn pick(self: &Rc<Self>) -> Result<(Rc<Conn>, bool), UpstreamError> {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| !c.closed.get());
         self.retire_aged(&mut conns);
@@ -316,17 +347,19 @@ impl TcpPool {
             let full = conn.pending.borrow().len() >= limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX;
             if !full || conns.len() >= limits::UPSTREAM_TCP_CONNS_MAX {
                 self.reused.set(self.reused.get() + 1);
-                return Ok(conn.clone());
+                return Ok((conn.clone(), true));
             }
         }
         if let Some(at) = self.retry_at.get() {
             if Instant::now() < at {
-                return best.ok_or(UpstreamError::Backoff(self.addr));
+                return best
+                    .map(|conn| (conn, true))
+                    .ok_or(UpstreamError::Backoff(self.addr));
             }
         }
         let conn = self.open();
         conns.push(conn.clone());
-        Ok(conn)
+        Ok((conn, false))
     }
 
     /// Creates a connection at once (queries queue on it) and lets its writer task
@@ -340,6 +373,7 @@ impl TcpPool {
             pending: RefCell::new(Pendings::default()),
             frames,
             closed: Cell::new(false),
+            ended: Cell::new(false),
             last_used: Cell::new(now),
             last_answer: Cell::new(None),
             // Up to a tenth earlier, so connections opened together age apart.
@@ -529,7 +563,7 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
     let mut answer = Vec::new();
     loop {
         let mut len = [0u8; 2];
-        let read_len = async { reader.read_exact(&mut len).await.ok() };
+        let read_len = async { Some(reader.read_exact(&mut len).await) };
         let expired = async {
             futures_lite::future::or(idle.as_mut(), async {
                 // A dropped sender (the connection is gone) is no signal.
@@ -540,8 +574,15 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
             .await;
             None
         };
-        if futures_lite::future::or(read_len, expired).await.is_none() {
-            break;
+        match futures_lite::future::or(read_len, expired).await {
+            Some(Ok(())) => {}
+            Some(Err(err)) => {
+                // Ended between answers: what it carries was never answered.
+                conn.ended
+                    .set(err.kind() == std::io::ErrorKind::UnexpectedEof);
+                break;
+            }
+            None => break,
         }
         let len = wire::tcp::frame_len(len);
         answer.resize(len, 0);
@@ -666,6 +707,7 @@ mod tests {
             pending: RefCell::new(Pendings::default()),
             frames,
             closed: Cell::new(false),
+            ended: Cell::new(false),
             last_used: Cell::new(Instant::now()),
             last_answer: Cell::new(None),
             retire_at,

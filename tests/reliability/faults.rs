@@ -113,6 +113,42 @@ fn tcp_reset_mid_answer_and_close_after_n_answers() {
     assert!(fault.tcp_queries.load(std::sync::atomic::Ordering::Relaxed) >= 11);
 }
 
+/// An upstream that closes a pooled connection under a query (its idle timeout, a
+/// restart) costs the client nothing: the query is sent again on a fresh connection
+/// within the same attempt, as CoreDNS does on EOF from a cached connection. With
+/// `max_connect_attempts 1` a second attempt cannot hide it.
+#[test]
+fn a_pooled_connection_closed_under_a_query_is_sent_again_on_a_fresh_one() {
+    let fault = FaultUpstream::start();
+    let corefile = format!(
+        "pool.test:$PORT {{\n forward . {f} {{\n  force_tcp\n  max_fails 0\n  max_connect_attempts 1\n }}\n}}\n",
+        f = fault.addr
+    );
+    let cache = Cache::start(&corefile, crate::harness::free_port(), &[]);
+    // Open a connection on every shard's pool (a name's owner shard asks upstream).
+    for i in 0..8 {
+        let reply = exchange(
+            cache.addr(),
+            &format!("w{i}.pool.test."),
+            RecordType::A,
+            CLIENT_WAIT,
+        )
+        .expect("an answer");
+        assert_eq!(a_records(&reply), vec![FAULT_TCP_A], "warm-up {i}");
+    }
+    for i in 0..6 {
+        let name = format!("q{i}.eof.pool.test.");
+        let reply = exchange(cache.addr(), &name, RecordType::A, CLIENT_WAIT).expect("an answer");
+        assert_eq!(reply.response_code(), ResponseCode::NoError, "{name}");
+        assert_eq!(a_records(&reply), vec![FAULT_TCP_A], "{name}");
+    }
+    let closes = fault.eof_closes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        closes >= 1,
+        "the upstream closed no connection under a query"
+    );
+}
+
 #[test]
 fn servfail_within_the_deadline_when_every_upstream_fails() {
     let (_knot, _fault, cache) = setup();

@@ -14,6 +14,7 @@
 //! | `big` | 3 000-byte TXT answer | same |
 //! | `reset` | normal | half an answer, then RST |
 //! | `closeafter` | normal | connection closed after 3 answers |
+//! | `eof` | normal | on a connection that answered before: closed (FIN) unanswered; else normal |
 //! | anything else | normal answer (10.1.1.1) | same |
 
 use std::io::{Read, Write};
@@ -33,6 +34,8 @@ pub struct FaultUpstream {
     stop: Arc<AtomicBool>,
     pub udp_queries: Arc<AtomicU64>,
     pub tcp_queries: Arc<AtomicU64>,
+    /// Connections closed unanswered under an `eof` query.
+    pub eof_closes: Arc<AtomicU64>,
 }
 
 impl Drop for FaultUpstream {
@@ -57,6 +60,7 @@ fn fault_of(m: &Message) -> String {
         "big",
         "reset",
         "closeafter",
+        "eof",
     ] {
         if name.split('.').any(|l| l == fault) {
             return fault.to_string();
@@ -144,13 +148,16 @@ impl FaultUpstream {
         let (udp_queries, tcp_queries) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (s, n) = (stop.clone(), udp_queries.clone());
         std::thread::spawn(move || serve_udp(udp, s, n));
-        let (s, n) = (stop.clone(), tcp_queries.clone());
-        std::thread::spawn(move || serve_tcp(tcp, s, n));
+        let eof_closes = Arc::new(AtomicU64::new(0));
+        let counts = [tcp_queries.clone(), eof_closes.clone()];
+        let s = stop.clone();
+        std::thread::spawn(move || serve_tcp(tcp, s, counts));
         FaultUpstream {
             addr,
             stop,
             udp_queries,
             tcp_queries,
+            eof_closes,
         }
     }
 }
@@ -193,19 +200,20 @@ fn fault_of_is_slow(packet: &[u8]) -> bool {
     Message::from_vec(packet).is_ok_and(|m| fault_of(&m) == "delay")
 }
 
-fn serve_tcp(listener: TcpListener, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
+/// `counts`: TCP queries, then connections closed under an `eof` query.
+fn serve_tcp(listener: TcpListener, stop: Arc<AtomicBool>, counts: [Arc<AtomicU64>; 2]) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                let count = count.clone();
-                std::thread::spawn(move || serve_conn(stream, count));
+                let counts = counts.clone();
+                std::thread::spawn(move || serve_conn(stream, counts));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
 }
 
-fn serve_conn(mut stream: TcpStream, count: Arc<AtomicU64>) {
+fn serve_conn(mut stream: TcpStream, [count, eof_closes]: [Arc<AtomicU64>; 2]) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
     let mut answered = 0;
@@ -223,6 +231,11 @@ fn serve_conn(mut stream: TcpStream, count: Arc<AtomicU64>) {
             return;
         };
         let fault = fault_of(&m);
+        if fault == "eof" && answered > 0 {
+            eof_closes.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
         let Some(reply) = respond(&m, &fault, true) else {
             continue;
         };

@@ -82,13 +82,8 @@ pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
 /// rest, so the wake-up's own latency does not make the send late.
 pub const SPIN_NS_MIN: u64 = 2_000;
 
-/// ... and in the pod model at most this long: it spins for a quarter of the mean gap between sends up to
-/// this, which keeps it on its core (where a kernel without preemption cannot hold
-/// it off) at low rates, and off 100 % of the core at high rates (where the kernel's
-/// budget for real-time tasks would stop it for milliseconds).
-pub const SPIN_NS_MAX: u64 = 25_000;
-
-/// Longest spin before a due send of the open loop and `-Q` ([`crate::spin`]): the
+/// Longest spin before a due send of the open loop, `-Q` and the pod model
+/// ([`crate::spin`]): the
 /// spin follows the wake-up lateness the worker observes, up to this. Wake-ups on
 /// a virtual machine end 20-30 µs late typically and some tens more now and then.
 pub const WAKE_SPIN_NS_MAX: u64 = 60_000;
@@ -184,7 +179,6 @@ const _: () = assert!(BATCH_MSGS_DEFAULT <= BATCH_MSGS_MAX);
 const _: () = assert!(BATCH_MSGS_MAX <= 64);
 const _: () = assert!(QUERY_BYTES_MAX <= RECV_SLOT_BYTES);
 const _: () = assert!(TCP_IN_BYTES >= (1 << 16) + 2);
-const _: () = assert!(SPIN_NS_MIN <= SPIN_NS_MAX && SPIN_NS_MAX < IDLE_SLEEP_NS_MAX);
 const _: () = assert!(IDS_PER_CHANNEL_MAX == u16::MAX as usize + 1);
 const _: () = assert!(IDS_PER_CHANNEL_MIN.is_power_of_two());
 const _: () = assert!(IDS_PER_CHANNEL_MIN <= IDS_PER_CHANNEL_MAX);

@@ -16,13 +16,14 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::clock::{tighten_timer_slack, Clock};
-use crate::limits::{IDLE_SLEEP_NS_MAX, LOOKUP_STARTS_PER_PASS, SPIN_NS_MAX, SPIN_NS_MIN};
+use crate::clock::{thread_cpu_ns, tighten_timer_slack, Clock};
+use crate::limits::{IDLE_SLEEP_NS_MAX, LOOKUP_STARTS_PER_PASS, SPIN_NS_MIN};
 use crate::pods::{AnswerSummary, PodModel, Step, QTYPES};
 use crate::schedule::{Pacer, Pacing, Spacing};
 use crate::sender::{
     answer_fits, count_answer, pause, Channels, Drain, SendBatch, Shared, WorkerError,
 };
+use crate::spin::Spinner;
 use crate::stats::{Interval, Tally};
 use crate::wire::{self, QueryOptions};
 
@@ -115,6 +116,8 @@ struct PodWorker<'a> {
     due: Vec<Due>,
     picker: crate::pods::Picker,
     pacer: Pacer,
+    /// How early to wake before a lookup is due (learned, as the open loop does).
+    spinner: Spinner,
     rng: SmallRng,
     batch: SendBatch,
     tally: Tally,
@@ -143,6 +146,7 @@ pub fn run_pod_worker<C: Channels>(
         due: Vec::new(),
         picker: crate::pods::Picker::new(model, plan.index),
         pacer: Pacer::new(Pacing::Open(Spacing::Poisson), start_ns, plan.seed ^ 0x5eed),
+        spinner: Spinner::new(start_ns),
         rng: SmallRng::seed_from_u64(plan.seed),
         batch: SendBatch::new(2),
         tally: Tally::new(plan.index, start_ns, out),
@@ -183,6 +187,7 @@ impl PodWorker<'_> {
                 self.send(channels, due);
             }
             let now = self.shared.now_ns();
+            self.spinner.tick(now, thread_cpu_ns);
             self.expire(now);
             if self.drain.done(self.active, now) {
                 let slots: Vec<u32> = (0..self.lookups.len() as u32).collect();
@@ -191,7 +196,13 @@ impl PodWorker<'_> {
                 }
                 return Ok(());
             }
-            pause(channels, worker, self.sleep_ns(now), self.spin_ns())?;
+            let (sleep, spin) = (self.sleep_ns(now), self.spin_ns());
+            pause(channels, worker, sleep, spin)?;
+            if sleep > spin {
+                // How late the wake-up was teaches the spinner the next spin (an
+                // answer that ended the wait early teaches nothing).
+                self.spinner.woke(now + sleep - spin, self.shared.now_ns());
+            }
         }
     }
 
@@ -434,12 +445,13 @@ impl PodWorker<'_> {
         until.saturating_sub(now)
     }
 
+    /// How long before a due lookup the worker stops sleeping and spins
+    /// ([`crate::spin`]).
     fn spin_ns(&self) -> u64 {
-        let rate = self.shared.rate();
-        if rate <= 0.0 {
+        if self.shared.rate() <= 0.0 {
             return SPIN_NS_MIN;
         }
-        ((0.25e9 / rate) as u64).clamp(SPIN_NS_MIN, SPIN_NS_MAX)
+        self.spinner.spin_ns()
     }
 }
 

@@ -33,11 +33,13 @@ cargo build --release -q --manifest-path bench/echo/Cargo.toml --target-dir "$TA
 DNSLOAD="$TARGET_DIR/release/dnsload"
 ECHO="$TARGET_DIR/release/bench-echo"
 REFLECTOR="$TARGET_DIR/release/examples/reflector"
+. bench/lib.sh
+bench_install dnsperf:dnsperf knot:knotd
 command -v dnsperf >/dev/null || { echo "dnsperf missing: apt-get install dnsperf" >&2; exit 1; }
 KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
 [ -x "$KNOTD" ] || { echo "knotd missing: apt-get install knot" >&2; exit 1; }
 
-OUT="bench/runs/$(date -u +%Y-%m-%d)-dnsload-vs-dnsperf"
+OUT=${OUT:-"bench/runs/$(date -u +%Y-%m-%d)-dnsload-vs-dnsperf"}
 RAW="$OUT/raw"
 mkdir -p "$RAW"
 WORK=$(mktemp -d)

@@ -54,8 +54,14 @@
 #        CLOSED (1; 0 skips), CLOSED_Q (512), PODS (256), WARM_SECS (5),
 #        SERVERS ("nodelocaldns unbound dnsdist kresd"; "nodelocaldns-epoll" adds ours
 #        with --io-engine=epoll; "nodelocaldns-base" adds the binary OURS_BASE, e.g. an
-#        older build, side by side), OURS_ARGS (extra flags for ours), SERVER_CPU (1),
+#        older build, side by side; "echo" adds bench/echo, the floor: see below),
+#        OURS_ARGS (extra flags for ours), SERVER_CPU (1),
 #        LOAD_CPU (0)
+# The echo (bench/echo: one socket on the kube-dns IP, recvmmsg, QR set, sendmmsg; no
+# DNS work) is the floor of a UDP server on this shape. Its answers are NODATA, on
+# which a pod's search would go on through every candidate, so its open points send
+# the closed loop's query file (below: the pod model's queries, expanded as glibc
+# does) open loop at the point's QPS from PODS sockets instead of --pods.
 # Writes OUT/runs.tsv (every run), OUT/table.md (medians over rounds, ratios to the
 # best peer; bench/node-report.py), OUT/raw/ (dnsload reports without histograms,
 # server logs), OUT/conf/ (every config), OUT/env.txt (versions, uptime before/after).
@@ -83,6 +89,10 @@ target=${CARGO_TARGET_DIR:-target}
 bench_install knot:knotd knot-dnsutils:kdig unbound:unbound dnsdist:dnsdist knot-resolver:kresd
 cargo build --release -q -p nodelocaldns -p dnsload
 ours_bin="$target/release/nodelocaldns"
+echo_bin="$target/release/bench-echo"
+case " $servers " in
+  *" echo "*) cargo build --release -q --manifest-path bench/echo/Cargo.toml --target-dir "$target";;
+esac
 dnsload="$target/release/dnsload"
 mkdir -p "$out/raw" "$out/conf"
 
@@ -151,7 +161,7 @@ knot outside "$outside_dns" example.com
 cp "$work"/zones/*.zone "$out/conf/"
 
 # --- servers ----------------------------------------------------------------------
-declare -A port=([nodelocaldns]=5301 [unbound]=5302 [dnsdist]=5303 [kresd]=5304 [nodelocaldns-epoll]=5305 [nodelocaldns-base]=5306)
+declare -A port=([nodelocaldns]=5301 [unbound]=5302 [dnsdist]=5303 [kresd]=5304 [nodelocaldns-epoll]=5305 [nodelocaldns-base]=5306 [echo]=5307)
 declare -A pid
 cluster_zones="cluster.local in-addr.arpa ip6.arpa"
 # configs VARIANT ADDRESSES: every server's configuration in $work/VARIANT/.
@@ -255,6 +265,7 @@ server_cmd() { # SERVER VARIANT
     nodelocaldns) echo "$ours_bin -conf $d/Corefile --shards 1${OURS_ARGS:+ $OURS_ARGS}";;
     nodelocaldns-epoll) echo "$ours_bin -conf $d/Corefile.epoll --shards 1 --io-engine=epoll${OURS_ARGS:+ $OURS_ARGS}";;
     nodelocaldns-base) echo "$OURS_BASE -conf $d/Corefile.base --shards 1${OURS_ARGS:+ $OURS_ARGS}";;
+    echo) echo "$echo_bin $kube_dns:${port[echo]}";;
     unbound) echo "unbound -d -c $d/unbound.conf";;
     dnsdist) echo "dnsdist --supervised --disable-syslog -C $d/dnsdist.conf";;
     kresd) echo "kresd -n -c $d/kresd.conf $d/kresd";;
@@ -277,6 +288,9 @@ start() {
   for s in $servers; do
     for _ in $(seq 1 20); do
       r="$(ask "${port[$s]}" "$kube_dns" svc0.ns0.svc.cluster.local) $(ask "${port[$s]}" "$addr" host0.example.com)"
+      # The echo answers NODATA (no addresses): any answer will do.
+      [ "$s" = echo ] && inns kdig +timeout=1 +retry=0 -p "${port[$s]}" "@$kube_dns" x A 2>/dev/null |
+        grep -q "status: NOERROR" && r="10.0.0.1 192.0.2.1"
       kill -0 "${pid[$s]}" 2>/dev/null || r="exited: $r"
       [ "$r" = "10.0.0.1 192.0.2.1" ] && break
       sleep 0.5
@@ -351,7 +365,12 @@ point() {
   json="$work/$v-$kind-$qps-$s-r$round.json"
   before=$(cpu_ticks "${pid[$s]}")
   case $v-$kind in
-    v4-open) dnsload_run -s "$kube_dns" -p "$p" --pods "$pods" --rate "$(lookups "$qps")" -l "$secs" --json "$json";;
+    v4-open)
+      if [ "$s" = echo ]; then
+        dnsload_run -s "$kube_dns" -p "$p" -d "$work/closed.txt" -c "$pods" --rate "$qps" -l "$secs" --json "$json"
+      else
+        dnsload_run -s "$kube_dns" -p "$p" --pods "$pods" --rate "$(lookups "$qps")" -l "$secs" --json "$json"
+      fi;;
     v4-churn) dnsload_run -s "$kube_dns" -p "$p" --pods "$pods" --pods-churn --seed "$round" \
       --rate "$(lookups "$qps")" -l "$secs" --json "$json";;
     dual-open)

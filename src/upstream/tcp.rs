@@ -549,8 +549,8 @@ fn take_frame(conn: &Conn, id: u16, batch: &mut Vec<u8>) {
 /// for, so reading whole batches into a large buffer measured slower (all-miss load,
 /// 70k vs 75k answers/s) despite a tenth of the recv calls.
 ///
-/// `fd` is the connection's socket (open as long as `reader` is): each answer read
-/// re-arms TCP_QUICKACK on it ([`quickack`]).
+/// `fd` is the connection's socket (open as long as `reader` is): an answer read
+/// while others are in flight re-arms TCP_QUICKACK on it ([`quickack`]).
 async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
     mut reader: R,
     fd: RawFd,
@@ -589,10 +589,14 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
         if len == 0 || reader.read_exact(&mut answer).await.is_err() {
             break;
         }
-        quickack(fd);
         conn.last_answer.set(Some(Instant::now()));
         if !deliver(&conn, &answer) {
             break;
+        }
+        // Only while more answers are due: with nothing in flight the ACK rides on our
+        // next query (or the delayed-ACK timer) and no answer waits for it.
+        if !conn.idle() {
+            quickack(fd);
         }
     }
     conn.close();
@@ -605,8 +609,11 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
 /// second answer while its first is unacknowledged (Nagle), so two answers due in
 /// one round trip would otherwise cost our delayed-ACK timer (~40 ms on Linux) on
 /// a cold miss. The kernel drops quick-ACK mode again on its own (when it sees
-/// an interactive exchange), so this is re-armed after every read. One system call
-/// per upstream answer, on the miss path only; a failure only costs latency.
+/// an interactive exchange), so this is re-armed after every answer that leaves
+/// others in flight (setting it also sends the pending ACK at once). With nothing
+/// in flight no answer can be held back, and the ACK rides on our next query: at 2k
+/// QPS on the node's shape the call and its lone ACK were 4-5 % of the server's CPU
+/// (`bench/runs/2026-12-04-profile-2k/`). A failure only costs latency.
 fn quickack(fd: RawFd) {
     // SAFETY: `fd` is the connection's socket, open while its reader half lives,
     // and every caller holds that half (or the stream itself).

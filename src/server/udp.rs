@@ -50,7 +50,9 @@
 //! through the executor every 200 µs cost as much CPU as parks for a longer tail
 //! (same record). So while misses are pending the loop parks, which runs their
 //! tasks to their next completion; it costs CPU at low rates (the record: 2k
-//! 38.9 → 47.4 µs per answer) and nothing in the answers.
+//! 38.9 → 47.4 µs per answer) and nothing in the answers. A saturated loop never
+//! parks: while misses have waited [`MISS_TURN_EVERY`] it passes through the
+//! executor once.
 //!
 //! Blocking the shard's thread is bounded by the wait's timeout ([`HOT_WAIT`]), and
 //! only after datagrams arrived less than [`HOT_GAP`] apart. Glommio timers wait for
@@ -113,6 +115,14 @@ const TRIP_EVERY: Duration = Duration::from_millis(10);
 /// A timer this short is still pending when first polled, so awaiting it takes the
 /// loop through the executor once (reactor poll, timers, channels) without a park.
 const MESSAGE_PASS: Duration = Duration::from_micros(1);
+
+/// While misses have been pending this long and datagrams keep coming (a saturated
+/// shard neither waits hot nor parks), the loop passes through the executor, so the
+/// misses' tasks run and their upstream steps are submitted; without it they waited
+/// for glommio's preemption timer (closed loop on the node's shape: p99 26 ms on
+/// io_uring against 5 ms on epoll). 1 ms: p99 6.5 ms at the same maximum QPS; 200 µs
+/// gave 5.3 ms for 12 % less (`bench/runs/2026-12-04-closed/`).
+const MISS_TURN_EVERY: Duration = Duration::from_millis(1);
 
 /// A hot pass that read fewer datagrams than this is followed by the coalescing pause
 /// (`--udp-coalesce-usecs`) before the next wait, so one wake-up answers several.
@@ -275,7 +285,7 @@ async fn serve_all(current: Current, sockets: Rc<Sockets>, settings: Settings) {
                     // one pass through the executor, which reads the channels and
                     // fires due timers. Not a park: it would return at once without
                     // the executor when a datagram is queued already.
-                    engine::sleep(MESSAGE_PASS).await;
+                    wait.pass().await;
                     continue;
                 }
                 // Park until a datagram is queued on any socket (io_uring peeks); the
@@ -305,6 +315,13 @@ async fn serve_all(current: Current, sockets: Rc<Sockets>, settings: Settings) {
             engine::sleep(Duration::from_millis(10)).await;
         }
         let misses = current.borrow().counters.pending_misses.get();
+        if misses == 0 {
+            // The clock of MISS_TURN_EVERY starts when misses begin to wait.
+            wait.turned = Instant::now();
+        } else if wait.turned.elapsed() >= MISS_TURN_EVERY {
+            wait.pass().await;
+            continue;
+        }
         if !coalesce.is_zero() && received < COALESCE_BELOW && wait.hot_now(misses) {
             // Bounded (COALESCE_MAX) and only while datagrams arrive densely.
             std::thread::sleep(coalesce);
@@ -611,6 +628,9 @@ struct Wait {
     hot: bool,
     /// When the loop last parked on io_uring.
     tripped: Instant,
+    /// When the loop last went through the executor (a park or a pass), or last had
+    /// no miss pending.
+    turned: Instant,
     /// Messages from other shards counted before the last pass through the executor
     /// (see `wake.rs`).
     seen: u64,
@@ -628,6 +648,7 @@ impl Wait {
             capable,
             hot: false,
             tripped: Instant::now(),
+            turned: Instant::now(),
             seen: 0,
             tid: wake::thread_id(),
             mask: wake::hot_wait_mask(),
@@ -670,7 +691,14 @@ impl Wait {
     /// Back from a park on io_uring that took `waited`.
     fn woke(&mut self, waited: Duration) {
         self.tripped = Instant::now();
+        self.turned = self.tripped;
         self.hot = waited < HOT_GAP;
+    }
+
+    /// One pass through the executor without a park (see [`MESSAGE_PASS`]).
+    async fn pass(&mut self) {
+        engine::sleep(MESSAGE_PASS).await;
+        self.turned = Instant::now();
     }
 }
 

@@ -314,13 +314,15 @@ async fn serve_all(current: Current, sockets: Rc<Sockets>, settings: Settings) {
             tracing::warn!(%err, "UDP receive failed");
             engine::sleep(Duration::from_millis(10)).await;
         }
-        let misses = current.borrow().counters.pending_misses.get();
-        if misses == 0 {
-            // The clock of MISS_TURN_EVERY starts when misses begin to wait.
-            wait.turned = Instant::now();
-        } else if wait.turned.elapsed() >= MISS_TURN_EVERY {
-            wait.pass().await;
-            continue;
+        let (waited, misses) = (misses, current.borrow().counters.pending_misses.get());
+        if misses > 0 {
+            if waited == 0 {
+                // The clock of MISS_TURN_EVERY starts when misses begin to wait.
+                wait.turned = Instant::now();
+            } else if wait.turned.elapsed() >= MISS_TURN_EVERY {
+                wait.pass().await;
+                continue;
+            }
         }
         if !coalesce.is_zero() && received < COALESCE_BELOW && wait.hot_now(misses) {
             // Bounded (COALESCE_MAX) and only while datagrams arrive densely.
@@ -628,8 +630,8 @@ struct Wait {
     hot: bool,
     /// When the loop last parked on io_uring.
     tripped: Instant,
-    /// When the loop last went through the executor (a park or a pass), or last had
-    /// no miss pending.
+    /// When the loop last went through the executor (a park or a pass), or when
+    /// misses began to wait since.
     turned: Instant,
     /// Messages from other shards counted before the last pass through the executor
     /// (see `wake.rs`).

@@ -1,14 +1,24 @@
-#!/bin/bash
-# System calls of a nodelocaldns build during 6 s of a 2k point on the node's shape.
-#   sysc.sh LABEL BINARY   -> strace -c output in ./sysc-LABEL.txt
+#!/usr/bin/env bash
+# System calls of one nodelocaldns build on the node's shape: `strace -c -f` attached
+# for 6 s to the server of a 2k QPS point of bench/node.sh (the build runs as
+# `nodelocaldns-base`, alone, 20 s point, attached 14 s in). For counts per answer
+# before and after a change; CPU figures of a traced run mean nothing.
+#
+#   bench/syscalls.sh BINARY OUT_FILE
 set -euo pipefail
-label=$1 bin=$(realpath "$2") here=$PWD
-cd "$(git rev-parse --show-toplevel)"
+[ $# -eq 2 ] || { sed -n 2,7p "$0"; exit 2; }
+bin=$(realpath "$1")
+out=$(realpath -m "$2")
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+bench_install strace:strace
 tmp=$(mktemp -d)
-(OUT=$tmp/run OURS_BASE=$bin SECS=20 ROUNDS=1 RATES="2000" CHURN_RATES= DUAL_RATES= CLOSED=0 \
-  SERVERS="nodelocaldns-base" timeout 600 bench/node.sh > "$tmp/log" 2>&1 &)
+trap 'rm -rf "$tmp"' EXIT
+OUT=$tmp/run OURS_BASE=$bin SECS=20 ROUNDS=1 RATES="2000" CHURN_RATES= DUAL_RATES= CLOSED=0 \
+  SERVERS="nodelocaldns-base" timeout 600 bench/node.sh > "$tmp/log" 2>&1 &
+run=$!
 sleep 14
-pid=$(pgrep -f "Corefile.base" | head -1)
-timeout 6 strace -c -f -p "$pid" -o "$here/sysc-$label.txt" > /dev/null 2>&1 || true
-sleep 15
-rm -rf "$tmp"
+pid=$(pgrep -f -- "Corefile.base" | head -1)
+timeout 6 strace -c -f -p "$pid" -o "$out" > /dev/null 2>&1 || true
+wait "$run" || echo "bench/node.sh: exit $? (log: kept as $out.node.log)" >&2
+cp "$tmp/log" "$out.node.log" 2>/dev/null || true

@@ -18,7 +18,9 @@
 #   bench/dnsload-tails.sh [SECONDS_PER_RUN] [ROUNDS]
 #   env: RATES ("10000 50000"), SOCKETS ("16 256 1024"), OUT (record directory,
 #        default bench/runs/<date>-dnsload-tails), RT (1), DNSLOAD (a dnsload
-#        binary to measure instead of this tree's, e.g. an older build)
+#        binary to measure instead of this tree's, e.g. an older build), APPEND
+#        (1: add this call's rounds to OUT's runs.tsv and table, numbered on, so
+#        rounds of two builds can alternate, one call per round and build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -95,12 +97,20 @@ settled() {
     sleep 0.5
   done
 }
+# Time the hypervisor ran something else on either CPU (steal, /proc/stat),
+# in clock ticks: a run's own stalls that neither tool nor server caused.
+steal_ticks() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
 # field of dnsload's JSON report, in ms.
 json_ms() { python3 -c "import json,sys; print('%.3f' % (json.load(open('$1'))$2 / 1000))"; }
 
 runs="$out/runs.tsv"
-printf 'rate\tsockets\tround\tload1\tdnsload_sent\tcapture_q\tcapture_n\tcap_p50_ms\tcap_p99_ms\tcap_p99_9_ms\tcap_max_ms\tdnsload_p50_ms\tdnsload_p99_ms\tdnsload_p99_9_ms\tdnsload_max_ms\tlag_p50_ms\tlag_p99_ms\tlag_max_ms\n' >"$runs"
-for round in $(seq 1 "$rounds"); do
+first=1
+if [ "${APPEND:-0}" = 1 ] && [ -s "$runs" ]; then
+  first=$(($(awk -F'\t' 'NR > 1 && $3 > m { m = $3 } END { print m + 0 }' "$runs") + 1))
+else
+printf 'rate\tsockets\tround\tload1\tdnsload_sent\tcapture_q\tcapture_n\tcap_p50_ms\tcap_p99_ms\tcap_p99_9_ms\tcap_max_ms\tdnsload_p50_ms\tdnsload_p99_ms\tdnsload_p99_9_ms\tdnsload_max_ms\tlag_p50_ms\tlag_p99_ms\tlag_max_ms\tsteal_ms\n' >"$runs"
+fi
+for round in $(seq "$first" $((first + rounds - 1))); do
   for rate in $rates; do
     for c in $sockets; do
       name="r$rate-c$c-$round"
@@ -109,21 +119,23 @@ for round in $(seq 1 "$rounds"); do
       for _ in $(seq 100); do grep -q 'listening on' "$work/$name.err" && break; sleep 0.1; done
       sleep 0.3
       load=$(cut -d' ' -f1 /proc/loadavg)
+      steal0=$(steal_ticks)
       "${prio[@]}" taskset -c 1 "$dnsload" -s 127.0.0.1 -p "$port" -d "$work/names.txt" \
         --rate "$rate" -c "$c" -l "$secs" -t 2 --cores 1 --quiet \
         --json "$work/$name.json" >"$out/raw/$name.txt"
+      steal=$((($(steal_ticks) - steal0) * 1000 / $(getconf CLK_TCK)))
       sleep 1.5
       settled "$work/$name.pcap"
       kill -INT "$dump"; wait "$dump" 2>/dev/null || true
       read -r seen n c50 c99 c999 cmax < <(capture_quantiles "$work/$name.pcap")
       j="$work/$name.json"
       sent=$(python3 -c "import json; print(json.load(open('$j'))['counters']['sent'])")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rate" "$c" "$round" "$load" \
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rate" "$c" "$round" "$load" \
         "$sent" "$seen" "$n" "$c50" "$c99" "$c999" "$cmax" \
         "$(json_ms "$j" "['latency']['p50_us']")" "$(json_ms "$j" "['latency']['p99_us']")" \
         "$(json_ms "$j" "['latency']['p99_9_us']")" "$(json_ms "$j" "['latency']['max_us']")" \
         "$(json_ms "$j" "['send_lag']['p50_us']")" "$(json_ms "$j" "['send_lag']['p99_us']")" \
-        "$(json_ms "$j" "['send_lag']['max_us']")" | tee -a "$runs"
+        "$(json_ms "$j" "['send_lag']['max_us']")" "$steal" | tee -a "$runs"
       rm -f "$work/$name.pcap"
     done
   done
@@ -136,14 +148,14 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter='\t'))
 cells = {}
 for r in rows:
     cells.setdefault((int(r['rate']), int(r['sockets'])), []).append(r)
-print('| rate QPS | sockets | capture p50 ms | dnsload p50 ms | capture p99 ms | dnsload p99 ms | ratio p99 | dnsload lag p99 ms | runs within 1.5x |')
-print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+print('| rate QPS | sockets | capture p50 ms | dnsload p50 ms | capture p99 ms | dnsload p99 ms | ratio p99 | dnsload lag p99 ms | runs within 1.5x | steal ms |')
+print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
 for (rate, c), rs in sorted(cells.items()):
     med = lambda k: statistics.median(float(r[k]) for r in rs)
     ok = sum(float(r['dnsload_p99_ms']) <= 1.5 * float(r['cap_p99_ms']) for r in rs)
     print(f"| {rate} | {c} | {med('cap_p50_ms'):.3f} | {med('dnsload_p50_ms'):.3f} | {med('cap_p99_ms'):.3f} | "
           f"{med('dnsload_p99_ms'):.3f} | {med('dnsload_p99_ms') / max(med('cap_p99_ms'), 1e-9):.2f} | "
-          f"{med('lag_p99_ms'):.3f} | {ok}/{len(rs)} |")
+          f"{med('lag_p99_ms'):.3f} | {ok}/{len(rs)} | {med('steal_ms'):.0f} |")
 PY
 {
   echo "bench/dnsload-tails.sh $secs $rounds  (RATES=\"$rates\" SOCKETS=\"$sockets\" RT=${RT:-1})"

@@ -45,6 +45,7 @@ pub mod run;
 pub mod schedule;
 pub mod sender;
 pub mod spin;
+pub mod stamps;
 pub mod stats;
 pub mod tcp;
 pub mod udp;

@@ -75,6 +75,14 @@ pub const TCP_IN_BYTES_INITIAL: usize = 4 << 10;
 /// answers; when all are in use, channels wait before opening another.
 pub const TCP_RETIRED_MAX: usize = 4096;
 
+/// Longest a run waits, before it starts, for the kernel to stamp arrivals
+/// (`stamps.rs`); it starts anyway after this, with a warning.
+pub const STAMP_WAIT_MAX_NS: u64 = 1_000_000_000;
+
+/// How long a stamp probe waits between its send and its read: a stamp this much
+/// older than the read (half of it, for the check) was taken on arrival.
+pub const STAMP_PROBE_GAP_NS: u64 = 200_000;
+
 /// Longest a worker sleeps in `epoll_pwait2` before looking at the clock and stop flag.
 pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
 
@@ -188,6 +196,9 @@ const _: () = assert!(RECEIVE_INTERVAL_NS <= IDLE_SLEEP_NS_MAX);
 const _: () = assert!(SPIN_NS_MIN <= WAKE_SPIN_NS_MAX && WAKE_SPIN_NS_MAX < IDLE_SLEEP_NS_MAX);
 const _: () = assert!(SPIN_WINDOW_NS >= 4 * IDLE_SLEEP_NS_MAX && SPIN_BUSY_PERMILLE_MAX < 1000);
 const _: () = assert!(RECEIVE_MARGIN_NS < RECEIVE_INTERVAL_NS);
+// A probe's gap is far longer than a read takes, and many probes fit the wait.
+const _: () =
+    assert!(STAMP_PROBE_GAP_NS >= 100_000 && STAMP_WAIT_MAX_NS >= 100 * STAMP_PROBE_GAP_NS);
 const _: () = assert!(TCP_IN_BYTES_INITIAL <= TCP_IN_BYTES);
 const _: () = assert!(SEARCH_DOMAINS_MAX > 3);
 const _: () = assert!(LOOKUP_STARTS_PER_PASS <= LOOKUPS_IN_FLIGHT_MAX);

@@ -13,7 +13,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{Config, Load, RampPlan, Transport};
-use crate::limits::{LOOKUPS_IN_FLIGHT_MAX, REPLAY_CLIENTS_MAX};
+use crate::limits::{LOOKUPS_IN_FLIGHT_MAX, REPLAY_CLIENTS_MAX, STAMP_WAIT_MAX_NS};
 use crate::lookups::{run_pod_worker, PodPlan};
 use crate::pods::PodModel;
 use crate::queries::{self, Budget};
@@ -21,6 +21,7 @@ use crate::replay::{self, Event, ReplayError};
 use crate::replayer::{run_replay_worker, ReplayPlan};
 use crate::schedule::Pacing;
 use crate::sender::{run_worker, Shared, WorkerError, WorkerPlan};
+use crate::stamps::ArrivalStamps;
 use crate::stats::{new_histogram, Aggregator, Counters, Interval, Percentiles, SecondStats};
 use crate::tcp::{TcpChannels, TcpOptions};
 use crate::udp::UdpChannels;
@@ -123,6 +124,25 @@ pub fn run(
         events = Arc::new(trace.events);
     }
     let query_count = config.pods.as_ref().map_or(set.len(), |m| m.working_set());
+    // Before the start time: answers are stamped on arrival from the first one on.
+    let _stamps = match ArrivalStamps::await_on() {
+        Ok((stamps, true)) => Some(stamps),
+        Ok((stamps, false)) => {
+            eprintln!(
+                "dnsload: the kernel did not stamp arrivals within {} ms; the first answers' \
+                 latencies may include the time they waited to be read",
+                STAMP_WAIT_MAX_NS / 1_000_000
+            );
+            Some(stamps)
+        }
+        Err(e) => {
+            eprintln!(
+                "dnsload: cannot check arrival stamps on loopback ({e}); the first answers' \
+                 latencies may include the time they waited to be read"
+            );
+            None
+        }
+    };
     if let Some(at) = config.start_at_unix_secs {
         wait_until(at, interrupt);
     }

@@ -82,6 +82,24 @@ pub fn tighten_timer_slack() {
     }
 }
 
+/// Takes the calling thread out of real-time scheduling (`SCHED_FIFO`/`SCHED_RR`,
+/// e.g. dnsload started under `chrt`) into the normal class; other threads keep
+/// theirs. The main thread only merges seconds and prints: as a real-time thread
+/// of the workers' priority on a worker's core it would, once woken, hold that core
+/// until done whenever the worker napped (sends 0.5–0.9 ms late at each second's
+/// end at 10k QPS); in the normal class a worker takes the core back at once.
+pub fn leave_realtime() {
+    // SAFETY: sched_getscheduler and sched_setscheduler on the calling thread (0),
+    // with a pointer to a live sched_param.
+    unsafe {
+        let policy = libc::sched_getscheduler(0);
+        if policy == libc::SCHED_FIFO || policy == libc::SCHED_RR {
+            let normal = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal);
+        }
+    }
+}
+
 /// CPU time this thread has used, in nanoseconds (None if the clock is missing).
 pub fn thread_cpu_ns() -> Option<u64> {
     let mut ts = libc::timespec {
@@ -96,6 +114,34 @@ pub fn thread_cpu_ns() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_main_thread_leaves_realtime_and_only_it() {
+        let policies = std::thread::spawn(|| {
+            let fifo = libc::sched_param { sched_priority: 1 };
+            // SAFETY: this thread's own policy, with a pointer to a live sched_param.
+            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) };
+            assert_eq!(
+                rc,
+                0,
+                "SCHED_FIFO needs CAP_SYS_NICE: {}",
+                std::io::Error::last_os_error()
+            );
+            // A thread started now inherits SCHED_FIFO, and keeps it.
+            let worker = std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                // SAFETY: reads this thread's policy.
+                unsafe { libc::sched_getscheduler(0) }
+            });
+            leave_realtime();
+            // SAFETY: reads this thread's policy.
+            let own = unsafe { libc::sched_getscheduler(0) };
+            (own, worker.join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policies, (libc::SCHED_OTHER, libc::SCHED_FIFO));
+    }
 
     #[test]
     fn wall_stamps_map_onto_the_run() {

@@ -52,6 +52,10 @@ pub const TIMEOUT_SECS_MAX: f64 = 60.0;
 /// Highest latency the histogram tracks; larger values are clamped to it.
 pub const LATENCY_NS_MAX: u64 = 120_000_000_000;
 
+/// Emptied histograms kept per worker for its next second (`stats::Spares`): the
+/// three a second ships.
+pub const SPARE_HISTOGRAMS_PER_WORKER: usize = 3;
+
 /// Significant decimal digits kept by the HDR histogram.
 pub const HISTOGRAM_SIGFIGS: u8 = 3;
 

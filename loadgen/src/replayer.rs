@@ -68,7 +68,12 @@ pub fn run_replay_worker<C: Channels>(
         start_ns,
         inflight,
         batch: SendBatch::new(plan.batch),
-        tally: Tally::new(plan.index, start_ns, out),
+        tally: Tally::new(
+            plan.index,
+            start_ns,
+            out,
+            std::sync::Arc::clone(&shared.spares),
+        ),
         clock: Clock::starting_at(shared.start),
         drain: Drain::default(),
         events,

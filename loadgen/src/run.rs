@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::clock::leave_realtime;
 use crate::config::{Config, Load, RampPlan, Transport};
 use crate::limits::{LOOKUPS_IN_FLIGHT_MAX, REPLAY_CLIENTS_MAX, STAMP_WAIT_MAX_NS};
 use crate::lookups::{run_pod_worker, PodPlan};
@@ -22,7 +23,9 @@ use crate::replayer::{run_replay_worker, ReplayPlan};
 use crate::schedule::Pacing;
 use crate::sender::{run_worker, Shared, WorkerError, WorkerPlan};
 use crate::stamps::ArrivalStamps;
-use crate::stats::{new_histogram, Aggregator, Counters, Interval, Percentiles, SecondStats};
+use crate::stats::{
+    new_histogram, Aggregator, Counters, Interval, Percentiles, SecondStats, Spares,
+};
 use crate::tcp::{TcpChannels, TcpOptions};
 use crate::udp::UdpChannels;
 
@@ -153,6 +156,7 @@ pub fn run(
         stop: AtomicBool::new(false),
         interrupted: AtomicBool::new(false),
         rate_bits: AtomicU64::new(0f64.to_bits()),
+        spares: Arc::new(Spares::new(config.threads)),
         start: Instant::now(),
     });
     let started_unix_secs = SystemTime::now()
@@ -162,6 +166,8 @@ pub fn run(
     raise_open_files_limit();
     let (tx, rx) = mpsc::channel();
     let handles = spawn_workers(&config, &shared, &events, tx)?;
+    // The workers keep real-time scheduling if they have it; this thread gives it up.
+    leave_realtime();
     let mut collector = Collector::new(&config, &shared);
     collector.collect(&rx, interrupt, progress);
     let duration = shared.start.elapsed();
@@ -441,7 +447,7 @@ impl<'a> Collector<'a> {
             _ => None,
         };
         Self {
-            agg: Aggregator::new(config.threads),
+            agg: Aggregator::recycling(config.threads, Arc::clone(&shared.spares)),
             series: Vec::new(),
             ramp,
             deadline: config.time_limit.map(|l| shared.start + l),

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock::{thread_cpu_ns, tighten_timer_slack, Clock};
@@ -24,7 +25,7 @@ use crate::limits::{
 use crate::queries::{Budget, Order, Picker, QuerySet};
 use crate::schedule::{Pacer, Pacing};
 use crate::spin::Spinner;
-use crate::stats::{new_histogram, Counters, Interval};
+use crate::stats::{Counters, Interval, Spares};
 use crate::wire;
 
 /// Why a worker stopped early.
@@ -60,6 +61,8 @@ pub struct Shared {
     pub rate_bits: AtomicU64,
     /// Time zero of the run; all timestamps are nanoseconds since then.
     pub start: Instant,
+    /// Emptied histograms for the workers' next seconds.
+    pub spares: Arc<Spares>,
 }
 
 impl Shared {
@@ -383,8 +386,8 @@ pub fn run_worker<C: Channels>(
         pacer: Pacer::new(plan.pacing, start_ns, plan.seed ^ 0x5eed),
         batch: SendBatch::new(plan.batch),
         counters: Counters::default(),
-        latency: new_histogram(),
-        send_lag: new_histogram(),
+        latency: shared.spares.take(),
+        send_lag: shared.spares.take(),
         clock: Clock::starting_at(shared.start),
         second: start_ns / 1_000_000_000,
         out,
@@ -653,9 +656,9 @@ impl Worker<'_> {
             worker: self.plan.index,
             second: self.second,
             counters: std::mem::take(&mut self.counters),
-            latency: std::mem::replace(&mut self.latency, new_histogram()),
-            send_lag: std::mem::replace(&mut self.send_lag, new_histogram()),
-            lookup_latency: new_histogram(),
+            latency: std::mem::replace(&mut self.latency, self.shared.spares.take()),
+            send_lag: std::mem::replace(&mut self.send_lag, self.shared.spares.take()),
+            lookup_latency: self.shared.spares.take(),
             last,
             sending_ended_ns: self.drain.sending_ended_ns.filter(|_| last),
         };

@@ -133,8 +133,8 @@ pub fn pause<C: Channels>(
             .wait(sleep_ns - spin_ns)
             .map_err(|source| WorkerError::Poll { worker, source })?;
     } else if sleep_ns > 0 {
-        // Spinning: let a thread of equal priority on this core (the main
-        // thread under a real-time policy) run, or it would never stop us.
+        // Spinning: let a thread of equal priority on this core (another
+        // real-time worker sharing it) run, or it would never stop us.
         std::thread::yield_now();
     }
     Ok(())

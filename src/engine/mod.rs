@@ -4,8 +4,10 @@
 //!
 //! Two engines sit behind it, one file each:
 //!
-//! - **io_uring** (`uring.rs`): glommio, one executor per shard; the fastest, and the
-//!   default wherever the kernel lets a process use io_uring;
+//! - **io_uring** (`uring.rs`): glommio, one executor per shard; the default wherever
+//!   the kernel lets a process use io_uring, and the faster where one address takes a
+//!   steady flood of hits (on a node's shape, two addresses and pod traffic at 2k–40k
+//!   QPS, the epoll engine measured less CPU per answer: `bench/runs/2026-12-04-node-stamped/`);
 //! - **epoll** (`epoll.rs`): one tokio current-thread runtime and `LocalSet` per shard
 //!   thread: its driver is one epoll instance per shard (every socket, the timers and
 //!   an eventfd that other threads write to wake it), so a shard waits in a single

@@ -969,10 +969,22 @@ fn twenty_five_hand_overs_fail_no_pod_lookup() {
         .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
         .collect();
     eprintln!("node counters: {counters:?}");
+    // The pod's side: connections reset once established (TcpEstabResets) or
+    // refused while connecting (TcpAttemptFails). (The node's TcpOutRsts also counts
+    // upstream connections an exiting instance closes with an answer unread.) Read
+    // before the lookups are judged, so a failed lookup is reported with them.
+    let pod_counters = node
+        .pod
+        .run_ok(&["nstat", "-az", "TcpEstabResets", "TcpAttemptFails"]);
+    let resets: Vec<&str> = pod_counters
+        .lines()
+        .filter(|l| l.starts_with("Tcp"))
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|v| v != "0"))
+        .collect();
     assert_eq!(
         (tcp_failed, udp_failed),
         (0, 0),
-        "failed lookups (start unix ms, took ms, name, error):\n{}\n{}\nnode counters: {counters:?}\nthe processes' stops:\n{}",
+        "failed lookups (start unix ms, took ms, name, error):\n{}\n{}\nnode counters: {counters:?}\npod counters: {resets:?}\nthe processes' stops:\n{}",
         tcp_fails.join("\n"),
         udp_fails.join("\n"),
         node.log()
@@ -983,17 +995,6 @@ fn twenty_five_hand_overs_fail_no_pod_lookup() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    // The pod's side: connections reset once established (TcpEstabResets) or
-    // refused while connecting (TcpAttemptFails). (The node's TcpOutRsts also counts
-    // upstream connections an exiting instance closes with an answer unread.)
-    let pod_counters = node
-        .pod
-        .run_ok(&["nstat", "-az", "TcpEstabResets", "TcpAttemptFails"]);
-    let resets: Vec<&str> = pod_counters
-        .lines()
-        .filter(|l| l.starts_with("Tcp"))
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|v| v != "0"))
-        .collect();
     assert!(
         resets.is_empty(),
         "the pod's connections were reset or refused: {resets:?}; node: {counters:?}"

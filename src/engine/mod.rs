@@ -360,12 +360,18 @@ impl UdpSocket {
         }
     }
 
-    /// Runs `receive` (a non-blocking read of the socket's fd, Ok(0) when empty) once
-    /// the socket is readable, again each time it finds the socket empty; its first
-    /// non-empty result. On epoll this waits in the shard's one `epoll_wait`, with
-    /// every other socket of the shard; io_uring parks on a peek first.
+    /// Runs `receive` (a non-blocking read of the socket's fd of up to `batch`
+    /// datagrams, Ok(0) when empty) once the socket is readable, again each time it
+    /// finds the socket empty; its first non-empty result. On epoll this waits in the
+    /// shard's one `epoll_wait`, with every other socket of the shard, and a read of
+    /// fewer than `batch` datagrams (the queue is empty) clears the socket's readiness
+    /// with it: the next call waits instead of first reading nothing (at 2k QPS on the
+    /// node's shape that read was 0.4 system calls per answer). A datagram that comes
+    /// meanwhile is a new epoll event, so none waits unread. io_uring parks on a peek
+    /// first.
     pub async fn receive_ready(
         &self,
+        batch: usize,
         mut receive: impl FnMut(RawFd) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let fd = self.as_raw_fd();
@@ -376,13 +382,27 @@ impl UdpSocket {
                     count => return Ok(count),
                 }
             },
-            UdpInner::Epoll(s) => {
+            UdpInner::Epoll(s) => loop {
+                s.readable().await?;
+                let mut count = 0;
+                // WouldBlock (the queue is empty, or was left empty) clears readiness.
                 let read = || match receive(fd)? {
-                    0 => Err(io::ErrorKind::WouldBlock.into()),
-                    count => Ok(count),
+                    n if n < batch => {
+                        count = n;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    n => {
+                        count = n;
+                        Ok(())
+                    }
                 };
-                s.async_io(tokio::io::Interest::READABLE, read).await
-            }
+                match s.try_io(tokio::io::Interest::READABLE, read) {
+                    Ok(()) => return Ok(count),
+                    Err(err) if err.kind() != io::ErrorKind::WouldBlock => return Err(err),
+                    Err(_) if count > 0 => return Ok(count),
+                    Err(_) => {}
+                }
+            },
         }
     }
 }

@@ -239,7 +239,8 @@ async fn serve_ready(
     mut batch: Box<Batch>,
 ) {
     loop {
-        let count = match socket.receive_ready(|fd| batch.receive(fd)).await {
+        let size = batch.size;
+        let count = match socket.receive_ready(size, |fd| batch.receive(fd)).await {
             Ok(count) => count,
             Err(err) => {
                 tracing::warn!(%err, "UDP receive failed");

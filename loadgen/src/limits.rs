@@ -87,6 +87,12 @@ pub const STAMP_WAIT_MAX_NS: u64 = 1_000_000_000;
 /// older than the read (half of it, for the check) was taken on arrival.
 pub const STAMP_PROBE_GAP_NS: u64 = 200_000;
 
+/// Longest a stamp probe's read waits for the probe (loopback: it is there already).
+pub const STAMP_PROBE_READ_NS: u64 = 100_000_000;
+
+/// Pause between stamp probes while the kernel has not switched stamps on yet.
+pub const STAMP_PROBE_EVERY_NS: u64 = 1_000_000;
+
 /// Longest a worker sleeps in `epoll_pwait2` before looking at the clock and stop flag.
 pub const IDLE_SLEEP_NS_MAX: u64 = 2_000_000;
 

@@ -15,7 +15,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::limits::{STAMP_PROBE_GAP_NS, STAMP_WAIT_MAX_NS};
+use crate::limits::{
+    STAMP_PROBE_EVERY_NS, STAMP_PROBE_GAP_NS, STAMP_PROBE_READ_NS, STAMP_WAIT_MAX_NS,
+};
 
 /// A loopback socket with arrival stamps on, held for a whole run so the kernel's
 /// switch for them stays on.
@@ -32,7 +34,7 @@ impl ArrivalStamps {
         let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .or_else(|_| UdpSocket::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, 0))))?;
         socket.connect(socket.local_addr()?)?;
-        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        socket.set_read_timeout(Some(Duration::from_nanos(STAMP_PROBE_READ_NS)))?;
         mmsg::enable_receive_stamps(socket.as_raw_fd())?;
         let stamps = ArrivalStamps { socket };
         let deadline = Instant::now() + Duration::from_nanos(STAMP_WAIT_MAX_NS);
@@ -43,7 +45,7 @@ impl ArrivalStamps {
             if Instant::now() >= deadline {
                 return Ok((stamps, false));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_nanos(STAMP_PROBE_EVERY_NS));
         }
     }
 

@@ -25,7 +25,7 @@ use crate::limits::{
 use crate::queries::{Budget, Order, Picker, QuerySet};
 use crate::schedule::{Pacer, Pacing};
 use crate::spin::Spinner;
-use crate::stats::{Counters, Interval, Spares};
+use crate::stats::{Counters, Interval, Spares, Tally};
 use crate::wire;
 
 /// Why a worker stopped early.
@@ -337,19 +337,11 @@ struct Worker<'a> {
     pacer: Pacer,
     /// Reused send buffer.
     batch: SendBatch,
-    /// Counts of the current second.
-    counters: Counters,
-    /// Latencies of the current second.
-    latency: Histogram<u64>,
-    /// How late the worker sent each query of the current second against its
-    /// schedule (open loop and `-Q`): the tool's own lateness, not the server's.
-    send_lag: Histogram<u64>,
+    /// Counts, latencies and send lags (how late the worker sent each query against
+    /// its schedule: the tool's own lateness) of the current second, shipped as it ends.
+    tally: Tally,
     /// The run's clock, with this worker's wall-clock sync for receive stamps.
     clock: Clock,
-    /// Second being counted.
-    second: u64,
-    /// Where to report.
-    out: Sender<Interval>,
     /// Sending stopped, answers awaited.
     drain: Drain,
     /// Channel to try first in the next send round (spreads batches).
@@ -385,12 +377,8 @@ pub fn run_worker<C: Channels>(
         picker: Picker::new(shared.queries.len(), plan.order, plan.seed),
         pacer: Pacer::new(plan.pacing, start_ns, plan.seed ^ 0x5eed),
         batch: SendBatch::new(plan.batch),
-        counters: Counters::default(),
-        latency: shared.spares.take(),
-        send_lag: shared.spares.take(),
+        tally: Tally::new(plan.index, start_ns, out, Arc::clone(&shared.spares)),
         clock: Clock::starting_at(shared.start),
-        second: start_ns / 1_000_000_000,
-        out,
         drain: Drain::default(),
         stamped_arrivals: channels.stamps_arrivals(),
         next_receive_ns: 0,
@@ -423,7 +411,7 @@ impl Worker<'_> {
             if !self.drain.started() {
                 self.send_round(channels, now);
                 let opened = channels.connections_opened();
-                self.counters.connections += opened - self.connections_seen;
+                self.tally.counters.connections += opened - self.connections_seen;
                 self.connections_seen = opened;
             }
             if self.receive_due(now) {
@@ -438,9 +426,9 @@ impl Worker<'_> {
             }
             let now = self.shared.now_ns();
             self.spinner.tick(now, thread_cpu_ns);
-            self.counters.lost += self.inflight.expire(now, self.plan.timeout_ns);
+            self.tally.counters.lost += self.inflight.expire(now, self.plan.timeout_ns);
             if self.drain_done(now) {
-                self.counters.lost += self.inflight.expire_all();
+                self.tally.counters.lost += self.inflight.expire_all();
                 return Ok(());
             }
             // Wake a little before the next send is due and spin the rest, so the
@@ -569,7 +557,7 @@ impl Worker<'_> {
                 for &id in &self.batch.ids {
                     self.inflight.release(channel, id);
                 }
-                self.counters.send_errors += len as u64;
+                self.tally.counters.send_errors += len as u64;
                 self.pacer.consume_sent(len, self.batch.all_sent());
                 self.picker.consume_sent(len, self.batch.all_sent());
                 return true;
@@ -584,7 +572,8 @@ impl Worker<'_> {
         for i in (0..len).filter(|i| sent & (1 << i) != 0) {
             let due = due_times.get(i).copied().unwrap_or(now);
             if scheduled {
-                self.send_lag
+                self.tally
+                    .send_lag
                     .saturating_record(now.saturating_sub(due).max(1));
             }
             let origin = if from_intended { due } else { now };
@@ -595,7 +584,7 @@ impl Worker<'_> {
                 origin,
                 now,
             );
-            self.counters.sent += 1;
+            self.tally.counters.sent += 1;
         }
         self.pacer.consume_sent(len, sent);
         self.picker.consume_sent(len, sent);
@@ -603,7 +592,7 @@ impl Worker<'_> {
     }
 
     fn on_answer(&mut self, channel: usize, msg: &[u8], now: u64) {
-        let tally = (&mut self.counters, &mut self.latency);
+        let tally = (&mut self.tally.counters, &mut self.tally.latency);
         account_answer(
             &mut self.inflight,
             &self.shared.queries,
@@ -636,37 +625,19 @@ impl Worker<'_> {
             };
             until = until.min(read_at);
         }
-        until = until.min((self.second + 1) * 1_000_000_000);
+        until = until.min(self.tally.second_end_ns());
         until.saturating_sub(now)
     }
 
     /// Ships the counts of every second that has ended.
     fn roll_seconds(&mut self, now: u64) {
-        if now >= (self.second + 1) * 1_000_000_000 {
+        if self.tally.roll(now) {
             self.clock.resync();
         }
-        while now >= (self.second + 1) * 1_000_000_000 {
-            self.ship(false);
-            self.second += 1;
-        }
-    }
-
-    fn ship(&mut self, last: bool) {
-        let iv = Interval {
-            worker: self.plan.index,
-            second: self.second,
-            counters: std::mem::take(&mut self.counters),
-            latency: std::mem::replace(&mut self.latency, self.shared.spares.take()),
-            send_lag: std::mem::replace(&mut self.send_lag, self.shared.spares.take()),
-            lookup_latency: self.shared.spares.take(),
-            last,
-            sending_ended_ns: self.drain.sending_ended_ns.filter(|_| last),
-        };
-        let _ = self.out.send(iv);
     }
 
     fn report_last(&mut self) {
-        self.roll_seconds(self.shared.now_ns());
-        self.ship(true);
+        self.tally
+            .finish(self.shared.now_ns(), self.drain.sending_ended_ns);
     }
 }

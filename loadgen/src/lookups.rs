@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
@@ -149,12 +150,7 @@ pub fn run_pod_worker<C: Channels>(
         spinner: Spinner::new(start_ns),
         rng: SmallRng::seed_from_u64(plan.seed),
         batch: SendBatch::new(2),
-        tally: Tally::new(
-            plan.index,
-            start_ns,
-            out,
-            std::sync::Arc::clone(&shared.spares),
-        ),
+        tally: Tally::new(plan.index, start_ns, out, Arc::clone(&shared.spares)),
         clock: Clock::starting_at(shared.start),
         drain: Drain::default(),
         plan,

@@ -7,6 +7,7 @@
 //! worker `c % threads`); each worker walks the whole event list and sends its own.
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::clock::{tighten_timer_slack, Clock};
 use crate::inflight::InFlight;
@@ -68,12 +69,7 @@ pub fn run_replay_worker<C: Channels>(
         start_ns,
         inflight,
         batch: SendBatch::new(plan.batch),
-        tally: Tally::new(
-            plan.index,
-            start_ns,
-            out,
-            std::sync::Arc::clone(&shared.spares),
-        ),
+        tally: Tally::new(plan.index, start_ns, out, Arc::clone(&shared.spares)),
         clock: Clock::starting_at(shared.start),
         drain: Drain::default(),
         events,

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::clock::leave_realtime;
 use crate::config::{Config, Load, RampPlan, Transport};
-use crate::limits::{LOOKUPS_IN_FLIGHT_MAX, REPLAY_CLIENTS_MAX, STAMP_WAIT_MAX_NS};
+use crate::limits::{LOOKUPS_IN_FLIGHT_MAX, REPLAY_CLIENTS_MAX};
 use crate::lookups::{run_pod_worker, PodPlan};
 use crate::pods::PodModel;
 use crate::queries::{self, Budget};
@@ -128,24 +128,7 @@ pub fn run(
     }
     let query_count = config.pods.as_ref().map_or(set.len(), |m| m.working_set());
     // Before the start time: answers are stamped on arrival from the first one on.
-    let _stamps = match ArrivalStamps::await_on() {
-        Ok((stamps, true)) => Some(stamps),
-        Ok((stamps, false)) => {
-            eprintln!(
-                "dnsload: the kernel did not stamp arrivals within {} ms; the first answers' \
-                 latencies may include the time they waited to be read",
-                STAMP_WAIT_MAX_NS / 1_000_000
-            );
-            Some(stamps)
-        }
-        Err(e) => {
-            eprintln!(
-                "dnsload: cannot check arrival stamps on loopback ({e}); the first answers' \
-                 latencies may include the time they waited to be read"
-            );
-            None
-        }
-    };
+    let _stamps = ArrivalStamps::for_run();
     if let Some(at) = config.start_at_unix_secs {
         wait_until(at, interrupt);
     }

@@ -27,6 +27,26 @@ pub struct ArrivalStamps {
 }
 
 impl ArrivalStamps {
+    /// What a run holds from before its start to its end: the probe socket once
+    /// stamps are on; with a warning on stderr when they did not come on within
+    /// `STAMP_WAIT_MAX_NS` (held anyway) or loopback cannot be used (none).
+    pub fn for_run() -> Option<Self> {
+        const EFFECT: &str =
+            "the first answers' latencies may include the time they waited to be read";
+        match Self::await_on() {
+            Ok((stamps, true)) => Some(stamps),
+            Ok((stamps, false)) => {
+                let ms = STAMP_WAIT_MAX_NS / 1_000_000;
+                eprintln!("dnsload: the kernel did not stamp arrivals within {ms} ms; {EFFECT}");
+                Some(stamps)
+            }
+            Err(e) => {
+                eprintln!("dnsload: cannot check arrival stamps on loopback ({e}); {EFFECT}");
+                None
+            }
+        }
+    }
+
     /// Opens the probe socket and waits (at most `STAMP_WAIT_MAX_NS`) until a probe
     /// is stamped when it arrived rather than when it was read. `Ok(false)`: the wait
     /// ran out; stamps of the first answers may then include read delays.

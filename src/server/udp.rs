@@ -239,8 +239,8 @@ async fn serve_ready(
     mut batch: Box<Batch>,
 ) {
     loop {
-        let size = batch.size;
-        let count = match socket.receive_ready(size, |fd| batch.receive(fd)).await {
+        let max = batch.max();
+        let count = match socket.receive_ready(max, |fd| batch.receive(fd)).await {
             Ok(count) => count,
             Err(err) => {
                 tracing::warn!(%err, "UDP receive failed");
@@ -760,10 +760,15 @@ impl Default for Batch {
 }
 
 impl Batch {
+    /// Datagrams one receive reads at most.
+    pub fn max(&self) -> usize {
+        self.size.clamp(1, limits::UDP_BATCH_MAX)
+    }
+
     /// Reads up to a batch without blocking; Ok(0) when the socket is empty.
     pub fn receive(&mut self, fd: RawFd) -> std::io::Result<usize> {
+        let max = self.max();
         let slots = self.recv_bufs.iter_mut().map(|b| &mut b[..]);
-        let max = self.size.clamp(1, limits::UDP_BATCH_MAX);
         let count = self.recv.receive(fd, slots, max, libc::MSG_DONTWAIT)?;
         let received = self.recv_lens.iter_mut().zip(self.peers.iter_mut());
         for (i, (len, peer)) in received.take(count).enumerate() {

@@ -34,6 +34,11 @@ pub const UPSTREAM_TCP_MAX_AGE_MILLIS_MIN: u64 = 100;
 /// cached connection).
 pub const UPSTREAM_TCP_EOF_RESENDS: usize = 1;
 
+/// Upstream TCP on the epoll engine: the read buffer of a connection, so the answers
+/// that arrived together are read in one call (a pair of A and AAAA answers is
+/// ~300-600 bytes; a larger answer is read straight into its own buffer).
+pub const UPSTREAM_TCP_READ_BUFFER_BYTES: usize = 4_096;
+
 /// Upstream TCP: shortest wait between two idle checks of a connection, so a zero
 /// `expire` with queries in flight does not spin.
 pub const UPSTREAM_TCP_IDLE_CHECK_MILLIS_MIN: u64 = 1;

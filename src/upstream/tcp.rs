@@ -467,7 +467,18 @@ async fn carry<S>(
     let (read_done, reader_ended) = oneshot::channel::<()>();
     let reader_conn = conn.clone();
     let reading = crate::engine::spawn_local(async move {
-        read_answers(reader, fd, reader_conn, expire, drained).await;
+        match crate::engine::current() {
+            crate::engine::Engine::Epoll => {
+                let buffered = futures_lite::io::BufReader::with_capacity(
+                    limits::UPSTREAM_TCP_READ_BUFFER_BYTES,
+                    reader,
+                );
+                read_answers(buffered, fd, reader_conn, expire, drained).await;
+            }
+            crate::engine::Engine::IoUring => {
+                read_answers(reader, fd, reader_conn, expire, drained).await;
+            }
+        }
         drop(read_done);
     });
     // Once the reader ends the writer goes too, even blocked on a full socket buffer
@@ -543,15 +554,19 @@ fn take_frame(conn: &Conn, id: u16, batch: &mut Vec<u8>) {
 /// and drained (`drained` fires). One idle check lives across reads (no timer per
 /// answer).
 ///
-/// Each answer is read as its length, then its body, both exactly: glommio (the
-/// io_uring engine) follows a
-/// read that does not fill its buffer with an io_uring poll that the next read waits
-/// for, so reading whole batches into a large buffer measured slower (all-miss load,
-/// 70k vs 75k answers/s) despite a tenth of the recv calls.
+/// Each answer is read as its length, then its body, both exactly. On io_uring
+/// straight from the socket: glommio follows a read that does not fill its buffer
+/// with an io_uring poll that the next read waits for, so reading whole batches into
+/// a large buffer measured slower (all-miss load, 70k vs 75k answers/s) despite a
+/// tenth of the recv calls. On epoll through a buffer
+/// ([`limits::UPSTREAM_TCP_READ_BUFFER_BYTES`]): one read takes the answers that
+/// arrived together, and a read that does not fill it clears the socket's readiness
+/// (tokio), so the next waits in `epoll_wait` instead of calling to find nothing.
 ///
 /// `fd` is the connection's socket (open as long as `reader` is): an answer read
-/// while others are in flight re-arms TCP_QUICKACK on it ([`quickack`]).
-async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
+/// while others are in flight, and none more read already, re-arms TCP_QUICKACK on
+/// it ([`quickack`]).
+async fn read_answers<R: futures_lite::AsyncRead + Held + Unpin>(
     mut reader: R,
     fd: RawFd,
     conn: Rc<Conn>,
@@ -593,15 +608,33 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
         if !deliver(&conn, &answer) {
             break;
         }
-        // Only while more answers are due: with nothing in flight the ACK rides on our
-        // next query (or the delayed-ACK timer) and no answer waits for it.
-        if !conn.idle() {
+        // Only while more answers are due and none of them was read already: with
+        // nothing in flight the ACK rides on our next query (or the delayed-ACK timer)
+        // and no answer waits for it; an answer in the buffer was sent already.
+        if !conn.idle() && reader.held() == 0 {
             quickack(fd);
         }
     }
     conn.close();
     // Wake the writer so it exits.
     let _ = conn.frames.try_send(0);
+}
+
+/// Bytes a reader of answers took from its socket and holds unread.
+trait Held {
+    fn held(&self) -> usize;
+}
+
+impl<R> Held for futures_lite::io::BufReader<R> {
+    fn held(&self) -> usize {
+        self.buffer().len()
+    }
+}
+
+impl<T> Held for futures_lite::io::ReadHalf<T> {
+    fn held(&self) -> usize {
+        0
+    }
 }
 
 /// Sets TCP_QUICKACK on the upstream socket `fd`: acknowledge what arrives at once

@@ -3,6 +3,7 @@
 //! bind address:port, so the kernel spreads clients over the shards.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -88,6 +89,22 @@ pub fn open(
     }
     *endpoints = kept;
     Ok(per_shard)
+}
+
+/// Each endpoint's TCP listeners, one per shard in shard order (for
+/// `migrate::steer_all`).
+pub fn tcp_listeners(per_shard: &[ShardSockets]) -> Vec<(SocketAddr, Vec<RawFd>)> {
+    let endpoints = per_shard.first().map_or(0, Vec::len);
+    (0..endpoints)
+        .filter_map(|e| {
+            let addr = per_shard.first()?.get(e)?.addr;
+            let fds = per_shard
+                .iter()
+                .filter_map(|shard| shard.get(e).map(|s| s.tcp.as_raw_fd()))
+                .collect();
+            Some((addr, fds))
+        })
+        .collect()
 }
 
 fn is_optional(endpoint: &Endpoint, err: &ServerError) -> bool {

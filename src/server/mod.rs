@@ -237,6 +237,7 @@ impl Running {
             .cloned()
             .collect();
         let opened = listen::open(&mut added, self.shards, &self.options)?;
+        let tcp_listeners = listen::tcp_listeners(&opened);
         endpoints
             .retain(|e| self.endpoints.contains(&e.addr) || added.iter().any(|a| a.addr == e.addr));
         let shared_config = Arc::new(config.clone());
@@ -251,6 +252,7 @@ impl Running {
             };
             let _ = control.send(message);
         }
+        migrate::steer_all(&tcp_listeners);
         self.endpoints = shared_endpoints.iter().map(|e| e.addr).collect();
         self.telemetry.lameduck = telemetry::lameduck(&config);
         self.telemetry.configure(&config);
@@ -273,6 +275,7 @@ pub fn start(mut config: Config, options: &Options) -> Result<Running, ServerErr
         return Err(ServerError::NothingToServe);
     }
     let sockets = listen::open(&mut endpoints, shards, options)?;
+    let tcp_listeners = listen::tcp_listeners(&sockets);
     let (telemetry, slots) = Telemetry::start(&config, shards, engine.name(), &options.http)
         .map_err(ServerError::Http)?;
     let shared_config = Arc::new(config.clone());
@@ -326,6 +329,9 @@ pub fn start(mut config: Config, options: &Options) -> Result<Running, ServerErr
         threads.push(thread);
     }
     wait_started(&started, shards)?;
+    // Only now that every shard accepts: a slow start must not hold the connections
+    // its predecessor would serve meanwhile.
+    migrate::steer_all(&tcp_listeners);
     send_loop_probes(&config, &endpoints);
     Ok(Running {
         endpoints: endpoints.iter().map(|e| e.addr).collect(),
@@ -537,7 +543,12 @@ async fn stop(
         .filter(|l| left.contains(&l.addr))
         .collect();
     if !handed.is_empty() {
-        let tcp_fds: Vec<_> = handed.iter().map(|l| l.tcp_control.fd()).collect();
+        // A steered group has our program already (or the successor's): it migrates.
+        let tcp_fds: Vec<_> = handed
+            .iter()
+            .filter(|l| !migrate::steered(l.addr))
+            .map(|l| l.tcp_control.fd())
+            .collect();
         migrate::enable(&tcp_fds);
         // New connections go to the successor; connected clients stay served.
         for listener in &handed {

@@ -1005,6 +1005,10 @@ fn twenty_five_hand_overs_fail_no_pod_lookup() {
         "the TCP hand-over migrates queued connections\n{log}"
     );
     assert!(
+        !log.contains("not steered to this instance"),
+        "every instance steers new TCP connections to itself (migrate.rs)\n{log}"
+    );
+    assert!(
         tcp_ok >= 1000 && udp_ok >= 1000,
         "load too low: {tcp_ok} {udp_ok}"
     );

@@ -12,9 +12,9 @@
 //!    already queued ones stay readable. Answers still go out: `sendmsg` with an
 //!    explicit address works on a connected UDP socket. `--reuseport-cpu` steers
 //!    with SO_INCOMING_CPU, which that same selection honours (`listen.rs`).
-//!    The caller closes the TCP listeners of those endpoints at the same time, so new
-//!    connections go to the successor (pending ones migrate with
-//!    `net.ipv4.tcp_migrate_req=1`); connected clients are still served.
+//!    The caller closes the TCP listeners of those endpoints at the same time (new
+//!    connections went to the successor since it started, and queued ones migrate to
+//!    it: `migrate.rs`); connected clients are still served.
 //! 2. [`drain`]: keep the socket loops running until, on **every** shard at once, the
 //!    receive queues are empty and no query is in flight (a few quiet polls), bounded
 //!    by [`limits::HANDOVER_DRAIN_MILLIS_MAX`] (with a successor, which needs no

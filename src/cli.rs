@@ -168,8 +168,9 @@ pub struct Cli {
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           value_parser = parse_go_bool)]
     pub udp_hot_wait: bool,
-    /// Send equal-length answers of one batch to the same client as one UDP GSO send
-    /// (UDP_SEGMENT): the IP stack is crossed once for the group; false sends each alone.
+    /// Send a run of three or more equal-length answers of one batch to the same client as
+    /// one UDP GSO send (UDP_SEGMENT): the IP stack is crossed once for the group; false
+    /// sends each alone.
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           value_parser = parse_go_bool)]

@@ -829,7 +829,9 @@ impl Batch {
 /// How many queued answers from `i` on (before `count`) go out as one message: with
 /// GSO, the run of answers to the same peer with the same length (at most
 /// [`limits::UDP_GSO_SEGMENTS_MAX`], each at most
-/// [`limits::UDP_GSO_SEGMENT_BYTES_MAX`]); else one.
+/// [`limits::UDP_GSO_SEGMENT_BYTES_MAX`]) when it has at least
+/// [`limits::UDP_GSO_SEGMENTS_MIN`] (two in a batch of
+/// [`limits::UDP_GSO_PAIRS_FROM_BATCH`] or more); else one.
 fn group_len(lens: &[usize], peers: &[Peer], gso: bool, i: usize, count: usize) -> usize {
     let len = lens[i];
     if !gso || !(1..=limits::UDP_GSO_SEGMENT_BYTES_MAX).contains(&len) {
@@ -842,6 +844,13 @@ fn group_len(lens: &[usize], peers: &[Peer], gso: bool, i: usize, count: usize) 
         && peers[i + n] == peers[i]
     {
         n += 1;
+    }
+    let min = match count >= limits::UDP_GSO_PAIRS_FROM_BATCH {
+        true => 2,
+        false => limits::UDP_GSO_SEGMENTS_MIN,
+    };
+    if n < min {
+        return 1;
     }
     n
 }
@@ -877,6 +886,37 @@ mod tests {
                 .unwrap();
         }
         got
+    }
+
+    /// A full batch (a loaded server) groups pairs too; the same pairs in a small
+    /// batch go one datagram each.
+    #[test]
+    fn pairs_go_as_gso_sends_only_in_a_full_batch() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (a, b) = (client(), client());
+        for (count, pair) in [(limits::UDP_GSO_PAIRS_FROM_BATCH, 2), (4, 1)] {
+            let mut batch = Box::<Batch>::default();
+            batch.gso = true;
+            for k in 0..count {
+                let to = if k / 2 % 2 == 0 { &a } else { &b };
+                let peer = Peer {
+                    client: to.local_addr().unwrap(),
+                    local: None,
+                };
+                batch.send_bufs[batch.send_count][..30].fill(k as u8);
+                batch.push_send(30, peer);
+            }
+            let lens = (&batch.send_lens, &batch.send_peers);
+            let groups: Vec<usize> = (0..count)
+                .step_by(2)
+                .map(|i| group_len(lens.0, lens.1, true, i, count))
+                .collect();
+            assert_eq!(groups, vec![pair; count / 2], "batch of {count}");
+            assert_eq!(batch.flush(server.as_raw_fd()), 0, "all sent");
+            let (got_a, got_b) = (datagrams(&a), datagrams(&b));
+            assert_eq!(got_a.len() + got_b.len(), count, "one datagram per answer");
+            assert!(got_a.iter().chain(&got_b).all(|d| d.0 == 30));
+        }
     }
 
     #[test]
@@ -915,7 +955,8 @@ mod tests {
                 i += n;
             }
             if gso {
-                assert_eq!(segments, [3, 1, 2, 1, 1, 1]);
+                // The pair to `b` is shorter than UDP_GSO_SEGMENTS_MIN: one by one.
+                assert_eq!(segments, [3, 1, 1, 1, 1, 1, 1]);
             } else {
                 assert_eq!(segments, [1; 9]);
             }

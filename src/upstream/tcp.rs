@@ -466,19 +466,14 @@ async fn carry<S>(
     let (reader, writer) = futures_lite::io::split(stream);
     let (read_done, reader_ended) = oneshot::channel::<()>();
     let reader_conn = conn.clone();
+    // No buffer on io_uring (capacity 0: every read goes straight to the socket).
+    let capacity = match crate::engine::current() {
+        crate::engine::Engine::Epoll => limits::UPSTREAM_TCP_READ_BUFFER_BYTES,
+        crate::engine::Engine::IoUring => 0,
+    };
+    let reader = futures_lite::io::BufReader::with_capacity(capacity, reader);
     let reading = crate::engine::spawn_local(async move {
-        match crate::engine::current() {
-            crate::engine::Engine::Epoll => {
-                let buffered = futures_lite::io::BufReader::with_capacity(
-                    limits::UPSTREAM_TCP_READ_BUFFER_BYTES,
-                    reader,
-                );
-                read_answers(buffered, fd, reader_conn, expire, drained).await;
-            }
-            crate::engine::Engine::IoUring => {
-                read_answers(reader, fd, reader_conn, expire, drained).await;
-            }
-        }
+        read_answers(reader, fd, reader_conn, expire, drained).await;
         drop(read_done);
     });
     // Once the reader ends the writer goes too, even blocked on a full socket buffer
@@ -566,8 +561,8 @@ fn take_frame(conn: &Conn, id: u16, batch: &mut Vec<u8>) {
 /// `fd` is the connection's socket (open as long as `reader` is): an answer read
 /// while others are in flight, and none more read already, re-arms TCP_QUICKACK on
 /// it ([`quickack`]).
-async fn read_answers<R: futures_lite::AsyncRead + Held + Unpin>(
-    mut reader: R,
+async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
+    mut reader: futures_lite::io::BufReader<R>,
     fd: RawFd,
     conn: Rc<Conn>,
     expire: Duration,
@@ -611,30 +606,13 @@ async fn read_answers<R: futures_lite::AsyncRead + Held + Unpin>(
         // Only while more answers are due and none of them was read already: with
         // nothing in flight the ACK rides on our next query (or the delayed-ACK timer)
         // and no answer waits for it; an answer in the buffer was sent already.
-        if !conn.idle() && reader.held() == 0 {
+        if !conn.idle() && reader.buffer().is_empty() {
             quickack(fd);
         }
     }
     conn.close();
     // Wake the writer so it exits.
     let _ = conn.frames.try_send(0);
-}
-
-/// Bytes a reader of answers took from its socket and holds unread.
-trait Held {
-    fn held(&self) -> usize;
-}
-
-impl<R> Held for futures_lite::io::BufReader<R> {
-    fn held(&self) -> usize {
-        self.buffer().len()
-    }
-}
-
-impl<T> Held for futures_lite::io::ReadHalf<T> {
-    fn held(&self) -> usize {
-        0
-    }
 }
 
 /// Sets TCP_QUICKACK on the upstream socket `fd`: acknowledge what arrives at once

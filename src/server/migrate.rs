@@ -303,25 +303,16 @@ pub fn steered(addr: SocketAddr) -> bool {
 /// get the migrating program when stopping instead.
 pub fn steer_all(endpoints: &[(SocketAddr, Vec<RawFd>)]) {
     static LOGGED: std::sync::Once = std::sync::Once::new();
+    let mut steered = STEERED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for (addr, fds) in endpoints {
+        steered.retain(|a| a != addr);
         match steer(fds) {
-            Ok(()) => {
-                let mut steered = STEERED
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if !steered.contains(addr) {
-                    steered.push(*addr);
-                }
-            }
-            Err(err) => {
-                STEERED
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .retain(|a| a != addr);
-                LOGGED.call_once(|| {
-                    tracing::info!(%addr, %err, "TCP: new connections are not steered to this instance; a hand-over relies on migration alone")
-                });
-            }
+            Ok(()) => steered.push(*addr),
+            Err(err) => LOGGED.call_once(|| {
+                tracing::info!(%addr, %err, "TCP: new connections are not steered to this instance; a hand-over relies on migration alone")
+            }),
         }
     }
 }
@@ -330,7 +321,7 @@ pub fn steer_all(endpoints: &[(SocketAddr, Vec<RawFd>)]) {
 /// process's, one per shard, listening) and attaches the program that also migrates
 /// (see the module docs). An error (no CAP_BPF) leaves the group as it was; the
 /// caller then attaches the migrating program when it stops.
-pub fn steer(listeners: &[RawFd]) -> Result<(), std::io::Error> {
+fn steer(listeners: &[RawFd]) -> Result<(), std::io::Error> {
     let shards = u32::try_from(listeners.len())
         .ok()
         .filter(|n| *n > 0)
@@ -468,15 +459,21 @@ mod tests {
         let new = reuseport_listener(addr);
         let migration = enable(&[old.as_raw_fd()]);
         assert!(matches!(migration, Migration::Program), "{migration:?}");
-        // Connections hash to either listener; keep those that queued on the old one
-        // (the new one accepts and serves as they come).
+        queued_move_on_close(old, &new);
+    }
+
+    /// Connects 40 clients to the group of `closing` and `open` (those that hash to
+    /// `open` stay queued too: nobody accepts yet), closes `closing`, and checks every
+    /// connection reached `open` and none was reset.
+    fn queued_move_on_close(closing: TcpListener, open: &TcpListener) {
+        let addr = open.local_addr().unwrap();
         let clients: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(50));
-        drop(old);
-        new.set_nonblocking(true).unwrap();
+        drop(closing);
+        open.set_nonblocking(true).unwrap();
         let mut accepted = Vec::new();
         for _ in 0..200 {
-            match new.accept() {
+            match open.accept() {
                 Ok((s, _)) => accepted.push(s),
                 Err(_) if accepted.len() == clients.len() => break,
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -485,7 +482,7 @@ mod tests {
         assert_eq!(
             accepted.len(),
             clients.len(),
-            "every connection reached the new listener"
+            "every connection reached the open listener"
         );
         none_reset(clients, &mut accepted);
     }
@@ -557,15 +554,6 @@ mod tests {
         let addr = a0.local_addr().unwrap();
         let a1 = reuseport_listener(addr);
         steer(&[a0.as_raw_fd(), a1.as_raw_fd()]).expect("steer");
-        let clients: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        std::thread::sleep(Duration::from_millis(50));
-        drop(a0);
-        let mut accepted = drain_queue(&a1);
-        assert_eq!(
-            accepted.len(),
-            clients.len(),
-            "every connection on the open listener"
-        );
-        none_reset(clients, &mut accepted);
+        queued_move_on_close(a0, &a1);
     }
 }

@@ -444,6 +444,15 @@ mod tests {
         .unwrap()
     }
 
+    /// Two listeners of one reuseport group on loopback, in a namespace where
+    /// `tcp_migrate_req` is 0 (its default).
+    fn two_listeners() -> (TcpListener, TcpListener) {
+        assert_eq!(std::fs::read_to_string(MIGRATE_SYSCTL).unwrap().trim(), "0");
+        let first = reuseport_listener("127.0.0.1:0".parse().unwrap());
+        let second = reuseport_listener(first.local_addr().unwrap());
+        (first, second)
+    }
+
     /// The kernel behaviour the TCP hand-over relies on: with the program attached,
     /// connections queued (handshake done, not accepted) on a listener that closes
     /// move to the other listener of the group, with `tcp_migrate_req` off.
@@ -453,10 +462,7 @@ mod tests {
     }
 
     fn queued_connections_move() {
-        assert_eq!(std::fs::read_to_string(MIGRATE_SYSCTL).unwrap().trim(), "0");
-        let old = reuseport_listener("127.0.0.1:0".parse().unwrap());
-        let addr = old.local_addr().unwrap();
-        let new = reuseport_listener(addr);
+        let (old, new) = two_listeners();
         let migration = enable(&[old.as_raw_fd()]);
         assert!(matches!(migration, Migration::Program), "{migration:?}");
         queued_move_on_close(old, &new);
@@ -518,9 +524,8 @@ mod tests {
     }
 
     fn successor_takes_new_connections() {
-        let a0 = reuseport_listener("127.0.0.1:0".parse().unwrap());
+        let (a0, a1) = two_listeners();
         let addr = a0.local_addr().unwrap();
-        let a1 = reuseport_listener(addr);
         steer(&[a0.as_raw_fd(), a1.as_raw_fd()]).expect("steer the first instance");
         let (b0, b1) = (reuseport_listener(addr), reuseport_listener(addr));
         steer(&[b0.as_raw_fd(), b1.as_raw_fd()]).expect("steer the second instance");
@@ -549,10 +554,7 @@ mod tests {
     }
 
     fn steered_queue_moves() {
-        assert_eq!(std::fs::read_to_string(MIGRATE_SYSCTL).unwrap().trim(), "0");
-        let a0 = reuseport_listener("127.0.0.1:0".parse().unwrap());
-        let addr = a0.local_addr().unwrap();
-        let a1 = reuseport_listener(addr);
+        let (a0, a1) = two_listeners();
         steer(&[a0.as_raw_fd(), a1.as_raw_fd()]).expect("steer");
         queued_move_on_close(a0, &a1);
     }

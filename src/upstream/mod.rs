@@ -31,6 +31,8 @@ pub enum UpstreamError {
     Closed(SocketAddr),
     #[error("upstream {0}: waiting before reconnecting after a failed connect")]
     Backoff(SocketAddr),
+    #[error("upstream {0}: every connection carries its maximum of queries")]
+    Busy(SocketAddr),
     #[error("upstream {0}: no answer within the attempt deadline")]
     Timeout(SocketAddr),
     #[error("upstream {0}: answer for another question")]

@@ -1,6 +1,7 @@
 //! Pipelined TCP to one upstream (RFC 7766): many queries in flight on one
 //! connection, answers matched by ID in any order, idle expiry, and a small pool
-//! per shard that opens another connection only when the open ones are full.
+//! per shard that opens another connection only when the open ones are full; when
+//! all are full (or a reconnect must wait) a query waits for room.
 //!
 //! A connection is *retired* when it reaches `max_age` or is one idle connection too
 //! many (`max_idle_conns`): it takes no new query, the queries it carries get their
@@ -162,6 +163,9 @@ pub struct TcpPool {
     retry_at: Cell<Option<Instant>>,
     /// Current reconnect backoff, doubled on each failed connect.
     backoff: Cell<Duration>,
+    /// Queries waiting for room while every connection carries its maximum: each
+    /// query that leaves a connection hands its place to the first still waiting.
+    waiting: RefCell<std::collections::VecDeque<oneshot::Sender<()>>>,
     /// Connections opened (for `coredns_proxy_conn_cache_misses_total`).
     pub opened: Cell<u64>,
     /// Queries that reused an open connection (`coredns_proxy_conn_cache_hits_total`).
@@ -196,6 +200,7 @@ impl TcpPool {
             retiring: RefCell::new(Vec::new()),
             retry_at: Cell::new(None),
             backoff: Cell::new(Duration::from_millis(limits::UPSTREAM_BACKOFF_MILLIS_MIN)),
+            waiting: RefCell::new(Default::default()),
             opened: Cell::new(0),
             reused: Cell::new(0),
         })
@@ -234,12 +239,46 @@ impl TcpPool {
         })
     }
 
+    /// Waits until a query leaves one of the connections (its place is handed to
+    /// the first query still waiting).
+    async fn room(&self) {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = self.waiting.borrow_mut();
+            // Queries that gave up waiting (their deadline) leave a dead entry;
+            // dropped here, so the queue is never longer than the queries waiting.
+            if waiting.len() >= limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX {
+                waiting.retain(|w| !w.is_canceled());
+            }
+            waiting.push_back(tx);
+        }
+        let _ = rx.await;
+    }
+
+    /// A query left a connection: the first query still waiting for room may go.
+    fn make_room(&self) {
+        let mut waiting = self.waiting.borrow_mut();
+        while let Some(next) = waiting.pop_front() {
+            if next.send(()).is_ok() {
+                return;
+            }
+        }
+    }
+
     /// Sends `query` (an unframed DNS message whose ID is overwritten) and waits for
     /// its answer. The caller bounds the wait.
     pub async fn exchange(self: &Rc<Self>, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
         let mut resends = limits::UPSTREAM_TCP_EOF_RESENDS;
         loop {
-            let (conn, reused) = self.pick()?;
+            let (conn, reused) = match self.pick() {
+                // Every connection carries its maximum: wait for a place (the
+                // attempt's deadline bounds the wait) instead of failing at once.
+                Err(UpstreamError::Busy(_)) => {
+                    self.room().await;
+                    continue;
+                }
+                picked => picked?,
+            };
             match self.exchange_on(&conn, query).await {
                 // The upstream closed a connection older than the query under it: once
                 // more on another (see the module comment).
@@ -284,7 +323,11 @@ impl TcpPool {
         conn.last_used.set(Instant::now());
         // Forget the query however this future ends (answer, error, or the caller's
         // deadline dropping it), so abandoned IDs never pile up.
-        let forget = Forget { conn, id };
+        let forget = Forget {
+            pool: self,
+            conn,
+            id,
+        };
         let answer = rx.await.map_err(|_| UpstreamError::Closed(self.addr));
         drop(forget);
         self.trim_idle();
@@ -334,7 +377,8 @@ impl TcpPool {
     }
 
     /// The open connection with the fewest queries in flight (true: it was open
-    /// already), or a new one when all are full and the pool has room.
+    /// already), or a new one when all are full and the pool has room; `Busy` when
+    /// every connection is full, `Backoff` while a reconnect must wait.
     fn pick(self: &Rc<Self>) -> Result<(Rc<Conn>, bool), UpstreamError> {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| !c.closed.get());
@@ -345,17 +389,19 @@ impl TcpPool {
             .cloned();
         if let Some(conn) = &best {
             let full = conn.pending.borrow().len() >= limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX;
-            if !full || conns.len() >= limits::UPSTREAM_TCP_CONNS_MAX {
+            if !full {
                 self.reused.set(self.reused.get() + 1);
                 return Ok((conn.clone(), true));
             }
-        }
-        if let Some(at) = self.retry_at.get() {
-            if Instant::now() < at {
-                return best
-                    .map(|conn| (conn, true))
-                    .ok_or(UpstreamError::Backoff(self.addr));
+            // Never beyond a connection's bound: one still connecting queues that
+            // many and would refuse the query at once (a failed attempt each time,
+            // SERVFAIL within microseconds). It waits for room, or for the backoff.
+            if conns.len() >= limits::UPSTREAM_TCP_CONNS_MAX {
+                return Err(UpstreamError::Busy(self.addr));
             }
+        }
+        if self.retry_at.get().is_some_and(|at| Instant::now() < at) {
+            return Err(UpstreamError::Backoff(self.addr));
         }
         let conn = self.open();
         conns.push(conn.clone());
@@ -489,6 +535,7 @@ async fn carry<S>(
 
 /// Removes a query from its connection's in-flight table when dropped.
 struct Forget<'a> {
+    pool: &'a TcpPool,
     conn: &'a Conn,
     id: u16,
 }
@@ -496,6 +543,7 @@ struct Forget<'a> {
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.conn.forget(self.id);
+        self.pool.make_room();
     }
 }
 
@@ -786,6 +834,52 @@ mod tests {
         );
         assert!(!young.retired.get());
         assert_eq!(pool.conns.borrow().len(), 1);
+    }
+
+    /// Every connection carries its maximum: a query is told to wait (not queued
+    /// beyond a connection's bound), and each query that leaves lets the first one
+    /// still waiting go; one that gave up waiting is passed over.
+    #[test]
+    fn a_query_waits_for_room_when_every_connection_is_full() {
+        use futures_lite::future::{block_on, poll_once};
+        let pool = pool(None, None);
+        let full = limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX as u16;
+        *pool.conns.borrow_mut() = (0..limits::UPSTREAM_TCP_CONNS_MAX)
+            .map(|_| conn(None, full).0)
+            .collect();
+        assert!(matches!(pool.pick(), Err(UpstreamError::Busy(_))));
+
+        let mut gave_up = Box::pin(pool.room());
+        let mut first = Box::pin(pool.room());
+        let mut second = Box::pin(pool.room());
+        for waiting in [&mut gave_up, &mut first, &mut second] {
+            assert!(block_on(poll_once(waiting)).is_none(), "waits");
+        }
+        drop(gave_up);
+        pool.make_room();
+        assert!(block_on(poll_once(&mut first)).is_some(), "the first goes");
+        assert!(
+            block_on(poll_once(&mut second)).is_none(),
+            "one place, one query"
+        );
+        pool.make_room();
+        assert!(block_on(poll_once(&mut second)).is_some());
+    }
+
+    /// After a failed connect, a full connection is not handed out while the pool
+    /// waits to reconnect: the query waits for the backoff (or moves to another
+    /// upstream); one with room still takes queries.
+    #[test]
+    fn a_full_connection_is_not_handed_out_during_the_backoff() {
+        let pool = pool(None, None);
+        let full = limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX as u16;
+        let (conn, _) = conn(None, full);
+        *pool.conns.borrow_mut() = vec![conn.clone()];
+        pool.connect_failed();
+        assert!(matches!(pool.pick(), Err(UpstreamError::Backoff(_))));
+        assert!(conn.forget(0).is_some());
+        let (picked, reused) = pool.pick().expect("room again");
+        assert!(reused && Rc::ptr_eq(&picked, &conn));
     }
 
     /// A retired connection with nothing in flight is told to close at once.

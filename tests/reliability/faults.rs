@@ -10,7 +10,7 @@ use hickory_proto::rr::RecordType;
 use crate::harness::{
     a_records, counter, dnsload, exchange, exchange_message, query, tcp_exchange, Cache, Knot,
 };
-use crate::upstream::{FaultUpstream, POISON};
+use crate::upstream::{FaultUpstream, HOLD, POISON};
 
 const KNOT_A: [u8; 4] = [10, 9, 9, 9];
 const FAULT_UDP_A: [u8; 4] = [10, 1, 1, 1];
@@ -302,4 +302,80 @@ fn no_descriptor_or_memory_leak_across_faulty_exchanges() {
         rss_after <= rss + 8 * 1024,
         "RSS grew: {rss} -> {rss_after} KiB ({rounds:?})"
     );
+}
+
+/// A shard's upstream connections all full (4 connections of 256 queries each, the
+/// pool's bounds, held by the upstream for [`HOLD`]): the misses beyond wait for room
+/// and are answered once the first answers come back. A full connection is never
+/// handed another query: one still connecting queues at most 256, and refused the
+/// rest at once, a failed attempt each time, so a burst after a reconnect backoff
+/// (a cluster-DNS pod killed) got SERVFAIL within microseconds.
+#[test]
+fn misses_beyond_every_full_upstream_connection_wait_and_are_answered() {
+    const POOL_ROOM: usize = 4 * 256;
+    const BEYOND: usize = 16;
+    let fault = FaultUpstream::start();
+    let corefile = format!(
+        "f.test:$PORT {{\n forward . {f} {{\n  force_tcp\n  max_fails 0\n }}\n}}\n",
+        f = fault.addr
+    );
+    let cache = Cache::start(&corefile, crate::harness::free_port(), &["--shards", "1"]);
+    let sockets: Vec<std::net::UdpSocket> = (0..16)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let names: Vec<String> = (0..POOL_ROOM)
+        .map(|i| format!("h{i}.hold.f.test."))
+        .chain((0..BEYOND).map(|i| format!("b{i}.f.test.")))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut q = query(name, RecordType::A, false);
+        q.set_id(i as u16);
+        let socket = &sockets[i % sockets.len()];
+        socket
+            .send_to(&q.to_vec().expect("encode"), cache.addr())
+            .expect("send");
+        if i % 64 == 63 {
+            // Paced a little, so no datagram is dropped before the cache reads it.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let sent = Instant::now();
+    let mut answers = std::collections::HashMap::new();
+    let mut buf = [0u8; 4096];
+    for socket in &sockets {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .expect("timeout");
+    }
+    while answers.len() < names.len() && sent.elapsed() < CLIENT_WAIT {
+        for socket in &sockets {
+            while let Ok(n) = socket.recv(&mut buf) {
+                let reply = hickory_proto::op::Message::from_vec(&buf[..n]).expect("an answer");
+                answers.insert(usize::from(reply.id()), (reply, sent.elapsed()));
+            }
+        }
+    }
+    let failed: Vec<String> = answers
+        .iter()
+        .filter(|(_, (reply, _))| reply.response_code() != ResponseCode::NoError)
+        .map(|(&i, (reply, at))| format!("{} {:?} after {at:?}", names[i], reply.response_code()))
+        .collect();
+    assert!(
+        failed.is_empty() && answers.len() == names.len(),
+        "{} of {} answered; not NOERROR: {} (first {:?})\n{}",
+        answers.len(),
+        names.len(),
+        failed.len(),
+        failed.iter().take(5).collect::<Vec<_>>(),
+        cache.log()
+    );
+    for i in POOL_ROOM..names.len() {
+        let (reply, at) = &answers[&i];
+        assert_eq!(a_records(reply), vec![FAULT_TCP_A], "{}", names[i]);
+        assert!(
+            *at >= HOLD / 2,
+            "{} answered after {at:?}: it waited for room, the first answers came after {HOLD:?}",
+            names[i]
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //! | `reset` | normal | half an answer, then RST |
 //! | `closeafter` | normal | connection closed after 3 answers |
 //! | `eof` | normal | on a connection that answered before: closed (FIN) unanswered; else normal |
+//! | `hold` | normal | answer after [`HOLD`], the connection reading on meanwhile |
 //! | anything else | normal answer (10.1.1.1) | same |
 
 use std::io::{Read, Write};
@@ -28,6 +29,8 @@ use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record};
 
 pub const POISON: [u8; 4] = [6, 6, 6, 6];
+/// How long a `hold` query's TCP answer is held back.
+pub const HOLD: Duration = Duration::from_millis(600);
 
 pub struct FaultUpstream {
     pub addr: SocketAddr,
@@ -61,6 +64,7 @@ fn fault_of(m: &Message) -> String {
         "reset",
         "closeafter",
         "eof",
+        "hold",
     ] {
         if name.split('.').any(|l| l == fault) {
             return fault.to_string();
@@ -217,6 +221,8 @@ fn serve_conn(mut stream: TcpStream, [count, eof_closes]: [Arc<AtomicU64>; 2]) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
     let mut answered = 0;
+    // `hold` answers, written in the order they fall due by a thread of their own.
+    let mut holder: Option<std::sync::mpsc::Sender<(std::time::Instant, Vec<u8>)>> = None;
     loop {
         let mut len = [0u8; 2];
         if stream.read_exact(&mut len).is_err() {
@@ -241,6 +247,12 @@ fn serve_conn(mut stream: TcpStream, [count, eof_closes]: [Arc<AtomicU64>; 2]) {
         };
         let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&reply);
+        if fault == "hold" {
+            let due = std::time::Instant::now() + HOLD;
+            let holder = holder.get_or_insert_with(|| hold_answers(&stream));
+            let _ = holder.send((due, framed));
+            continue;
+        }
         if fault == "reset" {
             let _ = stream.write_all(&framed[..framed.len() / 2]);
             let socket = socket2::SockRef::from(&stream);
@@ -255,4 +267,22 @@ fn serve_conn(mut stream: TcpStream, [count, eof_closes]: [Arc<AtomicU64>; 2]) {
             return;
         }
     }
+}
+
+/// Writes the answers sent to it on a clone of `stream`, each once due.
+fn hold_answers(stream: &TcpStream) -> std::sync::mpsc::Sender<(std::time::Instant, Vec<u8>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+    let writer = stream.try_clone();
+    std::thread::spawn(move || {
+        let Ok(mut writer) = writer else {
+            return;
+        };
+        for (due, framed) in rx {
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            if writer.write_all(&framed).is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }

@@ -56,7 +56,10 @@
 #        with --io-engine=epoll; "nodelocaldns-base" adds the binary OURS_BASE, e.g. an
 #        older build, side by side; "echo" adds bench/echo, the floor: see below),
 #        OURS_ARGS (extra flags for ours), SERVER_CPU (1),
-#        LOAD_CPU (0)
+#        LOAD_CPU (0), CLUSTER_FRONT ("": the cluster DNS is knotd itself, which does
+#        not set TCP_NODELAY; "dnsdist": a dnsdist without cache on the cluster DNS's
+#        address forwards to that knotd, so TCP answers come with TCP_NODELAY, as
+#        from a cluster's CoreDNS)
 # The echo (bench/echo: one socket on the kube-dns IP, recvmmsg, QR set, sendmmsg; no
 # DNS work) is the floor of a UDP server on this shape. Its answers are NODATA, on
 # which a pod's search would go on through every candidate, so its open points send
@@ -104,6 +107,12 @@ kube_dns=10.96.0.10
 kube_dns6=fd00:10:96::a
 cluster_dns=10.96.0.11
 outside_dns=192.0.2.53
+cluster_front=${CLUSTER_FRONT:-}
+case "$cluster_front" in
+  "") cluster_knot=$cluster_dns;;
+  dnsdist) cluster_knot=10.96.0.12;;
+  *) echo "CLUSTER_FRONT: \"\" or dnsdist, not \"$cluster_front\"" >&2; exit 2;;
+esac
 work=$(mktemp -d)
 pids=()
 node_cleanup() {
@@ -126,6 +135,7 @@ inns ip link add nodelocaldns type veth peer name nodelocalpeer
 inns ip link set nodelocalpeer up
 inns ip link set nodelocaldns up
 for a in $local_v4 $cluster_dns $outside_dns; do inns ip addr add "$a/32" dev nodelocaldns; done
+[ "$cluster_knot" = "$cluster_dns" ] || inns ip addr add "$cluster_knot/32" dev nodelocaldns
 for a in $local_v6; do inns ip addr add "$a/128" dev nodelocaldns nodad; done
 
 # --- upstreams --------------------------------------------------------------------
@@ -156,7 +166,18 @@ KNOT
   cp "$work/knot-$1/knot.conf" "$out/conf/knot-$1.conf"
   ip netns exec "$ns" taskset -c "$load_cpu" knotd -c "$work/knot-$1/knot.conf" 2>"$work/knot-$1.log" & pids+=($!)
 }
-knot cluster "$cluster_dns" cluster.local
+knot cluster "$cluster_knot" cluster.local
+if [ "$cluster_front" = dnsdist ]; then
+  mkdir -p "$work/front"
+  cat > "$work/front/dnsdist.conf" <<FRONT
+setLocal("$cluster_dns:53")
+setSecurityPollSuffix("")
+newServer({address="$cluster_knot:53"})
+FRONT
+  cp "$work/front/dnsdist.conf" "$out/conf/cluster-front-dnsdist.conf"
+  ip netns exec "$ns" taskset -c "$load_cpu" dnsdist --supervised --disable-syslog \
+    -C "$work/front/dnsdist.conf" >"$work/front.log" 2>&1 & pids+=($!)
+fi
 knot outside "$outside_dns" example.com
 cp "$work"/zones/*.zone "$out/conf/"
 
@@ -431,7 +452,7 @@ versions() {
   echo "kernel $(uname -r); $(nproc) CPUs; rustc $(rustc --version | awk '{print $2}')"
 }
 {
-  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}${OURS_BASE:+ (OURS_BASE=$(basename "$OURS_BASE"))}"
+  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${CLUSTER_FRONT:+ (CLUSTER_FRONT=$CLUSTER_FRONT)}${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}${OURS_BASE:+ (OURS_BASE=$(basename "$OURS_BASE"))}"
   versions
   echo "before: $(uptime)"
 } > "$out/env.txt"

@@ -59,7 +59,11 @@
 #        LOAD_CPU (0), CLUSTER_FRONT ("": the cluster DNS is knotd itself, which does
 #        not set TCP_NODELAY; "dnsdist": a dnsdist without cache on the cluster DNS's
 #        address forwards to that knotd, so TCP answers come with TCP_NODELAY, as
-#        from a cluster's CoreDNS)
+#        from a cluster's CoreDNS), DENIAL_CAP (9984, the ConfigMap's: our
+#        cluster.local `denial` capacity; dnsdist's cluster packet cache holds 9984 +
+#        DENIAL_CAP. Unbound (128 MB) and kresd (256 MB) evict nothing here, while
+#        9984 negative entries do not hold the pods' working set at 40k QPS: a larger
+#        cap gives every server the same misses)
 # The echo (bench/echo: one socket on the kube-dns IP, recvmmsg, QR set, sendmmsg; no
 # DNS work) is the floor of a UDP server on this shape. Its answers are NODATA, on
 # which a pod's search would go on through every candidate, so its open points send
@@ -108,6 +112,8 @@ kube_dns6=fd00:10:96::a
 cluster_dns=10.96.0.11
 outside_dns=192.0.2.53
 cluster_front=${CLUSTER_FRONT:-}
+denial_cap=${DENIAL_CAP:-9984}
+[[ $denial_cap =~ ^[1-9][0-9]*$ ]] || { echo "DENIAL_CAP: a positive integer, not \"$denial_cap\"" >&2; exit 2; }
 case "$cluster_front" in
   "") cluster_knot=$cluster_dns;;
   dnsdist) cluster_knot=10.96.0.12;;
@@ -195,7 +201,7 @@ configs() {
       echo "$z:$p {"
       echo "    errors"
       if [ "$z" = cluster.local ]; then
-        printf '    cache {\n        success 9984 30\n        denial 9984 5\n    }\n'
+        printf '    cache {\n        success 9984 30\n        denial %s 5\n    }\n' "$denial_cap"
       else
         echo "    cache 30"
       fi
@@ -259,7 +265,7 @@ newServer({address="$cluster_dns:53", pool="cluster", tcpOnly=true})
 newServer({address="$outside_dns:53", pool="outside"})
 addAction({"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, PoolAction("cluster"))
 addAction(AllRule(), PoolAction("outside"))
-getPool("cluster"):setCache(newPacketCache(19968, {maxTTL=30, maxNegativeTTL=5}))
+getPool("cluster"):setCache(newPacketCache($((9984 + denial_cap)), {maxTTL=30, maxNegativeTTL=5}))
 getPool("outside"):setCache(newPacketCache(9984, {maxTTL=30}))
 DD
   } > "$d/dnsdist.conf"
@@ -452,7 +458,7 @@ versions() {
   echo "kernel $(uname -r); $(nproc) CPUs; rustc $(rustc --version | awk '{print $2}')"
 }
 {
-  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${CLUSTER_FRONT:+ (CLUSTER_FRONT=$CLUSTER_FRONT)}${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}${OURS_BASE:+ (OURS_BASE=$(basename "$OURS_BASE"))}"
+  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${CLUSTER_FRONT:+ (CLUSTER_FRONT=$CLUSTER_FRONT)}${DENIAL_CAP:+ (DENIAL_CAP=$DENIAL_CAP)}${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}${OURS_BASE:+ (OURS_BASE=$(basename "$OURS_BASE"))}"
   versions
   echo "before: $(uptime)"
 } > "$out/env.txt"

@@ -17,6 +17,10 @@ pub const UPSTREAM_QUERY_MILLIS: u64 = 5_000;
 pub const UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX: usize = 256;
 /// Upstream TCP: connections per shard and upstream.
 pub const UPSTREAM_TCP_CONNS_MAX: usize = 4;
+/// Upstream TCP: from this many entries on, the queue of queries waiting for room
+/// (every connection full) drops those that gave up before it grows: it holds the
+/// queries waiting (bounded by the shard's pending misses) plus fewer than this.
+pub const UPSTREAM_TCP_WAITING_PRUNE_FROM: usize = 256;
 /// Upstream TCP: first reconnect delay after a failed connect, doubled up to the max.
 pub const UPSTREAM_BACKOFF_MILLIS_MIN: u64 = 100;
 pub const UPSTREAM_BACKOFF_MILLIS_MAX: u64 = 5_000;

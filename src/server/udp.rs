@@ -845,9 +845,10 @@ fn group_len(lens: &[usize], peers: &[Peer], gso: bool, i: usize, count: usize) 
     {
         n += 1;
     }
-    let min = match count >= limits::UDP_GSO_PAIRS_FROM_BATCH {
-        true => 2,
-        false => limits::UDP_GSO_SEGMENTS_MIN,
+    let min = if count >= limits::UDP_GSO_PAIRS_FROM_BATCH {
+        2
+    } else {
+        limits::UDP_GSO_SEGMENTS_MIN
     };
     if n < min {
         return 1;
@@ -906,10 +907,9 @@ mod tests {
                 batch.send_bufs[batch.send_count][..30].fill(k as u8);
                 batch.push_send(30, peer);
             }
-            let lens = (&batch.send_lens, &batch.send_peers);
             let groups: Vec<usize> = (0..count)
                 .step_by(2)
-                .map(|i| group_len(lens.0, lens.1, true, i, count))
+                .map(|i| group_len(&batch.send_lens, &batch.send_peers, true, i, count))
                 .collect();
             assert_eq!(groups, vec![pair; count / 2], "batch of {count}");
             assert_eq!(batch.flush(server.as_raw_fd()), 0, "all sent");

@@ -245,9 +245,10 @@ impl TcpPool {
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = self.waiting.borrow_mut();
-            // Queries that gave up waiting (their deadline) leave a dead entry;
-            // dropped here, so the queue is never longer than the queries waiting.
-            if waiting.len() >= limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX {
+            // Queries that gave up waiting (their deadline) leave a dead entry,
+            // dropped here: the queue holds the queries waiting and fewer than
+            // UPSTREAM_TCP_WAITING_PRUNE_FROM dead ones.
+            if waiting.len() >= limits::UPSTREAM_TCP_WAITING_PRUNE_FROM {
                 waiting.retain(|w| !w.is_canceled());
             }
             waiting.push_back(tx);

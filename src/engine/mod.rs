@@ -304,6 +304,13 @@ pub struct UdpSocket(UdpInner);
 enum UdpInner {
     Uring(glommio::net::UdpSocket),
     Epoll(tokio::net::UdpSocket),
+    /// A listening socket on epoll, registered for readability only. Its answers
+    /// are sent with non-blocking sendmmsg that never waits for room, so it has no
+    /// use for writability; registered for it (as tokio's `UdpSocket` always is),
+    /// every datagram sent wakes the socket's epoll entry as the kernel frees it,
+    /// and the shard's next `epoll_wait` returns at once with nothing to do (about
+    /// one wasted wait per answer batch on the node's shape).
+    EpollListen(tokio::io::unix::AsyncFd<std::net::UdpSocket>),
 }
 
 impl UdpSocket {
@@ -313,7 +320,13 @@ impl UdpSocket {
             Engine::IoUring => UdpInner::Uring(uring::udp_from(socket)),
             Engine::Epoll => {
                 socket.set_nonblocking(true)?;
-                UdpInner::Epoll(tokio::net::UdpSocket::from_std(socket.into())?)
+                let socket: std::net::UdpSocket = socket.into();
+                let interest = tokio::io::Interest::READABLE;
+                // SAFETY: the AsyncFd owns the socket, so its fd stays open and the
+                // same until the AsyncFd drops it.
+                let registered =
+                    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) };
+                UdpInner::EpollListen(registered?)
             }
         }))
     }
@@ -334,6 +347,7 @@ impl UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => Ok(s.connect(peer).await?),
             UdpInner::Epoll(s) => s.connect(peer).await,
+            UdpInner::EpollListen(s) => s.get_ref().connect(peer),
         }
     }
 
@@ -341,6 +355,8 @@ impl UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => Ok(s.send(buf).await?),
             UdpInner::Epoll(s) => s.send(buf).await,
+            // Never waits for room (not registered for it): a full buffer is an error.
+            UdpInner::EpollListen(s) => s.get_ref().send(buf),
         }
     }
 
@@ -348,6 +364,12 @@ impl UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => Ok(s.recv(buf).await?),
             UdpInner::Epoll(s) => s.recv(buf).await,
+            UdpInner::EpollListen(s) => loop {
+                let mut ready = s.readable().await?;
+                if let Ok(read) = ready.try_io(|s| s.get_ref().recv(buf)) {
+                    return read;
+                }
+            },
         }
     }
 
@@ -357,6 +379,7 @@ impl UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => drop(s.peek_from(probe).await),
             UdpInner::Epoll(s) => drop(s.readable().await),
+            UdpInner::EpollListen(s) => drop(s.readable().await),
         }
     }
 
@@ -382,11 +405,15 @@ impl UdpSocket {
                     count => return Ok(count),
                 }
             },
-            UdpInner::Epoll(s) => loop {
-                s.readable().await?;
+            UdpInner::Epoll(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an upstream socket is not read in batches",
+            )),
+            UdpInner::EpollListen(s) => loop {
+                let mut ready = s.readable().await?;
                 let mut count = 0;
                 // WouldBlock (the queue is empty, or was left empty) clears readiness.
-                let read = || match receive(fd)? {
+                let read = |_: &_| match receive(fd)? {
                     n if n < batch => {
                         count = n;
                         Err(io::ErrorKind::WouldBlock.into())
@@ -396,9 +423,9 @@ impl UdpSocket {
                         Ok(())
                     }
                 };
-                match s.try_io(tokio::io::Interest::READABLE, read) {
-                    Ok(()) => return Ok(count),
-                    Err(err) if err.kind() != io::ErrorKind::WouldBlock => return Err(err),
+                match ready.try_io(read) {
+                    Ok(Ok(())) => return Ok(count),
+                    Ok(Err(err)) => return Err(err),
                     Err(_) if count > 0 => return Ok(count),
                     Err(_) => {}
                 }
@@ -412,6 +439,7 @@ impl AsRawFd for UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => s.as_raw_fd(),
             UdpInner::Epoll(s) => s.as_raw_fd(),
+            UdpInner::EpollListen(s) => s.as_raw_fd(),
         }
     }
 }

@@ -107,6 +107,122 @@ fn explicit_epoll_runs_without_probing_io_uring() {
     assert!(cache.metrics().contains("engine=\"epoll\""));
 }
 
+/// On epoll, the listening UDP sockets are registered for readability alone: the
+/// server sends its answers without waiting for room, and a registration for
+/// writability would report every sent datagram's freed buffer as an event, so the
+/// shard's next `epoll_wait` returned at once with nothing to do. Read from the
+/// kernel: the epoll entries in `/proc/PID/fdinfo` of the listening sockets' fds,
+/// found by their inodes in `/proc/net/udp`.
+#[test]
+fn epoll_waits_on_listening_udp_sockets_for_reading_only() {
+    let knot = zones::knot();
+    let mut cache = Cache::launch_with(&corefile(&knot), 2, Some("epoll"), false);
+    cache
+        .wait_ready()
+        .unwrap_or_else(|why| panic!("{why}\n{}", cache.log()));
+    // Answers sent first: a registration for writability would have fired by now.
+    for i in 0..4 {
+        let name = format!("host{i}.many.test.");
+        let answer = client::udp(cache.addr(), &client::query(&name, RecordType::A));
+        assert_eq!(answer.response_code(), ResponseCode::NoError);
+    }
+    let pid = cache.pid();
+    let port = cache.addr().port();
+    let inodes = udp_inodes_on_port(port);
+    assert!(
+        !inodes.is_empty(),
+        "no UDP socket on port {port} in /proc/net/udp"
+    );
+    let fds = socket_fds(pid, &inodes);
+    assert_eq!(fds.len(), 2, "one listening UDP socket per shard: {fds:?}");
+    let entries = epoll_entries(pid);
+    for fd in fds {
+        // The runtime holds its epoll set through two fds (a clone of its registry),
+        // so each entry is listed twice: one mask per socket is expected.
+        let mut masks: Vec<u32> = entries
+            .iter()
+            .filter(|(t, _)| *t == fd)
+            .map(|e| e.1)
+            .collect();
+        masks.sort_unstable();
+        masks.dedup();
+        assert_eq!(masks.len(), 1, "fd {fd}: one registration: {entries:?}");
+        let mask = masks[0];
+        assert!(
+            mask & libc::EPOLLIN as u32 != 0,
+            "fd {fd} waits for reading: {mask:#x}"
+        );
+        assert_eq!(
+            mask & libc::EPOLLOUT as u32,
+            0,
+            "fd {fd} waits for writing too: {mask:#x}"
+        );
+    }
+}
+
+/// Inodes of the IPv4 UDP sockets bound to `port`.
+fn udp_inodes_on_port(port: u16) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
+    let want = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local = cols.get(1)?;
+            local.ends_with(&want).then(|| cols.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// The fds of `pid` that are sockets with one of `inodes`.
+fn socket_fds(pid: u32, inodes: &[u64]) -> Vec<u32> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut fds: Vec<u32> = std::fs::read_dir(&dir)
+        .expect("fd dir")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let inode: u64 = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            inodes
+                .contains(&inode)
+                .then(|| entry.file_name().to_str()?.parse().ok())?
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Every epoll entry of `pid`: (watched fd, event mask), from `tfd: N events: X`
+/// lines of its epoll fds' fdinfo.
+fn epoll_entries(pid: u32) -> Vec<(u32, u32)> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("fdinfo dir").flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let tfd = words.get(1).and_then(|w| w.parse().ok());
+            let events = words
+                .iter()
+                .position(|w| *w == "events:")
+                .and_then(|i| words.get(i + 1))
+                .and_then(|w| u32::from_str_radix(w, 16).ok());
+            if let (Some(tfd), Some(events)) = (tfd, events) {
+                entries.push((tfd, events));
+            }
+        }
+    }
+    entries
+}
+
 /// glommio refuses to start below 512 KiB of RLIMIT_MEMLOCK: an explicit io_uring
 /// says so before any shard starts (no panic), and auto takes epoll and serves.
 #[test]

@@ -17,6 +17,14 @@ pub const UPSTREAM_QUERY_MILLIS: u64 = 5_000;
 pub const UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX: usize = 256;
 /// Upstream TCP: connections per shard and upstream.
 pub const UPSTREAM_TCP_CONNS_MAX: usize = 4;
+/// Upstream TCP: a connection with queries in flight that has shown no progress (no
+/// answer, and none in flight before the oldest) for this long is *stalled*: new
+/// queries go to another connection, opening one if the pool has room. An upstream
+/// that answers a connection's queries one at a time in order (CoreDNS: miekg/dns
+/// reads a connection's next query only after answering the last) holds every query
+/// behind a slow one (a reverse lookup CoreDNS forwards outward); a cluster DNS
+/// answers its own names within a millisecond.
+pub const UPSTREAM_TCP_STALL_MILLIS: u64 = 25;
 /// Upstream TCP: from this many entries on, the queue of queries waiting for room
 /// (every connection full) drops those that gave up before it grows: it holds the
 /// queries waiting (bounded by the shard's pending misses) plus fewer than this.

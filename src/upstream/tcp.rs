@@ -79,6 +79,13 @@ struct Conn {
     last_used: Cell<Instant>,
     /// Last time an answer arrived (None before the first).
     last_answer: Cell<Option<Instant>>,
+    /// Queries written to the socket and not answered (or given up) yet.
+    written: Cell<u16>,
+    /// Last sign the upstream serves the connection: an answer was read, or a query
+    /// was written while none written before was unanswered. See [`Conn::stalled`].
+    progress: Cell<Instant>,
+    /// The socket, once connected and while the connection carries queries.
+    fd: Cell<Option<RawFd>>,
     /// When the connection reaches its age limit (`max_age`, less its jitter).
     retire_at: Option<Instant>,
     /// Set once the connection takes no new queries; it closes when drained.
@@ -92,6 +99,7 @@ impl Conn {
         self.closed.set(true);
         // Dropping the senders wakes every waiter with an error.
         self.pending.borrow_mut().clear();
+        self.written.set(0);
     }
 
     /// Takes no new queries from now on; closes once the ones in flight are answered.
@@ -103,6 +111,9 @@ impl Conn {
     /// Forgets query `id` (answered or given up).
     fn forget(&self, id: u16) -> Option<Pending> {
         let pending = self.pending.borrow_mut().remove(&id);
+        if pending.as_ref().is_some_and(|p| p.sent) {
+            self.written.set(self.written.get().saturating_sub(1));
+        }
         self.check_drained();
         pending
     }
@@ -130,6 +141,19 @@ impl Conn {
         self.close();
         self.retire();
         let _ = self.frames.try_send(0);
+    }
+
+    /// Queries written and no progress for [`limits::UPSTREAM_TCP_STALL_MILLIS`],
+    /// and no answer waiting unread in the socket: the upstream is busy with one of
+    /// them, and may answer the rest only after it. Time counts from what the upstream
+    /// could see (a write, an answer), and unread answers are asked of the kernel
+    /// (`FIONREAD`), so a shard that did not run for a while (a CPU quota's
+    /// throttling) takes no connection for stalled that answered meanwhile.
+    fn stalled(&self, now: Instant) -> bool {
+        let stall = Duration::from_millis(limits::UPSTREAM_TCP_STALL_MILLIS);
+        self.written.get() > 0
+            && now.saturating_duration_since(self.progress.get()) >= stall
+            && !self.fd.get().is_some_and(unread_bytes)
     }
 
     fn aged(&self, now: Instant) -> bool {
@@ -299,6 +323,7 @@ impl TcpPool {
         query: &[u8],
     ) -> Result<Vec<u8>, UpstreamError> {
         let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
         let id = {
             let mut pending = conn.pending.borrow_mut();
             let id = free_id(&pending);
@@ -321,7 +346,7 @@ impl TcpPool {
             }
             id
         };
-        conn.last_used.set(Instant::now());
+        conn.last_used.set(now);
         // Forget the query however this future ends (answer, error, or the caller's
         // deadline dropping it), so abandoned IDs never pile up.
         let forget = Forget {
@@ -377,36 +402,46 @@ impl TcpPool {
         }
     }
 
-    /// The open connection with the fewest queries in flight (true: it was open
-    /// already), or a new one when all are full and the pool has room; `Busy` when
-    /// every connection is full, `Backoff` while a reconnect must wait.
+    /// The open connection with the fewest queries in flight that is not stalled
+    /// (true: it was open already), else a new one when the pool has room, else the
+    /// least loaded stalled one; never a full one: `Busy` when every connection is
+    /// full, `Backoff` while a reconnect must wait.
     fn pick(self: &Rc<Self>) -> Result<(Rc<Conn>, bool), UpstreamError> {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| !c.closed.get());
         self.retire_aged(&mut conns);
-        let best = conns
-            .iter()
-            .min_by_key(|c| c.pending.borrow().len())
-            .cloned();
-        if let Some(conn) = &best {
-            let full = conn.pending.borrow().len() >= limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX;
-            if !full {
-                self.reused.set(self.reused.get() + 1);
-                return Ok((conn.clone(), true));
-            }
-            // Never beyond a connection's bound: one still connecting queues that
-            // many and would refuse the query at once (a failed attempt each time,
-            // SERVFAIL within microseconds). It waits for room, or for the backoff.
-            if conns.len() >= limits::UPSTREAM_TCP_CONNS_MAX {
-                return Err(UpstreamError::Busy(self.addr));
-            }
+        let now = Instant::now();
+        let least = |stalled_too: bool| {
+            conns
+                .iter()
+                .filter(|c| stalled_too || !c.stalled(now))
+                .filter(|c| c.pending.borrow().len() < limits::UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX)
+                .min_by_key(|c| c.pending.borrow().len())
+                .cloned()
+        };
+        if let Some(conn) = least(false) {
+            self.reused.set(self.reused.get() + 1);
+            return Ok((conn, true));
         }
-        if self.retry_at.get().is_some_and(|at| Instant::now() < at) {
-            return Err(UpstreamError::Backoff(self.addr));
+        let room = conns.len() < limits::UPSTREAM_TCP_CONNS_MAX;
+        let backoff = self.retry_at.get().is_some_and(|at| now < at);
+        if room && !backoff {
+            let conn = self.open();
+            conns.push(conn.clone());
+            return Ok((conn, false));
         }
-        let conn = self.open();
-        conns.push(conn.clone());
-        Ok((conn, false))
+        if let Some(conn) = least(true) {
+            self.reused.set(self.reused.get() + 1);
+            return Ok((conn, true));
+        }
+        // Never beyond a connection's bound: one still connecting queues that many
+        // and would refuse the query at once (a failed attempt each time, SERVFAIL
+        // within microseconds). It waits for room, or for the backoff.
+        if room {
+            Err(UpstreamError::Backoff(self.addr))
+        } else {
+            Err(UpstreamError::Busy(self.addr))
+        }
     }
 
     /// Creates a connection at once (queries queue on it) and lets its writer task
@@ -423,6 +458,9 @@ impl TcpPool {
             ended: Cell::new(false),
             last_used: Cell::new(now),
             last_answer: Cell::new(None),
+            written: Cell::new(0),
+            progress: Cell::new(now),
+            fd: Cell::new(None),
             // Up to a tenth earlier, so connections opened together age apart.
             retire_at: self
                 .max_age
@@ -510,6 +548,7 @@ async fn carry<S>(
 ) where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
+    conn.fd.set(Some(fd));
     let (reader, writer) = futures_lite::io::split(stream);
     let (read_done, reader_ended) = oneshot::channel::<()>();
     let reader_conn = conn.clone();
@@ -531,6 +570,7 @@ async fn carry<S>(
     })
     .await;
     conn.close();
+    conn.fd.set(None);
     reading.await;
 }
 
@@ -570,12 +610,16 @@ async fn write_frames<W: futures_lite::AsyncWrite + Unpin>(
             return;
         }
         batch.clear();
+        let unanswered = conn.written.get();
         take_frame(conn, id, &mut batch);
         while let Some(Some(more)) = futures_lite::future::poll_once(queue.recv()).await {
             take_frame(conn, more, &mut batch);
         }
         if batch.is_empty() {
             continue;
+        }
+        if unanswered == 0 {
+            conn.progress.set(Instant::now());
         }
         if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
             return;
@@ -589,6 +633,7 @@ fn take_frame(conn: &Conn, id: u16, batch: &mut Vec<u8>) {
     if let Some(p) = conn.pending.borrow_mut().get_mut(&id) {
         if !std::mem::replace(&mut p.sent, true) {
             batch.extend_from_slice(&p.frame);
+            conn.written.set(conn.written.get().saturating_add(1));
         }
     }
 }
@@ -648,7 +693,9 @@ async fn read_answers<R: futures_lite::AsyncRead + Unpin>(
         if len == 0 || reader.read_exact(&mut answer).await.is_err() {
             break;
         }
-        conn.last_answer.set(Some(Instant::now()));
+        let now = Instant::now();
+        conn.last_answer.set(Some(now));
+        conn.progress.set(now);
         if !deliver(&conn, &answer) {
             break;
         }
@@ -679,6 +726,16 @@ fn quickack(fd: RawFd) {
     // and every caller holds that half (or the stream itself).
     let socket = unsafe { BorrowedFd::borrow_raw(fd) };
     let _ = socket2::SockRef::from(&socket).set_quickack(true);
+}
+
+/// Whether bytes wait unread on socket `fd` (`FIONREAD`); false if it cannot tell.
+fn unread_bytes(fd: RawFd) -> bool {
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid. `fd` is
+    // a connection's socket, open while the connection is (see `carry`); on a closed
+    // fd the call fails and nothing is written.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
+    rc == 0 && unread > 0
 }
 
 /// Hands `answer` to the query waiting under its ID; false when the stream is not
@@ -777,6 +834,9 @@ mod tests {
             ended: Cell::new(false),
             last_used: Cell::new(Instant::now()),
             last_answer: Cell::new(None),
+            written: Cell::new(inflight),
+            progress: Cell::new(Instant::now()),
+            fd: Cell::new(None),
             retire_at,
             retired: Cell::new(false),
             drained: RefCell::new(Some(drained)),
@@ -881,6 +941,50 @@ mod tests {
         assert!(conn.forget(0).is_some());
         let (picked, reused) = pool.pick().expect("room again");
         assert!(reused && Rc::ptr_eq(&picked, &conn));
+    }
+
+    /// A connection whose queries have waited past the stall time with no answer
+    /// takes no new query while another connection serves, however few it carries;
+    /// when every connection is stalled and the pool is at its bound, the least
+    /// loaded takes it.
+    #[test]
+    fn a_stalled_connection_is_passed_over() {
+        let pool = pool(None, None);
+        let stall = Duration::from_millis(limits::UPSTREAM_TCP_STALL_MILLIS);
+        let long_ago = Instant::now()
+            .checked_sub(stall * 4)
+            .expect("a past instant");
+        let (stalled, _) = conn(None, 1);
+        stalled.progress.set(long_ago);
+        let (serving, _) = conn(None, 5);
+        *pool.conns.borrow_mut() = vec![stalled.clone(), serving.clone()];
+        let (picked, reused) = pool.pick().expect("a connection");
+        assert!(reused && Rc::ptr_eq(&picked, &serving));
+
+        // Answers waiting unread in its socket (the shard did not run meanwhile):
+        // not stalled, and, less loaded, picked.
+        let (mut upstream, ours) = std::os::unix::net::UnixStream::pair().expect("a pair");
+        std::io::Write::write_all(&mut upstream, b"\x00\x0canswer bytes").expect("write");
+        stalled.fd.set(Some(ours.as_raw_fd()));
+        let (picked, _) = pool.pick().expect("a connection");
+        assert!(Rc::ptr_eq(&picked, &stalled), "answers wait unread on it");
+        stalled.fd.set(None);
+
+        // An answer read on it is progress: it serves again.
+        stalled.progress.set(Instant::now());
+        let (picked, _) = pool.pick().expect("a connection");
+        assert!(Rc::ptr_eq(&picked, &stalled));
+
+        let conns: Vec<Rc<Conn>> = (1..=limits::UPSTREAM_TCP_CONNS_MAX as u16)
+            .map(|inflight| {
+                let (c, _) = conn(None, inflight * 3);
+                c.progress.set(long_ago);
+                c
+            })
+            .collect();
+        *pool.conns.borrow_mut() = conns.clone();
+        let (picked, reused) = pool.pick().expect("a connection");
+        assert!(reused && Rc::ptr_eq(&picked, &conns[0]), "the least loaded");
     }
 
     /// A retired connection with nothing in flight is told to close at once.

@@ -384,3 +384,70 @@ fn misses_beyond_every_full_upstream_connection_wait_and_are_answered() {
         );
     }
 }
+
+/// An upstream that answers a connection's queries one at a time, in order (as
+/// CoreDNS does), busy with a slow one (`delay`: 1.9 s, the connection reading
+/// nothing meanwhile): the misses that come once it has stalled go to another
+/// connection and are answered before the slow one, instead of queueing behind it.
+/// One client socket: its answers are read in the order the cache sent them.
+#[test]
+fn misses_pass_a_connection_stalled_behind_a_slow_query() {
+    const FAST: u16 = 8;
+    let fault = FaultUpstream::start();
+    let corefile = format!(
+        "f.test:$PORT {{\n forward . {f} {{\n  force_tcp\n  max_fails 0\n }}\n}}\n",
+        f = fault.addr
+    );
+    let cache = Cache::start(&corefile, crate::harness::free_port(), &["--shards", "1"]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let send = |id: u16, name: &str| {
+        let mut q = query(name, RecordType::A, false);
+        q.set_id(id);
+        socket
+            .send_to(&q.to_vec().expect("encode"), cache.addr())
+            .expect("send");
+    };
+    send(0, "slow.delay.f.test.");
+    let asked = Instant::now();
+    while fault.tcp_queries.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            asked.elapsed() < CLIENT_WAIT,
+            "the slow query never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Well past the stall time (25 ms) with the slow query in flight.
+    std::thread::sleep(Duration::from_millis(150));
+    for id in 1..=FAST {
+        send(id, &format!("fast{id}.f.test."));
+    }
+    socket.set_read_timeout(Some(CLIENT_WAIT)).expect("timeout");
+    let mut order = Vec::new();
+    let mut buf = [0u8; 4096];
+    while order.len() <= usize::from(FAST) {
+        let Ok(n) = socket.recv(&mut buf) else { break };
+        let reply = hickory_proto::op::Message::from_vec(&buf[..n]).expect("an answer");
+        if reply.id() > 0 {
+            assert_eq!(
+                reply.response_code(),
+                ResponseCode::NoError,
+                "fast{}",
+                reply.id()
+            );
+            assert_eq!(a_records(&reply), vec![FAULT_TCP_A], "fast{}", reply.id());
+        }
+        order.push(reply.id());
+    }
+    assert_eq!(
+        order.len(),
+        usize::from(FAST) + 1,
+        "answers in order of arrival (0: the slow query): {order:?}\n{}",
+        cache.log()
+    );
+    assert_eq!(
+        order.last(),
+        Some(&0),
+        "answers in order of arrival (0: the slow query): {order:?}: a fast one queued \
+         behind the slow query on the stalled connection"
+    );
+}

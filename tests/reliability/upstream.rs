@@ -5,7 +5,7 @@
 //! | label | UDP | TCP |
 //! |---|---|---|
 //! | `silence` | no answer | no answer |
-//! | `delay` | answer after 1.9 s | answer after 1.9 s |
+//! | `delay` | answer after 1.9 s | answer after 1.9 s, reading nothing meanwhile (one query at a time, as CoreDNS) |
 //! | `garbage` | random bytes | random bytes framed |
 //! | `wrongid` | answer with another ID (poison 6.6.6.6) | same |
 //! | `wrongq` | answer for another name (poison) | same |

@@ -90,13 +90,19 @@ fn explicit_io_uring_where_seccomp_blocks_it_fails_naming_the_cause() {
     assert!(!log.contains("panicked"), "never a panic:\n{log}");
 }
 
-#[test]
-fn explicit_epoll_runs_without_probing_io_uring() {
-    let knot = zones::knot();
-    let mut cache = Cache::launch_with(&corefile(&knot), 1, Some("epoll"), false);
+/// The server on `shards` shards with `--io-engine=epoll`, ready.
+fn started_on_epoll(knot: &crate::harness::Knot, shards: usize) -> Cache {
+    let mut cache = Cache::launch_with(&corefile(knot), shards, Some("epoll"), false);
     cache
         .wait_ready()
         .unwrap_or_else(|why| panic!("{why}\n{}", cache.log()));
+    cache
+}
+
+#[test]
+fn explicit_epoll_runs_without_probing_io_uring() {
+    let knot = zones::knot();
+    let cache = started_on_epoll(&knot, 1);
     let answer = client::udp(cache.addr(), &client::query("www.test.", RecordType::A));
     assert_eq!(answer.response_code(), ResponseCode::NoError);
     assert!(
@@ -116,10 +122,7 @@ fn explicit_epoll_runs_without_probing_io_uring() {
 #[test]
 fn epoll_waits_on_listening_udp_sockets_for_reading_only() {
     let knot = zones::knot();
-    let mut cache = Cache::launch_with(&corefile(&knot), 2, Some("epoll"), false);
-    cache
-        .wait_ready()
-        .unwrap_or_else(|why| panic!("{why}\n{}", cache.log()));
+    let cache = started_on_epoll(&knot, 2);
     // Answers sent first: a registration for writability would have fired by now.
     for i in 0..4 {
         let name = format!("host{i}.many.test.");

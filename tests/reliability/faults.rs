@@ -314,12 +314,7 @@ fn no_descriptor_or_memory_leak_across_faulty_exchanges() {
 fn misses_beyond_every_full_upstream_connection_wait_and_are_answered() {
     const POOL_ROOM: usize = 4 * 256;
     const BEYOND: usize = 16;
-    let fault = FaultUpstream::start();
-    let corefile = format!(
-        "f.test:$PORT {{\n forward . {f} {{\n  force_tcp\n  max_fails 0\n }}\n}}\n",
-        f = fault.addr
-    );
-    let cache = Cache::start(&corefile, crate::harness::free_port(), &["--shards", "1"]);
+    let (_fault, cache) = one_shard_over_tcp_to_the_fault();
     let sockets: Vec<std::net::UdpSocket> = (0..16)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
@@ -393,12 +388,7 @@ fn misses_beyond_every_full_upstream_connection_wait_and_are_answered() {
 #[test]
 fn misses_pass_a_connection_stalled_behind_a_slow_query() {
     const FAST: u16 = 8;
-    let fault = FaultUpstream::start();
-    let corefile = format!(
-        "f.test:$PORT {{\n forward . {f} {{\n  force_tcp\n  max_fails 0\n }}\n}}\n",
-        f = fault.addr
-    );
-    let cache = Cache::start(&corefile, crate::harness::free_port(), &["--shards", "1"]);
+    let (fault, cache) = one_shard_over_tcp_to_the_fault();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let send = |id: u16, name: &str| {
         let mut q = query(name, RecordType::A, false);
@@ -450,4 +440,15 @@ fn misses_pass_a_connection_stalled_behind_a_slow_query() {
         "answers in order of arrival (0: the slow query): {order:?}: a fast one queued \
          behind the slow query on the stalled connection"
     );
+}
+
+/// The scripted faulty upstream alone for `f.test`, over TCP, from one shard.
+fn one_shard_over_tcp_to_the_fault() -> (FaultUpstream, Cache) {
+    let fault = FaultUpstream::start();
+    let corefile = format!(
+        "f.test:$PORT {{\n forward . {f} {{\n  force_tcp\n  max_fails 0\n }}\n}}\n",
+        f = fault.addr
+    );
+    let cache = Cache::start(&corefile, crate::harness::free_port(), &["--shards", "1"]);
+    (fault, cache)
 }

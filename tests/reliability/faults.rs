@@ -314,7 +314,7 @@ fn no_descriptor_or_memory_leak_across_faulty_exchanges() {
 fn misses_beyond_every_full_upstream_connection_wait_and_are_answered() {
     const POOL_ROOM: usize = 4 * 256;
     const BEYOND: usize = 16;
-    let (_fault, cache) = one_shard_over_tcp_to_the_fault();
+    let (_fault, cache) = one_shard_over_tcp_to_the_fault(&[]);
     let sockets: Vec<std::net::UdpSocket> = (0..16)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
@@ -387,8 +387,17 @@ fn misses_beyond_every_full_upstream_connection_wait_and_are_answered() {
 /// One client socket: its answers are read in the order the cache sent them.
 #[test]
 fn misses_pass_a_connection_stalled_behind_a_slow_query() {
+    misses_pass_a_stalled_connection(&[]);
+}
+
+#[test]
+fn misses_pass_a_connection_stalled_behind_a_slow_query_on_epoll() {
+    misses_pass_a_stalled_connection(&["--io-engine=epoll"]);
+}
+
+fn misses_pass_a_stalled_connection(engine: &[&str]) {
     const FAST: u16 = 8;
-    let (fault, cache) = one_shard_over_tcp_to_the_fault();
+    let (fault, cache) = one_shard_over_tcp_to_the_fault(engine);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let send = |id: u16, name: &str| {
         let mut q = query(name, RecordType::A, false);
@@ -442,13 +451,15 @@ fn misses_pass_a_connection_stalled_behind_a_slow_query() {
     );
 }
 
-/// The scripted faulty upstream alone for `f.test`, over TCP, from one shard.
-fn one_shard_over_tcp_to_the_fault() -> (FaultUpstream, Cache) {
+/// The scripted faulty upstream alone for `f.test`, over TCP, from one shard (with
+/// `extra` flags).
+fn one_shard_over_tcp_to_the_fault(extra: &[&str]) -> (FaultUpstream, Cache) {
     let fault = FaultUpstream::start();
     let corefile = format!(
         "f.test:$PORT {{\n forward . {f} {{\n  force_tcp\n  max_fails 0\n }}\n}}\n",
         f = fault.addr
     );
-    let cache = Cache::start(&corefile, crate::harness::free_port(), &["--shards", "1"]);
+    let args: Vec<&str> = ["--shards", "1"].iter().chain(extra).copied().collect();
+    let cache = Cache::start(&corefile, crate::harness::free_port(), &args);
     (fault, cache)
 }

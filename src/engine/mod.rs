@@ -347,7 +347,7 @@ impl UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => Ok(s.connect(peer).await?),
             UdpInner::Epoll(s) => s.connect(peer).await,
-            UdpInner::EpollListen(s) => s.get_ref().connect(peer),
+            UdpInner::EpollListen(_) => Err(listening_only()),
         }
     }
 
@@ -355,8 +355,7 @@ impl UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => Ok(s.send(buf).await?),
             UdpInner::Epoll(s) => s.send(buf).await,
-            // Never waits for room (not registered for it): a full buffer is an error.
-            UdpInner::EpollListen(s) => s.get_ref().send(buf),
+            UdpInner::EpollListen(_) => Err(listening_only()),
         }
     }
 
@@ -364,12 +363,7 @@ impl UdpSocket {
         match &self.0 {
             UdpInner::Uring(s) => Ok(s.recv(buf).await?),
             UdpInner::Epoll(s) => s.recv(buf).await,
-            UdpInner::EpollListen(s) => loop {
-                let mut ready = s.readable().await?;
-                if let Ok(read) = ready.try_io(|s| s.get_ref().recv(buf)) {
-                    return read;
-                }
-            },
+            UdpInner::EpollListen(_) => Err(listening_only()),
         }
     }
 
@@ -432,6 +426,15 @@ impl UdpSocket {
             },
         }
     }
+}
+
+/// A listening socket on epoll is read in batches and answered with sendmmsg on its
+/// fd (`src/server/udp.rs`); the one-datagram calls are the upstream sockets'.
+fn listening_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a listening socket is read in batches and answered on its fd",
+    )
 }
 
 impl AsRawFd for UdpSocket {

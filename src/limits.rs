@@ -17,9 +17,10 @@ pub const UPSTREAM_QUERY_MILLIS: u64 = 5_000;
 pub const UPSTREAM_TCP_INFLIGHT_PER_CONN_MAX: usize = 256;
 /// Upstream TCP: connections per shard and upstream.
 pub const UPSTREAM_TCP_CONNS_MAX: usize = 4;
-/// Upstream TCP: a connection with queries in flight that has shown no progress (no
-/// answer, and none in flight before the oldest) for this long is *stalled*: new
-/// queries go to another connection, opening one if the pool has room. An upstream
+/// Upstream TCP: a connection with queries written and unanswered that has shown no
+/// progress for this long (no answer read, counted from its last answer or from the
+/// first write while nothing was unanswered) is *stalled*: new queries go to another
+/// connection, opening one if the pool has room. An upstream
 /// that answers a connection's queries one at a time in order (CoreDNS: miekg/dns
 /// reads a connection's next query only after answering the last) holds every query
 /// behind a slow one (a reverse lookup CoreDNS forwards outward); a cluster DNS

@@ -323,7 +323,6 @@ impl TcpPool {
         query: &[u8],
     ) -> Result<Vec<u8>, UpstreamError> {
         let (tx, rx) = oneshot::channel();
-        let now = Instant::now();
         let id = {
             let mut pending = conn.pending.borrow_mut();
             let id = free_id(&pending);
@@ -346,7 +345,7 @@ impl TcpPool {
             }
             id
         };
-        conn.last_used.set(now);
+        conn.last_used.set(Instant::now());
         // Forget the query however this future ends (answer, error, or the caller's
         // deadline dropping it), so abandoned IDs never pile up.
         let forget = Forget {

@@ -34,13 +34,20 @@ def name(key):
     return label + (" dual-stack" if v == "dual" else "")
 
 
-print("| point | server | answers/s | loss % | CPU µs/answer | p50 µs | p99 µs | p99.9 µs | send lag p99 µs | runs |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+def kernel(runs):
+    """Median kernel µs per answer, "-" for records made before the column."""
+    if any(not r.get("kernel_us_per_answer") for r in runs):
+        return "-"
+    return f"{med(runs, 'kernel_us_per_answer'):.1f}"
+
+
+print("| point | server | answers/s | loss % | CPU µs/answer | of it kernel | p50 µs | p99 µs | p99.9 µs | send lag p99 µs | runs |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for key in points:
     for s, runs in groups[key].items():
         b = "**" if ours(s) else ""
         print(f"| {name(key)} | {b}{s}{b} | {med(runs, 'answers_per_s'):,.0f} | "
-              f"{med(runs, 'loss_pct'):.2f} | {med(runs, 'cpu_us_per_answer'):.1f} | "
+              f"{med(runs, 'loss_pct'):.2f} | {med(runs, 'cpu_us_per_answer'):.1f} | {kernel(runs)} | "
               f"{med(runs, 'p50_us'):,.0f} | {med(runs, 'p99_us'):,.0f} | "
               f"{med(runs, 'p999_us'):,.0f} | {med(runs, 'lag_p99_us'):,.0f} | {len(runs)} |")
 

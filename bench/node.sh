@@ -41,7 +41,8 @@
 #                       here: the same profile, expanded as glibc does) from PODS sockets
 #                       with CLOSED_Q queries outstanding
 # Per point: CPU µs per answer (utime+stime of the server process from /proc/PID/stat
-# before and after, over the answers; this kernel has no schedstats), answers/s, loss,
+# before and after, over the answers; this kernel has no schedstats) and the kernel's
+# part of it (stime alone), answers/s, loss,
 # p50/p99/p99.9 (dnsload, latency from the intended send time) and dnsload's own send
 # lag p99 (how late the generator sent: a large one means the load core was starved
 # and the run's latency measures the machine, not the server). The servers run
@@ -384,8 +385,9 @@ with open(sys.argv[1], "w") as f:
             f.write(f"{s} A\n{s} AAAA\n")
 PY
 hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo gone; }
-printf 'round\tvariant\tkind\ttarget_qps\tserver\tsecs\tsent\tanswered\tlost\tloss_pct\tanswers_per_s\tcpu_ticks\tcpu_us_per_answer\tp50_us\tp99_us\tp999_us\tlag_p99_us\n' > "$out/runs.tsv"
+# cpu_ticks PID: "utime stime" of the process, or "gone".
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat" 2>/dev/null || echo gone; }
+printf 'round\tvariant\tkind\ttarget_qps\tserver\tsecs\tsent\tanswered\tlost\tloss_pct\tanswers_per_s\tcpu_ticks\tcpu_us_per_answer\tp50_us\tp99_us\tp999_us\tlag_p99_us\tkernel_us_per_answer\n' > "$out/runs.tsv"
 # point ROUND VARIANT KIND QPS SERVER: one measured run, a line of runs.tsv.
 point() {
   local round=$1 v=$2 kind=$3 qps=$4 s=$5 before after json p=${port[$5]} n
@@ -413,19 +415,22 @@ point() {
     echo "no figures for $v $kind $qps $s round $round (report missing or server gone)" | tee -a "$out/env.txt" >&2
     return 0
   fi
-  python3 - "$json" "$round" "$v" "$kind" "$qps" "$s" "$secs" "$((after - before))" "$hz" "$out/raw" >> "$out/runs.tsv" <<'PY'
+  python3 - "$json" "$round" "$v" "$kind" "$qps" "$s" "$secs" "$before" "$after" "$hz" "$out/raw" >> "$out/runs.tsv" <<'PY'
 import json, os, sys
-path, rnd, v, kind, qps, s, secs, ticks, hz, raw = sys.argv[1:]
+path, rnd, v, kind, qps, s, secs, before, after, hz, raw = sys.argv[1:]
+(u0, k0), (u1, k1) = (map(int, x.split()) for x in (before, after))
+ticks, kernel = (u1 - u0) + (k1 - k0), k1 - k0
 r = json.load(open(path))
 c, lat = r["counters"], r["latency"]
 answered = c["answered"]
 small = {k: x for k, x in r.items() if k not in ("histogram", "histograms", "series")}
-small["server_cpu_ticks"] = int(ticks)
+small["server_cpu_ticks"], small["server_kernel_ticks"] = ticks, kernel
 json.dump(small, open(os.path.join(raw, os.path.basename(path)), "w"), indent=1)
-cpu = int(ticks) * 1e6 / int(hz) / max(answered, 1)
+cpu, kcpu = (t * 1e6 / int(hz) / max(answered, 1) for t in (ticks, kernel))
 print(f"{rnd}\t{v}\t{kind}\t{qps}\t{s}\t{secs}\t{c['sent']}\t{answered}\t{c['lost']}\t"
       f"{100 * c['lost'] / max(c['sent'], 1):.3f}\t{answered / float(secs):.0f}\t{ticks}\t{cpu:.1f}\t"
-      f"{lat['p50_us']:.0f}\t{lat['p99_us']:.0f}\t{lat['p99_9_us']:.0f}\t{r['send_lag']['p99_us']:.0f}")
+      f"{lat['p50_us']:.0f}\t{lat['p99_us']:.0f}\t{lat['p99_9_us']:.0f}\t{r['send_lag']['p99_us']:.0f}\t"
+      f"{kcpu:.1f}")
 PY
   tail -1 "$out/runs.tsv" >&2
 }

@@ -64,7 +64,9 @@
 #        cluster.local `denial` capacity; dnsdist's cluster packet cache holds 9984 +
 #        DENIAL_CAP. Unbound (128 MB) and kresd (256 MB) evict nothing here, while
 #        9984 negative entries do not hold the pods' working set at 40k QPS: a larger
-#        cap gives every server the same misses)
+#        cap gives every server the same misses), LOCAL_IPS (two: the kube-dns IP and
+#        169.254.20.10, as in iptables mode; one: the kube-dns IP alone, so each
+#        server has one UDP socket on it, as a lab shape)
 # The echo (bench/echo: one socket on the kube-dns IP, recvmmsg, QR set, sendmmsg; no
 # DNS work) is the floor of a UDP server on this shape. Its answers are NODATA, on
 # which a pod's search would go on through every candidate, so its open points send
@@ -106,7 +108,11 @@ mkdir -p "$out/raw" "$out/conf"
 
 # --- namespace, addresses, cleanup ------------------------------------------------
 ns="nodebench-$$"
-local_v4="169.254.20.10 10.96.0.10"
+case ${LOCAL_IPS:-two} in
+  two) local_v4="169.254.20.10 10.96.0.10";;
+  one) local_v4=10.96.0.10;;
+  *) echo "LOCAL_IPS: two or one, not \"$LOCAL_IPS\"" >&2; exit 2;;
+esac
 local_v6="fd00:169:254::10 fd00:10:96::a"
 kube_dns=10.96.0.10
 kube_dns6=fd00:10:96::a
@@ -213,7 +219,7 @@ configs() {
         printf '    forward . %s {\n        force_tcp\n    }\n' "$cluster_dns"
       fi
       echo "    prometheus :9253"
-      [ "$z" = cluster.local ] && echo "    health 169.254.20.10:8080"
+      [ "$z" = cluster.local ] && echo "    health ${addrs%% *}:8080"
       echo "}"
     done
   } > "$d/Corefile"
@@ -463,7 +469,7 @@ versions() {
   echo "kernel $(uname -r); $(nproc) CPUs; rustc $(rustc --version | awk '{print $2}')"
 }
 {
-  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${CLUSTER_FRONT:+ (CLUSTER_FRONT=$CLUSTER_FRONT)}${DENIAL_CAP:+ (DENIAL_CAP=$DENIAL_CAP)}${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}${OURS_BASE:+ (OURS_BASE=$(basename "$OURS_BASE"))}"
+  echo "command: SECS=$secs ROUNDS=$rounds RATES=\"$rates\" CHURN_RATES=\"$churn_rates\" DUAL_RATES=\"$dual_rates\" CLOSED=$closed CLOSED_Q=$closed_q PODS=$pods SERVERS=\"$servers\" bench/node.sh${CLUSTER_FRONT:+ (CLUSTER_FRONT=$CLUSTER_FRONT)}${DENIAL_CAP:+ (DENIAL_CAP=$DENIAL_CAP)}${LOCAL_IPS:+ (LOCAL_IPS=$LOCAL_IPS)}${OURS_ARGS:+ (OURS_ARGS=$OURS_ARGS)}${OURS_BASE:+ (OURS_BASE=$(basename "$OURS_BASE"))}"
   versions
   echo "before: $(uptime)"
 } > "$out/env.txt"

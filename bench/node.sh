@@ -65,8 +65,8 @@
 #        DENIAL_CAP. Unbound (128 MB) and kresd (256 MB) evict nothing here, while
 #        9984 negative entries do not hold the pods' working set at 40k QPS: a larger
 #        cap gives every server the same misses), LOCAL_IPS (two: the kube-dns IP and
-#        169.254.20.10, as in iptables mode; one: the kube-dns IP alone, so each
-#        server has one UDP socket on it, as a lab shape)
+#        169.254.20.10, as in iptables mode; one: the kube-dns IP alone (and its v6
+#        twin in the dual variant), so each server has one UDP socket per family)
 # The echo (bench/echo: one socket on the kube-dns IP, recvmmsg, QR set, sendmmsg; no
 # DNS work) is the floor of a UDP server on this shape. Its answers are NODATA, on
 # which a pod's search would go on through every candidate, so its open points send
@@ -109,11 +109,10 @@ mkdir -p "$out/raw" "$out/conf"
 # --- namespace, addresses, cleanup ------------------------------------------------
 ns="nodebench-$$"
 case ${LOCAL_IPS:-two} in
-  two) local_v4="169.254.20.10 10.96.0.10";;
-  one) local_v4=10.96.0.10;;
+  two) local_v4="169.254.20.10 10.96.0.10" local_v6="fd00:169:254::10 fd00:10:96::a";;
+  one) local_v4=10.96.0.10 local_v6=fd00:10:96::a;;
   *) echo "LOCAL_IPS: two or one, not \"$LOCAL_IPS\"" >&2; exit 2;;
 esac
-local_v6="fd00:169:254::10 fd00:10:96::a"
 kube_dns=10.96.0.10
 kube_dns6=fd00:10:96::a
 cluster_dns=10.96.0.11
